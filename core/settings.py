@@ -1,0 +1,200 @@
+"""Settings: every knob of hybrid-serve, read from the environment and `.env`, checked at load time.
+
+Why this module exists: a window Modal would reject (outside 2..3600 s) or a half-configured token
+pair must fail when the settings are *loaded*, with a message naming the variable, its value and the
+allowed range, not minutes later at deploy time. Precedence, highest first: explicit keyword
+arguments, the environment, the `.env` file, the named preset (`HYBRID_PRESET`), the defaults.
+Secrets are `SecretStr` and never appear in a repr, a dump or an error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+MODAL_MIN_WINDOW_S = 2
+MODAL_MAX_WINDOW_S = 3600
+
+PresetName = Literal["conservative", "balanced", "performance"]
+
+#: The configuration guide's named presets (base warm time, extension, activity window), seconds.
+PRESETS: dict[str, dict[str, int]] = {
+    "conservative": {"MODAL_BASE_WARM_TIME": 600, "MODAL_EXTENSION_TIME": 600, "MODAL_ACTIVITY_WINDOW": 300},
+    "balanced": {"MODAL_BASE_WARM_TIME": 900, "MODAL_EXTENSION_TIME": 900, "MODAL_ACTIVITY_WINDOW": 300},
+    "performance": {"MODAL_BASE_WARM_TIME": 1800, "MODAL_EXTENSION_TIME": 1800, "MODAL_ACTIVITY_WINDOW": 600},
+}
+
+SECRET_VARIABLES = ("MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET")
+
+
+class SettingsError(ValueError):
+    """Invalid settings; the message names each variable, its value (never a secret's) and the allowed range."""
+
+
+def _setting(default: Any, env: str, allowed: str, **constraints: Any) -> Any:
+    return Field(default, validation_alias=env, json_schema_extra={"env": env, "allowed": allowed}, **constraints)
+
+
+class Settings(BaseSettings):
+    """The effective configuration. Build it with `load_settings()` to get `SettingsError` on bad input."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        extra="ignore",
+        populate_by_name=True,
+        frozen=True,
+    )
+
+    modal_token_id: SecretStr | None = _setting(None, "MODAL_TOKEN_ID", "any token string, set together with MODAL_TOKEN_SECRET")
+    modal_token_secret: SecretStr | None = _setting(None, "MODAL_TOKEN_SECRET", "any token string, set together with MODAL_TOKEN_ID")
+    preset: PresetName | None = _setting(None, "HYBRID_PRESET", "one of conservative, balanced, performance")
+    base_warm_time: int = _setting(
+        900, "MODAL_BASE_WARM_TIME", f"integer seconds in {MODAL_MIN_WINDOW_S}..{MODAL_MAX_WINDOW_S}",
+        ge=MODAL_MIN_WINDOW_S, le=MODAL_MAX_WINDOW_S,
+    )
+    extension_time: int = _setting(
+        900, "MODAL_EXTENSION_TIME", f"integer seconds ≥ 0 with base + extension ≤ {MODAL_MAX_WINDOW_S}",
+        ge=0, le=MODAL_MAX_WINDOW_S,
+    )
+    activity_window: int = _setting(300, "MODAL_ACTIVITY_WINDOW", "integer seconds > 0", gt=0)
+    max_containers: int = _setting(10, "MODAL_MAX_CONTAINERS", "integer ≥ 1", ge=1)
+
+    @model_validator(mode="after")
+    def _check_cross_field_rules(self) -> "Settings":
+        if (self.modal_token_id is None) != (self.modal_token_secret is None):
+            which = "MODAL_TOKEN_ID" if self.modal_token_id is not None else "MODAL_TOKEN_SECRET"
+            raise ValueError(
+                f"MODAL_TOKEN_ID / MODAL_TOKEN_SECRET: only {which} is set; allowed: set both "
+                "(production mode) or neither (development mode, web authentication via `modal setup`)"
+            )
+        if self.base_warm_time + self.extension_time > MODAL_MAX_WINDOW_S:
+            raise ValueError(
+                f"MODAL_BASE_WARM_TIME + MODAL_EXTENSION_TIME = {self.base_warm_time} + {self.extension_time} = "
+                f"{self.base_warm_time + self.extension_time}; allowed: a sum ≤ {MODAL_MAX_WINDOW_S} "
+                f"(Modal's scaledown window must be {MODAL_MIN_WINDOW_S}..{MODAL_MAX_WINDOW_S} s)"
+            )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        preset = PresetSource(settings_cls, (init_settings, env_settings, dotenv_settings))
+        return init_settings, env_settings, dotenv_settings, preset
+
+    # --- derived, read-only views -------------------------------------------------------------
+    @property
+    def idle_window_s(self) -> int:
+        """Scaledown window after an isolated request."""
+        return self.base_warm_time
+
+    @property
+    def active_window_s(self) -> int:
+        """Scaledown window after a request with recent activity."""
+        return self.base_warm_time + self.extension_time
+
+    def public_dict(self) -> dict[str, Any]:
+        """Every setting by variable name, secrets reduced to whether they are set (no prefix, no length)."""
+        out: dict[str, Any] = {}
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            out[env_name(field)] = ("set" if value is not None else "unset") if isinstance(value, SecretStr) or env_name(field) in SECRET_VARIABLES else value
+        return out
+
+
+def env_name(field: FieldInfo) -> str:
+    """The environment variable that feeds a settings field."""
+    return str(field.validation_alias)
+
+
+class PresetSource(PydanticBaseSettingsSource):
+    """Supplies the values of the preset named by HYBRID_PRESET, below every explicit variable."""
+
+    def __init__(self, settings_cls: type[BaseSettings], upstream: tuple[PydanticBaseSettingsSource, ...]):
+        super().__init__(settings_cls)
+        self._upstream = upstream
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover - unused
+        return None, field_name, False
+
+    def preset_name(self) -> str | None:
+        for source in self._upstream:
+            values = source()
+            for key in ("HYBRID_PRESET", "preset"):
+                if values.get(key):
+                    return str(values[key])
+        return None
+
+    def __call__(self) -> dict[str, Any]:
+        name = self.preset_name()
+        # An unknown name is left to the field's own validation, which names HYBRID_PRESET.
+        return dict(PRESETS.get(name, {})) if name else {}
+
+
+def _format_error(error: Mapping[str, Any]) -> str:
+    loc = error.get("loc") or ()
+    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    if not loc:
+        return message
+    variable = str(loc[0])
+    field = next((f for f in Settings.model_fields.values() if env_name(f) == variable), None)
+    allowed = (field.json_schema_extra or {}).get("allowed", "") if field else ""  # type: ignore[union-attr]
+    shown = "<hidden>" if variable in SECRET_VARIABLES else repr(error.get("input"))
+    return f"{variable}={shown}: {message.lower()}; allowed: {allowed}"
+
+
+def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
+    """Load and validate the settings; raise `SettingsError` whose message names every bad variable."""
+    try:
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        problems = "\n".join(f"  - {_format_error(e)}" for e in exc.errors(include_input=True, include_url=False))
+        raise SettingsError(f"invalid hybrid-serve settings:\n{problems}") from None
+
+
+def setting_sources(env_file: str | Path | None = ".env", **overrides: Any) -> dict[str, str]:
+    """Where each effective setting came from, by variable name: argument, environment, .env, preset or default."""
+    init = _StaticSource(Settings, overrides)
+    env = EnvSettingsSource(Settings, env_ignore_empty=True)
+    dotenv = DotEnvSettingsSource(Settings, env_file=env_file, env_ignore_empty=True)
+    preset = PresetSource(Settings, (init, env, dotenv))
+    layers: list[tuple[str, Mapping[str, Any]]] = [
+        ("argument", overrides), ("environment", env()), (".env", dotenv()),
+        (f"preset {preset.preset_name()}", preset()),
+    ]
+    result: dict[str, str] = {}
+    for name, field in Settings.model_fields.items():
+        variable = env_name(field)
+        result[variable] = next((label for label, values in layers if variable in values or name in values), "default")
+    return result
+
+
+class _StaticSource(PydanticBaseSettingsSource):
+    """Fixed values (keyword overrides) presented as a settings source."""
+
+    def __init__(self, settings_cls: type[BaseSettings], values: Mapping[str, Any]):
+        super().__init__(settings_cls)
+        self._values = dict(values)
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._values)
