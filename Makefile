@@ -14,10 +14,13 @@ $(STAMP): pyproject.toml
 	touch $@
 
 run: $(STAMP)
-	$(VENV)/bin/hybrid-serve config
+	$(VENV)/bin/hybrid-serve serve
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis
+
+bench: $(STAMP)
+	$(VENV)/bin/python -m pytest benchmarks -p no:randomly --benchmark-json=benchmarks/results/pytest-benchmark.json -s -q

@@ -50,6 +50,45 @@ def config() -> None:
     )
 
 
+def _available_backends() -> dict[str, str]:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.value for ep in entry_points(group="hybrid_serve.backends")}
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    backend: str = typer.Option("inprocess", help="inprocess: this process runs the models."),
+) -> None:
+    """Run the HTTP API; prints the address and a ready-to-paste curl once it accepts requests."""
+    settings = settings_or_exit()
+    typer.echo(mode_line(settings))
+    if backend == "inprocess":
+        from core.api import build_inprocess_app
+        from core.registry import Registry, RegistryError
+        from core.server import ready_message, run_uvicorn
+
+        try:
+            registry = Registry.load(settings.registry_path)
+        except RegistryError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(code=2) from None
+        app_ = build_inprocess_app(settings, registry)
+        demo = next(iter(registry.ids()), None)
+        run_uvicorn(app_, host, port, on_ready=lambda: typer.echo(ready_message(host, port, demo, backend)))
+        return
+    backends = _available_backends()
+    if backend not in backends:
+        typer.echo(f"error: unknown backend {backend!r}; available: inprocess, {', '.join(sorted(backends))}", err=True)
+        raise typer.Exit(code=2)
+    from importlib import import_module
+
+    module_name, _, attr = backends[backend].partition(":")
+    getattr(import_module(module_name), attr)(settings=settings, host=host, port=port)
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="hybrid-serve")

@@ -71,6 +71,20 @@ class Settings(BaseSettings):
     activity_window: int = _setting(300, "MODAL_ACTIVITY_WINDOW", "integer seconds > 0", gt=0)
     max_containers: int = _setting(10, "MODAL_MAX_CONTAINERS", "integer ≥ 1", ge=1)
 
+    # --- model server (core/server.py, core/api.py) ----------------------------------------------
+    registry_path: Path | None = _setting(
+        None, "HYBRID_REGISTRY", "path of a TOML experiment registry (unset: the shipped demo registry)"
+    )
+    cache_max_models: int = _setting(4, "HYBRID_CACHE_MAX_MODELS", "integer ≥ 1", ge=1)
+    cache_max_memory_mb: int = _setting(
+        4096, "HYBRID_CACHE_MAX_MEMORY_MB", "integer MiB ≥ 0 (0: no memory budget)", ge=0
+    )
+    max_batch_size: int = _setting(32, "HYBRID_MAX_BATCH_SIZE", "integer 1..1024", ge=1, le=1024)
+    batch_wait_ms: float = _setting(0.0, "HYBRID_BATCH_WAIT_MS", "milliseconds 0..1000", ge=0, le=1000)
+    max_body_bytes: int = _setting(1_048_576, "HYBRID_MAX_BODY_BYTES", "integer bytes ≥ 64", ge=64)
+    max_inputs: int = _setting(64, "HYBRID_MAX_INPUTS", "integer 1..4096", ge=1, le=4096)
+    max_new_tokens: int = _setting(128, "HYBRID_MAX_NEW_TOKENS", "integer 1..4096", ge=1, le=4096)
+
     @model_validator(mode="after")
     def _check_cross_field_rules(self) -> "Settings":
         if (self.modal_token_id is None) != (self.modal_token_secret is None):

@@ -1,0 +1,48 @@
+"""Running an ASGI app with uvicorn and announcing it only once it accepts requests.
+
+Why this module exists: the main job prints the address and a ready-to-paste `curl` — printing it
+before the socket is bound would invite a "connection refused". Backends that run their own HTTP
+server (Ray Serve's proxy) reuse `ready_message` so the announcement reads the same everywhere.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Callable
+
+import uvicorn
+from fastapi import FastAPI
+
+
+def curl_example(host: str, port: int, experiment_id: str) -> str:
+    body = '{"inputs": ["hybrid-serve keeps GPUs warm only while it pays"]}'
+    url = f"http://{host}:{port}/predict/{experiment_id}"
+    return f"curl -s -X POST {url} -H 'Content-Type: application/json' -d {shlex.quote(body)}"
+
+
+def ready_message(host: str, port: int, experiment_id: str | None, backend: str) -> str:
+    lines = [f"hybrid-serve ({backend}) is serving on http://{host}:{port}  (API docs: http://{host}:{port}/docs)"]
+    if experiment_id:
+        lines.append(f"try:  {curl_example(host, port, experiment_id)}")
+    lines.append(f"state: curl -s http://{host}:{port}/health")
+    return "\n".join(lines)
+
+
+class _AnnouncingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None]):
+        super().__init__(config)
+        self._on_ready = on_ready
+
+    async def startup(self, sockets=None) -> None:  # type: ignore[no-untyped-def]
+        await super().startup(sockets)
+        if self.started:
+            self._on_ready()
+
+
+def run_uvicorn(app: FastAPI, host: str, port: int, on_ready: Callable[[], None]) -> None:
+    """Serve until Ctrl-C; `on_ready` runs once the socket accepts connections."""
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    try:
+        _AnnouncingServer(config, on_ready).run()
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown: that is a clean stop
+        pass
