@@ -60,7 +60,9 @@ def _available_backends() -> dict[str, str]:
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8000, help="Port to listen on."),
-    backend: str = typer.Option("inprocess", help="inprocess: this process runs the models."),
+    backend: str = typer.Option(
+        "ray", help="ray: Ray Serve emulating Modal's per-experiment containers; inprocess: this process runs the models."
+    ),
 ) -> None:
     """Run the HTTP API; prints the address and a ready-to-paste curl once it accepts requests."""
     settings = settings_or_exit()

@@ -9,13 +9,15 @@ only maps this to routes and status codes.
 
 from __future__ import annotations
 
+import time
 from functools import partial
 from typing import Any, Callable
 
-from core.activity import ActivityTracker, ExperimentActivity
-from core.auth import auth_mode
+from core.activity import ActivityTracker, Clock, ExperimentActivity
+from core.auth import AuthMode, auth_mode
 from core.engine import Prediction, Predictor
 from core.errors import InvalidInput, PayloadTooLarge, UnknownExperiment
+from core.events import EventLog
 from core.metrics import ServerMetrics
 from core.models import parse_parameters
 from core.policy import HybridParams, WindowDecision, hybrid_window
@@ -24,6 +26,13 @@ from core.settings import Settings
 from core.windows import RecordingApplier, WindowApplier
 
 Policy = Callable[[ExperimentActivity | None], WindowDecision]
+
+
+def emulated_clock(time_scale: float) -> Clock:
+    """A monotonic clock running `time_scale` times faster: with it, core's policy sees emulated seconds."""
+    if time_scale == 1:
+        return time.monotonic
+    return lambda: time.monotonic() * time_scale
 
 
 class ServingService:
@@ -36,6 +45,8 @@ class ServingService:
         tracker: ActivityTracker | None = None,
         policy: Policy | None = None,
         backend: str = "inprocess",
+        mode: AuthMode | None = None,
+        metrics: ServerMetrics | None = None,
     ):
         self.settings = settings
         self.registry = registry
@@ -43,10 +54,14 @@ class ServingService:
         self.applier = applier or RecordingApplier()
         self.policy: Policy = policy or partial(hybrid_window, params=HybridParams.from_settings(settings))
         self.tracker = tracker or ActivityTracker(
-            settings.activity_window, retention_s=settings.active_window_s + settings.activity_window
+            settings.activity_window,
+            retention_s=settings.active_window_s + settings.activity_window,
+            clock=emulated_clock(settings.time_scale),
         )
-        self.metrics = ServerMetrics()
+        self.metrics = metrics or ServerMetrics()
         self.backend = backend
+        self.mode = mode or auth_mode(settings)
+        self.events = EventLog(settings.event_log)
 
     # --- the request path ------------------------------------------------------------------------
     def experiment(self, experiment_id: str) -> Experiment:
@@ -71,6 +86,7 @@ class ServingService:
         decision = self.policy(activity)
         self.applier.apply(experiment.id, decision)
         self.metrics.window.labels(experiment.id).set(decision.window_s)
+        self.events.write(experiment.id, "request", decision.window_s, decision.reason.value)
         try:
             prediction = await self.predictor.predict(experiment, batch, params)
         finally:
@@ -121,10 +137,17 @@ class ServingService:
     async def health(self) -> dict[str, Any]:
         cached = await self.predictor.cached_models()
         self.metrics.cached_models.set(len(cached))
+        models = await self.predictor.model_status()
+        windows = self.windows()
+        for experiment_id, window in windows.items():
+            model = models.get(experiment_id, {})
+            state = model.get("state", "cold")
+            window.update(state=state, replicas=model.get("replicas", 1 if state == "warm" else 0),
+                          last_cold_start=model.get("last_cold_start"))
         return {
             "status": "ok",
             "backend": self.backend,
-            "authentication": {"mode": auth_mode(self.settings).value},
+            "authentication": {"mode": self.mode.value},
             "scaling": {
                 "base_warm_time_s": self.settings.base_warm_time,
                 "extension_time_s": self.settings.extension_time,
@@ -132,7 +155,8 @@ class ServingService:
                 "max_containers": self.settings.max_containers,
                 "idle_window_s": self.settings.idle_window_s,
                 "active_window_s": self.settings.active_window_s,
-                "experiments": self.windows(),
+                "time_scale": self.settings.time_scale,
+                "experiments": windows,
             },
             "activity": self.activity(),
             "cached_models": cached,
@@ -148,9 +172,12 @@ class ServingService:
             model = status.get(experiment.id, {})
             window = windows.get(experiment.id)
             decision = self.policy(None) if window is None else None
+            state = model.get("state", "cold")
             out.append({
                 **experiment.describe(),
-                "state": model.get("state", "cold"),
+                "state": state,
+                # in-process, this process is the experiment's one container once its model is loaded
+                "replicas": model.get("replicas", 1 if state == "warm" else 0),
                 "scaledown_window_s": window["scaledown_window_s"] if window else decision.window_s,  # type: ignore[union-attr]
                 "window_reason": window["reason"] if window else decision.reason.value,  # type: ignore[union-attr]
                 "idle_s": window["idle_s"] if window else None,
@@ -160,6 +187,7 @@ class ServingService:
 
     async def render_metrics(self) -> bytes:
         self.metrics.cached_models.set(len(await self.predictor.cached_models()))
+        await self.predictor.model_status()  # backends refresh their replica gauges here
         for experiment_id, window in self.windows().items():
             self.metrics.window.labels(experiment_id).set(window["scaledown_window_s"])
         return self.metrics.render()

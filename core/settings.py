@@ -85,6 +85,19 @@ class Settings(BaseSettings):
     max_inputs: int = _setting(64, "HYBRID_MAX_INPUTS", "integer 1..4096", ge=1, le=4096)
     max_new_tokens: int = _setting(128, "HYBRID_MAX_NEW_TOKENS", "integer 1..4096", ge=1, le=4096)
 
+    # --- local emulation (backends/local_ray) ----------------------------------------------------
+    time_scale: float = _setting(
+        1.0, "HYBRID_TIME_SCALE", "number 1..3600: every window (and the activity window) runs this many times faster",
+        ge=1, le=3600,
+    )
+    event_log: Path | None = _setting(None, "HYBRID_EVENT_LOG", "path of a JSON-lines scaling event log (unset: none)")
+    cold_start_timeout_s: float = _setting(
+        300.0, "HYBRID_COLD_START_TIMEOUT_S", "seconds > 0 a request waits for a cold start before 504", gt=0
+    )
+    replica_target_ongoing: int = _setting(
+        8, "HYBRID_REPLICA_TARGET_ONGOING", "integer ≥ 1: concurrent requests one replica should carry", ge=1
+    )
+
     @model_validator(mode="after")
     def _check_cross_field_rules(self) -> "Settings":
         if (self.modal_token_id is None) != (self.modal_token_secret is None):

@@ -1,0 +1,1 @@
+"""Local Ray Serve backend: emulates Modal's per-experiment container pools and scaledown windows."""

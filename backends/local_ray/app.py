@@ -1,0 +1,85 @@
+"""The Serve application: an ingress plus one autoscaled deployment per registered experiment.
+
+Why this module exists: it states, in one place, how Modal's container pool is emulated — every
+experiment deployment starts at zero replicas, may grow to MODAL_MAX_CONTAINERS, and is scaled by
+`ScaledownWindowPolicy` with Serve's own delays turned off (the policy is the only clock), a short
+look-back so load is seen within a second, and a quick graceful shutdown.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from ray import serve
+from ray.serve.config import AutoscalingConfig, AutoscalingPolicy
+
+from backends.local_ray.ingress import HybridIngress, deployment_name
+from backends.local_ray.replica import ExperimentReplica
+from core.auth import AuthMode
+from core.registry import Registry
+from core.settings import Settings
+
+#: Serve averages load over this period (default 30 s); short, so scale-up follows load closely.
+LOOK_BACK_PERIOD_S = 1.0
+#: How often replicas and handles push their metrics to the controller (Serve's default is 10 s).
+METRICS_PUSH_INTERVAL_S = 0.2
+SECRET_FIELDS = {"modal_token_id", "modal_token_secret"}
+
+
+def ray_environment() -> dict[str, str]:
+    """Environment every Ray process of the emulator needs (metric push intervals)."""
+    return {
+        "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": str(METRICS_PUSH_INTERVAL_S),
+        "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": str(METRICS_PUSH_INTERVAL_S),
+    }
+
+
+def autoscaling_config(settings: Settings, experiment_id: str) -> AutoscalingConfig:
+    with warnings.catch_warnings():  # metrics_interval_s is deprecated but still sets the replicas' push period
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _autoscaling_config(settings, experiment_id)
+
+
+def _autoscaling_config(settings: Settings, experiment_id: str) -> AutoscalingConfig:
+    return AutoscalingConfig(
+        min_replicas=0,
+        metrics_interval_s=METRICS_PUSH_INTERVAL_S,
+        initial_replicas=0,
+        max_replicas=settings.max_containers,
+        target_ongoing_requests=settings.replica_target_ongoing,
+        look_back_period_s=LOOK_BACK_PERIOD_S,
+        upscale_delay_s=0,
+        downscale_delay_s=0,
+        downscale_to_zero_delay_s=0,
+        policy=AutoscalingPolicy(
+            policy_function="backends.local_ray.scaling:ScaledownWindowPolicy",
+            policy_kwargs={
+                "experiment": experiment_id,
+                "time_scale": settings.time_scale,
+                "target_ongoing": settings.replica_target_ongoing,
+                "event_log": str(settings.event_log) if settings.event_log else None,
+            },
+        ),
+    )
+
+
+def build_application(settings: Settings, registry: Registry, mode: AuthMode) -> Any:
+    """The bound Serve application (deploy it with `serve.run(..., name=APP_NAME)`). Tokens stay out of it."""
+    values = settings.model_dump(exclude=SECRET_FIELDS)
+    experiments = {e.id: {**e.model_dump(), "base_dir": str(e.base_dir)} for e in registry}
+    replicas = [
+        serve.deployment(
+            ExperimentReplica,
+            name=deployment_name(experiment_id),
+            autoscaling_config=autoscaling_config(settings, experiment_id),
+            max_ongoing_requests=settings.replica_target_ongoing * 4,
+            graceful_shutdown_wait_loop_s=0.2,
+            graceful_shutdown_timeout_s=10,
+            ray_actor_options={"num_cpus": 0},
+        ).bind(definition, values)
+        for experiment_id, definition in experiments.items()
+    ]
+    ingress = serve.deployment(serve.ingress()(HybridIngress), name="ingress", num_replicas=1,
+                               ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
+    return ingress.bind(values, mode.value, experiments, *replicas)

@@ -1,0 +1,109 @@
+"""The scaledown-window decision behind the Ray backend, as a pure function (no Ray needed)."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+
+from backends.local_ray import scaling
+from backends.local_ray.ingress import RayPredictor, RayWindowApplier
+from backends.local_ray.scaling import ReplicaReport, desired_replicas, reports_from_metrics
+from core.errors import ModelUnavailable, UpstreamTimeout
+from core.events import EventLog
+from core.metrics import ServerMetrics
+from core.registry import Experiment
+from core.settings import load_settings
+
+NOW = 10_000.0
+
+
+def report(idle_real_s: float, window_s: float, last_request: float = 0.0, in_flight: int = 0) -> ReplicaReport:
+    return ReplicaReport(last_busy=NOW - idle_real_s, last_request=last_request, window_s=window_s, in_flight=in_flight)
+
+
+def decide(reports: list[ReplicaReport], ongoing: float = 0, scale: float = 1, unreported: int = 0, max_replicas: int = 10):
+    return desired_replicas(NOW, reports, ongoing, target_ongoing=2, time_scale=scale, max_replicas=max_replicas, unreported=unreported)
+
+
+def test_warm_inside_the_window_and_zero_at_its_end() -> None:
+    assert decide([report(899.9, 900)]).replicas == 1
+    decision = decide([report(900.0, 900)])
+    assert decision.replicas == 0 and "≥ window 900s" in decision.reason
+
+
+def test_time_scale_multiplies_real_idle_time() -> None:
+    assert decide([report(2.9, 900)], scale=300).replicas == 1  # 870 emulated seconds
+    assert decide([report(3.0, 900)], scale=300).replicas == 0  # 900 emulated seconds
+
+
+def test_the_latest_decision_is_the_window_in_force_for_every_replica() -> None:
+    # replica B served the latest request with the long window: A is kept by it too, as on Modal
+    a, b = report(1000, 900, last_request=1), report(10, 1800, last_request=2)
+    assert decide([a, b]).replicas == 2
+    a, b = report(1000, 1800, last_request=1), report(10, 900, last_request=2)
+    assert decide([a, b]).replicas == 1
+
+
+def test_in_flight_requests_keep_a_replica_whatever_the_window() -> None:
+    assert decide([report(10_000, 2, in_flight=1)]).replicas == 1
+
+
+def test_load_scales_up_to_the_maximum() -> None:
+    assert decide([report(0, 900)], ongoing=7).replicas == 4  # ceil(7 / 2)
+    assert decide([report(0, 900)], ongoing=100, max_replicas=3).replicas == 3
+
+
+def test_starting_and_unserved_replicas_are_kept() -> None:
+    assert decide([], unreported=1).replicas == 1
+    assert decide([report(50, -1)]).replicas == 1  # up, waiting for its first request
+    assert decide([]).replicas == 0
+
+
+def test_reports_from_serve_metrics_take_the_latest_point() -> None:
+    point = lambda v: SimpleNamespace(timestamp=0, value=v)  # noqa: E731
+    raw = {
+        scaling.LAST_BUSY: {"r1": [point(1.0), point(5.0)]},
+        scaling.LAST_REQUEST: {"r1": [point(4.0)]},
+        scaling.WINDOW: {"r1": [point(900.0)]},
+        scaling.IN_FLIGHT: {"r1": [point(0.0)]},
+    }
+    assert reports_from_metrics(raw, ["r1", "r2"]) == [ReplicaReport(5.0, 4.0, 900.0, 0)]
+
+
+class _Call:
+    """Stands for a DeploymentResponse: awaitable and cancellable."""
+
+    def __init__(self, result: object = None, hang: bool = False):
+        self.result, self.hang, self.cancelled = result, hang, False
+
+    def __await__(self):
+        if self.hang:
+            yield from asyncio.sleep(3600).__await__()
+        return self.result
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+def predictor_with(call: _Call, timeout_s: float = 0.2) -> RayPredictor:
+    handle = SimpleNamespace(predict=SimpleNamespace(remote=lambda *args: call))
+    settings = load_settings(env_file=None, cold_start_timeout_s=timeout_s)
+    return RayPredictor({"e": handle}, RayWindowApplier(), settings, ServerMetrics(), EventLog(None))
+
+
+EXPERIMENT = Experiment(id="e", source="./x", task="feature-extraction")
+
+
+def test_a_cold_start_longer_than_the_timeout_is_a_504_with_a_clear_message() -> None:
+    call = _Call(hang=True)
+    with pytest.raises(UpstreamTimeout, match="HYBRID_COLD_START_TIMEOUT_S"):
+        asyncio.run(predictor_with(call).predict(EXPERIMENT, ["x"], None))
+    assert call.cancelled
+
+
+def test_replica_errors_come_back_with_their_status() -> None:
+    call = _Call({"error": {"type": "model_unavailable", "status": 503, "message": "e: sha256 mismatch"}})
+    with pytest.raises(ModelUnavailable, match="sha256"):
+        asyncio.run(predictor_with(call).predict(EXPERIMENT, ["x"], None))
