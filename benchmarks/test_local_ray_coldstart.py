@@ -51,7 +51,12 @@ class BareModel:
 
 
 def _deploy_bare() -> None:
+    import sys
+
+    from ray import cloudpickle
     from ray.serve.config import AutoscalingConfig
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # benchmarks/ is not importable in Ray workers
 
     config = AutoscalingConfig(min_replicas=0, initial_replicas=0, max_replicas=1, look_back_period_s=1,
                                upscale_delay_s=0, downscale_delay_s=0.5, downscale_to_zero_delay_s=0.5)

@@ -106,6 +106,19 @@ class ActivityTracker:
             self._forget_idle(now)
             return self._snapshot(experiment_id, state, now)
 
+    def merge_remote(self, experiment_id: str, at: float) -> None:
+        """Take into account a request another ingress saw at `at` (for decisions; not counted as ours)."""
+        with self._lock:
+            state = self._experiments.get(experiment_id)
+            if state is None:
+                self._experiments[experiment_id] = _State(last_request=at, touched=at)
+            elif at > state.last_request:
+                state.previous_request, state.last_request = state.last_request, at
+                state.touched = max(state.touched, at)
+                self._experiments.move_to_end(experiment_id)
+            elif at < state.last_request and (state.previous_request is None or at > state.previous_request):
+                state.previous_request = at
+
     def record_completion(self, experiment_id: str, at: float | None = None) -> None:
         """Record that one request of the experiment finished (its container may idle from here)."""
         with self._lock:

@@ -8,6 +8,7 @@ serves this same app.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -87,6 +88,25 @@ class _BodyTooLarge(Exception):
     pass
 
 
+class BearerToken:
+    """Requires `Authorization: Bearer <token>` on every route but /health (for load balancers' probes)."""
+
+    OPEN_PATHS = ("/health",)
+
+    def __init__(self, app: ASGIApp, token: str):
+        self.app = app
+        self._expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in self.OPEN_PATHS:
+            given = next((v for k, v in scope.get("headers") or () if k == b"authorization"), b"")
+            if not hmac.compare_digest(given, self._expected):
+                body = error_body("unauthorized", "missing or wrong bearer token (Authorization: Bearer <HYBRID_API_TOKEN>)")
+                await JSONResponse(body, status_code=401, headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(service: ServingService) -> FastAPI:
     """The FastAPI app serving `service` (OpenAPI docs at /docs)."""
 
@@ -103,6 +123,8 @@ def create_app(service: ServingService) -> FastAPI:
     )
     app.state.service = service
     app.add_middleware(BodySizeLimit, max_bytes=service.settings.max_body_bytes)
+    if service.settings.api_token is not None:
+        app.add_middleware(BearerToken, token=service.settings.api_token.get_secret_value())
 
     @app.exception_handler(ServeError)
     async def _serve_error(_: Request, exc: ServeError) -> JSONResponse:

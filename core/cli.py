@@ -7,6 +7,8 @@ run the server, replay traces — with errors that name the bad variable and exi
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -89,6 +91,41 @@ def serve(
 
     module_name, _, attr = backends[backend].partition(":")
     getattr(import_module(module_name), attr)(settings=settings, host=host, port=port)
+
+
+@app.command()
+def simulate(
+    trace: Path = typer.Option(..., "--trace", help="Trace file (Azure Functions 2019, Azure LLM 2023, or timestamp,experiment_id CSV)."),
+    trace_format: Optional[str] = typer.Option(None, "--format", help="azure-functions-2019 | azure-llm-2023 | csv (default: from the header)."),
+    mode: str = typer.Option("minute", help="minute: the published per-minute method; fine: per-request times, durations, containers."),
+    policy: list[str] = typer.Option([], "--policy", help="fixed:SECONDS, hybrid, hybrid:PRESET, oracle (repeatable)."),
+    sweep: bool = typer.Option(False, help="Also fixed windows 1–240 min, the three presets and the oracle curve, with a Pareto plot."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON on standard output."),
+    gpu_price_per_hour: float = typer.Option(0.59, help="GPU price per hour for the idle cost column."),
+    out: Path = typer.Option(Path("simulation-results"), help="Folder for simulation.json, simulation.md (and sweep.png)."),
+    cold_start_s: float = typer.Option(0.0, help="Fine mode: seconds a cold start adds before the request runs."),
+    default_duration_ms: float = typer.Option(1000.0, help="Fine mode: execution time when the trace gives none."),
+) -> None:
+    """Replay a trace through keep-warm policies: cold starts vs idle container-minutes."""
+    import json as json_module
+
+    from core import simulation_cli
+
+    settings = settings_or_exit()
+    try:
+        rows, artefacts = simulation_cli.run(
+            settings, trace, trace_format, mode, policy, sweep, gpu_price_per_hour, out, cold_start_s, default_duration_ms / 1000
+        )
+    except simulation_cli.UsageError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+    if as_json:
+        typer.echo(json_module.dumps(rows, indent=2))
+    else:
+        from core.report import markdown_table
+
+        typer.echo(markdown_table(rows))
+    typer.echo("wrote " + ", ".join(str(p) for p in artefacts), err=True)
 
 
 def main() -> None:

@@ -46,3 +46,27 @@ class BackendUnavailable(ServeError):
 class UpstreamTimeout(ServeError):
     status_code = 504
     error_type = "timeout"
+
+
+# --- errors across a process boundary (a Ray replica, a Modal container) --------------------------
+# Exceptions do not survive every transport intact, so workers return errors as plain values and
+# the ingress raises them again: the client sees the same status and message as in-process.
+
+def error_value(exc: ServeError) -> dict[str, dict[str, object]]:
+    return {"error": {"type": exc.error_type, "status": exc.status_code, "message": exc.message}}
+
+
+def raise_error_value(value: dict[str, object]) -> None:
+    """Raise the ServeError a worker returned as a value (no-op when the value is not an error)."""
+    error = value.get("error")
+    if not isinstance(error, dict):
+        return
+    by_type = {cls.error_type: cls for cls in _subclasses(ServeError)}
+    raise by_type.get(str(error.get("type")), ServeError)(str(error.get("message")))
+
+
+def _subclasses(cls: type[ServeError]) -> list[type[ServeError]]:
+    out = [cls]
+    for sub in cls.__subclasses__():
+        out.extend(_subclasses(sub))
+    return out

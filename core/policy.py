@@ -14,12 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Callable
 
 from core.activity import ExperimentActivity
 from core.settings import PRESETS, Settings
 
 
 class WindowReason(StrEnum):
+    FIXED = "fixed"
     NO_ACTIVITY = "no-activity"
     ISOLATED = "isolated"
     RECENT_ACTIVITY = "recent-activity"
@@ -76,3 +78,9 @@ def hybrid_window(activity: ExperimentActivity | None, params: HybridParams) -> 
         WindowReason.ISOLATED,
         f"no other request within {params.activity_window_s}s before the latest: base {params.base_s}s",
     )
+
+
+def fixed_window(seconds: int) -> Callable[[ExperimentActivity | None], WindowDecision]:
+    """A policy that always answers the same window (the baseline every keep-warm study compares with)."""
+    decision = WindowDecision(seconds, WindowReason.FIXED, f"fixed window {seconds}s")
+    return lambda activity: decision

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -34,7 +34,7 @@ PRESETS: dict[str, dict[str, int]] = {
     "performance": {"MODAL_BASE_WARM_TIME": 1800, "MODAL_EXTENSION_TIME": 1800, "MODAL_ACTIVITY_WINDOW": 600},
 }
 
-SECRET_VARIABLES = ("MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET")
+SECRET_VARIABLES = ("MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET", "HYBRID_API_TOKEN")
 
 
 class SettingsError(ValueError):
@@ -97,6 +97,30 @@ class Settings(BaseSettings):
     replica_target_ongoing: int = _setting(
         8, "HYBRID_REPLICA_TARGET_ONGOING", "integer ≥ 1: concurrent requests one replica should carry", ge=1
     )
+
+    # --- Modal deployment (backends/modal_backend) -------------------------------------------------
+    modal_app_name: str = _setting("hybrid-serve", "MODAL_APP_NAME", "a Modal app name ([A-Za-z0-9_.-], ≤ 64)",
+                                   pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    modal_gpu: str | None = _setting("T4", "MODAL_GPU", "a Modal GPU type such as T4, L4, A10G, A100, H100; none: CPU only")
+    modal_concurrent_inputs: int = _setting(
+        32, "MODAL_CONCURRENT_INPUTS", "integer 1..1000: inputs one container takes at once (@modal.concurrent)", ge=1, le=1000
+    )
+    memory_snapshot: bool = _setting(False, "HYBRID_MEMORY_SNAPSHOT", "true or false: Modal memory snapshots of loaded models")
+    proxy_auth: bool = _setting(False, "HYBRID_PROXY_AUTH", "true or false: require Modal proxy auth tokens on the endpoint")
+    api_token_secret: str | None = _setting(
+        None, "HYBRID_API_TOKEN_SECRET", "name of a modal.Secret holding HYBRID_API_TOKEN (bearer token); unset: none"
+    )
+    api_token: SecretStr | None = _setting(
+        None, "HYBRID_API_TOKEN", "a bearer token clients must send (unset: no token required)"
+    )
+    window_update_interval_s: float = _setting(
+        10.0, "HYBRID_WINDOW_UPDATE_INTERVAL_S", "seconds ≥ 0 between two update_autoscaler calls for one experiment", ge=0
+    )
+
+    @field_validator("modal_gpu")
+    @classmethod
+    def _cpu_only(cls, value: str | None) -> str | None:
+        return None if value is None or value.strip().lower() in {"none", "cpu"} else value.strip()
 
     @model_validator(mode="after")
     def _check_cross_field_rules(self) -> "Settings":

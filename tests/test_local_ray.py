@@ -45,6 +45,7 @@ def ray_backend(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathF
             ("active", fe, "feature-extraction"), ("restart", fe, "feature-extraction"),
             ("busy", fe, "feature-extraction"), ("quiet", fe, "feature-extraction"),
             ("burst", gen, "text-generation"), ("victim", fe, "feature-extraction"),
+            ("contract", fe, "feature-extraction"),
         ]
     ))
     settings = load_settings(
@@ -211,3 +212,12 @@ def test_a_killed_replica_is_replaced_and_later_requests_succeed(ray_backend: di
         time.sleep(0.5)
     assert response.json()["replica"] != first["replica"]
     assert predict(url, "victim")[0]["replica"] == response.json()["replica"]
+
+
+def test_ray_app_meets_the_shared_http_contract(ray_backend: dict[str, Any]) -> None:
+    from tests.contract import check_contract
+
+    with httpx.Client(base_url=ray_backend["url"], timeout=COLD_START_LIMIT_S) as client:
+        body = check_contract(client, "contract")
+        assert client.get("/health").json()["backend"] == "ray"
+    assert body["replica"]

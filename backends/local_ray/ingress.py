@@ -18,7 +18,7 @@ from typing import Any
 from core.api import create_app
 from core.auth import AuthMode
 from core.engine import Prediction
-from core.errors import BackendUnavailable, InvalidInput, ModelUnavailable, PayloadTooLarge, ServeError, UpstreamTimeout
+from core.errors import BackendUnavailable, ServeError, UpstreamTimeout, raise_error_value
 from core.events import EventLog
 from core.metrics import ServerMetrics
 from core.registry import Experiment, Registry
@@ -28,9 +28,6 @@ from core.windows import RecordingApplier
 
 APP_NAME = "hybrid-serve"
 STATUS_TTL_S = 0.25
-_ERRORS: dict[str, type[ServeError]] = {
-    cls.error_type: cls for cls in (InvalidInput, PayloadTooLarge, ModelUnavailable, BackendUnavailable, UpstreamTimeout)
-}
 
 
 def deployment_name(experiment_id: str) -> str:
@@ -71,9 +68,7 @@ class RayPredictor:
             raise
         except Exception as exc:  # a replica died mid-request, the deployment is gone, ...
             raise BackendUnavailable(f"{experiment.id}: the replica failed ({type(exc).__name__}); retry") from None
-        if "error" in result:
-            error = result["error"]
-            raise _ERRORS.get(error["type"], ServeError)(error["message"])
+        raise_error_value(result)
         prediction: Prediction = result["prediction"]
         cold = result["cold_start"]
         if cold and cold["init_started_at"] >= request_at - 0.5:  # the replica started for (around) this request

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from core.engine import InferenceEngine
-from core.errors import ServeError
+from core.errors import ServeError, error_value
 from core.registry import Experiment
 from core.settings import Settings
 
@@ -50,7 +50,7 @@ class ExperimentReplica:
         try:
             prediction = await self.engine.predict(self.experiment, inputs, params)
         except ServeError as exc:
-            return {"error": {"type": exc.error_type, "status": exc.status_code, "message": exc.message}}
+            return error_value(exc)
         finally:
             self._in_flight -= 1
             self._last_busy = time.time()

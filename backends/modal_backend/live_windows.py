@@ -1,0 +1,125 @@
+"""Applying core's window decisions to Modal live: `update_autoscaler(scaledown_window=...)` per experiment.
+
+Why this module exists: on Modal each experiment is one parametrized-class pool whose scaledown
+window can be changed at runtime. The request path must never wait for that call, bursts must not
+turn into bursts of API calls, an unchanged window must not be sent twice, a failing call must not
+hurt requests, and a redeploy (which resets every override) must be repaired. The controller keeps
+the desired window per experiment, and a background task per experiment sends the latest one:
+at most once per `min_interval_s`, only when it differs from what is in force under the current
+deployment, retrying failures after `retry_s`. The Modal call itself is injected, as is the clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+from core.policy import WindowDecision
+
+log = logging.getLogger("hybrid_serve.modal.windows")
+
+UpdateFn = Callable[[str, int], Awaitable[Any]]
+
+
+@dataclass
+class _Applied:
+    window_s: int
+    reason: str
+    applied_at: float
+    deployment: str
+
+
+class LiveWindowController:
+    """A `WindowApplier` for Modal. Call `apply` from the request path; it only schedules work."""
+
+    def __init__(
+        self,
+        update: UpdateFn,
+        deployment: str,
+        min_interval_s: float = 10.0,
+        retry_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ):
+        self._update = update
+        self.deployment = deployment
+        self.min_interval_s = min_interval_s
+        self.retry_s = retry_s
+        self._clock = clock
+        self._sleep = sleep
+        self._desired: dict[str, WindowDecision] = {}
+        self._applied: dict[str, _Applied] = {}
+        self._last_call: dict[str, float] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.calls = 0
+        self.failures = 0
+
+    # --- WindowApplier -----------------------------------------------------------------------------
+    def apply(self, experiment_id: str, decision: WindowDecision) -> None:
+        self._desired[experiment_id] = decision
+        if self._needs_call(experiment_id):
+            self._ensure_task(experiment_id)
+
+    def in_force(self) -> dict[str, dict[str, Any]]:
+        return {
+            e: {"window_s": a.window_s, "reason": a.reason, "applied_at": a.applied_at, "deployment": a.deployment}
+            for e, a in self._applied.items()
+        }
+
+    # --- redeploys ---------------------------------------------------------------------------------
+    def on_redeploy(self, deployment: str) -> None:
+        """A new deployment reset every override: re-apply the desired windows."""
+        if deployment == self.deployment:
+            return
+        self.deployment = deployment
+        for experiment_id in list(self._desired):
+            if self._needs_call(experiment_id):
+                self._ensure_task(experiment_id)
+
+    async def drain(self) -> None:
+        """Wait for the scheduled updates (tests)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+
+    async def close(self) -> None:
+        """Shutdown: cancel pending updates (a redeploy or the next container re-applies them)."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- internals -----------------------------------------------------------------------------------
+    def _needs_call(self, experiment_id: str) -> bool:
+        desired, applied = self._desired.get(experiment_id), self._applied.get(experiment_id)
+        if desired is None:
+            return False
+        return applied is None or applied.window_s != desired.window_s or applied.deployment != self.deployment
+
+    def _ensure_task(self, experiment_id: str) -> None:
+        task = self._tasks.get(experiment_id)
+        if task is None or task.done():
+            task = asyncio.get_running_loop().create_task(self._sync(experiment_id), name=f"window-{experiment_id}")
+            self._tasks[experiment_id] = task
+            task.add_done_callback(lambda t, e=experiment_id: self._tasks.pop(e, None) if self._tasks.get(e) is t else None)
+
+    async def _sync(self, experiment_id: str) -> None:
+        while self._needs_call(experiment_id):
+            wait = self._last_call.get(experiment_id, float("-inf")) + self.min_interval_s - self._clock()
+            if wait > 0:  # rate limit: later decisions of a burst replace earlier ones meanwhile
+                await self._sleep(wait)
+                continue
+            decision, deployment = self._desired[experiment_id], self.deployment
+            self._last_call[experiment_id] = self._clock()
+            self.calls += 1
+            try:
+                await self._update(experiment_id, decision.window_s)
+            except Exception as exc:  # requests are unaffected; try again later
+                self.failures += 1
+                log.warning("update_autoscaler(%s, scaledown_window=%s) failed: %s: %s; retrying in %ss",
+                            experiment_id, decision.window_s, type(exc).__name__, exc, self.retry_s)
+                await self._sleep(self.retry_s)
+                continue
+            self._applied[experiment_id] = _Applied(decision.window_s, decision.reason.value, self._clock(), deployment)
