@@ -128,6 +128,20 @@ def simulate(
     typer.echo("wrote " + ", ".join(str(p) for p in artefacts), err=True)
 
 
+@app.command("export-requests")
+def export_requests_command(
+    events: Path = typer.Option(..., "--events", help="A scaling event log (HYBRID_EVENT_LOG)."),
+) -> None:
+    """Print the event log's requests as `timestamp,experiment_id` CSV, ready for `simulate --trace`."""
+    from core.events import export_requests
+
+    if not events.is_file():
+        typer.echo(f"error: {events}: no such event log", err=True)
+        raise typer.Exit(code=2)
+    count = export_requests(events, sys.stdout)
+    typer.echo(f"{count} requests", err=True)
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="hybrid-serve")

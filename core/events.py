@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 
 class EventLog:
@@ -38,3 +38,14 @@ def read_events(path: str | Path) -> list[dict[str, Any]]:
     """All events of a log, in file order."""
     with open(path, encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]
+
+
+def export_requests(events_path: str | Path, out: TextIO) -> int:
+    """Write the log's requests as `timestamp,experiment_id` CSV (the simulator's `csv` format)."""
+    out.write("timestamp,experiment_id\n")
+    count = 0
+    for event in read_events(events_path):
+        if event.get("event") == "request":
+            out.write(f"{event['time']:.6f},{event['experiment']}\n")
+            count += 1
+    return count
