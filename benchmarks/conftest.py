@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.conftest import registry_file, tiny_models  # noqa: F401  (shared fixtures)
+from tests.conftest import clean_settings_env, registry_file, tiny_models  # noqa: F401  (shared fixtures)
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -51,13 +51,3 @@ def summary() -> Iterator[Summary]:
     s = Summary()
     yield s
     s.write()
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
-    for name in list(os.environ):
-        if name.upper().startswith(("MODAL_", "HYBRID_")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from core.batching import MicroBatcher
-from core.cache import CacheHit, ModelCache
+from core.cache import ModelCache
 from core.models import LoadedModel, load_model
 from core.registry import Experiment
 from core.settings import Settings
@@ -73,9 +73,6 @@ class InferenceEngine:
             current = self._batchers[experiment_id] = (model, batcher)
         return current[1]
 
-    async def load(self, experiment: Experiment) -> CacheHit:
-        return await self.cache.aget(experiment)
-
     async def predict(self, experiment: Experiment, inputs: list[str], params: Any) -> Prediction:
         hit = await self.cache.aget(experiment)
         result = await self._batcher(experiment.id, hit.model).submit(inputs, params, key=params)
@@ -104,77 +101,6 @@ class InferenceEngine:
                 "size_bytes": record.size_bytes,
             }
         return out
-
-    async def cached_models(self) -> list[str]: ...
-
-    async def close(self) -> None: ...
-
-
-class InferenceEngine:
-    """Loads models on demand (LRU cache, single flight) and micro-batches requests per experiment."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        loader: Callable[[Experiment], LoadedModel] = load_model,
-        replica: str | None = None,
-    ):
-        self.settings = settings
-        self.replica = replica
-        self.cache = ModelCache(
-            loader, max_models=settings.cache_max_models, max_bytes=settings.cache_max_memory_mb * 1024 * 1024
-        )
-        # One inference thread: forward passes of different experiments do not fight over the cores.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-        self._batchers: dict[str, tuple[LoadedModel, MicroBatcher]] = {}
-
-    def _batcher(self, experiment_id: str, model: LoadedModel) -> MicroBatcher:
-        current = self._batchers.get(experiment_id)
-        if current is None or current[0] is not model:  # a reload after eviction gets a fresh batcher
-            batcher = MicroBatcher(
-                model.predict,
-                max_batch_size=self.settings.max_batch_size,
-                max_wait_s=self.settings.batch_wait_ms / 1000,
-                executor=self._executor,
-            )
-            current = self._batchers[experiment_id] = (model, batcher)
-        return current[1]
-
-    async def load(self, experiment: Experiment) -> CacheHit:
-        return await self.cache.aget(experiment)
-
-    async def predict(self, experiment: Experiment, inputs: list[str], params: Any) -> Prediction:
-        hit = await self.cache.aget(experiment)
-        result = await self._batcher(experiment.id, hit.model).submit(inputs, params, key=params)
-        return Prediction(
-            outputs=result.outputs,
-            cold_load=hit.cold,
-            load_ms=hit.load_s * 1000,
-            queue_ms=result.queue_s * 1000,
-            inference_ms=result.inference_s * 1000,
-            batch_inputs=result.batch_inputs,
-            replica=self.replica,
-        )
-
-    async def model_status(self) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
-        for experiment_id in self.cache.known_ids():
-            record = self.cache.state(experiment_id)
-            out[experiment_id] = {
-                "state": record.state.value,
-                "cold_loads": record.cold_loads,
-                "last_cold_load_ms": None if record.last_cold_load_s is None else record.last_cold_load_s * 1000,
-                "warm_hits": record.warm_hits,
-                "last_warm_lookup_ms": None if record.last_warm_lookup_s is None else record.last_warm_lookup_s * 1000,
-                "evictions": record.evictions,
-                "last_error": record.last_error,
-                "size_bytes": record.size_bytes,
-            }
-        return out
-
-    def record(self, experiment_id: str) -> dict[str, Any]:
-        record = self.cache.state(experiment_id)
-        return {"state": record.state.value, "last_error": record.last_error}
 
     async def cached_models(self) -> list[str]:
         return self.cache.cached_ids()

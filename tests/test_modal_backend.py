@@ -199,7 +199,8 @@ def test_windows_are_reapplied_after_a_redeploy() -> None:
 
 
 # --- shared activity ---------------------------------------------------------------------------------
-def test_activity_seen_by_another_ingress_counts_as_recent() -> None:
+def dict_store() -> tuple[dict[str, float], Any, Any]:
+    """A dict standing for the `modal.Dict` (its async get/put are the network calls replaced)."""
     store: dict[str, float] = {}
 
     async def get(key: str) -> Any:
@@ -208,6 +209,11 @@ def test_activity_seen_by_another_ingress_counts_as_recent() -> None:
     async def put(key: str, value: float) -> None:
         store[key] = value
 
+    return store, get, put
+
+
+def test_activity_seen_by_another_ingress_counts_as_recent() -> None:
+    store, get, put = dict_store()
     clock = FakeTime()
     first = SharedActivityTracker(300, 2100, get, put, clock=clock)
     second = SharedActivityTracker(300, 2100, get, put, clock=clock)
@@ -252,14 +258,7 @@ def modal_app(registry_file: Path, update: Any = None, **overrides: Any):  # typ
             await asyncio.to_thread(workers[experiment_id].load)
         return await workers[experiment_id].predict(inputs, params)
 
-    store: dict[str, float] = {}
-
-    async def get(key: str) -> Any:
-        return store.get(key)
-
-    async def put(key: str, value: float) -> None:
-        store[key] = value
-
+    _, get, put = dict_store()
     clock = FakeTime()
     update = update or FakeAutoscaler(clock)
     app = build_ingress_app(settings, registry, call_model, update, get, put, deployment="deploy-1")
