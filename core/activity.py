@@ -14,7 +14,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 Clock = Callable[[], float]
 
@@ -35,6 +35,8 @@ class ExperimentActivity:
     total_requests: int
     in_flight: int
     last_completion: float | None
+    #: The experiment's learned idle-gap histogram (core.adaptive.IdleHistogram), when tracked.
+    idle_histogram: Any = None
 
     @property
     def idle_s(self) -> float:
@@ -64,12 +66,14 @@ class _State:
     last_completion: float | None = None
     touched: float = 0.0
     buckets: deque[list[float | int]] = field(default_factory=deque)  # [bucket_start, count]
+    histogram: Any = None
 
 
 class ActivityTracker:
     """Thread-safe per-experiment activity with bounded memory and an injectable clock."""
 
-    def __init__(self, activity_window_s: float, retention_s: float | None = None, clock: Clock = time.monotonic):
+    def __init__(self, activity_window_s: float, retention_s: float | None = None, clock: Clock = time.monotonic,
+                 histograms: bool = False):
         if activity_window_s <= 0:
             raise ValueError("activity_window_s must be > 0")
         self.activity_window_s = float(activity_window_s)
@@ -78,6 +82,8 @@ class ActivityTracker:
         self.retention_s = max(float(retention_s or 0.0), self.activity_window_s)
         self._bucket_s = self.activity_window_s / BUCKETS_PER_WINDOW
         self._clock = clock
+        #: Learn each experiment's idle-gap histogram (for core.adaptive policies; ≈ 1 KB each).
+        self.histograms = histograms
         self._lock = threading.Lock()
         self._experiments: OrderedDict[str, _State] = OrderedDict()  # least recently touched first
         self._total_requests = 0
@@ -94,7 +100,13 @@ class ActivityTracker:
             state = self._experiments.get(experiment_id)
             if state is None:
                 state = self._experiments[experiment_id] = _State(last_request=now)
+                if self.histograms:
+                    from core.adaptive import IdleHistogram
+
+                    state.histogram = IdleHistogram()
             else:
+                if state.histogram is not None:
+                    state.histogram.add(max(0.0, now - state.last_request))
                 state.previous_request = state.last_request
                 state.last_request = max(state.last_request, now)
                 self._experiments.move_to_end(experiment_id)
@@ -199,4 +211,5 @@ class ActivityTracker:
             total_requests=state.total_requests,
             in_flight=state.in_flight,
             last_completion=state.last_completion,
+            idle_histogram=state.histogram,
         )

@@ -22,6 +22,7 @@ from core.settings import PRESETS, Settings
 
 class WindowReason(StrEnum):
     FIXED = "fixed"
+    LEARNED = "learned"
     NO_ACTIVITY = "no-activity"
     ISOLATED = "isolated"
     RECENT_ACTIVITY = "recent-activity"
@@ -52,6 +53,9 @@ class WindowDecision:
     window_s: int
     reason: WindowReason
     detail: str
+    #: Pre-warm: scale to zero after the request and bring one container back this many seconds
+    #: after it, kept for `window_s` (None: keep warm for `window_s` right after the request).
+    prewarm_after_s: int | None = None
 
     def expires_at(self, activity: ExperimentActivity | None) -> float | None:
         """When E's containers may scale down if nothing else arrives (tracker clock), or None if never used."""

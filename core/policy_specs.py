@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 
+from core.adaptive import adaptive_policy, shahrad_histogram_window
 from core.policy import HybridParams, fixed_window, hybrid_window
 from core.settings import PRESETS, Settings
 from core.simulator import Policy
@@ -46,4 +47,16 @@ def parse_policy(spec: str, settings: Settings) -> NamedPolicy:
         else:
             raise PolicySpecError(f"--policy {spec!r}: unknown preset; choose one of {', '.join(PRESETS)}")
         return NamedPolicy(spec, partial(hybrid_window, params=params))
-    raise PolicySpecError(f"--policy {spec!r}: expected fixed:SECONDS, hybrid, hybrid:PRESET or oracle")
+    if kind == "adaptive":
+        try:
+            kappa = float(arg) if arg else settings.adaptive_kappa
+        except ValueError:
+            raise PolicySpecError(f"--policy {spec!r}: adaptive:KAPPA needs a number (cold-start price in idle minutes)") from None
+        if kappa <= 0:
+            raise PolicySpecError(f"--policy {spec!r}: KAPPA must be > 0")
+        return NamedPolicy(spec, adaptive_policy(kappa, HybridParams.from_settings(settings)))
+    if kind == "histogram" and not arg:
+        return NamedPolicy(spec, shahrad_histogram_window)
+    raise PolicySpecError(
+        f"--policy {spec!r}: expected fixed:SECONDS, hybrid, hybrid:PRESET, adaptive[:KAPPA], histogram or oracle"
+    )

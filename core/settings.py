@@ -85,6 +85,14 @@ class Settings(BaseSettings):
     max_inputs: int = _setting(64, "HYBRID_MAX_INPUTS", "integer 1..4096", ge=1, le=4096)
     max_new_tokens: int = _setting(128, "HYBRID_MAX_NEW_TOKENS", "integer 1..4096", ge=1, le=4096)
 
+    # --- keep-warm policy (core/policy.py, core/adaptive.py) ---------------------------------------
+    policy_name: Literal["hybrid", "adaptive"] = _setting(
+        "hybrid", "HYBRID_POLICY", "hybrid (the guide's base/extension policy) or adaptive (learned per experiment)"
+    )
+    adaptive_kappa: float = _setting(
+        20.0, "HYBRID_ADAPTIVE_KAPPA", "number > 0: price of one cold start in idle container-minutes", gt=0
+    )
+
     # --- local emulation (backends/local_ray) ----------------------------------------------------
     time_scale: float = _setting(
         1.0, "HYBRID_TIME_SCALE", "number 1..3600: every window (and the activity window) runs this many times faster",

@@ -83,27 +83,44 @@ class MinuteOutcome:
 
 
 def simulate_minutes(series: MinuteSeries, policy: Policy, trace_minutes: int) -> MinuteOutcome:
-    """One experiment in minute mode (rules in the module docstring)."""
+    """One experiment in minute mode (rules in the module docstring; pre-warm rules below).
+
+    A decision with `prewarm_after_s` = p minutes and window w: the container stops after the
+    minute and comes back at minute m + p for w minutes. The next invocation g minutes later is warm
+    iff p ≤ g ≤ p + w (idle g − p minutes), cold before p (no idle: the pre-warm never happened) or
+    after p + w (idle w). The experiment's idle-gap histogram is learned online, as in the tracker.
+    """
+    from core.adaptive import IdleHistogram
+
     minutes = series.minutes
     invocations = sum(c for _, c in minutes)
     cold, idle = 1, 0.0
     previous_minute: int | None = None
     total = 0
+    histogram = IdleHistogram()
     for i, (minute, count) in enumerate(minutes):
         total += count
         now = minute * 60.0
+        if previous_minute is not None:
+            histogram.add((minute - previous_minute) * 60.0)
+        for _ in range(count - 1):
+            histogram.add(0.0)
         before = now if count >= 2 else (None if previous_minute is None else previous_minute * 60.0)
-        activity = ExperimentActivity(series.experiment_id, now, now, before, count, total, 0, None)
-        window = policy(activity).window_s / 60
+        activity = ExperimentActivity(series.experiment_id, now, now, before, count, total, 0, None, histogram)
+        decision = policy(activity)
+        window = decision.window_s / 60
+        prewarm = 0.0 if decision.prewarm_after_s is None else decision.prewarm_after_s / 60
         if i + 1 < len(minutes):
             gap = minutes[i + 1][0] - minute
-            if gap <= window:
-                idle += gap - 1
+            if prewarm and gap < prewarm:
+                cold += 1
+            elif gap <= prewarm + window:
+                idle += gap - max(prewarm, 1)
             else:
                 idle += window
                 cold += 1
         else:
-            idle += min(window, trace_minutes - minute)
+            idle += max(0.0, min(window, trace_minutes - minute - prewarm))
         previous_minute = minute
     return MinuteOutcome(invocations, cold, idle)
 

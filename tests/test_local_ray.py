@@ -166,19 +166,25 @@ def test_a_burst_scales_up_loses_nothing_and_scales_back(ray_backend: dict[str, 
     peak = {"replicas": 1}
     statuses: list[int] = []
 
-    async def load(duration_s: float = 20.0, clients: int = 12) -> None:
+    async def load(min_s: float = 10.0, max_s: float = 90.0, clients: int = 12) -> None:
+        """Keep the burst going until a second replica is running (replica starts take 5–20 s here,
+        longer when the machine is busy), for at least `min_s` and at most `max_s`."""
         async with httpx.AsyncClient(base_url=url, timeout=COLD_START_LIMIT_S) as http:
-            stop = time.time() + duration_s
+            start = time.time()
+
+            def going() -> bool:
+                elapsed = time.time() - start
+                return elapsed < max_s and (elapsed < min_s or peak["replicas"] < 2)
 
             async def client(n: int) -> None:
                 i = 0
-                while time.time() < stop:
+                while going():
                     r = await http.post("/predict/burst", json={"inputs": f"client {n} says {i}", "parameters": {"max_new_tokens": 24}})
                     statuses.append(r.status_code)
                     i += 1
 
             async def watch() -> None:
-                while time.time() < stop:
+                while going():
                     state = (await http.get("/experiments")).json()
                     peak["replicas"] = max(peak["replicas"], next(e for e in state if e["id"] == "burst")["replicas"])
                     await asyncio.sleep(0.5)
