@@ -33,10 +33,21 @@ from typing import Callable
 
 from core.activity import ExperimentActivity
 from core.policy import HybridParams, WindowDecision, WindowReason, hybrid_window
-from core.settings import MODAL_MAX_WINDOW_S, MODAL_MIN_WINDOW_S
+from core.settings import MODAL_MAX_WINDOW_S, MODAL_MIN_WINDOW_S, Settings
 
 BINS = 240  # one-minute bins: four hours
 MAX_WINDOW_MIN = MODAL_MAX_WINDOW_S // 60
+
+
+def _log_uniform_prior() -> "object":
+    import numpy as np
+
+    weights = np.zeros(BINS)
+    weights[2:] = 1.0 / np.arange(2, BINS)
+    return weights / weights.sum()
+
+
+_PRIOR = _log_uniform_prior()
 
 
 class IdleHistogram:
@@ -86,8 +97,9 @@ class IdleHistogram:
 
 @dataclass(frozen=True)
 class AdaptiveParams:
-    kappa: float = 20.0  # price of one cold start, in idle container-minutes
+    kappa: float = 320.0  # price of one cold start, in idle container-minutes (default: from the 2019 sweep)
     min_gaps: int = 4  # history needed before the histogram is trusted (else: hybrid)
+    prior: float = 2.0  # pseudo-gaps spread log-uniformly over 2..239 min: pauses not yet seen still cost
     prewarm: bool = True
     fallback: HybridParams = HybridParams(900, 900, 300)
 
@@ -99,7 +111,7 @@ class Plan:
     cost: float
 
 
-def best_plan(hist: IdleHistogram, kappa: float, prewarm: bool = True) -> Plan:
+def best_plan(hist: IdleHistogram, kappa: float, prewarm: bool = True, prior: float = 0.0) -> Plan:
     """argmin over (p, w) of  idle + κ·cold  on the experiment's gaps g (whole minutes, ≥ 1), with
     the simulator's minute-mode rules: no pre-warm (p = 0): g ≤ w warm with idle g − 1, else cold
     with idle w; pre-warm after p ≥ 2 minutes: g < p cold (no idle), p ≤ g ≤ p + w warm with idle
@@ -109,10 +121,12 @@ def best_plan(hist: IdleHistogram, kappa: float, prewarm: bool = True) -> Plan:
 
     counts = np.frombuffer(hist.counts, dtype=np.uint32).astype(np.float64)
     counts[0] = 0.0  # gaps under a minute never leave the minute: no cost either way
+    populated = np.nonzero(counts)[0]
+    if prior:
+        counts = counts + prior * _PRIOR
     c = np.cumsum(counts)  # C[x]: gaps of ≤ x minutes
     g = np.cumsum(counts * np.arange(BINS, dtype=np.float64))  # S[x]: their minutes
     total = c[-1] + hist.out_of_range
-    populated = np.nonzero(counts)[0]
     starts = np.concatenate(([0], populated[populated >= 2])) if prewarm else np.array([0])
     w = np.arange(1, MAX_WINDOW_MIN + 1)[None, :]
     p = starts[:, None]
@@ -134,7 +148,7 @@ def adaptive_window(activity: ExperimentActivity | None, params: AdaptiveParams 
         return WindowDecision(fallback.window_s, fallback.reason, f"adaptive: too little history, hybrid: {fallback.detail}")
 
     def compute() -> WindowDecision:
-        plan = best_plan(hist, params.kappa, params.prewarm)
+        plan = best_plan(hist, params.kappa, params.prewarm, params.prior)
         if plan.prewarm_min:
             return WindowDecision(
                 _bounded(plan.keep_min * 60), WindowReason.LEARNED,
@@ -176,3 +190,11 @@ def _bounded(seconds: float) -> int:
 
 def adaptive_policy(kappa: float, fallback: HybridParams, prewarm: bool = True) -> Callable[[ExperimentActivity | None], WindowDecision]:
     return partial(adaptive_window, params=AdaptiveParams(kappa=kappa, prewarm=prewarm, fallback=fallback))
+
+
+def policy_from_settings(settings: Settings) -> Callable[[ExperimentActivity | None], WindowDecision]:
+    """The policy HYBRID_POLICY names, with its parameters from the settings."""
+    fallback = HybridParams.from_settings(settings)
+    if settings.policy_name == "adaptive":
+        return adaptive_policy(settings.adaptive_kappa, fallback)
+    return partial(hybrid_window, params=fallback)

@@ -10,7 +10,6 @@ only maps this to routes and status codes.
 from __future__ import annotations
 
 import time
-from functools import partial
 from typing import Any, Callable
 
 from core.activity import ActivityTracker, Clock, ExperimentActivity
@@ -20,12 +19,20 @@ from core.errors import InvalidInput, PayloadTooLarge, UnknownExperiment
 from core.events import EventLog
 from core.metrics import ServerMetrics
 from core.models import parse_parameters
-from core.policy import HybridParams, WindowDecision, hybrid_window
+from core.adaptive import policy_from_settings
+from core.policy import WindowDecision
 from core.registry import Experiment, Registry
 from core.settings import Settings
 from core.windows import RecordingApplier, WindowApplier
 
 Policy = Callable[[ExperimentActivity | None], WindowDecision]
+
+
+def retention_s(settings: Settings) -> float:
+    """How long an idle experiment's activity is remembered: longer than any window can last, and —
+    for the adaptive policy — the four hours its idle-gap histogram spans."""
+    longest = settings.active_window_s + settings.activity_window
+    return max(longest, 4 * 3600.0) if settings.policy_name == "adaptive" else longest
 
 
 def emulated_clock(time_scale: float) -> Clock:
@@ -52,11 +59,12 @@ class ServingService:
         self.registry = registry
         self.predictor = predictor
         self.applier = applier or RecordingApplier()
-        self.policy: Policy = policy or partial(hybrid_window, params=HybridParams.from_settings(settings))
+        self.policy: Policy = policy or policy_from_settings(settings)
         self.tracker = tracker or ActivityTracker(
             settings.activity_window,
-            retention_s=settings.active_window_s + settings.activity_window,
+            retention_s=retention_s(settings),
             clock=emulated_clock(settings.time_scale),
+            histograms=settings.policy_name == "adaptive",
         )
         self.metrics = metrics or ServerMetrics()
         self.backend = backend
@@ -106,8 +114,10 @@ class ServingService:
             expires = decision.expires_at(activity)
             out[activity.experiment_id] = {
                 "scaledown_window_s": decision.window_s,
+                "policy": self.settings.policy_name,
                 "reason": decision.reason.value,
                 "detail": decision.detail,
+                "prewarm_after_s": decision.prewarm_after_s,
                 "idle_s": round(activity.idle_s, 3),
                 "expires_in_s": None if expires is None else round(max(0.0, expires - activity.now), 3),
                 "applied": in_force.get(activity.experiment_id),
@@ -156,6 +166,7 @@ class ServingService:
                 "idle_window_s": self.settings.idle_window_s,
                 "active_window_s": self.settings.active_window_s,
                 "time_scale": self.settings.time_scale,
+                "policy": self.settings.policy_name,
                 "experiments": windows,
             },
             "activity": self.activity(),

@@ -90,7 +90,7 @@ class Settings(BaseSettings):
         "hybrid", "HYBRID_POLICY", "hybrid (the guide's base/extension policy) or adaptive (learned per experiment)"
     )
     adaptive_kappa: float = _setting(
-        20.0, "HYBRID_ADAPTIVE_KAPPA", "number > 0: price of one cold start in idle container-minutes", gt=0
+        320.0, "HYBRID_ADAPTIVE_KAPPA", "number > 0: price of one cold start in idle container-minutes", gt=0
     )
 
     # --- local emulation (backends/local_ray) ----------------------------------------------------

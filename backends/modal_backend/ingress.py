@@ -20,7 +20,7 @@ from core.api import create_app
 from core.engine import Prediction
 from core.errors import BackendUnavailable, ServeError, UpstreamTimeout, raise_error_value
 from core.registry import Experiment, Registry
-from core.service import ServingService
+from core.service import ServingService, retention_s
 from core.settings import Settings
 
 CallModel = Callable[[str, list[str], Any], Awaitable[dict[str, Any]]]
@@ -81,7 +81,8 @@ def build_ingress_app(
     clock: Callable[[], float] = time.time,
 ) -> FastAPI:
     tracker = SharedActivityTracker(
-        settings.activity_window, settings.active_window_s + settings.activity_window, store_get, store_put, clock=clock
+        settings.activity_window, retention_s(settings), store_get, store_put, clock=clock,
+        histograms=settings.policy_name == "adaptive",
     )
     windows = LiveWindowController(update_autoscaler, deployment, min_interval_s=settings.window_update_interval_s, clock=clock)
     predictor = ModalPredictor(call_model, settings, windows, tracker)

@@ -28,8 +28,9 @@ class SharedActivityTracker(ActivityTracker):
         get: Callable[[str], Awaitable[Any]],
         put: Callable[[str, float], Awaitable[Any]],
         clock: Callable[[], float] = time.time,
+        histograms: bool = False,
     ):
-        super().__init__(activity_window_s, retention_s=retention_s, clock=clock)
+        super().__init__(activity_window_s, retention_s=retention_s, clock=clock, histograms=histograms)
         self._get = get
         self._put = put
         self._pending: dict[str, float] = {}
