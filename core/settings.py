@@ -93,6 +93,10 @@ class Settings(BaseSettings):
         320.0, "HYBRID_ADAPTIVE_KAPPA", "number > 0: price of one cold start in idle container-minutes", gt=0
     )
 
+    prewarm_lead_s: float = _setting(
+        60.0, "HYBRID_PREWARM_LEAD_S", "seconds ≥ 0 (real time): start a pre-warm this much before the request is due", ge=0
+    )
+
     # --- local emulation (backends/local_ray) ----------------------------------------------------
     time_scale: float = _setting(
         1.0, "HYBRID_TIME_SCALE", "number 1..3600: every window (and the activity window) runs this many times faster",

@@ -33,10 +33,12 @@ class RecordingApplier:
     def apply(self, experiment_id: str, decision: WindowDecision) -> None:
         with self._lock:
             current = self._in_force.get(experiment_id)
-            if current and current["window_s"] == decision.window_s and current["reason"] == decision.reason.value:
+            if (current and current["window_s"] == decision.window_s and current["reason"] == decision.reason.value
+                    and current["prewarm_after_s"] == decision.prewarm_after_s):
                 return
             self._in_force[experiment_id] = {
-                "window_s": decision.window_s, "reason": decision.reason.value, "applied_at": time.time(),
+                "window_s": decision.window_s, "reason": decision.reason.value,
+                "prewarm_after_s": decision.prewarm_after_s, "applied_at": time.time(),
             }
 
     def in_force(self) -> dict[str, dict[str, Any]]:

@@ -111,14 +111,16 @@ class FakeAutoscaler:
 
     def __init__(self, clock: FakeTime, failures: int = 0) -> None:
         self.calls: list[tuple[str, int, float]] = []
+        self.min_containers: list[tuple[str, int | None, float]] = []
         self.failures = failures
         self.clock = clock
 
-    async def __call__(self, experiment_id: str, window_s: int) -> None:
+    async def __call__(self, experiment_id: str, window_s: int, min_containers: int | None = None) -> None:
         if self.failures:
             self.failures -= 1
             raise ConnectionError("Modal API unreachable")
         self.calls.append((experiment_id, window_s, self.clock.now))
+        self.min_containers.append((experiment_id, min_containers, self.clock.now))
 
 
 def decision(window: int) -> WindowDecision:
@@ -285,7 +287,7 @@ def test_inprocess_app_meets_the_contract_with_the_same_outputs(registry_file: P
 
 
 def test_requests_are_unaffected_when_update_autoscaler_fails(registry_file: Path) -> None:
-    async def broken(experiment_id: str, window_s: int) -> None:
+    async def broken(experiment_id: str, window_s: int, min_containers: int | None = None) -> None:
         raise ConnectionError("Modal API unreachable")
 
     app, _, _ = modal_app(registry_file, update=broken)
@@ -312,3 +314,38 @@ def test_bearer_token_protects_the_api(registry_file: Path) -> None:
         ok = client.post("/predict/fe", json={"inputs": "x"}, headers={"Authorization": "Bearer s3cret-token-value"})
         assert ok.status_code == 200
         assert "s3cret" not in client.get("/health").text
+
+
+def test_a_prewarm_plan_scales_down_then_raises_and_lowers_min_containers() -> None:
+    clock = FakeTime()
+    update = FakeAutoscaler(clock)
+    windows = LiveWindowController(update, "deploy-1", min_interval_s=0, retry_s=5, prewarm_lead_s=60,
+                                   clock=clock, sleep=clock.sleep)
+    plan = WindowDecision(300, WindowReason.LEARNED, "pre-warm after 10 min, keep 5 min", prewarm_after_s=600)
+
+    async def scenario() -> None:
+        windows.apply("cron", plan)
+        await windows.drain()
+        await asyncio.gather(*windows._prewarms.values())
+
+    asyncio.run(scenario())
+    assert update.calls[0] == ("cron", 2, 1000.0)  # scale down right after the request (Modal's minimum window)
+    assert [(m, t) for _, m, t in update.min_containers if m is not None] == [(1, 1540.0), (0, 1900.0)]
+    assert windows.in_force()["cron"]["min_containers"] == 0
+
+
+def test_a_new_request_cancels_a_pending_prewarm() -> None:
+    clock = FakeTime()
+    update = FakeAutoscaler(clock)
+    windows = LiveWindowController(update, "deploy-1", min_interval_s=0, prewarm_lead_s=60, clock=clock, sleep=clock.sleep)
+
+    async def scenario() -> None:
+        windows.apply("cron", WindowDecision(300, WindowReason.LEARNED, "", prewarm_after_s=600))
+        await asyncio.sleep(0)
+        windows.apply("cron", decision(900))  # the next request arrived earlier than planned
+        await windows.drain()
+        await asyncio.sleep(0)
+
+    asyncio.run(scenario())
+    assert all(m is None for _, m, _ in update.min_containers)
+    assert update.calls[-1][:2] == ("cron", 900)

@@ -107,3 +107,26 @@ def test_replica_errors_come_back_with_their_status() -> None:
     call = _Call({"error": {"type": "model_unavailable", "status": 503, "message": "e: sha256 mismatch"}})
     with pytest.raises(ModelUnavailable, match="sha256"):
         asyncio.run(predictor_with(call).predict(EXPERIMENT, ["x"], None))
+
+
+def prewarm_report(idle_real_s: float, prewarm_s: float, window_s: float) -> ReplicaReport:
+    return ReplicaReport(last_busy=NOW - idle_real_s, last_request=1.0, window_s=window_s, in_flight=0, prewarm_s=prewarm_s)
+
+
+def test_a_prewarm_scales_to_zero_then_brings_one_replica_back_before_the_request_is_due() -> None:
+    # pre-warm after 600 s (emulated, scale 10 → 60 s real), keep 120 s; lead 5 s real
+    def at(idle_real: float, running: bool) -> int:
+        r = prewarm_report(idle_real, 600, 120)
+        reports, remembered = ([r], None) if running else ([], r)
+        return desired_replicas(NOW, reports, 0, 2, 10, 10, remembered=remembered, prewarm_lead_s=5).replicas
+
+    assert at(1, running=True) == 0  # idle: let it go at once
+    assert at(30, running=False) == 0  # waiting for the pre-warm
+    assert at(55.5, running=False) == 1  # 4.5 s before the request is due: bring one back
+    assert at(65, running=True) == 1  # kept during the keep window (600..720 s emulated)
+    assert at(72.5, running=True) == 0  # keep window over: scale to zero
+
+
+def test_a_request_in_flight_is_never_cut_by_a_prewarm_plan() -> None:
+    busy = ReplicaReport(last_busy=NOW, last_request=1.0, window_s=120, in_flight=1, prewarm_s=600)
+    assert desired_replicas(NOW, [busy], 1, 2, 10, 10, prewarm_lead_s=5).replicas == 1

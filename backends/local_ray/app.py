@@ -59,6 +59,7 @@ def _autoscaling_config(settings: Settings, experiment_id: str) -> AutoscalingCo
                 "time_scale": settings.time_scale,
                 "target_ongoing": settings.replica_target_ongoing,
                 "event_log": str(settings.event_log) if settings.event_log else None,
+                "prewarm_lead_s": settings.prewarm_lead_s,
             },
         ),
     )

@@ -40,6 +40,10 @@ class RayWindowApplier(RecordingApplier):
     def window_for(self, experiment_id: str) -> float:
         return float(self.in_force().get(experiment_id, {}).get("window_s", -1))
 
+    def prewarm_for(self, experiment_id: str) -> float:
+        prewarm = self.in_force().get(experiment_id, {}).get("prewarm_after_s")
+        return -1.0 if prewarm is None else float(prewarm)
+
 
 class RayPredictor:
     def __init__(self, handles: dict[str, Any], applier: RayWindowApplier, settings: Settings,
@@ -55,7 +59,9 @@ class RayPredictor:
 
     async def predict(self, experiment: Experiment, inputs: list[str], params: Any) -> Prediction:
         request_at = time.time()
-        call = self.handles[experiment.id].predict.remote(inputs, params, self.applier.window_for(experiment.id), request_at)
+        call = self.handles[experiment.id].predict.remote(
+            inputs, params, self.applier.window_for(experiment.id), request_at, self.applier.prewarm_for(experiment.id)
+        )
         try:
             result = await asyncio.wait_for(call, timeout=self.settings.cold_start_timeout_s)
         except TimeoutError:

@@ -39,14 +39,16 @@ class ExperimentReplica:
         self._last_busy = self.ready_at
         self._last_request = 0.0
         self._window_s = -1.0
+        self._prewarm_s = -1.0
         self._in_flight = 0
         self._served = 0
 
-    async def predict(self, inputs: list[str], params: Any, window_s: float, request_at: float) -> dict[str, Any]:
-        """Run a prediction; `window_s` is the window core decided for this request (emulated seconds)."""
+    async def predict(self, inputs: list[str], params: Any, window_s: float, request_at: float,
+                      prewarm_s: float = -1.0) -> dict[str, Any]:
+        """Run a prediction; `window_s` / `prewarm_s` are what core decided for this request (emulated s)."""
         self._in_flight += 1
         if request_at >= self._last_request:
-            self._last_request, self._window_s = request_at, float(window_s)
+            self._last_request, self._window_s, self._prewarm_s = request_at, float(window_s), float(prewarm_s)
         try:
             prediction = await self.engine.predict(self.experiment, inputs, params)
         except ServeError as exc:
@@ -71,6 +73,7 @@ class ExperimentReplica:
             scaling.LAST_REQUEST: self._last_request,
             scaling.WINDOW: self._window_s,
             scaling.IN_FLIGHT: float(self._in_flight),
+            scaling.PREWARM: self._prewarm_s,
         }
 
     def check_health(self) -> None:  # Serve's health check: a replica that is up is healthy

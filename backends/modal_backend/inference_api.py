@@ -72,8 +72,10 @@ def web():
     async def call_model(experiment_id: str, inputs: list[str], params: object) -> dict:
         return await ExperimentModel(experiment_id=experiment_id).predict.remote.aio(inputs, params)
 
-    async def update_autoscaler(experiment_id: str, window_s: int) -> None:
-        await ExperimentModel(experiment_id=experiment_id).update_autoscaler.aio(scaledown_window=window_s)
+    async def update_autoscaler(experiment_id: str, window_s: int, min_containers: int | None = None) -> None:
+        await ExperimentModel(experiment_id=experiment_id).update_autoscaler.aio(
+            scaledown_window=window_s, min_containers=min_containers
+        )
 
     return build_ingress_app(
         load_settings(), Registry.load(), call_model, update_autoscaler,

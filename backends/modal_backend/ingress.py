@@ -84,6 +84,7 @@ def build_ingress_app(
         settings.activity_window, retention_s(settings), store_get, store_put, clock=clock,
         histograms=settings.policy_name == "adaptive",
     )
-    windows = LiveWindowController(update_autoscaler, deployment, min_interval_s=settings.window_update_interval_s, clock=clock)
+    windows = LiveWindowController(update_autoscaler, deployment, min_interval_s=settings.window_update_interval_s,
+                                   prewarm_lead_s=settings.prewarm_lead_s, clock=clock)
     predictor = ModalPredictor(call_model, settings, windows, tracker)
     return create_app(ServingService(settings, registry, predictor, windows, tracker=tracker, backend="modal"))

@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from core.policy import WindowDecision
+from core.settings import MODAL_MIN_WINDOW_S
 
 log = logging.getLogger("hybrid_serve.modal.windows")
 
-UpdateFn = Callable[[str, int], Awaitable[Any]]
+#: `update(experiment_id, scaledown_window, min_containers=None)`: the Modal call, injected.
+UpdateFn = Callable[..., Awaitable[Any]]
 
 
 @dataclass
@@ -30,6 +32,7 @@ class _Applied:
     reason: str
     applied_at: float
     deployment: str
+    min_containers: int = 0
 
 
 class LiveWindowController:
@@ -41,6 +44,7 @@ class LiveWindowController:
         deployment: str,
         min_interval_s: float = 10.0,
         retry_s: float = 5.0,
+        prewarm_lead_s: float = 60.0,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ):
@@ -54,18 +58,29 @@ class LiveWindowController:
         self._applied: dict[str, _Applied] = {}
         self._last_call: dict[str, float] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._prewarms: dict[str, asyncio.Task[None]] = {}
+        self.prewarm_lead_s = prewarm_lead_s
         self.calls = 0
         self.failures = 0
 
     # --- WindowApplier -----------------------------------------------------------------------------
     def apply(self, experiment_id: str, decision: WindowDecision) -> None:
+        pending = self._prewarms.pop(experiment_id, None)
+        if pending is not None:  # a request came: the planned pre-warm is moot
+            pending.cancel()
+        plan = decision if decision.prewarm_after_s is not None else None
+        if plan is not None:  # pre-warm plan: let the pool scale down at once ...
+            decision = WindowDecision(MODAL_MIN_WINDOW_S, plan.reason, plan.detail, plan.prewarm_after_s)
         self._desired[experiment_id] = decision
         if self._needs_call(experiment_id):
             self._ensure_task(experiment_id)
+        if plan is not None:  # ... and bring one container back before the next request is due
+            self._prewarms[experiment_id] = asyncio.get_running_loop().create_task(self._prewarm(experiment_id, plan))
 
     def in_force(self) -> dict[str, dict[str, Any]]:
         return {
-            e: {"window_s": a.window_s, "reason": a.reason, "applied_at": a.applied_at, "deployment": a.deployment}
+            e: {"window_s": a.window_s, "reason": a.reason, "applied_at": a.applied_at, "deployment": a.deployment,
+                "min_containers": a.min_containers}
             for e, a in self._applied.items()
         }
 
@@ -86,10 +101,34 @@ class LiveWindowController:
 
     async def close(self) -> None:
         """Shutdown: cancel pending updates (a redeploy or the next container re-applies them)."""
-        tasks = list(self._tasks.values())
+        tasks = list(self._tasks.values()) + list(self._prewarms.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _prewarm(self, experiment_id: str, decision: WindowDecision) -> None:
+        """min_containers = 1 from `lead` before the request is due until the keep window ends."""
+        assert decision.prewarm_after_s is not None
+        await self._sleep(max(0.0, decision.prewarm_after_s - self.prewarm_lead_s))
+        keep = WindowDecision(decision.window_s, decision.reason, decision.detail)
+        self._desired[experiment_id] = keep
+        await self._call(experiment_id, keep, min_containers=1)
+        await self._sleep(self.prewarm_lead_s + decision.window_s)
+        await self._call(experiment_id, keep, min_containers=0)
+        self._prewarms.pop(experiment_id, None)
+
+    async def _call(self, experiment_id: str, decision: WindowDecision, min_containers: int) -> None:
+        self.calls += 1
+        self._last_call[experiment_id] = self._clock()
+        try:
+            await self._update(experiment_id, decision.window_s, min_containers=min_containers)
+        except Exception as exc:
+            self.failures += 1
+            log.warning("update_autoscaler(%s, min_containers=%s) failed: %s: %s",
+                        experiment_id, min_containers, type(exc).__name__, exc)
+            return
+        self._applied[experiment_id] = _Applied(decision.window_s, decision.reason.value, self._clock(), self.deployment,
+                                                min_containers)
 
     # --- internals -----------------------------------------------------------------------------------
     def _needs_call(self, experiment_id: str) -> bool:
