@@ -16,6 +16,8 @@ from core.simulator import Policy
 
 #: Fixed windows of the sweep, in minutes (1–240, denser where the curve bends).
 SWEEP_MINUTES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 45, 60, 75, 90, 105, 120, 150, 180, 210, 240)
+#: Cold-start prices (κ) of the adaptive policy's sweep.
+SWEEP_KAPPAS = (5, 10, 20, 40, 80, 160, 320, 640, 1280)
 ORACLE = "oracle"
 
 

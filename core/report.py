@@ -35,8 +35,9 @@ def write_results(out_dir: Path, rows: Sequence[dict[str, Any]], name: str = "si
 
 
 def pareto_plot(path: Path, fixed: Sequence[dict[str, Any]], marked: Sequence[dict[str, Any]],
-                oracle_curve: Sequence[tuple[float, int]], title: str) -> Path:
-    """Cold starts vs idle container-minutes: fixed windows (line), named policies (points), oracle (frontier)."""
+                oracle_curve: Sequence[tuple[float, int]], title: str, learned: Sequence[dict[str, Any]] = ()) -> Path:
+    """Cold starts vs idle container-minutes: fixed windows and the adaptive policy's κ sweep (lines),
+    named policies (points), oracle (frontier)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -50,6 +51,12 @@ def pareto_plot(path: Path, fixed: Sequence[dict[str, Any]], marked: Sequence[di
         if minutes in (1, 5, 10, 30, 60, 120, 240):
             ax.annotate(f"{minutes} min", (r["idle_container_minutes"], r["cold_starts"]), fontsize=7,
                         xytext=(3, 3), textcoords="offset points", color="tab:gray")
+    if learned:
+        ax.plot([r["idle_container_minutes"] for r in learned], [r["cold_starts"] for r in learned], "s-", ms=4,
+                color="tab:purple", label="adaptive, κ = " + "…".join(str(r["policy"])[9:] for r in (learned[0], learned[-1])))
+        for r in learned:
+            ax.annotate(f"κ{str(r['policy'])[9:]}", (r["idle_container_minutes"], r["cold_starts"]), fontsize=7,
+                        xytext=(3, -9), textcoords="offset points", color="tab:purple")
     xs, ys = zip(*oracle_curve) if oracle_curve else ((), ())
     ax.plot(xs, ys, "-", color="tab:green", label="oracle (future known)")
     for r in marked:
@@ -57,7 +64,7 @@ def pareto_plot(path: Path, fixed: Sequence[dict[str, Any]], marked: Sequence[di
     ax.set_xlabel("idle container-minutes")
     ax.set_ylabel("cold starts")
     ax.set_yscale("log")
-    upper = max([r["idle_container_minutes"] for r in list(fixed) + list(marked)] or [1])
+    upper = max([r["idle_container_minutes"] for r in list(fixed) + list(marked) + list(learned)] or [1])
     ax.set_xlim(0, upper * 1.05)
     ax.set_title(title)
     ax.grid(alpha=0.3)

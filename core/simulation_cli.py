@@ -13,7 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from core.policy_specs import ORACLE, SWEEP_MINUTES, PolicySpecError, parse_policy
+from core.policy_specs import ORACLE, SWEEP_KAPPAS, SWEEP_MINUTES, PolicySpecError, parse_policy
 from core.report import pareto_plot, write_results
 from core.settings import PRESETS, Settings
 from core.simulator import simulate_minute_trace, simulate_requests
@@ -42,7 +42,8 @@ def run(settings: Settings, trace: Path, trace_format: str | None, mode: str, sp
     try:
         named = [parse_policy(s, settings) for s in dict.fromkeys(specs) if s != ORACLE]
         if sweep:
-            extra = [f"fixed:{m * 60}" for m in SWEEP_MINUTES] + [f"hybrid:{p}" for p in PRESETS]
+            extra = ([f"fixed:{m * 60}" for m in SWEEP_MINUTES] + [f"hybrid:{p}" for p in PRESETS]
+                     + [f"adaptive:{k}" for k in SWEEP_KAPPAS] + ["histogram"])
             named += [parse_policy(s, settings) for s in extra if s not in {n.name for n in named}]
     except PolicySpecError as exc:
         raise UsageError(str(exc)) from None
@@ -60,8 +61,9 @@ def run(settings: Settings, trace: Path, trace_format: str | None, mode: str, sp
     if sweep and oracle is not None:
         fixed = [r for r in rows if r["policy"].startswith("fixed:") and int(r["policy"][6:]) // 60 in SWEEP_MINUTES]
         fixed.sort(key=lambda r: int(r["policy"][6:]))
-        marked = [r for r in rows if r["policy"].startswith("hybrid")]
-        artefacts.append(pareto_plot(out / "sweep.png", fixed, marked, oracle.curve(), f"{trace.name} ({mode} mode)"))
+        marked = [r for r in rows if r["policy"].startswith(("hybrid", "histogram"))]
+        learned = sorted((r for r in rows if r["policy"].startswith("adaptive:")), key=lambda r: float(r["policy"][9:]))
+        artefacts.append(pareto_plot(out / "sweep.png", fixed, marked, oracle.curve(), f"{trace.name} ({mode} mode)", learned))
     return rows, artefacts
 
 

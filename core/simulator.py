@@ -15,7 +15,8 @@ the first invocation is cold.
 Fine mode: per-request times and execution durations, up to `max_containers` containers per
 experiment; a request takes an idle warm container, else starts one (a cold start) while below the
 maximum, else waits for the first to free up; a container that stays idle for the window in force
-(the latest decision) scales down; idle time is counted until then (or the end of the trace).
+(the latest decision) scales down; idle time is counted until then (or the end of the trace). A
+pre-warm decision (adaptive policy) is applied conservatively here: kept warm for delay + window.
 
 Oracle: the fewest cold starts possible at a given idle budget when the future is known and nothing
 is pre-warmed — bridge the shortest idle gaps first (each bridged gap saves one cold start and costs
@@ -236,7 +237,7 @@ def simulate_requests(
     progress: Callable[[], None] | None = None,
 ) -> SimResult:
     """Fine mode over a time-ordered request stream (memory ∝ experiments × containers)."""
-    tracker = ActivityTracker(activity_window_s, retention_s=7 * 24 * 3600, clock=lambda: 0.0)
+    tracker = ActivityTracker(activity_window_s, retention_s=7 * 24 * 3600, clock=lambda: 0.0, histograms=True)
     states: dict[str, _ExperimentState] = {}
     end = 0.0
     for request in requests:
@@ -259,7 +260,9 @@ def simulate_requests(
         state.invocations += 1
         activity = tracker.record_request(request.experiment_id, at=t)
         tracker.record_completion(request.experiment_id, at=t)
-        state.window_s = policy(activity).window_s
+        decision = policy(activity)
+        # fine mode applies a pre-warm plan conservatively: kept warm through the pre-warm delay too
+        state.window_s = decision.window_s + (decision.prewarm_after_s or 0)
         if progress:
             progress()
     result = SimResult(name)

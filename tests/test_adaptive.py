@@ -119,3 +119,24 @@ def test_the_default_policy_stays_the_hybrid_one() -> None:
     assert settings.policy_name == "hybrid"
     assert adaptive.policy_from_settings(settings).func is hybrid_window  # type: ignore[attr-defined]
     assert adaptive.policy_from_settings(settings).keywords["params"] == HybridParams(900, 900, 300)  # type: ignore[attr-defined]
+
+
+def test_targets_on_the_shared_2019_sample() -> None:
+    """Issue targets, deterministic (a simulation, not a timing): the default adaptive policy stays
+    within the balanced preset's idle budget with ≤ 1.3× the oracle's cold starts, and beats the best
+    fixed window of no more idle time and the Shahrad et al. policy."""
+    from core.policy_specs import SWEEP_MINUTES, parse_policy
+    from core.simulator import simulate_minute_trace
+    from core.traces import TraceFormat, read_minute_series
+    from tests.test_simulator import SHARED_2019
+
+    settings = load_settings(env_file=None)
+    specs = ["adaptive", "histogram", "hybrid:balanced"] + [f"fixed:{m * 60}" for m in SWEEP_MINUTES]
+    policies = {s: parse_policy(s, settings).decide for s in specs}
+    results, oracle = simulate_minute_trace(read_minute_series(SHARED_2019, TraceFormat.AZURE_FUNCTIONS_2019), policies, 1440)
+    ours, balanced, shahrad = results["adaptive"], results["hybrid:balanced"], results["histogram"]
+    assert ours.idle_container_minutes <= balanced.idle_container_minutes
+    assert ours.cold_starts <= 1.3 * oracle.cold_starts(balanced.idle_container_minutes)
+    fixed = [r for name, r in results.items() if name.startswith("fixed:") and r.idle_container_minutes <= ours.idle_container_minutes]
+    assert ours.cold_starts < min(r.cold_starts for r in fixed)
+    assert ours.cold_starts < shahrad.cold_starts and ours.idle_container_minutes < shahrad.idle_container_minutes
