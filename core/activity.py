@@ -73,7 +73,7 @@ class ActivityTracker:
     """Thread-safe per-experiment activity with bounded memory and an injectable clock."""
 
     def __init__(self, activity_window_s: float, retention_s: float | None = None, clock: Clock = time.monotonic,
-                 histograms: bool = False):
+                 histograms: Callable[[], Any] | None = None):
         if activity_window_s <= 0:
             raise ValueError("activity_window_s must be > 0")
         self.activity_window_s = float(activity_window_s)
@@ -82,7 +82,8 @@ class ActivityTracker:
         self.retention_s = max(float(retention_s or 0.0), self.activity_window_s)
         self._bucket_s = self.activity_window_s / BUCKETS_PER_WINDOW
         self._clock = clock
-        #: Learn each experiment's idle-gap histogram (for core.adaptive policies; ≈ 1 KB each).
+        #: Factory of a per-experiment idle-gap histogram (core.adaptive.IdleHistogram, ≈ 1 KB), when a
+        #: learning policy needs one; its `add(gap_s)` is called with each gap between two requests.
         self.histograms = histograms
         self._lock = threading.Lock()
         self._experiments: OrderedDict[str, _State] = OrderedDict()  # least recently touched first
@@ -100,10 +101,8 @@ class ActivityTracker:
             state = self._experiments.get(experiment_id)
             if state is None:
                 state = self._experiments[experiment_id] = _State(last_request=now)
-                if self.histograms:
-                    from core.adaptive import IdleHistogram
-
-                    state.histogram = IdleHistogram()
+                if self.histograms is not None:
+                    state.histogram = self.histograms()
             else:
                 if state.histogram is not None:
                     state.histogram.add(max(0.0, now - state.last_request))

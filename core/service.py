@@ -13,13 +13,13 @@ import time
 from typing import Any, Callable
 
 from core.activity import ActivityTracker, Clock, ExperimentActivity
+from core.adaptive import IdleHistogram, policy_from_settings
 from core.auth import AuthMode, auth_mode
 from core.engine import Prediction, Predictor
 from core.errors import InvalidInput, PayloadTooLarge, UnknownExperiment
 from core.events import EventLog
 from core.metrics import ServerMetrics
 from core.models import parse_parameters
-from core.adaptive import policy_from_settings
 from core.policy import WindowDecision
 from core.registry import Experiment, Registry
 from core.settings import Settings
@@ -33,6 +33,11 @@ def retention_s(settings: Settings) -> float:
     for the adaptive policy — the four hours its idle-gap histogram spans."""
     longest = settings.active_window_s + settings.activity_window
     return max(longest, 4 * 3600.0) if settings.policy_name == "adaptive" else longest
+
+
+def histogram_factory(settings: Settings) -> Callable[[], IdleHistogram] | None:
+    """Per-experiment idle-gap histograms, when the configured policy learns from them."""
+    return IdleHistogram if settings.policy_name == "adaptive" else None
 
 
 def emulated_clock(time_scale: float) -> Clock:
@@ -64,7 +69,7 @@ class ServingService:
             settings.activity_window,
             retention_s=retention_s(settings),
             clock=emulated_clock(settings.time_scale),
-            histograms=settings.policy_name == "adaptive",
+            histograms=histogram_factory(settings),
         )
         self.metrics = metrics or ServerMetrics()
         self.backend = backend

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from core.activity import ActivityTracker, ExperimentActivity
+from core.adaptive import IdleHistogram
 from core.policy import WindowDecision
 from core.traces import MinuteSeries, Request
 
@@ -91,8 +92,6 @@ def simulate_minutes(series: MinuteSeries, policy: Policy, trace_minutes: int) -
     iff p ≤ g ≤ p + w (idle g − p minutes), cold before p (no idle: the pre-warm never happened) or
     after p + w (idle w). The experiment's idle-gap histogram is learned online, as in the tracker.
     """
-    from core.adaptive import IdleHistogram
-
     minutes = series.minutes
     invocations = sum(c for _, c in minutes)
     cold, idle = 1, 0.0
@@ -237,7 +236,7 @@ def simulate_requests(
     progress: Callable[[], None] | None = None,
 ) -> SimResult:
     """Fine mode over a time-ordered request stream (memory ∝ experiments × containers)."""
-    tracker = ActivityTracker(activity_window_s, retention_s=7 * 24 * 3600, clock=lambda: 0.0, histograms=True)
+    tracker = ActivityTracker(activity_window_s, retention_s=7 * 24 * 3600, clock=lambda: 0.0, histograms=IdleHistogram)
     states: dict[str, _ExperimentState] = {}
     end = 0.0
     for request in requests:

@@ -21,7 +21,7 @@ PARAMS = AdaptiveParams()
 
 def replay(gaps_s: list[float], params: AdaptiveParams = PARAMS):  # type: ignore[no-untyped-def]
     """Requests separated by the given gaps, through a real tracker; the decision after the last one."""
-    tracker = ActivityTracker(300, retention_s=30 * 24 * 3600, clock=lambda: 0.0, histograms=True)
+    tracker = ActivityTracker(300, retention_s=30 * 24 * 3600, clock=lambda: 0.0, histograms=IdleHistogram)
     t = 0.0
     activity = tracker.record_request("e", at=t)
     for gap in gaps_s:
@@ -74,7 +74,7 @@ def test_state_per_experiment_stays_bounded_and_decisions_cost_o1_amortised(monk
         return real(*args, **kwargs)
 
     monkeypatch.setattr(adaptive, "best_plan", counting)
-    tracker = ActivityTracker(300, retention_s=30 * 24 * 3600, clock=lambda: 0.0, histograms=True)
+    tracker = ActivityTracker(300, retention_s=30 * 24 * 3600, clock=lambda: 0.0, histograms=IdleHistogram)
     histogram = None
     for i in range(1_000_000):
         activity = tracker.record_request("e", at=i * 7.0)
@@ -87,7 +87,7 @@ def test_state_per_experiment_stays_bounded_and_decisions_cost_o1_amortised(monk
 
 
 def test_shahrad_policy_prewarms_a_regular_experiment_and_falls_back_when_not_representative() -> None:
-    tracker = ActivityTracker(300, retention_s=30 * 24 * 3600, clock=lambda: 0.0, histograms=True)
+    tracker = ActivityTracker(300, retention_s=30 * 24 * 3600, clock=lambda: 0.0, histograms=IdleHistogram)
     activity = None
     for i in range(30):
         activity = tracker.record_request("cron", at=i * 1800.0)  # every 30 minutes

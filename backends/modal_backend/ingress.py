@@ -20,7 +20,7 @@ from core.api import create_app
 from core.engine import Prediction
 from core.errors import BackendUnavailable, ServeError, UpstreamTimeout, raise_error_value
 from core.registry import Experiment, Registry
-from core.service import ServingService, retention_s
+from core.service import ServingService, histogram_factory, retention_s
 from core.settings import Settings
 
 CallModel = Callable[[str, list[str], Any], Awaitable[dict[str, Any]]]
@@ -82,7 +82,7 @@ def build_ingress_app(
 ) -> FastAPI:
     tracker = SharedActivityTracker(
         settings.activity_window, retention_s(settings), store_get, store_put, clock=clock,
-        histograms=settings.policy_name == "adaptive",
+        histograms=histogram_factory(settings),
     )
     windows = LiveWindowController(update_autoscaler, deployment, min_interval_s=settings.window_update_interval_s,
                                    prewarm_lead_s=settings.prewarm_lead_s, clock=clock)

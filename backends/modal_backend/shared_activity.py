@@ -28,7 +28,7 @@ class SharedActivityTracker(ActivityTracker):
         get: Callable[[str], Awaitable[Any]],
         put: Callable[[str, float], Awaitable[Any]],
         clock: Callable[[], float] = time.time,
-        histograms: bool = False,
+        histograms: Callable[[], Any] | None = None,
     ):
         super().__init__(activity_window_s, retention_s=retention_s, clock=clock, histograms=histograms)
         self._get = get
