@@ -21,7 +21,7 @@ import pytest
 
 from core.events import read_events
 from core.registry import Registry
-from core.settings import Settings, load_settings
+from core.settings import load_settings
 
 TIME_SCALE = 300
 BASE_S = 600 / TIME_SCALE  # 2 s real

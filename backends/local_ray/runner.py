@@ -67,6 +67,3 @@ def run(settings: Settings, host: str, port: int, **_: Any) -> None:
         print("shutting down Serve and Ray ...", flush=True)
         stop()
         print("stopped.", flush=True)
-
-
-
