@@ -91,9 +91,6 @@ class ActivityTracker:
         self._total_completions = 0
         self._forgotten = 0
 
-    def now(self) -> float:
-        return self._clock()
-
     def record_request(self, experiment_id: str, at: float | None = None) -> ExperimentActivity:
         """Record the arrival of one request and return the experiment's activity right after it."""
         with self._lock:

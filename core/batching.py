@@ -47,7 +47,6 @@ class MicroBatcher:
         self._queue: asyncio.Queue[_Pending] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._running = asyncio.Lock()
-        self.batches_run = 0
 
     async def submit(self, inputs: list[str], params: Any, key: Hashable | None = None) -> BatchResult:
         """Run `inputs` with `params` (possibly together with other callers') and return this caller's outputs."""
@@ -129,8 +128,6 @@ class MicroBatcher:
                 if not p.future.done():
                     p.future.set_exception(exc)
             return
-        finally:
-            self.batches_run += 1
         offset = 0
         for p in live:
             mine = outputs[offset : offset + len(p.inputs)]

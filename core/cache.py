@@ -78,6 +78,7 @@ class ModelCache:
         model, future, owner = self._begin(experiment)
         if model is not None:
             return self._warm(experiment.id, model, start)
+        assert future is not None
         if owner:
             self._load(experiment, future)
         return CacheHit(future.result(), cold=True, load_s=self._clock() - start)
@@ -88,14 +89,11 @@ class ModelCache:
         model, future, owner = self._begin(experiment)
         if model is not None:
             return self._warm(experiment.id, model, start)
+        assert future is not None
         if owner:
             self._executor.submit(self._load, experiment, future)
         loaded = await asyncio.wrap_future(future)
         return CacheHit(loaded, cold=True, load_s=self._clock() - start)
-
-    def peek(self, experiment_id: str) -> LoadedModel | None:
-        with self._lock:
-            return self._models.get(experiment_id)
 
     def state(self, experiment_id: str) -> LoadRecord:
         with self._lock:
@@ -115,10 +113,6 @@ class ModelCache:
         with self._lock:
             return sum(m.size_bytes for m in self._models.values())
 
-    def evict(self, experiment_id: str) -> bool:
-        with self._lock:
-            return self._evict(experiment_id)
-
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -126,12 +120,13 @@ class ModelCache:
     def _record(self, experiment_id: str) -> LoadRecord:
         return self._records.setdefault(experiment_id, LoadRecord())
 
-    def _begin(self, experiment: Experiment) -> tuple[LoadedModel | None, Future[LoadedModel], bool]:
+    def _begin(self, experiment: Experiment) -> tuple[LoadedModel | None, Future[LoadedModel] | None, bool]:
+        """(the warm model, None, False) | (None, the load to wait for, whether this caller runs it)."""
         with self._lock:
             model = self._models.get(experiment.id)
             if model is not None:
                 self._models.move_to_end(experiment.id)
-                return model, Future(), False
+                return model, None, False
             future = self._loading.get(experiment.id)
             if future is not None:
                 return None, future, False

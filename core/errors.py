@@ -6,6 +6,9 @@ the API turns them into `{"error": {"type", "message"}}` JSON — never a stack 
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any, Awaitable
+
 
 class ServeError(Exception):
     status_code = 500
@@ -70,3 +73,25 @@ def _subclasses(cls: type[ServeError]) -> list[type[ServeError]]:
     for sub in cls.__subclasses__():
         out.extend(_subclasses(sub))
     return out
+
+
+async def await_worker(call: Awaitable[Any], experiment_id: str, timeout_s: float, worker: str) -> dict[str, Any]:
+    """Await a worker's answer (a Ray replica, a Modal container) and raise what it means for the client:
+    no answer in time → 504 (the remote call is cancelled where it can be), a failed transport → 503,
+    an error returned as a value → that error."""
+    try:
+        result = await asyncio.wait_for(call, timeout=timeout_s)
+    except TimeoutError:
+        cancel = getattr(call, "cancel", None)
+        if callable(cancel):
+            cancel()
+        raise UpstreamTimeout(
+            f"{experiment_id}: no {worker} answered within {timeout_s:g}s "
+            "(HYBRID_COLD_START_TIMEOUT_S); it may still be starting, retry later"
+        ) from None
+    except ServeError:
+        raise
+    except Exception as exc:  # the worker died mid-request, the deployment is gone, ...
+        raise BackendUnavailable(f"{experiment_id}: the {worker} failed ({type(exc).__name__}); retry") from None
+    raise_error_value(result)
+    return result

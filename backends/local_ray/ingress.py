@@ -18,7 +18,7 @@ from typing import Any
 from core.api import create_app
 from core.auth import AuthMode
 from core.engine import Prediction
-from core.errors import BackendUnavailable, ServeError, UpstreamTimeout, raise_error_value
+from core.errors import await_worker
 from core.events import EventLog
 from core.metrics import ServerMetrics
 from core.registry import Experiment, Registry
@@ -62,19 +62,7 @@ class RayPredictor:
         call = self.handles[experiment.id].predict.remote(
             inputs, params, self.applier.window_for(experiment.id), request_at, self.applier.prewarm_for(experiment.id)
         )
-        try:
-            result = await asyncio.wait_for(call, timeout=self.settings.cold_start_timeout_s)
-        except TimeoutError:
-            call.cancel()
-            raise UpstreamTimeout(
-                f"{experiment.id}: no replica answered within {self.settings.cold_start_timeout_s:g}s "
-                "(HYBRID_COLD_START_TIMEOUT_S); the replica may still be starting, retry later"
-            ) from None
-        except ServeError:
-            raise
-        except Exception as exc:  # a replica died mid-request, the deployment is gone, ...
-            raise BackendUnavailable(f"{experiment.id}: the replica failed ({type(exc).__name__}); retry") from None
-        raise_error_value(result)
+        result = await await_worker(call, experiment.id, self.settings.cold_start_timeout_s, "replica")
         prediction: Prediction = result["prediction"]
         cold = result["cold_start"]
         if cold and cold["init_started_at"] >= request_at - 0.5:  # the replica started for (around) this request

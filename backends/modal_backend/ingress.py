@@ -8,7 +8,6 @@ Modal adapters whose network calls are injected (so the whole app runs offline i
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any, Awaitable, Callable
 
@@ -18,7 +17,7 @@ from backends.modal_backend.live_windows import LiveWindowController, UpdateFn
 from backends.modal_backend.shared_activity import SharedActivityTracker
 from core.api import create_app
 from core.engine import Prediction
-from core.errors import BackendUnavailable, ServeError, UpstreamTimeout, raise_error_value
+from core.errors import await_worker
 from core.registry import Experiment, Registry
 from core.service import ServingService, histogram_factory, retention_s
 from core.settings import Settings
@@ -36,18 +35,8 @@ class ModalPredictor:
         self.tracker = tracker
 
     async def predict(self, experiment: Experiment, inputs: list[str], params: Any) -> Prediction:
-        try:
-            result = await asyncio.wait_for(self._call(experiment.id, inputs, params), self.settings.cold_start_timeout_s)
-        except TimeoutError:
-            raise UpstreamTimeout(
-                f"{experiment.id}: no container answered within {self.settings.cold_start_timeout_s:g}s "
-                "(HYBRID_COLD_START_TIMEOUT_S); it may still be starting, retry later"
-            ) from None
-        except ServeError:
-            raise
-        except Exception as exc:
-            raise BackendUnavailable(f"{experiment.id}: the model container failed ({type(exc).__name__}); retry") from None
-        raise_error_value(result)
+        call = self._call(experiment.id, inputs, params)
+        result = await await_worker(call, experiment.id, self.settings.cold_start_timeout_s, "model container")
         return result["prediction"]
 
     async def model_status(self) -> dict[str, dict[str, Any]]:
