@@ -24,7 +24,7 @@ from pathlib import Path
 import aiohttp
 
 from benchmarks.rawhttp import RawHTTP
-from core.api import PredictRequest
+from core.http.app import PredictRequest
 from benchmarks.server_process import free_port, served
 
 ROUNDS = 400

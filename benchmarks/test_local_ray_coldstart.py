@@ -22,7 +22,7 @@ from ray import serve
 
 from benchmarks.server_process import free_port
 from core.events import read_events
-from core.registry import Registry
+from core.serving.registry import Registry
 from core.settings import load_settings
 
 TRIALS = 20

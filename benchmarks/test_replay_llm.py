@@ -20,18 +20,18 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from functools import partial
 from pathlib import Path
 
 import httpx
 
 from benchmarks.server_process import free_port
 from core.events import read_events
-from core.policy import HybridParams, hybrid_window
-from core.registry import Registry
+from core.keepwarm.decision import NamedPolicy
+from core.keepwarm.hybrid import HybridParams, hybrid_policy
+from core.serving.registry import Registry
 from core.settings import load_settings
-from core.simulator import simulate_requests
-from core.traces import Request, TraceFormat, read_requests
+from core.sim.simulator import simulate_requests
+from core.sim.traces import Request, TraceFormat, read_requests
 from tests.conftest import REPO_ROOT
 
 TRACE = REPO_ROOT.parent / "shared" / "traces" / "azure-llm-inference-2023" / "conversation.csv"
@@ -101,8 +101,8 @@ def test_replay_llm_slice_against_the_simulator(benchmark, registry_file: Path, 
     emulated_idle = sum(max(0.0, d["time"] - r) for r, d in zip(ready, downs)) * SCALE
     cold_s = statistics.median(c["total_s"] for c in colds) * SCALE
     predicted = simulate_requests(
-        (Request(t, "conversation", 0.01) for t in times), partial(hybrid_window, params=HybridParams(BASE, EXTENSION, ACTIVITY)),
-        "hybrid", max_containers=1, cold_start_s=cold_s, activity_window_s=ACTIVITY,
+        (Request(t, "conversation", 0.01) for t in times), NamedPolicy("hybrid", hybrid_policy(HybridParams(BASE, EXTENSION, ACTIVITY))),
+        max_containers=1, cold_start_s=cold_s, activity_window_s=ACTIVITY,
     )
     # the simulator stops counting at the trace's end; the emulator's last replica idles its full window
     predicted_idle = predicted.idle_container_minutes * 60 + _last_window(times)

@@ -12,9 +12,10 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from core.policy import fixed_window
-from core.simulator import simulate_minute_trace
-from core.traces import TraceFormat, read_minute_series
+from core.keepwarm.decision import NamedPolicy
+from core.keepwarm.hybrid import fixed_window
+from core.sim.simulator import simulate_minute_trace
+from core.sim.traces import TraceFormat, read_minute_series
 from tests.conftest import REPO_ROOT
 
 TRACE = REPO_ROOT.parent / "shared" / "traces" / "azure-functions-2019" / "invocations_per_function.csv"
@@ -23,7 +24,7 @@ TRACE = REPO_ROOT.parent / "shared" / "traces" / "azure-functions-2019" / "invoc
 def _run(path: Path) -> tuple[float, int, int]:
     tracemalloc.start()
     start = time.perf_counter()
-    results, _ = simulate_minute_trace(read_minute_series(path, TraceFormat.AZURE_FUNCTIONS_2019), {"fixed:600": fixed_window(600)}, 1440)
+    results, _ = simulate_minute_trace(read_minute_series(path, TraceFormat.AZURE_FUNCTIONS_2019), [NamedPolicy("fixed:600", fixed_window(600))], 1440)
     elapsed = time.perf_counter() - start
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
@@ -41,7 +42,7 @@ def test_full_2019_sample_in_minute_mode(benchmark, tmp_path: Path, summary) -> 
     _, peak_scaled, invocations_scaled = _run(scaled)
     assert invocations_scaled == invocations * 1000
     benchmark.pedantic(lambda: simulate_minute_trace(
-        read_minute_series(TRACE, TraceFormat.AZURE_FUNCTIONS_2019), {"fixed:600": fixed_window(600)}, 1440), rounds=3, iterations=1)
+        read_minute_series(TRACE, TraceFormat.AZURE_FUNCTIONS_2019), [NamedPolicy("fixed:600", fixed_window(600))], 1440), rounds=3, iterations=1)
     seconds = benchmark.stats.stats.median
     summary.add("simulator", "full 2019 sample, one policy, minute mode", seconds, "s", "< 10 s", f"{invocations:,} invocations")
     summary.add("simulator", "peak traced memory", peak / 2**20, "MiB")

@@ -70,9 +70,9 @@ def serve(
     settings = settings_or_exit()
     typer.echo(mode_line(settings))
     if backend == "inprocess":
-        from core.api import build_inprocess_app
-        from core.registry import Registry, RegistryError
-        from core.server import ready_message, run_uvicorn
+        from core.http.app import build_inprocess_app
+        from core.http.runner import ready_message, run_uvicorn
+        from core.serving.registry import Registry, RegistryError
 
         try:
             registry = Registry.load(settings.registry_path)
@@ -80,7 +80,7 @@ def serve(
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(code=2) from None
         app_ = build_inprocess_app(settings, registry)
-        demo = next(iter(registry.ids()), None)
+        demo = registry.first_id()
         run_uvicorn(app_, host, port, on_ready=lambda: typer.echo(ready_message(host, port, demo, backend)))
         return
     backends = _available_backends()
@@ -109,20 +109,20 @@ def simulate(
     """Replay a trace through keep-warm policies: cold starts vs idle container-minutes."""
     import json as json_module
 
-    from core import simulation_cli
+    from core.sim import campaign
 
     settings = settings_or_exit()
     try:
-        rows, artefacts = simulation_cli.run(
+        rows, artefacts = campaign.run(
             settings, trace, trace_format, mode, policy, sweep, gpu_price_per_hour, out, cold_start_s, default_duration_ms / 1000
         )
-    except simulation_cli.UsageError as exc:
+    except campaign.UsageError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
     if as_json:
         typer.echo(json_module.dumps(rows, indent=2))
     else:
-        from core.report import markdown_table
+        from core.sim.report import markdown_table
 
         typer.echo(markdown_table(rows))
     typer.echo("wrote " + ", ".join(str(p) for p in artefacts), err=True)

@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     activity_window: int = _setting(300, "MODAL_ACTIVITY_WINDOW", "integer seconds > 0", gt=0)
     max_containers: int = _setting(10, "MODAL_MAX_CONTAINERS", "integer ≥ 1", ge=1)
 
-    # --- model server (core/server.py, core/api.py) ----------------------------------------------
+    # --- model server (core/serving, core/http) -------------------------------------------------
     registry_path: Path | None = _setting(
         None, "HYBRID_REGISTRY", "path of a TOML experiment registry (unset: the shipped demo registry)"
     )
@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     max_inputs: int = _setting(64, "HYBRID_MAX_INPUTS", "integer 1..4096", ge=1, le=4096)
     max_new_tokens: int = _setting(128, "HYBRID_MAX_NEW_TOKENS", "integer 1..4096", ge=1, le=4096)
 
-    # --- keep-warm policy (core/policy.py, core/adaptive.py) ---------------------------------------
+    # --- keep-warm policy (core/keepwarm) -------------------------------------------------------
     policy_name: Literal["hybrid", "adaptive"] = _setting(
         "hybrid", "HYBRID_POLICY", "hybrid (the guide's base/extension policy) or adaptive (learned per experiment)"
     )

@@ -1,14 +1,58 @@
-"""Shared fixtures: every test starts from a clean environment and an empty working directory."""
+"""Shared fixtures and helpers: every test starts from a clean environment and an empty working
+directory; tiny real models and a registry are built once per session; one fake clock, free ports
+and the shared traces' paths serve every room of the suite."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import socket
+import subprocess
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SETTING_PREFIXES = ("MODAL_", "HYBRID_")
+SHARED_TRACES = REPO_ROOT.parent / "shared" / "traces"
+SHARED_2019 = SHARED_TRACES / "azure-functions-2019" / "invocations_per_function.csv"
+SHARED_LLM = SHARED_TRACES / "azure-llm-inference-2023" / "conversation.csv"
+
+
+class FakeClock:
+    """A clock tests drive: call it for the time, set or advance `now`, or `await sleep(s)` to pass time."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        self.now += seconds
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+def activity_of(tracker, experiment_id: str):  # type: ignore[no-untyped-def]
+    """One experiment's activity from the tracker's snapshot (None when it is not remembered)."""
+    return next((a for a in tracker.snapshot() if a.experiment_id == experiment_id), None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ray_processes() -> set[int]:
+    """PIDs of Ray's own processes (GCS, raylet, workers) on this machine."""
+    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    return {int(line.split(None, 1)[0]) for line in out.splitlines()
+            if any(k in line for k in ("gcs_server", "raylet", "ray::", "default_worker.py"))}
 
 
 @pytest.fixture(autouse=True)
@@ -37,7 +81,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def registry_file(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A registry with one experiment per task, plus experiments whose load must fail."""
-    from core.models import sha256_of, weights_file
+    from core.serving.models import sha256_of, weights_file
 
     fe = tiny_models["feature-extraction"]
     path = tmp_path_factory.mktemp("registry") / "experiments.toml"

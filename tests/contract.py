@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 from typing import Any
 
 import httpx
 
+from core.keepwarm.appliers import AppliedWindow
 
-def check_contract(client: httpx.Client, experiment: str = "fe") -> dict[str, Any]:
-    """Same answers whatever the backend: outputs, errors, /health and /experiments shapes."""
+
+def check_contract(client: httpx.Client, experiment: str = "fe", base_window_s: int = 900) -> dict[str, Any]:
+    """Same answers whatever the backend: outputs, errors, /health and /experiments shapes. The
+    experiment must not have been requested before: its first request is isolated (base window)."""
     response = client.post(f"/predict/{experiment}", json={"inputs": ["hello world"]})
     assert response.status_code == 200, response.text
     body = response.json()
@@ -17,8 +21,8 @@ def check_contract(client: httpx.Client, experiment: str = "fe") -> dict[str, An
     assert len(body["outputs"]) == 1 and len(body["outputs"][0]) == 32
     assert math.isclose(math.hypot(*body["outputs"][0]), 1.0, rel_tol=1e-4)
     assert set(body["timing"]) == {"queue_ms", "load_ms", "inference_ms", "total_ms"}
-    assert isinstance(body["cold_load"], bool)
-    assert body["scaledown_window_s"] in (900, 1800) or body["scaledown_window_s"] > 0
+    assert body["cold_load"] is True  # its first request waited for the model
+    assert (body["scaledown_window_s"], body["window_reason"]) == (base_window_s, "isolated")
 
     missing = client.post("/predict/no-such-experiment", json={"inputs": "x"})
     assert missing.status_code == 404 and missing.json()["error"]["type"] == "unknown_experiment"
@@ -30,9 +34,13 @@ def check_contract(client: httpx.Client, experiment: str = "fe") -> dict[str, An
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["authentication"]["mode"] in ("development", "production")
     window = health["scaling"]["experiments"][experiment]
-    assert window["scaledown_window_s"] == body["scaledown_window_s"] or window["scaledown_window_s"] > 0
+    assert (window["scaledown_window_s"], window["reason"]) == (base_window_s, "isolated")  # rejected requests do not count
     assert {"reason", "idle_s", "state", "replicas"} <= set(window)
+    applied = window["applied"]
+    assert set(applied) == {f.name for f in fields(AppliedWindow)}  # one shape on every backend
+    assert (applied["window_s"], applied["reason"]) == (base_window_s, "isolated")
     experiments = {e["id"]: e for e in client.get("/experiments").json()}
     assert {"id", "state", "replicas", "scaledown_window_s", "window_reason", "idle_s"} <= set(experiments[experiment])
+    assert (experiments[experiment]["scaledown_window_s"], experiments[experiment]["window_reason"]) == (base_window_s, "isolated")
     assert "hybrid_requests_total" in client.get("/metrics").text
     return body

@@ -17,7 +17,7 @@ from ray.serve.config import AutoscalingConfig, AutoscalingPolicy
 from backends.local_ray.ingress import HybridIngress, deployment_name
 from backends.local_ray.replica import ExperimentReplica
 from core.auth import AuthMode
-from core.registry import Registry
+from core.serving.registry import Registry
 from core.settings import Settings
 
 #: Serve averages load over this period (default 30 s); short, so scale-up follows load closely.

@@ -13,8 +13,8 @@ import threading
 from typing import Any
 
 from core.auth import auth_mode
-from core.registry import Registry
-from core.server import ready_message
+from core.http.runner import ready_message
+from core.serving.registry import Registry
 from core.settings import Settings
 
 from backends.local_ray.app import build_application, ray_environment
@@ -57,7 +57,7 @@ def run(settings: Settings, host: str, port: int, **_: Any) -> None:
     """The main job on the local Ray backend."""
     registry = Registry.load(settings.registry_path)
     start(settings, registry, host, port)
-    print(ready_message(host, port, next(iter(registry.ids()), None), "ray"), flush=True)
+    print(ready_message(host, port, registry.first_id(), "ray"), flush=True)
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())

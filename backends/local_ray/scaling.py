@@ -15,24 +15,46 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 # Names of the metrics replicas report through record_autoscaling_stats.
 LAST_BUSY = "hybrid_last_busy"  # wall time the replica was last busy (now, while a request is in flight)
-LAST_REQUEST = "hybrid_last_request"  # wall time the latest request the replica received was decided
-WINDOW = "hybrid_window_s"  # the window (emulated seconds) decided for that request; -1 before any
 IN_FLIGHT = "hybrid_in_flight"
-PREWARM = "hybrid_prewarm_s"  # pre-warm delay (emulated seconds) decided for that request; -1: none
+# Reported once the replica has served a request (core's decision for the latest one it served):
+LAST_REQUEST = "hybrid_last_request"  # wall time that request arrived at the ingress
+WINDOW = "hybrid_window_s"  # the window (emulated seconds) decided for it
+PREWARM = "hybrid_prewarm_s"  # its pre-warm delay (emulated seconds), only for a pre-warm decision
+
+#: Where the policy keeps, in Serve's `policy_state`, the latest decision seen (for a pool at zero).
+REMEMBERED = "remembered"
 
 
 @dataclass(frozen=True)
 class ReplicaReport:
     last_busy: float
-    last_request: float
-    window_s: float
     in_flight: int
-    prewarm_s: float = -1.0
+    last_request: float | None = None
+    window_s: float | None = None  # None: the replica has served no request yet
+    prewarm_s: float | None = None
+
+
+@dataclass(frozen=True)
+class ScalingInputs:
+    """Everything the decision reads (times are wall seconds, windows emulated seconds)."""
+
+    now: float
+    reports: list[ReplicaReport]
+    ongoing_requests: float
+    target_ongoing: float
+    time_scale: float
+    max_replicas: int
+    #: Running replicas that have not reported yet (just started).
+    unreported: int = 0
+    #: The latest report seen, kept across scale-to-zero (for a pre-warm while no replica runs).
+    remembered: ReplicaReport | None = None
+    #: A pre-warm starts this many real seconds before the request is due (a cold start's time).
+    prewarm_lead_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -43,88 +65,90 @@ class ScaleDecision:
     reason: str
 
 
-def desired_replicas(
-    now: float,
-    reports: list[ReplicaReport],
-    ongoing_requests: float,
-    target_ongoing: float,
-    time_scale: float,
-    max_replicas: int,
-    unreported: int = 0,
-    remembered: ReplicaReport | None = None,
-    prewarm_lead_s: float = 0.0,
-) -> ScaleDecision:
-    """How many replicas the experiment should run now.
+def desired_replicas(inputs: ScalingInputs) -> ScaleDecision:
+    """How many replicas the experiment should run now, within 0..max_replicas.
 
     The window in force is the one decided for the experiment's latest request (whichever replica
     served it) — as on Modal, where one scaledown window applies to the whole container pool. A
     replica counts as warm while it has a request in flight or has been idle for less than that
     window (idle time in emulated seconds: real seconds × time_scale); a replica that has served
     nothing yet idles from its start. Replicas that have not reported yet (just started) are kept.
-    Load adds replicas (ongoing requests / target per replica), up to max_replicas. When the
-    latest decision is a pre-warm (adaptive policy), the experiment scales to zero once idle and one
-    replica comes back `prewarm_lead_s` (real seconds, a cold start's time) before the request is
-    due; `remembered` is the last report seen, for deciding while no replica is running.
+    Load adds replicas (ongoing requests / target per replica). When the latest decision is a
+    pre-warm (adaptive policy), the experiment scales to zero once idle and one replica comes back
+    `prewarm_lead_s` (real seconds) before the request is due.
     """
-    load = math.ceil(ongoing_requests / target_ongoing) if ongoing_requests > 0 else 0
-    served = [r for r in reports if r.window_s >= 0]
+    decision = _unbounded(inputs)
+    replicas = max(0, min(inputs.max_replicas, decision.replicas))
+    return ScaleDecision(replicas, decision.window_s, decision.idle_s, decision.reason)
+
+
+def _unbounded(inputs: ScalingInputs) -> ScaleDecision:
+    reports = inputs.reports
+    load = math.ceil(inputs.ongoing_requests / inputs.target_ongoing) if inputs.ongoing_requests > 0 else 0
+    served = [r for r in reports if r.window_s is not None]
     if not served:  # nothing decided yet: keep what is starting or waiting for its first request
-        kept = unreported + len(reports)
-        if kept == 0 and remembered is not None:  # scaled to zero: is a pre-warm due?
-            return _prewarm(now, remembered, load, time_scale, prewarm_lead_s, max_replicas)
-        return ScaleDecision(min(max_replicas, max(load, kept)), None, None, "starting" if kept else "no replica")
-    latest = max(served, key=lambda r: r.last_request)
+        kept = inputs.unreported + len(reports)
+        if kept == 0 and inputs.remembered is not None:  # scaled to zero: is a pre-warm due?
+            return _prewarm(inputs, inputs.remembered, load)
+        return ScaleDecision(max(load, kept), None, None, "starting" if kept else "no replica")
+    latest = max(served, key=lambda r: r.last_request or 0.0)
     window = latest.window_s
+    assert window is not None
     busy = any(r.in_flight for r in reports)
-    if latest.prewarm_s >= 0 and not busy:
-        return _prewarm(now, max(reports, key=lambda r: r.last_busy), load, time_scale, prewarm_lead_s, max_replicas,
-                        latest.prewarm_s, window)
-    idle = [(now - r.last_busy) * time_scale for r in reports]
-    warm = unreported + sum(1 for r, i in zip(reports, idle) if r.in_flight > 0 or i < window)
+    if latest.prewarm_s is not None and not busy:
+        last_busy = max(r.last_busy for r in reports)
+        return _prewarm(inputs, ReplicaReport(last_busy, 0, latest.last_request, window, latest.prewarm_s), load)
+    idle = [(inputs.now - r.last_busy) * inputs.time_scale for r in reports]
+    warm = inputs.unreported + sum(1 for r, i in zip(reports, idle) if r.in_flight > 0 or i < window)
     experiment_idle = 0.0 if busy else max(0.0, min(idle))
-    replicas = min(max_replicas, max(load, warm))
+    replicas = max(load, warm)
     if replicas == 0:
         reason = f"idle {experiment_idle:.1f}s ≥ window {window:g}s"
     elif load > warm:
-        reason = f"load: {ongoing_requests:.1f} ongoing requests, target {target_ongoing:g} per replica"
+        reason = f"load: {inputs.ongoing_requests:.1f} ongoing requests, target {inputs.target_ongoing:g} per replica"
     else:
         reason = f"warm: idle {experiment_idle:.1f}s < window {window:g}s"
     return ScaleDecision(replicas, window, experiment_idle, reason)
 
 
-def _prewarm(now: float, last: ReplicaReport, load: int, time_scale: float, lead_s: float, max_replicas: int,
-             prewarm_s: float | None = None, window_s: float | None = None) -> ScaleDecision:
-    """A pre-warm plan: no replica until `lead_s` (real) before the request is due, then one until
-    `prewarm + window` (emulated) after the last busy moment, then none."""
-    prewarm = last.prewarm_s if prewarm_s is None else prewarm_s
-    window = last.window_s if window_s is None else window_s
-    if prewarm < 0:
-        return ScaleDecision(min(max_replicas, load), window, None, "no replica")
-    idle = (now - last.last_busy) * time_scale
-    due_in_real = (prewarm - idle) / time_scale
-    if due_in_real <= lead_s and idle < prewarm + window:
-        return ScaleDecision(min(max_replicas, max(load, 1)), window, idle, f"pre-warm: request expected in {max(0.0, due_in_real):.1f}s")
-    reason = "pre-warm over" if idle >= prewarm + window else f"scaled down until the pre-warm in {due_in_real - lead_s:.1f}s"
-    return ScaleDecision(min(max_replicas, load), window, idle, reason)
+def _prewarm(inputs: ScalingInputs, last: ReplicaReport, load: int) -> ScaleDecision:
+    """A pre-warm plan: no replica until `prewarm_lead_s` (real) before the request is due, then one
+    until `prewarm + window` (emulated) after the last busy moment, then none."""
+    if last.prewarm_s is None:
+        return ScaleDecision(load, last.window_s, None, "no replica")
+    window = last.window_s or 0.0
+    idle = (inputs.now - last.last_busy) * inputs.time_scale
+    due_in_real = (last.prewarm_s - idle) / inputs.time_scale
+    if due_in_real <= inputs.prewarm_lead_s and idle < last.prewarm_s + window:
+        return ScaleDecision(max(load, 1), window, idle, f"pre-warm: request expected in {max(0.0, due_in_real):.1f}s")
+    reason = ("pre-warm over" if idle >= last.prewarm_s + window
+              else f"scaled down until the pre-warm in {due_in_real - inputs.prewarm_lead_s:.1f}s")
+    return ScaleDecision(load, window, idle, reason)
 
 
 def reports_from_metrics(raw_metrics: Mapping[str, Mapping[Any, list[Any]]] | None, replicas: list[Any]) -> list[ReplicaReport]:
-    """The latest report of each running replica from Serve's raw custom metrics."""
+    """The latest report of each running replica from Serve's raw custom metrics. A value counts only
+    when it was pushed in the replica's latest sample (a metric absent from it may linger from older
+    samples within the look-back period)."""
     if not raw_metrics:
         return []
 
-    def latest(name: str, replica: Any) -> float | None:
+    def latest(name: str, replica: Any) -> Any:
         series = (raw_metrics.get(name) or {}).get(replica) or []
-        return float(series[-1].value) if series else None
+        return series[-1] if series else None
 
     reports = []
     for replica in replicas:
-        values = [latest(n, replica) for n in (LAST_BUSY, LAST_REQUEST, WINDOW, IN_FLIGHT)]
-        if any(v is None for v in values):
+        busy, in_flight = latest(LAST_BUSY, replica), latest(IN_FLIGHT, replica)
+        if busy is None or in_flight is None:
             continue  # a replica that has not reported yet (just started): not counted as warm or idle
-        last_busy, last_request, window, in_flight = values
-        prewarm = latest(PREWARM, replica)
-        reports.append(ReplicaReport(last_busy, last_request, window, int(in_flight), -1.0 if prewarm is None else prewarm))  # type: ignore[arg-type]
+
+        def current(name: str) -> float | None:
+            point = latest(name, replica)
+            return float(point.value) if point is not None and point.timestamp == busy.timestamp else None
+
+        reports.append(ReplicaReport(float(busy.value), int(in_flight.value), current(LAST_REQUEST),
+                                     current(WINDOW), current(PREWARM)))
     return reports
 
 
@@ -140,20 +164,21 @@ class ScaledownWindowPolicy:
         self.target_ongoing = float(target_ongoing)
         self.prewarm_lead_s = float(prewarm_lead_s)
         self.events = EventLog(event_log)
-        self._remembered: ReplicaReport | None = None  # the latest report, kept across scale-to-zero
 
     def __call__(self, ctx: Any) -> tuple[int, dict[str, Any]]:
         now = ctx.current_time or time.time()
         running = list(ctx.running_replicas)
         reports = reports_from_metrics(ctx.raw_metrics, running)
-        served = [r for r in reports if r.window_s >= 0]
+        state = dict(ctx.policy_state or {})
+        served = [r for r in reports if r.window_s is not None]
         if served:
-            self._remembered = max(served, key=lambda r: (r.last_request, r.last_busy))
-        decision = desired_replicas(
+            state[REMEMBERED] = asdict(max(served, key=lambda r: (r.last_request or 0.0, r.last_busy)))
+        remembered = ReplicaReport(**state[REMEMBERED]) if REMEMBERED in state else None
+        decision = desired_replicas(ScalingInputs(
             now, reports, float(ctx.total_num_requests or 0), self.target_ongoing, self.time_scale,
             int(ctx.capacity_adjusted_max_replicas), unreported=len(running) - len(reports),
-            remembered=self._remembered, prewarm_lead_s=self.prewarm_lead_s,
-        )
+            remembered=remembered, prewarm_lead_s=self.prewarm_lead_s,
+        ))
         replicas = decision.replicas
         if replicas != ctx.target_num_replicas:
             if decision.reason.startswith("pre-warm:") and ctx.target_num_replicas == 0:
@@ -162,4 +187,4 @@ class ScaledownWindowPolicy:
                 event = "scale_to_zero" if replicas == 0 else ("scale_up" if replicas > ctx.target_num_replicas else "scale_down")
             self.events.write(self.experiment, event, decision.window_s, decision.reason,
                               replicas=replicas, previous=ctx.target_num_replicas, idle_s=decision.idle_s)
-        return replicas, dict(ctx.policy_state)
+        return replicas, state

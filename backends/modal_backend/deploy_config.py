@@ -87,7 +87,7 @@ def deploy_config(settings: Settings, deployment: str | None = None) -> ModalDep
         env[variable] = str(value).lower() if isinstance(value, bool) else str(value)
     if settings.modal_gpu is None:
         env["MODAL_GPU"] = "none"
-    from core.registry import DEFAULT_REGISTRY
+    from core.serving.registry import DEFAULT_REGISTRY
 
     return ModalDeployConfig(
         app_name=settings.modal_app_name,

@@ -47,10 +47,14 @@ class ExperimentModel:
     @modal.enter(snap=config.memory_snapshot)
     def load(self) -> None:
         """Cold start: load this experiment's model (from the volume's cache after the first time)."""
-        from backends.modal_backend.worker import ExperimentWorker
-        from core.registry import Registry
+        from core.serving.errors import UnknownExperiment
+        from core.serving.registry import Registry
+        from core.serving.worker import RemoteWorker
 
-        self.worker = ExperimentWorker(load_settings(), Registry.load(), self.experiment_id)
+        experiment = Registry.load().get(self.experiment_id)
+        if experiment is None:
+            raise UnknownExperiment(f"experiment {self.experiment_id!r} is not registered")
+        self.worker = RemoteWorker(load_settings(), experiment)
         self.worker.load()
         weights.commit()  # a first download lands on the volume for every later cold start
 
@@ -67,7 +71,7 @@ def web():
     import os
 
     from backends.modal_backend.ingress import build_ingress_app
-    from core.registry import Registry
+    from core.serving.registry import Registry
 
     async def call_model(experiment_id: str, inputs: list[str], params: object) -> dict:
         return await ExperimentModel(experiment_id=experiment_id).predict.remote.aio(inputs, params)

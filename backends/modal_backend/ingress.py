@@ -1,6 +1,6 @@
 """The HTTP ingress on Modal: core's FastAPI app, with predictions sent to per-experiment pools.
 
-Why this module exists: the ingress is core's `ServingService` + `create_app` unchanged, plus three
+Why this module exists: the ingress is core's request path + `create_app` unchanged, plus three
 Modal adapters whose network calls are injected (so the whole app runs offline in tests):
 `ModalPredictor` calls the experiment's pool, `LiveWindowController` applies windows with
 `update_autoscaler`, and `SharedActivityTracker` shares arrivals between ingress containers.
@@ -15,11 +15,13 @@ from fastapi import FastAPI
 
 from backends.modal_backend.live_windows import LiveWindowController, UpdateFn
 from backends.modal_backend.shared_activity import SharedActivityTracker
-from core.api import create_app
-from core.engine import Prediction
-from core.errors import await_worker
-from core.registry import Experiment, Registry
-from core.service import ServingService, histogram_factory, retention_s
+from core.http.app import create_app
+from core.keepwarm.decision import WindowDecision
+from core.keepwarm.policies import policy_from_settings, retention_s
+from core.serving.prediction import Prediction
+from core.serving.registry import Experiment, Registry
+from core.serving.remote import answered_prediction, await_worker
+from core.serving.request_path import RequestPath
 from core.settings import Settings
 
 CallModel = Callable[[str, list[str], Any], Awaitable[dict[str, Any]]]
@@ -34,10 +36,11 @@ class ModalPredictor:
         self.windows = windows
         self.tracker = tracker
 
-    async def predict(self, experiment: Experiment, inputs: list[str], params: Any) -> Prediction:
+    async def predict(self, experiment: Experiment, inputs: list[str], params: Any, decision: WindowDecision) -> Prediction:
+        request_at = time.time()
         call = self._call(experiment.id, inputs, params)
         result = await await_worker(call, experiment.id, self.settings.cold_start_timeout_s, "model container")
-        return result["prediction"]
+        return answered_prediction(result, request_at)
 
     async def model_status(self) -> dict[str, dict[str, Any]]:
         """Modal does not expose a pool's container count here: a pool is reported warm while the
@@ -46,7 +49,8 @@ class ModalPredictor:
         in_force = self.windows.in_force()
         out = {}
         for activity in self.tracker.snapshot():
-            window = in_force.get(activity.experiment_id, {}).get("window_s", self.settings.base_warm_time)
+            applied = in_force.get(activity.experiment_id)
+            window = self.settings.base_warm_time if applied is None else applied.window_s
             warm = activity.idle_s < window
             out[activity.experiment_id] = {"state": "warm" if warm else "cold", "replicas": None,
                                            "window_in_force_s": window, "checked_at": now}
@@ -69,11 +73,11 @@ def build_ingress_app(
     deployment: str,
     clock: Callable[[], float] = time.time,
 ) -> FastAPI:
+    policy = policy_from_settings(settings)
     tracker = SharedActivityTracker(
-        settings.activity_window, retention_s(settings), store_get, store_put, clock=clock,
-        histograms=histogram_factory(settings),
+        settings.activity_window, retention_s(settings, policy), store_get, store_put, clock=clock, learner=policy.learner,
     )
     windows = LiveWindowController(update_autoscaler, deployment, min_interval_s=settings.window_update_interval_s,
                                    prewarm_lead_s=settings.prewarm_lead_s, clock=clock)
     predictor = ModalPredictor(call_model, settings, windows, tracker)
-    return create_app(ServingService(settings, registry, predictor, windows, tracker=tracker, backend="modal"))
+    return create_app(RequestPath(settings, registry, predictor, windows, tracker=tracker), backend="modal")

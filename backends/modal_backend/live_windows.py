@@ -14,25 +14,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
-from core.policy import WindowDecision
+from core.keepwarm.appliers import AppliedWindow
+from core.keepwarm.decision import WindowDecision
 from core.settings import MODAL_MIN_WINDOW_S
 
 log = logging.getLogger("hybrid_serve.modal.windows")
 
 #: `update(experiment_id, scaledown_window, min_containers=None)`: the Modal call, injected.
 UpdateFn = Callable[..., Awaitable[Any]]
-
-
-@dataclass
-class _Applied:
-    window_s: int
-    reason: str
-    applied_at: float
-    deployment: str
-    min_containers: int = 0
 
 
 class LiveWindowController:
@@ -55,12 +46,11 @@ class LiveWindowController:
         self._clock = clock
         self._sleep = sleep
         self._desired: dict[str, WindowDecision] = {}
-        self._applied: dict[str, _Applied] = {}
+        self._applied: dict[str, AppliedWindow] = {}
         self._last_call: dict[str, float] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._prewarms: dict[str, asyncio.Task[None]] = {}
         self.prewarm_lead_s = prewarm_lead_s
-        self.calls = 0
         self.failures = 0
 
     # --- WindowApplier -----------------------------------------------------------------------------
@@ -77,12 +67,8 @@ class LiveWindowController:
         if plan is not None:  # ... and bring one container back before the next request is due
             self._prewarms[experiment_id] = asyncio.get_running_loop().create_task(self._prewarm(experiment_id, plan))
 
-    def in_force(self) -> dict[str, dict[str, Any]]:
-        return {
-            e: {"window_s": a.window_s, "reason": a.reason, "applied_at": a.applied_at, "deployment": a.deployment,
-                "min_containers": a.min_containers}
-            for e, a in self._applied.items()
-        }
+    def in_force(self) -> dict[str, AppliedWindow]:
+        return dict(self._applied)
 
     # --- redeploys ---------------------------------------------------------------------------------
     def on_redeploy(self, deployment: str) -> None:
@@ -118,7 +104,6 @@ class LiveWindowController:
         self._prewarms.pop(experiment_id, None)
 
     async def _call(self, experiment_id: str, decision: WindowDecision, min_containers: int) -> None:
-        self.calls += 1
         self._last_call[experiment_id] = self._clock()
         try:
             await self._update(experiment_id, decision.window_s, min_containers=min_containers)
@@ -127,8 +112,8 @@ class LiveWindowController:
             log.warning("update_autoscaler(%s, min_containers=%s) failed: %s: %s",
                         experiment_id, min_containers, type(exc).__name__, exc)
             return
-        self._applied[experiment_id] = _Applied(decision.window_s, decision.reason.value, self._clock(), self.deployment,
-                                                min_containers)
+        self._applied[experiment_id] = AppliedWindow(decision.window_s, decision.reason.value, decision.prewarm_after_s,
+                                                     min_containers, self._clock(), self.deployment)
 
     # --- internals -----------------------------------------------------------------------------------
     def _needs_call(self, experiment_id: str) -> bool:
@@ -152,7 +137,6 @@ class LiveWindowController:
                 continue
             decision, deployment = self._desired[experiment_id], self.deployment
             self._last_call[experiment_id] = self._clock()
-            self.calls += 1
             try:
                 await self._update(experiment_id, decision.window_s)
             except Exception as exc:  # requests are unaffected; try again later
@@ -161,4 +145,5 @@ class LiveWindowController:
                             experiment_id, decision.window_s, type(exc).__name__, exc, self.retry_s)
                 await self._sleep(self.retry_s)
                 continue
-            self._applied[experiment_id] = _Applied(decision.window_s, decision.reason.value, self._clock(), deployment)
+            self._applied[experiment_id] = AppliedWindow(decision.window_s, decision.reason.value, decision.prewarm_after_s,
+                                                         0, self._clock(), deployment)

@@ -15,7 +15,8 @@ import logging
 import time
 from typing import Any, Awaitable, Callable
 
-from core.activity import ActivityTracker, ExperimentActivity
+from core.keepwarm.activity import ActivityTracker, ExperimentActivity
+from core.keepwarm.histogram import Learner
 
 log = logging.getLogger("hybrid_serve.modal.activity")
 
@@ -28,9 +29,9 @@ class SharedActivityTracker(ActivityTracker):
         get: Callable[[str], Awaitable[Any]],
         put: Callable[[str, float], Awaitable[Any]],
         clock: Callable[[], float] = time.time,
-        histograms: Callable[[], Any] | None = None,
+        learner: Learner | None = None,
     ):
-        super().__init__(activity_window_s, retention_s=retention_s, clock=clock, histograms=histograms)
+        super().__init__(activity_window_s, retention_s=retention_s, clock=clock, learner=learner)
         self._get = get
         self._put = put
         self._pending: dict[str, float] = {}

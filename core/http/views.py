@@ -1,0 +1,130 @@
+"""The state views of the API: `/health`, `/experiments` and `/metrics`.
+
+Why this module exists: the request path serves predictions; these views describe the server to an
+operator — each experiment's window, why it was chosen and what is in force, activity, cached
+models, the configuration (never a secret) — from the same tracker, policy, applier and predictor.
+The Prometheus gauges (cached models, replicas, windows) are refreshed here, when they are scraped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from core.auth import AuthMode
+from core.serving.request_path import RequestPath
+
+
+class StateViews:
+    def __init__(self, path: RequestPath, backend: str, mode: AuthMode):
+        self.path = path
+        self.backend = backend
+        self.mode = mode
+
+    def windows(self) -> dict[str, dict[str, Any]]:
+        """Each remembered experiment's current window decision, idle time and time left."""
+        path = self.path
+        in_force = path.applier.in_force()
+        out: dict[str, dict[str, Any]] = {}
+        for activity in path.tracker.snapshot():
+            decision = path.policy.decide(activity)
+            expires = decision.expires_at(activity)
+            applied = in_force.get(activity.experiment_id)
+            out[activity.experiment_id] = {
+                "scaledown_window_s": decision.window_s,
+                "policy": path.settings.policy_name,
+                "reason": decision.reason.value,
+                "detail": decision.detail,
+                "prewarm_after_s": decision.prewarm_after_s,
+                "idle_s": round(activity.idle_s, 3),
+                "expires_in_s": None if expires is None else round(max(0.0, expires - activity.now), 3),
+                "applied": None if applied is None else asdict(applied),
+            }
+        return out
+
+    def activity(self) -> dict[str, Any]:
+        tracker = self.path.tracker
+        stats = tracker.stats()
+        return {
+            "total_requests": stats.total_requests,
+            "total_completions": stats.total_completions,
+            "in_flight": stats.in_flight,
+            "tracked_experiments": stats.tracked_experiments,
+            "forgotten_experiments": stats.forgotten_experiments,
+            "activity_window_s": self.path.settings.activity_window,
+            "experiments": {
+                a.experiment_id: {
+                    "requests_in_window": a.requests_in_window,
+                    "total_requests": a.total_requests,
+                    "in_flight": a.in_flight,
+                    "last_request_age_s": round(a.now - a.last_request, 3),
+                }
+                for a in tracker.snapshot()
+            },
+        }
+
+    async def health(self) -> dict[str, Any]:
+        settings = self.path.settings
+        cached = await self.path.predictor.cached_models()
+        models = await self.path.predictor.model_status()
+        windows = self.windows()
+        for experiment_id, window in windows.items():
+            model = models.get(experiment_id, {})
+            state = model.get("state", "cold")
+            window.update(state=state, replicas=_replicas(model),
+                          last_cold_start=model.get("last_cold_start"))
+        return {
+            "status": "ok",
+            "backend": self.backend,
+            "authentication": {"mode": self.mode.value},
+            "scaling": {
+                "base_warm_time_s": settings.base_warm_time,
+                "extension_time_s": settings.extension_time,
+                "activity_window_s": settings.activity_window,
+                "max_containers": settings.max_containers,
+                "idle_window_s": settings.idle_window_s,
+                "active_window_s": settings.active_window_s,
+                "time_scale": settings.time_scale,
+                "policy": settings.policy_name,
+                "experiments": windows,
+            },
+            "activity": self.activity(),
+            "cached_models": cached,
+            "configuration": {k: (str(v) if v is not None and not isinstance(v, (int, float, str)) else v)
+                              for k, v in settings.public_dict().items()},
+        }
+
+    async def experiments(self) -> list[dict[str, Any]]:
+        status = await self.path.predictor.model_status()
+        windows = self.windows()
+        unused = self.path.policy.decide(None)  # the window an experiment with no remembered request gets
+        out = []
+        for experiment in self.path.registry:
+            model = status.get(experiment.id, {})
+            window = windows.get(experiment.id)
+            out.append({
+                **experiment.describe(),
+                "state": model.get("state", "cold"),
+                "replicas": _replicas(model),
+                "scaledown_window_s": window["scaledown_window_s"] if window else unused.window_s,
+                "window_reason": window["reason"] if window else unused.reason.value,
+                "idle_s": window["idle_s"] if window else None,
+                "model": model,
+            })
+        return out
+
+    async def metrics(self) -> bytes:
+        metrics = self.path.metrics
+        metrics.cached_models.set(len(await self.path.predictor.cached_models()))
+        for experiment_id, model in (await self.path.predictor.model_status()).items():
+            if "replicas" in model and model["replicas"] is not None:
+                metrics.replicas.labels(experiment_id).set(model["replicas"])
+        for experiment_id, window in self.windows().items():
+            metrics.window.labels(experiment_id).set(window["scaledown_window_s"])
+        return metrics.render()
+
+
+def _replicas(model: dict[str, Any]) -> int | None:
+    """Containers of the experiment: the backend's count, or — in-process, where this process is the
+    experiment's one container — 1 while its model is loaded."""
+    return model.get("replicas", 1 if model.get("state") == "warm" else 0)

@@ -1,0 +1,96 @@
+"""Each experiment's idle-gap history, and what a learning policy concludes from it.
+
+Why this module exists: learning policies (the adaptive policy, the Shahrad et al. reference) decide
+from the distribution of an experiment's idle gaps — the time between two consecutive requests.
+`IdleHistogram` keeps it in one-minute bins over four hours (960 bytes of counters, bounded however
+many requests arrive). A `Learner` turns a histogram into a `Plan`; `LearnedGaps` (owned by the
+activity tracker, one per experiment) recomputes the plan only once the histogram grew by ≥ 1/8
+since the last computation — O(log n) recomputations over n requests, O(1) amortised per request —
+and hands out an immutable `Learned` view, so a policy never writes into the activity it reads.
+"""
+
+from __future__ import annotations
+
+from array import array
+from dataclasses import dataclass
+from typing import Protocol
+
+BINS = 240  # one-minute bins: four hours
+
+
+class IdleHistogram:
+    """Counts of idle gaps by whole minutes (bin g holds gaps in [g, g+1) minutes), plus out-of-range."""
+
+    __slots__ = ("counts", "out_of_range", "total")
+
+    def __init__(self) -> None:
+        self.counts = array("I", bytes(4 * BINS))
+        self.out_of_range = 0
+        self.total = 0
+
+    def add(self, gap_s: float) -> None:
+        minute = int(gap_s // 60)
+        if minute >= BINS:
+            self.out_of_range += 1
+        else:
+            self.counts[minute] += 1
+        self.total += 1
+
+    def percentile_minutes(self, q: float) -> float:
+        """The q-th percentile of in-range gaps, in minutes (upper edge of the bin that reaches it)."""
+        in_range = self.total - self.out_of_range
+        if in_range <= 0:
+            return float(BINS)
+        target, running = q / 100 * in_range, 0
+        for minute, count in enumerate(self.counts):
+            running += count
+            if running >= target and count:
+                return float(minute + 1)
+        return float(BINS)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a learner concluded: keep one container `keep_min` minutes, after a pre-warm delay."""
+
+    keep_min: int
+    #: 0: keep warm right after the request; else scale to zero and bring a container back this many
+    #: minutes after the request (for regular, cron-like experiments).
+    prewarm_min: int = 0
+    #: False: the history does not support a learned plan (the policy's fallback applies).
+    representative: bool = True
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Learned:
+    """An immutable view of an experiment's learned plan and the history it came from."""
+
+    gaps: int
+    plan: Plan
+
+
+class Learner(Protocol):
+    def plan(self, histogram: IdleHistogram) -> Plan:
+        """The plan this histogram supports (a pure function of the histogram)."""
+
+
+class LearnedGaps:
+    """One experiment's histogram and its cached plan (the tracker holds it under its lock)."""
+
+    __slots__ = ("histogram", "_learner", "_learned")
+
+    def __init__(self, learner: Learner) -> None:
+        self.histogram = IdleHistogram()
+        self._learner = learner
+        self._learned: Learned | None = None
+
+    def add(self, gap_s: float) -> None:
+        self.histogram.add(gap_s)
+
+    def learned(self) -> Learned:
+        """The plan, recomputed once the histogram grew by ≥ 1/8 since it was last computed."""
+        total, cached = self.histogram.total, self._learned
+        if cached is None or total - cached.gaps >= max(1, cached.gaps // 8):
+            cached = self._learned = Learned(total, self._learner.plan(self.histogram))
+        return cached

@@ -1,0 +1,89 @@
+"""The inference engine: registered models, loaded through the cache, run through micro-batchers.
+
+Why this module exists: it is the part of the model server that actually runs models, the same code
+whether it lives in this process (in-process backend), in a Ray Serve replica, or in a Modal
+container. It implements the `Predictor` interface the request path calls.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+from core.keepwarm.decision import WindowDecision
+from core.serving.batching import MicroBatcher
+from core.serving.cache import ModelCache
+from core.serving.models import LoadedModel, load_model
+from core.serving.prediction import Prediction
+from core.serving.registry import Experiment
+from core.settings import Settings
+
+
+class InferenceEngine:
+    """Loads models on demand (LRU cache, single flight) and micro-batches requests per experiment."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        loader: Callable[[Experiment], LoadedModel] = load_model,
+        replica: str | None = None,
+    ):
+        self.settings = settings
+        self.replica = replica
+        self.cache = ModelCache(
+            loader, max_models=settings.cache_max_models, max_bytes=settings.cache_max_memory_mb * 1024 * 1024
+        )
+        # One inference thread: forward passes of different experiments do not fight over the cores.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._batchers: dict[str, tuple[LoadedModel, MicroBatcher]] = {}
+
+    def _batcher(self, experiment_id: str, model: LoadedModel) -> MicroBatcher:
+        current = self._batchers.get(experiment_id)
+        if current is None or current[0] is not model:  # a reload after eviction gets a fresh batcher
+            batcher = MicroBatcher(
+                model.predict,
+                max_batch_size=self.settings.max_batch_size,
+                max_wait_s=self.settings.batch_wait_ms / 1000,
+                executor=self._executor,
+            )
+            current = self._batchers[experiment_id] = (model, batcher)
+        return current[1]
+
+    async def predict(self, experiment: Experiment, inputs: list[str], params: Any,
+                      decision: WindowDecision | None = None) -> Prediction:
+        """Run the model here. `decision` is unused: this process is the one container, kept while it runs."""
+        hit = await self.cache.aget(experiment)
+        result = await self._batcher(experiment.id, hit.model).submit(inputs, params, key=params)
+        return Prediction(
+            outputs=result.outputs,
+            cold_load=hit.cold,
+            load_ms=hit.load_s * 1000,
+            queue_ms=result.queue_s * 1000,
+            inference_ms=result.inference_s * 1000,
+            batch_inputs=result.batch_inputs,
+            replica=self.replica,
+        )
+
+    async def model_status(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for experiment_id in self.cache.known_ids():
+            record = self.cache.state(experiment_id)
+            out[experiment_id] = {
+                "state": record.state.value,
+                "cold_loads": record.cold_loads,
+                "last_cold_load_ms": None if record.last_cold_load_s is None else record.last_cold_load_s * 1000,
+                "warm_hits": record.warm_hits,
+                "last_warm_lookup_ms": None if record.last_warm_lookup_s is None else record.last_warm_lookup_s * 1000,
+                "evictions": record.evictions,
+                "last_error": record.last_error,
+                "size_bytes": record.size_bytes,
+            }
+        return out
+
+    async def cached_models(self) -> list[str]:
+        return self.cache.cached_ids()
+
+    async def close(self) -> None:
+        self.cache.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+

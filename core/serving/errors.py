@@ -1,0 +1,48 @@
+"""Errors the server reports to clients, each with the HTTP status that fits.
+
+Why this module exists: every layer (registry, cache, batching, backends) raises one of these, and
+the API turns them into `{"error": {"type", "message"}}` JSON — never a stack trace.
+"""
+
+from __future__ import annotations
+
+
+class ServeError(Exception):
+    status_code = 500
+    error_type = "internal_error"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class UnknownExperiment(ServeError):
+    status_code = 404
+    error_type = "unknown_experiment"
+
+
+class InvalidInput(ServeError):
+    status_code = 422
+    error_type = "invalid_input"
+
+
+class PayloadTooLarge(ServeError):
+    status_code = 413
+    error_type = "payload_too_large"
+
+
+class ModelUnavailable(ServeError):
+    """The model could not be loaded (bad weights, missing files, offline hub); a later request may retry."""
+
+    status_code = 503
+    error_type = "model_unavailable"
+
+
+class BackendUnavailable(ServeError):
+    status_code = 503
+    error_type = "backend_unavailable"
+
+
+class UpstreamTimeout(ServeError):
+    status_code = 504
+    error_type = "timeout"

@@ -1,0 +1,186 @@
+"""Loading a registered model and running it for its task (feature extraction, classification, generation).
+
+Why this module exists: it is the only code that touches transformers. A model is resolved to a
+local directory (a package folder, a local folder, or a Hugging Face snapshot), its weights file is
+checked against the registry's sha256 *before* anything is deserialised, and it is wrapped in a
+`LoadedModel` whose `predict` takes a batch of strings and one set of task parameters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from core.serving.errors import ModelUnavailable
+from core.serving.parameters import FeatureExtractionParams, TextClassificationParams, TextGenerationParams
+from core.serving.registry import Experiment, Task
+
+try:  # progress bars on every load are noise in a server log
+    from transformers.utils import logging as _hf_logging
+
+    _hf_logging.disable_progress_bar()
+except ImportError:  # pragma: no cover
+    pass
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+# --- resolving and verifying weights -----------------------------------------------------------
+def resolve_model_dir(experiment: Experiment) -> Path:
+    """The local directory holding the experiment's model (downloads a Hugging Face snapshot if needed)."""
+    try:
+        local = experiment.local_path()
+    except FileNotFoundError as exc:
+        raise ModelUnavailable(f"{experiment.id}: {exc}") from None
+    if local is not None:
+        if not local.is_dir():
+            raise ModelUnavailable(f"{experiment.id}: model directory {experiment.source!r} does not exist")
+        return local
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(experiment.source, revision=experiment.revision))
+    except Exception as exc:  # offline, unknown repo, bad revision: all mean "cannot load now"
+        raise ModelUnavailable(
+            f"{experiment.id}: could not fetch {experiment.source!r}"
+            f"{'@' + experiment.revision if experiment.revision else ''} from the Hugging Face Hub "
+            f"({type(exc).__name__})"
+        ) from None
+
+
+def weights_file(model_dir: Path) -> Path | None:
+    return next((model_dir / n for n in WEIGHT_FILES if (model_dir / n).is_file()), None)
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_weights(experiment: Experiment, model_dir: Path) -> None:
+    """Refuse the model when the registry pins a sha256 and the weights file does not match it."""
+    if not experiment.sha256:
+        return
+    path = weights_file(model_dir)
+    if path is None:
+        raise ModelUnavailable(f"{experiment.id}: sha256 is pinned but no single weights file ({', '.join(WEIGHT_FILES)}) was found")
+    actual = sha256_of(path)
+    if actual != experiment.sha256:
+        raise ModelUnavailable(
+            f"{experiment.id}: weights file {path.name} has sha256 {actual}, the registry pins {experiment.sha256}; refused"
+        )
+
+
+# --- loaded models -----------------------------------------------------------------------------
+@dataclass
+class LoadedModel:
+    """A model ready to serve: `predict(batch of strings, parameters) -> one output per string`."""
+
+    experiment: Experiment
+    size_bytes: int
+    run: Callable[[list[str], Any], list[Any]]
+
+    def predict(self, inputs: list[str], params: Any) -> list[Any]:
+        with torch.inference_mode():
+            return self.run(inputs, params)
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _size_bytes(model: torch.nn.Module) -> int:
+    tensors = list(model.parameters()) + list(model.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _max_length(tokenizer: Any, model: Any) -> int:
+    limits = [getattr(tokenizer, "model_max_length", 512), getattr(model.config, "max_position_embeddings", 512)]
+    return int(min(x for x in limits if isinstance(x, int) and x > 0))
+
+
+def _feature_extraction(model_dir: Path) -> tuple[torch.nn.Module, Callable[[list[str], Any], list[Any]]]:
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModel.from_pretrained(model_dir).to(_device()).eval()
+    max_length = _max_length(tokenizer, model)
+
+    def run(inputs: list[str], params: FeatureExtractionParams) -> list[list[float]]:
+        batch = tokenizer(inputs, padding=True, truncation=True, max_length=max_length, return_tensors="pt").to(model.device)
+        hidden = model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)  # mean pooling
+        if params.normalize:
+            pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+        return pooled.float().cpu().tolist()
+
+    return model, run
+
+
+def _text_classification(model_dir: Path) -> tuple[torch.nn.Module, Callable[[list[str], Any], list[Any]]]:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).to(_device()).eval()
+    max_length = _max_length(tokenizer, model)
+    labels = model.config.id2label
+
+    def run(inputs: list[str], params: TextClassificationParams) -> list[list[dict[str, Any]]]:
+        batch = tokenizer(inputs, padding=True, truncation=True, max_length=max_length, return_tensors="pt").to(model.device)
+        probs = model(**batch).logits.float().softmax(dim=-1)
+        k = min(params.top_k, probs.shape[-1])
+        scores, indices = probs.topk(k, dim=-1)
+        return [
+            [{"label": labels[int(i)], "score": float(s)} for s, i in zip(row_s, row_i)]
+            for row_s, row_i in zip(scores.cpu().tolist(), indices.cpu().tolist())
+        ]
+
+    return model, run
+
+
+def _text_generation(model_dir: Path) -> tuple[torch.nn.Module, Callable[[list[str], Any], list[Any]]]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(model_dir).to(_device()).eval()
+
+    def run(inputs: list[str], params: TextGenerationParams) -> list[dict[str, str]]:
+        batch = tokenizer(inputs, padding=True, return_tensors="pt").to(model.device)
+        out = model.generate(
+            **batch, max_new_tokens=params.max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        )
+        new_tokens = out[:, batch["input_ids"].shape[1]:]
+        texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        return [{"generated_text": prompt + text} for prompt, text in zip(inputs, texts)]
+
+    return model, run
+
+
+_BUILDERS = {
+    Task.FEATURE_EXTRACTION: _feature_extraction,
+    Task.TEXT_CLASSIFICATION: _text_classification,
+    Task.TEXT_GENERATION: _text_generation,
+}
+
+
+def load_model(experiment: Experiment) -> LoadedModel:
+    """Resolve, verify and load the experiment's model; `ModelUnavailable` says why when it cannot."""
+    model_dir = resolve_model_dir(experiment)
+    verify_weights(experiment, model_dir)
+    try:
+        model, run = _BUILDERS[experiment.task](model_dir)
+    except ModelUnavailable:
+        raise
+    except Exception as exc:
+        raise ModelUnavailable(f"{experiment.id}: loading {experiment.task.value} model failed: {type(exc).__name__}: {exc}") from None
+    return LoadedModel(experiment=experiment, size_bytes=_size_bytes(model), run=run)

@@ -1,0 +1,52 @@
+"""What a backend answers for one request, and the `Predictor` interface every backend implements.
+
+Why this module exists: the request path and the HTTP layer need the shape of an answer and of a
+backend, not the machinery that runs models. Keeping them here — no torch, no transformers — lets
+an ingress that only forwards requests (Ray's, Modal's) import the serving path without the model
+stack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from core.keepwarm.decision import WindowDecision
+from core.serving.registry import Experiment
+
+
+@dataclass(frozen=True)
+class ColdStart:
+    """A container (Ray replica, Modal container) started for this request: where the time went."""
+
+    replica_start_s: float  # from the request's arrival until the container (replica) ran our code
+    model_load_s: float
+    total_s: float  # from the request's arrival until the container was ready
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One request's outputs and where its time went."""
+
+    outputs: list[Any]
+    cold_load: bool
+    load_ms: float
+    queue_ms: float
+    inference_ms: float
+    batch_inputs: int
+    replica: str | None = None
+    #: Set by backends that start containers, when this request waited for one to start.
+    cold_start: ColdStart | None = None
+
+
+class Predictor(Protocol):
+    """What the request path needs from a backend to serve predictions and describe model state."""
+
+    async def predict(self, experiment: Experiment, inputs: list[str], params: Any, decision: WindowDecision) -> Prediction:
+        """Run the experiment's model; `decision` is the window decided for this very request."""
+
+    async def model_status(self) -> dict[str, dict[str, Any]]: ...
+
+    async def cached_models(self) -> list[str]: ...
+
+    async def close(self) -> None: ...

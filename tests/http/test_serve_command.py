@@ -1,0 +1,53 @@
+"""The main job: `hybrid-serve serve` announces itself only when ready, its curl works, Ctrl-C stops it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import free_port, ray_processes
+
+
+@pytest.mark.parametrize("backend", ["inprocess", "ray"])
+def test_serve_prints_a_working_curl_and_stops_on_ctrl_c(backend: str, registry_file: Path, tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MODAL_", "HYBRID_", "RAY_ADDRESS"))}
+    env.update(HYBRID_REGISTRY=str(registry_file), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    exe = Path(sys.executable).parent / "hybrid-serve"
+    before = ray_processes()
+    args = [str(exe), "serve", "--port", str(port)] + (["--backend", backend] if backend != "ray" else [])  # ray is the default
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
+    try:
+        lines: list[str] = []
+        deadline = time.monotonic() + 180
+        while not any(line.startswith("try:") for line in lines):
+            assert time.monotonic() < deadline and proc.poll() is None, "".join(lines)
+            lines.append(proc.stdout.readline())  # type: ignore[union-attr]
+        assert lines[0].strip() == "🔧 Development mode: Using web authentication"
+        assert f"hybrid-serve ({backend}) is serving on http://127.0.0.1:{port}" in "".join(lines)
+        curl = shlex.split(next(line for line in lines if line.startswith("try:")).removeprefix("try:"))
+        url, body = curl[curl.index("-X") + 2], curl[curl.index("-d") + 1]
+        assert url == f"http://127.0.0.1:{port}/predict/fe"  # the registry's first experiment
+        response = httpx.post(url, json=json.loads(body), timeout=120)  # ready means ready: no retry
+        assert response.status_code == 200 and len(response.json()["outputs"]) == 1
+        assert response.json()["cold_load"] is True
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            assert proc.wait(timeout=60) == 0
+        finally:
+            proc.kill()
+    if backend == "ray":
+        deadline = time.monotonic() + 20
+        while ray_processes() - before and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not ray_processes() - before, "Ray processes left behind after Ctrl-C"

@@ -1,0 +1,100 @@
+"""Micro-batcher: shared forward passes, grouping by parameters, size limits, errors to every caller."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from core.serving.batching import MicroBatcher
+
+
+class Recorder:
+    """A batch function that records each call's inputs and echoes them upper-cased."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.calls: list[tuple[list[str], Any]] = []
+        self.delay_s = delay_s
+        self._lock = threading.Lock()
+
+    def __call__(self, inputs: list[str], params: Any) -> list[str]:
+        time.sleep(self.delay_s)
+        with self._lock:
+            self.calls.append((list(inputs), params))
+        return [f"{params}:{text.upper()}" for text in inputs]
+
+
+async def gather(batcher: MicroBatcher, items: list[tuple[list[str], Any]]) -> list[Any]:
+    return await asyncio.gather(*(batcher.submit(inputs, params) for inputs, params in items))
+
+
+def test_concurrent_submissions_share_a_call_and_get_their_own_outputs() -> None:
+    fn = Recorder()
+    batcher = MicroBatcher(fn, max_batch_size=32, max_wait_s=0.05)
+    results = asyncio.run(gather(batcher, [(["a"], "p"), (["b", "c"], "p"), (["d"], "p")]))
+    assert [r.outputs for r in results] == [["p:A"], ["p:B", "p:C"], ["p:D"]]
+    assert len(fn.calls) == 1 and fn.calls[0][0] == ["a", "b", "c", "d"]
+    assert all(r.batch_inputs == 4 for r in results)
+
+
+def test_requests_arriving_during_a_forward_pass_join_the_next_one_without_waiting() -> None:
+    fn = Recorder(delay_s=0.1)
+    batcher = MicroBatcher(fn, max_batch_size=32, max_wait_s=0.0)
+
+    async def scenario() -> None:
+        first = asyncio.create_task(batcher.submit(["first"], "p"))
+        await asyncio.sleep(0.03)  # the first pass is running now
+        rest = await gather(batcher, [([f"x{i}"], "p") for i in range(5)])
+        await first
+        assert all(r.batch_inputs == 5 for r in rest)
+
+    asyncio.run(scenario())
+    assert [len(inputs) for inputs, _ in fn.calls] == [1, 5]
+
+
+def test_different_parameters_never_share_a_call() -> None:
+    fn = Recorder()
+    batcher = MicroBatcher(fn, max_batch_size=32, max_wait_s=0.05)
+    results = asyncio.run(gather(batcher, [(["a"], 1), (["b"], 2), (["c"], 1)]))
+    assert [r.outputs for r in results] == [["1:A"], ["2:B"], ["1:C"]]
+    assert sorted((tuple(i), p) for i, p in fn.calls) == [(("a", "c"), 1), (("b",), 2)]
+
+
+def test_batches_never_exceed_max_size_except_a_single_large_request() -> None:
+    fn = Recorder()
+    batcher = MicroBatcher(fn, max_batch_size=4, max_wait_s=0.05)
+    items = [([f"{i}a", f"{i}b"], "p") for i in range(5)] + [([f"big{i}" for i in range(6)], "p")]
+    results = asyncio.run(gather(batcher, items))
+    assert [len(r.outputs) for r in results] == [2, 2, 2, 2, 2, 6]
+    sizes = sorted(len(inputs) for inputs, _ in fn.calls)
+    assert sizes == [2, 4, 4, 6]
+
+
+def test_an_exception_reaches_every_caller_of_the_batch_and_the_batcher_survives() -> None:
+    calls = {"n": 0}
+
+    def flaky(inputs: list[str], params: Any) -> list[str]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("boom")
+        return inputs
+
+    batcher = MicroBatcher(flaky, max_batch_size=8, max_wait_s=0.05)
+
+    async def scenario() -> None:
+        results = await asyncio.gather(batcher.submit(["a"], "p"), batcher.submit(["b"], "p"), return_exceptions=True)
+        assert all(isinstance(r, RuntimeError) for r in results)
+        assert (await batcher.submit(["c"], "p")).outputs == ["c"]
+
+    asyncio.run(scenario())
+
+
+def test_queue_time_is_reported() -> None:
+    fn = Recorder(delay_s=0.05)
+    batcher = MicroBatcher(fn, max_batch_size=1, max_wait_s=0.0)
+    results = asyncio.run(gather(batcher, [(["a"], "p"), (["b"], "p")]))
+    assert results[1].queue_s >= 0.04 > results[0].queue_s
+    assert results[0].inference_s == pytest.approx(0.05, abs=0.04)

@@ -1,0 +1,252 @@
+"""The keep-warm simulator: hand-computed cases, the oracle bound, core's own policy, trace readers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings as hsettings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from core.cli import app
+from core.keepwarm.activity import ActivityTracker
+from core.keepwarm.decision import NamedPolicy
+from core.keepwarm.hybrid import HybridParams, fixed_window, hybrid_policy, hybrid_window
+from core.keepwarm.policies import PolicySpecError
+from core.settings import load_settings
+from core.sim.simulator import Oracle, simulate_minute_trace, simulate_minutes, simulate_requests
+from core.sim.specs import parse_policy
+from core.sim.traces import MinuteSeries, Request, TraceError, TraceFormat, detect_format, read_minute_series, read_requests
+from tests.conftest import SHARED_2019, SHARED_LLM
+
+
+def functions_trace(path: Path, rows: dict[str, dict[int, int]], minutes: int) -> Path:
+    header = ["HashFunction", "HashApp", "HashOwner"] + [f"minute_{m}" for m in range(1, minutes + 1)]
+    lines = [",".join(header)]
+    for name, counts in rows.items():
+        lines.append(",".join([name, "app", "owner"] + [str(counts.get(m, 0)) for m in range(1, minutes + 1)]))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def series(minutes: dict[int, int], name: str = "f") -> MinuteSeries:
+    return MinuteSeries(name, sorted(minutes.items()))
+
+
+def fixed(seconds: int) -> NamedPolicy:
+    return NamedPolicy(f"fixed:{seconds}", fixed_window(seconds))
+
+
+def hybrid(base_s: int, extension_s: int, activity_window_s: int) -> NamedPolicy:
+    return NamedPolicy("hybrid", hybrid_policy(HybridParams(base_s, extension_s, activity_window_s)))
+
+
+# --- minute mode, by hand ---------------------------------------------------------------------------
+def test_fixed_window_by_hand() -> None:
+    # minutes 1, 5, 20 of 30; W = 10: cold; gap 4 bridged (idle 3); gap 15 cold (idle 10); tail min(10, 10)
+    out = simulate_minutes(series({1: 1, 5: 2, 20: 1}), fixed(600), trace_minutes=30)
+    assert (out.invocations, out.cold_starts, out.idle_minutes) == (4, 2, 23)
+
+
+def test_window_edge_gap_equal_to_the_window_stays_warm() -> None:
+    assert simulate_minutes(series({1: 1, 11: 1}), fixed(600), 11).cold_starts == 1  # g = 10 = W
+    edge = simulate_minutes(series({1: 1, 12: 1}), fixed(600), 12)  # g = 11 > W
+    assert (edge.cold_starts, edge.idle_minutes) == (2, 10)
+
+
+def test_last_request_of_the_day_idles_only_until_the_trace_ends() -> None:
+    out = simulate_minutes(series({28: 1}), fixed(600), trace_minutes=30)
+    assert (out.cold_starts, out.idle_minutes) == (1, 2)
+
+
+def test_hybrid_by_hand() -> None:
+    # base 10 min, +10 min when another request came within 5 min before the latest.
+    out = simulate_minutes(series({1: 1, 3: 1, 30: 2, 60: 1}), hybrid(600, 600, 300), trace_minutes=65)
+    # m1 isolated W10: g2 bridged (1) | m3 recent (2 min) W20: g27 cold (20) |
+    # m30 two in the minute W20: g30 cold (20) | m60 isolated W10: tail min(10, 5) = 5
+    assert (out.cold_starts, out.idle_minutes) == (3, 46)
+
+
+def test_the_shared_2019_sample_matches_the_published_check() -> None:
+    results, _ = simulate_minute_trace(read_minute_series(SHARED_2019, TraceFormat.AZURE_FUNCTIONS_2019),
+                                       [fixed(600)], 1440)
+    summary = results["fixed:600"].summary()
+    assert (summary["invocations"], summary["cold_starts"], summary["idle_container_minutes"]) == (6_236_609, 4_319, 121_109)
+
+
+# --- the oracle -------------------------------------------------------------------------------------
+def test_oracle_bridges_the_shortest_gaps_first() -> None:
+    oracle = Oracle()
+    oracle.add(series({1: 1, 5: 1, 20: 1}, "a"))  # gaps cost 3 and 14
+    oracle.add(series({1: 1, 3: 1}, "b"))  # gap costs 1
+    assert [oracle.cold_starts(b) for b in (0, 1, 3, 4, 17, 18)] == [5, 4, 4, 3, 3, 2]
+    result = oracle.result("oracle", 4)
+    assert (result.cold_starts, result.idle_container_minutes) == (3, 4)
+
+
+minute_maps = st.dictionaries(st.integers(1, 200), st.integers(1, 3), min_size=1, max_size=30)
+
+
+@given(
+    experiments=st.lists(minute_maps, min_size=1, max_size=5),
+    window_min=st.integers(1, 60),
+    hybrid_minutes=st.tuples(st.integers(1, 30), st.integers(0, 30), st.integers(1, 10)),
+)
+@hsettings(max_examples=60, deadline=None)
+def test_oracle_is_never_worse_than_a_policy_at_its_idle_budget(experiments, window_min, hybrid_minutes) -> None:
+    base, ext, window = hybrid_minutes
+    policies = [fixed(window_min * 60), hybrid(base * 60, ext * 60, window * 60)]
+    results, oracle = simulate_minute_trace((series(m, f"e{i}") for i, m in enumerate(experiments)), policies, 200)
+    for result in results.values():
+        assert oracle.cold_starts(result.idle_container_minutes) <= result.cold_starts
+        assert oracle.result("o", result.idle_container_minutes).cold_starts <= result.cold_starts
+
+
+# --- same decisions as the servers ----------------------------------------------------------------------
+def test_the_hybrid_policy_is_cores_function() -> None:
+    named = parse_policy("hybrid:conservative", load_settings(env_file=None))
+    tracker = ActivityTracker(300, clock=lambda: 0.0)
+    for t in (0.0, 100.0, 1000.0, 1250.0):  # isolated, recent, isolated, recent
+        activity = tracker.record_request("e", at=t)
+        assert named.decide(activity) == hybrid_window(activity, HybridParams(600, 600, 300))
+
+
+def test_fine_mode_decisions_are_cores_decisions_on_a_real_tracker() -> None:
+    params = HybridParams(900, 900, 300)
+    seen = []
+
+    def recording(activity):  # type: ignore[no-untyped-def]
+        decision = hybrid_window(activity, params)
+        seen.append(decision.window_s)
+        return decision
+
+    times = [0, 100, 1000, 1200, 5000]
+    simulate_requests((Request(t, "e", 1.0) for t in times), NamedPolicy("hybrid", recording), max_containers=2)
+    tracker = ActivityTracker(300, clock=lambda: 0.0)
+    expected = [hybrid_window(tracker.record_request("e", at=t), params).window_s for t in times]
+    assert seen == expected == [900, 1800, 900, 1800, 900]
+
+
+def test_fine_mode_by_hand() -> None:
+    requests = [Request(0, "e", 1), Request(30, "e", 1), Request(100, "e", 1)]
+    out = simulate_requests(iter(requests), fixed(60), max_containers=1)
+    # t0 cold (busy until 1) | t30 warm, idle 29 | t100: idle 69 > 60 → scaled down after 60 idle, cold
+    assert (out.cold_starts, round(out.idle_container_minutes * 60, 6)) == (2, 89.0)
+
+
+def test_fine_mode_queues_at_the_container_limit_and_scales_out_below_it() -> None:
+    burst = [Request(0, "e", 10), Request(1, "e", 10), Request(2, "e", 10)]
+    assert simulate_requests(iter(burst), fixed(60), max_containers=1).cold_starts == 1
+    assert simulate_requests(iter(burst), fixed(60), max_containers=3).cold_starts == 3
+
+
+# --- trace readers --------------------------------------------------------------------------------------
+def test_formats_are_detected(tmp_path: Path) -> None:
+    assert detect_format(functions_trace(tmp_path / "f.csv", {"a": {1: 1}}, 3)) is TraceFormat.AZURE_FUNCTIONS_2019
+    (tmp_path / "llm.csv").write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,374,44\n")
+    assert detect_format(tmp_path / "llm.csv") is TraceFormat.AZURE_LLM_2023
+    (tmp_path / "c.csv").write_text("timestamp,experiment_id\n0,a\n")
+    assert detect_format(tmp_path / "c.csv") is TraceFormat.CSV
+
+
+@pytest.mark.parametrize(("content", "line", "reason"), [
+    ("HashFunction,HashApp,HashOwner,minute_1,minute_2\nf,a,o,1\n", 2, "4 columns, the header has 5"),
+    ("HashFunction,HashApp,HashOwner,minute_1,minute_2\nf,a,o,1,x\n", 2, "'x' is not an integer"),
+    ("HashFunction,HashApp,HashOwner,minute_1\nf,a,o,1\ng,a,o,-2\n", 3, "negative"),
+    ("timestamp,experiment_id\n10,a\n5,b\n", 3, "increasing order"),
+    ("timestamp,experiment_id\nyesterday,a\n", 2, "neither seconds nor ISO"),
+    ("timestamp,experiment_id\n1,\n", 2, "empty experiment_id"),
+    ("timestamp,experiment_id,duration_ms\n1,a,slow\n", 2, "duration_ms"),
+    ("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,10\n", 2, "expected 3 columns"),
+    ("when,who\n1,a\n", 1, "unknown header"),
+])
+def test_malformed_traces_name_file_line_and_reason(tmp_path: Path, content: str, line: int, reason: str) -> None:
+    path = tmp_path / "trace.csv"
+    path.write_text(content)
+    with pytest.raises(TraceError) as err:
+        fmt = detect_format(path)
+        list(read_minute_series(path, fmt)) if fmt is TraceFormat.AZURE_FUNCTIONS_2019 else list(read_requests(path, fmt))
+    assert err.value.line == line and reason in str(err.value) and str(path) in str(err.value)
+
+
+def test_request_traces_bin_into_minutes(tmp_path: Path) -> None:
+    path = tmp_path / "c.csv"
+    path.write_text("timestamp,experiment_id\n100,a\n130,a\n161,b\n400,a\n")
+    got = {s.experiment_id: s.minutes for s in read_minute_series(path, TraceFormat.CSV)}
+    assert got == {"a": [(1, 2), (6, 1)], "b": [(2, 1)]}
+
+
+def test_2019_minutes_spread_evenly_in_fine_mode(tmp_path: Path) -> None:
+    path = functions_trace(tmp_path / "f.csv", {"a": {1: 2}, "b": {1: 1}}, 2)
+    assert [(r.time_s, r.experiment_id) for r in read_requests(path, TraceFormat.AZURE_FUNCTIONS_2019)] == [
+        (15.0, "a"), (30.0, "b"), (45.0, "a")]
+
+
+# --- the command ---------------------------------------------------------------------------------------
+def test_simulate_json_on_the_shared_trace(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["simulate", "--trace", str(SHARED_2019), "--policy", "fixed:600",
+                                      "--policy", "hybrid", "--policy", "oracle", "--json", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    rows = {r["policy"]: r for r in json.loads(result.stdout)}
+    assert set(rows) == {"fixed:600", "hybrid", "oracle@fixed:600", "oracle@hybrid"}
+    for row in rows.values():
+        assert {"policy", "invocations", "cold_starts", "cold_start_pct", "p75_experiment_cold_start_pct",
+                "idle_container_minutes"} <= set(row)
+    assert (rows["fixed:600"]["cold_starts"], rows["fixed:600"]["idle_container_minutes"]) == (4319, 121109)
+    assert rows["oracle@hybrid"]["cold_starts"] < rows["hybrid"]["cold_starts"]
+    assert rows["oracle@hybrid"]["idle_container_minutes"] <= rows["hybrid"]["idle_container_minutes"]
+    assert (tmp_path / "simulation.json").exists() and "| fixed:600 |" in (tmp_path / "simulation.md").read_text()
+
+
+def test_simulate_sweep_writes_the_pareto_plot(tmp_path: Path) -> None:
+    trace = functions_trace(tmp_path / "f.csv", {"a": {1: 1, 9: 1, 50: 3, 300: 1}, "b": {2: 1, 3: 1}}, 400)
+    result = CliRunner().invoke(app, ["simulate", "--trace", str(trace), "--sweep", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    policies = [r["policy"] for r in json.loads((tmp_path / "out" / "simulation.json").read_text())]
+    assert "fixed:60" in policies and "fixed:14400" in policies and "hybrid:performance" in policies
+
+
+def test_simulate_fine_mode_on_the_llm_trace(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["simulate", "--trace", str(SHARED_LLM), "--mode", "fine", "--policy", "fixed:60",
+                                      "--json", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)[0]
+    assert row["invocations"] == 19_366 and row["cold_starts"] >= 1
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--policy", "fixed:abc"], "whole seconds"),
+    (["--policy", "hybrid:turbo"], "unknown preset"),
+    (["--policy", "lru"], "expected fixed:SECONDS"),
+    (["--mode", "fine", "--policy", "oracle"], "minute mode"),
+    (["--format", "parquet"], "choose one of"),
+])
+def test_simulate_usage_errors_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    trace = functions_trace(tmp_path / "f.csv", {"a": {1: 1}}, 3)
+    result = CliRunner().invoke(app, ["simulate", "--trace", str(trace), "--out", str(tmp_path), *args])
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_policy_spec_errors() -> None:
+    with pytest.raises(PolicySpecError):
+        parse_policy("fixed:0", load_settings(env_file=None))
+
+
+def test_the_event_log_exports_a_replayable_trace(tmp_path: Path) -> None:
+    from core.events import EventLog
+
+    log = EventLog(tmp_path / "events.jsonl")
+    for experiment in ("a", "b", "a"):
+        log.write(experiment, "request", 900, "isolated")
+    log.write("a", "scale_to_zero", 900, "idle")
+    result = CliRunner().invoke(app, ["export-requests", "--events", str(tmp_path / "events.jsonl")])
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[0] == "timestamp,experiment_id" and [l.split(",")[1] for l in lines[1:]] == ["a", "b", "a"]
+    trace = tmp_path / "requests.csv"
+    trace.write_text(result.stdout)
+    replay = CliRunner().invoke(app, ["simulate", "--trace", str(trace), "--policy", "fixed:600", "--json", "--out", str(tmp_path)])
+    assert replay.exit_code == 0 and json.loads(replay.stdout)[0]["invocations"] == 3
