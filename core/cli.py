@@ -52,10 +52,17 @@ def config() -> None:
     )
 
 
-def _available_backends() -> dict[str, str]:
+def _entry_points(group: str) -> dict[str, str]:
     from importlib.metadata import entry_points
 
-    return {ep.name: ep.value for ep in entry_points(group="hybrid_serve.backends")}
+    return {ep.name: ep.value for ep in entry_points(group=group)}
+
+
+def _load(target: str):  # noqa: ANN202  (the entry point's callable)
+    from importlib import import_module
+
+    module_name, _, attr = target.partition(":")
+    return getattr(import_module(module_name), attr)
 
 
 @app.command()
@@ -83,14 +90,23 @@ def serve(
         demo = registry.first_id()
         run_uvicorn(app_, host, port, on_ready=lambda: typer.echo(ready_message(host, port, demo, backend)))
         return
-    backends = _available_backends()
+    backends = _entry_points("hybrid_serve.backends")
     if backend not in backends:
         typer.echo(f"error: unknown backend {backend!r}; available: inprocess, {', '.join(sorted(backends))}", err=True)
         raise typer.Exit(code=2)
-    from importlib import import_module
+    _load(backends[backend])(settings=settings, host=host, port=port)
 
-    module_name, _, attr = backends[backend].partition(":")
-    getattr(import_module(module_name), attr)(settings=settings, host=host, port=port)
+
+@app.command()
+def deploy(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check and print the plan; send nothing to Modal."),
+    dev: bool = typer.Option(False, "--dev", help="`modal serve` under <app>-dev (its own Dict and Volume) instead of deploying."),
+) -> None:
+    """Deploy to Modal: prints the mode line and the checked plan, then runs `modal deploy` with the
+    tokens from the settings (environment or .env)."""
+    settings = settings_or_exit()
+    deployers = _entry_points("hybrid_serve.deployers")
+    raise typer.Exit(code=_load(deployers["modal"])(settings, dry_run=dry_run, dev=dev))
 
 
 @app.command()

@@ -118,7 +118,14 @@ class Settings(BaseSettings):
         32, "MODAL_CONCURRENT_INPUTS", "integer 1..1000: inputs one container takes at once (@modal.concurrent)", ge=1, le=1000
     )
     memory_snapshot: bool = _setting(False, "HYBRID_MEMORY_SNAPSHOT", "true or false: Modal memory snapshots of loaded models")
+    gpu_snapshot: bool = _setting(
+        False, "HYBRID_GPU_SNAPSHOT", "true or false: with HYBRID_MEMORY_SNAPSHOT, snapshot GPU memory too (Modal alpha)"
+    )
     proxy_auth: bool = _setting(False, "HYBRID_PROXY_AUTH", "true or false: require Modal proxy auth tokens on the endpoint")
+    public_endpoint: bool = _setting(
+        False, "HYBRID_PUBLIC_ENDPOINT",
+        "true or false: deploy without any authentication (default false: proxy auth unless a bearer token secret is set)",
+    )
     api_token_secret: str | None = _setting(
         None, "HYBRID_API_TOKEN_SECRET", "name of a modal.Secret holding HYBRID_API_TOKEN (bearer token); unset: none"
     )
@@ -126,7 +133,13 @@ class Settings(BaseSettings):
         None, "HYBRID_API_TOKEN", "a bearer token clients must send (unset: no token required)"
     )
     window_update_interval_s: float = _setting(
-        10.0, "HYBRID_WINDOW_UPDATE_INTERVAL_S", "seconds ≥ 0 between two update_autoscaler calls for one experiment", ge=0
+        10.0, "HYBRID_WINDOW_UPDATE_INTERVAL_S",
+        "seconds ≥ 0: least time between two reconciler passes that requests trigger (update_autoscaler calls)", ge=0
+    )
+    reconcile_interval_s: float = _setting(
+        60.0, "HYBRID_RECONCILE_INTERVAL_S",
+        "seconds 10..3600: the window reconciler runs at least this often (pre-warms, re-application after a deploy)",
+        ge=10, le=3600,
     )
 
     @field_validator("modal_gpu")
@@ -142,6 +155,9 @@ class Settings(BaseSettings):
                 f"MODAL_TOKEN_ID / MODAL_TOKEN_SECRET: only {which} is set; allowed: set both "
                 "(production mode) or neither (development mode, web authentication via `modal setup`)"
             )
+        if self.gpu_snapshot and not self.memory_snapshot:
+            raise ValueError("HYBRID_GPU_SNAPSHOT=true needs HYBRID_MEMORY_SNAPSHOT=true; allowed: set both, or leave "
+                             "HYBRID_GPU_SNAPSHOT false")
         if self.base_warm_time + self.extension_time > MODAL_MAX_WINDOW_S:
             raise ValueError(
                 f"MODAL_BASE_WARM_TIME + MODAL_EXTENSION_TIME = {self.base_warm_time} + {self.extension_time} = "

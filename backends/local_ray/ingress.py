@@ -45,7 +45,7 @@ class RayPredictor:
         call = self.handles[experiment.id].predict.remote(inputs, params, request_at, decision.window_s, decision.prewarm_after_s)
         result = await await_worker(call, experiment.id, self.settings.cold_start_timeout_s, "replica")
         prediction = answered_prediction(result, request_at)
-        if prediction.cold_start is not None:
+        if prediction.cold_start is not None and prediction.cold_start.first:
             self.cold_starts[experiment.id] = {**asdict(prediction.cold_start), "at": request_at}
         return prediction
 

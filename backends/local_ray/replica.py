@@ -38,7 +38,7 @@ class ExperimentReplica:
         if request_at >= self._last_request:
             self._last_request, self._window_s, self._prewarm_s = request_at, window_s, prewarm_s
         try:
-            return await self.worker.predict(inputs, params)
+            return await self.worker.predict(inputs, params, request_at)
         finally:
             self._in_flight -= 1
             self._last_busy = time.time()

@@ -18,6 +18,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
+from core.keepwarm.autoscaler import desired_state
+
 # Names of the metrics replicas report through record_autoscaling_stats.
 LAST_BUSY = "hybrid_last_busy"  # wall time the replica was last busy (now, while a request is in flight)
 IN_FLIGHT = "hybrid_in_flight"
@@ -68,14 +70,14 @@ class ScaleDecision:
 def desired_replicas(inputs: ScalingInputs) -> ScaleDecision:
     """How many replicas the experiment should run now, within 0..max_replicas.
 
-    The window in force is the one decided for the experiment's latest request (whichever replica
-    served it) — as on Modal, where one scaledown window applies to the whole container pool. A
-    replica counts as warm while it has a request in flight or has been idle for less than that
-    window (idle time in emulated seconds: real seconds × time_scale); a replica that has served
-    nothing yet idles from its start. Replicas that have not reported yet (just started) are kept.
-    Load adds replicas (ongoing requests / target per replica). When the latest decision is a
-    pre-warm (adaptive policy), the experiment scales to zero once idle and one replica comes back
-    `prewarm_lead_s` (real seconds) before the request is due.
+    The decision in force is the one made for the experiment's latest request (whichever replica
+    served it) — as on Modal, where one autoscaler setting applies to the whole container pool — and
+    core's `desired_state` turns it into a scaledown window and a number of pinned replicas for the
+    experiment's idle time (emulated seconds: real seconds × time_scale). A replica counts as warm
+    while it has a request in flight or has been idle for less than that window; a replica that has
+    served nothing yet idles from its start; replicas that have not reported yet (just started) are
+    kept. Load adds replicas (ongoing requests / target per replica). While no replica runs, the
+    latest report seen (`remembered`) still decides, so a pre-warm brings one back on time.
     """
     decision = _unbounded(inputs)
     replicas = max(0, min(inputs.max_replicas, decision.replicas))
@@ -83,47 +85,30 @@ def desired_replicas(inputs: ScalingInputs) -> ScaleDecision:
 
 
 def _unbounded(inputs: ScalingInputs) -> ScaleDecision:
-    reports = inputs.reports
+    reports, scale = inputs.reports, inputs.time_scale
     load = math.ceil(inputs.ongoing_requests / inputs.target_ongoing) if inputs.ongoing_requests > 0 else 0
     served = [r for r in reports if r.window_s is not None]
-    if not served:  # nothing decided yet: keep what is starting or waiting for its first request
-        kept = inputs.unreported + len(reports)
-        if kept == 0 and inputs.remembered is not None:  # scaled to zero: is a pre-warm due?
-            return _prewarm(inputs, inputs.remembered, load)
+    kept = inputs.unreported + len(reports)
+    if not served and (kept or inputs.remembered is None):  # nothing decided yet: keep what is starting
         return ScaleDecision(max(load, kept), None, None, "starting" if kept else "no replica")
-    latest = max(served, key=lambda r: r.last_request or 0.0)
-    window = latest.window_s
-    assert window is not None
+    latest = max(served, key=lambda r: r.last_request or 0.0) if served else inputs.remembered
+    assert latest is not None and latest.window_s is not None
     busy = any(r.in_flight for r in reports)
-    if latest.prewarm_s is not None and not busy:
-        last_busy = max(r.last_busy for r in reports)
-        return _prewarm(inputs, ReplicaReport(last_busy, 0, latest.last_request, window, latest.prewarm_s), load)
-    idle = [(inputs.now - r.last_busy) * inputs.time_scale for r in reports]
-    warm = inputs.unreported + sum(1 for r, i in zip(reports, idle) if r.in_flight > 0 or i < window)
-    experiment_idle = 0.0 if busy else max(0.0, min(idle))
-    replicas = max(load, warm)
-    if replicas == 0:
-        reason = f"idle {experiment_idle:.1f}s ≥ window {window:g}s"
+    last_busy = max([r.last_busy for r in reports] + [latest.last_busy])
+    idle = 0.0 if busy else max(0.0, (inputs.now - last_busy) * scale)
+    state = desired_state(latest.window_s, latest.prewarm_s, idle, inputs.prewarm_lead_s * scale)
+    warm = inputs.unreported + sum(
+        1 for r in reports if r.in_flight > 0 or (inputs.now - r.last_busy) * scale < state.scaledown_window_s)
+    replicas = max(load, warm, state.min_containers)
+    if latest.prewarm_s is not None:
+        reason = state.reason
+    elif replicas == 0:
+        reason = f"idle {idle:.1f}s ≥ window {latest.window_s:g}s"
     elif load > warm:
         reason = f"load: {inputs.ongoing_requests:.1f} ongoing requests, target {inputs.target_ongoing:g} per replica"
     else:
-        reason = f"warm: idle {experiment_idle:.1f}s < window {window:g}s"
-    return ScaleDecision(replicas, window, experiment_idle, reason)
-
-
-def _prewarm(inputs: ScalingInputs, last: ReplicaReport, load: int) -> ScaleDecision:
-    """A pre-warm plan: no replica until `prewarm_lead_s` (real) before the request is due, then one
-    until `prewarm + window` (emulated) after the last busy moment, then none."""
-    if last.prewarm_s is None:
-        return ScaleDecision(load, last.window_s, None, "no replica")
-    window = last.window_s or 0.0
-    idle = (inputs.now - last.last_busy) * inputs.time_scale
-    due_in_real = (last.prewarm_s - idle) / inputs.time_scale
-    if due_in_real <= inputs.prewarm_lead_s and idle < last.prewarm_s + window:
-        return ScaleDecision(max(load, 1), window, idle, f"pre-warm: request expected in {max(0.0, due_in_real):.1f}s")
-    reason = ("pre-warm over" if idle >= last.prewarm_s + window
-              else f"scaled down until the pre-warm in {due_in_real - inputs.prewarm_lead_s:.1f}s")
-    return ScaleDecision(load, window, idle, reason)
+        reason = f"warm: idle {idle:.1f}s < window {latest.window_s:g}s"
+    return ScaleDecision(replicas, latest.window_s, idle, reason)
 
 
 def reports_from_metrics(raw_metrics: Mapping[str, Mapping[Any, list[Any]]] | None, replicas: list[Any]) -> list[ReplicaReport]:

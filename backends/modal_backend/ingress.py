@@ -1,57 +1,89 @@
 """The HTTP ingress on Modal: core's FastAPI app, with predictions sent to per-experiment pools.
 
-Why this module exists: the ingress is core's request path + `create_app` unchanged, plus three
+Why this module exists: the ingress is core's request path + `create_app` unchanged, with three
 Modal adapters whose network calls are injected (so the whole app runs offline in tests):
-`ModalPredictor` calls the experiment's pool, `LiveWindowController` applies windows with
-`update_autoscaler`, and `SharedActivityTracker` shares arrivals between ingress containers.
+
+- `ModalPredictor` calls the experiment's pool with the request's arrival time (so a container that
+  starts for it reports the cold start), and answers a clear 503 + `Retry-After` before Modal's web
+  limit would turn a long cold start into a bare redirect;
+- `PublishingTracker` is core's activity tracker that also publishes this container's arrivals, in
+  batches, under its own key of the shared state, then pokes the reconciler — which alone applies
+  windows (backends.modal_backend.reconciler); it starts from the experiments' durable activity;
+- `AppliedWindows` shows in `/health` what the reconciler applied (read from the shared state).
+
+It imports no model stack: the ingress image carries no torch.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
 import time
+import uuid
 from typing import Any, Awaitable, Callable
 
 from fastapi import FastAPI
 
-from backends.modal_backend.live_windows import LiveWindowController, UpdateFn
-from backends.modal_backend.shared_activity import SharedActivityTracker
+from backends.modal_backend.deploy_config import MODAL_WEB_WAIT_S
+from backends.modal_backend.state_store import APPLIED, StateStore, activity_key, arrivals_key
 from core.http.app import create_app
+from core.keepwarm.activity import ActivityTracker, ExperimentActivity
+from core.keepwarm.appliers import AppliedWindow
 from core.keepwarm.decision import WindowDecision
+from core.keepwarm.histogram import Learner
 from core.keepwarm.policies import policy_from_settings, retention_s
+from core.keepwarm.shared_activity import ArrivalBatch, DurableActivity
+from core.serving.errors import BackendUnavailable
 from core.serving.prediction import Prediction
 from core.serving.registry import Experiment, Registry
 from core.serving.remote import answered_prediction, await_worker
 from core.serving.request_path import RequestPath
 from core.settings import Settings
 
-CallModel = Callable[[str, list[str], Any], Awaitable[dict[str, Any]]]
+log = logging.getLogger("hybrid_serve.modal.ingress")
+
+#: `call(experiment, inputs, params, request_at)`: ExperimentModel(experiment_id=E).predict.remote.aio.
+CallModel = Callable[[Experiment, list[str], Any, float], Awaitable[dict[str, Any]]]
+#: Batches older than this are dropped from a container's key (the reconciler folds far more often).
+KEEP_PUBLISHED_S = 900.0
+#: A cold start still waiting when Modal's web limit nears: come back after this long.
+RETRY_AFTER_S = 30.0
 
 
 class ModalPredictor:
     """Sends a prediction to `ExperimentModel(experiment_id=E)`; Modal starts a container if none is warm."""
 
-    def __init__(self, call: CallModel, settings: Settings, windows: LiveWindowController, tracker: SharedActivityTracker):
+    def __init__(self, call: CallModel, settings: Settings, applied: "AppliedWindows", tracker: ActivityTracker):
         self._call = call
         self.settings = settings
-        self.windows = windows
+        self.applied = applied
         self.tracker = tracker
 
     async def predict(self, experiment: Experiment, inputs: list[str], params: Any, decision: WindowDecision) -> Prediction:
         request_at = time.time()
-        call = self._call(experiment.id, inputs, params)
-        result = await await_worker(call, experiment.id, self.settings.cold_start_timeout_s, "model container")
+        wait_s = min(self.settings.cold_start_timeout_s, MODAL_WEB_WAIT_S)
+        web_limit = BackendUnavailable(
+            f"{experiment.id}: the model container is still starting after {wait_s:g}s (Modal ends a web request "
+            f"at 150s); it keeps starting: retry in {RETRY_AFTER_S:g}s", retry_after_s=RETRY_AFTER_S,
+        ) if wait_s < self.settings.cold_start_timeout_s else None
+        call = self._call(experiment, inputs, params, request_at)
+        result = await await_worker(call, experiment.id, wait_s, "model container", timeout_error=web_limit)
         return answered_prediction(result, request_at)
 
     async def model_status(self) -> dict[str, dict[str, Any]]:
         """Modal does not expose a pool's container count here: a pool is reported warm while the
-        window in force has not run out since the experiment's last request, as Modal keeps it."""
+        window the reconciler applied has not run out since the experiment's last request (or while a
+        pre-warm pins a container)."""
+        await self.applied.refresh()
         now = time.time()
-        in_force = self.windows.in_force()
+        in_force = self.applied.in_force()
         out = {}
         for activity in self.tracker.snapshot():
             applied = in_force.get(activity.experiment_id)
             window = self.settings.base_warm_time if applied is None else applied.window_s
-            warm = activity.idle_s < window
+            pinned = applied is not None and bool(applied.min_containers)
+            warm = pinned or activity.idle_s < window
             out[activity.experiment_id] = {"state": "warm" if warm else "cold", "replicas": None,
                                            "window_in_force_s": window, "checked_at": now}
         return out
@@ -60,24 +92,130 @@ class ModalPredictor:
         return [e for e, s in (await self.model_status()).items() if s["state"] == "warm"]
 
     async def close(self) -> None:
-        await self.windows.close()
+        return None
+
+
+class AppliedWindows:
+    """The `WindowApplier` of the ingress: decisions are applied by the reconciler, from the arrivals
+    this container publishes; `in_force` shows what the reconciler last applied (refreshed from the
+    shared state at most every `ttl_s`)."""
+
+    def __init__(self, store: StateStore, ttl_s: float = 2.0):
+        self._store = store
+        self._ttl_s = ttl_s
+        self._in_force: dict[str, AppliedWindow] = {}
+        self._read_at = float("-inf")
+
+    def apply(self, experiment_id: str, decision: WindowDecision) -> None:
+        return None  # the arrival is published by the tracker; the reconciler applies the decision
+
+    def in_force(self) -> dict[str, AppliedWindow]:
+        return dict(self._in_force)
+
+    async def refresh(self) -> None:
+        if time.monotonic() - self._read_at < self._ttl_s:
+            return
+        try:
+            applied = await self._store.get(APPLIED) or {}
+        except Exception as exc:  # shared state unreachable: show the last known state
+            log.warning("reading the applied windows failed: %s: %s", type(exc).__name__, exc)
+            return
+        self._in_force = {e: AppliedWindow(**values) for e, values in applied.items()}
+        self._read_at = time.monotonic()
+
+
+class PublishingTracker(ActivityTracker):
+    """Core's tracker that publishes this container's arrivals (never on the request's path: a
+    background task writes them every `flush_s` under this container's own key, then pokes the
+    reconciler) and takes in the experiments' durable activity the first time it sees them."""
+
+    def __init__(self, activity_window_s: float, retention: float, store: StateStore,
+                 poke: Callable[[], Awaitable[Any]], learner: Learner | None = None, flush_s: float = 2.0,
+                 container: str | None = None, clock: Callable[[], float] = time.time):
+        super().__init__(activity_window_s, retention_s=retention, clock=clock, learner=learner)
+        self._store = store
+        self._poke = poke
+        self._flush_s = flush_s
+        self._wall = clock
+        self.container = container or os.environ.get("MODAL_TASK_ID") or uuid.uuid4().hex
+        self._batches: dict[str, ArrivalBatch] = {}
+        self._published: list[dict[str, Any]] = []
+        self._seq = 0
+        self._seen: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def record_request(self, experiment_id: str, at: float | None = None) -> ExperimentActivity:
+        activity = super().record_request(experiment_id, at)
+        batch = self._batches.get(experiment_id)
+        if batch is None:
+            self._batches[experiment_id] = ArrivalBatch.starting(activity.last_request)
+        else:
+            batch.arrive(activity.last_request)
+        if experiment_id not in self._seen:
+            self._seen.add(experiment_id)
+            self._schedule(self._take_in(experiment_id))
+        self._schedule(None)
+        return activity
+
+    def record_completion(self, experiment_id: str, at: float | None = None) -> None:
+        super().record_completion(experiment_id, at)
+        batch = self._batches.get(experiment_id)
+        finished = self._wall() if at is None else at
+        if batch is None:
+            batch = self._batches[experiment_id] = ArrivalBatch(first_at=finished, last_at=finished, count=0)
+        batch.finish(finished)
+
+    def _schedule(self, work: Awaitable[None] | None) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop (a synchronous caller): published by the next async request
+            return
+        if work is not None:
+            loop.create_task(work)
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._flush_soon())
+
+    async def _take_in(self, experiment_id: str) -> None:
+        try:
+            record = await self._store.get(activity_key(experiment_id))
+        except Exception as exc:
+            log.warning("reading %s's durable activity failed: %s: %s", experiment_id, type(exc).__name__, exc)
+            return
+        if record is not None:
+            self.absorb(DurableActivity.from_dict(record))
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(self._flush_s)
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Publish the batches gathered since the last flush, then poke the reconciler."""
+        batches, self._batches = self._batches, {}
+        if not batches:
+            return
+        now = self._wall()
+        for experiment_id, batch in batches.items():
+            self._seq += 1
+            self._published.append({"seq": self._seq, "experiment": experiment_id, "batch": batch.to_dict(), "at": now})
+        self._published = [entry for entry in self._published if now - entry["at"] <= KEEP_PUBLISHED_S]
+        try:
+            await self._store.put(arrivals_key(self.container), {"written_at": now, "batches": self._published})
+            await self._poke()
+        except Exception as exc:  # published again with the next flush; decisions here are unaffected
+            log.warning("publishing arrivals failed: %s: %s", type(exc).__name__, exc)
 
 
 def build_ingress_app(
     settings: Settings,
     registry: Registry,
     call_model: CallModel,
-    update_autoscaler: UpdateFn,
-    store_get: Callable[[str], Awaitable[Any]],
-    store_put: Callable[[str, float], Awaitable[Any]],
-    deployment: str,
-    clock: Callable[[], float] = time.time,
+    store: StateStore,
+    poke: Callable[[], Awaitable[Any]],
+    flush_s: float = 2.0,
 ) -> FastAPI:
     policy = policy_from_settings(settings)
-    tracker = SharedActivityTracker(
-        settings.activity_window, retention_s(settings, policy), store_get, store_put, clock=clock, learner=policy.learner,
-    )
-    windows = LiveWindowController(update_autoscaler, deployment, min_interval_s=settings.window_update_interval_s,
-                                   prewarm_lead_s=settings.prewarm_lead_s, clock=clock)
-    predictor = ModalPredictor(call_model, settings, windows, tracker)
-    return create_app(RequestPath(settings, registry, predictor, windows, tracker=tracker), backend="modal")
+    tracker = PublishingTracker(settings.activity_window, retention_s(settings, policy), store, poke,
+                                learner=policy.learner, flush_s=flush_s)
+    applied = AppliedWindows(store)
+    predictor = ModalPredictor(call_model, settings, applied, tracker)
+    return create_app(RequestPath(settings, registry, predictor, applied, tracker=tracker), backend="modal")

@@ -9,6 +9,7 @@ trace. Every backend serves this same app.
 from __future__ import annotations
 
 import logging
+import math
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, AsyncIterator
 
@@ -58,7 +59,8 @@ def create_app(path: RequestPath, backend: str = "inprocess", mode: AuthMode | N
 
     @app.exception_handler(ServeError)
     async def _serve_error(_: Request, exc: ServeError) -> JSONResponse:
-        return JSONResponse(error_body(exc.error_type, exc.message), status_code=exc.status_code)
+        headers = None if exc.retry_after_s is None else {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+        return JSONResponse(error_body(exc.error_type, exc.message), status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

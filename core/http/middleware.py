@@ -68,18 +68,22 @@ class _BodyTooLarge(Exception):
 
 
 class BearerToken:
-    """Requires `Authorization: Bearer <token>` on every route but /health (for load balancers' probes)."""
+    """Requires `Authorization: Bearer <token>` on every route. `/health` without the token answers
+    only a bare liveness status (for load balancers' probes): the details are what the token protects."""
 
-    OPEN_PATHS = ("/health",)
+    LIVENESS_PATH = "/health"
 
     def __init__(self, app: ASGIApp, token: str):
         self.app = app
         self._expected = f"Bearer {token}".encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in self.OPEN_PATHS:
+        if scope["type"] == "http":
             given = next((v for k, v in scope.get("headers") or () if k == b"authorization"), b"")
             if not hmac.compare_digest(given, self._expected):
+                if scope["path"] == self.LIVENESS_PATH:
+                    await JSONResponse({"status": "ok"})(scope, receive, send)
+                    return
                 body = error_body("unauthorized", "missing or wrong bearer token (Authorization: Bearer <HYBRID_API_TOKEN>)")
                 await JSONResponse(body, status_code=401, headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
                 return

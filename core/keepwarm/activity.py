@@ -20,9 +20,16 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from core.keepwarm.histogram import Learned, LearnedGaps, Learner
+from core.keepwarm.histogram import IdleHistogram, Learned, LearnedGaps, Learner
+from core.keepwarm.shared_activity import ArrivalBatch, DurableActivity
 
 Clock = Callable[[], float]
+
+
+def _latest_two(*times: float | None) -> tuple[float, float | None]:
+    """The latest and the one before it among the given arrival times."""
+    latest = sorted({t for t in times if t is not None})
+    return latest[-1], (latest[-2] if len(latest) > 1 else None)
 
 
 def emulated_clock(time_scale: float) -> Clock:
@@ -124,18 +131,76 @@ class ActivityTracker:
             self._forget_idle(now)
             return self._snapshot(experiment_id, state, now)
 
-    def merge_remote(self, experiment_id: str, at: float) -> None:
-        """Take into account a request another ingress saw at `at` (for decisions; not counted as ours)."""
+    def fold(self, experiment_id: str, batch: ArrivalBatch) -> None:
+        """Take in arrivals another process saw (a reconciler folding every ingress's batches). A batch
+        older than what is known (a late publication) still counts, without inventing the gap to it;
+        a batch of completions only (`count` 0) moves only the latest completion."""
+        with self._lock:
+            state = self._experiments.get(experiment_id)
+            if batch.count and state is None:
+                state = self._experiments[experiment_id] = self._new_state(batch.first_at)
+                state.last_request, state.previous_request = batch.last_at, batch.previous_at
+            elif batch.count and state is not None and batch.first_at >= state.last_request:
+                if state.gaps is not None:
+                    state.gaps.add(batch.first_at - state.last_request)
+                state.previous_request = batch.previous_at if batch.count > 1 else state.last_request
+                state.last_request = batch.last_at
+            elif batch.count and state is not None:  # out of order: keep the two latest arrivals of both
+                state.last_request, state.previous_request = _latest_two(
+                    state.previous_request, state.last_request, batch.previous_at, batch.last_at)
+            if state is None:
+                return  # completions of requests this tracker never heard of
+            if state.gaps is not None:
+                for minute, count in batch.gap_minutes.items():
+                    for _ in range(count):
+                        state.gaps.add(minute * 60.0)
+            if batch.finished_at is not None:
+                state.last_completion = max(state.last_completion or batch.finished_at, batch.finished_at)
+            state.total_requests += batch.count
+            state.touched = max(state.touched, batch.last_at, batch.finished_at or 0.0)
+            self._experiments.move_to_end(experiment_id)
+            if batch.count:
+                self._count(state, batch.last_at, batch.count)
+            self._total_requests += batch.count
+
+    def absorb(self, record: DurableActivity) -> None:
+        """Add an experiment's durable activity to what this tracker saw itself (an ingress starting
+        after others learned the experiment's history)."""
+        if self.restore(record):
+            return
+        with self._lock:
+            state = self._experiments.get(record.experiment_id)
+            if state is None:
+                return
+            state.last_request, state.previous_request = _latest_two(
+                state.previous_request, state.last_request, record.previous_request, record.last_request)
+            if record.last_completion is not None:
+                state.last_completion = max(state.last_completion or record.last_completion, record.last_completion)
+            state.total_requests += record.total_requests
+            if state.gaps is not None and record.idle_gaps is not None:
+                state.gaps.merge(IdleHistogram.from_bytes(record.idle_gaps))
+
+    def export(self, experiment_id: str) -> DurableActivity | None:
+        """What must outlive this process of the experiment's activity (None: nothing remembered)."""
         with self._lock:
             state = self._experiments.get(experiment_id)
             if state is None:
-                self._experiments[experiment_id] = self._new_state(at)
-            elif at > state.last_request:
-                state.previous_request, state.last_request = state.last_request, at
-                state.touched = max(state.touched, at)
-                self._experiments.move_to_end(experiment_id)
-            elif at < state.last_request and (state.previous_request is None or at > state.previous_request):
-                state.previous_request = at
+                return None
+            return DurableActivity(experiment_id, state.last_request, state.previous_request, state.last_completion,
+                                   state.total_requests, None if state.gaps is None else state.gaps.histogram.to_bytes())
+
+    def restore(self, record: DurableActivity) -> bool:
+        """Start from a durable record of an experiment this tracker has not seen yet (True if taken)."""
+        with self._lock:
+            if record.experiment_id in self._experiments:
+                return False
+            state = self._experiments[record.experiment_id] = self._new_state(record.last_request)
+            state.previous_request, state.last_completion = record.previous_request, record.last_completion
+            state.total_requests = record.total_requests
+            state.touched = max(record.last_request, record.last_completion or 0.0)
+            if self.learner is not None and record.idle_gaps is not None:
+                state.gaps = LearnedGaps(self.learner, IdleHistogram.from_bytes(record.idle_gaps))
+            return True
 
     def record_completion(self, experiment_id: str, at: float | None = None) -> None:
         """Record that one request of the experiment finished (its container may idle from here)."""
@@ -172,12 +237,14 @@ class ActivityTracker:
         gaps = None if self.learner is None else LearnedGaps(self.learner)
         return _State(last_request=first_request, touched=first_request, gaps=gaps)
 
-    def _count(self, state: _State, now: float) -> None:
+    def _count(self, state: _State, now: float, requests: int = 1) -> None:
         start = now - (now % self._bucket_s)
         if state.buckets and state.buckets[-1][0] == start:
-            state.buckets[-1][1] += 1
-        else:
-            state.buckets.append([start, 1])
+            state.buckets[-1][1] += requests
+        elif not state.buckets or state.buckets[-1][0] < start:
+            state.buckets.append([start, requests])
+        else:  # an arrival older than the newest bucket (folded from elsewhere): count it there
+            state.buckets[-1][1] += requests
         self._expire_buckets(state, now)
 
     def _expire_buckets(self, state: _State, now: float) -> None:

@@ -36,6 +36,23 @@ class IdleHistogram:
             self.counts[minute] += 1
         self.total += 1
 
+    def to_bytes(self) -> bytes:
+        """A compact copy (≈ 1 KB) for shared storage, so a history outlives the process that learned it."""
+        return array("Q", (self.out_of_range, self.total)).tobytes() + self.counts.tobytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "IdleHistogram":
+        histogram = cls()
+        header = array("Q")
+        header.frombytes(data[:16])
+        histogram.out_of_range, histogram.total = int(header[0]), int(header[1])
+        counts = array("I")
+        counts.frombytes(data[16:])
+        if len(counts) != BINS:
+            raise ValueError(f"an idle histogram has {BINS} bins, not {len(counts)}")
+        histogram.counts = counts
+        return histogram
+
     def percentile_minutes(self, q: float) -> float:
         """The q-th percentile of in-range gaps, in minutes (upper edge of the bin that reaches it)."""
         in_range = self.total - self.out_of_range
@@ -80,13 +97,20 @@ class LearnedGaps:
 
     __slots__ = ("histogram", "_learner", "_learned")
 
-    def __init__(self, learner: Learner) -> None:
-        self.histogram = IdleHistogram()
+    def __init__(self, learner: Learner, histogram: IdleHistogram | None = None) -> None:
+        self.histogram = histogram or IdleHistogram()
         self._learner = learner
         self._learned: Learned | None = None
 
     def add(self, gap_s: float) -> None:
         self.histogram.add(gap_s)
+
+    def merge(self, other: IdleHistogram) -> None:
+        """Add another history of the same experiment (learned elsewhere) to this one."""
+        for minute, count in enumerate(other.counts):
+            self.histogram.counts[minute] += count
+        self.histogram.out_of_range += other.out_of_range
+        self.histogram.total += other.total
 
     def learned(self) -> Learned:
         """The plan, recomputed once the histogram grew by ≥ 1/8 since it was last computed."""

@@ -11,9 +11,11 @@ class ServeError(Exception):
     status_code = 500
     error_type = "internal_error"
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, retry_after_s: float | None = None):
         super().__init__(message)
         self.message = message
+        #: When set, the client may retry after this many seconds (sent as `Retry-After`).
+        self.retry_after_s = retry_after_s
 
 
 class UnknownExperiment(ServeError):

@@ -86,14 +86,24 @@ class LoadedModel:
     experiment: Experiment
     size_bytes: int
     run: Callable[[list[str], Any], list[Any]]
+    module: torch.nn.Module
 
     def predict(self, inputs: list[str], params: Any) -> list[Any]:
         with torch.inference_mode():
             return self.run(inputs, params)
 
+    @property
+    def device(self) -> str:
+        return str(next(self.module.parameters()).device)
 
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    def move_to(self, device: str) -> None:
+        """Move the weights (the task code sends inputs to wherever the weights are)."""
+        self.module.to(device)
+
+
+def best_device() -> str:
+    """The GPU when this container has one, else the CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _size_bytes(model: torch.nn.Module) -> int:
@@ -110,7 +120,7 @@ def _feature_extraction(model_dir: Path) -> tuple[torch.nn.Module, Callable[[lis
     from transformers import AutoModel, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModel.from_pretrained(model_dir).to(_device()).eval()
+    model = AutoModel.from_pretrained(model_dir).eval()
     max_length = _max_length(tokenizer, model)
 
     def run(inputs: list[str], params: FeatureExtractionParams) -> list[list[float]]:
@@ -129,7 +139,7 @@ def _text_classification(model_dir: Path) -> tuple[torch.nn.Module, Callable[[li
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).to(_device()).eval()
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
     max_length = _max_length(tokenizer, model)
     labels = model.config.id2label
 
@@ -152,7 +162,7 @@ def _text_generation(model_dir: Path) -> tuple[torch.nn.Module, Callable[[list[s
     tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(model_dir).to(_device()).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
 
     def run(inputs: list[str], params: TextGenerationParams) -> list[dict[str, str]]:
         batch = tokenizer(inputs, padding=True, return_tensors="pt").to(model.device)
@@ -173,14 +183,16 @@ _BUILDERS = {
 }
 
 
-def load_model(experiment: Experiment) -> LoadedModel:
-    """Resolve, verify and load the experiment's model; `ModelUnavailable` says why when it cannot."""
+def load_model(experiment: Experiment, device: str | None = None) -> LoadedModel:
+    """Resolve, verify and load the experiment's model onto `device` (default: the best one here);
+    `ModelUnavailable` says why when it cannot."""
     model_dir = resolve_model_dir(experiment)
     verify_weights(experiment, model_dir)
     try:
         model, run = _BUILDERS[experiment.task](model_dir)
+        model.to(device or best_device())
     except ModelUnavailable:
         raise
     except Exception as exc:
         raise ModelUnavailable(f"{experiment.id}: loading {experiment.task.value} model failed: {type(exc).__name__}: {exc}") from None
-    return LoadedModel(experiment=experiment, size_bytes=_size_bytes(model), run=run)
+    return LoadedModel(experiment=experiment, size_bytes=_size_bytes(model), run=run, module=model)

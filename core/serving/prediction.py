@@ -17,11 +17,12 @@ from core.serving.registry import Experiment
 
 @dataclass(frozen=True)
 class ColdStart:
-    """A container (Ray replica, Modal container) started for this request: where the time went."""
+    """This request waited for a container (Ray replica, Modal container) to start: where the time went."""
 
     replica_start_s: float  # from the request's arrival until the container (replica) ran our code
     model_load_s: float
     total_s: float  # from the request's arrival until the container was ready
+    first: bool  # the container's first answer: counts the container's start once
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,13 @@ Format (`[experiments.<id>]` tables):
     revision = "main"                               # Hugging Face sources only, optional
     task = "feature-extraction"                     # | text-classification | text-generation
     sha256 = "…"                                    # optional: the weights file must hash to this
+    gpu = "L4"                                      # optional, Modal only: this experiment's GPU (default MODAL_GPU)
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import tomllib
 from enum import StrEnum
 from pathlib import Path
@@ -48,6 +50,8 @@ class Experiment(BaseModel):
     task: Task
     revision: str | None = None
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    #: The GPU of this experiment's containers on Modal (e.g. "L4", "A100:2"); None: MODAL_GPU.
+    gpu: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,32}$")
     #: Directory that relative local sources are resolved against (the registry file's folder).
     base_dir: Path = Field(default=Path("."), exclude=True)
 
@@ -75,7 +79,12 @@ class Experiment(BaseModel):
 
     def describe(self) -> dict[str, object]:
         return {"id": self.id, "task": self.task.value, "source": self.source, "revision": self.revision,
-                "sha256": self.sha256}
+                "sha256": self.sha256, "gpu": self.gpu}
+
+
+def _toml_key(key: str) -> str:
+    """Ids may hold dots: quote them so TOML does not read a nested table."""
+    return key if all(c.isalnum() or c in "_-" for c in key) else json.dumps(key)
 
 
 class Registry:
@@ -93,6 +102,17 @@ class Registry:
     def first_id(self) -> str | None:
         """The first registered experiment (the one the ready message's curl names)."""
         return next(iter(self._experiments), None)
+
+    def to_toml(self) -> str:
+        """The registry as a file `load` reads back to the same experiments (local sources as written,
+        so keep the file beside the same base directory)."""
+        lines: list[str] = []
+        for experiment in self._experiments.values():
+            lines.append(f"[experiments.{_toml_key(experiment.id)}]")
+            for key, value in experiment.model_dump(exclude={"id", "base_dir"}, exclude_none=True, mode="json").items():
+                lines.append(f"{key} = {json.dumps(value, ensure_ascii=False)}")
+            lines.append("")
+        return "\n".join(lines)
 
     @classmethod
     def load(cls, path: Path | None = None) -> "Registry":

@@ -37,15 +37,19 @@ def _subclasses(cls: type[ServeError]) -> list[type[ServeError]]:
     return out
 
 
-async def await_worker(call: Awaitable[Any], experiment_id: str, timeout_s: float, worker: str) -> dict[str, Any]:
-    """Await a worker's answer and raise what it means for the client: no answer in time → 504 (the
-    remote call is cancelled where it can be), a failed transport → 503, an error value → that error."""
+async def await_worker(call: Awaitable[Any], experiment_id: str, timeout_s: float, worker: str,
+                       timeout_error: ServeError | None = None) -> dict[str, Any]:
+    """Await a worker's answer and raise what it means for the client: no answer in time → 504, or
+    `timeout_error` when the caller knows better (the remote call is cancelled where it can be), a
+    failed transport → 503, an error value → that error."""
     try:
         result = await asyncio.wait_for(call, timeout=timeout_s)
     except TimeoutError:
         cancel = getattr(call, "cancel", None)
         if callable(cancel):
             cancel()
+        if timeout_error is not None:
+            raise timeout_error from None
         raise UpstreamTimeout(
             f"{experiment_id}: no {worker} answered within {timeout_s:g}s "
             "(HYBRID_COLD_START_TIMEOUT_S); it may still be starting, retry later"
@@ -59,12 +63,12 @@ async def await_worker(call: Awaitable[Any], experiment_id: str, timeout_s: floa
 
 
 def answered_prediction(result: dict[str, Any], request_at: float) -> Prediction:
-    """The worker's prediction, with the container's cold start when it started for this request
-    (it started at most 0.5 s before the request arrived: the request is what woke it)."""
+    """The worker's prediction; for a request that waited for its container to start, the start's
+    timing (replica start and model load) and `cold_load` — the container's first answer marks it."""
     prediction: Prediction = result["prediction"]
     cold = result.get("cold_start")
-    if not cold or cold["started_at"] < request_at - 0.5:
+    if not cold:
         return prediction
     total_s = max(0.0, cold["ready_at"] - request_at)
-    cold_start = ColdStart(max(0.0, cold["started_at"] - request_at), cold["model_load_s"], total_s)
+    cold_start = ColdStart(max(0.0, cold["started_at"] - request_at), cold["model_load_s"], total_s, bool(cold["first"]))
     return replace(prediction, cold_load=True, load_ms=total_s * 1000, cold_start=cold_start)

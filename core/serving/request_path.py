@@ -102,7 +102,7 @@ class RequestPath:
             self.metrics.cold_loads.labels(experiment_id).inc()
             self.metrics.load_seconds.labels(experiment_id).observe(prediction.load_ms / 1000)
         cold = prediction.cold_start
-        if cold is not None:  # a container started for this request
+        if cold is not None and cold.first:  # a container started for this request (counted once)
             self.metrics.cold_starts.labels(experiment_id).inc()
             self.metrics.cold_start_seconds.labels(experiment_id, "replica_start").observe(cold.replica_start_s)
             self.metrics.cold_start_seconds.labels(experiment_id, "model_load").observe(cold.model_load_s)

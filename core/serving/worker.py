@@ -2,8 +2,10 @@
 
 Why this module exists: both backends run an experiment's model in containers of their own, with the
 same shape — load the model when the container starts (its cold start), serve predictions through
-core's engine, report the cold start with the first answer, and return errors as values for the
-ingress (core.serving.remote) to raise again. The backend's class only adds its platform's hooks.
+core's engine, tell each request that waited for the start so (with where the time went), and return
+errors as values for the ingress (core.serving.remote) to raise again. With a memory snapshot the
+load runs before the snapshot, on the CPU (a snapshot phase has no GPU), and `restored()` moves the
+weights to the GPU once the container is restored. The backend's class only adds its platform's hooks.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from core.serving.engine import InferenceEngine
 from core.serving.errors import ServeError
+from core.serving.models import LoadedModel, best_device, load_model
 from core.serving.registry import Experiment
 from core.serving.remote import error_value
 from core.settings import Settings
@@ -24,14 +27,19 @@ class RemoteWorker:
     def __init__(self, settings: Settings, experiment: Experiment, replica: str | None = None):
         self.started_at = time.time()
         self.experiment = experiment
-        self.engine = InferenceEngine(settings, replica=replica)
+        self.device: str | None = None  # None: the best device when the model loads
+        self.engine = InferenceEngine(settings, loader=self._load_model, replica=replica)
         self.model_load_s = 0.0
         self.ready_at = self.started_at
         self._served = 0
 
-    def load(self) -> None:
-        """Load the model (the container's cold start). A failure leaves the container up: each
-        request then retries the load and answers 503 with the reason while it fails."""
+    def _load_model(self, experiment: Experiment) -> LoadedModel:
+        return load_model(experiment, self.device)
+
+    def load(self, device: str | None = None) -> None:
+        """Load the model (the container's cold start) onto `device` (default: the best one). A failure
+        leaves the container up: each request then retries the load and answers 503 with the reason."""
+        self.device = device
         started = time.perf_counter()
         try:
             self.engine.cache.get(self.experiment)
@@ -40,14 +48,32 @@ class RemoteWorker:
         self.model_load_s = time.perf_counter() - started
         self.ready_at = time.time()
 
-    async def predict(self, inputs: list[str], params: Any) -> dict[str, Any]:
-        """`{"prediction": …, "cold_start": {…} | None}` — the cold start only with the container's
-        first answer — or `{"error": …}`."""
+    def restored(self) -> None:
+        """The container was restored from a memory snapshot: it starts now, and the weights loaded on
+        the CPU before the snapshot move to this container's best device (its GPU)."""
+        self.started_at = time.time()
+        self.device = best_device()
+        started = time.perf_counter()
+        try:
+            model = self.engine.cache.get(self.experiment).model
+            if model.device != self.device:
+                model.move_to(self.device)
+        except ServeError:
+            pass
+        self.model_load_s = time.perf_counter() - started
+        self.ready_at = time.time()
+
+    async def predict(self, inputs: list[str], params: Any, request_at: float | None = None) -> dict[str, Any]:
+        """`{"prediction": …, "cold_start": {…} | None}` or `{"error": …}`. `cold_start` is set for a
+        request that arrived (`request_at`, the ingress's clock) before this container was ready — it
+        waited for the start — and marked `first` on the container's first answer."""
         try:
             prediction = await self.engine.predict(self.experiment, inputs, params)
         except ServeError as exc:
             return error_value(exc)
         first = self._served == 0
         self._served += 1
-        cold_start = {"started_at": self.started_at, "ready_at": self.ready_at, "model_load_s": self.model_load_s}
-        return {"prediction": prediction, "cold_start": cold_start if first else None}
+        waited = first if request_at is None else request_at < self.ready_at
+        cold_start = {"started_at": self.started_at, "ready_at": self.ready_at, "model_load_s": self.model_load_s,
+                      "first": first}
+        return {"prediction": prediction, "cold_start": cold_start if waited else None}

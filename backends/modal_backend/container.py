@@ -1,0 +1,64 @@
+"""What runs inside one experiment's Modal model container, as plain Python.
+
+Why this module exists: the Modal class in `inference_api.py` only adds decorators; the work —
+read the registry where the image put it, load the experiment's model (to the CPU before a memory
+snapshot, which has no GPU; to the GPU after restore), keep newly downloaded weights on the volume
+without ever failing the container for it, and serve predictions that report the cold start —
+lives here, so tests run it exactly as the container does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from core.serving.errors import UnknownExperiment
+from core.serving.registry import Registry
+from core.serving.worker import RemoteWorker
+from core.settings import Settings
+
+log = logging.getLogger("hybrid_serve.modal.container")
+
+
+def cache_contents(root: str | None) -> frozenset[tuple[str, int]]:
+    """(path, size) of every file under the Hugging Face cache: what a load may have added."""
+    if not root or not Path(root).is_dir():
+        return frozenset()
+    found = set()
+    for directory, _, files in os.walk(root):
+        for name in files:
+            path = Path(directory) / name
+            try:
+                found.add((str(path), path.stat().st_size))
+            except OSError:  # a file removed while walking
+                continue
+    return frozenset(found)
+
+
+class ModelContainer:
+    def __init__(self, settings: Settings, experiment_id: str, commit_weights: Callable[[], Any]):
+        experiment = Registry.load(settings.registry_path).get(experiment_id)
+        if experiment is None:
+            raise UnknownExperiment(f"experiment {experiment_id!r} is not registered")
+        self.worker = RemoteWorker(settings, experiment)
+        self._commit_weights = commit_weights
+
+    def load(self, on_cpu: bool) -> None:
+        """The cold start: load the model (on the CPU for a CPU memory snapshot), then keep what was
+        downloaded on the weights volume for every later cold start."""
+        before = cache_contents(os.environ.get("HF_HOME"))
+        self.worker.load("cpu" if on_cpu else None)
+        if cache_contents(os.environ.get("HF_HOME")) != before:
+            try:
+                self._commit_weights()
+            except Exception as exc:  # another container committed first, ...: the next cold start retries
+                log.warning("committing downloaded weights failed: %s: %s", type(exc).__name__, exc)
+
+    def restored(self) -> None:
+        """After a memory snapshot's restore: the weights move to this container's GPU."""
+        self.worker.restored()
+
+    async def predict(self, inputs: list[str], params: Any, request_at: float | None) -> dict[str, Any]:
+        return await self.worker.predict(inputs, params, request_at)

@@ -1,0 +1,123 @@
+"""`hybrid-serve deploy [--dry-run] [--dev]`: the deployment plan, checked, then Modal's own deploy.
+
+Why this module exists: a deploy should fail here, with a message, rather than in a container an
+hour later. The plan is everything short of the network — settings, authentication, windows, GPUs,
+the two images' packages, and the container's file system laid out from the images' own upload
+list and checked (the registry where the container reads it, every experiment's model reachable
+in it). A real deploy then hands the tokens from the settings (environment or `.env`) to the Modal
+client and runs `modal deploy` (or `modal serve` for `--dev`, under `<app>-dev` so its Dict and
+Volume never mix with production's).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from backends.modal_backend.deploy_config import (ANNOUNCED, MODAL_WEB_WAIT_S, PYTHON_VERSION, REMOTE_REGISTRY,
+                                                   DeployError, ModalDeployConfig)
+from backends.modal_backend.layout import in_layout, lay_out
+from core.auth import mode_line, modal_client_environment
+from core.serving.models import weights_file
+from core.serving.registry import PACKAGE_PREFIX, Registry, RegistryError
+from core.settings import Settings
+
+APP_MODULE = "backends.modal_backend.inference_api"
+
+
+@dataclass(frozen=True)
+class Plan:
+    config: ModalDeployConfig
+    lines: list[str]
+
+
+def container_problems(config: ModalDeployConfig, root: Path) -> list[str]:
+    """What a model container laid out at `root` would fail on: its registry, its models' files."""
+    problems = []
+    registry_path = in_layout(root, REMOTE_REGISTRY)
+    try:
+        registry = Registry.load(registry_path)
+    except RegistryError as exc:
+        return [f"the container cannot read its registry: {exc}"]
+    packages = {p.split("==")[0].replace("-", "_") for p in config.model_packages}
+    for experiment in registry:
+        if experiment.source.startswith(PACKAGE_PREFIX):
+            package = experiment.source.removeprefix(PACKAGE_PREFIX).partition("/")[0]
+            if package.replace("-", "_") not in packages:
+                problems.append(f"{experiment.id}: package {package!r} is not in the model image")
+        elif experiment.is_local:
+            model_dir = experiment.local_path()
+            if model_dir is None or weights_file(model_dir) is None:
+                problems.append(f"{experiment.id}: no weights at {experiment.source} in the container")
+    for package in ("core", "backends"):
+        if not (root / "root" / package / "__init__.py").is_file():
+            problems.append(f"the container has no {package}/ package")
+    return problems
+
+
+def make_plan(settings: Settings, app_name: str | None = None) -> Plan:
+    """Everything a deploy will do, checked offline. Raises DeployError / RegistryError."""
+    if app_name:
+        os.environ["MODAL_APP_NAME"] = app_name  # the app module reads its settings again
+    os.environ.setdefault("HYBRID_DEPLOYMENT", uuid.uuid4().hex[:12])
+    import importlib
+
+    api = importlib.import_module(APP_MODULE)
+    config: ModalDeployConfig = api.config
+    with tempfile.TemporaryDirectory() as tmp:
+        laid_out = lay_out(api.model_image, Path(tmp))
+        problems = container_problems(config, Path(tmp))
+    if problems:
+        raise DeployError("the model container would fail:\n" + "\n".join(f"  - {p}" for p in problems))
+    snapshot = ("GPU memory snapshot (weights restored on the GPU)" if config.gpu_snapshot else
+                "CPU memory snapshot (weights load on the CPU, move to the GPU after restore)" if config.memory_snapshot
+                else "off")
+    wait = min(settings.cold_start_timeout_s, MODAL_WEB_WAIT_S)
+    lines = [
+        f"app            {config.app_name} (volume {config.volume_name}, shared state {config.dict_name}), "
+        f"deployment {config.deployment}",
+        f"authentication {config.auth.describe()}",
+        f"windows        policy {settings.policy_name}: base {settings.base_warm_time}s, +{settings.extension_time}s "
+        f"after a request within {settings.activity_window}s; max {settings.max_containers} containers per experiment",
+        f"reconciler     every {config.reconcile_interval_s:g}s and after requests (at most every "
+        f"{settings.window_update_interval_s:g}s); pre-warms start {settings.prewarm_lead_s:g}s early",
+        f"cold starts    a request waits up to {wait:g}s, then 503 + Retry-After (Modal ends web requests at 150s); "
+        f"snapshots {snapshot}",
+        f"model image    python {PYTHON_VERSION}, {len(config.model_packages)} packages: {' '.join(config.model_packages)}",
+        f"ingress image  python {PYTHON_VERSION}, {len(config.ingress_packages)} packages (no torch): {' '.join(config.ingress_packages)}",
+        f"container      {len(laid_out)} files uploaded; registry at {REMOTE_REGISTRY}: readable, every model reachable",
+    ]
+    for experiment in config.registry.registry:
+        where = "shipped with the image" if experiment.source.startswith("./") else (
+            "from its Python package" if experiment.source.startswith(PACKAGE_PREFIX) else
+            "from the Hugging Face Hub on its first cold start, then from the volume")
+        lines.append(f"experiment     {experiment.id}: {experiment.task.value} on GPU {config.gpu_of(experiment) or 'none (CPU)'}, "
+                     f"model {where}")
+    return Plan(config, lines)
+
+
+def main(settings: Settings, dry_run: bool, dev: bool) -> int:
+    """The `deploy` command: 0 on success, 2 when the plan is refused, Modal's own status otherwise."""
+    print(mode_line(settings))
+    os.environ[ANNOUNCED] = "1"
+    app_name = f"{settings.modal_app_name}-dev" if dev else None
+    try:
+        plan = make_plan(settings, app_name)
+    except (DeployError, RegistryError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(("deployment plan (dry run: nothing was sent to Modal)" if dry_run else "deployment plan") + ":")
+    for line in plan.lines:
+        print(f"  {line}")
+    if dry_run:
+        return 0
+    env = {**os.environ, **modal_client_environment(settings), "HYBRID_DEPLOYMENT": plan.config.deployment}
+    if app_name:
+        env["MODAL_APP_NAME"] = app_name
+    command = "serve" if dev else "deploy"
+    return subprocess.run([sys.executable, "-m", "modal", command, "-m", APP_MODULE], env=env).returncode

@@ -1,0 +1,63 @@
+"""The deployment's shared state on Modal: one `modal.Dict`, its keys, and who writes each.
+
+Why this module exists: ingress containers come and go, and `modal.Dict` has no compare-and-set, so
+every key has exactly one writer and nothing is ever read-modified-written by two processes:
+
+| key | written by | holds |
+| --- | --- | --- |
+| `arrivals/<container>` | that ingress container only | its recent `ArrivalBatch`es, numbered |
+| `activity/<experiment>` | the reconciler only | the experiment's `DurableActivity` (idle-gap histogram included) |
+| `cursors` | the reconciler only | per ingress container, the last batch number folded |
+| `applied` | the reconciler only | per experiment, the `AppliedWindow` in force and its deployment |
+
+Values are plain dicts of numbers, strings and bytes. `StateStore` is the network boundary: in
+Modal it is the Dict's async methods (`ModalDictStore`); tests put a strict in-memory stand-in there.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+ARRIVALS = "arrivals/"
+ACTIVITY = "activity/"
+CURSORS = "cursors"
+APPLIED = "applied"
+
+
+def arrivals_key(container: str) -> str:
+    return ARRIVALS + container
+
+
+def activity_key(experiment_id: str) -> str:
+    return ACTIVITY + experiment_id
+
+
+class StateStore(Protocol):
+    async def get(self, key: str) -> Any:
+        """The value, or None when the key is absent."""
+
+    async def put(self, key: str, value: Any) -> None: ...
+
+    async def pop(self, key: str) -> None:
+        """Remove the key (no error when it is absent)."""
+
+    async def keys(self) -> list[str]: ...
+
+
+class ModalDictStore:
+    """`StateStore` over a `modal.Dict` (its `.aio` methods: the network calls)."""
+
+    def __init__(self, modal_dict: Any):
+        self._dict = modal_dict
+
+    async def get(self, key: str) -> Any:
+        return await self._dict.get.aio(key)
+
+    async def put(self, key: str, value: Any) -> None:
+        await self._dict.put.aio(key, value)
+
+    async def pop(self, key: str) -> None:
+        await self._dict.pop.aio(key, None)
+
+    async def keys(self) -> list[str]:
+        return [key async for key in self._dict.keys.aio()]

@@ -1,0 +1,205 @@
+"""Runs the Modal app's container code as Modal would, offline — a script, started by the tests.
+
+The tests lay out the container's file system from the Modal client's own description of the
+images' uploads (backends.modal_backend.layout), set the image's environment, and start this script
+with only that layout (and this folder) on the Python path, sockets refusing anything but loopback.
+It imports `inference_api.py` from the layout and replaces only Modal's network calls:
+
+- the `modal.Dict` of shared state → `StrictDict` (values pickled on the way in and out, as Modal does);
+- the weights `modal.Volume` → counts `commit()` calls;
+- the model pools (`ExperimentModel(...)`, `.with_options(gpu=...)`) → `Pools`: `.predict.remote.aio`
+  runs the *real* class in a "container" of this process — Modal's own helpers create the instance
+  and run its `@modal.enter` hooks (pre- then post-snapshot; with `HYBRID_MEMORY_SNAPSHOT` the
+  pre-snapshot phase sees no GPU and the restored one does) — and results cross cloudpickle;
+  `.update_autoscaler.aio` is recorded;
+- `reconcile_windows.spawn.aio` → runs the real reconciler function's body in this process.
+
+Then it serves the real ingress (`web()`'s ASGI app) with uvicorn on a free port and prints one
+JSON line `{"port": …, "torch_loaded": …}`; on stdin, `reconcile` runs one reconciler pass and
+`report` prints what the stand-ins saw, each as one JSON line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pickle
+import socket
+import sys
+import threading
+from typing import Any
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def refuse_network() -> None:
+    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
+
+    def connect(sock: socket.socket, address: Any) -> Any:
+        if isinstance(address, tuple) and address[0] in LOOPBACK or sock.family == socket.AF_UNIX:
+            return real_connect(sock, address)
+        raise RuntimeError(f"network access attempted: {address!r}")
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host in LOOPBACK or host is None:
+            return real_getaddrinfo(host, *args, **kwargs)
+        raise RuntimeError(f"network access attempted: {host!r}")
+
+    socket.socket.connect = connect  # type: ignore[method-assign]
+    socket.getaddrinfo = getaddrinfo  # type: ignore[assignment]
+
+
+class _Aio:
+    def __init__(self, fn: Any):
+        self.aio = fn
+
+
+class StrictDict:
+    """Stands for `modal.Dict`: values are pickled on `put` and unpickled on `get`, as Modal does,
+    so nobody can mutate what another process will read."""
+
+    def __init__(self) -> None:
+        self.data: dict[Any, bytes] = {}
+
+        async def get(key: Any, default: Any = None) -> Any:
+            return pickle.loads(self.data[key]) if key in self.data else default
+
+        async def put(key: Any, value: Any, skip_if_exists: bool = False) -> bool:
+            if skip_if_exists and key in self.data:
+                return False
+            self.data[key] = pickle.dumps(value)
+            return True
+
+        async def pop(key: Any, default: Any = None) -> Any:
+            return pickle.loads(self.data.pop(key)) if key in self.data else default
+
+        async def keys() -> Any:
+            for key in list(self.data):
+                yield key
+
+        self.get, self.put, self.pop, self.keys = _Aio(get), _Aio(put), _Aio(pop), _Aio(keys)
+
+
+class Volume:
+    def __init__(self) -> None:
+        self.commits = 0
+
+    def commit(self) -> None:
+        self.commits += 1
+
+
+class Pools:
+    """Stands for `ExperimentModel`: one container per (experiment, gpu) pool, running the real class."""
+
+    def __init__(self, real_cls: Any, snapshot: bool, gpu_snapshot: bool) -> None:
+        self.real_cls = real_cls
+        self.snapshot, self.gpu_snapshot = snapshot, gpu_snapshot
+        self.containers: dict[tuple[str, str | None], Any] = {}
+        self.updates: list[dict[str, Any]] = []
+        self.devices: list[str] = []
+        self.gpu: str | None = None
+
+    def with_options(self, gpu: str | None = None, **_: Any) -> "Pools":
+        variant = Pools.__new__(Pools)
+        variant.__dict__.update(self.__dict__)
+        variant.gpu = gpu
+        return variant
+
+    def __call__(self, experiment_id: str) -> Any:
+        pools, key = self, (experiment_id, self.gpu)
+
+        async def remote(inputs: list[str], params: Any, request_at: float | None = None) -> Any:
+            import cloudpickle
+
+            container = pools.containers.get(key) or await asyncio.to_thread(pools.start, experiment_id)
+            pools.containers[key] = container
+            method = container["methods"]["predict"]
+            return cloudpickle.loads(cloudpickle.dumps(await method(inputs, params, request_at)))
+
+        async def update_autoscaler(**settings: Any) -> None:
+            pools.updates.append({"experiment": experiment_id, "gpu": pools.gpu, **settings})
+
+        predict = type("Method", (), {"remote": _Aio(remote)})()
+        return type("Obj", (), {"predict": predict, "update_autoscaler": _Aio(update_autoscaler)})()
+
+    def start(self, experiment_id: str) -> dict[str, Any]:
+        """A container: Modal's helpers build the instance and run its enter hooks, in Modal's order."""
+        import torch
+        from modal._partial_function import _find_callables_for_obj, _PartialFunctionFlags
+        from modal._utils.async_utils import synchronizer
+
+        obj = synchronizer._translate_in(self.real_cls(experiment_id=experiment_id))
+        instance = obj._cached_user_cls_instance()
+        real_to = torch.nn.Module.to
+
+        def to(module: Any, *args: Any, **kwargs: Any) -> Any:  # no GPU here: record, do not move
+            device = str(args[0] if args else kwargs.get("device"))
+            self.devices.append(device)
+            return module if device.startswith("cuda") else real_to(module, *args, **kwargs)
+
+        torch.nn.Module.to = to  # type: ignore[method-assign]
+        has_gpu = self.gpu_snapshot  # a snapshot phase has a GPU only with GPU snapshots
+        torch.cuda.is_available = lambda: has_gpu if self.snapshot else False  # type: ignore[assignment]
+        for hook in _find_callables_for_obj(instance, _PartialFunctionFlags.ENTER_PRE_SNAPSHOT).values():
+            hook()
+        if self.snapshot:  # restored from the snapshot, on a GPU machine
+            torch.cuda.is_available = lambda: True  # type: ignore[assignment]
+        for hook in _find_callables_for_obj(instance, _PartialFunctionFlags.ENTER_POST_SNAPSHOT).values():
+            hook()
+        return {"instance": instance,
+                "methods": _find_callables_for_obj(instance, _PartialFunctionFlags.CALLABLE_INTERFACE)}
+
+
+def main() -> None:
+    refuse_network()
+    import uvicorn
+    from modal._runtime.task_lifecycle_manager import _TaskLifecycleManager
+    from modal._utils.async_utils import synchronizer
+
+    _TaskLifecycleManager._singleton = object()  # inside a container: `modal.is_local()` is False
+    import backends.modal_backend.inference_api as api
+
+    store, volume = StrictDict(), Volume()
+    pools = Pools(api.ExperimentModel, api.config.memory_snapshot, api.config.gpu_snapshot)
+    reconcile = synchronizer._translate_in(api.reconcile_windows)._raw_f
+    web = synchronizer._translate_in(api.web)._raw_f
+    api.state, api.weights, api.ExperimentModel = store, volume, pools
+
+    async def spawn(poke: bool = False) -> None:
+        asyncio.get_running_loop().create_task(reconcile(poke=poke))
+
+    api.reconcile_windows = type("Function", (), {"spawn": _Aio(spawn)})()
+    app = web()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+    loop = asyncio.new_event_loop()
+
+    def commands() -> None:
+        for line in sys.stdin:
+            command = line.strip()
+            if command == "reconcile":
+                asyncio.run_coroutine_threadsafe(reconcile(poke=True), loop).result(60)
+            if command in ("reconcile", "report"):
+                keys = sorted(str(k) for k in store.data)
+                print(json.dumps({"updates": pools.updates, "commits": volume.commits, "devices": pools.devices,
+                                  "keys": keys, "applied": pickle.loads(store.data["applied"]) if "applied" in store.data else None,
+                                  "torch_loaded": "torch" in sys.modules}), flush=True)
+            if command == "quit":
+                server.should_exit = True
+                return
+
+    async def serve() -> None:
+        task = loop.create_task(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.02)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        print(json.dumps({"port": port, "torch_loaded": "torch" in sys.modules, "module": api.__file__,
+                          "cwd": os.getcwd()}), flush=True)
+        threading.Thread(target=commands, daemon=True).start()
+        await task
+
+    loop.run_until_complete(serve())
+
+
+if __name__ == "__main__":
+    main()

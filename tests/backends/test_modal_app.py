@@ -1,0 +1,193 @@
+"""The Modal app file and its deployment plan, offline: settings-fed decorators, the two images'
+packages, secure-by-default authentication, tokens from `.env`, and `hybrid-serve deploy --dry-run`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import backends.modal_backend.deploy_config as deploy_config_module
+from backends.modal_backend.deploy_config import (INGRESS_PACKAGES, MODEL_PACKAGES, DeployError, authentication, deploy_config,
+                                                  pinned)
+from core.settings import load_settings
+from tests.conftest import REPO_ROOT
+
+TOKEN_ID, TOKEN_SECRET = "ak-M0dalT0kenIdXyZ987", "as-M0dalT0kenSecretQwE654"
+NO_NETWORK = """
+import socket
+def _refuse(*args, **kwargs):
+    raise RuntimeError("network access attempted")
+socket.socket.connect = _refuse
+socket.socket.connect_ex = _refuse
+socket.create_connection = _refuse
+socket.getaddrinfo = _refuse
+import json
+import backends.modal_backend.inference_api as api
+from modal.config import config
+print(json.dumps({"options": api.config.model_options(), "concurrent": api.config.concurrent_inputs,
+                  "auth": [api.config.auth.proxy_auth, api.config.auth.token_secret], "env": api.config.container_env,
+                  "model_packages": api.config.model_packages, "ingress_packages": api.config.ingress_packages,
+                  "app": api.app.name, "client_token": config.get("token_id")}))
+"""
+
+
+def import_app(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """Import inference_api.py in a fresh interpreter whose sockets refuse to connect."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("MODAL_", "HYBRID_"))}
+    full.update(env, PYTHONPATH=str(REPO_ROOT))
+    return subprocess.run([sys.executable, "-c", NO_NETWORK], capture_output=True, text=True, env=full, cwd=tmp_path, timeout=120)
+
+
+def test_importing_the_app_makes_no_network_call_and_prints_the_mode(tmp_path: Path) -> None:
+    proc = import_app(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == "🔧 Development mode: Using web authentication"
+    assert json.loads(proc.stdout.splitlines()[1])["app"] == "hybrid-serve"
+
+
+def test_decorator_arguments_come_from_the_settings(tmp_path: Path) -> None:
+    proc = import_app(
+        tmp_path, MODAL_GPU="A10G", MODAL_MAX_CONTAINERS="3", MODAL_BASE_WARM_TIME="120", MODAL_CONCURRENT_INPUTS="4",
+        HYBRID_MEMORY_SNAPSHOT="true", HYBRID_GPU_SNAPSHOT="true", HYBRID_PROXY_AUTH="true", MODAL_APP_NAME="exp-serving",
+        MODAL_TOKEN_ID=TOKEN_ID, MODAL_TOKEN_SECRET=TOKEN_SECRET,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == "🚀 Production mode: Using Modal token ID and secret"
+    out = json.loads(proc.stdout.splitlines()[1])
+    assert out["options"] == {"gpu": "A10G", "max_containers": 3, "scaledown_window": 120, "enable_memory_snapshot": True,
+                              "timeout": 600, "experimental_options": {"enable_gpu_snapshot": True}}
+    assert (out["concurrent"], out["auth"], out["app"]) == (4, [True, None], "exp-serving")
+    assert out["env"]["MODAL_BASE_WARM_TIME"] == "120" and out["env"]["HYBRID_REGISTRY"] == "/root/hybrid-serve/experiments.toml"
+    for secret in (TOKEN_ID, TOKEN_SECRET):  # tokens never reach the image
+        assert secret[4:12] not in json.dumps(out["env"])
+
+
+@pytest.mark.parametrize(("variable", "value", "allowed"), [
+    ("MODAL_BASE_WARM_TIME", "1", "2..3600"),
+    ("MODAL_MAX_CONTAINERS", "0", "≥ 1"),
+    ("MODAL_EXTENSION_TIME", "3599", "≤ 3600"),
+])
+def test_out_of_range_settings_fail_at_import(tmp_path: Path, variable: str, value: str, allowed: str) -> None:
+    proc = import_app(tmp_path, **{variable: value})
+    assert proc.returncode != 0
+    assert "SettingsError" in proc.stderr and variable in proc.stderr and allowed in proc.stderr
+
+
+def test_tokens_in_dotenv_reach_the_modal_client(tmp_path: Path) -> None:
+    """The Modal client reads only the environment and ~/.modal.toml: the app hands it the tokens the
+    settings took from `.env`, so "Production mode" is what the deploy really uses."""
+    (tmp_path / ".env").write_text(f"MODAL_TOKEN_ID={TOKEN_ID}\nMODAL_TOKEN_SECRET={TOKEN_SECRET}\n")
+    proc = import_app(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == "🚀 Production mode: Using Modal token ID and secret"
+    assert json.loads(proc.stdout.splitlines()[1])["client_token"] == TOKEN_ID
+
+
+def test_cpu_only_deploy() -> None:
+    config = deploy_config(load_settings(env_file=None, modal_gpu="none"))
+    assert config.model_options()["gpu"] is None and config.container_env["MODAL_GPU"] == "none"
+
+
+# --- packages --------------------------------------------------------------------------------------------
+def test_pins_drop_local_version_labels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This machine's torch is `2.13.0+cpu`: PyPI has no such wheel, and a GPU container needs the CUDA build."""
+    monkeypatch.setattr(deploy_config_module, "version", lambda package: {"torch": "2.13.0+cpu"}.get(package, "1.0"))
+    assert pinned(("torch", "numpy")) == ["torch==2.13.0", "numpy==1.0"]
+
+
+def test_the_ingress_image_is_light_and_no_image_carries_the_simulator() -> None:
+    config = deploy_config(load_settings(env_file=None))
+    names = {p.split("==")[0] for p in config.ingress_packages}
+    assert not names & {"torch", "transformers", "tokenizers", "safetensors"}
+    for packages in (config.model_packages, config.ingress_packages):
+        assert not {p.split("==")[0] for p in packages} & {"matplotlib", "rich", "typer", "ray", "modal"}
+        assert all("==" in p and "+" not in p for p in packages)
+    assert set(INGRESS_PACKAGES) - {"fastapi", "prometheus-client"} <= set(MODEL_PACKAGES)
+
+
+def test_the_model_image_resolves_for_a_linux_gpu_machine(tmp_path: Path) -> None:
+    """What Modal's builder will do, short of downloading: resolve the model image's pinned packages
+    with their dependencies for Linux x86-64 / CPython 3.11 from the public package index (pip
+    --isolated: no machine-local wheels or index settings). The resolved torch must be the CUDA build."""
+    config = deploy_config(load_settings(env_file=None))
+    platforms = [f"--platform=manylinux_2_{n}_x86_64" for n in range(5, 40)] + [
+        "--platform=manylinux2014_x86_64", "--platform=manylinux2010_x86_64", "--platform=manylinux1_x86_64",
+        "--platform=linux_x86_64", "--platform=any"]
+    report = tmp_path / "report.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "--isolated", "install", "--dry-run", "--ignore-installed", "--only-binary=:all:",
+         "--python-version=3.11", "--implementation=cp", f"--target={tmp_path / 'target'}", f"--report={report}",
+         "--quiet", "--disable-pip-version-check", *platforms, *config.model_packages],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    installed = {i["metadata"]["name"].lower(): i["metadata"] for i in json.loads(report.read_text())["install"]}
+    torch = installed["torch"]
+    assert "+" not in torch["version"]
+    assert any(r.startswith("nvidia-") and "Linux" in r for r in torch.get("requires_dist", []))
+    assert any(name.startswith("nvidia-") for name in installed)  # the CUDA libraries come with it
+    assert "matplotlib" not in installed
+
+
+# --- authentication ---------------------------------------------------------------------------------------
+def test_a_deploy_is_protected_by_default() -> None:
+    auth = authentication(load_settings(env_file=None))
+    assert (auth.proxy_auth, auth.token_secret, auth.public) == (True, None, False)
+    bearer = authentication(load_settings(env_file=None, api_token_secret="hybrid-serve-api"))
+    assert (bearer.proxy_auth, bearer.token_secret) == (False, "hybrid-serve-api")
+    public = authentication(load_settings(env_file=None, public_endpoint=True))
+    assert (public.proxy_auth, public.token_secret, public.public) == (False, None, True)
+    assert "PUBLIC" in public.describe()
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"api_token": "s3cret"}, "modal secret create"),  # set here, but nothing would carry it to the deployment
+    ({"public_endpoint": True, "proxy_auth": True}, "contradicts"),
+])
+def test_authentication_that_would_not_hold_is_refused(overrides: dict, message: str) -> None:
+    with pytest.raises(DeployError, match=message):
+        authentication(load_settings(env_file=None, **overrides))
+
+
+# --- hybrid-serve deploy --dry-run ---------------------------------------------------------------------------
+def deploy_dry_run(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("MODAL_", "HYBRID_"))}
+    full.update(env, HOME=str(tmp_path))  # no ~/.modal.toml: no credentials at all
+    exe = Path(sys.executable).parent / "hybrid-serve"
+    return subprocess.run([str(exe), "deploy", "--dry-run"], capture_output=True, text=True, env=full, cwd=tmp_path, timeout=180)
+
+
+def test_deploy_dry_run_prints_the_checked_plan_without_credentials(tmp_path: Path) -> None:
+    proc = deploy_dry_run(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "🔧 Development mode: Using web authentication" and lines.count(lines[0]) == 1
+    text = proc.stdout
+    assert "dry run: nothing was sent to Modal" in text
+    assert "authentication Modal proxy auth" in text
+    assert "registry at /root/hybrid-serve/experiments.toml: readable, every model reachable" in text
+    assert "demo-embeddings: feature-extraction on GPU T4, model from its Python package" in text
+    assert "torch==2.13.0 " in text and "+cpu" not in text
+    assert "a request waits up to 140s, then 503 + Retry-After" in text
+
+
+def test_deploy_dry_run_refuses_a_registry_whose_models_cannot_reach_the_container(tmp_path: Path) -> None:
+    registry = tmp_path / "experiments.toml"
+    registry.write_text('[experiments.gone]\nsource = "./nowhere"\ntask = "feature-extraction"\n')
+    proc = deploy_dry_run(tmp_path, HYBRID_REGISTRY=str(registry))
+    assert proc.returncode == 2 and "gone" in proc.stderr and "cannot be shipped" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_the_dev_loop_has_its_own_state_and_weights(tmp_path: Path) -> None:
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("MODAL_", "HYBRID_"))}
+    exe = Path(sys.executable).parent / "hybrid-serve"
+    proc = subprocess.run([str(exe), "deploy", "--dry-run", "--dev"], capture_output=True, text=True,
+                          env={**full, "HOME": str(tmp_path)}, cwd=tmp_path, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert "app            hybrid-serve-dev (volume hybrid-serve-dev-weights, shared state hybrid-serve-dev-state)" in proc.stdout

@@ -1,0 +1,253 @@
+"""The durable window reconciler on Modal, with an injected clock: ingresses publish arrivals to the
+shared state (a strict stand-in for `modal.Dict`), one reconciler folds them and applies autoscaler
+states through a recorded stand-in for `update_autoscaler`. Plus: the same decision function drives
+the local Ray emulator's policy."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from backends.local_ray.scaling import ReplicaReport, ScalingInputs, desired_replicas
+from backends.modal_backend.ingress import PublishingTracker
+from backends.modal_backend.reconciler import ReconcilerLoop, WindowReconciler
+from backends.modal_backend.state_store import ModalDictStore
+from core.keepwarm.autoscaler import desired_state
+from core.keepwarm.policies import policy_from_settings
+from core.serving.registry import Experiment, Registry
+from core.settings import MODAL_MIN_WINDOW_S, Settings, load_settings
+from tests.backends.modal_harness import StrictDict
+from tests.conftest import FakeClock
+
+REGISTRY = Registry({e: Experiment(id=e, source="org/model", task="feature-extraction") for e in ("cron", "bursty", "e")})
+
+
+class Autoscaler:
+    """Stands for `ExperimentModel(experiment_id=E).update_autoscaler(...)`: records what each pool got."""
+
+    def __init__(self, clock: FakeClock, failures: int = 0):
+        self.clock, self.failures = clock, failures
+        self.calls: list[tuple[float, str, int, int]] = []
+
+    async def __call__(self, experiment: Experiment, window_s: int, min_containers: int) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("Modal API unreachable")
+        self.calls.append((self.clock.now, experiment.id, window_s, min_containers))
+
+    def states(self, experiment_id: str) -> list[tuple[float, int, int]]:
+        return [(t, w, m) for t, e, w, m in self.calls if e == experiment_id]
+
+
+class World:
+    """Ingress containers, one reconciler and the shared state, on one fake clock."""
+
+    def __init__(self, settings: Settings, deployment: str = "deploy-1", failures: int = 0):
+        self.settings, self.clock = settings, FakeClock(1_000_000.0)
+        self.store = ModalDictStore(StrictDict())
+        self.autoscaler = Autoscaler(self.clock, failures)
+        self.reconciler = self.new_reconciler(deployment)
+        self.pokes = 0
+
+    def new_reconciler(self, deployment: str) -> WindowReconciler:
+        return WindowReconciler(self.settings, REGISTRY, self.store, self.autoscaler, deployment, clock=self.clock)
+
+    def ingress(self, name: str) -> PublishingTracker:
+        async def poke() -> None:
+            self.pokes += 1
+
+        policy = policy_from_settings(self.settings)
+        return PublishingTracker(self.settings.activity_window, 10 * 24 * 3600, self.store, poke, learner=policy.learner,
+                                 container=name, clock=self.clock)
+
+    def request(self, ingress: PublishingTracker, experiment_id: str, duration_s: float = 0.5) -> None:
+        ingress.record_request(experiment_id)
+        self.clock.advance(duration_s)
+        ingress.record_completion(experiment_id)
+
+    def run(self, work: Any) -> Any:
+        return asyncio.run(work)
+
+
+def adaptive(**overrides: Any) -> Settings:
+    return load_settings(env_file=None, policy_name="adaptive", prewarm_lead_s=60, **overrides)
+
+
+def test_a_day_of_a_cron_job_and_a_bursty_experiment() -> None:
+    """Every pre-warm is raised before its request is due and lowered again: min_containers never
+    stays at 1 between two pre-warms, whatever the ingress containers do."""
+    world = World(adaptive())
+
+    async def day() -> None:
+        cron_at = [world.clock.now + 1800 * i for i in range(48)]  # every 30 minutes
+        bursts = {world.clock.now + h * 3600 + 120: 8 for h in (0, 3, 4, 9, 15, 16, 22)}
+        requests = sorted([(t, "cron") for t in cron_at] + [(t + i, "bursty") for t, n in bursts.items() for i in range(n)])
+        end = cron_at[-1] + 4 * 3600  # long enough for the last pre-warm to run out
+        next_tick = world.clock.now
+        ingress = world.ingress("ingress-1")
+        for at, experiment_id in requests + [(end, "")]:
+            while next_tick < at:  # the scheduled reconciler, and the wake-ups it asks for
+                world.clock.now = next_tick
+                due = await world.reconciler.reconcile()
+                next_tick = min(next_tick + 60, world.clock.now + due) if due is not None else next_tick + 60
+            if experiment_id:
+                world.clock.now = at
+                world.request(ingress, experiment_id)
+                await ingress.flush()
+                await world.reconciler.reconcile()  # the ingress's poke
+
+    world.run(day())
+    cron = world.autoscaler.states("cron")
+    raises = [t for t, w, m in cron if m == 1]
+    assert len(raises) >= 30  # learned within the first hours: then a pre-warm before every request
+    for (t, w, m), (t2, w2, m2) in zip(cron, cron[1:]):
+        assert MODAL_MIN_WINDOW_S <= w <= 3600
+        if m == 1:  # raised before the request was due ...
+            assert m2 == 0  # ... and the next state lowers it again
+    assert cron[-1][2] == 0  # nothing pinned at the end of the day
+    first_request = 1_000_000.0
+    for t in raises:  # raised within a minute before a request due at a multiple of 30 minutes
+        lead = (first_request - t) % 1800
+        assert 0 <= lead <= 61, lead
+    bursty = world.autoscaler.states("bursty")
+    assert bursty and all(MODAL_MIN_WINDOW_S <= w <= 3600 for _, w, _ in bursty)
+    assert bursty[-1][2] == 0
+
+
+def test_a_request_on_schedule_lowers_the_pinned_container() -> None:
+    """The first backend's pre-warm task, cancelled by the request it waited for, left min_containers
+    at 1 for good: here the request simply makes the desired state 'scaled down until the next one'."""
+    world = World(adaptive())
+    ingress = world.ingress("i")
+    pinned_at_request: list[int] = []
+
+    async def scenario() -> None:
+        for _ in range(20):  # every 20 minutes: a pre-warm is learned within a few hours
+            world.request(ingress, "cron")
+            await ingress.flush()
+            await world.reconciler.reconcile()  # the ingress's poke, right after the request
+            pinned_at_request.append(world.autoscaler.states("cron")[-1][2])
+            world.clock.advance(19 * 60)
+            await world.reconciler.reconcile()  # a minute before the next request is due
+            world.clock.advance(60 - 0.5)
+
+    world.run(scenario())
+    states = world.autoscaler.states("cron")
+    raises = [i for i, (_, _, m) in enumerate(states) if m == 1]
+    assert len(raises) >= 3
+    assert all(states[i + 1][2] == 0 for i in raises if i + 1 < len(states))  # each raise is followed by a lowering
+    assert pinned_at_request[-5:] == [0] * 5  # the request found a pre-warmed container and released the pin
+
+
+def test_windows_are_reapplied_after_a_deploy_and_not_before() -> None:
+    world = World(load_settings(env_file=None))
+    ingress = world.ingress("i")
+
+    async def scenario() -> None:
+        world.request(ingress, "e")
+        await ingress.flush()
+        await world.reconciler.reconcile()
+        await world.reconciler.reconcile()  # nothing changed: nothing sent
+        world.reconciler = world.new_reconciler("deploy-2")  # a deploy reset every override
+        await world.reconciler.reconcile()
+        await world.reconciler.reconcile()
+
+    world.run(scenario())
+    assert [(e, w, m) for _, e, w, m in world.autoscaler.calls] == [("e", 900, 0), ("e", 900, 0)]
+
+
+def test_two_ingress_containers_feed_one_reconciler() -> None:
+    """Activity seen by another ingress counts: two requests 60 s apart, on two containers, are recent activity."""
+    world = World(load_settings(env_file=None))
+    first, second = world.ingress("ingress-a"), world.ingress("ingress-b")
+
+    async def scenario() -> None:
+        world.request(first, "e")
+        world.clock.advance(60)
+        world.request(second, "e")
+        await second.flush()
+        await first.flush()  # published late: still folded in order
+        await world.reconciler.reconcile()
+
+    world.run(scenario())
+    assert [(e, w) for _, e, w, _ in world.autoscaler.calls] == [("e", 1800)]
+    assert world.pokes == 2
+
+
+def test_what_is_learned_outlives_every_container() -> None:
+    """The adaptive policy's histograms live in the shared state: a new reconciler and a new ingress
+    container decide from the history the old ones learned."""
+    world = World(adaptive())
+    old = world.ingress("old")
+
+    async def scenario() -> tuple[Any, Any]:
+        for _ in range(10):
+            world.request(old, "cron")
+            await old.flush()
+            await world.reconciler.reconcile()
+            world.clock.advance(600)
+        world.reconciler = world.new_reconciler("deploy-1")  # its container was replaced
+        fresh = world.ingress("new")
+        fresh.record_request("cron")
+        await asyncio.sleep(0)  # the new ingress takes in the durable activity in the background
+        for _ in range(3):
+            await asyncio.sleep(0)
+        activity = next(a for a in fresh.snapshot() if a.experiment_id == "cron")
+        await fresh.flush()
+        await world.reconciler.reconcile()
+        return activity, policy_from_settings(world.settings).decide(activity)
+
+    activity, decision = world.run(scenario())
+    assert activity.learned is not None and activity.learned.gaps >= 9
+    assert decision.reason.value == "learned"
+    durable = world.run(world.store.get("activity/cron"))
+    assert durable["total_requests"] == 11
+
+
+def test_a_failing_update_is_retried_by_the_next_pass() -> None:
+    world = World(load_settings(env_file=None), failures=1)
+    ingress = world.ingress("i")
+
+    async def scenario() -> None:
+        world.request(ingress, "e")
+        await ingress.flush()
+        await world.reconciler.reconcile()
+        assert world.autoscaler.calls == [] and await world.store.get("applied") in (None, {})
+        await world.reconciler.reconcile()
+
+    world.run(scenario())
+    assert [(e, w) for _, e, w, _ in world.autoscaler.calls] == [("e", 900)]
+
+
+def test_the_loop_wakes_for_a_change_due_before_the_next_tick_and_coalesces_pokes() -> None:
+    clock = FakeClock(0.0)
+    passes: list[float] = []
+    due = iter([20.0, None, None, None])
+
+    class Counting:
+        async def reconcile(self) -> float | None:
+            passes.append(clock.now)
+            return next(due)
+
+    loop = ReconcilerLoop(Counting(), interval_s=60, min_gap_s=10, clock=clock, sleep=clock.sleep)  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        await loop.tick()  # a change due in 20 s: pass again then
+        await asyncio.gather(loop.poke(), loop.poke(), loop.poke())  # three pokes at once: one pass, ≥ 10 s after
+
+    asyncio.run(scenario())
+    assert passes[:2] == [0.0, 20.0] and len(passes) == 3 and passes[2] >= 30.0
+
+
+def test_the_same_decision_drives_the_ray_emulator() -> None:
+    """For the same decision and idle time, the replicas the Ray policy keeps are the containers the
+    reconciler's autoscaler state keeps on Modal: pinned ones, and idle ones inside the window."""
+    now = 50_000.0
+    for window_s, prewarm_s in [(900.0, None), (300.0, 1200.0)]:
+        for idle in [0.5, 100.0, 899.0, 901.0, 1100.0, 1150.0, 1499.0, 1501.0, 3000.0]:
+            state = desired_state(window_s, prewarm_s, idle, lead_s=60)
+            report = ReplicaReport(now - idle, 0, now - idle - 1, window_s, prewarm_s)
+            running = desired_replicas(ScalingInputs(now, [report], 0, 8, 1.0, 10, prewarm_lead_s=60)).replicas
+            scaled_to_zero = desired_replicas(ScalingInputs(now, [], 0, 8, 1.0, 10, remembered=report, prewarm_lead_s=60)).replicas
+            assert scaled_to_zero == state.min_containers, (window_s, prewarm_s, idle)
+            assert running == max(state.min_containers, int(idle < state.scaledown_window_s)), (window_s, prewarm_s, idle)
