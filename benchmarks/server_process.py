@@ -4,24 +4,31 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from tests.conftest import free_port
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+
+@dataclass(frozen=True)
+class Served:
+    url: str
+    pid: int
+
+    def rss_bytes(self) -> int:
+        """The server process's resident memory now."""
+        with open(f"/proc/{self.pid}/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 @contextmanager
-def served(backend: str = "inprocess", env: dict[str, str] | None = None, timeout_s: float = 180) -> Iterator[str]:
-    """Start the main job on a free port; yield its base URL once it announced readiness; Ctrl-C it after."""
+def served(backend: str = "inprocess", env: dict[str, str] | None = None, timeout_s: float = 180) -> Iterator[Served]:
+    """Start the main job on a free port; yield it once it announced readiness; Ctrl-C it after."""
     port = free_port()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("MODAL_", "HYBRID_"))}
     full_env.update(env or {}, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
@@ -40,7 +47,7 @@ def served(backend: str = "inprocess", env: dict[str, str] | None = None, timeou
                 break
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("server did not start:\n" + "".join(output))
-        yield f"http://127.0.0.1:{port}"
+        yield Served(f"http://127.0.0.1:{port}", proc.pid)
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -25,7 +25,8 @@ import aiohttp
 
 from benchmarks.rawhttp import RawHTTP
 from core.http.app import PredictRequest
-from benchmarks.server_process import free_port, served
+from benchmarks.server_process import served
+from tests.conftest import free_port
 
 ROUNDS = 400
 
@@ -59,8 +60,8 @@ def test_api_overhead_vs_model_call(benchmark, registry_file: Path, summary) -> 
     bare = multiprocessing.get_context("spawn").Process(target=_bare_fastapi, args=(port,), daemon=True)
     bare.start()
     try:
-        with served(env={"HYBRID_REGISTRY": str(registry_file)}) as url:
-            ours, floor = RawHTTP(url), _connect_when_listening(f"http://127.0.0.1:{port}")
+        with served(env={"HYBRID_REGISTRY": str(registry_file)}) as server:
+            ours, floor = RawHTTP(server.url), _connect_when_listening(f"http://127.0.0.1:{port}")
             request = ours.prepare_post("/predict/fe", {"inputs": "hello world"})
             floor_request = floor.prepare_post("/predict/fe", {"inputs": "hello world"})
             assert ours.send(request)[0] == 200 and floor.send(floor_request)[0] == 200
@@ -109,7 +110,8 @@ async def _burst(url: str, clients: int, per_client: int) -> float:
 def test_batched_vs_unbatched_throughput(benchmark, summary) -> None:  # type: ignore[no-untyped-def]
     clients, per_client = 32, 8
     rps: dict[str, list[float]] = {"batched": [], "unbatched": []}
-    with served(env={"HYBRID_MAX_BATCH_SIZE": "32"}) as batched, served(env={"HYBRID_MAX_BATCH_SIZE": "1"}) as unbatched:
+    with served(env={"HYBRID_MAX_BATCH_SIZE": "32"}) as batched_server, served(env={"HYBRID_MAX_BATCH_SIZE": "1"}) as unbatched_server:
+        batched, unbatched = batched_server.url, unbatched_server.url
         for url in (batched, unbatched):
             asyncio.run(_burst(url, 4, 2))  # the cold load is not part of throughput
         for _ in range(3):

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 from ray import serve
 
-from benchmarks.server_process import free_port
+from tests.conftest import free_port
 from core.events import read_events
 from core.serving.registry import Registry
 from core.settings import load_settings

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.server_process import free_port
+from tests.conftest import free_port
 from core.events import read_events
 from core.keepwarm.decision import NamedPolicy
 from core.keepwarm.hybrid import HybridParams, hybrid_policy

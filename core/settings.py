@@ -84,6 +84,18 @@ class Settings(BaseSettings):
     max_body_bytes: int = _setting(1_048_576, "HYBRID_MAX_BODY_BYTES", "integer bytes ≥ 64", ge=64)
     max_inputs: int = _setting(64, "HYBRID_MAX_INPUTS", "integer 1..4096", ge=1, le=4096)
     max_new_tokens: int = _setting(128, "HYBRID_MAX_NEW_TOKENS", "integer 1..4096", ge=1, le=4096)
+    max_queue: int = _setting(
+        256, "HYBRID_MAX_QUEUE", "integer ≥ 1: requests that may wait per experiment (beyond: 503 + Retry-After)", ge=1
+    )
+    header_timeout_s: float = _setting(
+        10.0, "HYBRID_HEADER_TIMEOUT_S", "seconds > 0 a client may take to send a request's headers", gt=0
+    )
+    body_timeout_s: float = _setting(
+        30.0, "HYBRID_BODY_TIMEOUT_S", "seconds > 0 a client may pause while sending a request body (then 408)", gt=0
+    )
+    shutdown_timeout_s: float = _setting(
+        30.0, "HYBRID_SHUTDOWN_TIMEOUT_S", "seconds > 0 in-flight requests get to finish on Ctrl-C (queued ones: 503)", gt=0
+    )
 
     # --- keep-warm policy (core/keepwarm) -------------------------------------------------------
     policy_name: Literal["hybrid", "adaptive"] = _setting(

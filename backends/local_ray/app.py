@@ -11,6 +11,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from pydantic import SecretStr
 from ray import serve
 from ray.serve.config import AutoscalingConfig, AutoscalingPolicy
 
@@ -24,7 +25,7 @@ from core.settings import Settings
 LOOK_BACK_PERIOD_S = 1.0
 #: How often replicas and handles push their metrics to the controller (Serve's default is 10 s).
 METRICS_PUSH_INTERVAL_S = 0.2
-SECRET_FIELDS = {"modal_token_id", "modal_token_secret"}
+SECRET_FIELDS = {"modal_token_id", "modal_token_secret"}  # the Modal client's: never in a Ray process
 
 
 def ray_environment() -> dict[str, str]:
@@ -65,9 +66,18 @@ def _autoscaling_config(settings: Settings, experiment_id: str) -> AutoscalingCo
     )
 
 
+def deployment_settings(settings: Settings, ingress: bool) -> dict[str, Any]:
+    """The settings a deployment's processes get: no Modal token anywhere (the ingress only learns
+    whether they are set, for /health), and the bearer token only in the ingress, which checks it."""
+    values = settings.model_dump(exclude=SECRET_FIELDS | ({"api_token"} if not ingress else set()))
+    if ingress:
+        values.update({name: SecretStr("held by the driver") for name in SECRET_FIELDS if getattr(settings, name) is not None})
+    return values
+
+
 def build_application(settings: Settings, registry: Registry, mode: AuthMode) -> Any:
     """The bound Serve application (deploy it with `serve.run(..., name=APP_NAME)`). Tokens stay out of it."""
-    values = settings.model_dump(exclude=SECRET_FIELDS)
+    replica_values = deployment_settings(settings, ingress=False)
     experiments = {e.id: {**e.model_dump(), "base_dir": str(e.base_dir)} for e in registry}
     replicas = [
         serve.deployment(
@@ -78,9 +88,9 @@ def build_application(settings: Settings, registry: Registry, mode: AuthMode) ->
             graceful_shutdown_wait_loop_s=0.2,
             graceful_shutdown_timeout_s=10,
             ray_actor_options={"num_cpus": 0},
-        ).bind(definition, values)
+        ).bind(definition, replica_values)
         for experiment_id, definition in experiments.items()
     ]
     ingress = serve.deployment(serve.ingress()(HybridIngress), name="ingress", num_replicas=1,
                                ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
-    return ingress.bind(values, mode.value, experiments, *replicas)
+    return ingress.bind(deployment_settings(settings, ingress=True), mode.value, experiments, *replicas)

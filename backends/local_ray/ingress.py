@@ -18,6 +18,7 @@ from typing import Any
 from core.auth import AuthMode
 from core.http.app import create_app
 from core.keepwarm.decision import WindowDecision
+from core.serving.errors import ModelUnavailable
 from core.serving.prediction import Prediction
 from core.serving.registry import Experiment, Registry
 from core.serving.remote import answered_prediction, await_worker
@@ -37,13 +38,19 @@ class RayPredictor:
         self.handles = handles
         self.settings = settings
         self.cold_starts: dict[str, dict[str, float]] = {}
+        self.load_errors: dict[str, str] = {}  # the model failed to load in its replica, last we heard
         self._status: dict[str, dict[str, int]] = {}
         self._status_at = 0.0
 
     async def predict(self, experiment: Experiment, inputs: list[str], params: Any, decision: WindowDecision) -> Prediction:
         request_at = time.time()
         call = self.handles[experiment.id].predict.remote(inputs, params, request_at, decision.window_s, decision.prewarm_after_s)
-        result = await await_worker(call, experiment.id, self.settings.cold_start_timeout_s, "replica")
+        try:
+            result = await await_worker(call, experiment.id, self.settings.cold_start_timeout_s, "replica")
+        except ModelUnavailable as exc:
+            self.load_errors[experiment.id] = exc.message
+            raise
+        self.load_errors.pop(experiment.id, None)
         prediction = answered_prediction(result, request_at)
         if prediction.cold_start is not None and prediction.cold_start.first:
             self.cold_starts[experiment.id] = {**asdict(prediction.cold_start), "at": request_at}
@@ -78,12 +85,16 @@ class RayPredictor:
                 state = "scaling down"
             else:
                 state = "cold"
-            out[experiment_id] = {"state": state, "replicas": running, "replica_states": states,
-                                  "last_cold_start": self.cold_starts.get(experiment_id)}
+            error = self.load_errors.get(experiment_id)
+            out[experiment_id] = {"state": "failed" if error else state, "replicas": running, "replica_states": states,
+                                  "last_cold_start": self.cold_starts.get(experiment_id), "last_error": error}
         return out
 
     async def cached_models(self) -> list[str]:
         return [e for e, states in (await self.replica_states()).items() if states.get("RUNNING", 0)]
+
+    def begin_shutdown(self) -> None:
+        return None  # the containers serve on; this ingress simply stops taking requests
 
     async def close(self) -> None:
         return None

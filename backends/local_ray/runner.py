@@ -15,7 +15,7 @@ from typing import Any
 from core.auth import auth_mode
 from core.http.runner import ready_message
 from core.serving.registry import Registry
-from core.settings import Settings
+from core.settings import SECRET_VARIABLES, Settings
 
 from backends.local_ray.app import build_application, ray_environment
 from backends.local_ray.ingress import APP_NAME
@@ -29,6 +29,8 @@ def start(settings: Settings, registry: Registry, host: str, port: int) -> None:
     env = ray_environment()
     for key, value in env.items():
         os.environ.setdefault(key, value)  # processes of a local Ray instance inherit this environment
+    for secret in SECRET_VARIABLES:  # ... so secrets leave it first: the settings already hold them
+        os.environ.pop(secret, None)
     ray.init(
         address=os.environ.get("RAY_ADDRESS") or None,
         runtime_env={"env_vars": env},
@@ -53,6 +55,14 @@ def stop() -> None:
         ray.shutdown()
 
 
+def wait_until_stopped(stopped: threading.Event, poll_s: float = 0.5) -> None:
+    """Wait for a stop signal. Python runs signal handlers only in the main thread, between bytecodes:
+    a signal delivered to another thread (Ray has many) must not find the main thread blocked in an
+    untimed wait, or it is never handled — so the wait wakes up every `poll_s`."""
+    while not stopped.wait(poll_s):
+        pass
+
+
 def run(settings: Settings, host: str, port: int, **_: Any) -> None:
     """The main job on the local Ray backend."""
     registry = Registry.load(settings.registry_path)
@@ -62,7 +72,7 @@ def run(settings: Settings, host: str, port: int, **_: Any) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())
     try:
-        stopped.wait()
+        wait_until_stopped(stopped)
     finally:
         print("shutting down Serve and Ray ...", flush=True)
         stop()

@@ -91,6 +91,9 @@ class ModalPredictor:
     async def cached_models(self) -> list[str]:
         return [e for e, s in (await self.model_status()).items() if s["state"] == "warm"]
 
+    def begin_shutdown(self) -> None:
+        return None  # the containers serve on; this ingress simply stops taking requests
+
     async def close(self) -> None:
         return None
 

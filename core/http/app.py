@@ -8,26 +8,25 @@ trace. Every backend serves this same app.
 
 from __future__ import annotations
 
-import logging
+import asyncio
 import math
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, AsyncIterator
 
 from fastapi import FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.auth import AuthMode, auth_mode
-from core.http.middleware import BearerToken, BodySizeLimit, error_body
+from core.http.middleware import BearerToken, BodyLimits, UnexpectedErrors, error_body
 from core.http.views import StateViews
 from core.serving.errors import ServeError
 from core.serving.registry import EXPERIMENT_ID_PATTERN, Registry
 from core.serving.request_path import RequestPath
 from core.settings import Settings
 
-log = logging.getLogger("hybrid_serve.api")
 
 
 class PredictRequest(BaseModel):
@@ -35,6 +34,56 @@ class PredictRequest(BaseModel):
 
     inputs: str | list[str] = Field(description="One input, or a list of inputs (one output each).")
     parameters: dict[str, Any] = Field(default_factory=dict, description="Task parameters, e.g. top_k, max_new_tokens.")
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error: `{"error": {"type", "message"}}`, never a stack trace."""
+
+    error: ErrorDetail
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    descriptions = {
+        401: "missing or wrong bearer token (when HYBRID_API_TOKEN is set)",
+        404: "unknown experiment",
+        408: "the request body stalled (HYBRID_BODY_TIMEOUT_S)",
+        413: "body or input count over the limits (HYBRID_MAX_BODY_BYTES, HYBRID_MAX_INPUTS)",
+        422: "invalid experiment id, body, input or parameter",
+        500: "the model failed on this request's inputs, or an unexpected error (with a request id)",
+        503: "model unavailable, too many requests waiting, or shutting down (with Retry-After when retrying helps)",
+        504: "no container answered within HYBRID_COLD_START_TIMEOUT_S",
+    }
+    return {status: {"model": ErrorBody, "description": descriptions[status]} for status in statuses}
+
+
+async def _unless_disconnected(request: Request, work: Any) -> Any:
+    """Run `work`, cancelling it if the client hangs up first: its inputs never reach the model."""
+    task = asyncio.ensure_future(work)
+
+    async def hung_up() -> None:
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                return
+
+    watcher = asyncio.ensure_future(hung_up())
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if task not in done:
+        task.cancel()
+        raise ClientGone
+    return task.result()
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready."""
 
 
 def create_app(path: RequestPath, backend: str = "inprocess", mode: AuthMode | None = None) -> FastAPI:
@@ -53,9 +102,10 @@ def create_app(path: RequestPath, backend: str = "inprocess", mode: AuthMode | N
         lifespan=lifespan,
     )
     app.state.request_path = path
-    app.add_middleware(BodySizeLimit, max_bytes=path.settings.max_body_bytes)
+    app.add_middleware(BodyLimits, max_bytes=path.settings.max_body_bytes, timeout_s=path.settings.body_timeout_s)
     if path.settings.api_token is not None:
         app.add_middleware(BearerToken, token=path.settings.api_token.get_secret_value())
+    app.add_middleware(UnexpectedErrors)  # the outermost: whatever escapes the others
 
     @app.exception_handler(ServeError)
     async def _serve_error(_: Request, exc: ServeError) -> JSONResponse:
@@ -69,21 +119,21 @@ def create_app(path: RequestPath, backend: str = "inprocess", mode: AuthMode | N
         return JSONResponse(error_body("invalid_request", message, details=details), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(error_body("http_error", str(exc.detail)), status_code=exc.status_code)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:  # 404 route, 405 (with Allow), ...
+        return JSONResponse(error_body("http_error", str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error while serving a request")
-        return JSONResponse(error_body("internal_error", f"unexpected {type(exc).__name__}; see the server log"), status_code=500)
+    @app.exception_handler(ClientGone)
+    async def _client_gone(_: Request, __: ClientGone) -> Response:
+        return Response(status_code=499)  # nobody reads it: the connection is gone
 
-    @app.post("/predict/{experiment_id}")
+    @app.post("/predict/{experiment_id}", responses=_errors(401, 404, 408, 413, 422, 500, 503, 504))
     async def predict(
+        request: Request,
         experiment_id: Annotated[str, Path(pattern=EXPERIMENT_ID_PATTERN, description="A registered experiment id.")],
         body: PredictRequest,
     ) -> JSONResponse:
         """Run the experiment's model on the inputs; reports timing and whether this request paid a cold load."""
-        answer = await path.predict(experiment_id, body.inputs, body.parameters)
+        answer = await _unless_disconnected(request, path.predict(experiment_id, body.inputs, body.parameters))
         prediction = answer.prediction
         # A plain JSONResponse: the outputs are already JSON types, so FastAPI's encoder walk is skipped.
         return JSONResponse({
@@ -103,20 +153,20 @@ def create_app(path: RequestPath, backend: str = "inprocess", mode: AuthMode | N
             "window_reason": answer.decision.reason.value,
         })
 
-    @app.get("/health")
+    @app.get("/health", responses=_errors(401))
     async def health() -> dict[str, Any]:
         """Status, authentication mode (never a secret), windows, activity, cached models, configuration."""
         return await views.health()
 
-    @app.get("/experiments")
+    @app.get("/experiments", responses=_errors(401))
     async def experiments() -> list[dict[str, Any]]:
         """The registry with each experiment's state (cold / loading / warm / failed) and window."""
         return await views.experiments()
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse, responses=_errors(401))
     async def metrics() -> Response:
         """Prometheus text exposition."""
-        return Response(await views.metrics(), media_type=path.metrics.content_type)
+        return PlainTextResponse(await views.metrics(), media_type=path.metrics.content_type)
 
     return app
 

@@ -7,11 +7,14 @@ server (Ray Serve's proxy) reuse `ready_message` so the announcement reads the s
 
 from __future__ import annotations
 
+import math
 import shlex
 from typing import Callable
 
 import uvicorn
 from fastapi import FastAPI
+
+from core.http.protocol import header_deadline_protocol
 
 
 def curl_example(host: str, port: int, experiment_id: str) -> str:
@@ -28,21 +31,33 @@ def ready_message(host: str, port: int, experiment_id: str | None, backend: str)
     return "\n".join(lines)
 
 
-class _AnnouncingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None]):
+class _Server(uvicorn.Server):
+    """uvicorn's server, announcing readiness, and refusing what waits as soon as shutdown starts."""
+
+    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None], on_shutdown: Callable[[], None]):
         super().__init__(config)
         self._on_ready = on_ready
+        self._on_shutdown = on_shutdown
 
     async def startup(self, sockets=None) -> None:  # type: ignore[no-untyped-def]
         await super().startup(sockets)
         if self.started:
             self._on_ready()
 
+    async def shutdown(self, sockets=None) -> None:  # type: ignore[no-untyped-def]
+        self._on_shutdown()  # queued requests get 503 now; the ones running finish (within the deadline)
+        await super().shutdown(sockets)
+
 
 def run_uvicorn(app: FastAPI, host: str, port: int, on_ready: Callable[[], None]) -> None:
-    """Serve until Ctrl-C; `on_ready` runs once the socket accepts connections."""
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    """Serve until Ctrl-C (or SIGTERM); `on_ready` runs once the socket accepts connections. On the way
+    out, requests still waiting get 503, running ones get HYBRID_SHUTDOWN_TIMEOUT_S to finish."""
+    path = app.state.request_path
+    settings = path.settings
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
+                            http=header_deadline_protocol(settings.header_timeout_s),
+                            timeout_graceful_shutdown=max(1, math.ceil(settings.shutdown_timeout_s)))
     try:
-        _AnnouncingServer(config, on_ready).run()
+        _Server(config, on_ready, path.begin_shutdown).run()
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown: that is a clean stop
         pass

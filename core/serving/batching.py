@@ -6,6 +6,11 @@ queued, waits at most `max_wait_s` for more while the batch has room, groups req
 parameters, runs each group as one call on a worker thread, and hands each caller exactly its own
 outputs. One pass runs at a time per batcher; requests that arrive meanwhile form the next batch.
 When the batcher is idle and no wait is configured, a request runs at once, without a hand-off.
+
+Under load and bad input it holds: at most `max_queue` requests wait (beyond that `QueueFull`, for
+a 503 with Retry-After); a caller that gave up (cancelled: its client disconnected) is skipped
+before its inputs run; a pass that fails is retried caller by caller, so one poisoned input fails
+only its own request; `close()` refuses what waits and releases the model it holds.
 """
 
 from __future__ import annotations
@@ -17,6 +22,14 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
 
 BatchFn = Callable[[list[str], Any], list[Any]]
+
+
+class QueueFull(Exception):
+    """`max_queue` requests already wait for this batcher."""
+
+
+class BatcherClosed(Exception):
+    """The batcher was closed (its model evicted, or the server shutting down) before this ran."""
 
 
 @dataclass(frozen=True)
@@ -39,17 +52,23 @@ class _Pending:
 class MicroBatcher:
     """Batches `fn(inputs, params)` calls made concurrently from one event loop."""
 
-    def __init__(self, fn: BatchFn, max_batch_size: int = 32, max_wait_s: float = 0.0, executor: Executor | None = None):
-        self._fn = fn
+    def __init__(self, fn: BatchFn, max_batch_size: int = 32, max_wait_s: float = 0.0, executor: Executor | None = None,
+                 max_queue: int | None = None):
+        self._fn: BatchFn | None = fn
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
+        self.max_queue = max_queue
         self._executor = executor
         self._queue: asyncio.Queue[_Pending] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._running = asyncio.Lock()
+        self._waiting = 0  # callers queued and not given up
+        self._closed = False
 
     async def submit(self, inputs: list[str], params: Any, key: Hashable | None = None) -> BatchResult:
         """Run `inputs` with `params` (possibly together with other callers') and return this caller's outputs."""
+        if self._closed:
+            raise BatcherClosed("the batcher is closed")
         loop = asyncio.get_running_loop()
         if self._queue is None or self._worker is None or self._worker.done():
             self._queue = asyncio.Queue()
@@ -61,13 +80,32 @@ class MicroBatcher:
             async with self._running:
                 await self._execute([pending])
             return await pending.future
+        if self.max_queue is not None and self._waiting >= self.max_queue:
+            raise QueueFull(f"{self._waiting} requests already wait")
+        self._waiting += 1
+        pending.future.add_done_callback(self._left_queue)
         self._queue.put_nowait(pending)
         return await pending.future
+
+    def _left_queue(self, _: asyncio.Future[BatchResult]) -> None:
+        self._waiting -= 1
+
+    def close(self) -> None:
+        """Refuse every caller still waiting, stop the worker and drop the function (and the model it
+        holds). A pass already running finishes for its callers."""
+        self._closed = True
+        while self._queue is not None and not self._queue.empty():
+            pending = self._queue.get_nowait()
+            if not pending.future.done():
+                pending.future.set_exception(BatcherClosed("the batcher closed before this request ran"))
+        if self._worker is not None and not self._running.locked():
+            self._worker.cancel()
+        self._fn = None
 
     async def _run(self) -> None:
         assert self._queue is not None
         queue = self._queue
-        while True:
+        while not self._closed:
             first = await queue.get()
             async with self._running:  # requests queued while a pass runs are all taken by the next one
                 batch = [first]
@@ -107,26 +145,34 @@ class MicroBatcher:
             groups.append(current)
         return groups
 
-    def _timed(self, inputs: list[str], params: Any) -> tuple[list[Any], float]:
+    def _timed(self, fn: BatchFn, inputs: list[str], params: Any) -> tuple[list[Any], float]:
         """The batch function, timed on the thread that runs it (the pure model time, no hand-offs)."""
         start = time.perf_counter()
-        outputs = self._fn(inputs, params)
+        outputs = fn(inputs, params)
         return outputs, time.perf_counter() - start
 
     async def _execute(self, group: list[_Pending]) -> None:
         live = [p for p in group if not p.future.done()]  # callers that gave up are skipped
+        fn = self._fn
         if not live:
+            return
+        if fn is None:
+            for p in live:
+                p.future.set_exception(BatcherClosed("the batcher closed before this request ran"))
             return
         inputs = [text for p in live for text in p.inputs]
         started = time.perf_counter()
         try:
             outputs, elapsed = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._timed, inputs, live[0].params
+                self._executor, self._timed, fn, inputs, live[0].params
             )
         except Exception as exc:
-            for p in live:
-                if not p.future.done():
-                    p.future.set_exception(exc)
+            if len(live) == 1:
+                if not live[0].future.done():
+                    live[0].future.set_exception(exc)
+                return
+            for p in live:  # one caller's input broke the pass: run each alone, so only that caller fails
+                await self._execute([p])
             return
         offset = 0
         for p in live:

@@ -2,7 +2,10 @@
 
 Why this module exists: it is the part of the model server that actually runs models, the same code
 whether it lives in this process (in-process backend), in a Ray Serve replica, or in a Modal
-container. It implements the `Predictor` interface the request path calls.
+container. It implements the `Predictor` interface the request path calls. It checks each request's
+inputs against the loaded model before they join a batch, turns a model's failure into a 500 for
+that request alone, keeps the wait per experiment bounded (503 + Retry-After beyond), and releases
+an evicted model's batcher so that the cache's limits are the memory's.
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from core.keepwarm.decision import WindowDecision
-from core.serving.batching import MicroBatcher
+from core.serving.batching import BatcherClosed, MicroBatcher, QueueFull
 from core.serving.cache import ModelCache
+from core.serving.errors import ModelFailed, Overloaded, ServeError
 from core.serving.models import LoadedModel, load_model
 from core.serving.prediction import Prediction
 from core.serving.registry import Experiment
@@ -36,24 +40,51 @@ class InferenceEngine:
         # One inference thread: forward passes of different experiments do not fight over the cores.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._batchers: dict[str, tuple[LoadedModel, MicroBatcher]] = {}
+        self._closing = False
 
     def _batcher(self, experiment_id: str, model: LoadedModel) -> MicroBatcher:
         current = self._batchers.get(experiment_id)
         if current is None or current[0] is not model:  # a reload after eviction gets a fresh batcher
+            if current is not None:
+                current[1].close()
             batcher = MicroBatcher(
                 model.predict,
                 max_batch_size=self.settings.max_batch_size,
                 max_wait_s=self.settings.batch_wait_ms / 1000,
                 executor=self._executor,
+                max_queue=self.settings.max_queue,
             )
             current = self._batchers[experiment_id] = (model, batcher)
         return current[1]
 
+    def _release_evicted(self) -> None:
+        """Close the batchers of models the cache no longer holds: they are what kept them alive."""
+        cached = set(self.cache.cached_ids())
+        for experiment_id in [e for e in self._batchers if e not in cached]:
+            self._batchers.pop(experiment_id)[1].close()
+
     async def predict(self, experiment: Experiment, inputs: list[str], params: Any,
                       decision: WindowDecision | None = None) -> Prediction:
         """Run the model here. `decision` is unused: this process is the one container, kept while it runs."""
+        if self._closing:
+            raise Overloaded("the server is shutting down; retry on another instance", retry_after_s=1)
         hit = await self.cache.aget(experiment)
-        result = await self._batcher(experiment.id, hit.model).submit(inputs, params, key=params)
+        if hit.cold:  # a load may have evicted another model
+            self._release_evicted()
+        hit.model.check(inputs, params)  # an input the model cannot take fails here, before it joins a batch
+        try:
+            result = await self._batcher(experiment.id, hit.model).submit(inputs, params, key=params)
+        except QueueFull:
+            raise Overloaded(f"{experiment.id}: {self.settings.max_queue} requests already wait (HYBRID_MAX_QUEUE); "
+                             "retry shortly", retry_after_s=1) from None
+        except BatcherClosed:
+            raise Overloaded(f"{experiment.id}: the server is shutting down or the model was unloaded; retry",
+                             retry_after_s=1) from None
+        except ServeError:
+            raise
+        except Exception as exc:
+            raise ModelFailed(f"{experiment.id}: the model failed on this request's inputs "
+                              f"({type(exc).__name__}: {str(exc)[:200]})") from None
         return Prediction(
             outputs=result.outputs,
             cold_load=hit.cold,
@@ -83,7 +114,15 @@ class InferenceEngine:
     async def cached_models(self) -> list[str]:
         return self.cache.cached_ids()
 
+    def begin_shutdown(self) -> None:
+        """Refuse new requests and the queued ones (503); passes already running finish."""
+        self._closing = True
+        for _, batcher in self._batchers.values():
+            batcher.close()
+
     async def close(self) -> None:
+        self.begin_shutdown()
+        self._batchers.clear()
         self.cache.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
 

@@ -48,3 +48,17 @@ class BackendUnavailable(ServeError):
 class UpstreamTimeout(ServeError):
     status_code = 504
     error_type = "timeout"
+
+
+class Overloaded(ServeError):
+    """Too many requests wait for this experiment (HYBRID_MAX_QUEUE), or the server is shutting down."""
+
+    status_code = 503
+    error_type = "overloaded"
+
+
+class ModelFailed(ServeError):
+    """The model raised on this request's inputs (its neighbours in a batch were served)."""
+
+    status_code = 500
+    error_type = "model_failed"

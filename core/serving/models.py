@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import torch
 
-from core.serving.errors import ModelUnavailable
+from core.serving.errors import InvalidInput, ModelUnavailable
 from core.serving.parameters import FeatureExtractionParams, TextClassificationParams, TextGenerationParams
 from core.serving.registry import Experiment, Task
 
@@ -79,14 +79,24 @@ def verify_weights(experiment: Experiment, model_dir: Path) -> None:
 
 
 # --- loaded models -----------------------------------------------------------------------------
+RunFn = Callable[[list[str], Any], list[Any]]
+CheckFn = Callable[[list[str], Any], None]
+
+
+def _accepts_anything(inputs: list[str], params: Any) -> None:
+    """Feature extraction and classification truncate inputs to the model's context: any text fits."""
+
+
 @dataclass
 class LoadedModel:
     """A model ready to serve: `predict(batch of strings, parameters) -> one output per string`."""
 
     experiment: Experiment
     size_bytes: int
-    run: Callable[[list[str], Any], list[Any]]
+    run: RunFn
     module: torch.nn.Module
+    #: Raises InvalidInput, naming the input and the limit, for inputs this model cannot take.
+    check: CheckFn = _accepts_anything
 
     def predict(self, inputs: list[str], params: Any) -> list[Any]:
         with torch.inference_mode():
@@ -116,7 +126,7 @@ def _max_length(tokenizer: Any, model: Any) -> int:
     return int(min(x for x in limits if isinstance(x, int) and x > 0))
 
 
-def _feature_extraction(model_dir: Path) -> tuple[torch.nn.Module, Callable[[list[str], Any], list[Any]]]:
+def _feature_extraction(model_dir: Path) -> tuple[torch.nn.Module, RunFn, CheckFn]:
     from transformers import AutoModel, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -132,10 +142,10 @@ def _feature_extraction(model_dir: Path) -> tuple[torch.nn.Module, Callable[[lis
             pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
         return pooled.float().cpu().tolist()
 
-    return model, run
+    return model, run, _accepts_anything
 
 
-def _text_classification(model_dir: Path) -> tuple[torch.nn.Module, Callable[[list[str], Any], list[Any]]]:
+def _text_classification(model_dir: Path) -> tuple[torch.nn.Module, RunFn, CheckFn]:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -153,10 +163,10 @@ def _text_classification(model_dir: Path) -> tuple[torch.nn.Module, Callable[[li
             for row_s, row_i in zip(scores.cpu().tolist(), indices.cpu().tolist())
         ]
 
-    return model, run
+    return model, run, _accepts_anything
 
 
-def _text_generation(model_dir: Path) -> tuple[torch.nn.Module, Callable[[list[str], Any], list[Any]]]:
+def _text_generation(model_dir: Path) -> tuple[torch.nn.Module, RunFn, CheckFn]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
@@ -173,7 +183,19 @@ def _text_generation(model_dir: Path) -> tuple[torch.nn.Module, Callable[[list[s
         texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         return [{"generated_text": prompt + text} for prompt, text in zip(inputs, texts)]
 
-    return model, run
+    context = _max_length(tokenizer, model)
+    # A tokenizer of its own: a fast tokenizer must not be used from two threads at once ("Already
+    # borrowed"), and checks run on the request's thread while the inference thread generates.
+    counting = AutoTokenizer.from_pretrained(model_dir)
+
+    def check(inputs: list[str], params: TextGenerationParams) -> None:
+        for i, prompt in enumerate(inputs):
+            tokens = len(counting(prompt, verbose=False)["input_ids"])
+            if tokens + params.max_new_tokens > context:
+                raise InvalidInput(f"inputs[{i}]: a prompt of {tokens} tokens + max_new_tokens {params.max_new_tokens} "
+                                   f"exceeds the model's context of {context} tokens")
+
+    return model, run, check
 
 
 _BUILDERS = {
@@ -189,10 +211,10 @@ def load_model(experiment: Experiment, device: str | None = None) -> LoadedModel
     model_dir = resolve_model_dir(experiment)
     verify_weights(experiment, model_dir)
     try:
-        model, run = _BUILDERS[experiment.task](model_dir)
+        model, run, check = _BUILDERS[experiment.task](model_dir)
         model.to(device or best_device())
     except ModelUnavailable:
         raise
     except Exception as exc:
         raise ModelUnavailable(f"{experiment.id}: loading {experiment.task.value} model failed: {type(exc).__name__}: {exc}") from None
-    return LoadedModel(experiment=experiment, size_bytes=_size_bytes(model), run=run, module=model)
+    return LoadedModel(experiment=experiment, size_bytes=_size_bytes(model), run=run, module=model, check=check)

@@ -50,4 +50,7 @@ class Predictor(Protocol):
 
     async def cached_models(self) -> list[str]: ...
 
+    def begin_shutdown(self) -> None:
+        """Refuse requests that wait, and new ones (503); those running finish."""
+
     async def close(self) -> None: ...

@@ -72,12 +72,18 @@ class RequestPath:
             raise InvalidInput("inputs: must be a string or a non-empty list of strings")
         if len(batch) > self.settings.max_inputs:
             raise PayloadTooLarge(f"inputs: {len(batch)} inputs in one request; the limit is {self.settings.max_inputs} (HYBRID_MAX_INPUTS)")
+        for i, text in enumerate(batch):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise InvalidInput(f"inputs[{i}]: not valid text: {exc.reason} at position {exc.start} "
+                                   "(a lone UTF-16 surrogate cannot be encoded)") from None
         return batch, parse_parameters(experiment.task, parameters, self.settings.max_new_tokens)
 
     async def predict(self, experiment_id: str, inputs: str | list[str], parameters: dict[str, Any] | None) -> Answer:
         started = time.perf_counter()
         experiment = self.experiment(experiment_id)  # an unknown id is not counted: no label per typo
-        status = "200"
+        status = "499"  # until it is answered: a client that hangs up first never gets an answer
         try:
             batch, params = self.validate(experiment, inputs, parameters)
             activity = self.tracker.record_request(experiment.id)
@@ -88,6 +94,7 @@ class RequestPath:
                 prediction = await self.predictor.predict(experiment, batch, params, decision)
             finally:
                 self.tracker.record_completion(experiment.id)
+            status = "200"
         except ServeError as exc:
             status = str(exc.status_code)
             raise
@@ -109,6 +116,10 @@ class RequestPath:
             self.events.write(experiment_id, "cold_start", decision.window_s, None, replica=prediction.replica,
                               replica_start_s=round(cold.replica_start_s, 4), model_load_s=round(cold.model_load_s, 4),
                               total_s=round(cold.total_s, 4))
+
+    def begin_shutdown(self) -> None:
+        """The server stops: requests still waiting are refused (503), running ones finish."""
+        self.predictor.begin_shutdown()
 
     async def close(self) -> None:
         await self.predictor.close()

@@ -45,7 +45,8 @@ def ray_backend(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathF
             ("active", fe, "feature-extraction"), ("restart", fe, "feature-extraction"),
             ("busy", fe, "feature-extraction"), ("quiet", fe, "feature-extraction"),
             ("burst", gen, "text-generation"), ("victim", fe, "feature-extraction"),
-            ("contract", fe, "feature-extraction"),
+            ("contract", fe, "feature-extraction"), ("pair", fe, "feature-extraction"),
+            ("broken", root / "no-such-model", "feature-extraction"),
         ]
     ))
     settings = load_settings(
@@ -227,3 +228,20 @@ def test_ray_app_meets_the_shared_http_contract(ray_backend: dict[str, Any]) -> 
         body = check_contract(client, "contract", base_window_s=600)
         assert client.get("/health").json()["backend"] == "ray"
     assert body["replica"]
+
+
+def test_a_model_that_fails_to_load_shows_as_failed_with_its_reason(ray_backend: dict[str, Any]) -> None:
+    url = ray_backend["url"]
+    response = httpx.post(f"{url}/predict/broken", json={"inputs": "x"}, timeout=COLD_START_LIMIT_S)
+    assert response.status_code == 503 and response.json()["error"]["type"] == "model_unavailable"
+    state = experiment_state(url, "broken")
+    assert state["state"] == "failed" and "does not exist" in state["model"]["last_error"]
+
+
+def test_every_request_that_waited_for_a_cold_start_says_so_and_the_start_counts_once(ray_backend: dict[str, Any]) -> None:
+    url = ray_backend["url"]
+    with ThreadPoolExecutor(4) as pool:
+        bodies = list(pool.map(lambda i: predict(url, "pair", f"text {i}")[0], range(4)))
+    assert [b["cold_load"] for b in bodies] == [True] * 4
+    metrics = httpx.get(f"{url}/metrics", timeout=30).text
+    assert 'hybrid_cold_starts_total{experiment="pair"} 1.0' in metrics

@@ -17,11 +17,25 @@ import pytest
 from tests.conftest import free_port, ray_processes
 
 
+TOKEN_ID, TOKEN_SECRET = "ak-Serv3T0kenIdQq1", "as-Serv3T0kenSecretWw2"
+
+
+def environ_of(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "environ").read_bytes().decode(errors="replace")
+    except OSError:  # gone meanwhile
+        return ""
+
+
 @pytest.mark.parametrize("backend", ["inprocess", "ray"])
 def test_serve_prints_a_working_curl_and_stops_on_ctrl_c(backend: str, registry_file: Path, tmp_path: Path) -> None:
+    """In production mode on Ray, no Ray process gets the Modal tokens, yet /health knows they are set."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MODAL_", "HYBRID_", "RAY_ADDRESS"))}
     env.update(HYBRID_REGISTRY=str(registry_file), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    production = backend == "ray"
+    if production:
+        env.update(MODAL_TOKEN_ID=TOKEN_ID, MODAL_TOKEN_SECRET=TOKEN_SECRET)
     exe = Path(sys.executable).parent / "hybrid-serve"
     before = ray_processes()
     args = [str(exe), "serve", "--port", str(port)] + (["--backend", backend] if backend != "ray" else [])  # ray is the default
@@ -32,7 +46,8 @@ def test_serve_prints_a_working_curl_and_stops_on_ctrl_c(backend: str, registry_
         while not any(line.startswith("try:") for line in lines):
             assert time.monotonic() < deadline and proc.poll() is None, "".join(lines)
             lines.append(proc.stdout.readline())  # type: ignore[union-attr]
-        assert lines[0].strip() == "🔧 Development mode: Using web authentication"
+        assert lines[0].strip() == ("🚀 Production mode: Using Modal token ID and secret" if production
+                                    else "🔧 Development mode: Using web authentication")
         assert f"hybrid-serve ({backend}) is serving on http://127.0.0.1:{port}" in "".join(lines)
         curl = shlex.split(next(line for line in lines if line.startswith("try:")).removeprefix("try:"))
         url, body = curl[curl.index("-X") + 2], curl[curl.index("-d") + 1]
@@ -40,6 +55,11 @@ def test_serve_prints_a_working_curl_and_stops_on_ctrl_c(backend: str, registry_
         response = httpx.post(url, json=json.loads(body), timeout=120)  # ready means ready: no retry
         assert response.status_code == 200 and len(response.json()["outputs"]) == 1
         assert response.json()["cold_load"] is True
+        configuration = httpx.get(f"http://127.0.0.1:{port}/health", timeout=30).json()["configuration"]
+        assert configuration["MODAL_TOKEN_ID"] == ("set" if production else "unset")
+        if production:
+            leaked = [pid for pid in ray_processes() - before if TOKEN_SECRET in environ_of(pid) or TOKEN_ID in environ_of(pid)]
+            assert not leaked, f"Ray processes with the Modal tokens in their environment: {leaked}"
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -73,7 +73,29 @@ def test_batches_never_exceed_max_size_except_a_single_large_request() -> None:
     assert sizes == [2, 4, 4, 6]
 
 
-def test_an_exception_reaches_every_caller_of_the_batch_and_the_batcher_survives() -> None:
+def test_a_poisoned_input_fails_only_its_own_caller() -> None:
+    """A pass that fails is retried caller by caller: the neighbours of a bad input are served."""
+    calls: list[list[str]] = []
+
+    def picky(inputs: list[str], params: Any) -> list[str]:
+        calls.append(list(inputs))
+        if "poison" in inputs:
+            raise TypeError("cannot encode")
+        return [text.upper() for text in inputs]
+
+    batcher = MicroBatcher(picky, max_batch_size=8, max_wait_s=0.05)
+
+    async def scenario() -> list[Any]:
+        return await asyncio.gather(batcher.submit(["a"], "p"), batcher.submit(["poison"], "p"),
+                                    batcher.submit(["b", "c"], "p"), return_exceptions=True)
+
+    first, poisoned, third = asyncio.run(scenario())
+    assert first.outputs == ["A"] and third.outputs == ["B", "C"]
+    assert isinstance(poisoned, TypeError)
+    assert calls == [["a", "poison", "b", "c"], ["a"], ["poison"], ["b", "c"]]
+
+
+def test_an_exception_reaches_a_lone_caller_and_the_batcher_survives() -> None:
     calls = {"n": 0}
 
     def flaky(inputs: list[str], params: Any) -> list[str]:
@@ -82,14 +104,67 @@ def test_an_exception_reaches_every_caller_of_the_batch_and_the_batcher_survives
             raise RuntimeError("boom")
         return inputs
 
-    batcher = MicroBatcher(flaky, max_batch_size=8, max_wait_s=0.05)
+    batcher = MicroBatcher(flaky, max_batch_size=8)
 
     async def scenario() -> None:
-        results = await asyncio.gather(batcher.submit(["a"], "p"), batcher.submit(["b"], "p"), return_exceptions=True)
-        assert all(isinstance(r, RuntimeError) for r in results)
+        with pytest.raises(RuntimeError, match="boom"):
+            await batcher.submit(["a"], "p")
         assert (await batcher.submit(["c"], "p")).outputs == ["c"]
 
     asyncio.run(scenario())
+
+
+def test_the_wait_is_bounded() -> None:
+    batcher = MicroBatcher(Recorder(delay_s=0.2), max_batch_size=1, max_queue=2)
+
+    async def scenario() -> list[Any]:
+        return await asyncio.gather(*(batcher.submit([str(i)], "p") for i in range(4)), return_exceptions=True)
+
+    results = asyncio.run(scenario())
+    assert [type(r).__name__ for r in results] == ["BatchResult", "BatchResult", "BatchResult", "QueueFull"]
+
+
+def test_a_caller_that_gave_up_is_never_run() -> None:
+    fn = Recorder(delay_s=0.2)
+    batcher = MicroBatcher(fn, max_batch_size=1)
+
+    async def scenario() -> None:
+        running = asyncio.ensure_future(batcher.submit(["first"], "p"))
+        await asyncio.sleep(0.05)
+        gone = asyncio.ensure_future(batcher.submit(["gone"], "p"))
+        await asyncio.sleep(0.01)
+        gone.cancel()  # its client hung up while it waited
+        await running
+        assert (await batcher.submit(["last"], "p")).outputs == ["p:LAST"]
+
+    asyncio.run(scenario())
+    assert [inputs for inputs, _ in fn.calls] == [["first"], ["last"]]
+
+
+def test_closing_refuses_the_waiting_and_releases_the_function() -> None:
+    import gc
+    import weakref
+
+    class Model:
+        def __call__(self, inputs: list[str], params: Any) -> list[str]:
+            time.sleep(0.1)
+            return inputs
+
+    model = Model()
+    alive = weakref.ref(model)
+    batcher = MicroBatcher(model, max_batch_size=1)
+
+    async def scenario() -> list[Any]:
+        tasks = [asyncio.ensure_future(batcher.submit([str(i)], "p")) for i in range(3)]
+        await asyncio.sleep(0.02)
+        batcher.close()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    first, *refused = asyncio.run(scenario())
+    assert first.outputs == ["0"] and all(type(r).__name__ == "BatcherClosed" for r in refused)
+    del model
+    gc.collect()
+    assert alive() is None
 
 
 def test_queue_time_is_reported() -> None:
