@@ -1,25 +1,102 @@
-"""64 clients for 60 s against the in-process backend on the demo model: throughput, latency,
-errors, and memory before and after (issue 12). Measured, never asserted."""
+"""64 clients for 60 s on the demo model, the in-process backend and the local Ray backend in one run
+(issues 12 and 13): throughput, latency, errors, memory, and how the Ray pool scaled. Measured,
+never asserted."""
 
 from __future__ import annotations
 
-from benchmarks.load import closed_loop
+import tempfile
+from pathlib import Path
+
+from benchmarks.load import LoadResult, closed_loop
 from benchmarks.server_process import served
+from core.events import read_events
 
 CLIENTS, SECONDS = 64, 60.0
 
 
-def test_64_clients_for_60_s_in_process(benchmark, summary) -> None:  # type: ignore[no-untyped-def]
-    with served(env={"HYBRID_MAX_BATCH_SIZE": "32"}) as server:
-        closed_loop(server.url, "demo-embeddings", clients=4, seconds=3)  # the cold load is not part of it
-        rss_before = server.rss_bytes()
-        result = benchmark.pedantic(lambda: closed_loop(server.url, "demo-embeddings", CLIENTS, SECONDS),
-                                    rounds=1, iterations=1)
-        rss_after = server.rss_bytes()
-    benchmark.extra_info.update(throughput=result.throughput, errors=result.errors, statuses=dict(result.statuses))
-    name = "load_inprocess"
+def _report(summary, name: str, result: LoadResult, rss: tuple[int, int] | None = None) -> None:  # type: ignore[no-untyped-def]
     summary.add(name, f"throughput, {CLIENTS} clients × {SECONDS:g} s, demo model", result.throughput, "req/s")
     summary.add(name, "latency p50 / p95 / p99", result.percentile_ms(50), "ms", "",
                 f"p95 {result.percentile_ms(95):.0f} ms, p99 {result.percentile_ms(99):.0f} ms")
     summary.add(name, "errors (non-200 or no answer)", float(result.errors), "", "0", str(dict(result.statuses)))
-    summary.add(name, "server RSS before / after", rss_before / 2**20, "MiB", "", f"after: {rss_after / 2**20:.0f} MiB")
+    if rss:
+        summary.add(name, "server RSS before / after", rss[0] / 2**20, "MiB", "", f"after: {rss[1] / 2**20:.0f} MiB")
+
+
+FLOOR_APP = """
+import sys
+from fastapi import FastAPI
+import ray
+from ray import serve
+
+app = FastAPI()
+
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=128)
+class Model:
+    async def predict(self, inputs):
+        return {"outputs": [[0.1] * 384 for _ in inputs]}
+
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
+@serve.ingress(app)
+class Ingress:
+    def __init__(self, model):
+        self.model = model
+
+    @app.post("/predict/{experiment}")
+    async def predict(self, experiment: str, body: dict):
+        return await self.model.predict.remote([body["inputs"]])
+
+ray.init(address="local", include_dashboard=False, logging_level="ERROR")
+serve.start(http_options={"host": "127.0.0.1", "port": int(sys.argv[1])})
+serve.run(Ingress.bind(Model.bind()), name="floor", route_prefix="/",
+          logging_config={"enable_access_log": False, "log_level": "WARNING"})
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def _serve_floor(summary) -> float:  # type: ignore[no-untyped-def]
+    """The same path with no model at all (proxy → FastAPI ingress → handle → replica): what Ray Serve
+    itself costs per request on this machine, the ceiling of any Serve-based backend here."""
+    import subprocess
+    import sys
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", FLOOR_APP, str(port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None and "ready" in proc.stdout.readline()
+        closed_loop(f"http://127.0.0.1:{port}", "x", clients=4, seconds=3)
+        floor = closed_loop(f"http://127.0.0.1:{port}", "x", CLIENTS, 30)
+    finally:
+        proc.communicate("", timeout=60)
+    summary.add("load_ray", "Serve's own floor: the same path without a model", floor.throughput, "req/s", "",
+                "bare Serve app, 30 s")
+    return floor.throughput
+
+
+def test_64_clients_for_60_s_in_process_and_on_ray(benchmark, summary) -> None:  # type: ignore[no-untyped-def]
+    with served(env={"HYBRID_MAX_BATCH_SIZE": "32"}) as server:
+        closed_loop(server.url, "demo-embeddings", clients=4, seconds=3)  # the cold load is not part of it
+        rss_before = server.rss_bytes()
+        inprocess = benchmark.pedantic(lambda: closed_loop(server.url, "demo-embeddings", CLIENTS, SECONDS),
+                                       rounds=1, iterations=1)
+        rss_after = server.rss_bytes()
+    _report(summary, "load_inprocess", inprocess, (rss_before, rss_after))
+
+    events = Path(tempfile.mkdtemp()) / "events.jsonl"
+    with served("ray", env={"HYBRID_MAX_BATCH_SIZE": "32", "HYBRID_EVENT_LOG": str(events)}) as server:
+        closed_loop(server.url, "demo-embeddings", clients=4, seconds=10)  # the cold start is not part of it
+        before = len(read_events(events))
+        ray = closed_loop(server.url, "demo-embeddings", CLIENTS, SECONDS)
+        during = read_events(events)[before:]
+    _report(summary, "load_ray", ray)
+    ups = sum(1 for e in during if e["event"] == "scale_up")
+    downs = sum(1 for e in during if e["event"] in ("scale_down", "scale_to_zero"))
+    summary.add("load_ray", "replica scale-ups / scale-downs during the load", float(ups), "", "no thrash", f"{downs} down")
+    summary.add("load_ray", "throughput Ray / in-process", ray.throughput / inprocess.throughput, "×", "≥ 0.5×")
+    floor = _serve_floor(summary)
+    summary.add("load_ray", "Serve floor / in-process", floor / inprocess.throughput, "×")
+    benchmark.extra_info.update(inprocess=inprocess.throughput, ray=ray.throughput, ups=ups, downs=downs, floor=floor)

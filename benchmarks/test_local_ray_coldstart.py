@@ -94,7 +94,7 @@ def test_cold_start_and_scale_to_zero(benchmark, tmp_path: Path, summary) -> Non
     events = tmp_path / "events.jsonl"
     settings = load_settings(env_file=None, time_scale=TIME_SCALE, event_log=events, max_containers=1)
     port = free_port()
-    runner.start(settings, Registry.load(), "127.0.0.1", port)
+    running = runner.start(settings, Registry.load(), "127.0.0.1", port)
     url = f"http://127.0.0.1:{port}"
     ours_cold, bare_cold, warm, errors, replica_start, model_load = [], [], [], [], [], []
     try:
@@ -125,7 +125,7 @@ def test_cold_start_and_scale_to_zero(benchmark, tmp_path: Path, summary) -> Non
                     bare_cold.append(time.time() - t)
         benchmark.pedantic(lambda: httpx.post(f"{url}/predict/demo-embeddings", json={"inputs": "x"}, timeout=300), rounds=5, iterations=1)
     finally:
-        runner.stop()
+        runner.stop(running)
     med = statistics.median
     ratio = med(ours_cold) / med(bare_cold)
     abs_errors = [abs(e) for e in errors]

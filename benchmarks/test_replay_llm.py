@@ -64,7 +64,7 @@ def test_replay_llm_slice_against_the_simulator(benchmark, registry_file: Path, 
     settings = load_settings(env_file=None, registry_path=registry, time_scale=SCALE, base_warm_time=BASE,
                              extension_time=EXTENSION, activity_window=ACTIVITY, max_containers=1, event_log=events)
     port = free_port()
-    runner.start(settings, Registry.load(registry), "127.0.0.1", port)
+    running = runner.start(settings, Registry.load(registry), "127.0.0.1", port)
     latencies: list[float] = []
     try:
         async def replay() -> float:
@@ -91,7 +91,7 @@ def test_replay_llm_slice_against_the_simulator(benchmark, registry_file: Path, 
             time.sleep(0.2)
         benchmark.pedantic(lambda: None, rounds=1, iterations=1)
     finally:
-        runner.stop()
+        runner.stop(running)
     log = read_events(events)
     colds = [e for e in log if e["event"] == "cold_start"]
     downs = [e for e in log if e["event"] == "scale_to_zero"]

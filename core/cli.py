@@ -72,6 +72,7 @@ def serve(
     backend: str = typer.Option(
         "ray", help="ray: Ray Serve emulating Modal's per-experiment containers; inprocess: this process runs the models."
     ),
+    name: str = typer.Option("hybrid-serve", help="ray: the Serve application's name (two instances on one cluster need two)."),
 ) -> None:
     """Run the HTTP API; prints the address and a ready-to-paste curl once it accepts requests."""
     settings = settings_or_exit()
@@ -94,7 +95,7 @@ def serve(
     if backend not in backends:
         typer.echo(f"error: unknown backend {backend!r}; available: inprocess, {', '.join(sorted(backends))}", err=True)
         raise typer.Exit(code=2)
-    _load(backends[backend])(settings=settings, host=host, port=port)
+    raise typer.Exit(code=_load(backends[backend])(settings=settings, host=host, port=port, name=name) or 0)
 
 
 @app.command()

@@ -121,6 +121,21 @@ class Settings(BaseSettings):
     replica_target_ongoing: int = _setting(
         8, "HYBRID_REPLICA_TARGET_ONGOING", "integer ≥ 1: concurrent requests one replica should carry", ge=1
     )
+    replica_cpus: float = _setting(
+        0.125, "HYBRID_REPLICA_CPUS",
+        "number > 0: CPUs Ray reserves for each replica (also its torch threads, at least 1)", gt=0
+    )
+    replica_memory_mb: int = _setting(
+        1024, "HYBRID_REPLICA_MEMORY_MB", "integer MiB ≥ 0 Ray reserves for each replica (0: none)", ge=0
+    )
+    max_replicas: int = _setting(
+        0, "HYBRID_MAX_REPLICAS",
+        "integer ≥ 0: replicas across all experiments (0: as many as the cluster's CPUs and memory hold)", ge=0
+    )
+    max_cold_starts: int = _setting(
+        0, "HYBRID_MAX_COLD_STARTS", "integer ≥ 0: cold starts under way at once across experiments (0: the cluster's CPUs)",
+        ge=0
+    )
 
     # --- Modal deployment (backends/modal_backend) -------------------------------------------------
     modal_app_name: str = _setting("hybrid-serve", "MODAL_APP_NAME", "a Modal app name ([A-Za-z0-9_.-], ≤ 64)",

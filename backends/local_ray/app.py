@@ -3,7 +3,9 @@
 Why this module exists: it states, in one place, how Modal's container pool is emulated — every
 experiment deployment starts at zero replicas, may grow to MODAL_MAX_CONTAINERS, and is scaled by
 `ScaledownWindowPolicy` with Serve's own delays turned off (the policy is the only clock), a short
-look-back so load is seen within a second, and a quick graceful shutdown.
+look-back so load is seen within a second, and a quick graceful shutdown. Each replica asks Ray for
+the CPUs and memory it uses (`HYBRID_REPLICA_CPUS`, `HYBRID_REPLICA_MEMORY_MB`), so Ray never packs
+more replicas onto a machine than it holds.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from core.settings import Settings
 
 #: Serve averages load over this period (default 30 s); short, so scale-up follows load closely.
 LOOK_BACK_PERIOD_S = 1.0
-#: How often replicas and handles push their metrics to the controller (Serve's default is 10 s).
+#: How often replicas push their reports — and handles their load — to the controller (Serve's
+#: default is 10 s; in Ray 2.60 one setting serves both). A report carries timestamps, but a request
+#: just before a window ends is seen only with the next report: this bounds the window's precision.
 METRICS_PUSH_INTERVAL_S = 0.2
 SECRET_FIELDS = {"modal_token_id", "modal_token_secret"}  # the Modal client's: never in a Ray process
 
@@ -36,13 +40,21 @@ def ray_environment() -> dict[str, str]:
     }
 
 
-def autoscaling_config(settings: Settings, experiment_id: str) -> AutoscalingConfig:
-    with warnings.catch_warnings():  # metrics_interval_s is deprecated but still sets the replicas' push period
+def replica_resources(settings: Settings) -> dict[str, Any]:
+    """What Ray reserves for one replica (a container in Modal's terms)."""
+    options: dict[str, Any] = {"num_cpus": settings.replica_cpus}
+    if settings.replica_memory_mb:
+        options["memory"] = settings.replica_memory_mb * 2**20
+    return options
+
+
+def autoscaling_config(settings: Settings, app_name: str, experiment_id: str) -> AutoscalingConfig:
+    with warnings.catch_warnings():  # metrics_interval_s is deprecated but still sets the push period
         warnings.simplefilter("ignore", DeprecationWarning)
-        return _autoscaling_config(settings, experiment_id)
+        return _autoscaling_config(settings, app_name, experiment_id)
 
 
-def _autoscaling_config(settings: Settings, experiment_id: str) -> AutoscalingConfig:
+def _autoscaling_config(settings: Settings, app_name: str, experiment_id: str) -> AutoscalingConfig:
     return AutoscalingConfig(
         min_replicas=0,
         metrics_interval_s=METRICS_PUSH_INTERVAL_S,
@@ -61,6 +73,9 @@ def _autoscaling_config(settings: Settings, experiment_id: str) -> AutoscalingCo
                 "target_ongoing": settings.replica_target_ongoing,
                 "event_log": str(settings.event_log) if settings.event_log else None,
                 "prewarm_lead_s": settings.prewarm_lead_s,
+                "memory_key": memory_key(app_name, experiment_id),
+                "start_timeout_s": settings.cold_start_timeout_s,
+                "max_replicas": settings.max_replicas,
             },
         ),
     )
@@ -75,22 +90,33 @@ def deployment_settings(settings: Settings, ingress: bool) -> dict[str, Any]:
     return values
 
 
-def build_application(settings: Settings, registry: Registry, mode: AuthMode) -> Any:
-    """The bound Serve application (deploy it with `serve.run(..., name=APP_NAME)`). Tokens stay out of it."""
+def memory_key(app_name: str, experiment_id: str) -> str:
+    """Where an experiment's scaling policy keeps what must survive a controller restart."""
+    return f"{app_name}/{experiment_id}"
+
+
+def build_application(settings: Settings, registry: Registry, mode: AuthMode, app_name: str,
+                      replica_registry: Registry | None = None) -> Any:
+    """The bound Serve application (deploy it with `serve.run(..., name=app_name)`). Tokens stay out of
+    it. `replica_registry`: the experiments as the replicas must read them (models shipped to a cluster)."""
     replica_values = deployment_settings(settings, ingress=False)
-    experiments = {e.id: {**e.model_dump(), "base_dir": str(e.base_dir)} for e in registry}
+
+    def definitions(reg: Registry) -> dict[str, dict[str, Any]]:
+        return {e.id: {**e.model_dump(), "base_dir": str(e.base_dir)} for e in reg}
+
+    experiments = definitions(registry)
     replicas = [
         serve.deployment(
             ExperimentReplica,
             name=deployment_name(experiment_id),
-            autoscaling_config=autoscaling_config(settings, experiment_id),
-            max_ongoing_requests=settings.replica_target_ongoing * 4,
+            autoscaling_config=autoscaling_config(settings, app_name, experiment_id),
+            max_ongoing_requests=settings.replica_target_ongoing * 16,
             graceful_shutdown_wait_loop_s=0.2,
             graceful_shutdown_timeout_s=10,
-            ray_actor_options={"num_cpus": 0},
+            ray_actor_options=replica_resources(settings),
         ).bind(definition, replica_values)
-        for experiment_id, definition in experiments.items()
+        for experiment_id, definition in definitions(replica_registry or registry).items()
     ]
     ingress = serve.deployment(serve.ingress()(HybridIngress), name="ingress", num_replicas=1,
                                ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
-    return ingress.bind(deployment_settings(settings, ingress=True), mode.value, experiments, *replicas)
+    return ingress.bind(deployment_settings(settings, ingress=True), mode.value, app_name, experiments, *replicas)

@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Callable
 
+from backends.local_ray.cold_starts import ColdStarts, NoStartSlot
 from core.auth import AuthMode
 from core.http.app import create_app
 from core.keepwarm.decision import WindowDecision
-from core.serving.errors import ModelUnavailable
+from core.serving.errors import ModelUnavailable, Overloaded
 from core.serving.prediction import Prediction
 from core.serving.registry import Experiment, Registry
 from core.serving.remote import answered_prediction, await_worker
@@ -26,50 +27,167 @@ from core.serving.request_path import RequestPath
 from core.settings import Settings
 
 APP_NAME = "hybrid-serve"
-STATUS_TTL_S = 0.25
+#: The ingress reads replica counts from Serve's controller in the background this often; requests,
+#: /health, /experiments and /metrics read what it last saw (never a controller call on their path).
+STATUS_INTERVAL_S = 1.0
+#: A cold experiment refused for want of replica slots may come back after this long.
+RETRY_AFTER_FULL_S = 10.0
 
 
 def deployment_name(experiment_id: str) -> str:
     return f"experiment-{experiment_id}"
 
 
+def serve_replica_states(app_name: str, experiment_ids: Any) -> dict[str, dict[str, int]]:
+    """Replica counts by state per experiment of the application, from Serve's controller (blocking).
+    Serve's raw instance details, not `serve.status()`: the latter rebuilds (and cloudpickles) every
+    deployment's configuration on each call, five times the cost — a third of the ingress's CPU under load."""
+    from ray.serve.context import _get_global_client
+
+    app = _get_global_client().get_serve_details().get("applications", {}).get(app_name) or {}
+    deployments = app.get("deployments", {})
+    out: dict[str, dict[str, int]] = {}
+    for experiment_id in experiment_ids:
+        deployment = deployments.get(deployment_name(experiment_id))
+        if deployment is None:
+            continue
+        counts: dict[str, int] = {}
+        for replica in deployment.get("replicas", []):
+            state = str(getattr(replica.get("state"), "value", replica.get("state")))
+            counts[state] = counts.get(state, 0) + 1
+        out[experiment_id] = counts
+    return out
+
+
+class Handles:
+    """Deployment handles, opened on an experiment's first request and closed once its pool has been
+    at zero for `idle_s`: every open handle pushes its load to Serve's controller five times a
+    second, so the control plane's cost follows the experiments in use, not those ever touched."""
+
+    def __init__(self, app_name: str, idle_s: float = 30.0, open_handle: Callable[[str, str], Any] | None = None):
+        self.app_name = app_name
+        self.idle_s = idle_s
+        self._open = open_handle or self._serve_handle
+        self._handles: dict[str, Any] = {}
+        self._in_flight: dict[str, int] = {}
+        self._last_used: dict[str, float] = {}
+
+    @staticmethod
+    def _serve_handle(deployment: str, app_name: str) -> Any:
+        from ray import serve
+
+        return serve.get_deployment_handle(deployment, app_name, _check_exists=False, _record_telemetry=False)
+
+    def acquire(self, experiment_id: str) -> Any:
+        handle = self._handles.get(experiment_id)
+        if handle is None:
+            handle = self._handles[experiment_id] = self._open(deployment_name(experiment_id), self.app_name)
+        self._in_flight[experiment_id] = self._in_flight.get(experiment_id, 0) + 1
+        return handle
+
+    def release(self, experiment_id: str) -> None:
+        self._in_flight[experiment_id] -= 1
+        self._last_used[experiment_id] = time.monotonic()
+
+    def open_ids(self) -> list[str]:
+        return list(self._handles)
+
+    async def close_idle(self, at_zero: set[str]) -> None:
+        now = time.monotonic()
+        for experiment_id in [e for e in self._handles if e in at_zero and not self._in_flight.get(e)
+                              and now - self._last_used.get(e, now) >= self.idle_s]:
+            await self._handles.pop(experiment_id).shutdown_async()
+
+    async def close(self) -> None:
+        for handle in self._handles.values():
+            await handle.shutdown_async()
+        self._handles.clear()
+
+
 class RayPredictor:
-    def __init__(self, handles: dict[str, Any], settings: Settings):
-        self.handles = handles
+    def __init__(self, experiment_ids: list[str], settings: Settings, app_name: str = APP_NAME,
+                 read_states: Callable[[str, Any], dict[str, dict[str, int]]] = serve_replica_states,
+                 handles: Handles | None = None):
+        self.experiment_ids = experiment_ids
+        self.handles = handles or Handles(app_name)
         self.settings = settings
+        self.app_name = app_name
+        self._read_states = read_states
         self.cold_starts: dict[str, dict[str, float]] = {}
         self.load_errors: dict[str, str] = {}  # the model failed to load in its replica, last we heard
         self._status: dict[str, dict[str, int]] = {}
-        self._status_at = 0.0
+        #: Cold starts under way at once, across experiments (HYBRID_MAX_COLD_STARTS).
+        self.starts = ColdStarts(settings.max_cold_starts)
+        self._watcher: asyncio.Task[None] | None = None
+
+    def _admit(self, experiment: Experiment) -> None:
+        """A cold experiment needs a replica slot: with every slot (HYBRID_MAX_REPLICAS) held by other
+        experiments' replicas, say so at once rather than queue behind windows that may last minutes."""
+        cap = self.settings.max_replicas
+        if not cap:
+            return
+        mine = self._status.get(experiment.id, {})
+        if mine.get("RUNNING", 0) + mine.get("STARTING", 0):
+            return
+        used = sum(states.get("RUNNING", 0) + states.get("STARTING", 0) for states in self._status.values())
+        if used >= cap:
+            raise Overloaded(f"{experiment.id}: all {cap} replica slots (HYBRID_MAX_REPLICAS) hold other experiments' "
+                             f"replicas inside their windows; retry in {RETRY_AFTER_FULL_S:g}s",
+                             retry_after_s=RETRY_AFTER_FULL_S)
 
     async def predict(self, experiment: Experiment, inputs: list[str], params: Any, decision: WindowDecision) -> Prediction:
-        request_at = time.time()
-        call = self.handles[experiment.id].predict.remote(inputs, params, request_at, decision.window_s, decision.prewarm_after_s)
+        states = (await self.replica_states()).get(experiment.id, {})
+        self._admit(experiment)
+        timeout_s, arrived = self.settings.cold_start_timeout_s, time.monotonic()
+        cold = not (states.get("RUNNING", 0) + states.get("STARTING", 0))
         try:
-            result = await await_worker(call, experiment.id, self.settings.cold_start_timeout_s, "replica")
-        except ModelUnavailable as exc:
-            self.load_errors[experiment.id] = exc.message
-            raise
+            async with self.starts.admit(experiment.id, cold, timeout_s):
+                request_at = time.time()
+                result = await self._call(experiment, inputs, params, decision, request_at,
+                                          max(0.1, timeout_s - (time.monotonic() - arrived)))
+        except NoStartSlot:
+            raise Overloaded(f"{experiment.id}: {self.starts.limit} other experiments' cold starts (HYBRID_MAX_COLD_STARTS) "
+                             f"kept every slot for {timeout_s:g}s; retry in {RETRY_AFTER_FULL_S:g}s",
+                             retry_after_s=RETRY_AFTER_FULL_S) from None
         self.load_errors.pop(experiment.id, None)
+        states = self._status.setdefault(experiment.id, {})  # a replica answered: it runs, whatever was last read
+        states["RUNNING"] = max(1, states.get("RUNNING", 0))
         prediction = answered_prediction(result, request_at)
         if prediction.cold_start is not None and prediction.cold_start.first:
             self.cold_starts[experiment.id] = {**asdict(prediction.cold_start), "at": request_at}
         return prediction
 
-    async def replica_states(self) -> dict[str, dict[str, int]]:
-        """Replica counts by state per experiment, from Serve's controller (cached briefly)."""
-        if time.monotonic() - self._status_at > STATUS_TTL_S:
-            from ray import serve
+    async def _call(self, experiment: Experiment, inputs: list[str], params: Any, decision: WindowDecision,
+                    request_at: float, timeout_s: float) -> dict[str, Any]:
+        handle = self.handles.acquire(experiment.id)
+        try:
+            call = handle.predict.remote(inputs, params, request_at, decision.window_s, decision.prewarm_after_s)
+            return await await_worker(call, experiment.id, timeout_s, "replica")
+        except ModelUnavailable as exc:
+            self.load_errors[experiment.id] = exc.message
+            raise
+        finally:
+            self.handles.release(experiment.id)
 
-            status = await asyncio.to_thread(serve.status)
-            app = status.applications.get(APP_NAME)
-            deployments = app.deployments if app else {}
-            self._status = {
-                experiment_id: {str(getattr(k, "value", k)): int(v) for k, v in deployments[deployment_name(experiment_id)].replica_states.items()}
-                for experiment_id in self.handles if deployment_name(experiment_id) in deployments
-            }
-            self._status_at = time.monotonic()
+    async def replica_states(self) -> dict[str, dict[str, int]]:
+        """Replica counts by state per experiment, as the background watcher last read them."""
+        if self._watcher is None or self._watcher.done():
+            await self._read_status()  # the first time (or after a failure), read once before answering
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
         return self._status
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(STATUS_INTERVAL_S)
+            try:
+                await self._read_status()
+                at_zero = {e for e, states in self._status.items() if not states.get("RUNNING") and not states.get("STARTING")}
+                await self.handles.close_idle(at_zero)
+            except Exception:  # the controller restarting, ...: keep the last state, read again later
+                continue
+
+    async def _read_status(self) -> None:
+        self._status = await asyncio.to_thread(self._read_states, self.app_name, self.experiment_ids)
 
     async def model_status(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
@@ -97,18 +215,21 @@ class RayPredictor:
         return None  # the containers serve on; this ingress simply stops taking requests
 
     async def close(self) -> None:
-        return None
+        if self._watcher is not None:
+            self._watcher.cancel()
+        await self.handles.close()
 
 
 class HybridIngress:
     """Serve ingress deployment: builds core's app at replica start (`__serve_build_asgi_app__`)."""
 
-    def __init__(self, settings: dict[str, Any], mode: str, experiments: dict[str, dict[str, Any]], *handles: Any):
+    def __init__(self, settings: dict[str, Any], mode: str, app_name: str, experiments: dict[str, dict[str, Any]],
+                 *handles: Any):
         self.settings = Settings.model_construct(**settings)
         self.mode = AuthMode(mode)
         registry = Registry({e: Experiment(**values) for e, values in experiments.items()})
-        by_name = {h.deployment_name: h for h in handles}
-        predictor = RayPredictor({e: by_name[deployment_name(e)] for e in experiments}, self.settings)
+        # `handles` (bound by the application) deploy the experiments; requests open handles as needed
+        predictor = RayPredictor(list(experiments), self.settings, app_name)
         self.path = RequestPath(self.settings, registry, predictor)
 
     def __serve_build_asgi_app__(self) -> Any:

@@ -8,6 +8,7 @@ autoscaling policy when it was last busy and the window decided for the latest r
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -20,10 +21,13 @@ from backends.local_ray import scaling
 
 class ExperimentReplica:
     def __init__(self, experiment: dict[str, Any], settings: dict[str, Any]):
+        import torch
         from ray import serve
 
+        values = Settings.model_construct(**settings)
+        torch.set_num_threads(max(1, math.floor(values.replica_cpus)))  # the CPUs Ray reserved, no more
         replica_id = serve.get_replica_context().replica_id.unique_id
-        self.worker = RemoteWorker(Settings.model_construct(**settings), Experiment(**experiment), replica=replica_id)
+        self.worker = RemoteWorker(values, Experiment(**experiment), replica=replica_id)
         self.worker.load()
         self._last_busy = self.worker.ready_at
         self._last_request = 0.0

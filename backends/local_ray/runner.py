@@ -1,58 +1,170 @@
 """`hybrid-serve serve --backend ray`: start (or join) Ray, deploy the emulator, serve until Ctrl-C.
 
 Why this module exists: the main job must come up with one command and go down with Ctrl-C leaving
-no process behind. Locally it starts a private Ray instance; with `RAY_ADDRESS` set it joins that
-cluster (how users go past one machine) and, on exit, removes only its own Serve application.
+no process behind — and behave on a cluster it shares with other teams. Without `RAY_ADDRESS` it
+starts a private Ray instance (never one that `ray start` left on the machine) and, on exit, shuts it
+down. With `RAY_ADDRESS` it joins that cluster, ships the project's code (and local model
+directories) to every node through Ray's `runtime_env`, refuses an application name already taken,
+serves where Serve's proxies really listen, and on exit removes only its own application.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import sys
+import tempfile
 import threading
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from core.auth import auth_mode
 from core.http.runner import ready_message
-from core.serving.registry import Registry
+from core.serving.models import weights_file
+from core.serving.registry import PACKAGE_PREFIX, Registry
 from core.settings import SECRET_VARIABLES, Settings
 
 from backends.local_ray.app import build_application, ray_environment
 from backends.local_ray.ingress import APP_NAME
+from backends.local_ray.scaling import DurableMemory
+
+#: No access-log line per request from the ingress and every replica: under load, logging them
+#: through Ray's log pipeline cost a third of the throughput. Warnings and errors still show.
+SERVE_LOGGING = {"enable_access_log": False, "log_level": "WARNING"}
+#: Ray refuses a `working_dir` larger than this; local models beyond it must live on shared storage.
+MAX_SHIPPED_BYTES = 400 * 2**20
+AUTH_HELP = (
+    "Ray 2.60 clusters started with `ray start` require a token by default: export the cluster's token "
+    "as RAY_AUTH_TOKEN (it is in ~/.ray/auth_token on the head node), or start the cluster with "
+    "RAY_AUTH_MODE=disabled"
+)
 
 
-def start(settings: Settings, registry: Registry, host: str, port: int) -> None:
+class RayStartError(RuntimeError):
+    """Ray or Serve could not be started or joined as asked; the message says what to do."""
+
+
+@dataclass
+class Running:
+    """What `start` brought up, for the ready message and for `stop`."""
+
+    app_name: str
+    url: str
+    own_cluster: bool
+    staging: Path | None = None
+    note: str | None = None
+    capacity: str = ""
+
+
+def _ship_models(registry: Registry) -> tuple[Registry, Path | None]:
+    """The registry as replicas on other nodes read it: local model directories copied into a
+    `working_dir` Ray uploads to every node (`models/<id>`, relative to each worker's directory)."""
+    local = [e for e in registry if e.is_local and not e.source.startswith(PACKAGE_PREFIX)]
+    if not local:
+        return registry, None
+    staging = Path(tempfile.mkdtemp(prefix="hybrid-serve-models-"))
+    total = 0
+    for experiment in local:
+        source = experiment.local_path()
+        if source is None or weights_file(source) is None:
+            raise RayStartError(f"experiment {experiment.id!r}: no model at {experiment.source!r} to ship to the cluster")
+        total += sum(f.stat().st_size for f in source.rglob("*") if f.is_file())
+        if total > MAX_SHIPPED_BYTES:
+            raise RayStartError(
+                f"experiment {experiment.id!r}: local model directories add up to more than "
+                f"{MAX_SHIPPED_BYTES // 2**20} MiB, too much to ship to the cluster's nodes; serve these models from "
+                "a Hugging Face repo id or an installed package, or start without RAY_ADDRESS"
+            )
+        shutil.copytree(source, staging / "models" / experiment.id)
+    shipped = {e.id: e for e in registry}
+    for experiment in local:
+        shipped[experiment.id] = experiment.model_copy(update={"source": f"./models/{experiment.id}", "base_dir": Path(".")})
+    return Registry(shipped), staging
+
+
+def _runtime_env(own_cluster: bool, staging: Path | None) -> dict[str, Any]:
+    env: dict[str, Any] = {"env_vars": ray_environment()}
+    if not own_cluster:  # other nodes have neither this project's code nor its local models
+        import backends
+        import core
+
+        env["py_modules"] = [core, backends]
+        if staging is not None:
+            env["working_dir"] = str(staging)
+    return env
+
+
+def start(settings: Settings, registry: Registry, host: str, port: int, app_name: str = APP_NAME) -> Running:
     """Start or join Ray, start Serve's HTTP proxy on host:port, deploy the application."""
     import ray
     from ray import serve
 
-    env = ray_environment()
-    for key, value in env.items():
+    address = os.environ.get("RAY_ADDRESS") or "local"
+    own_cluster = address == "local"  # never join a cluster nobody asked for
+    for key, value in ray_environment().items():
         os.environ.setdefault(key, value)  # processes of a local Ray instance inherit this environment
     for secret in SECRET_VARIABLES:  # ... so secrets leave it first: the settings already hold them
         os.environ.pop(secret, None)
-    ray.init(
-        address=os.environ.get("RAY_ADDRESS") or None,
-        runtime_env={"env_vars": env},
-        include_dashboard=False,
-        logging_level="WARNING",
-        configure_logging=True,
-    )
-    serve.start(http_options={"host": host, "port": port})
-    serve.run(build_application(settings, registry, auth_mode(settings)), name=APP_NAME, route_prefix="/")
+    replica_registry, staging = (registry, None) if own_cluster else _ship_models(registry)
+    try:
+        ray.init(address=address, runtime_env=_runtime_env(own_cluster, staging), include_dashboard=False,
+                 logging_level="WARNING", configure_logging=True)
+    except Exception as exc:  # a refused connection, a missing token, a wrong address
+        raise RayStartError(f"could not join the Ray cluster at RAY_ADDRESS={address!r}: {type(exc).__name__}: "
+                            f"{str(exc)[:300]}. {AUTH_HELP}") from None
+    try:
+        if not own_cluster and app_name in serve.status().applications:
+            raise RayStartError(f"a Serve application named {app_name!r} already runs on this cluster; "
+                                "pick another with --name (it would be replaced otherwise)")
+        serve.start(http_options={"host": host, "port": port})
+        from ray.serve.context import _get_global_client
+
+        http = _get_global_client().http_config
+        note = None
+        if (http.host, http.port) != (host, port):
+            note = (f"Serve on this cluster already listens on {http.host}:{http.port} (its HTTP options are fixed "
+                    f"when Serve starts): serving there, not on {host}:{port}")
+        settings = settings.model_copy(update={  # 0: what the cluster holds
+            "max_replicas": settings.max_replicas or _cluster_capacity(settings),
+            "max_cold_starts": settings.max_cold_starts or max(1, int(ray.cluster_resources().get("CPU", 1))),
+        })
+        serve.run(build_application(settings, registry, auth_mode(settings), app_name, replica_registry),
+                  name=app_name, route_prefix="/", logging_config=SERVE_LOGGING)
+    except BaseException:
+        ray.shutdown()
+        raise
+    capacity = (f"up to {settings.max_replicas} replicas across experiments (HYBRID_MAX_REPLICAS), "
+                f"{settings.max_cold_starts} cold starts at once (HYBRID_MAX_COLD_STARTS)")
+    return Running(app_name, f"{http.host}:{http.port}", own_cluster, staging, note, capacity)
 
 
-def stop() -> None:
+def _cluster_capacity(settings: Settings) -> int:
+    """How many replicas the cluster's CPUs and memory hold, as each replica asks for them."""
+    import ray
+
+    resources = ray.cluster_resources()
+    fits = int(resources.get("CPU", 1) // settings.replica_cpus)
+    if settings.replica_memory_mb:
+        fits = min(fits, int(resources.get("memory", 0) // (settings.replica_memory_mb * 2**20)))
+    return max(1, fits)
+
+
+def stop(running: Running) -> None:
     import ray
     from ray import serve
 
     try:
-        if os.environ.get("RAY_ADDRESS"):
-            serve.delete(APP_NAME)  # on a shared cluster remove only what we deployed
-        else:
+        if running.own_cluster:
             serve.shutdown()
+        else:  # a shared cluster: remove only what we deployed; Serve and its proxies are not ours
+            serve.delete(running.app_name)
+            DurableMemory.forget(running.app_name + "/")
     finally:
         ray.shutdown()
+        if running.staging is not None:
+            shutil.rmtree(running.staging, ignore_errors=True)
 
 
 def wait_until_stopped(stopped: threading.Event, poll_s: float = 0.5) -> None:
@@ -63,17 +175,26 @@ def wait_until_stopped(stopped: threading.Event, poll_s: float = 0.5) -> None:
         pass
 
 
-def run(settings: Settings, host: str, port: int, **_: Any) -> None:
-    """The main job on the local Ray backend."""
+def run(settings: Settings, host: str, port: int, name: str = APP_NAME, **_: Any) -> int:
+    """The main job on the local Ray backend; 0 on a clean stop, 2 when Ray or Serve refused."""
     registry = Registry.load(settings.registry_path)
-    start(settings, registry, host, port)
-    print(ready_message(host, port, registry.first_id(), "ray"), flush=True)
+    try:
+        running = start(settings, registry, host, port, name)
+    except RayStartError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    if running.note:
+        print(f"note: {running.note}", flush=True)
+    print(f"capacity: {running.capacity}", flush=True)
+    served_host, _, served_port = running.url.rpartition(":")
+    print(ready_message(served_host, int(served_port), registry.first_id(), "ray"), flush=True)
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())
     try:
         wait_until_stopped(stopped)
     finally:
-        print("shutting down Serve and Ray ...", flush=True)
-        stop()
+        print(f"shutting down {'Serve and Ray' if running.own_cluster else 'our Serve application'} ...", flush=True)
+        stop(running)
         print("stopped.", flush=True)
+    return 0

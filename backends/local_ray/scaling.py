@@ -13,6 +13,7 @@ in force, scales up for load, and scales to zero once every replica has idled fo
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -30,6 +31,8 @@ PREWARM = "hybrid_prewarm_s"  # its pre-warm delay (emulated seconds), only for 
 
 #: Where the policy keeps, in Serve's `policy_state`, the latest decision seen (for a pool at zero).
 REMEMBERED = "remembered"
+#: ... and since when replicas have been starting.
+STARTING_SINCE = "starting_since"
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,9 @@ class ScalingInputs:
     max_replicas: int
     #: Running replicas that have not reported yet (just started).
     unreported: int = 0
+    #: Replicas the controller is starting (not running yet): capacity already on its way — as on
+    #: Modal, a booting container is not cancelled; once running it idles from its start.
+    starting: int = 0
     #: The latest report seen, kept across scale-to-zero (for a pre-warm while no replica runs).
     remembered: ReplicaReport | None = None
     #: A pre-warm starts this many real seconds before the request is due (a cold start's time).
@@ -88,16 +94,24 @@ def _unbounded(inputs: ScalingInputs) -> ScaleDecision:
     reports, scale = inputs.reports, inputs.time_scale
     load = math.ceil(inputs.ongoing_requests / inputs.target_ongoing) if inputs.ongoing_requests > 0 else 0
     served = [r for r in reports if r.window_s is not None]
-    kept = inputs.unreported + len(reports)
-    if not served and (kept or inputs.remembered is None):  # nothing decided yet: keep what is starting
+    kept = inputs.unreported + inputs.starting + len(reports)
+    if not served and inputs.remembered is None:  # nothing decided yet: keep what is starting
         return ScaleDecision(max(load, kept), None, None, "starting" if kept else "no replica")
+    # The decision in force: the latest request's, even when the replica that served it is gone (a
+    # replica that never served anything idles from its start under that window, as on Modal).
     latest = max(served, key=lambda r: r.last_request or 0.0) if served else inputs.remembered
     assert latest is not None and latest.window_s is not None
     busy = any(r.in_flight for r in reports)
-    last_busy = max([r.last_busy for r in reports] + [latest.last_busy])
+    if reports and not busy and not inputs.unreported and not inputs.starting:
+        # Every replica reported idle: a request waiting at a handle would have been given one at once,
+        # so the handles' load figure (pushed every second, averaged) is only the past's echo.
+        load = 0
+    # The experiment's idle clock runs from its last request: a replica that never served (a pre-warm,
+    # a start for load) reports its start as its last busy time, which must not restart that clock.
+    last_busy = max([r.last_busy for r in served] + [latest.last_busy])
     idle = 0.0 if busy else max(0.0, (inputs.now - last_busy) * scale)
     state = desired_state(latest.window_s, latest.prewarm_s, idle, inputs.prewarm_lead_s * scale)
-    warm = inputs.unreported + sum(
+    warm = inputs.unreported + inputs.starting + sum(
         1 for r in reports if r.in_flight > 0 or (inputs.now - r.last_busy) * scale < state.scaledown_window_s)
     replicas = max(load, warm, state.min_containers)
     if latest.prewarm_s is not None:
@@ -137,31 +151,79 @@ def reports_from_metrics(raw_metrics: Mapping[str, Mapping[Any, list[Any]]] | No
     return reports
 
 
+class DurableMemory:
+    """The policy's memory of a pool at zero (its latest decision), in Ray's GCS key-value store:
+    Serve's `policy_state` lives in the controller and is lost when the controller restarts; the GCS
+    is not, so a pre-warm planned before a restart still happens after it."""
+
+    NAMESPACE = "hybrid-serve"
+
+    def __init__(self, key: str):
+        self.key = key.encode()
+        self._written: bytes | None = None
+
+    def read(self) -> dict[str, Any] | None:
+        from ray.experimental import internal_kv
+
+        if not internal_kv._internal_kv_initialized():
+            return None
+        value = internal_kv._internal_kv_get(self.key, namespace=self.NAMESPACE)
+        return None if value is None else json.loads(value)
+
+    def write(self, remembered: dict[str, Any]) -> None:
+        from ray.experimental import internal_kv
+
+        value = json.dumps(remembered).encode()
+        if value != self._written and internal_kv._internal_kv_initialized():
+            internal_kv._internal_kv_put(self.key, value, overwrite=True, namespace=self.NAMESPACE)
+            self._written = value
+
+    @classmethod
+    def forget(cls, prefix: str) -> None:
+        """Remove every memory under `prefix` (an application going away)."""
+        from ray.experimental import internal_kv
+
+        for key in internal_kv._internal_kv_list(prefix.encode(), namespace=cls.NAMESPACE):
+            internal_kv._internal_kv_del(key, namespace=cls.NAMESPACE)
+
+
 class ScaledownWindowPolicy:
     """Serve autoscaling policy (class form): instantiated once per deployment by the controller."""
 
     def __init__(self, experiment: str = "", time_scale: float = 1.0, target_ongoing: float = 1.0,
-                 event_log: str | None = None, prewarm_lead_s: float = 0.0):
+                 event_log: str | None = None, prewarm_lead_s: float = 0.0, memory_key: str | None = None,
+                 start_timeout_s: float = 300.0, max_replicas: int = 0):
         from core.events import EventLog
 
         self.experiment = experiment
         self.time_scale = float(time_scale)
         self.target_ongoing = float(target_ongoing)
         self.prewarm_lead_s = float(prewarm_lead_s)
+        self.start_timeout_s = float(start_timeout_s)
+        #: The replicas the whole cluster holds (HYBRID_MAX_REPLICAS): no pool asks for more.
+        self.max_replicas = int(max_replicas)
         self.events = EventLog(event_log)
+        self.memory = DurableMemory(memory_key) if memory_key else None
 
     def __call__(self, ctx: Any) -> tuple[int, dict[str, Any]]:
         now = ctx.current_time or time.time()
         running = list(ctx.running_replicas)
         reports = reports_from_metrics(ctx.raw_metrics, running)
         state = dict(ctx.policy_state or {})
+        if REMEMBERED not in state and self.memory is not None:  # a new controller: what did the last one know?
+            recovered = self.memory.read()
+            if recovered is not None:
+                state[REMEMBERED] = recovered
         served = [r for r in reports if r.window_s is not None]
         if served:
             state[REMEMBERED] = asdict(max(served, key=lambda r: (r.last_request or 0.0, r.last_busy)))
+            if self.memory is not None:
+                self.memory.write(state[REMEMBERED])
         remembered = ReplicaReport(**state[REMEMBERED]) if REMEMBERED in state else None
         decision = desired_replicas(ScalingInputs(
             now, reports, float(ctx.total_num_requests or 0), self.target_ongoing, self.time_scale,
-            int(ctx.capacity_adjusted_max_replicas), unreported=len(running) - len(reports),
+            self._bound(int(ctx.capacity_adjusted_max_replicas)), unreported=len(running) - len(reports),
+            starting=self._starting(state, max(0, int(ctx.target_num_replicas) - len(running)), now),
             remembered=remembered, prewarm_lead_s=self.prewarm_lead_s,
         ))
         replicas = decision.replicas
@@ -173,3 +235,15 @@ class ScaledownWindowPolicy:
             self.events.write(self.experiment, event, decision.window_s, decision.reason,
                               replicas=replicas, previous=ctx.target_num_replicas, idle_s=decision.idle_s)
         return replicas, state
+
+    def _bound(self, max_replicas: int) -> int:
+        return min(max_replicas, self.max_replicas) if self.max_replicas else max_replicas
+
+    def _starting(self, state: dict[str, Any], starting: int, now: float) -> int:
+        """Replicas starting count as capacity — but not for ever: one that cannot be placed (no
+        resources left) stops holding the pool up after `start_timeout_s`."""
+        if not starting:
+            state.pop(STARTING_SINCE, None)
+            return 0
+        since = state.setdefault(STARTING_SINCE, now)
+        return starting if now - since < self.start_timeout_s else 0

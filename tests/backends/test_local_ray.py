@@ -52,14 +52,14 @@ def ray_backend(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathF
     settings = load_settings(
         env_file=None, registry_path=registry_path, time_scale=TIME_SCALE, base_warm_time=600, extension_time=600,
         activity_window=300, max_containers=3, replica_target_ongoing=1, event_log=root / "events.jsonl",
-        cold_start_timeout_s=COLD_START_LIMIT_S,
+        cold_start_timeout_s=COLD_START_LIMIT_S, replica_cpus=0.1, replica_memory_mb=0, max_replicas=12,
     )
     port = free_port()
-    runner.start(settings, Registry.load(registry_path), "127.0.0.1", port)
+    running = runner.start(settings, Registry.load(registry_path), "127.0.0.1", port)
     try:
         yield {"url": f"http://127.0.0.1:{port}", "settings": settings, "events": settings.event_log}
     finally:
-        runner.stop()
+        runner.stop(running)
 
 
 def predict(url: str, experiment: str, text: str = "hello world", **parameters: Any) -> tuple[dict[str, Any], float]:
@@ -80,7 +80,8 @@ def wait_for_event(events: Path, experiment: str, event: str, after: float, time
         if found:
             return found[0]
         time.sleep(0.05)
-    raise AssertionError(f"no {event} event for {experiment} within {timeout_s}s")
+    seen = [(e["event"], round(e["time"] - after, 2)) for e in read_events(events) if e["experiment"] == experiment]
+    raise AssertionError(f"no {event} event for {experiment} within {timeout_s}s; its events (s after): {seen}")
 
 
 def wait_for_replicas(url: str, experiment: str, count: int, timeout_s: float = 30) -> None:
@@ -148,15 +149,17 @@ def test_two_experiments_hold_different_windows_at_the_same_time(ray_backend: di
     url, events = ray_backend["url"], ray_backend["events"]
     with ThreadPoolExecutor(2) as pool:  # both cold starts at once, so both experiments are warm together
         list(pool.map(lambda e: predict(url, e), ["quiet", "busy"]))
-    predict(url, "busy")
-    _, busy_done = predict(url, "busy")  # busy: two requests within the activity window; quiet: none
+    time.sleep(1.2)  # past the activity window (1 s real): however long each cold start took
+    _, quiet_done = predict(url, "quiet")  # quiet: an isolated request
+    with ThreadPoolExecutor(2) as pool:  # busy: two requests within the activity window, even if its replica went cold
+        busy_done = max(done for _, done in pool.map(lambda _: predict(url, "busy"), range(2)))
     health = httpx.get(f"{url}/health", timeout=30).json()
     windows = health["scaling"]["experiments"]
     assert windows["busy"]["scaledown_window_s"] == 1200 and windows["busy"]["reason"] == "recent-activity"
     assert windows["quiet"]["scaledown_window_s"] == 600 and windows["quiet"]["reason"] == "isolated"
     assert health["scaling"]["time_scale"] == TIME_SCALE
-    quiet_down = wait_for_event(events, "quiet", "scale_to_zero", busy_done - 60)
-    busy_down = wait_for_event(events, "busy", "scale_to_zero", busy_done - 60)
+    quiet_down = wait_for_event(events, "quiet", "scale_to_zero", quiet_done)  # (not a scale-down from before)
+    busy_down = wait_for_event(events, "busy", "scale_to_zero", busy_done)
     assert busy_down["time"] - quiet_down["time"] >= (ACTIVE_S - BASE_S) - WINDOW_TOLERANCE_S
     assert quiet_down["window_s"] == 600 and busy_down["window_s"] == 1200
 

@@ -33,13 +33,13 @@ def adaptive_ray(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPath
     registry.write_text(f'[experiments.cron]\nsource = "{tiny_models["feature-extraction"]}"\ntask = "feature-extraction"\n')
     settings = load_settings(env_file=None, registry_path=registry, time_scale=6, policy_name="adaptive",
                              base_warm_time=600, extension_time=0, activity_window=60, prewarm_lead_s=12,
-                             max_containers=1, event_log=root / "events.jsonl")
+                             max_containers=1, event_log=root / "events.jsonl", replica_cpus=0.1, replica_memory_mb=0)
     port = free_port()
-    runner.start(settings, Registry.load(registry), "127.0.0.1", port)
+    running = runner.start(settings, Registry.load(registry), "127.0.0.1", port)
     try:
         yield {"url": f"http://127.0.0.1:{port}", "events": root / "events.jsonl"}
     finally:
-        runner.stop()
+        runner.stop(running)
 
 
 def test_a_regular_experiment_is_prewarmed_between_requests(adaptive_ray: dict[str, Any]) -> None:
@@ -63,4 +63,6 @@ def test_a_regular_experiment_is_prewarmed_between_requests(adaptive_ray: dict[s
     assert kinds[:2] == ["scale_to_zero", "prewarm"], kinds  # gone right after the request, back before the next
     prewarm = next(e for e in after if e["event"] == "prewarm")
     assert 0 < prewarm["time"] - fifth < GAP_S - 5
-    assert answers[5]["cold_load"] is False  # the sixth request found the pre-warmed replica
+    sixth = [e for e in log if e["event"] == "request"][5]["time"]
+    assert answers[5]["cold_load"] is False, [(e["event"], round(e["time"] - sixth, 2), e.get("replicas"), e.get("window_s"))
+                                              for e in after]  # the sixth request found the pre-warmed replica

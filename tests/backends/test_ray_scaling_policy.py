@@ -8,10 +8,10 @@ from types import SimpleNamespace
 import pytest
 
 from backends.local_ray import scaling
-from backends.local_ray.ingress import RayPredictor
+from backends.local_ray.ingress import Handles, RayPredictor
 from backends.local_ray.scaling import ReplicaReport, ScalingInputs, desired_replicas, reports_from_metrics
 from core.keepwarm.decision import WindowDecision, WindowReason
-from core.serving.errors import ModelUnavailable, UpstreamTimeout
+from core.serving.errors import ModelUnavailable, Overloaded, UpstreamTimeout
 from core.serving.registry import Experiment
 from core.settings import load_settings
 
@@ -52,8 +52,16 @@ def test_in_flight_requests_keep_a_replica_whatever_the_window() -> None:
 
 
 def test_load_scales_up_to_the_maximum() -> None:
-    assert decide([report(0, 900)], ongoing=7).replicas == 4  # ceil(7 / 2)
-    assert decide([report(0, 900)], ongoing=100, max_replicas=3).replicas == 3
+    busy = report(0, 900, in_flight=2)
+    assert decide([busy], ongoing=7).replicas == 4  # ceil(7 / 2)
+    assert decide([busy], ongoing=100, max_replicas=3).replicas == 3
+
+
+def test_an_idle_pool_does_not_take_the_handles_stale_load_for_traffic() -> None:
+    """The handles push their load every second, averaged over a second: once every replica reports
+    idle, that figure only echoes the past and must not hold a replica past its window."""
+    assert decide([report(900.0, 900)], ongoing=1).replicas == 0
+    assert decide([], ongoing=1).replicas == 1  # no replica: the handle's queue is the only signal (a cold start)
 
 
 def test_starting_and_unserved_replicas_are_kept() -> None:
@@ -105,7 +113,8 @@ class _Call:
 def predictor_with(call: _Call, timeout_s: float = 0.2) -> RayPredictor:
     handle = SimpleNamespace(predict=SimpleNamespace(remote=lambda *args: call))
     settings = load_settings(env_file=None, cold_start_timeout_s=timeout_s)
-    return RayPredictor({"e": handle}, settings)
+    return RayPredictor(["e"], settings, read_states=lambda app, ids: {"e": {}},
+                        handles=Handles("hybrid-serve", open_handle=lambda deployment, app: handle))
 
 
 EXPERIMENT = Experiment(id="e", source="./x", task="feature-extraction")
@@ -143,6 +152,21 @@ def test_a_prewarm_scales_to_zero_then_brings_one_replica_back_before_the_reques
     assert at(72.5, running=True) == 0  # keep window over: scale to zero
 
 
+def test_a_prewarmed_replica_that_has_not_served_yet_holds_until_the_keep_window_ends() -> None:
+    """The pre-warmed replica reports its start as its last busy time; the experiment's idle clock
+    still runs from its last request (it used to restart, so the replica was let go and pre-warmed
+    again in a loop, and the request it was started for found none)."""
+    def at(idle_real: float, started_real_ago: float) -> int:
+        remembered = prewarm_report(idle_real, 600, 120)
+        prewarmed = ReplicaReport(last_busy=NOW - started_real_ago, in_flight=0)
+        return desired_replicas(ScalingInputs(NOW, [prewarmed], 0, 2, 10, 10, remembered=remembered,
+                                              prewarm_lead_s=5)).replicas
+
+    assert at(58, started_real_ago=1) == 1  # the request is due in 2 s: keep it
+    assert at(65, started_real_ago=8) == 1  # the request is late, the keep window holds it
+    assert at(72.5, started_real_ago=15) == 0  # keep window over
+
+
 def test_a_request_in_flight_is_never_cut_by_a_prewarm_plan() -> None:
     busy = ReplicaReport(last_busy=NOW, in_flight=1, last_request=1.0, window_s=120, prewarm_s=600)
     assert desired_replicas(ScalingInputs(NOW, [busy], 1, 2, 10, 10, prewarm_lead_s=5)).replicas == 1
@@ -166,3 +190,77 @@ def test_the_policy_keeps_its_memory_in_serves_policy_state() -> None:
     assert fresh(ctx([], {}, state, NOW + 30))[0] == 0  # waiting for the pre-warm
     assert fresh(ctx([], {}, state, NOW + 56))[0] == 1  # 4 s before the request is due
     assert fresh(ctx([], {}, {}, NOW + 56))[0] == 0  # without the state it would know nothing
+
+
+def test_replicas_still_starting_count_as_capacity() -> None:
+    """Under steady load a noisy load estimate used to cancel replicas while they started (37 of 38
+    removed replicas, measured): a starting replica is capacity on its way, kept like a warm one."""
+    busy = report(0.1, 900, in_flight=1)
+    starting = desired_replicas(ScalingInputs(NOW, [busy], 2, 2, 1.0, 10, starting=2))
+    assert starting.replicas == 3  # load says 1, but two are starting: keep them
+    assert desired_replicas(ScalingInputs(NOW, [], 0, 2, 1.0, 10, starting=1)).replicas == 1  # e.g. a recovering controller
+
+
+def test_a_replica_that_never_starts_stops_holding_the_pool() -> None:
+    policy = scaling.ScaledownWindowPolicy("e", start_timeout_s=30)
+    ctx = lambda now: SimpleNamespace(current_time=now, running_replicas=[], raw_metrics={}, policy_state=state,  # noqa: E731
+                                      total_num_requests=0, capacity_adjusted_max_replicas=10, target_num_replicas=1)
+    state: dict = {}
+    replicas, state = policy(ctx(NOW))
+    assert replicas == 1  # starting: kept
+    replicas, state = policy(ctx(NOW + 31))
+    assert replicas == 0  # not placeable for longer than the cold-start timeout: let it go
+
+
+def test_a_cold_experiment_is_refused_at_once_when_every_replica_slot_is_taken() -> None:
+    predictor = predictor_with(_Call({}), timeout_s=5)
+    predictor.settings = load_settings(env_file=None, max_replicas=2)
+    predictor._status = {"a": {"RUNNING": 1}, "b": {"STARTING": 1}, "e": {}}
+    with pytest.raises(Overloaded, match="HYBRID_MAX_REPLICAS") as refused:
+        predictor._admit(EXPERIMENT)
+    assert refused.value.retry_after_s and refused.value.retry_after_s > 0
+    predictor._status["e"] = {"RUNNING": 1}  # warm: it is served by its own replica
+    predictor._admit(EXPERIMENT)
+    predictor._status = {"a": {"RUNNING": 1}, "e": {}}  # a slot is free
+    predictor._admit(EXPERIMENT)
+
+
+def test_handles_of_pools_long_at_zero_are_closed() -> None:
+    """An open handle pushes its load to the controller five times a second: handles close once
+    their pool has been at zero for a while, so the control plane's cost follows the experiments in use."""
+    closed: list[str] = []
+    opened: list[str] = []
+
+    class Handle:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        async def shutdown_async(self) -> None:
+            closed.append(self.name)
+
+    handles = Handles("app", idle_s=0.0, open_handle=lambda deployment, app: opened.append(deployment) or Handle(deployment))
+
+    async def scenario() -> None:
+        handles.acquire("a")
+        handles.release("a")
+        handles.acquire("b")  # in flight
+        await handles.close_idle({"a", "b"})
+        assert closed == ["experiment-a"] and handles.open_ids() == ["b"]
+        handles.release("b")
+        await handles.close_idle(set())  # b's pool is warm: its handle stays open
+        assert handles.open_ids() == ["b"]
+        handles.acquire("a")  # a's next request opens a new handle
+        assert opened == ["experiment-a", "experiment-b", "experiment-a"]
+
+    asyncio.run(scenario())
+
+
+def test_a_replica_that_never_served_follows_the_window_in_force() -> None:
+    """Serve may stop the replica that served the requests and keep one that started later and served
+    none: the window decided for the latest request still applies to it, counted from its start."""
+    served_then_gone = ReplicaReport(NOW - 5, 0, NOW - 6, 600.0)
+    never_used = report(601, None)  # up for 601 s, no request
+    decision = desired_replicas(ScalingInputs(NOW, [never_used], 0, 1, 1.0, 10, remembered=served_then_gone))
+    assert decision.replicas == 0 and decision.window_s == 600.0
+    young = report(100, None)
+    assert desired_replicas(ScalingInputs(NOW, [young], 0, 1, 1.0, 10, remembered=served_then_gone)).replicas == 1

@@ -1,0 +1,123 @@
+"""The local Ray backend with 1, 10 and 100 registered experiments (issue 13), default resources: start
+time, idle CPU of Ray's processes after every experiment got a request (and scaled to zero),
+/experiments and /metrics latency with 10 experiments warm, and the scale-to-zero error of those
+requests; and ten cold starts at once, taking turns (HYBRID_MAX_COLD_STARTS default) or all at once.
+Measured, never asserted."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+from benchmarks.server_process import served
+from core.events import read_events
+from tests.conftest import ray_processes
+
+TIME_SCALE = 450  # base window 900 s → 2 s real
+WINDOW_S = 900 / TIME_SCALE
+
+
+def _cpu_seconds(pids: set[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _idle_cores(seconds: float = 20.0) -> float:
+    pids = ray_processes()
+    before = _cpu_seconds(pids)
+    time.sleep(seconds)
+    return (_cpu_seconds(pids) - before) / seconds
+
+
+def _latency_ms(url: str, n: int = 10) -> float:
+    samples = []
+    for _ in range(n):
+        started = time.perf_counter()
+        assert httpx.get(url, timeout=120).status_code == 200
+        samples.append((time.perf_counter() - started) * 1000)
+    return statistics.median(samples)
+
+
+def test_1_10_100_experiments(benchmark, tiny_models, summary) -> None:  # type: ignore[no-untyped-def]
+    fe = tiny_models["feature-extraction"]
+    for count in (1, 10, 100):
+        root = Path(tempfile.mkdtemp())
+        registry = root / "experiments.toml"
+        registry.write_text("".join(f'[experiments.e{i}]\nsource = "{fe}"\ntask = "feature-extraction"\n\n' for i in range(count)))
+        events = root / "events.jsonl"
+        env = {"HYBRID_REGISTRY": str(registry), "HYBRID_TIME_SCALE": str(TIME_SCALE), "HYBRID_EVENT_LOG": str(events)}
+        started = time.monotonic()
+        with served("ray", env=env, timeout_s=600) as server:
+            start_s = time.monotonic() - started
+            url = server.url
+            with ThreadPoolExecutor(10) as pool:  # every experiment gets a request, ten at a time
+                answers = list(pool.map(lambda i: (f"e{i}", httpx.post(f"{url}/predict/e{i}", json={"inputs": "x"},
+                                                                       timeout=300).status_code, time.time()), range(count)))
+            ends = {e: at for e, status, at in answers if status == 200}
+            time.sleep(WINDOW_S + 5)  # all scaled to zero again
+            idle = _idle_cores()
+            warm = [f"e{i}" for i in range(min(10, count))]
+            with ThreadPoolExecutor(10) as pool:
+                list(pool.map(lambda e: httpx.post(f"{url}/predict/{e}", json={"inputs": "y"}, timeout=300), warm))
+            experiments_ms, metrics_ms = _latency_ms(f"{url}/experiments", 5), _latency_ms(f"{url}/metrics", 5)
+        downs = {}
+        for event in read_events(events):
+            if event["event"] == "scale_to_zero" and event["experiment"] in ends and event["experiment"] not in downs:
+                downs[event["experiment"]] = event["time"] - (ends[event["experiment"]] + WINDOW_S)
+        errors = sorted(abs(e) for e in downs.values())
+        name = f"ray_scale_{count}"
+        summary.add(name, f"start time, {count} experiments registered", start_s, "s")
+        summary.add(name, "requests answered 200 while touching all, ten clients", len(ends) / count, "share", "1.0",
+                    f"{count - len(ends)} refused (503) of {count}")
+        summary.add(name, "idle CPU of Ray's processes after every experiment was touched", idle, "cores", "≈ flat")
+        summary.add(name, "/experiments p50 (10 warm)", experiments_ms, "ms", "< 1000 ms")
+        summary.add(name, "/metrics p50 (10 warm)", metrics_ms, "ms", "< 1000 ms")
+        if errors:
+            summary.add(name, "scale-to-zero error, median / max |e|", statistics.median(errors), "s", "≤ 1 s",
+                        f"max {errors[-1]:.2f} s over {len(errors)} experiments")
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+
+
+def _ten_cold_starts(fe: str, max_cold_starts: int) -> tuple[float, float, float]:
+    """Ten experiments, one request each, all sent at once to a cold pool: median and max client
+    latency, and the time until every one was answered."""
+    root = Path(tempfile.mkdtemp())
+    registry = root / "experiments.toml"
+    registry.write_text("".join(f'[experiments.c{i}]\nsource = "{fe}"\ntask = "feature-extraction"\n\n' for i in range(10)))
+    env = {"HYBRID_REGISTRY": str(registry), "HYBRID_MAX_COLD_STARTS": str(max_cold_starts)}
+    with served("ray", env=env, timeout_s=600) as server:
+        def timed(i: int) -> float:
+            started = time.monotonic()
+            assert httpx.post(f"{server.url}/predict/c{i}", json={"inputs": "x"}, timeout=600).status_code == 200
+            return time.monotonic() - started
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(10) as pool:
+            latencies = sorted(pool.map(timed, range(10)))
+        return statistics.median(latencies), latencies[-1], time.monotonic() - started
+
+
+def test_ten_cold_starts_at_once(benchmark, tiny_models, summary) -> None:  # type: ignore[no-untyped-def]
+    fe = tiny_models["feature-extraction"]
+    cores = os.cpu_count() or 1
+    turns = _ten_cold_starts(fe, 0)  # default: as many at once as the machine has CPUs
+    at_once = _ten_cold_starts(fe, 10)
+    name = "ray_ten_cold_starts"
+    for label, (median, worst, total) in ((f"taking turns ({cores} at once)", turns), ("all ten at once", at_once)):
+        summary.add(name, f"client latency p50, {label}", median, "s")
+        summary.add(name, f"client latency max, {label}", worst, "s")
+        summary.add(name, f"all ten answered after, {label}", total, "s")
+    summary.add(name, "p50 latency ratio, taking turns / all at once", turns[0] / at_once[0], "×", "< 1")
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)

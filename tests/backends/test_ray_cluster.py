@@ -1,0 +1,180 @@
+"""The local Ray backend on a real two-node cluster shared with another team's application: started
+with `ray start --head` plus a second `ray start --address` on this machine (loopback only, token
+authentication off for the test cluster). Joined through RAY_ADDRESS, hybrid-serve ships its code
+and local models to the nodes, runs replicas on both nodes, keeps its windows through a Serve
+controller restart, refuses a name already taken, serves where Serve really listens, and on Ctrl-C
+removes only its own application."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+
+from core.events import read_events
+from tests.conftest import REPO_ROOT, free_port
+
+RAY = Path(sys.executable).parent / "ray"
+HYBRID_SERVE = Path(sys.executable).parent / "hybrid-serve"
+TIME_SCALE = 30  # every window 600 s (no extension) → 20 s real
+OTHER_APP = """
+import sys, ray
+from ray import serve
+
+@serve.deployment(ray_actor_options={"num_cpus": 0})
+class Other:
+    async def __call__(self, request):
+        return "the other team's app"
+
+ray.init()
+serve.start(http_options={"host": "127.0.0.1", "port": int(sys.argv[1])})
+serve.run(Other.bind(), name="other-team", route_prefix="/other")
+print("deployed", flush=True)
+"""
+INSPECT = """
+import json, ray
+from ray import serve
+from ray._private.state import actors  # the GCS's actor table: no dashboard needed
+
+ray.init()
+replicas = [(a["Name"].split("#")[1], a["Address"]["NodeID"]) for a in actors().values()
+            if a.get("State") == "ALIVE" and (a.get("Name") or "").startswith("SERVE_REPLICA::hybrid-serve#experiment-")]
+print(json.dumps({"apps": {n: str(s.status) for n, s in serve.status().applications.items()},
+                  "nodes_by_replica": replicas}))
+"""
+KILL_CONTROLLER = """
+import ray
+ray.init()
+ray.kill(ray.get_actor("SERVE_CONTROLLER_ACTOR", namespace="serve"), no_restart=False)
+print("killed", flush=True)
+"""
+
+
+def cluster_env(address: str | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MODAL_", "HYBRID_", "RAY_"))}
+    env.update(RAY_AUTH_MODE="disabled", PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
+    if address:
+        env["RAY_ADDRESS"] = address
+    return env
+
+
+def driver(script: str, address: str, *args: str, timeout: float = 120) -> str:
+    proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=timeout,
+                          env=cluster_env(address), cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    root = tmp_path_factory.mktemp("cluster")
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    head = ["--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false", "--disable-usage-stats"]
+    subprocess.run([str(RAY), "start", *head], check=True, capture_output=True, env=cluster_env(), timeout=180)
+    try:
+        subprocess.run([str(RAY), "start", f"--address={address}", "--num-cpus=1", "--disable-usage-stats"], check=True,
+                       capture_output=True, env=cluster_env(), timeout=180)
+        serve_port = free_port()
+        assert "deployed" in driver(OTHER_APP, address, str(serve_port))
+        yield {"address": address, "serve_port": serve_port, "root": root}
+    finally:
+        subprocess.run([str(RAY), "stop", "--force"], capture_output=True, env=cluster_env(), timeout=120)
+
+
+def serve_on(cluster: dict[str, Any], registry: Path, *args: str, **settings: str) -> subprocess.Popen[str]:
+    env = cluster_env(cluster["address"])
+    env.update(HYBRID_REGISTRY=str(registry), **settings)
+    return subprocess.Popen([str(HYBRID_SERVE), "serve", "--port", str(free_port()), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env, cwd=cluster["root"])
+
+
+def replicas(url: str, experiment: str) -> int:
+    return next(e["replicas"] for e in httpx.get(f"{url}/experiments", timeout=30).json() if e["id"] == experiment)
+
+
+def wait_for_url(proc: subprocess.Popen[str], timeout_s: float = 240) -> tuple[str, list[str]]:
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    assert proc.stdout is not None
+    while True:
+        assert time.monotonic() < deadline and proc.poll() is None, "".join(lines)
+        line = proc.stdout.readline()
+        lines.append(line)
+        if "is serving on" in line:
+            return line.split("is serving on ")[1].split()[0], lines
+
+
+def test_a_shared_two_node_cluster(cluster: dict[str, Any], tiny_models: dict[str, Path]) -> None:
+    registry = cluster["root"] / "experiments.toml"  # local model directories: shipped to every node
+    registry.write_text(f'[experiments.steady]\nsource = "{tiny_models["feature-extraction"]}"\ntask = "feature-extraction"\n\n'
+                        f'[experiments.wide]\nsource = "{tiny_models["text-generation"]}"\ntask = "text-generation"\n')
+    events = cluster["root"] / "events.jsonl"
+    proc = serve_on(cluster, registry, HYBRID_TIME_SCALE=str(TIME_SCALE), HYBRID_EVENT_LOG=str(events),
+                    MODAL_MAX_CONTAINERS="2", HYBRID_REPLICA_TARGET_ONGOING="1", HYBRID_REPLICA_CPUS="1",
+                    HYBRID_REPLICA_MEMORY_MB="0", MODAL_BASE_WARM_TIME="600", MODAL_EXTENSION_TIME="0")
+    try:
+        url, lines = wait_for_url(proc)
+        # Serve's proxies were started by the other team on their port: we serve there, and say so
+        assert url == f"http://127.0.0.1:{cluster['serve_port']}" and any(line.startswith("note: ") for line in lines)
+
+        # a second instance under the same name is refused, not deployed over ours
+        twin = serve_on(cluster, registry)
+        twin_out = twin.communicate(timeout=180)[0]
+        assert twin.returncode == 2 and "already runs on this cluster" in twin_out and "Traceback" not in twin_out
+
+        # replicas on both nodes (one CPU each): a burst of slow requests needs a second replica
+        with ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(lambda i: httpx.post(f"{url}/predict/wide", json={
+                "inputs": f"prompt {i}", "parameters": {"max_new_tokens": 100}}, timeout=240), i) for i in range(16)]
+            deadline = time.monotonic() + 120
+            while replicas(url, "wide") < 2:
+                assert time.monotonic() < deadline, "no second replica"
+                time.sleep(0.5)
+            answers = [f.result() for f in futures]
+        assert [a.status_code for a in answers] == [200] * 16
+        nodes = {node for name, node in json.loads(driver(INSPECT, cluster["address"]))["nodes_by_replica"]
+                 if name == "experiment-wide"}
+        assert len(nodes) == 2, nodes
+
+        # both replica slots (one per node's CPU) hold 'wide' inside its window: a cold experiment is told so
+        full = httpx.post(f"{url}/predict/steady", json={"inputs": "x"}, timeout=240)
+        assert full.status_code == 503 and full.headers["Retry-After"] == "10"
+        assert "HYBRID_MAX_REPLICAS" in full.json()["error"]["message"]
+        deadline = time.monotonic() + 90
+        while replicas(url, "wide"):  # 'wide' scales to zero at the end of its window
+            assert time.monotonic() < deadline, "'wide' did not scale to zero"
+            time.sleep(0.5)
+        time.sleep(1.0)
+
+        # a window holds through a Serve controller restart, and ends on time after it
+        done = httpx.post(f"{url}/predict/steady", json={"inputs": "x"}, timeout=240)
+        assert done.status_code == 200 and done.json()["scaledown_window_s"] == 600
+        finished = time.time()
+        assert "killed" in driver(KILL_CONTROLLER, cluster["address"])
+        time.sleep(8)
+        early = [e for e in read_events(events) if e["experiment"] == "steady" and e["event"] == "scale_to_zero"]
+        assert early == [], early
+        deadline = time.time() + 60
+        while not [e for e in read_events(events) if e["experiment"] == "steady" and e["event"] == "scale_to_zero"]:
+            assert time.time() < deadline, "no scale_to_zero for 'steady' after its window"
+            time.sleep(0.5)
+        down = next(e for e in read_events(events) if e["experiment"] == "steady" and e["event"] == "scale_to_zero")
+        assert abs(down["time"] - (finished + 600 / TIME_SCALE)) < 3.0, down
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out = proc.communicate(timeout=120)[0]
+        (cluster["root"] / "serve.log").write_text(out)  # for a failure's post-mortem
+    assert proc.returncode == 0, out
+    after = json.loads(driver(INSPECT, cluster["address"]))  # the cluster still answers
+    assert "other-team" in after["apps"] and "hybrid-serve" not in after["apps"]
+    assert httpx.get(f"http://127.0.0.1:{cluster['serve_port']}/other", timeout=30).text == "the other team's app"
