@@ -28,13 +28,14 @@ class IdleHistogram:
         self.out_of_range = 0
         self.total = 0
 
-    def add(self, gap_s: float) -> None:
+    def add(self, gap_s: float, times: int = 1) -> None:
+        """Count `times` gaps of `gap_s` seconds (several at once: a minute's burst in the simulator)."""
         minute = int(gap_s // 60)
         if minute >= BINS:
-            self.out_of_range += 1
+            self.out_of_range += times
         else:
-            self.counts[minute] += 1
-        self.total += 1
+            self.counts[minute] += times
+        self.total += times
 
     def percentile_minutes(self, q: float) -> float:
         """The q-th percentile of in-range gaps, in minutes (upper edge of the bin that reaches it)."""
@@ -85,8 +86,8 @@ class LearnedGaps:
         self._learner = learner
         self._learned: Learned | None = None
 
-    def add(self, gap_s: float) -> None:
-        self.histogram.add(gap_s)
+    def add(self, gap_s: float, times: int = 1) -> None:
+        self.histogram.add(gap_s, times)
 
     def learned(self) -> Learned:
         """The plan, recomputed once the histogram grew by ≥ 1/8 since it was last computed."""

@@ -102,8 +102,8 @@ def simulate_minutes(series: MinuteSeries, policy: NamedPolicy, trace_minutes: i
         if gaps is not None:
             if previous_minute is not None:
                 gaps.add((minute - previous_minute) * 60.0)
-            for _ in range(count - 1):
-                gaps.add(0.0)
+            if count > 1:
+                gaps.add(0.0, count - 1)
         before = now if count >= 2 else (None if previous_minute is None else previous_minute * 60.0)
         learned = None if gaps is None else gaps.learned()
         activity = ExperimentActivity(series.experiment_id, now, now, before, count, total, 0, None, learned)
