@@ -3,10 +3,12 @@
 Why this module exists: learning policies (the adaptive policy, the Shahrad et al. reference) decide
 from the distribution of an experiment's idle gaps — the time between two consecutive requests.
 `IdleHistogram` keeps it in one-minute bins over four hours (960 bytes of counters, bounded however
-many requests arrive). A `Learner` turns a histogram into a `Plan`; `LearnedGaps` (owned by the
-activity tracker, one per experiment) recomputes the plan only once the histogram grew by ≥ 1/8
-since the last computation — O(log n) recomputations over n requests, O(1) amortised per request —
-and hands out an immutable `Learned` view, so a policy never writes into the activity it reads.
+many requests arrive) with the gaps' summed length (their mean, beyond the range too). A `Learner`
+turns a histogram into a `Plan`; `LearnedGaps` (owned by the activity tracker, one per experiment)
+recomputes the plan only once the gaps, or the idle times of a minute or more among them, grew by
+≥ 1/8 since the last computation — O(log n) recomputations over n requests, O(1) amortised per
+request, and a busy experiment's sub-minute gaps cannot hold back what its idle times teach — and
+hands out an immutable `Learned` view, so a policy never writes into the activity it reads.
 """
 
 from __future__ import annotations
@@ -21,12 +23,18 @@ BINS = 240  # one-minute bins: four hours
 class IdleHistogram:
     """Counts of idle gaps by whole minutes (bin g holds gaps in [g, g+1) minutes), plus out-of-range."""
 
-    __slots__ = ("counts", "out_of_range", "total")
+    __slots__ = ("counts", "out_of_range", "total", "seconds")
 
     def __init__(self) -> None:
         self.counts = array("I", bytes(4 * BINS))
         self.out_of_range = 0
         self.total = 0
+        self.seconds = 0.0  # the gaps' summed length, out-of-range ones included
+
+    @property
+    def idle_times(self) -> int:
+        """Gaps of a minute or more (a container idles between them), out-of-range ones included."""
+        return self.total - self.counts[0]
 
     def add(self, gap_s: float, times: int = 1) -> None:
         """Count `times` gaps of `gap_s` seconds (several at once: a minute's burst in the simulator)."""
@@ -36,6 +44,7 @@ class IdleHistogram:
         else:
             self.counts[minute] += times
         self.total += times
+        self.seconds += gap_s * times
 
     def percentile_minutes(self, q: float) -> float:
         """The q-th percentile of in-range gaps, in minutes (upper edge of the bin that reaches it)."""
@@ -69,6 +78,8 @@ class Learned:
 
     gaps: int
     plan: Plan
+    #: Of `gaps`, those of a minute or more.
+    idle_times: int = 0
 
 
 class Learner(Protocol):
@@ -79,19 +90,28 @@ class Learner(Protocol):
 class LearnedGaps:
     """One experiment's histogram and its cached plan (the tracker holds it under its lock)."""
 
-    __slots__ = ("histogram", "_learner", "_learned")
+    __slots__ = ("histogram", "_learner", "_learned", "_next_total", "_next_idle_times")
 
     def __init__(self, learner: Learner) -> None:
         self.histogram = IdleHistogram()
         self._learner = learner
         self._learned: Learned | None = None
+        self._next_total = self._next_idle_times = 0  # recompute once either count reaches its mark
 
     def add(self, gap_s: float, times: int = 1) -> None:
         self.histogram.add(gap_s, times)
 
     def learned(self) -> Learned:
-        """The plan, recomputed once the histogram grew by ≥ 1/8 since it was last computed."""
-        total, cached = self.histogram.total, self._learned
-        if cached is None or total - cached.gaps >= max(1, cached.gaps // 8):
-            cached = self._learned = Learned(total, self._learner.plan(self.histogram))
-        return cached
+        """The plan, recomputed once the gaps or the idle times grew by ≥ 1/8 since it was last computed."""
+        hist = self.histogram
+        total = hist.total
+        idle_times = total - hist.counts[0]
+        if self._learned is None or total >= self._next_total or idle_times >= self._next_idle_times:
+            self._learned = Learned(total, self._learner.plan(hist), idle_times)
+            self._next_total, self._next_idle_times = _mark(total), _mark(idle_times)
+        return self._learned
+
+
+def _mark(count: int) -> int:
+    """The count at which a plan computed at `count` is recomputed: grown by ≥ 1/8 (by one while small)."""
+    return count + max(1, -(-count // 8))
