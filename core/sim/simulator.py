@@ -51,13 +51,18 @@ class SimResult:
         self.idle_container_minutes += idle_minutes
         self.experiment_cold_pct.append(100.0 * cold / invocations if invocations else 0.0)
 
+    @property
+    def p75_experiment_cold_pct(self) -> float:
+        """The 75th percentile of the experiments' own cold-start rates, % (Shahrad et al.'s measure)."""
+        return percentile(self.experiment_cold_pct, 75)
+
     def summary(self, gpu_price_per_hour: float | None = None) -> dict[str, object]:
         out: dict[str, object] = {
             "policy": self.policy,
             "invocations": self.invocations,
             "cold_starts": self.cold_starts,
             "cold_start_pct": round(100.0 * self.cold_starts / self.invocations, 4) if self.invocations else 0.0,
-            "p75_experiment_cold_start_pct": round(percentile(self.experiment_cold_pct, 75), 4),
+            "p75_experiment_cold_start_pct": round(self.p75_experiment_cold_pct, 4),
             "idle_container_minutes": round(self.idle_container_minutes, 3),
         }
         if gpu_price_per_hour is not None:
@@ -92,7 +97,6 @@ def simulate_minutes(series: MinuteSeries, policy: NamedPolicy, trace_minutes: i
     after p + w (idle w). A learning policy learns the experiment's idle gaps online, as in the tracker.
     """
     minutes = series.minutes
-    invocations = sum(c for _, c in minutes)
     cold, idle = 1, 0.0
     previous_minute: int | None = None
     total = 0
@@ -128,7 +132,7 @@ def simulate_minutes(series: MinuteSeries, policy: NamedPolicy, trace_minutes: i
         else:
             idle += max(0.0, min(window, trace_minutes - minute - prewarm))
         previous_minute = minute
-    return MinuteOutcome(invocations, cold, idle)
+    return MinuteOutcome(total, cold, idle)
 
 
 class Oracle:
@@ -194,7 +198,28 @@ class Oracle:
 
     def p75_curve(self, idle_budgets: Iterable[float]) -> list[tuple[float, float]]:
         """(idle minutes, p75 per-experiment cold-start %) of the oracle at each budget."""
-        return [(budget, percentile(self.result("", budget).experiment_cold_pct, 75)) for budget in idle_budgets]
+        return [(budget, self.result("", budget).p75_experiment_cold_pct) for budget in idle_budgets]
+
+
+@dataclass(frozen=True)
+class OracleDistance:
+    """A policy against the oracle run at the policy's own idle budget, on both measures: total cold
+    starts and the p75 per-experiment cold-start rate (× the oracle's; None where the oracle's is 0)."""
+
+    cold_starts: float | None
+    p75: float | None
+
+    @classmethod
+    def of(cls, result: SimResult, oracle: Oracle) -> "OracleDistance":
+        bound = oracle.result(f"oracle@{result.policy}", result.idle_container_minutes)
+        return cls(_ratio(result.cold_starts, bound.cold_starts),
+                   _ratio(result.p75_experiment_cold_pct, bound.p75_experiment_cold_pct))
+
+
+def _ratio(value: float, reference: float) -> float | None:
+    if reference:
+        return value / reference
+    return 1.0 if not value else None
 
 
 def simulate_minute_trace(
