@@ -34,7 +34,7 @@ idle container-minutes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import numpy as np
 
@@ -149,7 +149,7 @@ def _solve(hist: IdleHistogram, params: AdaptiveParams, source: str) -> Plan:
     return AdaptivePlan.of(keep_min, prewarm_min, source, kappa, mean_gap_minutes(hist, params.prior))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AdaptivePlan(Plan):
     """A plan with the decision it makes, built once per recomputation: a request costs no allocation."""
 
@@ -158,9 +158,9 @@ class AdaptivePlan(Plan):
     @classmethod
     def of(cls, keep_min: int, prewarm_min: int, source: str, price: float, mean_gap_min: float) -> "AdaptivePlan":
         plan = f"pre-warm after {prewarm_min} min, keep {keep_min} min" if prewarm_min else f"keep {keep_min} min"
-        detail = f"from {source}: {plan}; a cold start priced {price:.0f} idle min (mean gap {mean_gap_min:.0f} min)"
+        detail = f"learned from {source}: {plan}; a cold start priced {price:.0f} idle min, mean gap {mean_gap_min:.0f} min"
         return cls(keep_min, prewarm_min, True, detail,
-                   WindowDecision(_bounded(keep_min * 60), WindowReason.LEARNED, f"learned {detail}",
+                   WindowDecision(_bounded(keep_min * 60), WindowReason.LEARNED, detail,
                                   prewarm_after_s=prewarm_min * 60 if prewarm_min else None))
 
 
@@ -183,7 +183,7 @@ def adaptive_window(activity: ExperimentActivity | None, params: AdaptiveParams)
     plan = learned.plan
     if isinstance(plan, AdaptivePlan):
         return plan.decision
-    return WindowDecision(_bounded(plan.keep_min * 60), WindowReason.LEARNED, f"learned {plan.detail}",
+    return WindowDecision(_bounded(plan.keep_min * 60), WindowReason.LEARNED, plan.detail,
                           prewarm_after_s=plan.prewarm_min * 60 if plan.prewarm_min else None)
 
 
@@ -192,4 +192,4 @@ def _bounded(seconds: float) -> int:
 
 
 def adaptive_policy(params: AdaptiveParams, name: str = "adaptive") -> NamedPolicy:
-    return NamedPolicy(name, lambda activity: adaptive_window(activity, params), AdaptiveLearner(params))
+    return NamedPolicy(name, partial(adaptive_window, params=params), AdaptiveLearner(params))

@@ -59,7 +59,7 @@ class IdleHistogram:
         return float(BINS)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Plan:
     """What a learner concluded: keep one container `keep_min` minutes, after a pre-warm delay."""
 
@@ -72,7 +72,7 @@ class Plan:
     detail: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Learned:
     """An immutable view of an experiment's learned plan and the history it came from."""
 

@@ -75,7 +75,7 @@ def test_the_same_idle_times_are_bridged_for_a_rarely_used_experiment_not_for_a_
     _, busy = replay([gap for m in idle for gap in [1.0] * 30 + [m * 60.0]])
     assert (rare.window_s, rare.prewarm_after_s) == (50 * 60, None)
     assert (busy.window_s, busy.prewarm_after_s) == (6 * 60, None)
-    assert "priced 577 idle min (mean gap 97 min)" in rare.detail and "priced 96 idle min (mean gap 4 min)" in busy.detail
+    assert "priced 577 idle min, mean gap 97 min" in rare.detail and "priced 96 idle min, mean gap 4 min" in busy.detail
 
 
 def test_a_prewarm_needs_an_idle_time_seen_three_times() -> None:
