@@ -250,7 +250,7 @@ def test_simulate_sweep_writes_the_pareto_plot(tmp_path: Path) -> None:
     policies = [r["policy"] for r in rows]
     assert "fixed:60" in policies and "fixed:14400" in policies and "hybrid:performance" in policies
     assert "histogram" in policies and [p for p in policies if p.startswith("adaptive:")] == [
-        "adaptive:10", "adaptive:20", "adaptive:40", "adaptive:80", "adaptive:160", "adaptive:320", "adaptive:640", "adaptive:1280"]
+        "adaptive:10", "adaptive:20", "adaptive:40", "adaptive:80", "adaptive:160", "adaptive:320", "adaptive:640"]
     assert all({"cold_starts_x_oracle", "p75_x_oracle", "idle_x_fixed_10min"} <= set(r) for r in rows if "@" not in r["policy"])
     table = (tmp_path / "out" / "simulation.md").read_text()
     assert "| cold_starts_x_oracle | p75_x_oracle | idle_x_fixed_10min |" in table
