@@ -101,6 +101,7 @@ def simulate_minutes(series: MinuteSeries, policy: NamedPolicy, trace_minutes: i
     previous_minute: int | None = None
     total = 0
     gaps = None if policy.learner is None else LearnedGaps(policy.learner)
+    add, learn = (gaps.histogram.add, gaps.learned) if gaps is not None else (None, None)
     decide, experiment_id = policy.decide, series.experiment_id
     decided: WindowDecision | None = None  # the latest decision, and its window and delay in minutes
     window = prewarm = 0.0
@@ -108,14 +109,16 @@ def simulate_minutes(series: MinuteSeries, policy: NamedPolicy, trace_minutes: i
     for (minute, count), next_minute in zip(minutes, following):
         total += count
         now = minute * 60.0
+        before = None if previous_minute is None else previous_minute * 60.0
         learned = None
-        if gaps is not None:
-            if previous_minute is not None:
-                gaps.histogram.add((minute - previous_minute) * 60.0)
+        if learn is not None:
+            if before is not None:
+                add(now - before)
             if count > 1:
-                gaps.histogram.add(0.0, count - 1)
-            learned = gaps.learned()
-        before = now if count >= 2 else (None if previous_minute is None else previous_minute * 60.0)
+                add(0.0, count - 1)
+            learned = learn()
+        if count > 1:
+            before = now
         decision = decide(ExperimentActivity(experiment_id, now, now, before, count, total, 0, None, learned))
         if decision is not decided:  # policies often answer the very same decision again
             decided, window = decision, decision.window_s / 60
@@ -125,7 +128,7 @@ def simulate_minutes(series: MinuteSeries, policy: NamedPolicy, trace_minutes: i
             if prewarm and gap < prewarm:
                 cold += 1
             elif gap <= prewarm + window:
-                idle += gap - max(prewarm, 1)
+                idle += gap - (prewarm if prewarm > 1 else 1)
             else:
                 idle += window
                 cold += 1
