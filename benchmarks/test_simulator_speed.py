@@ -75,14 +75,16 @@ def _learned_state_bytes(policy: NamedPolicy) -> int:
     seen: set[int] = set()
 
     def size(obj: object) -> int:
-        if id(obj) in seen or obj is None or obj is policy.learner or isinstance(obj, (type, enum.Enum)):
+        shared = obj is None or obj is policy.learner or isinstance(obj, (type, enum.Enum, bool))
+        if id(obj) in seen or shared or (type(obj) is int and -5 <= obj <= 256):  # singletons, cached small ints
             return 0
         seen.add(id(obj))
         total = sys.getsizeof(obj)
         for name in (slot for cls in type(obj).__mro__ for slot in getattr(cls, "__slots__", ())):
             total += size(getattr(obj, name, None))
-        for value in getattr(obj, "__dict__", {}).values():
-            total += size(value)
+        attributes = getattr(obj, "__dict__", None)
+        if attributes is not None:
+            total += sys.getsizeof(attributes) + sum(size(value) for value in attributes.values())
         return total
 
     return size(gaps)
