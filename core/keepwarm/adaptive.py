@@ -159,9 +159,12 @@ class AdaptivePlan(Plan):
     def of(cls, keep_min: int, prewarm_min: int, source: str, price: float, mean_gap_min: float) -> "AdaptivePlan":
         plan = f"pre-warm after {prewarm_min} min, keep {keep_min} min" if prewarm_min else f"keep {keep_min} min"
         detail = f"learned from {source}: {plan}; a cold start priced {price:.0f} idle min, mean gap {mean_gap_min:.0f} min"
-        return cls(keep_min, prewarm_min, True, detail,
-                   WindowDecision(_bounded(keep_min * 60), WindowReason.LEARNED, detail,
-                                  prewarm_after_s=prewarm_min * 60 if prewarm_min else None))
+        return cls(keep_min, prewarm_min, True, detail, _learned_decision(keep_min, prewarm_min, detail))
+
+
+def _learned_decision(keep_min: int, prewarm_min: int, detail: str) -> WindowDecision:
+    return WindowDecision(_bounded(keep_min * 60), WindowReason.LEARNED, detail,
+                          prewarm_after_s=prewarm_min * 60 if prewarm_min else None)
 
 
 @dataclass(frozen=True)
@@ -183,8 +186,7 @@ def adaptive_window(activity: ExperimentActivity | None, params: AdaptiveParams)
     plan = learned.plan
     if isinstance(plan, AdaptivePlan):
         return plan.decision
-    return WindowDecision(_bounded(plan.keep_min * 60), WindowReason.LEARNED, plan.detail,
-                          prewarm_after_s=plan.prewarm_min * 60 if plan.prewarm_min else None)
+    return _learned_decision(plan.keep_min, plan.prewarm_min, plan.detail)  # another learner's plan
 
 
 def _bounded(seconds: float) -> int:
