@@ -32,9 +32,9 @@ from core.serving.registry import Registry
 from core.settings import load_settings
 from core.sim.simulator import simulate_requests
 from core.sim.traces import Request, TraceFormat, read_requests
-from tests.conftest import REPO_ROOT
+from tests.conftest import SHARED_LLM
 
-TRACE = REPO_ROOT.parent / "shared" / "traces" / "azure-llm-inference-2023" / "conversation.csv"
+TRACE = SHARED_LLM
 SCALE = 5
 EVERY = 100
 SLICE_S = 20 * 60

@@ -102,7 +102,7 @@ class Settings(BaseSettings):
         "hybrid", "HYBRID_POLICY", "hybrid (the guide's base/extension policy) or adaptive (learned per experiment)"
     )
     adaptive_kappa: float = _setting(
-        320.0, "HYBRID_ADAPTIVE_KAPPA", "number > 0: price of one cold start in idle container-minutes", gt=0
+        320.0, "HYBRID_ADAPTIVE_KAPPA", "number > 0: price of one cold start in idle container-minutes (for an experiment of typical gaps; scaled per experiment)", gt=0
     )
 
     prewarm_lead_s: float = _setting(

@@ -15,8 +15,8 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SETTING_PREFIXES = ("MODAL_", "HYBRID_")
 SHARED_TRACES = REPO_ROOT.parent / "shared" / "traces"
-SHARED_2019 = SHARED_TRACES / "azure-functions-2019" / "invocations_per_function.csv"
-SHARED_LLM = SHARED_TRACES / "azure-llm-inference-2023" / "conversation.csv"
+SHARED_2019 = REPO_ROOT / "data" / "azure-functions-2019" / "invocations_per_function.csv"
+SHARED_LLM = REPO_ROOT / "data" / "azure-llm-inference-2023" / "conversation.csv"
 
 
 class FakeClock:

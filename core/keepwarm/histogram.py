@@ -3,10 +3,12 @@
 Why this module exists: learning policies (the adaptive policy, the Shahrad et al. reference) decide
 from the distribution of an experiment's idle gaps — the time between two consecutive requests.
 `IdleHistogram` keeps it in one-minute bins over four hours (960 bytes of counters, bounded however
-many requests arrive). A `Learner` turns a histogram into a `Plan`; `LearnedGaps` (owned by the
-activity tracker, one per experiment) recomputes the plan only once the histogram grew by ≥ 1/8
-since the last computation — O(log n) recomputations over n requests, O(1) amortised per request —
-and hands out an immutable `Learned` view, so a policy never writes into the activity it reads.
+many requests arrive) with the gaps' summed length (their mean, beyond the range too). A `Learner`
+turns a histogram into a `Plan`; `LearnedGaps` (owned by the activity tracker, one per experiment)
+recomputes the plan only once the gaps, or the idle times of a minute or more among them, grew by
+≥ 1/8 since the last computation — O(log n) recomputations over n requests, O(1) amortised per
+request, and a busy experiment's sub-minute gaps cannot hold back what its idle times teach — and
+hands out an immutable `Learned` view, so a policy never writes into the activity it reads.
 """
 
 from __future__ import annotations
@@ -21,33 +23,48 @@ BINS = 240  # one-minute bins: four hours
 class IdleHistogram:
     """Counts of idle gaps by whole minutes (bin g holds gaps in [g, g+1) minutes), plus out-of-range."""
 
-    __slots__ = ("counts", "out_of_range", "total")
+    __slots__ = ("counts", "out_of_range", "total", "seconds")
 
     def __init__(self) -> None:
-        self.counts = array("I", bytes(4 * BINS))
+        self.counts = array("I", [0]) * BINS  # exactly 960 bytes of counters (from bytes, 1,112 with slack)
         self.out_of_range = 0
         self.total = 0
+        self.seconds = 0.0  # the gaps' summed length, out-of-range ones included
 
-    def add(self, gap_s: float) -> None:
+    @property
+    def idle_times(self) -> int:
+        """Gaps of a minute or more (a container idles between them), out-of-range ones included."""
+        return self.total - self.counts[0]
+
+    def add(self, gap_s: float, times: int = 1) -> None:
+        """Count `times` gaps of `gap_s` seconds (several at once: a minute's burst in the simulator)."""
         minute = int(gap_s // 60)
         if minute >= BINS:
-            self.out_of_range += 1
+            self.out_of_range += times
         else:
-            self.counts[minute] += 1
-        self.total += 1
+            self.counts[minute] += times
+        self.total += times
+        self.seconds += gap_s * times
 
     def to_bytes(self) -> bytes:
         """A compact copy (≈ 1 KB) for shared storage, so a history outlives the process that learned it."""
-        return array("Q", (self.out_of_range, self.total)).tobytes() + self.counts.tobytes()
+        return (array("Q", (self.out_of_range, self.total)).tobytes() + array("d", (self.seconds,)).tobytes()
+                + self.counts.tobytes())
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "IdleHistogram":
+        """Read `to_bytes` back (also the older copies without the summed seconds, which count as 0)."""
         histogram = cls()
         header = array("Q")
         header.frombytes(data[:16])
         histogram.out_of_range, histogram.total = int(header[0]), int(header[1])
+        body = data[16:]
+        if len(body) == BINS * 4 + 8:
+            seconds = array("d")
+            seconds.frombytes(body[:8])
+            histogram.seconds, body = float(seconds[0]), body[8:]
         counts = array("I")
-        counts.frombytes(data[16:])
+        counts.frombytes(body)
         if len(counts) != BINS:
             raise ValueError(f"an idle histogram has {BINS} bins, not {len(counts)}")
         histogram.counts = counts
@@ -66,7 +83,7 @@ class IdleHistogram:
         return float(BINS)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Plan:
     """What a learner concluded: keep one container `keep_min` minutes, after a pre-warm delay."""
 
@@ -79,12 +96,14 @@ class Plan:
     detail: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Learned:
     """An immutable view of an experiment's learned plan and the history it came from."""
 
     gaps: int
     plan: Plan
+    #: Of `gaps`, those of a minute or more.
+    idle_times: int = 0
 
 
 class Learner(Protocol):
@@ -95,15 +114,16 @@ class Learner(Protocol):
 class LearnedGaps:
     """One experiment's histogram and its cached plan (the tracker holds it under its lock)."""
 
-    __slots__ = ("histogram", "_learner", "_learned")
+    __slots__ = ("histogram", "_learner", "_learned", "_next_total", "_next_idle_times")
 
     def __init__(self, learner: Learner, histogram: IdleHistogram | None = None) -> None:
         self.histogram = histogram or IdleHistogram()
         self._learner = learner
         self._learned: Learned | None = None
+        self._next_total = self._next_idle_times = 0  # recompute once either count reaches its mark
 
-    def add(self, gap_s: float) -> None:
-        self.histogram.add(gap_s)
+    def add(self, gap_s: float, times: int = 1) -> None:
+        self.histogram.add(gap_s, times)
 
     def merge(self, other: IdleHistogram) -> None:
         """Add another history of the same experiment (learned elsewhere) to this one."""
@@ -111,10 +131,19 @@ class LearnedGaps:
             self.histogram.counts[minute] += count
         self.histogram.out_of_range += other.out_of_range
         self.histogram.total += other.total
+        self.histogram.seconds += other.seconds
 
     def learned(self) -> Learned:
-        """The plan, recomputed once the histogram grew by ≥ 1/8 since it was last computed."""
-        total, cached = self.histogram.total, self._learned
-        if cached is None or total - cached.gaps >= max(1, cached.gaps // 8):
-            cached = self._learned = Learned(total, self._learner.plan(self.histogram))
-        return cached
+        """The plan, recomputed once the gaps or the idle times grew by ≥ 1/8 since it was last computed."""
+        hist = self.histogram
+        total = hist.total
+        idle_times = total - hist.counts[0]
+        if self._learned is None or total >= self._next_total or idle_times >= self._next_idle_times:
+            self._learned = Learned(total, self._learner.plan(hist), idle_times)
+            self._next_total, self._next_idle_times = _mark(total), _mark(idle_times)
+        return self._learned
+
+
+def _mark(count: int) -> int:
+    """The count at which a plan computed at `count` is recomputed: grown by ≥ 1/8 (by one while small)."""
+    return count + max(1, -(-count // 8))

@@ -2,7 +2,9 @@
 oracle), write the reports.
 
 Why this module exists: the CLI function only parses options; this runs the campaign — minute or
-fine mode, the oracle entries at each policy's idle budget, the sweep with its Pareto plot — with a
+fine mode, each policy's distance to the oracle at its own idle budget (total cold starts and p75
+per-experiment cold-start rate), its idle time against the fixed 10-minute keep-alive (the unit
+Shahrad et al. report in), the oracle entries, the sweep with its two-panel Pareto plot — with a
 progress bar on standard error, and returns the rows every output is made from.
 """
 
@@ -18,8 +20,8 @@ from core.keepwarm.decision import NamedPolicy
 from core.keepwarm.policies import PolicySpecError
 from core.settings import Settings
 from core.sim.report import pareto_plot, write_results
-from core.sim.simulator import simulate_minute_trace, simulate_requests
-from core.sim.specs import ORACLE, SWEEP_MINUTES, parse_policy, sweep_specs
+from core.sim.simulator import Oracle, OracleDistance, simulate_minute_trace, simulate_requests
+from core.sim.specs import ORACLE, PAPER_BASELINE, SWEEP_MINUTES, parse_policy, sweep_specs
 from core.sim.traces import (TraceError, TraceFormat, count_minutes, detect_format, read_function_durations,
                              read_minute_series, read_requests)
 
@@ -51,7 +53,7 @@ def run(settings: Settings, trace: Path, trace_format: str | None, mode: str, sp
         raise UsageError(str(exc)) from None
     try:
         if mode == "minute":
-            rows, oracle = _minute(trace, fmt, policies, want_oracle, gpu_price_per_hour, specs)
+            rows, oracle = _minute(trace, fmt, policies, want_oracle, gpu_price_per_hour, specs, settings)
         else:
             if want_oracle:
                 raise UsageError("the oracle is defined for minute mode; use --mode minute")
@@ -60,27 +62,49 @@ def run(settings: Settings, trace: Path, trace_format: str | None, mode: str, sp
         raise UsageError(str(exc)) from None
     artefacts = write_results(out, rows)
     if sweep and oracle is not None:
-        fixed = [r for r in rows if r["policy"].startswith("fixed:") and int(r["policy"][6:]) // 60 in SWEEP_MINUTES]
-        fixed.sort(key=lambda r: int(r["policy"][6:]))
-        marked = [r for r in rows if r["policy"].startswith(("hybrid", "histogram"))]
-        learned = sorted((r for r in rows if r["policy"].startswith("adaptive:")), key=lambda r: float(r["policy"][9:]))
-        artefacts.append(pareto_plot(out / "sweep.png", fixed, marked, oracle.curve(), f"{trace.name} ({mode} mode)", learned))
+        artefacts.append(_sweep_plot(out / "sweep.png", rows, oracle, f"{trace.name} ({mode} mode)"))
     return rows, artefacts
 
 
+def _sweep_plot(path: Path, rows: list[dict[str, Any]], oracle: Oracle, title: str) -> Path:
+    fixed = [r for r in rows if r["policy"].startswith("fixed:") and int(r["policy"][6:]) // 60 in SWEEP_MINUTES]
+    fixed.sort(key=lambda r: int(r["policy"][6:]))
+    marked = [r for r in rows if r["policy"].startswith(("hybrid", "histogram"))]
+    learned = sorted((r for r in rows if r["policy"].startswith("adaptive:")), key=lambda r: float(r["policy"][9:]))
+    widest = max(r["idle_container_minutes"] for r in fixed + marked + learned) * 1.05
+    budgets = [widest * i / 80 for i in range(81)]
+    baseline = next((r["idle_container_minutes"] for r in rows if r["policy"] == PAPER_BASELINE), None)
+    return pareto_plot(path, fixed, marked, oracle.curve(), oracle.p75_curve(budgets), title, learned, baseline)
+
+
 def _minute(trace: Path, fmt: TraceFormat, policies: list[NamedPolicy], want_oracle: bool, price: float,
-            specs: list[str]) -> tuple[list[dict[str, Any]], Any]:
+            specs: list[str], settings: Settings) -> tuple[list[dict[str, Any]], Oracle]:
     minutes = count_minutes(trace, fmt)
     total = sum(1 for _ in trace.open()) - 1 if fmt is TraceFormat.AZURE_FUNCTIONS_2019 else None
+    simulated = policies if any(p.name == PAPER_BASELINE for p in policies) else policies + [parse_policy(PAPER_BASELINE, settings)]
     with _progress() as progress:
-        task = progress.add_task(f"simulating {len(policies)} policies", total=total)
-        results, oracle = simulate_minute_trace(read_minute_series(trace, fmt), policies, minutes,
+        task = progress.add_task(f"simulating {len(simulated)} policies", total=total)
+        results, oracle = simulate_minute_trace(read_minute_series(trace, fmt), simulated, minutes,
                                                 progress=lambda: progress.advance(task))
-    rows = [results[p.name].summary(price) for p in policies]
+    baseline_idle = results[PAPER_BASELINE].idle_container_minutes
+    rows = []
+    for policy in policies:
+        result = results[policy.name]
+        distance = OracleDistance.of(result, oracle)
+        rows.append(result.summary(price) | {
+            "cold_starts_x_oracle": _rounded(distance.cold_starts), "p75_x_oracle": _rounded(distance.p75),
+            "idle_x_fixed_10min": _rounded(result.idle_container_minutes / baseline_idle if baseline_idle else None),
+        })
     if want_oracle:
         for name in [s for s in dict.fromkeys(specs) if s != ORACLE]:
-            rows.append(oracle.result(f"oracle@{name}", results[name].idle_container_minutes).summary(price))
+            bound = oracle.result(f"oracle@{name}", results[name].idle_container_minutes)
+            rows.append(bound.summary(price) | {
+                "idle_x_fixed_10min": _rounded(bound.idle_container_minutes / baseline_idle if baseline_idle else None)})
     return rows, oracle
+
+
+def _rounded(ratio: float | None) -> float | None:
+    return None if ratio is None else round(ratio, 4)
 
 
 def _fine(trace: Path, fmt: TraceFormat, policies: list[NamedPolicy], settings: Settings, cold_start_s: float,

@@ -25,13 +25,14 @@ its length; a container that will not be reused is stopped at once).
 
 from __future__ import annotations
 
-import bisect
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+import numpy as np
+
 from core.keepwarm.activity import ActivityTracker, ExperimentActivity
-from core.keepwarm.decision import NamedPolicy
+from core.keepwarm.decision import NamedPolicy, WindowDecision
 from core.keepwarm.histogram import LearnedGaps
 from core.sim.traces import MinuteSeries, Request
 
@@ -50,13 +51,18 @@ class SimResult:
         self.idle_container_minutes += idle_minutes
         self.experiment_cold_pct.append(100.0 * cold / invocations if invocations else 0.0)
 
+    @property
+    def p75_experiment_cold_pct(self) -> float:
+        """The 75th percentile of the experiments' own cold-start rates, % (Shahrad et al.'s measure)."""
+        return percentile(self.experiment_cold_pct, 75)
+
     def summary(self, gpu_price_per_hour: float | None = None) -> dict[str, object]:
         out: dict[str, object] = {
             "policy": self.policy,
             "invocations": self.invocations,
             "cold_starts": self.cold_starts,
             "cold_start_pct": round(100.0 * self.cold_starts / self.invocations, 4) if self.invocations else 0.0,
-            "p75_experiment_cold_start_pct": round(percentile(self.experiment_cold_pct, 75), 4),
+            "p75_experiment_cold_start_pct": round(self.p75_experiment_cold_pct, 4),
             "idle_container_minutes": round(self.idle_container_minutes, 3),
         }
         if gpu_price_per_hour is not None:
@@ -91,105 +97,132 @@ def simulate_minutes(series: MinuteSeries, policy: NamedPolicy, trace_minutes: i
     after p + w (idle w). A learning policy learns the experiment's idle gaps online, as in the tracker.
     """
     minutes = series.minutes
-    invocations = sum(c for _, c in minutes)
     cold, idle = 1, 0.0
     previous_minute: int | None = None
     total = 0
     gaps = None if policy.learner is None else LearnedGaps(policy.learner)
-    for i, (minute, count) in enumerate(minutes):
+    add, learn = (gaps.histogram.add, gaps.learned) if gaps is not None else (None, None)
+    decide, experiment_id = policy.decide, series.experiment_id
+    decided: WindowDecision | None = None  # the latest decision, and its window and delay in minutes
+    window = prewarm = 0.0
+    following = [m for m, _ in minutes[1:]] + [None]
+    for (minute, count), next_minute in zip(minutes, following):
         total += count
         now = minute * 60.0
-        if gaps is not None:
-            if previous_minute is not None:
-                gaps.add((minute - previous_minute) * 60.0)
-            for _ in range(count - 1):
-                gaps.add(0.0)
-        before = now if count >= 2 else (None if previous_minute is None else previous_minute * 60.0)
-        learned = None if gaps is None else gaps.learned()
-        activity = ExperimentActivity(series.experiment_id, now, now, before, count, total, 0, None, learned)
-        decision = policy.decide(activity)
-        window = decision.window_s / 60
-        prewarm = 0.0 if decision.prewarm_after_s is None else decision.prewarm_after_s / 60
-        if i + 1 < len(minutes):
-            gap = minutes[i + 1][0] - minute
+        before = None if previous_minute is None else previous_minute * 60.0
+        learned = None
+        if learn is not None:
+            if before is not None:
+                add(now - before)
+            if count > 1:
+                add(0.0, count - 1)
+            learned = learn()
+        if count > 1:
+            before = now
+        decision = decide(ExperimentActivity(experiment_id, now, now, before, count, total, 0, None, learned))
+        if decision is not decided:  # policies often answer the very same decision again
+            decided, window = decision, decision.window_s / 60
+            prewarm = 0.0 if decision.prewarm_after_s is None else decision.prewarm_after_s / 60
+        if next_minute is not None:
+            gap = next_minute - minute
             if prewarm and gap < prewarm:
                 cold += 1
             elif gap <= prewarm + window:
-                idle += gap - max(prewarm, 1)
+                idle += gap - (prewarm if prewarm > 1 else 1)
             else:
                 idle += window
                 cold += 1
         else:
             idle += max(0.0, min(window, trace_minutes - minute - prewarm))
         previous_minute = minute
-    return MinuteOutcome(invocations, cold, idle)
+    return MinuteOutcome(total, cold, idle)
 
 
 class Oracle:
-    """The fewest cold starts for any idle budget, from all experiments' gaps (minute mode)."""
+    """The fewest cold starts for any idle budget, from all experiments' gaps (minute mode).
+
+    Bridging a gap of g minutes saves one cold start and costs g − 1 idle minutes, so the cheapest
+    gaps go first (ties in arrival order). Gaps are kept as one array each for costs and owners: a
+    result at any budget — total and per-experiment cold starts, for the p75 — is one vectorised pass.
+    """
 
     def __init__(self) -> None:
         self.experiments = 0
         self.invocations = 0
-        self._gaps: list[int] = []
-        self._per_experiment: list[tuple[int, list[int]]] = []  # (invocations, gaps) for p75
-        self._sorted: list[int] | None = None
-        self._cumulative: list[int] = []
+        self._costs: list[int] = []  # the idle cost of bridging each gap, in arrival order
+        self._owners: list[int] = []  # the experiment each gap belongs to
+        self._per_experiment_invocations: list[int] = []
+        self._prepared: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def add(self, series: MinuteSeries) -> None:
         minutes = [m for m, _ in series.minutes]
-        gaps = [b - a for a, b in zip(minutes, minutes[1:])]
+        self._costs.extend(b - a - 1 for a, b in zip(minutes, minutes[1:]))
+        self._owners.extend([self.experiments] * (len(minutes) - 1))
         invocations = sum(c for _, c in series.minutes)
+        self._per_experiment_invocations.append(invocations)
         self.experiments += 1
         self.invocations += invocations
-        self._gaps.extend(gaps)
-        self._per_experiment.append((invocations, gaps))
-        self._sorted = None
+        self._prepared = None
 
-    def _prepare(self) -> tuple[list[int], list[int]]:
-        if self._sorted is None:
-            self._sorted = sorted(g - 1 for g in self._gaps)  # the idle cost of bridging each gap
-            self._cumulative, running = [], 0
-            for cost in self._sorted:
-                running += cost
-                self._cumulative.append(running)
-        return self._sorted, self._cumulative
+    def _prepare(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(costs in bridging order, their running sum, their owners)."""
+        if self._prepared is None:
+            costs = np.asarray(self._costs, dtype=np.int64)
+            order = np.argsort(costs, kind="stable")
+            self._prepared = (costs[order], np.cumsum(costs[order]), np.asarray(self._owners, dtype=np.int64)[order])
+        return self._prepared
+
+    def _bridged(self, idle_budget_minutes: float) -> int:
+        return int(np.searchsorted(self._prepare()[1], idle_budget_minutes, side="right"))
 
     def cold_starts(self, idle_budget_minutes: float) -> int:
-        _, cumulative = self._prepare()
-        bridged = bisect.bisect_right(cumulative, idle_budget_minutes)
-        return self.experiments + len(self._gaps) - bridged
+        return self.experiments + len(self._costs) - self._bridged(idle_budget_minutes)
 
     def result(self, name: str, idle_budget_minutes: float) -> SimResult:
-        costs, cumulative = self._prepare()
-        bridged = bisect.bisect_right(cumulative, idle_budget_minutes)
-        threshold = costs[bridged - 1] if bridged else -1  # gaps up to this cost are bridged (ties: first come)
-        ties_left = bridged - bisect.bisect_left(costs, threshold) if bridged else 0
+        _, cumulative, owners = self._prepare()
+        bridged = self._bridged(idle_budget_minutes)
+        cold = 1 + np.bincount(owners[bridged:], minlength=self.experiments)
         result = SimResult(name)
-        for invocations, gaps in self._per_experiment:
-            cold = 1
-            for g in gaps:
-                cost = g - 1
-                if cost < threshold:
-                    continue
-                if cost == threshold and ties_left > 0:
-                    ties_left -= 1
-                    continue
-                cold += 1
-            result.add_experiment(invocations, cold, 0.0)
+        for invocations, experiment_cold in zip(self._per_experiment_invocations, cold.tolist()):
+            result.add_experiment(invocations, experiment_cold, 0.0)
         result.idle_container_minutes = float(cumulative[bridged - 1]) if bridged else 0.0
         return result
 
     def curve(self, points: int = 200) -> list[tuple[float, int]]:
         """(idle minutes, cold starts) along the optimal frontier, sampled."""
-        costs, cumulative = self._prepare()
-        if not costs:
+        _, cumulative, _ = self._prepare()
+        if not len(cumulative):
             return [(0.0, self.experiments)]
-        step = max(1, len(costs) // points)
-        indices = sorted(set(range(0, len(costs), step)) | {len(costs) - 1})
+        step = max(1, len(cumulative) // points)
+        indices = sorted(set(range(0, len(cumulative), step)) | {len(cumulative) - 1})
         return [(0.0, self.cold_starts(0))] + [
-            (float(cumulative[i]), self.experiments + len(costs) - (i + 1)) for i in indices
+            (float(cumulative[i]), self.experiments + len(cumulative) - (i + 1)) for i in indices
         ]
+
+    def p75_curve(self, idle_budgets: Iterable[float]) -> list[tuple[float, float]]:
+        """(idle minutes, p75 per-experiment cold-start %) of the oracle at each budget."""
+        return [(budget, self.result("", budget).p75_experiment_cold_pct) for budget in idle_budgets]
+
+
+@dataclass(frozen=True)
+class OracleDistance:
+    """A policy against the oracle run at the policy's own idle budget, on both measures: total cold
+    starts and the p75 per-experiment cold-start rate (× the oracle's; None where the oracle's is 0)."""
+
+    cold_starts: float | None
+    p75: float | None
+
+    @classmethod
+    def of(cls, result: SimResult, oracle: Oracle) -> "OracleDistance":
+        bound = oracle.result(f"oracle@{result.policy}", result.idle_container_minutes)
+        return cls(_ratio(result.cold_starts, bound.cold_starts),
+                   _ratio(result.p75_experiment_cold_pct, bound.p75_experiment_cold_pct))
+
+
+def _ratio(value: float, reference: float) -> float | None:
+    if reference:
+        return value / reference
+    return 1.0 if not value else None
 
 
 def simulate_minute_trace(

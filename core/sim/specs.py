@@ -14,9 +14,12 @@ from core.sim.shahrad import SHAHRAD
 
 #: Fixed windows of the sweep, in minutes (1–240, denser where the curve bends).
 SWEEP_MINUTES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 45, 60, 75, 90, 105, 120, 150, 180, 210, 240)
-#: Cold-start prices (κ) of the adaptive policy's sweep.
-SWEEP_KAPPAS = (5, 10, 20, 40, 80, 160, 320, 640, 1280)
+#: Cold-start prices (κ) of the adaptive policy's sweep. Above 640 its plans sit at Modal's
+#: 60-minute limit: a higher price buys idle time, hardly any warmth.
+SWEEP_KAPPAS = (10, 20, 40, 80, 160, 320, 640)
 ORACLE = "oracle"
+#: The fixed 10-minute keep-alive: Shahrad et al. report idle (wasted memory) time normalised to it.
+PAPER_BASELINE = "fixed:600"
 
 
 def parse_policy(spec: str, settings: Settings) -> NamedPolicy:

@@ -115,14 +115,14 @@ def _functions_minutes(path: Path) -> Iterator[MinuteSeries]:
         for line, row in enumerate(reader, start=2):
             if len(row) != width:
                 raise TraceError(path, line, f"{len(row)} columns, the header has {width}")
-            try:
-                counts = [int(c) for c in row[3:]]
+            try:  # most minutes are "0": only the others are parsed
+                minutes = [(m, int(c)) for m, c in enumerate(row[3:], start=1) if c != "0"]
             except ValueError:
                 bad = next(c for c in row[3:] if not c.strip().lstrip("-").isdigit())
                 raise TraceError(path, line, f"invocation count {bad!r} is not an integer") from None
-            if any(c < 0 for c in counts):
+            if any(c < 0 for _, c in minutes):
                 raise TraceError(path, line, "negative invocation count")
-            yield MinuteSeries(row[0], [(m, c) for m, c in enumerate(counts, start=1) if c])
+            yield MinuteSeries(row[0], [(m, c) for m, c in minutes if c])
 
 
 def read_function_durations(path: Path) -> dict[str, float]:

@@ -16,7 +16,8 @@ from core.keepwarm.decision import NamedPolicy
 from core.keepwarm.hybrid import HybridParams, fixed_window, hybrid_policy, hybrid_window
 from core.keepwarm.policies import PolicySpecError
 from core.settings import load_settings
-from core.sim.simulator import Oracle, simulate_minute_trace, simulate_minutes, simulate_requests
+from core.sim.simulator import (Oracle, OracleDistance, SimResult, percentile, simulate_minute_trace, simulate_minutes,
+                                simulate_requests)
 from core.sim.specs import parse_policy
 from core.sim.traces import MinuteSeries, Request, TraceError, TraceFormat, detect_format, read_minute_series, read_requests
 from tests.conftest import SHARED_2019, SHARED_LLM
@@ -84,6 +85,40 @@ def test_oracle_bridges_the_shortest_gaps_first() -> None:
     assert [oracle.cold_starts(b) for b in (0, 1, 3, 4, 17, 18)] == [5, 4, 4, 3, 3, 2]
     result = oracle.result("oracle", 4)
     assert (result.cold_starts, result.idle_container_minutes) == (3, 4)
+
+
+def test_p75_per_experiment_cold_start_rate_on_a_hand_made_population() -> None:
+    """Each experiment's own rate, then the 75th percentile by linear interpolation (numpy's default)."""
+    result = SimResult("p")
+    for invocations, cold in ((10, 0), (10, 1), (4, 1), (2, 1)):  # 0 %, 10 %, 25 %, 50 %
+        result.add_experiment(invocations, cold, 0.0)
+    assert result.experiment_cold_pct == [0.0, 10.0, 25.0, 50.0]
+    assert result.p75_experiment_cold_pct == 31.25  # position 0.75 · 3 = 2.25: 25 + 0.25 · (50 − 25)
+    assert result.summary()["p75_experiment_cold_start_pct"] == 31.25
+    assert (result.cold_starts, round(100 * result.cold_starts / result.invocations, 4)) == (3, 11.5385)  # the total tells another story
+    assert percentile([40.0, 0.0, 20.0, 100.0, 60.0], 75) == 60.0 and percentile([], 75) == 0.0
+
+
+def test_the_oracle_at_a_budget_gives_each_experiment_its_cold_starts_and_a_policy_its_distance() -> None:
+    oracle = Oracle()
+    oracle.add(series({1: 1, 5: 1, 20: 1}, "a"))  # gaps cost 3 and 14
+    oracle.add(series({1: 1, 3: 1}, "b"))  # gap costs 1
+    bound = oracle.result("oracle", 4)  # bridges b's gap and a's first: a 2 cold of 3, b 1 of 2
+    assert bound.experiment_cold_pct == pytest.approx([200 / 3, 50.0])
+    assert bound.p75_experiment_cold_pct == pytest.approx(50 + 0.75 * (200 / 3 - 50))
+    everything = 100 / 3 + 0.75 * (50 - 100 / 3)  # all gaps bridged: a 1 cold of 3, b 1 of 2
+    assert oracle.p75_curve([0, 4, 18]) == [(0, 100.0), (4, bound.p75_experiment_cold_pct), (18, pytest.approx(everything))]
+    policy = SimResult("p", idle_container_minutes=4.0)
+    policy.add_experiment(3, 3, 0.0)
+    policy.add_experiment(2, 1, 0.0)
+    distance = OracleDistance.of(policy, oracle)
+    assert distance.cold_starts == pytest.approx(4 / 3)
+    assert distance.p75 == pytest.approx((50 + 0.75 * 50) / bound.p75_experiment_cold_pct)
+    perfect = Oracle()
+    perfect.add(series({1: 1}, "once"))
+    once = SimResult("p", idle_container_minutes=0.0)
+    once.add_experiment(1, 1, 0.0)
+    assert OracleDistance.of(once, perfect) == OracleDistance(1.0, 1.0)
 
 
 minute_maps = st.dictionaries(st.integers(1, 200), st.integers(1, 3), min_size=1, max_size=30)
@@ -193,8 +228,14 @@ def test_simulate_json_on_the_shared_trace(tmp_path: Path) -> None:
     assert set(rows) == {"fixed:600", "hybrid", "oracle@fixed:600", "oracle@hybrid"}
     for row in rows.values():
         assert {"policy", "invocations", "cold_starts", "cold_start_pct", "p75_experiment_cold_start_pct",
-                "idle_container_minutes"} <= set(row)
+                "idle_container_minutes", "idle_x_fixed_10min"} <= set(row)
     assert (rows["fixed:600"]["cold_starts"], rows["fixed:600"]["idle_container_minutes"]) == (4319, 121109)
+    # each policy against the oracle at its own idle budget, on both measures; idle in the paper's unit
+    fixed = rows["fixed:600"]
+    assert fixed["cold_starts_x_oracle"] == round(4319 / rows["oracle@fixed:600"]["cold_starts"], 4) == 2.2251
+    assert fixed["p75_x_oracle"] == round(fixed["p75_experiment_cold_start_pct"] / rows["oracle@fixed:600"]["p75_experiment_cold_start_pct"], 4)
+    assert (fixed["idle_x_fixed_10min"], rows["hybrid"]["idle_x_fixed_10min"]) == (1.0, round(162_234 / 121_109, 4))
+    assert "cold_starts_x_oracle" not in rows["oracle@hybrid"]
     assert rows["oracle@hybrid"]["cold_starts"] < rows["hybrid"]["cold_starts"]
     assert rows["oracle@hybrid"]["idle_container_minutes"] <= rows["hybrid"]["idle_container_minutes"]
     assert (tmp_path / "simulation.json").exists() and "| fixed:600 |" in (tmp_path / "simulation.md").read_text()
@@ -205,8 +246,14 @@ def test_simulate_sweep_writes_the_pareto_plot(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["simulate", "--trace", str(trace), "--sweep", "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    policies = [r["policy"] for r in json.loads((tmp_path / "out" / "simulation.json").read_text())]
+    rows = json.loads((tmp_path / "out" / "simulation.json").read_text())
+    policies = [r["policy"] for r in rows]
     assert "fixed:60" in policies and "fixed:14400" in policies and "hybrid:performance" in policies
+    assert "histogram" in policies and [p for p in policies if p.startswith("adaptive:")] == [
+        "adaptive:10", "adaptive:20", "adaptive:40", "adaptive:80", "adaptive:160", "adaptive:320", "adaptive:640"]
+    assert all({"cold_starts_x_oracle", "p75_x_oracle", "idle_x_fixed_10min"} <= set(r) for r in rows if "@" not in r["policy"])
+    table = (tmp_path / "out" / "simulation.md").read_text()
+    assert "| cold_starts_x_oracle | p75_x_oracle | idle_x_fixed_10min |" in table
 
 
 def test_simulate_fine_mode_on_the_llm_trace(tmp_path: Path) -> None:
