@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     registry_path: Path | None = _setting(
         None, "HYBRID_REGISTRY", "path of a TOML experiment registry (unset: the shipped demo registry)"
     )
+    mlflow_cache: Path | None = _setting(
+        None, "HYBRID_MLFLOW_CACHE", "folder for models downloaded from MLflow (unset: ~/.cache/hybrid-serve/mlflow)"
+    )
     cache_max_models: int = _setting(4, "HYBRID_CACHE_MAX_MODELS", "integer ≥ 1", ge=1)
     cache_max_memory_mb: int = _setting(
         4096, "HYBRID_CACHE_MAX_MEMORY_MB", "integer MiB ≥ 0 (0: no memory budget)", ge=0

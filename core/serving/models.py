@@ -1,7 +1,8 @@
 """Loading a registered model and running it for its task (feature extraction, classification, generation).
 
 Why this module exists: it is the only code that touches transformers. A model is resolved to a
-local directory (a package folder, a local folder, or a Hugging Face snapshot), its weights file is
+local directory (a package folder, a local folder, a Hugging Face snapshot, or a model downloaded from
+an MLflow Model Registry by `mlflow_source`), its weights file is
 checked against the registry's sha256 *before* anything is deserialised, and it is wrapped in a
 `LoadedModel` whose `predict` takes a batch of strings and one set of task parameters.
 """
@@ -15,6 +16,7 @@ from typing import Any, Callable
 
 import torch
 
+from core.serving import mlflow_source
 from core.serving.errors import InvalidInput, ModelUnavailable
 from core.serving.parameters import FeatureExtractionParams, TextClassificationParams, TextGenerationParams
 from core.serving.registry import Experiment, Task
@@ -31,7 +33,13 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 # --- resolving and verifying weights -----------------------------------------------------------
 def resolve_model_dir(experiment: Experiment) -> Path:
-    """The local directory holding the experiment's model (downloads a Hugging Face snapshot if needed)."""
+    """The local directory holding the experiment's model (downloads a Hugging Face snapshot or an
+    MLflow model if needed)."""
+    if mlflow_source.is_mlflow_source(experiment.source):
+        try:
+            return mlflow_source.model_dir(experiment.source)
+        except ModelUnavailable as exc:
+            raise ModelUnavailable(f"{experiment.id}: {exc.message}") from None
     try:
         local = experiment.local_path()
     except FileNotFoundError as exc:

