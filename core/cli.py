@@ -13,9 +13,11 @@ from typing import Optional
 import typer
 
 from core.auth import mode_line
+from core.experiments_cli import experiments_app
 from core.settings import Settings, SettingsError, env_name, load_settings, setting_sources
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Per-experiment keep-warm model serving.")
+app.add_typer(experiments_app, name="experiments")
 
 
 @app.callback()
@@ -80,10 +82,11 @@ def serve(
     if backend == "inprocess":
         from core.http.app import build_inprocess_app
         from core.http.runner import ready_message, run_uvicorn
-        from core.serving.registry import Registry, RegistryError
+        from core.serving.live_registry import LiveRegistry
+        from core.serving.registry import RegistryError
 
         try:
-            registry = Registry.load(settings.registry_path)
+            registry = LiveRegistry.from_file(settings.registry_path, settings.registry_poll_s, settings.mlflow_poll_s)
         except RegistryError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(code=2) from None

@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     registry_path: Path | None = _setting(
         None, "HYBRID_REGISTRY", "path of a TOML experiment registry (unset: the shipped demo registry)"
     )
+    registry_poll_s: float = _setting(
+        1.0, "HYBRID_REGISTRY_POLL_S", "seconds 0.1..3600 between two checks of the registry for changes", ge=0.1, le=3600
+    )
+    mlflow_poll_s: float = _setting(
+        30.0, "HYBRID_MLFLOW_POLL_S", "seconds 1..86400 between two resolutions of mlflow:…@ALIAS sources", ge=1, le=86400
+    )
     mlflow_cache: Path | None = _setting(
         None, "HYBRID_MLFLOW_CACHE", "folder for models downloaded from MLflow (unset: ~/.cache/hybrid-serve/mlflow)"
     )

@@ -81,7 +81,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def registry_file(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A registry with one experiment per task, plus experiments whose load must fail."""
-    from core.serving.models import sha256_of, weights_file
+    from core.serving.weights import sha256_of, weights_file
 
     fe = tiny_models["feature-extraction"]
     path = tmp_path_factory.mktemp("registry") / "experiments.toml"

@@ -1,122 +1,25 @@
-"""The Serve application: an ingress plus one autoscaled deployment per registered experiment.
+"""The Serve application of the emulator's front door: the HTTP ingress.
 
-Why this module exists: it states, in one place, how Modal's container pool is emulated — every
-experiment deployment starts at zero replicas, may grow to MODAL_MAX_CONTAINERS, and is scaled by
-`ScaledownWindowPolicy` with Serve's own delays turned off (the policy is the only clock), a short
-look-back so load is seen within a second, and a quick graceful shutdown. Each replica asks Ray for
-the CPUs and memory it uses (`HYBRID_REPLICA_CPUS`, `HYBRID_REPLICA_MEMORY_MB`), so Ray never packs
-more replicas onto a machine than it holds.
+Why this module exists: the main application is the ingress alone (core's HTTP API on Serve); each
+experiment's pool is an application of its own (pool.py), deployed by the ingress on the
+experiment's first request. The ingress gets the settings without any token it does not need, and
+finds the registry through the keeper actor (registry_keeper.py).
 """
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
-from pydantic import SecretStr
 from ray import serve
-from ray.serve.config import AutoscalingConfig, AutoscalingPolicy
 
-from backends.local_ray.ingress import HybridIngress, deployment_name
-from backends.local_ray.replica import ExperimentReplica
+from backends.local_ray.ingress import HybridIngress
+from backends.local_ray.pool import deployment_settings
 from core.auth import AuthMode
-from core.serving.registry import Registry
 from core.settings import Settings
 
-#: Serve averages load over this period (default 30 s); short, so scale-up follows load closely.
-LOOK_BACK_PERIOD_S = 1.0
-#: How often replicas push their reports — and handles their load — to the controller (Serve's
-#: default is 10 s; in Ray 2.60 one setting serves both). A report carries timestamps, but a request
-#: just before a window ends is seen only with the next report: this bounds the window's precision.
-METRICS_PUSH_INTERVAL_S = 0.2
-SECRET_FIELDS = {"modal_token_id", "modal_token_secret"}  # the Modal client's: never in a Ray process
 
-
-def ray_environment() -> dict[str, str]:
-    """Environment every Ray process of the emulator needs (metric push intervals)."""
-    return {
-        "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": str(METRICS_PUSH_INTERVAL_S),
-        "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": str(METRICS_PUSH_INTERVAL_S),
-    }
-
-
-def replica_resources(settings: Settings) -> dict[str, Any]:
-    """What Ray reserves for one replica (a container in Modal's terms)."""
-    options: dict[str, Any] = {"num_cpus": settings.replica_cpus}
-    if settings.replica_memory_mb:
-        options["memory"] = settings.replica_memory_mb * 2**20
-    return options
-
-
-def autoscaling_config(settings: Settings, app_name: str, experiment_id: str) -> AutoscalingConfig:
-    with warnings.catch_warnings():  # metrics_interval_s is deprecated but still sets the push period
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return _autoscaling_config(settings, app_name, experiment_id)
-
-
-def _autoscaling_config(settings: Settings, app_name: str, experiment_id: str) -> AutoscalingConfig:
-    return AutoscalingConfig(
-        min_replicas=0,
-        metrics_interval_s=METRICS_PUSH_INTERVAL_S,
-        initial_replicas=0,
-        max_replicas=settings.max_containers,
-        target_ongoing_requests=settings.replica_target_ongoing,
-        look_back_period_s=LOOK_BACK_PERIOD_S,
-        upscale_delay_s=0,
-        downscale_delay_s=0,
-        downscale_to_zero_delay_s=0,
-        policy=AutoscalingPolicy(
-            policy_function="backends.local_ray.scaling:ScaledownWindowPolicy",
-            policy_kwargs={
-                "experiment": experiment_id,
-                "time_scale": settings.time_scale,
-                "target_ongoing": settings.replica_target_ongoing,
-                "event_log": str(settings.event_log) if settings.event_log else None,
-                "prewarm_lead_s": settings.prewarm_lead_s,
-                "memory_key": memory_key(app_name, experiment_id),
-                "start_timeout_s": settings.cold_start_timeout_s,
-                "max_replicas": settings.max_replicas,
-            },
-        ),
-    )
-
-
-def deployment_settings(settings: Settings, ingress: bool) -> dict[str, Any]:
-    """The settings a deployment's processes get: no Modal token anywhere (the ingress only learns
-    whether they are set, for /health), and the bearer token only in the ingress, which checks it."""
-    values = settings.model_dump(exclude=SECRET_FIELDS | ({"api_token"} if not ingress else set()))
-    if ingress:
-        values.update({name: SecretStr("held by the driver") for name in SECRET_FIELDS if getattr(settings, name) is not None})
-    return values
-
-
-def memory_key(app_name: str, experiment_id: str) -> str:
-    """Where an experiment's scaling policy keeps what must survive a controller restart."""
-    return f"{app_name}/{experiment_id}"
-
-
-def build_application(settings: Settings, registry: Registry, mode: AuthMode, app_name: str,
-                      replica_registry: Registry | None = None) -> Any:
-    """The bound Serve application (deploy it with `serve.run(..., name=app_name)`). Tokens stay out of
-    it. `replica_registry`: the experiments as the replicas must read them (models shipped to a cluster)."""
-    replica_values = deployment_settings(settings, ingress=False)
-
-    def definitions(reg: Registry) -> dict[str, dict[str, Any]]:
-        return {e.id: {**e.model_dump(), "base_dir": str(e.base_dir)} for e in reg}
-
-    experiments = definitions(registry)
-    replicas = [
-        serve.deployment(
-            ExperimentReplica,
-            name=deployment_name(experiment_id),
-            autoscaling_config=autoscaling_config(settings, app_name, experiment_id),
-            max_ongoing_requests=settings.replica_target_ongoing * 16,
-            graceful_shutdown_wait_loop_s=0.2,
-            graceful_shutdown_timeout_s=10,
-            ray_actor_options=replica_resources(settings),
-        ).bind(definition, replica_values)
-        for experiment_id, definition in definitions(replica_registry or registry).items()
-    ]
+def build_application(settings: Settings, mode: AuthMode, app_name: str) -> Any:
+    """The bound ingress application (deploy it with `serve.run(..., name=app_name)`). Tokens stay out of it."""
     ingress = serve.deployment(serve.ingress()(HybridIngress), name="ingress", num_replicas=1,
                                ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
-    return ingress.bind(deployment_settings(settings, ingress=True), mode.value, app_name, experiments, *replicas)
+    return ingress.bind(deployment_settings(settings, ingress=True), mode.value, app_name)

@@ -1,11 +1,12 @@
 """The HTTP ingress on Ray Serve: core's FastAPI app, with predictions forwarded to experiment replicas.
 
 Why this module exists: the ingress is core's request path + `create_app` unchanged; only the
-predictor is Ray-specific. `RayPredictor` calls the experiment's deployment handle with the window
-decided for the request (the replicas report it to the autoscaling policy: no redeploy, no restart);
-a cold experiment's request waits in the handle's queue while Serve starts a replica, up to
-`HYBRID_COLD_START_TIMEOUT_S`. It keeps each experiment's last cold start and reads replica counts
-from Serve's controller for /health, /experiments and /metrics.
+predictor is Ray-specific. `RayPredictor` deploys an experiment's pool on its first request
+(deployer.py), calls its deployment handle with the window decided for the request (the replicas
+report it to the autoscaling policy: no redeploy, no restart); a cold experiment's request waits in
+the handle's queue while Serve starts a replica, up to `HYBRID_COLD_START_TIMEOUT_S`. It follows the
+registry through the keeper actor (registry changes swap or delete pools), keeps each experiment's
+last cold start and reads replica counts from Serve's controller for /health, /experiments and /metrics.
 """
 
 from __future__ import annotations
@@ -15,11 +16,17 @@ import time
 from dataclasses import asdict
 from typing import Any, Callable
 
+from pathlib import Path
+
 from backends.local_ray.cold_starts import ColdStarts, NoStartSlot
+from backends.local_ray.deployer import PoolDeployer
+from backends.local_ray.pool import deployment_name, pool_app_name
+from backends.local_ray.registry_keeper import NAMESPACE, KeeperSource, keeper_name
 from core.auth import AuthMode
 from core.http.app import create_app
 from core.keepwarm.decision import WindowDecision
 from core.serving.errors import ModelUnavailable, Overloaded
+from core.serving.live_registry import LiveRegistry, RegistryChange
 from core.serving.prediction import Prediction
 from core.serving.registry import Experiment, Registry
 from core.serving.remote import answered_prediction, await_worker
@@ -34,23 +41,20 @@ STATUS_INTERVAL_S = 1.0
 RETRY_AFTER_FULL_S = 10.0
 
 
-def deployment_name(experiment_id: str) -> str:
-    return f"experiment-{experiment_id}"
-
-
-def serve_replica_states(app_name: str, experiment_ids: Any) -> dict[str, dict[str, int]]:
-    """Replica counts by state per experiment of the application, from Serve's controller (blocking).
-    Serve's raw instance details, not `serve.status()`: the latter rebuilds (and cloudpickles) every
-    deployment's configuration on each call, five times the cost — a third of the ingress's CPU under load."""
+def serve_replica_states(app_name: str) -> dict[str, dict[str, int]]:
+    """Replica counts by state of every deployed pool of the application, from Serve's controller
+    (blocking). Serve's raw instance details, not `serve.status()`: the latter rebuilds (and
+    cloudpickles) every deployment's configuration on each call, five times the cost — a third of
+    the ingress's CPU under load."""
     from ray.serve.context import _get_global_client
 
-    app = _get_global_client().get_serve_details().get("applications", {}).get(app_name) or {}
-    deployments = app.get("deployments", {})
+    prefix = pool_app_name(app_name, "")
     out: dict[str, dict[str, int]] = {}
-    for experiment_id in experiment_ids:
-        deployment = deployments.get(deployment_name(experiment_id))
-        if deployment is None:
+    for name, app in (_get_global_client().get_serve_details().get("applications") or {}).items():
+        if not name.startswith(prefix):
             continue
+        experiment_id = name[len(prefix):]
+        deployment = (app.get("deployments") or {}).get(deployment_name(experiment_id)) or {}
         counts: dict[str, int] = {}
         for replica in deployment.get("replicas", []):
             state = str(getattr(replica.get("state"), "value", replica.get("state")))
@@ -73,15 +77,16 @@ class Handles:
         self._last_used: dict[str, float] = {}
 
     @staticmethod
-    def _serve_handle(deployment: str, app_name: str) -> Any:
+    def _serve_handle(experiment_id: str, app_name: str) -> Any:
         from ray import serve
 
-        return serve.get_deployment_handle(deployment, app_name, _check_exists=False, _record_telemetry=False)
+        return serve.get_deployment_handle(deployment_name(experiment_id), pool_app_name(app_name, experiment_id),
+                                           _check_exists=False, _record_telemetry=False)
 
     def acquire(self, experiment_id: str) -> Any:
         handle = self._handles.get(experiment_id)
         if handle is None:
-            handle = self._handles[experiment_id] = self._open(deployment_name(experiment_id), self.app_name)
+            handle = self._handles[experiment_id] = self._open(experiment_id, self.app_name)
         self._in_flight[experiment_id] = self._in_flight.get(experiment_id, 0) + 1
         return handle
 
@@ -98,6 +103,12 @@ class Handles:
                               and now - self._last_used.get(e, now) >= self.idle_s]:
             await self._handles.pop(experiment_id).shutdown_async()
 
+    async def drop(self, experiment_id: str) -> None:
+        """The experiment's pool goes (retired): its handle with it."""
+        handle = self._handles.pop(experiment_id, None)
+        if handle is not None:
+            await handle.shutdown_async()
+
     async def close(self) -> None:
         for handle in self._handles.values():
             await handle.shutdown_async()
@@ -105,13 +116,15 @@ class Handles:
 
 
 class RayPredictor:
-    def __init__(self, experiment_ids: list[str], settings: Settings, app_name: str = APP_NAME,
-                 read_states: Callable[[str, Any], dict[str, dict[str, int]]] = serve_replica_states,
-                 handles: Handles | None = None):
-        self.experiment_ids = experiment_ids
+    def __init__(self, settings: Settings, app_name: str, deployer: PoolDeployer,
+                 read_states: Callable[[str], dict[str, dict[str, int]]] = serve_replica_states,
+                 handles: Handles | None = None, identity: Callable[[str], str | None] = lambda _: None):
         self.handles = handles or Handles(app_name)
         self.settings = settings
         self.app_name = app_name
+        self.deployer = deployer
+        #: The model a moving source (an MLflow alias) resolved to, by experiment (the live registry's).
+        self.identity = identity
         self._read_states = read_states
         self.cold_starts: dict[str, dict[str, float]] = {}
         self.load_errors: dict[str, str] = {}  # the model failed to load in its replica, last we heard
@@ -142,6 +155,7 @@ class RayPredictor:
         cold = not (states.get("RUNNING", 0) + states.get("STARTING", 0))
         try:
             async with self.starts.admit(experiment.id, cold, timeout_s):
+                await self.deployer.ensure(experiment, self.identity(experiment.id))  # its first request: deploy
                 request_at = time.time()
                 result = await self._call(experiment, inputs, params, decision, request_at,
                                           max(0.1, timeout_s - (time.monotonic() - arrived)))
@@ -187,7 +201,22 @@ class RayPredictor:
                 continue
 
     async def _read_status(self) -> None:
-        self._status = await asyncio.to_thread(self._read_states, self.app_name, self.experiment_ids)
+        self._status = await asyncio.to_thread(self._read_states, self.app_name)
+        self.deployer.seen(set(self._status))
+
+    async def registry_changed(self, change: RegistryChange, registry: Registry) -> None:
+        """A removed experiment's pool is deleted, a changed one's redeployed with the new model
+        (requests in flight finish on the old replicas); an added one waits for its first request."""
+        for experiment_id in change.removed:
+            self.deployer.retire(experiment_id)
+            await self.handles.drop(experiment_id)
+            self.cold_starts.pop(experiment_id, None)
+            self.load_errors.pop(experiment_id, None)
+        for experiment_id in change.changed:
+            experiment = registry.get(experiment_id)
+            if experiment is not None:
+                self.load_errors.pop(experiment_id, None)
+                self.deployer.swap(experiment, self.identity(experiment_id))
 
     async def model_status(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
@@ -221,15 +250,24 @@ class RayPredictor:
 
 
 class HybridIngress:
-    """Serve ingress deployment: builds core's app at replica start (`__serve_build_asgi_app__`)."""
+    """Serve ingress deployment: builds core's app at replica start (`__serve_build_asgi_app__`). The
+    registry comes from the keeper actor (read when the app starts, then polled)."""
 
-    def __init__(self, settings: dict[str, Any], mode: str, app_name: str, experiments: dict[str, dict[str, Any]],
-                 *handles: Any):
+    def __init__(self, settings: dict[str, Any], mode: str, app_name: str):
+        import ray
+
         self.settings = Settings.model_construct(**settings)
         self.mode = AuthMode(mode)
-        registry = Registry({e: Experiment(**values) for e, values in experiments.items()})
-        # `handles` (bound by the application) deploy the experiments; requests open handles as needed
-        predictor = RayPredictor(list(experiments), self.settings, app_name)
+        keeper = ray.get_actor(keeper_name(app_name), namespace=NAMESPACE)
+        # Over HTTP a source is never a local path (refused before it gets here): no base directory needed.
+        registry = LiveRegistry(KeeperSource(keeper, Path("/")), Registry({}), stamp=None,
+                                poll_s=self.settings.registry_poll_s, identity_poll_s=self.settings.mlflow_poll_s)
+
+        async def for_replicas(experiment: Experiment) -> Experiment:
+            return await keeper.for_replicas.remote(experiment)
+
+        deployer = PoolDeployer(self.settings, app_name, for_replicas)
+        predictor = RayPredictor(self.settings, app_name, deployer, identity=registry.identity)
         self.path = RequestPath(self.settings, registry, predictor)
 
     def __serve_build_asgi_app__(self) -> Any:

@@ -22,17 +22,15 @@ from typing import Any
 
 from core.auth import auth_mode
 from core.http.runner import ready_message
-from core.serving.models import weights_file
-from core.serving.registry import PACKAGE_PREFIX, Registry
+from core.serving.weights import weights_file
+from core.serving.registry import PACKAGE_PREFIX, Experiment, Registry, RegistryError
 from core.settings import SECRET_VARIABLES, Settings
 
-from backends.local_ray.app import build_application, ray_environment
+from backends.local_ray.app import build_application
 from backends.local_ray.ingress import APP_NAME
+from backends.local_ray.pool import SERVE_LOGGING, pool_app_name, ray_environment
+from backends.local_ray.registry_keeper import NAMESPACE, RegistryKeeper, keeper_name
 from backends.local_ray.scaling import DurableMemory
-
-#: No access-log line per request from the ingress and every replica: under load, logging them
-#: through Ray's log pipeline cost a third of the throughput. Warnings and errors still show.
-SERVE_LOGGING = {"enable_access_log": False, "log_level": "WARNING"}
 #: Ray refuses a `working_dir` larger than this; local models beyond it must live on shared storage.
 MAX_SHIPPED_BYTES = 400 * 2**20
 AUTH_HELP = (
@@ -58,12 +56,12 @@ class Running:
     capacity: str = ""
 
 
-def _ship_models(registry: Registry) -> tuple[Registry, Path | None]:
-    """The registry as replicas on other nodes read it: local model directories copied into a
-    `working_dir` Ray uploads to every node (`models/<id>`, relative to each worker's directory)."""
+def _ship_models(registry: Registry) -> tuple[dict[str, tuple[Experiment, Experiment]], Path | None]:
+    """Local model directories copied into a `working_dir` Ray uploads to every node (`models/<id>`,
+    relative to each worker's directory): id → (the experiment as registered, as replicas read it)."""
     local = [e for e in registry if e.is_local and not e.source.startswith(PACKAGE_PREFIX)]
     if not local:
-        return registry, None
+        return {}, None
     staging = Path(tempfile.mkdtemp(prefix="hybrid-serve-models-"))
     total = 0
     for experiment in local:
@@ -78,10 +76,7 @@ def _ship_models(registry: Registry) -> tuple[Registry, Path | None]:
                 "a Hugging Face repo id or an installed package, or start without RAY_ADDRESS"
             )
         shutil.copytree(source, staging / "models" / experiment.id)
-    shipped = {e.id: e for e in registry}
-    for experiment in local:
-        shipped[experiment.id] = experiment.model_copy(update={"source": f"./models/{experiment.id}", "base_dir": Path(".")})
-    return Registry(shipped), staging
+    return {e.id: (e, e.model_copy(update={"source": f"./models/{e.id}", "base_dir": Path(".")})) for e in local}, staging
 
 
 def _runtime_env(own_cluster: bool, staging: Path | None) -> dict[str, Any]:
@@ -107,7 +102,7 @@ def start(settings: Settings, registry: Registry, host: str, port: int, app_name
         os.environ.setdefault(key, value)  # processes of a local Ray instance inherit this environment
     for secret in SECRET_VARIABLES:  # ... so secrets leave it first: the settings already hold them
         os.environ.pop(secret, None)
-    replica_registry, staging = (registry, None) if own_cluster else _ship_models(registry)
+    shipped, staging = ({}, None) if own_cluster else _ship_models(registry)
     try:
         ray.init(address=address, runtime_env=_runtime_env(own_cluster, staging), include_dashboard=False,
                  logging_level="WARNING", configure_logging=True)
@@ -130,7 +125,8 @@ def start(settings: Settings, registry: Registry, host: str, port: int, app_name
             "max_replicas": settings.max_replicas or _cluster_capacity(settings),
             "max_cold_starts": settings.max_cold_starts or max(1, int(ray.cluster_resources().get("CPU", 1))),
         })
-        serve.run(build_application(settings, registry, auth_mode(settings), app_name, replica_registry),
+        _start_keeper(settings, app_name, shipped)
+        serve.run(build_application(settings, auth_mode(settings), app_name),
                   name=app_name, route_prefix="/", logging_config=SERVE_LOGGING)
     except BaseException:
         ray.shutdown()
@@ -138,6 +134,19 @@ def start(settings: Settings, registry: Registry, host: str, port: int, app_name
     capacity = (f"up to {settings.max_replicas} replicas across experiments (HYBRID_MAX_REPLICAS), "
                 f"{settings.max_cold_starts} cold starts at once (HYBRID_MAX_COLD_STARTS)")
     return Running(app_name, f"{http.host}:{http.port}", own_cluster, staging, note, capacity)
+
+
+def _start_keeper(settings: Settings, app_name: str, shipped: dict[str, tuple[Experiment, Experiment]]) -> Any:
+    """The registry's keeper, on this node (where the registry file is), alive as long as this driver."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    keeper = ray.remote(RegistryKeeper).options(
+        name=keeper_name(app_name), namespace=NAMESPACE, num_cpus=0, scheduling_strategy=here, max_concurrency=4,
+    ).remote(str(Path(settings.registry_path).resolve()) if settings.registry_path else None, shipped)
+    ray.get(keeper.base_dir.remote())  # up before the ingress asks for it
+    return keeper
 
 
 def _cluster_capacity(settings: Settings) -> int:
@@ -159,7 +168,12 @@ def stop(running: Running) -> None:
         if running.own_cluster:
             serve.shutdown()
         else:  # a shared cluster: remove only what we deployed; Serve and its proxies are not ours
-            serve.delete(running.app_name)
+            serve.delete(running.app_name)  # the ingress first: no new pool is deployed meanwhile
+            pools = [name for name in serve.status().applications if name.startswith(pool_app_name(running.app_name, ""))]
+            for name in pools:
+                serve.delete(name, _blocking=False)
+            for name in pools:
+                serve.delete(name)  # waits until it is gone
             DurableMemory.forget(running.app_name + "/")
     finally:
         ray.shutdown()
@@ -177,10 +191,10 @@ def wait_until_stopped(stopped: threading.Event, poll_s: float = 0.5) -> None:
 
 def run(settings: Settings, host: str, port: int, name: str = APP_NAME, **_: Any) -> int:
     """The main job on the local Ray backend; 0 on a clean stop, 2 when Ray or Serve refused."""
-    registry = Registry.load(settings.registry_path)
     try:
+        registry = Registry.load(settings.registry_path)
         running = start(settings, registry, host, port, name)
-    except RayStartError as exc:
+    except (RayStartError, RegistryError) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
     if running.note:

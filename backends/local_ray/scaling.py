@@ -178,6 +178,13 @@ class DurableMemory:
             internal_kv._internal_kv_put(self.key, value, overwrite=True, namespace=self.NAMESPACE)
             self._written = value
 
+    def clear(self) -> None:
+        """Remove this memory (its experiment was retired)."""
+        from ray.experimental import internal_kv
+
+        if internal_kv._internal_kv_initialized():
+            internal_kv._internal_kv_del(self.key, namespace=self.NAMESPACE)
+
     @classmethod
     def forget(cls, prefix: str) -> None:
         """Remove every memory under `prefix` (an application going away)."""

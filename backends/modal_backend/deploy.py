@@ -23,7 +23,7 @@ from backends.modal_backend.deploy_config import (ANNOUNCED, MODAL_WEB_WAIT_S, P
                                                    DeployError, ModalDeployConfig)
 from backends.modal_backend.layout import in_layout, lay_out
 from core.auth import mode_line, modal_client_environment
-from core.serving.models import weights_file
+from core.serving.weights import weights_file
 from core.serving.registry import PACKAGE_PREFIX, Registry, RegistryError
 from core.settings import Settings
 

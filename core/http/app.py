@@ -1,4 +1,5 @@
-"""The HTTP API (FastAPI): /predict/{experiment_id}, /health, /experiments, /metrics.
+"""The HTTP API (FastAPI): /predict/{experiment_id}, /health, /experiments (PUT/DELETE to change the
+registry), /metrics.
 
 Why this module exists: it maps the request path and the state views onto HTTP and nothing more —
 every error becomes JSON `{"error": {"type", "message"}}` with a status that fits (404 unknown
@@ -13,7 +14,7 @@ import math
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, AsyncIterator
 
-from fastapi import FastAPI, Path, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,7 +23,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from core.auth import AuthMode, auth_mode
 from core.http.middleware import BearerToken, BodyLimits, UnexpectedErrors, error_body
 from core.http.views import StateViews
-from core.serving.errors import ServeError
+from core.serving.errors import AdminDisabled, ServeError
+from core.serving.live_registry import LiveRegistry
 from core.serving.registry import EXPERIMENT_ID_PATTERN, Registry
 from core.serving.request_path import RequestPath
 from core.settings import Settings
@@ -34,6 +36,18 @@ class PredictRequest(BaseModel):
 
     inputs: str | list[str] = Field(description="One input, or a list of inputs (one output each).")
     parameters: dict[str, Any] = Field(default_factory=dict, description="Task parameters, e.g. top_k, max_new_tokens.")
+
+
+class ExperimentBody(BaseModel):
+    """A registry entry, as in the registry file's `[experiments.<id>]` table."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(description="package:PKG/DIR, a Hugging Face repo id, or mlflow:models:/NAME/VERSION | @ALIAS | runs:/…")
+    task: str = Field(description="feature-extraction | text-classification | text-generation")
+    revision: str | None = Field(default=None, description="Hugging Face sources: a branch, tag or commit.")
+    sha256: str | None = Field(default=None, description="The weights file must hash to this.")
+    gpu: str | None = Field(default=None, description="Modal only: this experiment's GPU (default MODAL_GPU).")
 
 
 class ErrorDetail(BaseModel):
@@ -50,10 +64,12 @@ class ErrorBody(BaseModel):
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
         401: "missing or wrong bearer token (when HYBRID_API_TOKEN is set)",
+        403: "registry changes over HTTP need HYBRID_API_TOKEN to be set",
         404: "unknown experiment",
+        409: "the registry cannot be changed (the shipped demo registry: set HYBRID_REGISTRY)",
         408: "the request body stalled (HYBRID_BODY_TIMEOUT_S)",
         413: "body or input count over the limits (HYBRID_MAX_BODY_BYTES, HYBRID_MAX_INPUTS)",
-        422: "invalid experiment id, body, input or parameter",
+        422: "invalid experiment id, body, input, parameter or registry entry (the message names the field)",
         500: "the model failed on this request's inputs, or an unexpected error (with a request id)",
         503: "model unavailable, too many requests waiting, or shutting down (with Retry-After when retrying helps)",
         504: "no container answered within HYBRID_COLD_START_TIMEOUT_S",
@@ -92,6 +108,7 @@ def create_app(path: RequestPath, backend: str = "inprocess", mode: AuthMode | N
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await path.start()
         yield
         await path.close()
 
@@ -159,9 +176,36 @@ def create_app(path: RequestPath, backend: str = "inprocess", mode: AuthMode | N
         return await views.health()
 
     @app.get("/experiments", responses=_errors(401))
-    async def experiments() -> list[dict[str, Any]]:
-        """The registry with each experiment's state (cold / loading / warm / failed) and window."""
-        return await views.experiments()
+    async def experiments(offset: Annotated[int, Query(ge=0)] = 0,
+                          limit: Annotated[int | None, Query(ge=1)] = None) -> list[dict[str, Any]]:
+        """The registry with each experiment's state (cold / loading / warm / failed) and window;
+        `offset` / `limit` page through a large registry."""
+        return await views.experiments(offset, limit)
+
+    def _admin() -> None:
+        if path.settings.api_token is None:  # with a token, BearerToken has already checked it
+            raise AdminDisabled("registry changes over HTTP need a bearer token: set HYBRID_API_TOKEN "
+                                "(or use `hybrid-serve experiments` on the server's machine)")
+
+    @app.put("/experiments/{experiment_id}", responses=_errors(401, 403, 409, 422), dependencies=[Depends(_admin)])
+    async def put_experiment(
+        experiment_id: Annotated[str, Path(pattern=EXPERIMENT_ID_PATTERN, description="The experiment's id.")],
+        body: ExperimentBody,
+    ) -> JSONResponse:
+        """Register an experiment, or change its model (its old containers drain, the next request
+        cold-starts the new model); 201 when it is new. Needs the bearer token."""
+        experiment, change = await path.register(experiment_id, body.model_dump(exclude_none=True))
+        outcome = "added" if change.added else "changed" if change.changed else "unchanged"
+        return JSONResponse({"experiment": experiment.describe(), "change": outcome},
+                            status_code=201 if change.added else 200)
+
+    @app.delete("/experiments/{experiment_id}", responses=_errors(401, 403, 404, 409), dependencies=[Depends(_admin)])
+    async def delete_experiment(
+        experiment_id: Annotated[str, Path(pattern=EXPERIMENT_ID_PATTERN, description="The experiment's id.")],
+    ) -> dict[str, Any]:
+        """Retire an experiment: later requests get 404; requests in flight finish. Needs the bearer token."""
+        await path.retire(experiment_id)
+        return {"removed": experiment_id}
 
     @app.get("/metrics", response_class=PlainTextResponse, responses=_errors(401))
     async def metrics() -> Response:
@@ -171,9 +215,11 @@ def create_app(path: RequestPath, backend: str = "inprocess", mode: AuthMode | N
     return app
 
 
-def build_inprocess_app(settings: Settings, registry: Registry | None = None) -> FastAPI:
-    """The in-process server: this process loads and runs the models itself."""
+def build_inprocess_app(settings: Settings, registry: Registry | LiveRegistry | None = None) -> FastAPI:
+    """The in-process server: this process loads and runs the models itself. Without `registry`, the
+    registry file (HYBRID_REGISTRY) is followed live."""
     from core.serving.engine import InferenceEngine
 
-    registry = registry or Registry.load(settings.registry_path)
+    if registry is None:
+        registry = LiveRegistry.from_file(settings.registry_path, settings.registry_poll_s, settings.mlflow_poll_s)
     return create_app(RequestPath(settings, registry, InferenceEngine(settings)))

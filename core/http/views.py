@@ -89,17 +89,20 @@ class StateViews:
                 "experiments": windows,
             },
             "activity": self.activity(),
+            "registry": self.path.registry.describe(),
             "cached_models": cached,
             "configuration": {k: (str(v) if v is not None and not isinstance(v, (int, float, str)) else v)
                               for k, v in settings.public_dict().items()},
         }
 
-    async def experiments(self) -> list[dict[str, Any]]:
+    async def experiments(self, offset: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        """Registered experiments in registry order, `offset` and at most `limit` of them."""
         status = await self.path.predictor.model_status()
         windows = self.windows()
         unused = self.path.policy.decide(None)  # the window an experiment with no remembered request gets
+        registry = list(self.path.registry)
         out = []
-        for experiment in self.path.registry:
+        for experiment in registry[offset: None if limit is None else offset + limit]:
             model = status.get(experiment.id, {})
             window = windows.get(experiment.id)
             out.append({
@@ -109,6 +112,7 @@ class StateViews:
                 "scaledown_window_s": window["scaledown_window_s"] if window else unused.window_s,
                 "window_reason": window["reason"] if window else unused.reason.value,
                 "idle_s": window["idle_s"] if window else None,
+                "resolved": self.path.registry.identity(experiment.id),
                 "model": model,
             })
         return out

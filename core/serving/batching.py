@@ -10,7 +10,8 @@ When the batcher is idle and no wait is configured, a request runs at once, with
 Under load and bad input it holds: at most `max_queue` requests wait (beyond that `QueueFull`, for
 a 503 with Retry-After); a caller that gave up (cancelled: its client disconnected) is skipped
 before its inputs run; a pass that fails is retried caller by caller, so one poisoned input fails
-only its own request; `close()` refuses what waits and releases the model it holds.
+only its own request; `close()` refuses what waits and releases the model it holds; `drain()`
+accepts nothing new but runs what waits before it lets the model go (a model swapped or evicted).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class MicroBatcher:
         self._running = asyncio.Lock()
         self._waiting = 0  # callers queued and not given up
         self._closed = False
+        self._draining = False
 
     async def submit(self, inputs: list[str], params: Any, key: Hashable | None = None) -> BatchResult:
         """Run `inputs` with `params` (possibly together with other callers') and return this caller's outputs."""
@@ -102,10 +104,21 @@ class MicroBatcher:
             self._worker.cancel()
         self._fn = None
 
+    def drain(self) -> None:
+        """Accept no new caller; those already waiting still run, then the function (and the model
+        it holds) is dropped. A pass already running finishes for its callers."""
+        if self._closed:
+            return
+        self._closed = self._draining = True
+        if self._queue is None or self._queue.empty():
+            if self._worker is not None:
+                self._worker.cancel()
+            self._fn = None
+
     async def _run(self) -> None:
         assert self._queue is not None
         queue = self._queue
-        while not self._closed:
+        while not self._closed or (self._draining and not queue.empty()):
             first = await queue.get()
             async with self._running:  # requests queued while a pass runs are all taken by the next one
                 batch = [first]
@@ -126,6 +139,8 @@ class MicroBatcher:
                     size += len(item.inputs)
                 for group in self._groups(batch):
                     await self._execute(group)
+        if self._draining:
+            self._fn = None
 
     def _groups(self, batch: list[_Pending]) -> list[list[_Pending]]:
         """Split by parameters, then into chunks of at most max_batch_size inputs (a big request runs alone)."""

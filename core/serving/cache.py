@@ -66,6 +66,7 @@ class ModelCache:
         self._clock = time.perf_counter
         self._lock = threading.Lock()
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()  # least recently used first
+        #: Loads under way; `forget` removes an entry, so a load started before it is served, not kept.
         self._loading: dict[str, Future[LoadedModel]] = {}
         self._records: dict[str, LoadRecord] = {}
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="model-load")
@@ -108,6 +109,14 @@ class ModelCache:
         with self._lock:
             return list(self._records)
 
+    def forget(self, experiment_id: str) -> None:
+        """Drop the experiment's model (its definition changed, or it was removed). A load under way
+        still answers the requests waiting for it, but its model is not kept."""
+        with self._lock:
+            self._loading.pop(experiment_id, None)
+            if experiment_id in self._models:
+                self._evict(experiment_id)
+
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -119,6 +128,9 @@ class ModelCache:
         """(the warm model, None, False) | (None, the load to wait for, whether this caller runs it)."""
         with self._lock:
             model = self._models.get(experiment.id)
+            if model is not None and model.experiment != experiment:  # a new definition: the old model goes
+                self._evict(experiment.id)
+                model = None
             if model is not None:
                 self._models.move_to_end(experiment.id)
                 return model, None, False
@@ -146,14 +158,18 @@ class ModelCache:
                 f"{experiment.id}: model load failed: {type(exc).__name__}: {exc}"
             )
             with self._lock:
-                self._loading.pop(experiment.id, None)
+                if self._loading.get(experiment.id) is future:
+                    del self._loading[experiment.id]
                 record = self._record(experiment.id)
                 record.state, record.last_error = ModelState.FAILED, error.message
             future.set_exception(error)
             return
         elapsed = self._clock() - start
         with self._lock:
-            self._loading.pop(experiment.id, None)
+            if self._loading.get(experiment.id) is not future:  # forgotten meanwhile: serve it, don't keep it
+                future.set_result(model)
+                return
+            del self._loading[experiment.id]
             self._models[experiment.id] = model
             record = self._record(experiment.id)
             record.state, record.last_error = ModelState.WARM, None

@@ -18,8 +18,9 @@ from core.serving.batching import BatcherClosed, MicroBatcher, QueueFull
 from core.serving.cache import ModelCache
 from core.serving.errors import ModelFailed, Overloaded, ServeError
 from core.serving.models import LoadedModel, load_model
+from core.serving.live_registry import RegistryChange
 from core.serving.prediction import Prediction
-from core.serving.registry import Experiment
+from core.serving.registry import Experiment, Registry
 from core.settings import Settings
 
 
@@ -46,7 +47,7 @@ class InferenceEngine:
         current = self._batchers.get(experiment_id)
         if current is None or current[0] is not model:  # a reload after eviction gets a fresh batcher
             if current is not None:
-                current[1].close()
+                current[1].drain()
             batcher = MicroBatcher(
                 model.predict,
                 max_batch_size=self.settings.max_batch_size,
@@ -58,10 +59,20 @@ class InferenceEngine:
         return current[1]
 
     def _release_evicted(self) -> None:
-        """Close the batchers of models the cache no longer holds: they are what kept them alive."""
+        """Drain the batchers of models the cache no longer holds: they are what kept them alive (the
+        requests already waiting in them still run)."""
         cached = set(self.cache.cached_ids())
         for experiment_id in [e for e in self._batchers if e not in cached]:
-            self._batchers.pop(experiment_id)[1].close()
+            self._batchers.pop(experiment_id)[1].drain()
+
+    async def registry_changed(self, change: RegistryChange, registry: Registry) -> None:
+        """A removed or changed experiment's model is let go now: requests already queued for it
+        finish on it, the next request of a changed one loads the new model."""
+        for experiment_id in change.removed + change.changed:
+            self.cache.forget(experiment_id)
+            current = self._batchers.pop(experiment_id, None)
+            if current is not None:
+                current[1].drain()
 
     async def predict(self, experiment: Experiment, inputs: list[str], params: Any,
                       decision: WindowDecision | None = None) -> Prediction:

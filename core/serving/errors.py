@@ -62,3 +62,24 @@ class ModelFailed(ServeError):
 
     status_code = 500
     error_type = "model_failed"
+
+
+class InvalidExperiment(ServeError):
+    """A registry change that does not validate (the message names the entry and the field)."""
+
+    status_code = 422
+    error_type = "invalid_experiment"
+
+
+class RegistryReadOnly(ServeError):
+    """This server's registry cannot be changed (the shipped demo registry, a registry given in code)."""
+
+    status_code = 409
+    error_type = "registry_read_only"
+
+
+class AdminDisabled(ServeError):
+    """Registry changes over HTTP need a bearer token (HYBRID_API_TOKEN), and none is configured."""
+
+    status_code = 403
+    error_type = "admin_disabled"

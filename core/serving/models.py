@@ -9,7 +9,6 @@ checked against the registry's sha256 *before* anything is deserialised, and it 
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -20,6 +19,7 @@ from core.serving import mlflow_source
 from core.serving.errors import InvalidInput, ModelUnavailable
 from core.serving.parameters import FeatureExtractionParams, TextClassificationParams, TextGenerationParams
 from core.serving.registry import Experiment, Task
+from core.serving.weights import verify_weights
 
 try:  # progress bars on every load are noise in a server log
     from transformers.utils import logging as _hf_logging
@@ -28,7 +28,6 @@ try:  # progress bars on every load are noise in a server log
 except ImportError:  # pragma: no cover
     pass
 
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 # --- resolving and verifying weights -----------------------------------------------------------
@@ -58,32 +57,6 @@ def resolve_model_dir(experiment: Experiment) -> Path:
             f"{'@' + experiment.revision if experiment.revision else ''} from the Hugging Face Hub "
             f"({type(exc).__name__})"
         ) from None
-
-
-def weights_file(model_dir: Path) -> Path | None:
-    return next((model_dir / n for n in WEIGHT_FILES if (model_dir / n).is_file()), None)
-
-
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def verify_weights(experiment: Experiment, model_dir: Path) -> None:
-    """Refuse the model when the registry pins a sha256 and the weights file does not match it."""
-    if not experiment.sha256:
-        return
-    path = weights_file(model_dir)
-    if path is None:
-        raise ModelUnavailable(f"{experiment.id}: sha256 is pinned but no single weights file ({', '.join(WEIGHT_FILES)}) was found")
-    actual = sha256_of(path)
-    if actual != experiment.sha256:
-        raise ModelUnavailable(
-            f"{experiment.id}: weights file {path.name} has sha256 {actual}, the registry pins {experiment.sha256}; refused"
-        )
 
 
 # --- loaded models -----------------------------------------------------------------------------

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from core.keepwarm.decision import WindowDecision
-from core.serving.registry import Experiment
+from core.serving.live_registry import RegistryChange
+from core.serving.registry import Experiment, Registry
 
 
 @dataclass(frozen=True)
@@ -52,5 +53,9 @@ class Predictor(Protocol):
 
     def begin_shutdown(self) -> None:
         """Refuse requests that wait, and new ones (503); those running finish."""
+
+    async def registry_changed(self, change: RegistryChange, registry: Registry) -> None:
+        """Experiments were added, removed or changed while serving: drop what a removed or changed
+        one holds (in-flight requests finish on the old model; the next one loads the new)."""
 
     async def close(self) -> None: ...

@@ -125,14 +125,27 @@ class Registry:
     def __iter__(self) -> Iterator[Experiment]:
         return iter(self._experiments.values())
 
+    def __len__(self) -> int:
+        return len(self._experiments)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Registry) and self._experiments == other._experiments
+
     def first_id(self) -> str | None:
         """The first registered experiment (the one the ready message's curl names)."""
         return next(iter(self._experiments), None)
 
+    def with_experiment(self, experiment: Experiment) -> "Registry":
+        """This registry with `experiment` added, or replacing the one of its id (in place, order kept)."""
+        return Registry({**self._experiments, experiment.id: experiment})
+
+    def without(self, experiment_id: str) -> "Registry":
+        return Registry({e: x for e, x in self._experiments.items() if e != experiment_id})
+
     def to_toml(self) -> str:
         """The registry as a file `load` reads back to the same experiments (local sources as written,
         so keep the file beside the same base directory)."""
-        lines: list[str] = []
+        lines: list[str] = [] if self._experiments else ["[experiments]", ""]
         for experiment in self._experiments.values():
             lines.append(f"[experiments.{_toml_key(experiment.id)}]")
             for key, value in experiment.model_dump(exclude={"id", "base_dir"}, exclude_none=True, mode="json").items():
@@ -145,21 +158,40 @@ class Registry:
         """Read a registry file (default: the shipped one); raise `RegistryError` naming file and entry."""
         path = Path(path) if path else DEFAULT_REGISTRY
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            return cls.parse(path.read_text(encoding="utf-8"), path.parent.resolve(), str(path))
         except FileNotFoundError:
             raise RegistryError(f"{path}: registry file not found (set HYBRID_REGISTRY)") from None
+
+    @classmethod
+    def parse(cls, text: str, base_dir: Path, name: str) -> "Registry":
+        """Read a registry's TOML text (`name`: where it came from, for messages). An `[experiments]`
+        table with no entry is an empty registry (experiments are added live); a file without it is
+        refused, as a file of some other kind would be."""
+        try:
+            data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            raise RegistryError(f"{path}: not valid TOML: {exc}") from None
+            raise RegistryError(f"{name}: not valid TOML: {exc}") from None
         table = data.get("experiments")
-        if not isinstance(table, dict) or not table:
-            raise RegistryError(f"{path}: needs at least one [experiments.<id>] table")
+        if not isinstance(table, dict):
+            raise RegistryError(f"{name}: needs an [experiments] table (with one [experiments.<id>] table per experiment)")
+        unknown = sorted(set(data) - {"experiments"})
+        if unknown:
+            raise RegistryError(f"{name}: unknown top-level key(s) {', '.join(unknown)}; experiments go in [experiments.<id>]")
         experiments: dict[str, Experiment] = {}
         for experiment_id, entry in table.items():
             if not isinstance(entry, dict):
-                raise RegistryError(f"{path}: [experiments.{experiment_id}] must be a table")
-            try:
-                experiments[experiment_id] = Experiment(id=experiment_id, base_dir=path.parent.resolve(), **entry)
-            except ValidationError as exc:
-                reasons = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'entry'}: {e['msg']}" for e in exc.errors())
-                raise RegistryError(f"{path}: [experiments.{experiment_id}]: {reasons}") from None
+                raise RegistryError(f"{name}: [experiments.{experiment_id}] must be a table")
+            experiments[experiment_id] = experiment_entry(experiment_id, entry, base_dir, f"{name}: ")
         return cls(experiments)
+
+
+def experiment_entry(experiment_id: str, fields: Mapping[str, object], base_dir: Path, where: str = "") -> Experiment:
+    """One experiment, validated (id rules, task, source scheme, sha256 form); `RegistryError` names
+    the entry and each field at fault. Every change to a registry goes through here, as loading does."""
+    try:
+        return Experiment(id=experiment_id, base_dir=base_dir, **fields)
+    except ValidationError as exc:
+        reasons = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'entry'}: {e['msg']}" for e in exc.errors())
+        raise RegistryError(f"{where}[experiments.{experiment_id}]: {reasons}") from None
+    except TypeError as exc:  # fields that are not keyword names
+        raise RegistryError(f"{where}[experiments.{experiment_id}]: {exc}") from None

@@ -19,10 +19,13 @@ from core.keepwarm.appliers import RecordingApplier, WindowApplier
 from core.keepwarm.decision import NamedPolicy, WindowDecision
 from core.keepwarm.policies import policy_from_settings, retention_s
 from core.metrics import ServerMetrics
-from core.serving.errors import InvalidInput, PayloadTooLarge, ServeError, UnknownExperiment
+from core.serving.errors import (InvalidExperiment, InvalidInput, PayloadTooLarge, RegistryReadOnly, ServeError,
+                                 UnknownExperiment)
+from core.serving.live_registry import LiveRegistry, RegistryChange
 from core.serving.parameters import TaskParams, parse_parameters
 from core.serving.prediction import Prediction, Predictor
-from core.serving.registry import Experiment, Registry
+from core.serving.registry import PACKAGE_PREFIX, Experiment, Registry, RegistryError, experiment_entry
+from core.serving.registry_file import ReadOnlyRegistry
 from core.settings import Settings
 
 
@@ -40,14 +43,15 @@ class RequestPath:
     def __init__(
         self,
         settings: Settings,
-        registry: Registry,
+        registry: Registry | LiveRegistry,
         predictor: Predictor,
         applier: WindowApplier | None = None,
         tracker: ActivityTracker | None = None,
         metrics: ServerMetrics | None = None,
     ):
         self.settings = settings
-        self.registry = registry
+        self.registry = registry if isinstance(registry, LiveRegistry) else LiveRegistry.static(registry)
+        self.registry.subscribe(predictor.registry_changed)  # a removed or changed experiment's model goes
         self.predictor = predictor
         self.applier = applier or RecordingApplier()
         self.policy: NamedPolicy = policy_from_settings(settings)
@@ -117,9 +121,39 @@ class RequestPath:
                               replica_start_s=round(cold.replica_start_s, 4), model_load_s=round(cold.model_load_s, 4),
                               total_s=round(cold.total_s, 4))
 
+    # --- registry changes (admin API) ------------------------------------------------------------
+    async def register(self, experiment_id: str, fields: dict[str, Any]) -> tuple[Experiment, RegistryChange]:
+        """Add or replace an experiment, validated as loading validates it. Over HTTP a source is
+        never a path on this machine: a remote caller must not make the server read its files."""
+        try:
+            experiment = experiment_entry(experiment_id, fields, self.registry.source.base_dir)
+        except RegistryError as exc:
+            raise InvalidExperiment(str(exc)) from None
+        if experiment.is_local and not experiment.source.startswith(PACKAGE_PREFIX):
+            raise InvalidExperiment(f"[experiments.{experiment_id}]: source: a local directory is registered with "
+                                    "`hybrid-serve experiments add` on the server's machine, not over HTTP; over HTTP "
+                                    "use a package:, Hugging Face or mlflow: source")
+        try:
+            return experiment, await self.registry.put(experiment)
+        except ReadOnlyRegistry as exc:
+            raise RegistryReadOnly(str(exc)) from None
+
+    async def retire(self, experiment_id: str) -> RegistryChange:
+        self.experiment(experiment_id)  # 404 when unknown
+        try:
+            return await self.registry.remove(experiment_id)
+        except ReadOnlyRegistry as exc:
+            raise RegistryReadOnly(str(exc)) from None
+
+    async def start(self) -> None:
+        """Read the registry's latest state, then follow its changes (in the server's event loop)."""
+        await self.registry.refresh()
+        self.registry.start()
+
     def begin_shutdown(self) -> None:
         """The server stops: requests still waiting are refused (503), running ones finish."""
         self.predictor.begin_shutdown()
 
     async def close(self) -> None:
+        await self.registry.close()
         await self.predictor.close()

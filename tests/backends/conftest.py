@@ -86,7 +86,7 @@ def modal_container(tmp_path: Path, settings_env: dict[str, str],
 @pytest.fixture(scope="session")
 def modal_registry(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A registry every entry of which can reach a Modal container (local models are shipped)."""
-    from core.serving.models import sha256_of, weights_file
+    from core.serving.weights import sha256_of, weights_file
 
     fe = tiny_models["feature-extraction"]
     path = tmp_path_factory.mktemp("modal-registry") / "experiments.toml"

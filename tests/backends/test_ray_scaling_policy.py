@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from backends.local_ray import scaling
+from backends.local_ray.deployer import PoolDeployer
 from backends.local_ray.ingress import Handles, RayPredictor
 from backends.local_ray.scaling import ReplicaReport, ScalingInputs, desired_replicas, reports_from_metrics
 from core.keepwarm.decision import WindowDecision, WindowReason
@@ -113,8 +114,13 @@ class _Call:
 def predictor_with(call: _Call, timeout_s: float = 0.2) -> RayPredictor:
     handle = SimpleNamespace(predict=SimpleNamespace(remote=lambda *args: call))
     settings = load_settings(env_file=None, cold_start_timeout_s=timeout_s)
-    return RayPredictor(["e"], settings, read_states=lambda app, ids: {"e": {}},
-                        handles=Handles("hybrid-serve", open_handle=lambda deployment, app: handle))
+    deployer = PoolDeployer(settings, "hybrid-serve", for_replicas=_same, deploy=lambda experiment, identity: None)
+    return RayPredictor(settings, "hybrid-serve", deployer, read_states=lambda app: {"e": {}},
+                        handles=Handles("hybrid-serve", open_handle=lambda experiment_id, app: handle))
+
+
+async def _same(experiment: Experiment) -> Experiment:
+    return experiment
 
 
 EXPERIMENT = Experiment(id="e", source="./x", task="feature-extraction")
@@ -238,19 +244,19 @@ def test_handles_of_pools_long_at_zero_are_closed() -> None:
         async def shutdown_async(self) -> None:
             closed.append(self.name)
 
-    handles = Handles("app", idle_s=0.0, open_handle=lambda deployment, app: opened.append(deployment) or Handle(deployment))
+    handles = Handles("app", idle_s=0.0, open_handle=lambda experiment, app: opened.append(experiment) or Handle(experiment))
 
     async def scenario() -> None:
         handles.acquire("a")
         handles.release("a")
         handles.acquire("b")  # in flight
         await handles.close_idle({"a", "b"})
-        assert closed == ["experiment-a"] and handles.open_ids() == ["b"]
+        assert closed == ["a"] and handles.open_ids() == ["b"]
         handles.release("b")
         await handles.close_idle(set())  # b's pool is warm: its handle stays open
         assert handles.open_ids() == ["b"]
         handles.acquire("a")  # a's next request opens a new handle
-        assert opened == ["experiment-a", "experiment-b", "experiment-a"]
+        assert opened == ["a", "b", "a"]
 
     asyncio.run(scenario())
 

@@ -16,7 +16,8 @@ import pytest
 from core.serving import mlflow_source
 from core.serving.errors import ModelUnavailable
 from core.serving.mlflow_source import MlflowRef, download, parse, resolve
-from core.serving.models import load_model, sha256_of
+from core.serving.models import load_model
+from core.serving.weights import sha256_of
 from core.serving.parameters import TextClassificationParams
 from core.serving.registry import Experiment, Registry, RegistryError
 from tests.conftest import free_port

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from core.serving.models import sha256_of, weights_file
+from core.serving.weights import sha256_of, weights_file
 from core.serving.registry import EXPERIMENT_ID_PATTERN, Registry, RegistryError, Task
 
 

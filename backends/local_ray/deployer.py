@@ -1,0 +1,118 @@
+"""Deploys an experiment's pool on its first request; swaps or deletes it when the registry changes.
+
+Why this module exists: a registered experiment that is never requested should cost nothing — no
+deployment, nothing for Serve's controller to poll — so hundreds start as fast as one. The ingress
+deploys an experiment's pool (pool.py) when its first request arrives (single flight: concurrent
+requests wait for one deploy), redeploys it when its definition or resolved model changes (Serve
+starts replicas of the new model and lets requests in flight finish on the old ones), and deletes it
+when the experiment is retired. Which pools exist is read back from Serve itself, so an ingress that
+restarts knows them without any memory of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Awaitable, Callable
+
+from core.serving.registry import Experiment
+from core.settings import Settings
+
+log = logging.getLogger("hybrid_serve.ray.deployer")
+
+#: (the experiment as its replicas read it, its resolved identity) → deployed (blocking).
+DeployFn = Callable[[Experiment, "str | None"], None]
+DeleteFn = Callable[[str], None]
+
+
+class PoolDeployer:
+    def __init__(self, settings: Settings, app_name: str,
+                 for_replicas: Callable[[Experiment], Awaitable[Experiment]],
+                 deploy: DeployFn | None = None, delete: DeleteFn | None = None):
+        self.settings = settings
+        self.app_name = app_name
+        self._for_replicas = for_replicas
+        self._deploy = deploy or self._serve_run
+        self._delete = delete or self._serve_delete
+        self._deployed: set[str] = set()
+        self._deleting: set[str] = set()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._background: set[asyncio.Task[None]] = set()
+
+    def seen(self, experiment_ids: set[str]) -> None:
+        """Pools Serve reports (deployed by this ingress, or by one before it)."""
+        self._deployed |= experiment_ids - self._deleting
+
+    def deployed(self, experiment_id: str) -> bool:
+        return experiment_id in self._deployed
+
+    async def ensure(self, experiment: Experiment, identity: str | None) -> None:
+        """The experiment's pool exists once this returns (deployed now if it did not)."""
+        if experiment.id in self._deployed:
+            return
+        async with self._locks.setdefault(experiment.id, asyncio.Lock()):
+            if experiment.id not in self._deployed:
+                await self._run(experiment, identity)
+
+    def swap(self, experiment: Experiment, identity: str | None) -> None:
+        """The experiment changed: a deployed pool is redeployed with the new model (in the background)."""
+        if experiment.id in self._deployed:
+            self._spawn(self._locked_run(experiment, identity))
+
+    def retire(self, experiment_id: str) -> None:
+        """The experiment was removed: its pool goes (in the background; requests in flight finish)."""
+        if experiment_id in self._deployed:
+            self._deployed.discard(experiment_id)
+            self._deleting.add(experiment_id)
+            self._spawn(self._locked_delete(experiment_id))
+
+    async def _locked_delete(self, experiment_id: str) -> None:
+        async with self._locks.setdefault(experiment_id, asyncio.Lock()):  # a re-add waits for the deletion
+            try:
+                await asyncio.to_thread(self._delete, experiment_id)
+            finally:
+                self._deleting.discard(experiment_id)
+
+    async def _locked_run(self, experiment: Experiment, identity: str | None) -> None:
+        async with self._locks.setdefault(experiment.id, asyncio.Lock()):
+            await self._run(experiment, identity)
+
+    async def _run(self, experiment: Experiment, identity: str | None) -> None:
+        replica_view = await self._for_replicas(experiment)
+        await asyncio.to_thread(self._deploy, replica_view, identity)
+        self._deployed.add(experiment.id)
+
+    def _spawn(self, work: Awaitable[Any]) -> None:
+        async def logged() -> None:
+            try:
+                await work
+            except Exception:
+                log.exception("changing an experiment's pool failed")
+
+        task = asyncio.get_running_loop().create_task(logged())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def settle(self) -> None:
+        """Wait for background swaps and deletions (tests, shutdown)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    def _serve_run(self, experiment: Experiment, identity: str | None) -> None:
+        from ray import serve
+
+        from backends.local_ray.pool import SERVE_LOGGING, pool_app_name, pool_application
+
+        serve.run(pool_application(self.settings, self.app_name, experiment, identity),
+                  name=pool_app_name(self.app_name, experiment.id), route_prefix=None, logging_config=SERVE_LOGGING)
+
+    def _serve_delete(self, experiment_id: str) -> None:
+        from ray import serve
+
+        from backends.local_ray.pool import pool_app_name
+
+        from backends.local_ray.pool import memory_key
+        from backends.local_ray.scaling import DurableMemory
+
+        serve.delete(pool_app_name(self.app_name, experiment_id), _blocking=True)
+        DurableMemory(memory_key(self.app_name, experiment_id)).clear()

@@ -1,0 +1,167 @@
+"""One experiment's pool of replicas: its own Serve application, deployed on its first request.
+
+Why this module exists: it states, in one place, how Modal's per-experiment container pool is
+emulated — an application of one autoscaled deployment that starts at zero replicas, may grow to
+MODAL_MAX_CONTAINERS, and is scaled by `ScaledownWindowPolicy` with Serve's own delays turned off
+(the policy is the only clock), a short look-back so load is seen within a second, and a graceful
+shutdown that lets requests in flight finish. Each replica asks Ray for the CPUs and memory it uses
+(`HYBRID_REPLICA_CPUS`, `HYBRID_REPLICA_MEMORY_MB`). One application per experiment, so that adding,
+changing or retiring an experiment touches its pool alone, and one never requested costs nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from typing import Any
+
+from pydantic import SecretStr
+from ray import serve
+from ray.serve.config import AutoscalingConfig, AutoscalingPolicy
+
+from backends.local_ray.replica import ExperimentReplica
+from core.serving.registry import Experiment
+from core.settings import Settings
+
+#: Serve averages load over this period (default 30 s); short, so scale-up follows load closely.
+LOOK_BACK_PERIOD_S = 1.0
+#: How often replicas push their reports — and handles their load — to the controller (Serve's
+#: default is 10 s; in Ray 2.60 one setting serves both). A report carries timestamps, but a request
+#: just before a window ends is seen only with the next report: this bounds the window's precision.
+METRICS_PUSH_INTERVAL_S = 0.2
+#: No access-log line per request from the ingress and every replica: under load, logging them
+#: through Ray's log pipeline cost a third of the throughput. Warnings and errors still show.
+SERVE_LOGGING = {"enable_access_log": False, "log_level": "WARNING"}
+SECRET_FIELDS = {"modal_token_id", "modal_token_secret"}  # the Modal client's: never in a Ray process
+
+
+def ray_environment() -> dict[str, str]:
+    """Environment every Ray process of the emulator needs (metric push intervals)."""
+    return {
+        "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": str(METRICS_PUSH_INTERVAL_S),
+        "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": str(METRICS_PUSH_INTERVAL_S),
+    }
+
+
+def replica_resources(settings: Settings) -> dict[str, Any]:
+    """What Ray reserves for one replica (a container in Modal's terms)."""
+    options: dict[str, Any] = {"num_cpus": settings.replica_cpus}
+    if settings.replica_memory_mb:
+        options["memory"] = settings.replica_memory_mb * 2**20
+    return options
+
+
+def autoscaling_config(settings: Settings, app_name: str, experiment_id: str) -> AutoscalingConfig:
+    with warnings.catch_warnings():  # metrics_interval_s is deprecated but still sets the push period
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _autoscaling_config(settings, app_name, experiment_id)
+
+
+def _autoscaling_config(settings: Settings, app_name: str, experiment_id: str) -> AutoscalingConfig:
+    return AutoscalingConfig(
+        min_replicas=0,
+        metrics_interval_s=METRICS_PUSH_INTERVAL_S,
+        initial_replicas=0,
+        max_replicas=settings.max_containers,
+        target_ongoing_requests=settings.replica_target_ongoing,
+        look_back_period_s=LOOK_BACK_PERIOD_S,
+        upscale_delay_s=0,
+        downscale_delay_s=0,
+        downscale_to_zero_delay_s=0,
+        policy=AutoscalingPolicy(
+            policy_function="backends.local_ray.scaling:ScaledownWindowPolicy",
+            policy_kwargs={
+                "experiment": experiment_id,
+                "time_scale": settings.time_scale,
+                "target_ongoing": settings.replica_target_ongoing,
+                "event_log": str(settings.event_log) if settings.event_log else None,
+                "prewarm_lead_s": settings.prewarm_lead_s,
+                "memory_key": memory_key(app_name, experiment_id),
+                "start_timeout_s": settings.cold_start_timeout_s,
+                "max_replicas": settings.max_replicas,
+            },
+        ),
+    )
+
+
+def autoscaling_config(settings: Settings, app_name: str, experiment_id: str) -> AutoscalingConfig:
+    with warnings.catch_warnings():  # metrics_interval_s is deprecated but still sets the push period
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _autoscaling_config(settings, app_name, experiment_id)
+
+
+def _autoscaling_config(settings: Settings, app_name: str, experiment_id: str) -> AutoscalingConfig:
+    return AutoscalingConfig(
+        min_replicas=0,
+        metrics_interval_s=METRICS_PUSH_INTERVAL_S,
+        initial_replicas=0,
+        max_replicas=settings.max_containers,
+        target_ongoing_requests=settings.replica_target_ongoing,
+        look_back_period_s=LOOK_BACK_PERIOD_S,
+        upscale_delay_s=0,
+        downscale_delay_s=0,
+        downscale_to_zero_delay_s=0,
+        policy=AutoscalingPolicy(
+            policy_function="backends.local_ray.scaling:ScaledownWindowPolicy",
+            policy_kwargs={
+                "experiment": experiment_id,
+                "time_scale": settings.time_scale,
+                "target_ongoing": settings.replica_target_ongoing,
+                "event_log": str(settings.event_log) if settings.event_log else None,
+                "prewarm_lead_s": settings.prewarm_lead_s,
+                "memory_key": memory_key(app_name, experiment_id),
+                "start_timeout_s": settings.cold_start_timeout_s,
+                "max_replicas": settings.max_replicas,
+            },
+        ),
+    )
+
+
+def deployment_settings(settings: Settings, ingress: bool) -> dict[str, Any]:
+    """The settings a deployment's processes get: no Modal token anywhere (the ingress only learns
+    whether they are set, for /health), and the bearer token only in the ingress, which checks it."""
+    values = settings.model_dump(exclude=SECRET_FIELDS | ({"api_token"} if not ingress else set()))
+    if ingress:
+        values.update({name: SecretStr("held by the driver") for name in SECRET_FIELDS if getattr(settings, name) is not None})
+    return values
+
+
+def memory_key(app_name: str, experiment_id: str) -> str:
+    """Where an experiment's scaling policy keeps what must survive a controller restart."""
+    return f"{app_name}/{experiment_id}"
+
+
+def deployment_name(experiment_id: str) -> str:
+    return f"experiment-{experiment_id}"
+
+
+def pool_app_name(app_name: str, experiment_id: str) -> str:
+    """The Serve application of one experiment's pool (no HTTP route: only the ingress calls it)."""
+    return f"{app_name}--{experiment_id}"
+
+
+def pool_version(experiment: Experiment, identity: str | None) -> str:
+    """What a pool was deployed from: its definition as its replicas read it, and the model a moving
+    source resolved to. A pool deployed from the same version is not deployed again."""
+    definition = {**experiment.model_dump(mode="json"), "base_dir": str(experiment.base_dir), "identity": identity}
+    return hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:16]
+
+
+#: Requests in flight on a replica of a swapped or retired pool get this long to finish.
+DRAIN_TIMEOUT_S = 60
+
+
+def pool_application(settings: Settings, app_name: str, experiment: Experiment, identity: str | None) -> Any:
+    """The bound application of one experiment's pool (deploy it with `serve.run(..., name=pool_app_name(...),
+    route_prefix=None)`); `experiment` as the replicas must read it."""
+    definition = {**experiment.model_dump(), "base_dir": str(experiment.base_dir)}
+    return serve.deployment(
+        ExperimentReplica,
+        name=deployment_name(experiment.id),
+        autoscaling_config=autoscaling_config(settings, app_name, experiment.id),
+        max_ongoing_requests=settings.replica_target_ongoing * 16,
+        graceful_shutdown_wait_loop_s=0.2,
+        graceful_shutdown_timeout_s=DRAIN_TIMEOUT_S,
+        ray_actor_options=replica_resources(settings),
+    ).bind(definition, deployment_settings(settings, ingress=False), identity)

@@ -1,0 +1,187 @@
+"""`hybrid-serve experiments add | update | remove | list`: change the registry that servers follow live.
+
+Why this module exists: registering, promoting and retiring models is daily work, and must not mean
+a restart or a redeploy. The command validates an entry as the server would (id, task, source
+scheme, and for a local directory: that it exists and matches a pinned sha256), then writes it
+where the running servers read it: the registry file (HYBRID_REGISTRY, changed atomically under a
+lock; every server polls it), or with `--modal` the deployed app's shared registry on Modal.
+A relative local source is taken relative to the current directory, as a shell user means it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from core.serving.errors import ModelUnavailable
+from core.serving.live_registry import FileSource, RegistrySource
+from core.serving.registry import PACKAGE_PREFIX, Experiment, Registry, RegistryError, experiment_entry
+from core.serving.weights import check_local_source
+from core.settings import Settings
+
+experiments_app = typer.Typer(no_args_is_help=True, help="Add, change, remove and list registered experiments (live).")
+
+MODAL_OPTION = typer.Option(False, "--modal", help="Change the deployed Modal app's registry (needs Modal credentials).")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+def _source(settings: Settings, modal: bool) -> RegistrySource:
+    if modal:
+        from importlib import import_module
+
+        from core.cli import _entry_points
+
+        target = _entry_points("hybrid_serve.registries").get("modal")
+        if target is None:
+            _fail("the Modal backend is not installed")
+        module_name, _, attr = str(target).partition(":")
+        return getattr(import_module(module_name), attr)(settings)
+    if settings.registry_path is None:
+        _fail("HYBRID_REGISTRY is not set: servers read the shipped demo registry, which is not changed. "
+              "Point HYBRID_REGISTRY at a registry file of your own (this command creates it), "
+              "in the environment or .env, for the servers too")
+    return FileSource(settings.registry_path)
+
+
+def _absolute(source: str) -> str:
+    """A local path as the user typed it, made absolute (the registry file may live elsewhere)."""
+    if source.startswith((".", "~")) and not source.startswith(PACKAGE_PREFIX):
+        return str(Path(source).expanduser().resolve())
+    return source
+
+
+def _checked(experiment_id: str, fields: dict[str, Any], base_dir: Path, remote: bool) -> Experiment:
+    try:
+        experiment = experiment_entry(experiment_id, fields, base_dir)
+    except RegistryError as exc:
+        _fail(str(exc))
+    if remote and experiment.is_local and not experiment.source.startswith(PACKAGE_PREFIX):
+        _fail(f"[experiments.{experiment_id}]: source: a local directory cannot reach Modal's containers after the "
+              "deploy; ship it with the deploy (registry file), or use a package:, Hugging Face or mlflow: source")
+    try:
+        check_local_source(experiment)
+    except ModelUnavailable as exc:
+        _fail(exc.message)
+    return experiment
+
+
+async def _read(source: RegistrySource) -> Registry:
+    try:
+        return (await source.read())[1]
+    except FileNotFoundError:
+        return Registry({})
+    except RegistryError as exc:
+        if isinstance(source, FileSource) and not source.file.path.exists():
+            return Registry({})
+        raise exc
+
+
+def _run(coro: Any) -> Any:
+    try:
+        return asyncio.run(coro)
+    except RegistryError as exc:
+        _fail(str(exc))
+
+
+def _fields(source: Optional[str], task: Optional[str], revision: Optional[str], sha256: Optional[str],
+            gpu: Optional[str]) -> dict[str, Any]:
+    given = {"source": _absolute(source) if source else None, "task": task, "revision": revision,
+             "sha256": sha256, "gpu": gpu}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+@experiments_app.command()
+def add(
+    experiment_id: str = typer.Argument(..., metavar="ID", help="The experiment's id ([A-Za-z0-9._-], ≤ 128)."),
+    source: str = typer.Option(..., help="package:PKG/DIR, ./local/dir, org/name (Hub), mlflow:models:/NAME/VERSION | @ALIAS, mlflow:runs:/RUN/PATH."),
+    task: str = typer.Option(..., help="feature-extraction | text-classification | text-generation."),
+    revision: Optional[str] = typer.Option(None, help="Hub sources: a branch, tag or commit."),
+    sha256: Optional[str] = typer.Option(None, help="The weights file must hash to this."),
+    gpu: Optional[str] = typer.Option(None, help="Modal only: this experiment's GPU (default MODAL_GPU)."),
+    modal: bool = MODAL_OPTION,
+) -> None:
+    """Register a new experiment; running servers serve it on its first request."""
+    from core.cli import settings_or_exit
+
+    store = _source(settings_or_exit(), modal)
+
+    async def work() -> None:
+        if (await _read(store)).get(experiment_id) is not None:
+            _fail(f"experiment {experiment_id!r} is already registered; change it with `experiments update`")
+        await store.put(_checked(experiment_id, _fields(source, task, revision, sha256, gpu), store.base_dir, modal))
+
+    _run(work())
+    typer.echo(f"added {experiment_id}")
+
+
+@experiments_app.command()
+def update(
+    experiment_id: str = typer.Argument(..., metavar="ID"),
+    source: Optional[str] = typer.Option(None, help="A new model source (its containers drain, the next request loads it)."),
+    task: Optional[str] = typer.Option(None),
+    revision: Optional[str] = typer.Option(None),
+    sha256: Optional[str] = typer.Option(None),
+    gpu: Optional[str] = typer.Option(None),
+    modal: bool = MODAL_OPTION,
+) -> None:
+    """Change a registered experiment (only the options given); a new model swaps in live."""
+    from core.cli import settings_or_exit
+
+    store = _source(settings_or_exit(), modal)
+
+    async def work() -> bool:
+        current = (await _read(store)).get(experiment_id)
+        if current is None:
+            _fail(f"experiment {experiment_id!r} is not registered; register it with `experiments add`")
+        assert current is not None
+        fields = {**current.model_dump(exclude={"id", "base_dir"}, exclude_none=True, mode="json"),
+                  **_fields(source, task, revision, sha256, gpu)}
+        if source is not None and "revision" in fields and revision is None:
+            fields.pop("revision")  # a new source does not inherit the old one's revision
+        experiment = _checked(experiment_id, fields, current.base_dir, modal)
+        if experiment == current:
+            return False
+        await store.put(experiment)
+        return True
+
+    typer.echo(f"updated {experiment_id}" if _run(work()) else f"{experiment_id} unchanged")
+
+
+@experiments_app.command()
+def remove(experiment_id: str = typer.Argument(..., metavar="ID"), modal: bool = MODAL_OPTION) -> None:
+    """Retire an experiment: later requests get 404, requests in flight finish."""
+    from core.cli import settings_or_exit
+
+    store = _source(settings_or_exit(), modal)
+    if not _run(store.remove(experiment_id)):
+        _fail(f"experiment {experiment_id!r} is not registered")
+    typer.echo(f"removed {experiment_id}")
+
+
+@experiments_app.command("list")
+def list_(as_json: bool = typer.Option(False, "--json", help="One JSON object per line."), modal: bool = MODAL_OPTION) -> None:
+    """The registered experiments, in registry order."""
+    from core.cli import settings_or_exit
+
+    settings = settings_or_exit()
+    if settings.registry_path is None and not modal:
+        from core.serving.registry import Registry as _Registry
+
+        registry = _Registry.load(None)  # the shipped demo registry (read-only)
+    else:
+        registry = _run(_read(_source(settings, modal)))
+    for experiment in registry:
+        described = experiment.describe()
+        if as_json:
+            typer.echo(json.dumps(described))
+        else:
+            extras = "  ".join(f"{k}={v}" for k, v in described.items() if k not in ("id", "task", "source") and v)
+            typer.echo(f"{experiment.id}  {experiment.task.value}  {experiment.source}{'  ' + extras if extras else ''}")

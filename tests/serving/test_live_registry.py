@@ -1,0 +1,165 @@
+"""The registry file changed by several processes, and the live registry that follows it."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from core.serving.live_registry import LiveRegistry, RegistryChange, registry_diff
+from core.serving.registry import Experiment, Registry, RegistryError, experiment_entry
+from core.serving.registry_file import ReadOnlyRegistry, RegistryFile
+
+
+def entry(experiment_id: str, source: str = "org/model", task: str = "feature-extraction", **extra: str) -> Experiment:
+    return experiment_entry(experiment_id, {"source": source, "task": task, **extra}, Path("/"))
+
+
+def _add_many(path: str, prefix: str, count: int) -> None:
+    file = RegistryFile(Path(path))
+    for i in range(count):
+        file.change(lambda r, i=i: r.with_experiment(entry(f"{prefix}-{i}")), create=True)
+
+
+def test_concurrent_adds_from_two_processes_all_land_in_a_valid_registry(tmp_path: Path) -> None:
+    path = tmp_path / "experiments.toml"
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_add_many, args=(str(path), prefix, 25)) for prefix in ("a", "b")]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    registry = Registry.load(path)
+    assert sorted(e.id for e in registry) == sorted(f"{p}-{i}" for p in "ab" for i in range(25))
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # no temporary file left behind
+
+
+def test_a_change_replaces_the_file_whole_so_a_reader_never_sees_half_of_it(tmp_path: Path) -> None:
+    path = tmp_path / "experiments.toml"
+    file = RegistryFile(path)
+    file.change(lambda r: r.with_experiment(entry("one")), create=True)
+    stamp = file.stamp()
+    inode = path.stat().st_ino
+    before, after = file.change(lambda r: r.with_experiment(entry("two")))
+    assert [e.id for e in before] == ["one"] and [e.id for e in after] == ["one", "two"]
+    assert path.stat().st_ino != inode and file.stamp() != stamp  # renamed over, not written in place
+    (tmp_path / ".experiments.toml.killed.tmp").write_text("[experiments.half")  # a writer killed mid-write
+    assert [e.id for e in file.read()[1]] == ["one", "two"]
+    file.change(lambda r: r.without("one").without("two"))
+    assert len(Registry.load(path)) == 0 and "[experiments]" in path.read_text()  # empty, and still a registry
+
+
+def test_the_shipped_demo_registry_is_never_changed() -> None:
+    file = RegistryFile(None)
+    with pytest.raises(ReadOnlyRegistry, match="HYBRID_REGISTRY"):
+        file.change(lambda r: r.with_experiment(entry("x")))
+
+
+@pytest.mark.parametrize("fields, field", [
+    ({"source": "org/m", "task": "summarise"}, "task"),
+    ({"source": "s3:bucket/model", "task": "feature-extraction"}, "source"),
+    ({"source": "mlflow:models:/clf", "task": "feature-extraction"}, "source"),
+    ({"source": "org/m", "task": "feature-extraction", "sha256": "abc"}, "sha256"),
+    ({"source": "org/m", "task": "feature-extraction", "colour": "red"}, "colour"),
+])
+def test_an_entry_is_validated_naming_the_field(fields: dict[str, str], field: str) -> None:
+    with pytest.raises(RegistryError, match=rf"\[experiments\.e\]: {field}"):
+        experiment_entry("e", fields, Path("/"))
+    with pytest.raises(RegistryError, match=r"id"):
+        experiment_entry("no spaces", {"source": "org/m", "task": "feature-extraction"}, Path("/"))
+
+
+def test_the_diff_names_what_was_added_removed_and_changed() -> None:
+    before = Registry({"a": entry("a"), "b": entry("b"), "c": entry("c")})
+    after = Registry({"a": entry("a"), "b": entry("b", source="org/other"), "d": entry("d")})
+    assert registry_diff(before, after) == RegistryChange(added=("d",), removed=("c",), changed=("b",))
+    assert not registry_diff(before, before)
+
+
+def test_a_live_registry_follows_its_file_and_keeps_the_last_good_one_on_a_bad_edit(tmp_path: Path) -> None:
+    path = tmp_path / "experiments.toml"
+    RegistryFile(path).change(lambda r: r.with_experiment(entry("a")), create=True)
+    seen: list[RegistryChange] = []
+
+    async def scenario() -> None:
+        live = LiveRegistry.from_file(path, poll_s=0.05)
+
+        async def listener(change: RegistryChange, registry: Registry) -> None:
+            seen.append(change)
+
+        live.subscribe(listener)
+        live.start()
+        RegistryFile(path).change(lambda r: r.with_experiment(entry("b")))
+        await _until(lambda: live.get("b") is not None)
+        path.write_text(path.read_text() + '\n[experiments.c]\nsource = "org/m"\ntask = "poetry"\n')  # a bad hand edit
+        await _until(lambda: live.status.last_error is not None)
+        assert [e.id for e in live] == ["a", "b"] and "task" in live.status.last_error  # still served
+        path.write_text(Registry({"b": entry("b", source="org/new")}).to_toml())  # fixed: a removed, b changed
+        await _until(lambda: live.get("a") is None)
+        assert live.status.last_error is None and live.get("b").source == "org/new"  # type: ignore[union-attr]
+        await live.close()
+
+    asyncio.run(scenario())
+    assert seen == [RegistryChange(added=("b",)), RegistryChange(removed=("a",), changed=("b",))]
+
+
+def test_a_moving_source_that_resolves_to_another_model_is_announced_as_changed() -> None:
+    alias = entry("champ", source="mlflow:models:/clf@champion")
+    pinned = entry("pinned", source="mlflow:models:/clf/1")
+    versions = {"champ": "models:/clf/1"}
+    asked: list[str] = []
+
+    def identity(experiment: Experiment) -> str | None:
+        asked.append(experiment.id)
+        return versions[experiment.id]
+
+    async def scenario() -> list[RegistryChange]:
+        live = LiveRegistry(_Static(Registry({"champ": alias, "pinned": pinned})), Registry({"champ": alias, "pinned": pinned}),
+                            identity=identity)
+        changes = [await live.check_identities()]  # first resolution: nothing moved yet
+        versions["champ"] = "models:/clf/2"  # promoted in MLflow
+        changes.append(await live.check_identities())
+        changes.append(await live.check_identities())
+        assert live.identity("champ") == "models:/clf/2"
+        return changes
+
+    assert asyncio.run(scenario()) == [RegistryChange(), RegistryChange(changed=("champ",)), RegistryChange()]
+    assert set(asked) == {"champ"}  # a pinned version never moves: never asked
+
+
+def test_an_unreachable_tracking_server_keeps_the_model_and_reports_why() -> None:
+    alias = entry("champ", source="mlflow:models:/clf@champion")
+
+    def identity(experiment: Experiment) -> str | None:
+        raise ConnectionError("tracking server unreachable")
+
+    async def scenario() -> LiveRegistry:
+        live = LiveRegistry(_Static(Registry({"champ": alias})), Registry({"champ": alias}), identity=identity)
+        assert not await live.check_identities()
+        return live
+
+    live = asyncio.run(scenario())
+    assert live.describe()["resolve_errors"] == {"champ": "tracking server unreachable"}
+
+
+class _Static:
+    base_dir = Path("/")
+
+    def __init__(self, registry: Registry):
+        self.registry = registry
+
+    async def stamp(self) -> int:
+        return 0
+
+    async def read(self) -> tuple[int, Registry]:
+        return 0, self.registry
+
+
+async def _until(condition, timeout_s: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
