@@ -99,19 +99,14 @@ class PoolDeployer:
             await asyncio.gather(*list(self._background), return_exceptions=True)
 
     def _serve_run(self, experiment: Experiment, identity: str | None) -> None:
-        from ray import serve
+        from backends.local_ray.pool import deploy_pool
 
-        from backends.local_ray.pool import SERVE_LOGGING, pool_app_name, pool_application
-
-        serve.run(pool_application(self.settings, self.app_name, experiment, identity),
-                  name=pool_app_name(self.app_name, experiment.id), route_prefix=None, logging_config=SERVE_LOGGING)
+        deploy_pool(self.settings, self.app_name, experiment, identity)
 
     def _serve_delete(self, experiment_id: str) -> None:
         from ray import serve
 
-        from backends.local_ray.pool import pool_app_name
-
-        from backends.local_ray.pool import memory_key
+        from backends.local_ray.pool import memory_key, pool_app_name
         from backends.local_ray.scaling import DurableMemory
 
         serve.delete(pool_app_name(self.app_name, experiment_id), _blocking=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import warnings
 from typing import Any
 
@@ -52,41 +53,15 @@ def replica_resources(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def autoscaling_config(settings: Settings, app_name: str, experiment_id: str) -> AutoscalingConfig:
-    with warnings.catch_warnings():  # metrics_interval_s is deprecated but still sets the push period
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return _autoscaling_config(settings, app_name, experiment_id)
-
-
-def _autoscaling_config(settings: Settings, app_name: str, experiment_id: str) -> AutoscalingConfig:
-    return AutoscalingConfig(
-        min_replicas=0,
-        metrics_interval_s=METRICS_PUSH_INTERVAL_S,
-        initial_replicas=0,
-        max_replicas=settings.max_containers,
-        target_ongoing_requests=settings.replica_target_ongoing,
-        look_back_period_s=LOOK_BACK_PERIOD_S,
-        upscale_delay_s=0,
-        downscale_delay_s=0,
-        downscale_to_zero_delay_s=0,
-        policy=AutoscalingPolicy(
-            policy_function="backends.local_ray.scaling:ScaledownWindowPolicy",
-            policy_kwargs={
-                "experiment": experiment_id,
-                "time_scale": settings.time_scale,
-                "target_ongoing": settings.replica_target_ongoing,
-                "event_log": str(settings.event_log) if settings.event_log else None,
-                "prewarm_lead_s": settings.prewarm_lead_s,
-                "memory_key": memory_key(app_name, experiment_id),
-                "start_timeout_s": settings.cold_start_timeout_s,
-                "max_replicas": settings.max_replicas,
-            },
-        ),
-    )
+#: Serve pickles the autoscaling policy and the request router by value while it builds and deploys an
+#: application, registering and unregistering their modules with cloudpickle process-wide: two pools
+#: deployed at once (two cold starts, on worker threads) would unregister a module twice (ValueError).
+#: One at a time.
+_POLICY_PICKLING = threading.RLock()
 
 
 def autoscaling_config(settings: Settings, app_name: str, experiment_id: str) -> AutoscalingConfig:
-    with warnings.catch_warnings():  # metrics_interval_s is deprecated but still sets the push period
+    with _POLICY_PICKLING, warnings.catch_warnings():  # metrics_interval_s is deprecated but still sets the push period
         warnings.simplefilter("ignore", DeprecationWarning)
         return _autoscaling_config(settings, app_name, experiment_id)
 
@@ -152,16 +127,24 @@ def pool_version(experiment: Experiment, identity: str | None) -> str:
 DRAIN_TIMEOUT_S = 60
 
 
+def deploy_pool(settings: Settings, app_name: str, experiment: Experiment, identity: str | None) -> None:
+    """Deploy (or redeploy) one experiment's pool and wait until Serve runs it (at zero replicas)."""
+    with _POLICY_PICKLING:
+        serve.run(pool_application(settings, app_name, experiment, identity), name=pool_app_name(app_name, experiment.id),
+                  route_prefix=None, logging_config=SERVE_LOGGING)
+
+
 def pool_application(settings: Settings, app_name: str, experiment: Experiment, identity: str | None) -> Any:
-    """The bound application of one experiment's pool (deploy it with `serve.run(..., name=pool_app_name(...),
-    route_prefix=None)`); `experiment` as the replicas must read it."""
+    """The bound application of one experiment's pool (`deploy_pool` deploys it); `experiment` as the
+    replicas must read it."""
     definition = {**experiment.model_dump(), "base_dir": str(experiment.base_dir)}
-    return serve.deployment(
+    with _POLICY_PICKLING:
+        return serve.deployment(
         ExperimentReplica,
-        name=deployment_name(experiment.id),
-        autoscaling_config=autoscaling_config(settings, app_name, experiment.id),
-        max_ongoing_requests=settings.replica_target_ongoing * 16,
-        graceful_shutdown_wait_loop_s=0.2,
-        graceful_shutdown_timeout_s=DRAIN_TIMEOUT_S,
-        ray_actor_options=replica_resources(settings),
-    ).bind(definition, deployment_settings(settings, ingress=False), identity)
+            name=deployment_name(experiment.id),
+            autoscaling_config=autoscaling_config(settings, app_name, experiment.id),
+            max_ongoing_requests=settings.replica_target_ongoing * 16,
+            graceful_shutdown_wait_loop_s=0.2,
+            graceful_shutdown_timeout_s=DRAIN_TIMEOUT_S,
+            ray_actor_options=replica_resources(settings),
+        ).bind(definition, deployment_settings(settings, ingress=False), identity)

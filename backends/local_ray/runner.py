@@ -54,6 +54,8 @@ class Running:
     staging: Path | None = None
     note: str | None = None
     capacity: str = ""
+    #: The registry keeper's handle: the actor lives as long as this reference (and this driver).
+    keeper: Any = None
 
 
 def _ship_models(registry: Registry) -> tuple[dict[str, tuple[Experiment, Experiment]], Path | None]:
@@ -125,7 +127,7 @@ def start(settings: Settings, registry: Registry, host: str, port: int, app_name
             "max_replicas": settings.max_replicas or _cluster_capacity(settings),
             "max_cold_starts": settings.max_cold_starts or max(1, int(ray.cluster_resources().get("CPU", 1))),
         })
-        _start_keeper(settings, app_name, shipped)
+        keeper = _start_keeper(settings, app_name, shipped)
         serve.run(build_application(settings, auth_mode(settings), app_name),
                   name=app_name, route_prefix="/", logging_config=SERVE_LOGGING)
     except BaseException:
@@ -133,7 +135,7 @@ def start(settings: Settings, registry: Registry, host: str, port: int, app_name
         raise
     capacity = (f"up to {settings.max_replicas} replicas across experiments (HYBRID_MAX_REPLICAS), "
                 f"{settings.max_cold_starts} cold starts at once (HYBRID_MAX_COLD_STARTS)")
-    return Running(app_name, f"{http.host}:{http.port}", own_cluster, staging, note, capacity)
+    return Running(app_name, f"{http.host}:{http.port}", own_cluster, staging, note, capacity, keeper)
 
 
 def _start_keeper(settings: Settings, app_name: str, shipped: dict[str, tuple[Experiment, Experiment]]) -> Any:

@@ -54,7 +54,7 @@ def ray_live(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFact
                         + "".join(f'[experiments.idle-{i}]\nsource = "{models["fe"]}"\ntask = "feature-extraction"\n\n'
                                   for i in range(20)))
     settings = load_settings(env_file=None, registry_path=registry, registry_poll_s=0.2, api_token=TOKEN,
-                             base_warm_time=3600, replica_cpus=0.1, replica_memory_mb=0, max_replicas=8)
+                             base_warm_time=2700, replica_cpus=0.1, replica_memory_mb=0, max_replicas=8)
     port = free_port()
     running = runner.start(settings, Registry.load(registry), "127.0.0.1", port)
     try:

@@ -270,3 +270,21 @@ def test_a_replica_that_never_served_follows_the_window_in_force() -> None:
     assert decision.replicas == 0 and decision.window_s == 600.0
     young = report(100, None)
     assert desired_replicas(ScalingInputs(NOW, [young], 0, 1, 1.0, 10, remembered=served_then_gone)).replicas == 1
+
+
+def test_pools_configured_at_once_on_many_threads_all_get_their_policy() -> None:
+    """Two cold starts build their pools on worker threads at once; Serve pickles the policy and the
+    request router by value with a process-wide cloudpickle registration that two threads at once
+    break (ValueError)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from backends.local_ray.pool import pool_application
+    from core.settings import load_settings
+
+    settings = load_settings(env_file=None)
+    experiments = [Experiment(id=f"e{i}", source="org/model", task="feature-extraction") for i in range(200)]
+    with ThreadPoolExecutor(8) as pool:
+        apps = list(pool.map(lambda e: pool_application(settings, "app", e, None), experiments))
+    configs = [app._bound_deployment._deployment_config for app in apps]
+    assert [c.autoscaling_config.policy.policy_kwargs["experiment"] for c in configs] == [e.id for e in experiments]
+    assert all(c.autoscaling_config.policy.get_serialized_policy_def() for c in configs)

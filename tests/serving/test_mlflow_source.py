@@ -5,6 +5,7 @@ pinning, and the errors an operator sees."""
 from __future__ import annotations
 
 import json
+import time
 import os
 import sys
 from pathlib import Path
@@ -359,3 +360,36 @@ def test_the_default_cache_root_is_the_setting(cache: Path, monkeypatch: pytest.
     assert mlflow_source.default_cache_root() == cache
     monkeypatch.delenv("HYBRID_MLFLOW_CACHE")
     assert mlflow_source.default_cache_root() == Path(os.path.expanduser("~/.cache/hybrid-serve/mlflow"))
+
+
+def test_promoting_a_version_swaps_the_model_of_a_running_server(store: SimpleNamespace, cache: Path,
+                                                                   tmp_path: Path) -> None:
+    """Moving `@live` in MLflow is a live model change: the running server notices it at its next
+    resolution (HYBRID_MLFLOW_POLL_S) and the next requests get the promoted version."""
+    import httpx
+
+    from benchmarks.server_process import served
+
+    registry = tmp_path / "experiments.toml"
+    registry.write_text('[experiments.promoted]\nsource = "mlflow:models:/clf@live"\ntask = "text-classification"\n')
+    store.client.set_registered_model_alias("clf", "live", "1")
+    env = {"HYBRID_REGISTRY": str(registry), "HYBRID_MLFLOW_POLL_S": "1", "HYBRID_MLFLOW_CACHE": str(cache),
+           "MLFLOW_TRACKING_URI": f"sqlite:///{store.root / 'mlflow.db'}"}
+
+    def labels(url: str) -> set[str]:
+        answer = httpx.post(f"{url}/predict/promoted", json={"inputs": TEXTS[0], "parameters": {"top_k": 2}}, timeout=120)
+        assert answer.status_code == 200, answer.text
+        return {p["label"] for p in answer.json()["outputs"][0]}
+
+    try:
+        with served("inprocess", env=env) as server:
+            assert labels(server.url) == set(V1_LABELS)
+            store.client.set_registered_model_alias("clf", "live", "2")  # the promotion
+            deadline = time.monotonic() + 60
+            while (seen := labels(server.url)) != set(V2_LABELS):
+                assert seen == set(V1_LABELS) and time.monotonic() < deadline, seen
+                time.sleep(0.2)
+            described = httpx.get(f"{server.url}/experiments", timeout=30).json()
+            assert described[0]["resolved"] == "models:/clf/2"
+    finally:
+        store.client.delete_registered_model_alias("clf", "live")
