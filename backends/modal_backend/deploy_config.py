@@ -5,7 +5,9 @@ snapshots, authentication), the two images (the model containers' with torch, th
 reconciler's without) and what they carry (pinned packages, container environment, the registry as
 the container reads it, local model directories) are decided here as plain data — so they are
 tested without Modal, and a bad value fails before anything reaches Modal. Tokens never enter the
-container environment; a bearer token set locally but not deployable is an error, not a silent drop.
+container environment; a bearer token set locally but not deployable is an error, not a silent drop;
+MLflow's tracking URI and credentials travel in a modal.Secret (`mlflow_env`). The registry file in
+the image only locates the model directories shipped with it: the registry served is in the Dict.
 """
 
 from __future__ import annotations

@@ -109,8 +109,8 @@ class Pools:
         self.gpu: str | None = None
         #: (experiment, pool version) of every model call, when it started and when it answered.
         self.calls: list[dict[str, Any]] = []
-        self.hold_next: threading.Event | None = None
-        self.holding: threading.Event | None = None
+        #: "next": set by `hold`, taken by the next model call; "holding": the call held (shared by variants).
+        self.hold: dict[str, threading.Event | None] = {"next": None, "holding": None}
 
     def with_options(self, gpu: str | None = None, **_: Any) -> "Pools":
         variant = Pools.__new__(Pools)
@@ -131,10 +131,11 @@ class Pools:
             pools.calls.append(call)
             container = pools.containers.get(key) or await asyncio.to_thread(pools.start, experiment_id, definition)
             pools.containers[key] = container
-            if pools.hold_next is not None:  # this request stays in flight on this pool until `release`
-                pools.holding, pools.hold_next = pools.hold_next, None
+            held = pools.hold["next"]
+            if held is not None:  # this request stays in flight on this pool until `release`
+                pools.hold.update(next=None, holding=held)
                 call["held"] = True
-                await asyncio.to_thread(pools.holding.wait, 60)
+                await asyncio.to_thread(held.wait, 60)
             method = container["methods"]["predict"]
             result = cloudpickle.loads(cloudpickle.dumps(await method(inputs, params, request_at)))
             call["done"] = True
@@ -218,9 +219,9 @@ def main() -> None:
                 key, _, value = argument.partition(" ")
                 asyncio.run_coroutine_threadsafe(store.put.aio(key, json.loads(value)), loop).result(60)
             elif name == "hold":
-                pools.hold_next = threading.Event()
-            elif name == "release" and pools.holding is not None:
-                pools.holding.set()
+                pools.hold["next"] = threading.Event()
+            elif name == "release" and pools.hold["holding"] is not None:
+                pools.hold["holding"].set()
             if command == "reconcile":
                 asyncio.run_coroutine_threadsafe(reconcile(poke=True), loop).result(60)
             if command in ("reconcile", "report") or name in ("registry-put", "registry-remove", "dict-put", "hold", "release"):

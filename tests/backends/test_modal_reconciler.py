@@ -165,6 +165,30 @@ def test_windows_are_reapplied_after_a_deploy_and_not_before() -> None:
     assert [(e, w, m) for _, e, w, m in world.autoscaler.calls] == [("e", 900, 0), ("e", 900, 0)]
 
 
+def test_a_changed_experiments_old_pool_is_drained_once_even_by_a_restarted_reconciler() -> None:
+    world = World(load_settings(env_file=None))
+    ingress = world.ingress("i")
+
+    async def scenario() -> None:
+        world.request(ingress, "e")
+        world.request(ingress, "bursty")
+        await ingress.flush()
+        await world.reconciler.reconcile()
+        await world.registry.put(Experiment(id="e", source="org/other-model", task="feature-extraction"))
+        await world.registry.remove("bursty")
+        world.reconciler = world.new_reconciler("deploy-1")  # its container was replaced meanwhile
+        await world.reconciler.reconcile()
+        await world.reconciler.reconcile()  # drained once, then forgotten
+
+    world.run(scenario())
+    calls = [(pool.experiment_id, pool.entry["source"], w, m) for pool, w, m in world.autoscaler.pools]
+    assert calls == [("e", "org/model", 900, 0), ("bursty", "org/model", 900, 0),
+                     ("e", "org/model", 2, 0), ("bursty", "org/model", 2, 0), ("e", "org/other-model", 900, 0)]
+    applied = world.run(world.store.get("applied"))
+    assert set(applied) == {"e"} and applied["e"]["pool"]["definition"].count("org/other-model") == 1
+    assert world.run(world.store.get("activity/bursty")) is None and world.run(world.store.get("activity/e"))
+
+
 def test_two_ingress_containers_feed_one_reconciler() -> None:
     """Activity seen by another ingress counts: two requests 60 s apart, on two containers, are recent activity."""
     world = World(load_settings(env_file=None))

@@ -46,7 +46,7 @@ def test_hub_source_with_revision_has_no_local_path(tmp_path: Path) -> None:
         ('[experiments.e]\ntask = "feature-extraction"\n', "source"),
         ('[experiments.e]\nsource = "x/y"\ntask = "feature-extraction"\nsha256 = "abc"\n', "sha256"),
         ('[experiments.e]\nsource = "x/y"\ntask = "feature-extraction"\ncolour = "red"\n', "colour"),
-        ("[other]\n", "at least one"),
+        ("[other]\n", "needs an [experiments] table"),
         ("not = [toml", "not valid TOML"),
     ],
 )
