@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 import core.cli
 from backends.modal_backend.deploy_config import deploy_config
 from backends.modal_backend.ingress import build_ingress_app
-from backends.modal_backend.pools import PoolKey, pool_key
+from backends.modal_backend.pools import PoolKey
 from backends.modal_backend.reconciler import WindowReconciler
 from backends.modal_backend.registry_store import DictRegistrySource
 from backends.modal_backend.registry_sync import sync_registry
