@@ -33,17 +33,23 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
+#: Where the Modal backend's registry lives when its entry point is not installed (a source checkout).
+MODAL_REGISTRY_FALLBACK = "backends.modal_backend.registry_store:modal_registry"
+
+
 def _source(settings: Settings, modal: bool) -> RegistrySource:
     if modal:
         from importlib import import_module
 
         from core.cli import _entry_points
 
-        target = _entry_points("hybrid_serve.registries").get("modal")
-        if target is None:
-            _fail("the Modal backend is not installed")
+        target = _entry_points("hybrid_serve.registries").get("modal") or MODAL_REGISTRY_FALLBACK
         module_name, _, attr = str(target).partition(":")
-        return getattr(import_module(module_name), attr)(settings)
+        try:
+            factory = getattr(import_module(module_name), attr)
+        except (ImportError, AttributeError):
+            _fail("the Modal backend is not installed")
+        return factory(settings)
     if settings.registry_path is None:
         _fail("HYBRID_REGISTRY is not set: servers read the shipped demo registry, which is not changed. "
               "Point HYBRID_REGISTRY at a registry file of your own (this command creates it), "
@@ -58,11 +64,14 @@ def _absolute(source: str) -> str:
     return source
 
 
-def _checked(experiment_id: str, fields: dict[str, Any], base_dir: Path, remote: bool) -> Experiment:
+def _checked(experiment_id: str, fields: dict[str, Any], base_dir: Path, remote: bool,
+             current: Experiment | None = None) -> Experiment:
     try:
         experiment = experiment_entry(experiment_id, fields, base_dir)
     except RegistryError as exc:
         _fail(str(exc))
+    if remote and current is not None and experiment.is_local and experiment.source == current.source:
+        return experiment  # a model directory shipped with the deploy: it lies in the containers, not here
     if remote and experiment.is_local and not experiment.source.startswith(PACKAGE_PREFIX):
         _fail(f"[experiments.{experiment_id}]: source: a local directory cannot reach Modal's containers after the "
               "deploy; ship it with the deploy (registry file), or use a package:, Hugging Face or mlflow: source")
@@ -146,7 +155,7 @@ def update(
                   **_fields(source, task, revision, sha256, gpu)}
         if source is not None and "revision" in fields and revision is None:
             fields.pop("revision")  # a new source does not inherit the old one's revision
-        experiment = _checked(experiment_id, fields, current.base_dir, modal)
+        experiment = _checked(experiment_id, fields, current.base_dir, modal, current)
         if experiment == current:
             return False
         await store.put(experiment)

@@ -1,7 +1,7 @@
 """What runs inside one experiment's Modal model container, as plain Python.
 
 Why this module exists: the Modal class in `inference_api.py` only adds decorators; the work —
-read the registry where the image put it, load the experiment's model (to the CPU before a memory
+take the experiment's definition from the pool's parameters (pools.py), load its model (to the CPU before a memory
 snapshot, which has no GPU; to the GPU after restore), keep newly downloaded weights on the volume
 without ever failing the container for it, and serve predictions that report the cold start —
 lives here, so tests run it exactly as the container does.
@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from core.serving.errors import UnknownExperiment
-from core.serving.registry import Registry
+from backends.modal_backend.deploy_config import REMOTE_ROOT
+from backends.modal_backend.pools import PoolKey
 from core.serving.worker import RemoteWorker
 from core.settings import Settings
 
@@ -23,7 +23,8 @@ log = logging.getLogger("hybrid_serve.modal.container")
 
 
 def cache_contents(root: str | None) -> frozenset[tuple[str, int]]:
-    """(path, size) of every file under the Hugging Face cache: what a load may have added."""
+    """(path, size) of every file under a cache on the volume (Hugging Face's, MLflow models'): what a
+    load may have added."""
     if not root or not Path(root).is_dir():
         return frozenset()
     found = set()
@@ -38,19 +39,20 @@ def cache_contents(root: str | None) -> frozenset[tuple[str, int]]:
 
 
 class ModelContainer:
-    def __init__(self, settings: Settings, experiment_id: str, commit_weights: Callable[[], Any]):
-        experiment = Registry.load(settings.registry_path).get(experiment_id)
-        if experiment is None:
-            raise UnknownExperiment(f"experiment {experiment_id!r} is not registered")
-        self.worker = RemoteWorker(settings, experiment)
+    def __init__(self, settings: Settings, pool: PoolKey, commit_weights: Callable[[], Any]):
+        # Model directories shipped with the deploy lie beside the container's registry file.
+        base_dir = settings.registry_path.parent if settings.registry_path else Path(REMOTE_ROOT)
+        self.pool = pool
+        self.worker = RemoteWorker(settings, pool.experiment(base_dir))
+        self._weight_roots = [os.environ.get("HF_HOME"), str(settings.mlflow_cache) if settings.mlflow_cache else None]
         self._commit_weights = commit_weights
 
     def load(self, on_cpu: bool) -> None:
         """The cold start: load the model (on the CPU for a CPU memory snapshot), then keep what was
         downloaded on the weights volume for every later cold start."""
-        before = cache_contents(os.environ.get("HF_HOME"))
+        before = [cache_contents(root) for root in self._weight_roots]
         self.worker.load("cpu" if on_cpu else None)
-        if cache_contents(os.environ.get("HF_HOME")) != before:
+        if [cache_contents(root) for root in self._weight_roots] != before:
             try:
                 self._commit_weights()
             except Exception as exc:  # another container committed first, ...: the next cold start retries

@@ -6,11 +6,13 @@ the two images' packages, and the container's file system laid out from the imag
 list and checked (the registry where the container reads it, every experiment's model reachable
 in it). A real deploy then hands the tokens from the settings (environment or `.env`) to the Modal
 client and runs `modal deploy` (or `modal serve` for `--dev`, under `<app>-dev` so its Dict and
-Volume never mix with production's).
+Volume never mix with production's), and seeds the deployed registry from the registry file
+(registry_sync.py: after the deploy — for `--dev`, whose serve runs until stopped, before it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -22,7 +24,9 @@ from pathlib import Path
 from backends.modal_backend.deploy_config import (ANNOUNCED, MODAL_WEB_WAIT_S, PYTHON_VERSION, REMOTE_REGISTRY,
                                                    DeployError, ModalDeployConfig)
 from backends.modal_backend.layout import in_layout, lay_out
+from backends.modal_backend.registry_sync import dry_run_lines, sync_registry
 from core.auth import mode_line, modal_client_environment
+from core.serving.mlflow_source import is_mlflow_source
 from core.serving.weights import weights_file
 from core.serving.registry import PACKAGE_PREFIX, Registry, RegistryError
 from core.settings import Settings
@@ -92,13 +96,35 @@ def make_plan(settings: Settings, app_name: str | None = None) -> Plan:
         f"ingress image  python {PYTHON_VERSION}, {len(config.ingress_packages)} packages (no torch): {' '.join(config.ingress_packages)}",
         f"container      {len(laid_out)} files uploaded; registry at {REMOTE_REGISTRY}: readable, every model reachable",
     ]
+    if config.mlflow_env:
+        lines.append(f"mlflow         {', '.join(sorted(config.mlflow_env))} in a modal.Secret of the containers "
+                     "(never the image)")
+    elif any(is_mlflow_source(e.source) for e in config.registry.registry):
+        raise DeployError("the registry has mlflow: sources but MLFLOW_TRACKING_URI is not set here (environment or "
+                          ".env): the containers would not find the tracking server")
     for experiment in config.registry.registry:
         where = "shipped with the image" if experiment.source.startswith("./") else (
             "from its Python package" if experiment.source.startswith(PACKAGE_PREFIX) else
+            "from MLflow on its first cold start, then from the volume" if is_mlflow_source(experiment.source) else
             "from the Hugging Face Hub on its first cold start, then from the volume")
         lines.append(f"experiment     {experiment.id}: {experiment.task.value} on GPU {config.gpu_of(experiment) or 'none (CPU)'}, "
                      f"model {where}")
     return Plan(config, lines)
+
+
+def seed_registry(settings: Settings, config: ModalDeployConfig) -> bool:
+    """Put the registry file's experiments into the deployed registry; print what changed and kept."""
+    from backends.modal_backend.registry_store import app_registry
+
+    try:
+        result = asyncio.run(sync_registry(app_registry(settings, config.app_name), config.registry.registry))
+    except Exception as exc:  # the app is deployed; its registry is not up to date
+        print(f"error: seeding the deployed registry failed ({type(exc).__name__}: {exc}); the app serves its "
+              "previous registry: run hybrid-serve deploy again", file=sys.stderr)
+        return False
+    for line in result.lines(config.dict_name):
+        print(f"  {line}")
+    return True
 
 
 def main(settings: Settings, dry_run: bool, dev: bool) -> int:
@@ -115,9 +141,16 @@ def main(settings: Settings, dry_run: bool, dev: bool) -> int:
     for line in plan.lines:
         print(f"  {line}")
     if dry_run:
+        for line in dry_run_lines(plan.config.registry.registry, plan.config.dict_name):
+            print(f"  {line}")
         return 0
     env = {**os.environ, **modal_client_environment(settings), "HYBRID_DEPLOYMENT": plan.config.deployment}
     if app_name:
         env["MODAL_APP_NAME"] = app_name
+    if dev and not seed_registry(settings, plan.config):
+        return 1
     command = "serve" if dev else "deploy"
-    return subprocess.run([sys.executable, "-m", "modal", command, "-m", APP_MODULE], env=env).returncode
+    status = subprocess.run([sys.executable, "-m", "modal", command, "-m", APP_MODULE], env=env).returncode
+    if status == 0 and not dev and not seed_registry(settings, plan.config):
+        return 1
+    return status

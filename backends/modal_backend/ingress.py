@@ -1,14 +1,18 @@
 """The HTTP ingress on Modal: core's FastAPI app, with predictions sent to per-experiment pools.
 
-Why this module exists: the ingress is core's request path + `create_app` unchanged, with three
-Modal adapters whose network calls are injected (so the whole app runs offline in tests):
+Why this module exists: the ingress is core's request path + `create_app` unchanged, serving the
+registry in the deployment's shared state (registry_store.py, followed live: an experiment added a
+moment ago serves on its first request), with three Modal adapters whose network calls are injected
+(so the whole app runs offline in tests):
 
-- `ModalPredictor` calls the experiment's pool with the request's arrival time (so a container that
-  starts for it reports the cold start), and answers a clear 503 + `Retry-After` before Modal's web
-  limit would turn a long cold start into a bare redirect;
+- `ModalPredictor` calls the pool of the experiment's current definition (pools.py: a changed
+  experiment is a new pool, requests in flight finish on the old one) with the request's arrival
+  time (so a container that starts for it reports the cold start), and answers a clear 503 +
+  `Retry-After` before Modal's web limit would turn a long cold start into a bare redirect;
 - `PublishingTracker` is core's activity tracker that also publishes this container's arrivals, in
-  batches, under its own key of the shared state, then pokes the reconciler — which alone applies
-  windows (backends.modal_backend.reconciler); it starts from the experiments' durable activity;
+  batches, under its own key of the shared state, each batch naming the pool it was served by, then
+  pokes the reconciler — which alone applies windows (backends.modal_backend.reconciler), to that
+  pool; it starts from the experiments' durable activity;
 - `AppliedWindows` shows in `/health` what the reconciler applied (read from the shared state).
 
 It imports no model stack: the ingress image carries no torch.
@@ -23,9 +27,13 @@ import time
 import uuid
 from typing import Any, Awaitable, Callable
 
+from pathlib import Path
+
 from fastapi import FastAPI
 
-from backends.modal_backend.deploy_config import MODAL_WEB_WAIT_S
+from backends.modal_backend.deploy_config import MODAL_WEB_WAIT_S, REMOTE_ROOT
+from backends.modal_backend.pools import PoolKey, pool_key
+from backends.modal_backend.registry_store import DictRegistrySource
 from backends.modal_backend.state_store import APPLIED, StateStore, activity_key, arrivals_key
 from core.http.app import create_app
 from core.keepwarm.activity import ActivityTracker, ExperimentActivity
@@ -34,7 +42,8 @@ from core.keepwarm.decision import WindowDecision
 from core.keepwarm.histogram import Learner
 from core.keepwarm.policies import policy_from_settings, retention_s
 from core.keepwarm.shared_activity import ArrivalBatch, DurableActivity
-from core.serving.errors import BackendUnavailable
+from core.serving.errors import BackendUnavailable, ModelUnavailable
+from core.serving.live_registry import LiveRegistry, RegistryChange, moves
 from core.serving.prediction import Prediction
 from core.serving.registry import Experiment, Registry
 from core.serving.remote import answered_prediction, await_worker
@@ -43,8 +52,18 @@ from core.settings import Settings
 
 log = logging.getLogger("hybrid_serve.modal.ingress")
 
-#: `call(experiment, inputs, params, request_at)`: ExperimentModel(experiment_id=E).predict.remote.aio.
-CallModel = Callable[[Experiment, list[str], Any, float], Awaitable[dict[str, Any]]]
+#: `call(pool, inputs, params, request_at)`: ExperimentModel(experiment_id=E, definition=D).predict.remote.aio.
+CallModel = Callable[[PoolKey, list[str], Any, float], Awaitable[dict[str, Any]]]
+#: The concrete model a moving source (an MLflow alias) resolves to now; None for sources that never move.
+IdentityFn = Callable[[Experiment], Awaitable["str | None"]]
+
+
+async def _fixed(_: Experiment) -> str | None:
+    return None
+
+
+#: The registry's stamp before anything was read: the first refresh always reads.
+_UNREAD = "unread"
 #: Batches older than this are dropped from a container's key (the reconciler folds far more often).
 KEEP_PUBLISHED_S = 900.0
 #: A cold start still waiting when Modal's web limit nears: come back after this long.
@@ -52,22 +71,27 @@ RETRY_AFTER_S = 30.0
 
 
 class ModalPredictor:
-    """Sends a prediction to `ExperimentModel(experiment_id=E)`; Modal starts a container if none is warm."""
+    """Sends a prediction to the pool of the experiment's current definition; Modal starts a container
+    if none is warm."""
 
-    def __init__(self, call: CallModel, settings: Settings, applied: "AppliedWindows", tracker: ActivityTracker):
+    def __init__(self, call: CallModel, settings: Settings, applied: "AppliedWindows", tracker: "PublishingTracker",
+                 identity: IdentityFn = _fixed):
         self._call = call
         self.settings = settings
         self.applied = applied
         self.tracker = tracker
+        self._identity = identity
 
     async def predict(self, experiment: Experiment, inputs: list[str], params: Any, decision: WindowDecision) -> Prediction:
         request_at = time.time()
+        pool = pool_key(experiment, await self._identity(experiment))
+        self.tracker.served_by(pool)
         wait_s = min(self.settings.cold_start_timeout_s, MODAL_WEB_WAIT_S)
         web_limit = BackendUnavailable(
             f"{experiment.id}: the model container is still starting after {wait_s:g}s (Modal ends a web request "
             f"at 150s); it keeps starting: retry in {RETRY_AFTER_S:g}s", retry_after_s=RETRY_AFTER_S,
         ) if wait_s < self.settings.cold_start_timeout_s else None
-        call = self._call(experiment, inputs, params, request_at)
+        call = self._call(pool, inputs, params, request_at)
         result = await await_worker(call, experiment.id, wait_s, "model container", timeout_error=web_limit)
         return answered_prediction(result, request_at)
 
@@ -84,8 +108,10 @@ class ModalPredictor:
             window = self.settings.base_warm_time if applied is None else applied.window_s
             pinned = applied is not None and bool(applied.min_containers)
             warm = pinned or activity.idle_s < window
+            pool = self.tracker.pool_of(activity.experiment_id)
             out[activity.experiment_id] = {"state": "warm" if warm else "cold", "replicas": None,
-                                           "window_in_force_s": window, "checked_at": now}
+                                           "window_in_force_s": window, "checked_at": now,
+                                           "pool": pool.version if pool else None}
         return out
 
     async def cached_models(self) -> list[str]:
@@ -93,6 +119,12 @@ class ModalPredictor:
 
     def begin_shutdown(self) -> None:
         return None  # the containers serve on; this ingress simply stops taking requests
+
+    async def registry_changed(self, change: RegistryChange, registry: Registry) -> None:
+        """Nothing to drop here: the next request of a changed experiment names its new pool (the
+        reconciler drains the old one); a removed one is no longer served."""
+        for experiment_id in change.removed:
+            self.tracker.forget_pool(experiment_id)
 
     async def close(self) -> None:
         return None
@@ -123,7 +155,9 @@ class AppliedWindows:
         except Exception as exc:  # shared state unreachable: show the last known state
             log.warning("reading the applied windows failed: %s: %s", type(exc).__name__, exc)
             return
-        self._in_force = {e: AppliedWindow(**values) for e, values in applied.items()}
+        fields = set(AppliedWindow.__dataclass_fields__)
+        self._in_force = {e: AppliedWindow(**{k: v for k, v in values.items() if k in fields})
+                          for e, values in applied.items()}
         self._read_at = time.monotonic()
 
 
@@ -145,7 +179,18 @@ class PublishingTracker(ActivityTracker):
         self._published: list[dict[str, Any]] = []
         self._seq = 0
         self._seen: set[str] = set()
+        self._pools: dict[str, PoolKey] = {}
         self._task: asyncio.Task[None] | None = None
+
+    def served_by(self, pool: PoolKey) -> None:
+        """The pool this experiment's requests go to now: published with its arrivals."""
+        self._pools[pool.experiment_id] = pool
+
+    def pool_of(self, experiment_id: str) -> PoolKey | None:
+        return self._pools.get(experiment_id)
+
+    def forget_pool(self, experiment_id: str) -> None:
+        self._pools.pop(experiment_id, None)
 
     def record_request(self, experiment_id: str, at: float | None = None) -> ExperimentActivity:
         activity = super().record_request(experiment_id, at)
@@ -199,7 +244,9 @@ class PublishingTracker(ActivityTracker):
         now = self._wall()
         for experiment_id, batch in batches.items():
             self._seq += 1
-            self._published.append({"seq": self._seq, "experiment": experiment_id, "batch": batch.to_dict(), "at": now})
+            pool = self._pools.get(experiment_id)
+            self._published.append({"seq": self._seq, "experiment": experiment_id, "batch": batch.to_dict(), "at": now,
+                                    "pool": pool.to_dict() if pool else None})
         self._published = [entry for entry in self._published if now - entry["at"] <= KEEP_PUBLISHED_S]
         try:
             await self._store.put(arrivals_key(self.container), {"written_at": now, "batches": self._published})
@@ -210,15 +257,35 @@ class PublishingTracker(ActivityTracker):
 
 def build_ingress_app(
     settings: Settings,
-    registry: Registry,
     call_model: CallModel,
     store: StateStore,
     poke: Callable[[], Awaitable[Any]],
     flush_s: float = 2.0,
+    base_dir: Path | None = None,
 ) -> FastAPI:
+    """The ingress app, serving the registry in `store` (read when the app starts, then followed).
+    `base_dir`: where model directories shipped with the deploy lie (default: beside the container's
+    registry file)."""
+    if base_dir is None:
+        base_dir = settings.registry_path.parent if settings.registry_path else Path(REMOTE_ROOT)
+    registry = LiveRegistry(DictRegistrySource(store, base_dir), Registry({}), stamp=_UNREAD,
+                            poll_s=settings.registry_poll_s, identity_poll_s=settings.mlflow_poll_s)
+
+    async def identity(experiment: Experiment) -> str | None:
+        """A moving source's concrete model: as last resolved, resolved now on its first request."""
+        if not moves(experiment):
+            return None
+        if registry.identity(experiment.id) is None:
+            await registry.check_identities([experiment.id])
+        known = registry.identity(experiment.id)
+        if known is None:
+            reason = registry.status.identity_errors.get(experiment.id, "not resolved")
+            raise ModelUnavailable(f"{experiment.id}: {reason}")
+        return known
+
     policy = policy_from_settings(settings)
     tracker = PublishingTracker(settings.activity_window, retention_s(settings, policy), store, poke,
                                 learner=policy.learner, flush_s=flush_s)
     applied = AppliedWindows(store)
-    predictor = ModalPredictor(call_model, settings, applied, tracker)
+    predictor = ModalPredictor(call_model, settings, applied, tracker, identity)
     return create_app(RequestPath(settings, registry, predictor, applied, tracker=tracker), backend="modal")

@@ -7,12 +7,20 @@ reconciler runs as one Modal function with at most one container (scheduled ever
 
 1. folds every ingress's new arrival batches into each experiment's durable activity (histograms
    included, so what the adaptive policy learned survives every container);
-2. asks core's policy for each experiment's decision and core's `desired_state` for the autoscaler
+2. reads the registry from the shared state (re-read only when its stamp moved) and finds each
+   experiment's *current pool* (pools.py): the pool of its current definition — for a moving MLflow
+   source, the pool the ingresses' latest arrivals name (they resolved the alias);
+3. drains every pool it applied a window to that is no longer current (the experiment changed or was
+   removed): `update_autoscaler(min_containers=0, scaledown_window=2)` once, then forgets it — its
+   containers finish the requests they hold and go; a removed experiment's activity is dropped;
+4. asks core's policy for each experiment's decision and core's `desired_state` for the autoscaler
    at this moment (`scaledown_window`, `min_containers`);
-3. calls `update_autoscaler` only where that differs from what is applied under the current
-   deployment — so it is idempotent, repairs a deploy's reset, and raises and lowers pre-warms from
-   shared state, whatever happens to ingress containers;
-4. says when the next change is due, so `ReconcilerLoop` can wake for it (a pre-warm on time).
+5. calls `update_autoscaler` on the current pool only where that differs from what is applied under
+   the current deployment — so it is idempotent, repairs a deploy's reset, and raises and lowers
+   pre-warms from shared state, whatever happens to ingress containers;
+6. says when the next change is due, so `ReconcilerLoop` can wake for it (a pre-warm on time).
+
+What it applied, to which pool, is in the `applied` key, so a restarted reconciler still drains.
 """
 
 from __future__ import annotations
@@ -23,28 +31,36 @@ import time
 from dataclasses import asdict
 from typing import Any, Awaitable, Callable
 
+from backends.modal_backend.pools import PoolKey, pool_key
+from backends.modal_backend.registry_store import DictRegistrySource
 from backends.modal_backend.state_store import (ACTIVITY, APPLIED, ARRIVALS, CURSORS, StateStore, activity_key)
 from core.keepwarm.activity import ActivityTracker
 from core.keepwarm.appliers import AppliedWindow
 from core.keepwarm.autoscaler import desired_state
 from core.keepwarm.policies import policy_from_settings
 from core.keepwarm.shared_activity import ArrivalBatch, DurableActivity
+from core.serving.live_registry import moves
 from core.serving.registry import Experiment, Registry
-from core.settings import Settings
+from core.settings import MODAL_MIN_WINDOW_S, Settings
 
 log = logging.getLogger("hybrid_serve.modal.reconciler")
 
-#: `update(experiment, scaledown_window, min_containers)`: Modal's update_autoscaler on that pool.
-UpdateFn = Callable[[Experiment, int, int], Awaitable[Any]]
+#: `update(pool, scaledown_window, min_containers)`: Modal's update_autoscaler on that pool.
+UpdateFn = Callable[[PoolKey, int, int], Awaitable[Any]]
+#: A pool no longer current: no container pinned, idle ones go after this long (Modal's minimum).
+DRAIN_WINDOW_S = MODAL_MIN_WINDOW_S
 #: An ingress container's key that has not been written for this long, all of it folded, is removed.
 STALE_ARRIVALS_S = 3600.0
 
 
 class WindowReconciler:
-    def __init__(self, settings: Settings, registry: Registry, store: StateStore, update: UpdateFn, deployment: str,
-                 clock: Callable[[], float] = time.time):
+    def __init__(self, settings: Settings, registry: DictRegistrySource, store: StateStore, update: UpdateFn,
+                 deployment: str, clock: Callable[[], float] = time.time):
         self.settings = settings
-        self.registry = registry
+        self.source = registry
+        self.registry = Registry({})
+        self._stamp: Any = None
+        self._read = False
         self.store = store
         self.update = update
         self.deployment = deployment
@@ -54,6 +70,7 @@ class WindowReconciler:
     async def reconcile(self) -> float | None:
         """One pass. Returns the seconds until the next autoscaler change is due (None: none pending)."""
         now = self._clock()
+        await self._read_registry()  # a registry that cannot be read fails the pass: nothing is drained
         keys = await self.store.keys()
         tracker = ActivityTracker(self.settings.activity_window, retention_s=float("inf"), clock=lambda: now,
                                   learner=self.policy.learner)
@@ -62,18 +79,43 @@ class WindowReconciler:
             if record is not None:
                 tracker.restore(DurableActivity.from_dict(record))
         cursors: dict[str, int] = dict(await self.store.get(CURSORS) or {})
-        touched = await self._fold_arrivals(tracker, [k for k in keys if k.startswith(ARRIVALS)], cursors, now)
-        for experiment_id in touched:
+        served: dict[str, PoolKey] = {}
+        touched = await self._fold_arrivals(tracker, [k for k in keys if k.startswith(ARRIVALS)], cursors, now, served)
+        for experiment_id in touched - self._retired(touched):
             record = tracker.export(experiment_id)
             assert record is not None
             await self.store.put(activity_key(experiment_id), record.to_dict())
+        for experiment_id in self._retired({k.removeprefix(ACTIVITY) for k in keys if k.startswith(ACTIVITY)}):
+            await self.store.pop(activity_key(experiment_id))
         await self.store.put(CURSORS, cursors)
-        return await self._apply(tracker, now)
+        return await self._apply(tracker, now, served)
+
+    async def _read_registry(self) -> None:
+        stamp = await self.source.stamp()
+        if not self._read or stamp != self._stamp:
+            self._stamp, self.registry = await self.source.read()
+            self._read = True
+
+    def _retired(self, experiment_ids: set[str]) -> set[str]:
+        """Of these, the experiments no longer registered (an entry that fails validation is not retired)."""
+        return {e for e in experiment_ids if self.registry.get(e) is None and e not in self.source.skipped}
+
+    def _current_pool(self, experiment: Experiment | None, served: PoolKey | None, known: PoolKey | None) -> PoolKey | None:
+        """The pool the experiment's requests go to now; None when unknown (removed, or a moving source
+        whose new definition has not served a request yet)."""
+        if experiment is None:
+            return None
+        if not moves(experiment):
+            return pool_key(experiment, None)
+        for pool in (served, known):  # the ingresses resolved the alias: the latest pool they named
+            if pool is not None and pool.serves(experiment):
+                return pool
+        return None
 
     async def _fold_arrivals(self, tracker: ActivityTracker, keys: list[str], cursors: dict[str, int],
-                             now: float) -> set[str]:
+                             now: float, served: dict[str, PoolKey]) -> set[str]:
         """Fold every container's batches newer than its cursor, oldest first; drop dead containers' keys."""
-        pending: list[tuple[float, str, ArrivalBatch]] = []
+        pending: list[tuple[float, str, ArrivalBatch, PoolKey | None]] = []
         for key in keys:
             container = key.removeprefix(ARRIVALS)
             published = await self.store.get(key) or {"written_at": 0.0, "batches": []}
@@ -81,42 +123,71 @@ class WindowReconciler:
             fresh = [entry for entry in published["batches"] if entry["seq"] > seen]
             for entry in fresh:
                 batch = ArrivalBatch.from_dict(entry["batch"])
-                pending.append((batch.first_at, entry["experiment"], batch))
+                pool = PoolKey.from_dict(entry["pool"]) if entry.get("pool") else None
+                pending.append((batch.first_at, entry["experiment"], batch, pool))
             if fresh:
                 cursors[container] = max(entry["seq"] for entry in fresh)
             elif now - published["written_at"] > STALE_ARRIVALS_S:
                 await self.store.pop(key)
                 cursors.pop(container, None)
         pending.sort(key=lambda item: item[0])
-        for _, experiment_id, batch in pending:
+        for _, experiment_id, batch, pool in pending:
             tracker.fold(experiment_id, batch)
-        return {experiment_id for _, experiment_id, _ in pending}
+            if pool is not None:
+                served[experiment_id] = pool  # the latest batch's pool
+        return {experiment_id for _, experiment_id, _, _ in pending}
 
-    async def _apply(self, tracker: ActivityTracker, now: float) -> float | None:
+    async def _drain(self, applied: dict[str, dict[str, Any]], served: dict[str, PoolKey]) -> bool:
+        """Drain (once) each pool applied before that is no longer its experiment's current pool."""
+        changed = False
+        for experiment_id, record in list(applied.items()):
+            if experiment_id in self.source.skipped and self.registry.get(experiment_id) is None:
+                continue  # an entry that does not validate: not retired, left as it is
+            old = PoolKey.from_dict(record["pool"]) if record.get("pool") else None
+            current = self._current_pool(self.registry.get(experiment_id), served.get(experiment_id), old)
+            if old is not None and old == current:
+                continue
+            if old is not None:
+                try:
+                    await self.update(old, DRAIN_WINDOW_S, 0)
+                except Exception as exc:  # drained by the next pass
+                    log.warning("draining %s's pool %s failed: %s: %s", experiment_id, old.version, type(exc).__name__, exc)
+                    continue
+                log.info("drained %s's pool %s (no longer current)", experiment_id, old.version)
+            del applied[experiment_id]
+            changed = True
+        return changed
+
+    async def _apply(self, tracker: ActivityTracker, now: float, served: dict[str, PoolKey]) -> float | None:
         applied: dict[str, dict[str, Any]] = dict(await self.store.get(APPLIED) or {})
         next_change: float | None = None
-        changed = False
+        changed = await self._drain(applied, served)
         for activity in tracker.snapshot():
             experiment = self.registry.get(activity.experiment_id)
             if experiment is None:
                 continue  # no longer registered: its pool is not ours to steer
+            known = applied.get(experiment.id, {}).get("pool")
+            pool = self._current_pool(experiment, served.get(experiment.id), PoolKey.from_dict(known) if known else None)
+            if pool is None:
+                continue  # a moving source's new definition has served no request yet
             decision = self.policy.decide(activity)
             state = desired_state(decision.window_s, decision.prewarm_after_s, activity.idle_s, self.settings.prewarm_lead_s)
             if state.changes_in_s is not None:
                 next_change = state.changes_in_s if next_change is None else min(next_change, state.changes_in_s)
             current = applied.get(experiment.id)
-            if current is not None and (current["window_s"], current["min_containers"], current["deployment"]) == (
-                    state.scaledown_window_s, state.min_containers, self.deployment):
+            if current is not None and (current["window_s"], current["min_containers"], current["deployment"],
+                                        current.get("pool")) == (state.scaledown_window_s, state.min_containers,
+                                                                 self.deployment, pool.to_dict()):
                 continue
             try:
-                await self.update(experiment, state.scaledown_window_s, state.min_containers)
+                await self.update(pool, state.scaledown_window_s, state.min_containers)
             except Exception as exc:  # requests are unaffected; the next pass tries again
                 log.warning("update_autoscaler(%s, scaledown_window=%s, min_containers=%s) failed: %s: %s",
                             experiment.id, state.scaledown_window_s, state.min_containers, type(exc).__name__, exc)
                 continue
-            applied[experiment.id] = asdict(AppliedWindow(state.scaledown_window_s, decision.reason.value,
-                                                          decision.prewarm_after_s, state.min_containers, now,
-                                                          self.deployment))
+            applied[experiment.id] = {**asdict(AppliedWindow(state.scaledown_window_s, decision.reason.value,
+                                                             decision.prewarm_after_s, state.min_containers, now,
+                                                             self.deployment)), "pool": pool.to_dict()}
             changed = True
         if changed:
             await self.store.put(APPLIED, applied)

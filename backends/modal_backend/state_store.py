@@ -8,7 +8,15 @@ every key has exactly one writer and nothing is ever read-modified-written by tw
 | `arrivals/<container>` | that ingress container only | its recent `ArrivalBatch`es, numbered |
 | `activity/<experiment>` | the reconciler only | the experiment's `DurableActivity` (idle-gap histogram included) |
 | `cursors` | the reconciler only | per ingress container, the last batch number folded |
-| `applied` | the reconciler only | per experiment, the `AppliedWindow` in force and its deployment |
+| `applied` | the reconciler only | per experiment, the `AppliedWindow` in force, its deployment and the pool it was applied to (`pool`: the pool's definition, see pools.py); a pool no longer current is drained once and its entry dropped |
+| `registry/<experiment>` | `experiments add/update/remove --modal`, the admin API, `hybrid-serve deploy` (seeding) | the experiment's registry entry: a plain dict of its fields (`source`, `task`, ...) |
+| `registry-stamp` | every writer of a `registry/` key, right after it | a fresh unique value: readers poll it (one call) and re-read the entries only when it moved |
+
+The registry is the one exception to "one writer per key": operators change experiments from several
+places. Each experiment has its own key, so concurrent changes of *different* experiments never lose
+each other; two changes of the *same* experiment at once: the last write wins. A writer writes the
+entry, then the stamp; a reader reads the stamp, then the entries — so a reader that saw a stamp has
+seen every entry written before it (a later entry at worst moves the stamp again: read next poll).
 
 Values are plain dicts of numbers, strings and bytes. `StateStore` is the network boundary: in
 Modal it is the Dict's async methods (`ModalDictStore`); tests put a strict in-memory stand-in there.
@@ -22,6 +30,8 @@ ARRIVALS = "arrivals/"
 ACTIVITY = "activity/"
 CURSORS = "cursors"
 APPLIED = "applied"
+REGISTRY = "registry/"
+REGISTRY_STAMP = "registry-stamp"
 
 
 def arrivals_key(container: str) -> str:
@@ -32,14 +42,18 @@ def activity_key(experiment_id: str) -> str:
     return ACTIVITY + experiment_id
 
 
+def registry_key(experiment_id: str) -> str:
+    return REGISTRY + experiment_id
+
+
 class StateStore(Protocol):
     async def get(self, key: str) -> Any:
         """The value, or None when the key is absent."""
 
     async def put(self, key: str, value: Any) -> None: ...
 
-    async def pop(self, key: str) -> None:
-        """Remove the key (no error when it is absent)."""
+    async def pop(self, key: str) -> Any:
+        """Remove the key; its value, or None when it was absent."""
 
     async def keys(self) -> list[str]: ...
 
@@ -56,8 +70,8 @@ class ModalDictStore:
     async def put(self, key: str, value: Any) -> None:
         await self._dict.put.aio(key, value)
 
-    async def pop(self, key: str) -> None:
-        await self._dict.pop.aio(key, None)
+    async def pop(self, key: str) -> Any:
+        return await self._dict.pop.aio(key, None)
 
     async def keys(self) -> list[str]:
         return [key async for key in self._dict.keys.aio()]

@@ -65,6 +65,9 @@ class RegistrySource(Protocol):
     async def remove(self, experiment_id: str) -> bool:
         """Remove one experiment; False when it was not registered."""
 
+    # Optional: `skipped` (id → reason), entries a source left out because they do not validate
+    # while serving the others; shown by `describe`.
+
 
 class FileSource:
     """A registry file (see registry_file.py); its blocking calls run on a worker thread."""
@@ -179,7 +182,8 @@ class LiveRegistry:
     def describe(self) -> dict[str, Any]:
         return {"experiments": len(self._registry), "last_error": self.status.last_error,
                 "last_change_at": self.status.last_change_at,
-                "resolved": dict(self._identities), "resolve_errors": dict(self.status.identity_errors)}
+                "resolved": dict(self._identities), "resolve_errors": dict(self.status.identity_errors),
+                "skipped": dict(getattr(self.source, "skipped", None) or {})}
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)

@@ -70,6 +70,13 @@ class RequestPath:
             raise UnknownExperiment(f"experiment {experiment_id!r} is not registered (GET /experiments lists them)")
         return experiment
 
+    async def current_experiment(self, experiment_id: str) -> Experiment:
+        """The experiment, also when it was registered elsewhere a moment ago: an id not known here
+        costs one look at the registry's stamp (a re-read only when it moved) before the 404."""
+        if self.registry.get(experiment_id) is None:
+            await self.registry.refresh()
+        return self.experiment(experiment_id)
+
     def validate(self, experiment: Experiment, inputs: str | list[str], parameters: dict[str, Any] | None) -> tuple[list[str], TaskParams]:
         batch = [inputs] if isinstance(inputs, str) else list(inputs)
         if not batch:
@@ -86,7 +93,7 @@ class RequestPath:
 
     async def predict(self, experiment_id: str, inputs: str | list[str], parameters: dict[str, Any] | None) -> Answer:
         started = time.perf_counter()
-        experiment = self.experiment(experiment_id)  # an unknown id is not counted: no label per typo
+        experiment = await self.current_experiment(experiment_id)  # an unknown id is not counted: no label per typo
         status = "499"  # until it is answered: a client that hangs up first never gets an answer
         try:
             batch, params = self.validate(experiment, inputs, parameters)
@@ -124,12 +131,15 @@ class RequestPath:
     # --- registry changes (admin API) ------------------------------------------------------------
     async def register(self, experiment_id: str, fields: dict[str, Any]) -> tuple[Experiment, RegistryChange]:
         """Add or replace an experiment, validated as loading validates it. Over HTTP a source is
-        never a path on this machine: a remote caller must not make the server read its files."""
+        never a path on this machine: a remote caller must not make the server read its files (an
+        entry keeps the local source the operator registered, e.g. a model shipped with a deploy)."""
         try:
             experiment = experiment_entry(experiment_id, fields, self.registry.source.base_dir)
         except RegistryError as exc:
             raise InvalidExperiment(str(exc)) from None
-        if experiment.is_local and not experiment.source.startswith(PACKAGE_PREFIX):
+        current = self.registry.get(experiment_id)
+        shipped = current is not None and current.source == experiment.source  # registered by the operator
+        if experiment.is_local and not experiment.source.startswith(PACKAGE_PREFIX) and not shipped:
             raise InvalidExperiment(f"[experiments.{experiment_id}]: source: a local directory is registered with "
                                     "`hybrid-serve experiments add` on the server's machine, not over HTTP; over HTTP "
                                     "use a package:, Hugging Face or mlflow: source")
@@ -139,7 +149,7 @@ class RequestPath:
             raise RegistryReadOnly(str(exc)) from None
 
     async def retire(self, experiment_id: str) -> RegistryChange:
-        self.experiment(experiment_id)  # 404 when unknown
+        await self.current_experiment(experiment_id)  # 404 when unknown
         try:
             return await self.registry.remove(experiment_id)
         except ReadOnlyRegistry as exc:

@@ -39,7 +39,9 @@ class ModalContainer:
         self.process.stdin.write(name + "\n")
         self.process.stdin.flush()
         line = self.process.stdout.readline()
-        assert line.startswith("{"), line + self.process.stdout.read()
+        while line and not line.startswith("{"):  # the container's log lines (stderr shares the pipe)
+            line = self.process.stdout.readline()
+        assert line, "the harness exited"
         return json.loads(line)
 
     def client(self, **kwargs: Any) -> httpx.Client:

@@ -7,16 +7,23 @@ It imports `inference_api.py` from the layout and replaces only Modal's network 
 
 - the `modal.Dict` of shared state → `StrictDict` (values pickled on the way in and out, as Modal does);
 - the weights `modal.Volume` → counts `commit()` calls;
-- the model pools (`ExperimentModel(...)`, `.with_options(gpu=...)`) → `Pools`: `.predict.remote.aio`
-  runs the *real* class in a "container" of this process — Modal's own helpers create the instance
+- the model pools (`ExperimentModel(experiment_id=..., definition=...)`, `.with_options(gpu=...)`) →
+  `Pools`, one "container" per (parameters, gpu) as Modal keeps one pool per parameter set:
+  `.predict.remote.aio` runs the *real* class in a "container" of this process — Modal's own helpers create the instance
   and run its `@modal.enter` hooks (pre- then post-snapshot; with `HYBRID_MEMORY_SNAPSHOT` the
   pre-snapshot phase sees no GPU and the restored one does) — and results cross cloudpickle;
   `.update_autoscaler.aio` is recorded;
 - `reconcile_windows.spawn.aio` → runs the real reconciler function's body in this process.
 
+Before serving, it seeds the shared registry from the image's registry file with the deploy's own
+code (registry_sync.py), as `hybrid-serve deploy` does after `modal deploy`.
+
 Then it serves the real ingress (`web()`'s ASGI app) with uvicorn on a free port and prints one
 JSON line `{"port": …, "torch_loaded": …}`; on stdin, `reconcile` runs one reconciler pass and
-`report` prints what the stand-ins saw, each as one JSON line.
+`report` prints what the stand-ins saw, each as one JSON line. Registry commands change the shared
+registry as `hybrid-serve experiments … --modal` does (the same `DictRegistrySource`):
+`registry-put {"id": …, fields}`, `registry-remove ID`; `dict-put KEY JSON` writes a raw value (a
+hand-made entry); `hold` makes the next model call wait (a request in flight) until `release`.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import pickle
 import socket
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -99,6 +107,10 @@ class Pools:
         self.updates: list[dict[str, Any]] = []
         self.devices: list[str] = []
         self.gpu: str | None = None
+        #: (experiment, pool version) of every model call, when it started and when it answered.
+        self.calls: list[dict[str, Any]] = []
+        #: "next": set by `hold`, taken by the next model call; "holding": the call held (shared by variants).
+        self.hold: dict[str, threading.Event | None] = {"next": None, "holding": None}
 
     def with_options(self, gpu: str | None = None, **_: Any) -> "Pools":
         variant = Pools.__new__(Pools)
@@ -106,30 +118,42 @@ class Pools:
         variant.gpu = gpu
         return variant
 
-    def __call__(self, experiment_id: str) -> Any:
-        pools, key = self, (experiment_id, self.gpu)
+    def __call__(self, experiment_id: str, definition: str) -> Any:
+        import hashlib
+
+        pools, key = self, (experiment_id, definition, self.gpu)
+        version = hashlib.sha256(definition.encode()).hexdigest()[:12]
 
         async def remote(inputs: list[str], params: Any, request_at: float | None = None) -> Any:
             import cloudpickle
 
-            container = pools.containers.get(key) or await asyncio.to_thread(pools.start, experiment_id)
+            call = {"experiment": experiment_id, "version": version, "done": False}
+            pools.calls.append(call)
+            container = pools.containers.get(key) or await asyncio.to_thread(pools.start, experiment_id, definition)
             pools.containers[key] = container
+            held = pools.hold["next"]
+            if held is not None:  # this request stays in flight on this pool until `release`
+                pools.hold.update(next=None, holding=held)
+                call["held"] = True
+                await asyncio.to_thread(held.wait, 60)
             method = container["methods"]["predict"]
-            return cloudpickle.loads(cloudpickle.dumps(await method(inputs, params, request_at)))
+            result = cloudpickle.loads(cloudpickle.dumps(await method(inputs, params, request_at)))
+            call["done"] = True
+            return result
 
         async def update_autoscaler(**settings: Any) -> None:
-            pools.updates.append({"experiment": experiment_id, "gpu": pools.gpu, **settings})
+            pools.updates.append({"experiment": experiment_id, "version": version, "gpu": pools.gpu, **settings})
 
         predict = type("Method", (), {"remote": _Aio(remote)})()
         return type("Obj", (), {"predict": predict, "update_autoscaler": _Aio(update_autoscaler)})()
 
-    def start(self, experiment_id: str) -> dict[str, Any]:
+    def start(self, experiment_id: str, definition: str) -> dict[str, Any]:
         """A container: Modal's helpers build the instance and run its enter hooks, in Modal's order."""
         import torch
         from modal._partial_function import _find_callables_for_obj, _PartialFunctionFlags
         from modal._utils.async_utils import synchronizer
 
-        obj = synchronizer._translate_in(self.real_cls(experiment_id=experiment_id))
+        obj = synchronizer._translate_in(self.real_cls(experiment_id=experiment_id, definition=definition))
         instance = obj._cached_user_cls_instance()
         real_to = torch.nn.Module.to
 
@@ -170,6 +194,13 @@ def main() -> None:
         asyncio.get_running_loop().create_task(reconcile(poke=poke))
 
     api.reconcile_windows = type("Function", (), {"spawn": _Aio(spawn)})()
+    from backends.modal_backend.registry_store import DictRegistrySource
+    from backends.modal_backend.registry_sync import sync_registry
+    from backends.modal_backend.state_store import ModalDictStore
+    from core.serving.registry import experiment_entry
+
+    registry = DictRegistrySource(ModalDictStore(store), Path(api.settings.registry_path).parent)
+    asyncio.run(sync_registry(registry, api.config.registry.registry))  # what `hybrid-serve deploy` does
     app = web()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
     loop = asyncio.new_event_loop()
@@ -177,13 +208,29 @@ def main() -> None:
     def commands() -> None:
         for line in sys.stdin:
             command = line.strip()
+            name, _, argument = command.partition(" ")
+            if name == "registry-put":
+                fields = json.loads(argument)
+                experiment = experiment_entry(fields.pop("id"), fields, registry.base_dir)
+                asyncio.run_coroutine_threadsafe(registry.put(experiment), loop).result(60)
+            elif name == "registry-remove":
+                asyncio.run_coroutine_threadsafe(registry.remove(argument), loop).result(60)
+            elif name == "dict-put":
+                key, _, value = argument.partition(" ")
+                asyncio.run_coroutine_threadsafe(store.put.aio(key, json.loads(value)), loop).result(60)
+            elif name == "hold":
+                pools.hold["next"] = threading.Event()
+            elif name == "release" and pools.hold["holding"] is not None:
+                pools.hold["holding"].set()
             if command == "reconcile":
                 asyncio.run_coroutine_threadsafe(reconcile(poke=True), loop).result(60)
-            if command in ("reconcile", "report"):
+            if command in ("reconcile", "report") or name in ("registry-put", "registry-remove", "dict-put", "hold", "release"):
                 keys = sorted(str(k) for k in store.data)
                 print(json.dumps({"updates": pools.updates, "commits": volume.commits, "devices": pools.devices,
                                   "keys": keys, "applied": pickle.loads(store.data["applied"]) if "applied" in store.data else None,
-                                  "torch_loaded": "torch" in sys.modules}), flush=True)
+                                  "torch_loaded": "torch" in sys.modules, "calls": pools.calls,
+                                  "registry": sorted(k.removeprefix("registry/") for k in keys if k.startswith("registry/"))}),
+                      flush=True)
             if command == "quit":
                 server.should_exit = True
                 return

@@ -29,7 +29,11 @@ socket.getaddrinfo = _refuse
 import json
 import backends.modal_backend.inference_api as api
 from modal.config import config
-print(json.dumps({"options": api.config.model_options(), "concurrent": api.config.concurrent_inputs,
+from modal._utils.async_utils import synchronizer
+spec = lambda f: synchronizer._translate_in(f)._spec
+secrets = {"web": len(spec(api.web).secrets), "reconciler": len(spec(api.reconcile_windows).secrets),
+           "model": len(synchronizer._translate_in(api.ExperimentModel)._class_service_function._spec.secrets)}
+print(json.dumps({"secrets": secrets, "options": api.config.model_options(), "concurrent": api.config.concurrent_inputs,
                   "auth": [api.config.auth.proxy_auth, api.config.auth.token_secret], "env": api.config.container_env,
                   "model_packages": api.config.model_packages, "ingress_packages": api.config.ingress_packages,
                   "app": api.app.name, "client_token": config.get("token_id")}))
@@ -76,6 +80,16 @@ def test_out_of_range_settings_fail_at_import(tmp_path: Path, variable: str, val
     proc = import_app(tmp_path, **{variable: value})
     assert proc.returncode != 0
     assert "SettingsError" in proc.stderr and variable in proc.stderr and allowed in proc.stderr
+
+
+def test_mlflow_settings_are_a_secret_of_every_container_that_resolves_or_loads_models(tmp_path: Path) -> None:
+    plain = json.loads(import_app(tmp_path).stdout.splitlines()[1])
+    assert plain["secrets"] == {"web": 0, "reconciler": 0, "model": 0}
+    proc = import_app(tmp_path, MLFLOW_TRACKING_URI="https://tracking.example", MLFLOW_TRACKING_TOKEN="tok-Zq81xT")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.splitlines()[1])
+    assert out["secrets"] == {"web": 1, "reconciler": 1, "model": 1}
+    assert "Zq81xT" not in json.dumps(out["env"]) and not any(k.startswith("MLFLOW_TRACKING") for k in out["env"])
 
 
 def test_tokens_in_dotenv_reach_the_modal_client(tmp_path: Path) -> None:
@@ -174,6 +188,8 @@ def test_deploy_dry_run_prints_the_checked_plan_without_credentials(tmp_path: Pa
     assert "demo-embeddings: feature-extraction on GPU T4, model from its Python package" in text
     assert "torch==2.13.0 " in text and "+cpu" not in text
     assert "a request waits up to 140s, then 503 + Retry-After" in text
+    assert ("registry       would put 1 experiments of the registry file into shared state hybrid-serve-state: "
+            "demo-embeddings; entries added live there are kept") in text
 
 
 def test_deploy_dry_run_refuses_a_registry_whose_models_cannot_reach_the_container(tmp_path: Path) -> None:

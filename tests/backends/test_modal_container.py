@@ -48,8 +48,9 @@ def test_windows_are_applied_by_the_reconciler_from_published_arrivals(box: Moda
         time.sleep(3)  # the ingress publishes its arrivals every 2 s and pokes the reconciler
         report = box.command("reconcile")
         applied = client.get("/health").json()["scaling"]["experiments"]["fe-2"]["applied"]
-    assert {"experiment": "fe-2", "gpu": None, "scaledown_window": 1800, "min_containers": 0} in report["updates"]
-    assert {"experiment": "fe-l4", "gpu": "L4", "scaledown_window": 900, "min_containers": 0} in report["updates"]
+    updates = [{k: v for k, v in update.items() if k != "version"} for update in report["updates"]]
+    assert {"experiment": "fe-2", "gpu": None, "scaledown_window": 1800, "min_containers": 0} in updates
+    assert {"experiment": "fe-l4", "gpu": "L4", "scaledown_window": 900, "min_containers": 0} in updates
     assert (applied["window_s"], applied["reason"], applied["min_containers"]) == (1800, "recent-activity", 0)
     assert {"activity/fe-2", "activity/fe-l4", "applied", "cursors"} <= set(report["keys"])
 
@@ -90,6 +91,8 @@ def test_weights_are_committed_only_when_a_load_downloaded_something(tmp_path: P
     """Committing on every cold start conflicts between containers and failed the container: now the
     volume is committed only when the cache changed, and a failed commit is only logged."""
     from backends.modal_backend.container import ModelContainer
+    from backends.modal_backend.pools import pool_key
+    from core.serving.registry import Registry
     from core.settings import load_settings
 
     hf_home = tmp_path / "hf"
@@ -98,14 +101,15 @@ def test_weights_are_committed_only_when_a_load_downloaded_something(tmp_path: P
     commits: list[int] = []
     settings = load_settings(env_file=None, registry_path=modal_registry)
 
-    container = ModelContainer(settings, "fe", commit_weights=lambda: commits.append(1))
+    registry = Registry.load(modal_registry)
+    container = ModelContainer(settings, pool_key(registry.get("fe"), None), commit_weights=lambda: commits.append(1))
     container.load(on_cpu=False)  # a local model: nothing downloaded
     assert commits == []
 
     def failing_commit() -> None:
         raise RuntimeError("commit conflict")
 
-    downloading = ModelContainer(settings, "clf", commit_weights=failing_commit)
+    downloading = ModelContainer(settings, pool_key(registry.get("clf"), None), commit_weights=failing_commit)
     real_load = downloading.worker.load
 
     def load_that_downloads(device: str | None = None) -> None:

@@ -13,6 +13,8 @@ from fastapi.testclient import TestClient
 
 import backends.modal_backend.ingress as ingress_module
 from backends.modal_backend.ingress import build_ingress_app
+from backends.modal_backend.registry_store import DictRegistrySource
+from backends.modal_backend.registry_sync import sync_registry
 from backends.modal_backend.state_store import ModalDictStore
 from core.serving.registry import Registry
 from core.serving.remote import answered_prediction
@@ -25,6 +27,13 @@ async def no_poke() -> None:
     return None
 
 
+def seeded(registry: Registry) -> ModalDictStore:
+    """Shared state holding `registry`, as `hybrid-serve deploy` seeds it."""
+    store = ModalDictStore(StrictDict())
+    asyncio.run(sync_registry(DictRegistrySource(store, Path(".")), registry))
+    return store
+
+
 def test_a_cold_start_past_modals_web_limit_is_a_503_with_retry_after(registry_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Modal turns a web request still waiting at 150 s into a redirect that curl and httpx do not
     follow: the ingress answers first, and says when to come back (the container keeps starting)."""
@@ -35,7 +44,7 @@ def test_a_cold_start_past_modals_web_limit_is_a_503_with_retry_after(registry_f
         raise AssertionError("unreachable")
 
     settings = load_settings(env_file=None, registry_path=registry_file)  # HYBRID_COLD_START_TIMEOUT_S = 300
-    app = build_ingress_app(settings, Registry.load(registry_file), starting_forever, ModalDictStore(StrictDict()), no_poke)
+    app = build_ingress_app(settings, starting_forever, seeded(Registry.load(registry_file)), no_poke)
     with TestClient(app) as client:
         response = client.post("/predict/fe", json={"inputs": "x"})
     assert response.status_code == 503 and response.headers["Retry-After"] == "30"

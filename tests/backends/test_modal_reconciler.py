@@ -6,11 +6,14 @@ the local Ray emulator's policy."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from backends.local_ray.scaling import ReplicaReport, ScalingInputs, desired_replicas
 from backends.modal_backend.ingress import PublishingTracker
+from backends.modal_backend.pools import PoolKey
 from backends.modal_backend.reconciler import ReconcilerLoop, WindowReconciler
+from backends.modal_backend.registry_store import DictRegistrySource
 from backends.modal_backend.state_store import ModalDictStore
 from core.keepwarm.autoscaler import desired_state
 from core.keepwarm.policies import policy_from_settings
@@ -28,12 +31,14 @@ class Autoscaler:
     def __init__(self, clock: FakeClock, failures: int = 0):
         self.clock, self.failures = clock, failures
         self.calls: list[tuple[float, str, int, int]] = []
+        self.pools: list[tuple[PoolKey, int, int]] = []
 
-    async def __call__(self, experiment: Experiment, window_s: int, min_containers: int) -> None:
+    async def __call__(self, pool: PoolKey, window_s: int, min_containers: int) -> None:
         if self.failures:
             self.failures -= 1
             raise ConnectionError("Modal API unreachable")
-        self.calls.append((self.clock.now, experiment.id, window_s, min_containers))
+        self.calls.append((self.clock.now, pool.experiment_id, window_s, min_containers))
+        self.pools.append((pool, window_s, min_containers))
 
     def states(self, experiment_id: str) -> list[tuple[float, int, int]]:
         return [(t, w, m) for t, e, w, m in self.calls if e == experiment_id]
@@ -45,12 +50,16 @@ class World:
     def __init__(self, settings: Settings, deployment: str = "deploy-1", failures: int = 0):
         self.settings, self.clock = settings, FakeClock(1_000_000.0)
         self.store = ModalDictStore(StrictDict())
+        self.registry = DictRegistrySource(self.store, Path("."))
+        for experiment in REGISTRY:  # the shared registry, as the deploy seeds it
+            asyncio.run(self.registry.put(experiment))
         self.autoscaler = Autoscaler(self.clock, failures)
         self.reconciler = self.new_reconciler(deployment)
         self.pokes = 0
 
     def new_reconciler(self, deployment: str) -> WindowReconciler:
-        return WindowReconciler(self.settings, REGISTRY, self.store, self.autoscaler, deployment, clock=self.clock)
+        return WindowReconciler(self.settings, DictRegistrySource(self.store, Path(".")), self.store, self.autoscaler,
+                                deployment, clock=self.clock)
 
     def ingress(self, name: str) -> PublishingTracker:
         async def poke() -> None:
@@ -154,6 +163,30 @@ def test_windows_are_reapplied_after_a_deploy_and_not_before() -> None:
 
     world.run(scenario())
     assert [(e, w, m) for _, e, w, m in world.autoscaler.calls] == [("e", 900, 0), ("e", 900, 0)]
+
+
+def test_a_changed_experiments_old_pool_is_drained_once_even_by_a_restarted_reconciler() -> None:
+    world = World(load_settings(env_file=None))
+    ingress = world.ingress("i")
+
+    async def scenario() -> None:
+        world.request(ingress, "e")
+        world.request(ingress, "bursty")
+        await ingress.flush()
+        await world.reconciler.reconcile()
+        await world.registry.put(Experiment(id="e", source="org/other-model", task="feature-extraction"))
+        await world.registry.remove("bursty")
+        world.reconciler = world.new_reconciler("deploy-1")  # its container was replaced meanwhile
+        await world.reconciler.reconcile()
+        await world.reconciler.reconcile()  # drained once, then forgotten
+
+    world.run(scenario())
+    calls = [(pool.experiment_id, pool.entry["source"], w, m) for pool, w, m in world.autoscaler.pools]
+    assert calls == [("e", "org/model", 900, 0), ("bursty", "org/model", 900, 0),
+                     ("e", "org/model", 2, 0), ("bursty", "org/model", 2, 0), ("e", "org/other-model", 900, 0)]
+    applied = world.run(world.store.get("applied"))
+    assert set(applied) == {"e"} and applied["e"]["pool"]["definition"].count("org/other-model") == 1
+    assert world.run(world.store.get("activity/bursty")) is None and world.run(world.store.get("activity/e"))
 
 
 def test_two_ingress_containers_feed_one_reconciler() -> None:
