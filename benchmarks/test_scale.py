@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pytest
 
 from benchmarks.server_process import served
 from core.events import read_events
@@ -50,6 +51,7 @@ def _latency_ms(url: str, n: int = 10) -> float:
     return statistics.median(samples)
 
 
+@pytest.mark.timeout(2400)  # 111 cold starts, two at a time on this machine
 def test_1_10_100_experiments(benchmark, tiny_models, summary) -> None:  # type: ignore[no-untyped-def]
     fe = tiny_models["feature-extraction"]
     for count in (1, 10, 100):

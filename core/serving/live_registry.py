@@ -144,6 +144,9 @@ class LiveRegistry:
         self._identities: dict[str, str] = {}
         self._listeners: list[Listener] = []
         self._lock = asyncio.Lock()
+        self._shared = asyncio.Lock()
+        self._refreshes = 0  # refreshes begun (one at a time, so they finish in that order)
+        self._refreshed = 0  # the number of the last one finished
         self._tasks: list[asyncio.Task[None]] = []
         self.status = _Status()
 
@@ -205,24 +208,40 @@ class LiveRegistry:
     async def refresh(self, force: bool = False) -> RegistryChange:
         """Read the source when its stamp moved (or `force`); apply and announce what changed."""
         async with self._lock:
+            self._refreshes += 1
             try:
-                if not force and await self.source.stamp() == self._stamp:
-                    return RegistryChange()
-                stamp, registry = await self.source.read()
-            except RegistryError as exc:  # a bad edit: keep serving the last good registry
-                if self.status.last_error != str(exc):
-                    log.warning("registry not reloaded, still serving the last good one: %s", exc)
-                self.status.last_error = str(exc)
+                return await self._refresh(force)
+            finally:
+                self._refreshed = self._refreshes
+
+    async def _refresh(self, force: bool) -> RegistryChange:
+        try:
+            if not force and await self.source.stamp() == self._stamp:
                 return RegistryChange()
-            except Exception as exc:  # unreachable storage, ...: the same, and retried next poll
-                self.status.last_error = f"reading the registry failed: {type(exc).__name__}: {exc}"
-                return RegistryChange()
-            self.status.last_error = None
-            self._stamp = stamp
-            change = registry_diff(self._registry, registry)
-            for experiment_id in change.removed + change.changed:
-                self._identities.pop(experiment_id, None)
-            return await self._apply(registry, change)
+            stamp, registry = await self.source.read()
+        except RegistryError as exc:  # a bad edit: keep serving the last good registry
+            if self.status.last_error != str(exc):
+                log.warning("registry not reloaded, still serving the last good one: %s", exc)
+            self.status.last_error = str(exc)
+            return RegistryChange()
+        except Exception as exc:  # unreachable storage, ...: the same, and retried next poll
+            self.status.last_error = f"reading the registry failed: {type(exc).__name__}: {exc}"
+            return RegistryChange()
+        self.status.last_error = None
+        self._stamp = stamp
+        change = registry_diff(self._registry, registry)
+        for experiment_id in change.removed + change.changed:
+            self._identities.pop(experiment_id, None)
+        return await self._apply(registry, change)
+
+    async def refresh_shared(self) -> None:
+        """A refresh that started after this call, shared: callers that arrive while one runs wait
+        for the next and share it, so a flood of look-ups (unknown ids) costs one stamp read at a time."""
+        arrived = self._refreshes
+        async with self._shared:
+            if self._refreshed > arrived:
+                return  # one that began after we arrived has finished
+            await self.refresh()
 
     async def check_identities(self, ids: list[str] | None = None) -> RegistryChange:
         """Resolve moving sources again; one whose model moved is announced as changed."""

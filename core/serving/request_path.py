@@ -74,7 +74,7 @@ class RequestPath:
         """The experiment, also when it was registered elsewhere a moment ago: an id not known here
         costs one look at the registry's stamp (a re-read only when it moved) before the 404."""
         if self.registry.get(experiment_id) is None:
-            await self.registry.refresh()
+            await self.registry.refresh_shared()
         return self.experiment(experiment_id)
 
     def validate(self, experiment: Experiment, inputs: str | list[str], parameters: dict[str, Any] | None) -> tuple[list[str], TaskParams]:

@@ -163,3 +163,39 @@ async def _until(condition, timeout_s: float = 5.0) -> None:  # type: ignore[no-
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, "timed out"
         await asyncio.sleep(0.02)
+
+
+class _Counted:
+    """A source whose stamp takes a while (a network call) and counts its calls."""
+
+    base_dir = Path("/")
+
+    def __init__(self, registry: Registry):
+        self.registry, self.version, self.stamps = registry, 0, 0
+
+    async def stamp(self) -> int:
+        self.stamps += 1
+        await asyncio.sleep(0.05)
+        return self.version
+
+    async def read(self) -> tuple[int, Registry]:
+        return self.version, self.registry
+
+
+def test_a_flood_of_unknown_ids_costs_one_stamp_read_at_a_time_and_still_sees_a_new_experiment() -> None:
+    source = _Counted(Registry({"a": entry("a")}))
+
+    async def scenario() -> tuple[list[bool], int]:
+        live = LiveRegistry(source, source.registry, stamp=0)
+        source.registry, source.version = Registry({"a": entry("a"), "b": entry("b")}), 1  # added elsewhere
+
+        async def look(experiment_id: str) -> bool:
+            await live.refresh_shared()
+            return live.get(experiment_id) is not None
+
+        found = await asyncio.gather(*[look("b")] * 10, *[look(f"typo-{i}") for i in range(190)])
+        return list(found), source.stamps
+
+    found, stamps = asyncio.run(scenario())
+    assert found[:10] == [True] * 10 and not any(found[10:])
+    assert stamps <= 3, stamps  # 200 look-ups at once: one refresh running, one shared by all who came meanwhile
