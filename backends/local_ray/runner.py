@@ -128,6 +128,7 @@ def start(settings: Settings, registry: Registry, host: str, port: int, app_name
             raise RayStartError(f"could not join the Ray cluster at RAY_ADDRESS={address!r}: {type(exc).__name__}: "
                                 f"{str(exc)[:300]}. {AUTH_HELP}") from None
     running = Running(app_name, "", own_cluster, staging, started_ray=started_ray, keep_ray=keep_ray)
+    deploying = False
     try:
         shared = not own_cluster or not started_ray
         if shared and app_name in _applications():
@@ -144,13 +145,14 @@ def start(settings: Settings, registry: Registry, host: str, port: int, app_name
             "max_replicas": settings.max_replicas or _cluster_capacity(settings),
             "max_cold_starts": settings.max_cold_starts or max(1, int(ray.cluster_resources().get("CPU", 1))),
         })
+        deploying = True  # from here on, what fails leaves something of ours to remove
         running.keeper = _start_keeper(settings, app_name, shipped)
         serve.run(build_application(settings, auth_mode(settings), app_name),
                   name=app_name, route_prefix="/", logging_config=SERVE_LOGGING)
     except BaseException:
         if started_ray and not keep_ray:
             ray.shutdown()
-        else:  # Ray stays up: remove what we deployed of ours
+        elif deploying:  # Ray stays up: remove what we deployed (never an application of that name before us)
             _remove_application(app_name, everything=False)
         raise
     running.url = f"{http.host}:{http.port}"
