@@ -25,7 +25,7 @@ import aiohttp
 
 from benchmarks.rawhttp import RawHTTP
 from core.http.app import PredictRequest
-from benchmarks.server_process import served
+from core.testing import served
 from tests.conftest import free_port
 
 ROUNDS = 400

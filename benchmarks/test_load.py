@@ -8,8 +8,8 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.load import LoadResult, closed_loop
-from benchmarks.server_process import served
 from core.events import read_events
+from core.testing import served
 
 CLIENTS, SECONDS = 64, 60.0
 

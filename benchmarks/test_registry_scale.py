@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.server_process import served
+from core.testing.process import served
 from tests.conftest import ray_processes
 
 

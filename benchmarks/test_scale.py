@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from benchmarks.server_process import served
 from core.events import read_events
+from core.testing import served
 from tests.conftest import ray_processes
 
 TIME_SCALE = 450  # base window 900 s → 2 s real

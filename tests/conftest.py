@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from core.testing.process import free_port  # noqa: F401  (the suite's free ports are the kit's)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SETTING_PREFIXES = ("MODAL_", "HYBRID_")
@@ -40,12 +41,6 @@ class FakeClock:
 def activity_of(tracker, experiment_id: str):  # type: ignore[no-untyped-def]
     """One experiment's activity from the tracker's snapshot (None when it is not remembered)."""
     return next((a for a in tracker.snapshot() if a.experiment_id == experiment_id), None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ray_processes() -> set[int]:

@@ -19,6 +19,7 @@ ALLOWED = {
     "serving": {"serving", "keepwarm"},
     "http": {"http", "serving", "keepwarm"},
     "sim": {"sim", "keepwarm"},
+    "testing": {"testing", "serving"},  # the testing kit reaches backends through entry points only
 }
 TOP = {"settings", "auth", "metrics", "events", "cli"}
 

@@ -5,7 +5,9 @@ no process behind — and behave on a cluster it shares with other teams. Withou
 starts a private Ray instance (never one that `ray start` left on the machine) and, on exit, shuts it
 down. With `RAY_ADDRESS` it joins that cluster, ships the project's code (and local model
 directories) to every node through Ray's `runtime_env`, refuses an application name already taken,
-serves where Serve's proxies really listen, and on exit removes only its own application.
+serves where Serve's proxies really listen, and on exit removes only its own application. A driver
+that already holds Ray (the testing kit keeps one up for a whole test session: `keep_ray`) is reused
+as such a shared cluster: `stop` then removes only this application and leaves Ray and Serve up.
 """
 
 from __future__ import annotations
@@ -54,8 +56,17 @@ class Running:
     staging: Path | None = None
     note: str | None = None
     capacity: str = ""
-    #: The registry keeper's handle: the actor lives as long as this reference (and this driver).
+    #: This start paid `ray.init` (False: the driver already held Ray).
+    started_ray: bool = True
+    #: `stop` leaves Ray (and Serve) up for the next application: its holder stops it.
+    keep_ray: bool = False
+    #: The registry keeper's handle: a named actor that is not detached lives while a handle does.
     keeper: Any = None
+
+    @property
+    def owns_serve(self) -> bool:
+        """Whether `stop` may shut Serve down: the private Ray instance this start brought up, and nobody keeps."""
+        return self.own_cluster and self.started_ray and not self.keep_ray
 
 
 def _ship_models(registry: Registry) -> tuple[dict[str, tuple[Experiment, Experiment]], Path | None]:
@@ -93,49 +104,68 @@ def _runtime_env(own_cluster: bool, staging: Path | None) -> dict[str, Any]:
     return env
 
 
-def start(settings: Settings, registry: Registry, host: str, port: int, app_name: str = APP_NAME) -> Running:
-    """Start or join Ray, start Serve's HTTP proxy on host:port, deploy the application."""
+def start(settings: Settings, registry: Registry, host: str, port: int, app_name: str = APP_NAME,
+          keep_ray: bool = False) -> Running:
+    """Start or join Ray (or use the Ray this driver already holds), start Serve's HTTP proxy on host:port
+    (where Serve already runs: serve where it listens), deploy the application. `keep_ray`: `stop` leaves
+    Ray up for the next application of this driver."""
     import ray
     from ray import serve
 
     address = os.environ.get("RAY_ADDRESS") or "local"
     own_cluster = address == "local"  # never join a cluster nobody asked for
+    started_ray = not ray.is_initialized()
     for key, value in ray_environment().items():
         os.environ.setdefault(key, value)  # processes of a local Ray instance inherit this environment
     for secret in SECRET_VARIABLES:  # ... so secrets leave it first: the settings already hold them
         os.environ.pop(secret, None)
     shipped, staging = ({}, None) if own_cluster else _ship_models(registry)
+    if started_ray:
+        try:
+            ray.init(address=address, runtime_env=_runtime_env(own_cluster, staging), include_dashboard=False,
+                     logging_level="WARNING", configure_logging=True)
+        except Exception as exc:  # a refused connection, a missing token, a wrong address
+            raise RayStartError(f"could not join the Ray cluster at RAY_ADDRESS={address!r}: {type(exc).__name__}: "
+                                f"{str(exc)[:300]}. {AUTH_HELP}") from None
+    running = Running(app_name, "", own_cluster, staging, started_ray=started_ray, keep_ray=keep_ray)
+    deploying = False
     try:
-        ray.init(address=address, runtime_env=_runtime_env(own_cluster, staging), include_dashboard=False,
-                 logging_level="WARNING", configure_logging=True)
-    except Exception as exc:  # a refused connection, a missing token, a wrong address
-        raise RayStartError(f"could not join the Ray cluster at RAY_ADDRESS={address!r}: {type(exc).__name__}: "
-                            f"{str(exc)[:300]}. {AUTH_HELP}") from None
-    try:
-        if not own_cluster and app_name in serve.status().applications:
+        shared = not own_cluster or not started_ray
+        if shared and app_name in _applications():
             raise RayStartError(f"a Serve application named {app_name!r} already runs on this cluster; "
                                 "pick another with --name (it would be replaced otherwise)")
         serve.start(http_options={"host": host, "port": port})
         from ray.serve.context import _get_global_client
 
         http = _get_global_client().http_config
-        note = None
         if (http.host, http.port) != (host, port):
-            note = (f"Serve on this cluster already listens on {http.host}:{http.port} (its HTTP options are fixed "
-                    f"when Serve starts): serving there, not on {host}:{port}")
+            running.note = (f"Serve on this cluster already listens on {http.host}:{http.port} (its HTTP options are "
+                            f"fixed when Serve starts): serving there, not on {host}:{port}")
         settings = settings.model_copy(update={  # 0: what the cluster holds
             "max_replicas": settings.max_replicas or _cluster_capacity(settings),
             "max_cold_starts": settings.max_cold_starts or max(1, int(ray.cluster_resources().get("CPU", 1))),
         })
-        keeper = _start_keeper(settings, app_name, shipped)
+        deploying = True  # from here on, what fails leaves something of ours to remove
+        running.keeper = _start_keeper(settings, app_name, shipped)
         serve.run(build_application(settings, auth_mode(settings), app_name),
                   name=app_name, route_prefix="/", logging_config=SERVE_LOGGING)
     except BaseException:
-        ray.shutdown()
+        if started_ray and not keep_ray:
+            ray.shutdown()
+        elif deploying:  # Ray stays up: remove what we deployed (never an application of that name before us)
+            _remove_application(app_name, everything=False)
         raise
-    capacity = (f"up to {settings.max_replicas} replicas across experiments (HYBRID_MAX_REPLICAS), "
-                f"{settings.max_cold_starts} cold starts at once (HYBRID_MAX_COLD_STARTS)")
-    return Running(app_name, f"{http.host}:{http.port}", own_cluster, staging, note, capacity, keeper)
+    running.url = f"{http.host}:{http.port}"
+    running.capacity = (f"up to {settings.max_replicas} replicas across experiments (HYBRID_MAX_REPLICAS), "
+                        f"{settings.max_cold_starts} cold starts at once (HYBRID_MAX_COLD_STARTS)")
+    return running
+
+
+def _applications() -> dict[str, Any]:
+    """Serve's applications on this cluster (none when Serve is not running there yet)."""
+    from ray import serve
+
+    return dict(serve.status().applications)
 
 
 def _start_keeper(settings: Settings, app_name: str, shipped: dict[str, tuple[Experiment, Experiment]]) -> Any:
@@ -163,24 +193,40 @@ def _cluster_capacity(settings: Settings) -> int:
 
 
 def stop(running: Running) -> None:
+    """Undo `start`: Serve and Ray when they were this start's alone; otherwise only this application
+    (its ingress, its pools, its registry keeper, its policies' memory) — and Ray stays up when kept."""
+    import ray
+
+    try:
+        _remove_application(running.app_name, everything=running.owns_serve)
+    finally:
+        if running.started_ray and not running.keep_ray:
+            ray.shutdown()
+        if running.staging is not None:
+            shutil.rmtree(running.staging, ignore_errors=True)
+
+
+def _remove_application(app_name: str, everything: bool) -> None:
+    """Shut Serve down (`everything`), or remove only `app_name`'s applications and actors."""
     import ray
     from ray import serve
 
+    if everything:
+        serve.shutdown()
+        return
+    # a shared cluster, or Ray kept for the next application: Serve and its proxies are not ours
+    if app_name in _applications():
+        serve.delete(app_name)  # the ingress first: no new pool is deployed meanwhile
+    pools = [name for name in _applications() if name.startswith(pool_app_name(app_name, ""))]
+    for name in pools:
+        serve.delete(name, _blocking=False)
+    for name in pools:
+        serve.delete(name)  # waits until it is gone
     try:
-        if running.own_cluster:
-            serve.shutdown()
-        else:  # a shared cluster: remove only what we deployed; Serve and its proxies are not ours
-            serve.delete(running.app_name)  # the ingress first: no new pool is deployed meanwhile
-            pools = [name for name in serve.status().applications if name.startswith(pool_app_name(running.app_name, ""))]
-            for name in pools:
-                serve.delete(name, _blocking=False)
-            for name in pools:
-                serve.delete(name)  # waits until it is gone
-            DurableMemory.forget(running.app_name + "/")
-    finally:
-        ray.shutdown()
-        if running.staging is not None:
-            shutil.rmtree(running.staging, ignore_errors=True)
+        ray.kill(ray.get_actor(keeper_name(app_name), namespace=NAMESPACE))  # dies with its driver otherwise
+    except ValueError:  # never started
+        pass
+    DurableMemory.forget(app_name + "/")
 
 
 def wait_until_stopped(stopped: threading.Event, poll_s: float = 0.5) -> None:
@@ -210,7 +256,7 @@ def run(settings: Settings, host: str, port: int, name: str = APP_NAME, **_: Any
     try:
         wait_until_stopped(stopped)
     finally:
-        print(f"shutting down {'Serve and Ray' if running.own_cluster else 'our Serve application'} ...", flush=True)
+        print(f"shutting down {'Serve and Ray' if running.owns_serve else 'our Serve application'} ...", flush=True)
         stop(running)
         print("stopped.", flush=True)
     return 0

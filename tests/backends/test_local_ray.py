@@ -57,7 +57,7 @@ def ray_backend(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathF
     port = free_port()
     running = runner.start(settings, Registry.load(registry_path), "127.0.0.1", port)
     try:
-        yield {"url": f"http://127.0.0.1:{port}", "settings": settings, "events": settings.event_log}
+        yield {"url": f"http://{running.url}", "settings": settings, "events": settings.event_log}
     finally:
         runner.stop(running)
 

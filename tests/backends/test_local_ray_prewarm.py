@@ -37,7 +37,7 @@ def adaptive_ray(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPath
     port = free_port()
     running = runner.start(settings, Registry.load(registry), "127.0.0.1", port)
     try:
-        yield {"url": f"http://127.0.0.1:{port}", "events": root / "events.jsonl"}
+        yield {"url": f"http://{running.url}", "events": root / "events.jsonl"}
     finally:
         runner.stop(running)
 

@@ -58,7 +58,7 @@ def ray_live(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFact
     port = free_port()
     running = runner.start(settings, Registry.load(registry), "127.0.0.1", port)
     try:
-        yield {"url": f"http://127.0.0.1:{port}", "registry": registry, "models": models}
+        yield {"url": f"http://{running.url}", "registry": registry, "models": models}
     finally:
         runner.stop(running)
 

@@ -15,9 +15,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from benchmarks.server_process import served
 from core.http.app import build_inprocess_app
 from core.settings import load_settings
+from core.testing import served
 from tests.tiny_models import build_text_classification
 
 TOKEN = "s3cret-admin-token-for-tests"

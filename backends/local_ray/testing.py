@@ -1,0 +1,60 @@
+"""The local Ray backend of the testing kit (core.testing): one Ray instance per test session.
+
+Why this module exists: a user's tests open an endpoint per test or per module; paying Ray's
+start-up (several seconds) for each would make them slow. The first endpoint starts a private Ray
+instance and Serve and keeps them; each endpoint deploys its own uniquely named application and, when
+it ends, removes only that application, its pools, its registry keeper and its policies' memory; the
+kit's `close` (the end of the test session) shuts Serve and Ray down. Found by the kit through the
+`hybrid_serve.test_backends` entry point, so core never imports it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from core.serving.registry import Registry
+from core.settings import Settings
+from core.testing.backends import Started
+
+from backends.local_ray import runner
+
+
+class RayTestBackend:
+    emulates_windows = True
+    one_at_a_time = True  # Serve routes "/" to one application
+
+    def __init__(self) -> None:
+        self._connected = False  # this backend started (or joined) the Ray instance it holds
+        self._own_cluster = False  # ... and that instance is a private one: Serve on it is ours
+
+    def start(self, settings: Settings, host: str, port: int, name: str, timeout_s: float) -> Started:
+        import ray
+
+        began = time.monotonic()
+        was_up = ray.is_initialized()
+        try:
+            running = runner.start(settings, Registry.load(settings.registry_path), host, port, name, keep_ray=True)
+        finally:  # Ray started here stays held, also when this application failed to deploy
+            if not was_up and ray.is_initialized():
+                self._connected, self._own_cluster = True, not os.environ.get("RAY_ADDRESS")
+        context = ray.get_runtime_context()
+        details = {"started_ray": running.started_ray, "node_id": context.get_node_id(),
+                   "gcs_address": context.gcs_address, "app_name": name, "start_s": time.monotonic() - began}
+        return Started(f"http://{running.url}", running, details)
+
+    def stop(self, started: Started) -> None:
+        runner.stop(started.handle)
+
+    def close(self) -> None:
+        """Shut down Serve and the private Ray instance this backend started; leave a joined cluster."""
+        import ray
+        from ray import serve
+
+        if self._connected and ray.is_initialized():
+            try:
+                if self._own_cluster:
+                    serve.shutdown()
+            finally:
+                ray.shutdown()
+        self._connected = self._own_cluster = False
