@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from core.testing.process import served
+from core.testing import served
 from tests.conftest import ray_processes
 
 

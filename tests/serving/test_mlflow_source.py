@@ -368,7 +368,7 @@ def test_promoting_a_version_swaps_the_model_of_a_running_server(store: SimpleNa
     resolution (HYBRID_MLFLOW_POLL_S) and the next requests get the promoted version."""
     import httpx
 
-    from core.testing.process import served
+    from core.testing import served
 
     registry = tmp_path / "experiments.toml"
     registry.write_text('[experiments.promoted]\nsource = "mlflow:models:/clf@live"\ntask = "text-classification"\n')
