@@ -7,7 +7,6 @@ Measured, never asserted."""
 from __future__ import annotations
 
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -16,27 +15,9 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.probes import median_get_ms, rss_mb
 from core.testing import served
 from tests.conftest import ray_processes
-
-
-def _rss_mb(pids: set[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except OSError:
-            continue
-    return total / 2**20
-
-
-def _median_ms(url: str, n: int = 5) -> float:
-    samples = []
-    for _ in range(n):
-        started = time.perf_counter()
-        assert httpx.get(url, timeout=120).status_code == 200
-        samples.append((time.perf_counter() - started) * 1000)
-    return statistics.median(samples)
 
 
 def _add_to_first_answer(url: str, registry: Path, source: Path) -> tuple[float, float]:
@@ -68,9 +49,9 @@ def test_1_100_1000_registered(benchmark, tiny_models, summary) -> None:  # type
         with served("ray", env=env, timeout_s=600) as server:
             start_s = time.monotonic() - started
             time.sleep(10)  # at rest
-            rest_mb = _rss_mb(ray_processes() | {server.pid})
-            experiments_ms = _median_ms(f"{server.url}/experiments")
-            page_ms = _median_ms(f"{server.url}/experiments?offset=0&limit=50")
+            rest_mb = rss_mb(ray_processes() | {server.pid})
+            experiments_ms = median_get_ms(f"{server.url}/experiments", 5)
+            page_ms = median_get_ms(f"{server.url}/experiments?offset=0&limit=50", 5)
             command_s, first_s = _add_to_first_answer(server.url, registry, fe)
         name = f"ray_registry_{count}"
         summary.add(name, f"start time, {count} registered", start_s, "s", "flat in the count")

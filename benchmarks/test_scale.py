@@ -16,40 +16,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from benchmarks.probes import idle_cores, median_get_ms
 from core.events import read_events
 from core.testing import served
-from tests.conftest import ray_processes
 
 TIME_SCALE = 450  # base window 900 s → 2 s real
 WINDOW_S = 900 / TIME_SCALE
 HANDLE_IDLE_S = 30.0  # the ingress closes a pool's handle once the pool has been at zero this long
-
-
-def _cpu_seconds(pids: set[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
-def _idle_cores(seconds: float = 20.0) -> float:
-    pids = ray_processes()
-    before = _cpu_seconds(pids)
-    time.sleep(seconds)
-    return (_cpu_seconds(pids) - before) / seconds
-
-
-def _latency_ms(url: str, n: int = 10) -> float:
-    samples = []
-    for _ in range(n):
-        started = time.perf_counter()
-        assert httpx.get(url, timeout=120).status_code == 200
-        samples.append((time.perf_counter() - started) * 1000)
-    return statistics.median(samples)
 
 
 @pytest.mark.timeout(2400)  # 111 cold starts, two at a time on this machine
@@ -71,13 +44,13 @@ def test_1_10_100_experiments(benchmark, tiny_models, summary) -> None:  # type:
                                                                        timeout=300).status_code, time.time()), range(count)))
             ends = {e: at for e, status, at in answers if status == 200}
             time.sleep(WINDOW_S + 5)  # all scaled to zero again
-            idle = _idle_cores()  # the ingress still holds a handle to each pool: they push their load
+            idle = idle_cores()  # the ingress still holds a handle to each pool: they push their load
             time.sleep(HANDLE_IDLE_S)  # ... until a pool has been at zero for 30 s: then at rest
-            rest = _idle_cores()
+            rest = idle_cores()
             warm = [f"e{i}" for i in range(min(10, count))]
             with ThreadPoolExecutor(10) as pool:
                 list(pool.map(lambda e: httpx.post(f"{url}/predict/{e}", json={"inputs": "y"}, timeout=300), warm))
-            experiments_ms, metrics_ms = _latency_ms(f"{url}/experiments", 5), _latency_ms(f"{url}/metrics", 5)
+            experiments_ms, metrics_ms = median_get_ms(f"{url}/experiments", 5), median_get_ms(f"{url}/metrics", 5)
         downs = {}
         for event in read_events(events):
             if event["event"] == "scale_to_zero" and event["experiment"] in ends and event["experiment"] not in downs:

@@ -7,8 +7,14 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable, Iterator
 
+import httpx
 import pytest
 
 from core.testing.process import free_port  # noqa: F401  (the suite's free ports are the kit's)
@@ -41,6 +47,49 @@ class FakeClock:
 def activity_of(tracker, experiment_id: str):  # type: ignore[no-untyped-def]
     """One experiment's activity from the tracker's snapshot (None when it is not remembered)."""
     return next((a for a in tracker.snapshot() if a.experiment_id == experiment_id), None)
+
+
+def wait_until(condition: Callable[[], Any], timeout_s: float = 30.0, what: str = "condition",
+               poll_s: float = 0.05) -> None:
+    """Poll `condition` until it is true; fail naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(poll_s)
+
+
+@dataclass
+class LabelsSeen:
+    """What classifier clients under load got: every status, and the labels of every 200 answer."""
+
+    statuses: list[int] = field(default_factory=list)
+    seen: list[set[str]] = field(default_factory=list)
+
+
+@contextmanager
+def classifier_under_load(url: str, experiment: str, inputs: str | list[str], clients: int,
+                          headers: dict[str, str], timeout_s: float) -> Iterator[LabelsSeen]:
+    """`clients` threads asking `experiment` for its top two labels, back to back, until the block
+    ends (a model swap happens inside it); they are stopped and joined however it ends."""
+    load, stop = LabelsSeen(), threading.Event()
+
+    def client() -> None:
+        with httpx.Client(timeout=timeout_s, headers=headers) as http:
+            while not stop.is_set():
+                response = http.post(f"{url}/predict/{experiment}", json={"inputs": inputs, "parameters": {"top_k": 2}})
+                load.statuses.append(response.status_code)
+                if response.status_code == 200:
+                    load.seen.append({o["label"] for o in response.json()["outputs"][0]})
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield load
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout_s)
 
 
 def ray_processes() -> set[int]:

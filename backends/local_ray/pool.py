@@ -11,8 +11,6 @@ changing or retiring an experiment touches its pool alone, and one never request
 
 from __future__ import annotations
 
-import hashlib
-import json
 import threading
 import warnings
 from typing import Any
@@ -114,13 +112,6 @@ def deployment_name(experiment_id: str) -> str:
 def pool_app_name(app_name: str, experiment_id: str) -> str:
     """The Serve application of one experiment's pool (no HTTP route: only the ingress calls it)."""
     return f"{app_name}--{experiment_id}"
-
-
-def pool_version(experiment: Experiment, identity: str | None) -> str:
-    """What a pool was deployed from: its definition as its replicas read it, and the model a moving
-    source resolved to. A pool deployed from the same version is not deployed again."""
-    definition = {**experiment.model_dump(mode="json"), "base_dir": str(experiment.base_dir), "identity": identity}
-    return hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:16]
 
 
 #: Requests in flight on a replica of a swapped or retired pool get this long to finish.

@@ -5,7 +5,6 @@ registry's keeper actor into the same file the CLI changes."""
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -16,18 +15,11 @@ import pytest
 from core.serving.registry import Registry, experiment_entry
 from core.serving.registry_file import RegistryFile
 from core.settings import load_settings
-from tests.conftest import free_port
+from tests.conftest import classifier_under_load, free_port, wait_until
 from tests.tiny_models import build_text_classification
 
 TOKEN = "ray-admin-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def wait_until(condition: Any, timeout_s: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def pools() -> set[str]:
@@ -76,7 +68,7 @@ def test_an_experiment_added_to_the_file_serves_on_its_first_request(ray_live: d
     assert predict(url, "new").status_code == 404
     RegistryFile(ray_live["registry"]).change(lambda r: r.with_experiment(
         experiment_entry("new", {"source": str(models["fe"]), "task": "feature-extraction"}, Path("/"))))
-    wait_until(lambda: predict(url, "new").status_code == 200, what="the new experiment to serve")
+    wait_until(lambda: predict(url, "new").status_code == 200, timeout_s=60, poll_s=0.1, what="the new experiment to serve")
     assert "hybrid-serve--new" in pools()
 
 
@@ -84,31 +76,13 @@ def test_a_model_swap_under_load_fails_nothing_and_leaves_the_other_pools_alone(
     url, models = ray_live["url"], ray_live["models"]
     keep_replica = predict(url, "keep").json()["replica"]
     assert {o["label"] for o in predict(url, "clf", top_k=2).json()["outputs"][0]} == {"negative", "positive"}
-    statuses: list[int] = []
-    seen: list[set[str]] = []
-    stop = threading.Event()
-
-    def client() -> None:
-        with httpx.Client(timeout=120, headers=AUTH) as http:
-            while not stop.is_set():
-                response = http.post(f"{url}/predict/clf", json={"inputs": "one", "parameters": {"top_k": 2}})
-                statuses.append(response.status_code)
-                if response.status_code == 200:
-                    seen.append({o["label"] for o in response.json()["outputs"][0]})
-
-    threads = [threading.Thread(target=client) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    time.sleep(1.0)
-    RegistryFile(ray_live["registry"]).change(lambda r: r.with_experiment(
-        experiment_entry("clf", {"source": str(models["b"]), "task": "text-classification"}, Path("/"))))
-    try:
-        wait_until(lambda: bool(seen) and seen[-1] == {"cat", "dog"}, timeout_s=120, what="the new model to answer")
+    with classifier_under_load(url, "clf", "one", clients=4, headers=AUTH, timeout_s=120) as load:
         time.sleep(1.0)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(120)
+        RegistryFile(ray_live["registry"]).change(lambda r: r.with_experiment(
+            experiment_entry("clf", {"source": str(models["b"]), "task": "text-classification"}, Path("/"))))
+        wait_until(lambda: bool(load.seen) and load.seen[-1] == {"cat", "dog"}, timeout_s=120, what="the new model to answer")
+        time.sleep(1.0)
+    statuses, seen = load.statuses, load.seen
     assert set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
     first_new = next(i for i, s in enumerate(seen) if s == {"cat", "dog"})
     assert first_new > 0 and all(s == {"cat", "dog"} for s in seen[first_new:])
@@ -119,11 +93,11 @@ def test_a_retired_experiment_answers_404_and_its_pool_goes(ray_live: dict[str, 
     url, models = ray_live["url"], ray_live["models"]
     RegistryFile(ray_live["registry"]).change(lambda r: r.with_experiment(
         experiment_entry("brief", {"source": str(models["fe"]), "task": "feature-extraction"}, Path("/"))))
-    wait_until(lambda: predict(url, "brief").status_code == 200, what="brief to serve")
+    wait_until(lambda: predict(url, "brief").status_code == 200, timeout_s=60, poll_s=0.1, what="brief to serve")
     assert "hybrid-serve--brief" in pools()
     RegistryFile(ray_live["registry"]).change(lambda r: r.without("brief"))
-    wait_until(lambda: predict(url, "brief").status_code == 404, what="brief to be gone")
-    wait_until(lambda: "hybrid-serve--brief" not in pools(), what="brief's pool to be deleted")
+    wait_until(lambda: predict(url, "brief").status_code == 404, timeout_s=60, poll_s=0.1, what="brief to be gone")
+    wait_until(lambda: "hybrid-serve--brief" not in pools(), timeout_s=60, poll_s=0.1, what="brief's pool to be deleted")
     assert predict(url, "keep").status_code == 200
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -18,6 +17,7 @@ from fastapi.testclient import TestClient
 from core.http.app import build_inprocess_app
 from core.settings import load_settings
 from core.testing import served
+from tests.conftest import classifier_under_load, wait_until
 from tests.tiny_models import build_text_classification
 
 TOKEN = "s3cret-admin-token-for-tests"
@@ -29,13 +29,6 @@ def cli(registry: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env.update(HYBRID_REGISTRY=str(registry), HF_HUB_OFFLINE="1")
     exe = Path(sys.executable).parent / "hybrid-serve"
     return subprocess.run([str(exe), "experiments", *args], capture_output=True, text=True, env=env, timeout=120)
-
-
-def wait_until(condition: Any, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -76,29 +69,13 @@ def test_an_experiment_added_with_the_cli_serves_on_its_first_request(server: di
 def test_a_model_swap_under_load_fails_no_request_and_the_new_model_answers(server: dict[str, Any], models: dict[str, Path]) -> None:
     url, registry = server["url"], server["registry"]
     assert labels(url, "clf") == {"negative", "positive"}
-    statuses: list[int] = []
-    seen: list[set[str]] = []
-    stop = threading.Event()
-
-    def client() -> None:
-        with httpx.Client(timeout=60, headers=AUTH) as http:
-            while not stop.is_set():
-                response = http.post(f"{url}/predict/clf", json={"inputs": ["one", "two"], "parameters": {"top_k": 2}})
-                statuses.append(response.status_code)
-                if response.status_code == 200:
-                    seen.append({o["label"] for o in response.json()["outputs"][0]})
-
-    threads = [threading.Thread(target=client) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    time.sleep(1.0)
-    swapped = cli(registry, "update", "clf", "--source", str(models["b"]))
-    assert swapped.returncode == 0, swapped.stderr
-    wait_until(lambda: bool(seen) and seen[-1] == {"cat", "dog"})
-    time.sleep(0.5)
-    stop.set()
-    for thread in threads:
-        thread.join(60)
+    with classifier_under_load(url, "clf", ["one", "two"], clients=6, headers=AUTH, timeout_s=60) as load:
+        time.sleep(1.0)
+        swapped = cli(registry, "update", "clf", "--source", str(models["b"]))
+        assert swapped.returncode == 0, swapped.stderr
+        wait_until(lambda: bool(load.seen) and load.seen[-1] == {"cat", "dog"})
+        time.sleep(0.5)
+    statuses, seen = load.statuses, load.seen
     assert statuses and set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
     first_new = next(i for i, s in enumerate(seen) if s == {"cat", "dog"})
     assert first_new > 0 and all(s == {"cat", "dog"} for s in seen[first_new:])  # old, then only new
