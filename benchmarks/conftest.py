@@ -33,8 +33,10 @@ class Summary:
         meta = {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.platform(), "python": platform.python_version()}
         existing = {}
         summary_json = RESULTS / "summary.json"
-        if summary_json.exists():  # keep rows of benchmarks not run this time
-            existing = {(r["benchmark"], r["metric"]): r for r in json.loads(summary_json.read_text()).get("rows", [])}
+        ran = {row["benchmark"] for row in self.rows}
+        if summary_json.exists():  # keep rows of benchmarks not run this time (a rerun replaces all of its own)
+            existing = {(r["benchmark"], r["metric"]): r for r in json.loads(summary_json.read_text()).get("rows", [])
+                        if r["benchmark"] not in ran}
         for row in self.rows:
             existing[(row["benchmark"], row["metric"])] = row
         rows = list(existing.values())

@@ -1,5 +1,6 @@
 """The local Ray backend with 1, 10 and 100 registered experiments (issue 13), default resources: start
-time, idle CPU of Ray's processes after every experiment got a request (and scaled to zero),
+time, idle CPU of Ray's processes after every experiment got a request (and scaled to zero) — handles
+open, handles closed, idle pools deleted —
 /experiments and /metrics latency with 10 experiments warm, and the scale-to-zero error of those
 requests; and ten cold starts at once, taking turns (HYBRID_MAX_COLD_STARTS default) or all at once.
 Measured, never asserted."""
@@ -23,6 +24,10 @@ from core.testing import served
 TIME_SCALE = 450  # base window 900 s → 2 s real
 WINDOW_S = 900 / TIME_SCALE
 HANDLE_IDLE_S = 30.0  # the ingress closes a pool's handle once the pool has been at zero this long
+POOL_TTL_S = 60.0  # ... and deletes the pool once it has been at zero this long (HYBRID_IDLE_POOL_TTL_S default)
+#: BENCH_SCALE_KEEP_POOLS=1: the same with HYBRID_IDLE_POOL_TTL_S=0 (pools never deleted), for comparison.
+KEEP_POOLS = os.environ.get("BENCH_SCALE_KEEP_POOLS") == "1"
+DELETING_S = 40.0  # the ingress deletes pools a few at a time: a hundred take this long here
 
 
 @pytest.mark.timeout(2400)  # 111 cold starts, two at a time on this machine
@@ -35,6 +40,8 @@ def test_1_10_100_experiments(benchmark, tiny_models, summary) -> None:  # type:
         registry.write_text("".join(f'[experiments.e{i}]\nsource = "{fe}"\ntask = "feature-extraction"\n\n' for i in range(count)))
         events = root / "events.jsonl"
         env = {"HYBRID_REGISTRY": str(registry), "HYBRID_TIME_SCALE": str(TIME_SCALE), "HYBRID_EVENT_LOG": str(events)}
+        if KEEP_POOLS:
+            env["HYBRID_IDLE_POOL_TTL_S"] = "0"
         started = time.monotonic()
         with served("ray", env=env, timeout_s=600) as server:
             start_s = time.monotonic() - started
@@ -45,24 +52,33 @@ def test_1_10_100_experiments(benchmark, tiny_models, summary) -> None:  # type:
             ends = {e: at for e, status, at in answers if status == 200}
             time.sleep(WINDOW_S + 5)  # all scaled to zero again
             idle = idle_cores()  # the ingress still holds a handle to each pool: they push their load
-            time.sleep(HANDLE_IDLE_S)  # ... until a pool has been at zero for 30 s: then at rest
+            time.sleep(HANDLE_IDLE_S + 5 - 27)  # ... until a pool has been at zero for 30 s
+            handles_closed = idle_cores()  # every pool still deployed, polled by Serve's controller
+            time.sleep(POOL_TTL_S + DELETING_S - 55)  # ... until it has been at zero for 60 s: deleted
             rest = idle_cores()
             warm = [f"e{i}" for i in range(min(10, count))]
-            with ThreadPoolExecutor(10) as pool:
+            back = time.monotonic()
+            with ThreadPoolExecutor(10) as pool:  # their pools were deleted: deployed again, cold starts
                 list(pool.map(lambda e: httpx.post(f"{url}/predict/{e}", json={"inputs": "y"}, timeout=300), warm))
+            back_s = time.monotonic() - back
             experiments_ms, metrics_ms = median_get_ms(f"{url}/experiments", 5), median_get_ms(f"{url}/metrics", 5)
         downs = {}
         for event in read_events(events):
             if event["event"] == "scale_to_zero" and event["experiment"] in ends and event["experiment"] not in downs:
                 downs[event["experiment"]] = event["time"] - (ends[event["experiment"]] + WINDOW_S)
         errors = sorted(abs(e) for e in downs.values())
-        name = f"ray_scale_{count}"
+        name = f"ray_scale_{count}" + ("_pools_kept" if KEEP_POOLS else "")
         summary.add(name, f"start time, {count} experiments registered", start_s, "s")
         summary.add(name, "requests answered 200 while touching all, ten clients", len(ends) / count, "share", "1.0",
                     f"{count - len(ends)} refused (503) of {count}")
         summary.add(name, "idle CPU of Ray's processes after every experiment was touched", idle, "cores", "≈ flat",
                     "7–27 s after all scaled to zero, handles still open")
-        summary.add(name, "idle CPU of Ray's processes at rest (handles closed)", rest, "cores", "≈ flat")
+        summary.add(name, "idle CPU of Ray's processes, handles closed, pools still deployed", handles_closed, "cores", "",
+                    "35–55 s after all scaled to zero")
+        summary.add(name, f"idle CPU of Ray's processes at rest ({'pools kept' if KEEP_POOLS else 'idle pools deleted'})", rest, "cores", "≈ flat",
+                    f"{POOL_TTL_S + DELETING_S:.0f}–{POOL_TTL_S + DELETING_S + 20:.0f} s after all scaled to zero")
+        summary.add(name, f"{len(warm)} experiments at zero brought back by a request each (ten clients)", back_s, "s", "",
+                    ("" if KEEP_POOLS else "pools deployed again + ") + "cold starts, two at a time")
         summary.add(name, "/experiments p50 (10 warm)", experiments_ms, "ms", "< 1000 ms")
         summary.add(name, "/metrics p50 (10 warm)", metrics_ms, "ms", "< 1000 ms")
         if errors:

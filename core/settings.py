@@ -127,8 +127,9 @@ class Settings(BaseSettings):
     cold_start_timeout_s: float = _setting(
         300.0, "HYBRID_COLD_START_TIMEOUT_S", "seconds > 0 a request waits for a cold start before 504", gt=0
     )
-    replica_target_ongoing: int = _setting(
-        8, "HYBRID_REPLICA_TARGET_ONGOING", "integer ≥ 1: concurrent requests one replica should carry", ge=1
+    replica_target_ongoing: int | None = _setting(
+        None, "HYBRID_REPLICA_TARGET_ONGOING",
+        "integer ≥ 1: concurrent requests one replica should carry (unset: MODAL_CONCURRENT_INPUTS, as on Modal)", ge=1
     )
     replica_cpus: float = _setting(
         0.125, "HYBRID_REPLICA_CPUS",
@@ -140,6 +141,11 @@ class Settings(BaseSettings):
     max_replicas: int = _setting(
         0, "HYBRID_MAX_REPLICAS",
         "integer ≥ 0: replicas across all experiments (0: as many as the cluster's CPUs and memory hold)", ge=0
+    )
+    idle_pool_ttl_s: float = _setting(
+        60.0, "HYBRID_IDLE_POOL_TTL_S",
+        "seconds ≥ 0 a pool stays deployed at zero replicas with nothing planned before it is deleted "
+        "(its next request deploys it again, ~1 s); 0: never delete", ge=0,
     )
     max_cold_starts: int = _setting(
         0, "HYBRID_MAX_COLD_STARTS", "integer ≥ 0: cold starts under way at once across experiments (0: the cluster's CPUs)",
@@ -224,6 +230,13 @@ class Settings(BaseSettings):
     def active_window_s(self) -> int:
         """Scaledown window after a request with recent activity."""
         return self.base_warm_time + self.extension_time
+
+    @property
+    def target_ongoing(self) -> int:
+        """Concurrent requests one replica carries before its pool scales up: what a Modal container
+        takes (`MODAL_CONCURRENT_INPUTS`) unless `HYBRID_REPLICA_TARGET_ONGOING` says otherwise, so the
+        emulator starts as many replicas for a load as Modal would start containers."""
+        return self.replica_target_ongoing or self.modal_concurrent_inputs
 
     def public_dict(self) -> dict[str, Any]:
         """Every setting by variable name, secrets reduced to whether they are set (no prefix, no length)."""

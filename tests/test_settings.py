@@ -156,3 +156,10 @@ def test_env_template_lists_every_variable() -> None:
     template = (REPO_ROOT / "env_template.txt").read_text()
     for field in Settings.model_fields.values():
         assert f"\n{env_name(field)}=" in template, env_name(field)
+
+
+def test_replicas_take_what_a_modal_container_takes_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODAL_CONCURRENT_INPUTS", "12")
+    assert load_settings(env_file=None).target_ongoing == 12
+    monkeypatch.setenv("HYBRID_REPLICA_TARGET_ONGOING", "3")
+    assert load_settings(env_file=None).target_ongoing == 3

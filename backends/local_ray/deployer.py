@@ -5,7 +5,9 @@ deployment, nothing for Serve's controller to poll — so hundreds start as fast
 deploys an experiment's pool (pool.py) when its first request arrives (single flight: concurrent
 requests wait for one deploy), redeploys it when its definition or resolved model changes (Serve
 starts replicas of the new model and lets requests in flight finish on the old ones), and deletes it
-when the experiment is retired. Which pools exist is read back from Serve itself, so an ingress that
+when the experiment is retired — or parked: a pool that has idled at zero replicas with nothing
+planned still costs Serve's controller a policy run every loop, so the ingress deletes it and its
+next request deploys it again. Which pools exist is read back from Serve itself, so an ingress that
 restarts knows them without any memory of its own.
 """
 
@@ -66,9 +68,22 @@ class PoolDeployer:
             self._deleting.add(experiment_id)
             self._spawn(self._locked_delete(experiment_id))
 
-    async def _locked_delete(self, experiment_id: str) -> None:
+    def park(self, experiment_id: str) -> bool:
+        """The pool idles at zero with nothing planned: delete it (in the background) until its next
+        request, which waits for the deletion and deploys it again. False when it is being changed."""
+        lock = self._locks.setdefault(experiment_id, asyncio.Lock())
+        if experiment_id not in self._deployed or lock.locked():
+            return False
+        self._deployed.discard(experiment_id)
+        self._deleting.add(experiment_id)
+        self._spawn(self._locked_delete(experiment_id, unless_redeployed=True))
+        return True
+
+    async def _locked_delete(self, experiment_id: str, unless_redeployed: bool = False) -> None:
         async with self._locks.setdefault(experiment_id, asyncio.Lock()):  # a re-add waits for the deletion
             try:
+                if unless_redeployed and experiment_id in self._deployed:
+                    return  # a request deployed it again before the deletion began: it serves
                 await asyncio.to_thread(self._delete, experiment_id)
             finally:
                 self._deleting.discard(experiment_id)

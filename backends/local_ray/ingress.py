@@ -51,8 +51,8 @@ def serve_replica_states(app_name: str) -> dict[str, dict[str, int]]:
     prefix = pool_app_name(app_name, "")
     out: dict[str, dict[str, int]] = {}
     for name, app in (_get_global_client().get_serve_details().get("applications") or {}).items():
-        if not name.startswith(prefix):
-            continue
+        if not name.startswith(prefix) or str(getattr(app.get("status"), "value", app.get("status"))) == "DELETING":
+            continue  # another app's, or one going (an ingress restarted mid-deletion must not adopt it)
         experiment_id = name[len(prefix):]
         deployment = (app.get("deployments") or {}).get(deployment_name(experiment_id)) or {}
         counts: dict[str, int] = {}
@@ -89,6 +89,10 @@ class Handles:
             handle = self._handles[experiment_id] = self._open(experiment_id, self.app_name)
         self._in_flight[experiment_id] = self._in_flight.get(experiment_id, 0) + 1
         return handle
+
+    def idle(self, experiment_id: str) -> bool:
+        """No request of the experiment is on its way to a replica through this ingress."""
+        return not self._in_flight.get(experiment_id)
 
     def release(self, experiment_id: str) -> None:
         self._in_flight[experiment_id] -= 1
@@ -129,6 +133,8 @@ class RayPredictor:
         self.cold_starts: dict[str, dict[str, float]] = {}
         self.load_errors: dict[str, str] = {}  # the model failed to load in its replica, last we heard
         self._status: dict[str, dict[str, int]] = {}
+        #: Since when (monotonic) each deployed pool has had no replica (HYBRID_IDLE_POOL_TTL_S).
+        self._empty_since: dict[str, float] = {}
         #: Cold starts under way at once, across experiments (HYBRID_MAX_COLD_STARTS).
         self.starts = ColdStarts(settings.max_cold_starts)
         self._watcher: asyncio.Task[None] | None = None
@@ -197,8 +203,40 @@ class RayPredictor:
                 await self._read_status()
                 at_zero = {e for e, states in self._status.items() if not states.get("RUNNING") and not states.get("STARTING")}
                 await self.handles.close_idle(at_zero)
+                await self._park_idle(at_zero)
             except Exception:  # the controller restarting, ...: keep the last state, read again later
                 continue
+
+    async def _park_idle(self, at_zero: set[str]) -> None:
+        """Delete the pools that have had no replica for HYBRID_IDLE_POOL_TTL_S and have nothing planned
+        (no pre-warm ahead): Serve's controller runs every deployed pool's policy each loop, so a
+        hundred pools at zero would cost most of a core at rest. Their next request deploys them again."""
+        now = time.monotonic()
+        for experiment_id in set(self._empty_since) - at_zero:
+            del self._empty_since[experiment_id]
+        ttl = self.settings.idle_pool_ttl_s
+        if not ttl:
+            return
+        for experiment_id in at_zero:
+            since = self._empty_since.setdefault(experiment_id, now)
+            if now - since < ttl or not self.deployer.deployed(experiment_id) or not self.handles.idle(experiment_id):
+                continue
+            if not await asyncio.to_thread(self._nothing_planned, experiment_id):
+                continue
+            states = self._status.get(experiment_id, {})
+            if states.get("RUNNING") or states.get("STARTING") or not self.handles.idle(experiment_id):
+                continue  # it woke up while its plan was read
+            if self.deployer.park(experiment_id):
+                self._empty_since.pop(experiment_id, None)
+                await self.handles.drop(experiment_id)
+
+    def _nothing_planned(self, experiment_id: str) -> bool:
+        from backends.local_ray.pool import memory_key
+        from backends.local_ray.scaling import DurableMemory, ReplicaReport, nothing_planned
+
+        remembered = DurableMemory(memory_key(self.app_name, experiment_id)).read()
+        return nothing_planned(ReplicaReport(**remembered) if remembered else None, time.time(),
+                               self.settings.time_scale, self.settings.prewarm_lead_s)
 
     async def _read_status(self) -> None:
         self._status = await asyncio.to_thread(self._read_states, self.app_name)
@@ -220,7 +258,9 @@ class RayPredictor:
 
     async def model_status(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
-        for experiment_id, states in (await self.replica_states()).items():
+        deployed = await self.replica_states()
+        served = {e: {} for e in [*self.cold_starts, *self.load_errors] if e not in deployed}  # parked pools: cold
+        for experiment_id, states in {**deployed, **served}.items():
             running, starting, stopping = states.get("RUNNING", 0), states.get("STARTING", 0), states.get("STOPPING", 0)
             if running and stopping:
                 state = "scaling down"

@@ -125,6 +125,17 @@ def _unbounded(inputs: ScalingInputs) -> ScaleDecision:
     return ScaleDecision(replicas, latest.window_s, idle, reason)
 
 
+def nothing_planned(remembered: ReplicaReport | None, now: float, time_scale: float, prewarm_lead_s: float) -> bool:
+    """Whether a pool at zero replicas has nothing ahead of it but its next request — no pre-warm to
+    come, none running — so deleting its Serve application loses nothing (`remembered`: the latest
+    decision its policy saw, None when it never served)."""
+    if remembered is None or remembered.window_s is None:
+        return True
+    idle = max(0.0, (now - remembered.last_busy) * time_scale)
+    state = desired_state(remembered.window_s, remembered.prewarm_s, idle, prewarm_lead_s * time_scale)
+    return state.min_containers == 0 and state.changes_in_s is None
+
+
 def reports_from_metrics(raw_metrics: Mapping[str, Mapping[Any, list[Any]]] | None, replicas: list[Any]) -> list[ReplicaReport]:
     """The latest report of each running replica from Serve's raw custom metrics. A value counts only
     when it was pushed in the replica's latest sample (a metric absent from it may linger from older

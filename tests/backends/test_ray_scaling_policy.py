@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from types import SimpleNamespace
 
 import pytest
@@ -288,3 +289,108 @@ def test_pools_configured_at_once_on_many_threads_all_get_their_policy() -> None
     configs = [app._bound_deployment._deployment_config for app in apps]
     assert [c.autoscaling_config.policy.policy_kwargs["experiment"] for c in configs] == [e.id for e in experiments]
     assert all(c.autoscaling_config.policy.get_serialized_policy_def() for c in configs)
+
+
+def test_a_pool_at_zero_has_nothing_planned_unless_a_prewarm_is_ahead_or_running() -> None:
+    plain = ReplicaReport(NOW - 1000, 0, NOW - 1000, 900.0)
+    assert scaling.nothing_planned(plain, NOW, 1.0, 5.0)
+    assert scaling.nothing_planned(None, NOW, 1.0, 5.0)  # never served
+    # pre-warm 600 s after the last request (scale 10: 60 s real), keep 120 s emulated (12 s real), lead 5 s real
+    plan = lambda idle_real: ReplicaReport(NOW - idle_real, 0, NOW - idle_real, 120.0, prewarm_s=600.0)  # noqa: E731
+    assert not scaling.nothing_planned(plan(30), NOW, 10.0, 5.0)  # the pre-warm is still ahead
+    assert not scaling.nothing_planned(plan(60), NOW, 10.0, 5.0)  # it runs
+    assert scaling.nothing_planned(plan(73), NOW, 10.0, 5.0)  # it is over: only a request brings it back
+
+
+class _Pools:
+    """Deploy and delete at Serve's boundary: records the calls, a deletion can be held up."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.release = threading.Event()
+        self.release.set()
+
+    def deploy(self, experiment: Experiment, identity: str | None) -> None:
+        self.calls.append(("deploy", experiment.id))
+
+    def delete(self, experiment_id: str) -> None:
+        self.release.wait(10)
+        self.calls.append(("delete", experiment_id))
+
+
+def test_a_parked_pool_is_deleted_and_a_request_meanwhile_waits_then_deploys_it_again() -> None:
+    pools = _Pools()
+    deployer = PoolDeployer(load_settings(env_file=None), "app", _same, deploy=pools.deploy, delete=pools.delete)
+
+    async def scenario() -> None:
+        await deployer.ensure(EXPERIMENT, None)
+        pools.release.clear()  # the deletion takes a while
+        assert deployer.park("e") and not deployer.deployed("e")
+        await asyncio.sleep(0.05)
+        request = asyncio.create_task(deployer.ensure(EXPERIMENT, None))
+        await asyncio.sleep(0.05)
+        assert not request.done()  # it waits for the deletion, not for a pool that is going
+        deployer.seen({"e"})  # Serve still lists the pool being deleted: not taken for deployed
+        assert not deployer.deployed("e")
+        pools.release.set()
+        await request
+        assert deployer.deployed("e")
+        assert pools.calls == [("deploy", "e"), ("delete", "e"), ("deploy", "e")]
+        assert not deployer.park("unknown")
+
+    asyncio.run(scenario())
+
+
+def test_a_pool_deployed_again_before_its_deletion_began_is_not_deleted() -> None:
+    pools = _Pools()
+    deployer = PoolDeployer(load_settings(env_file=None), "app", _same, deploy=pools.deploy, delete=pools.delete)
+
+    async def scenario() -> None:
+        await deployer.ensure(EXPERIMENT, None)
+        assert deployer.park("e")
+        await deployer.ensure(EXPERIMENT, None)  # the next request came first
+        await deployer.settle()
+        assert deployer.deployed("e") and pools.calls == [("deploy", "e"), ("deploy", "e")]
+
+    asyncio.run(scenario())
+
+
+def test_pools_idle_at_zero_past_the_ttl_are_parked_unless_busy_or_planned() -> None:
+    pools = _Pools()
+    settings = load_settings(env_file=None, idle_pool_ttl_s=0.3)
+    deployer = PoolDeployer(settings, "app", _same, deploy=pools.deploy, delete=pools.delete)
+    states = {"e": {"RUNNING": 1}, "planned": {}, "busy": {}}
+    handle = SimpleNamespace(shutdown_async=lambda: asyncio.sleep(0))
+    predictor = RayPredictor(settings, "app", deployer, read_states=lambda app: states,
+                             handles=Handles("app", open_handle=lambda experiment_id, app: handle))
+    predictor._nothing_planned = lambda experiment_id: experiment_id != "planned"  # type: ignore[method-assign]
+
+    async def tick() -> set[str]:
+        await predictor._read_status()
+        at_zero = {e for e, s in predictor._status.items() if not s.get("RUNNING") and not s.get("STARTING")}
+        await predictor._park_idle(at_zero)
+        await deployer.settle()
+        return {e for _, e in pools.calls if _ == "delete"}
+
+    async def scenario() -> None:
+        for experiment_id in states:
+            await deployer.ensure(Experiment(id=experiment_id, source="./x", task="feature-extraction"), None)
+        predictor.handles.acquire("busy")  # a request on its way to a replica
+        assert await tick() == set()  # at zero, but not for long yet
+        states["e"] = {}
+        await asyncio.sleep(0.35)
+        assert await tick() == set()  # "e" has only just reached zero; "planned" has a pre-warm ahead
+        await asyncio.sleep(0.35)
+        assert await tick() == {"e"}
+        states.pop("e")  # Serve no longer lists it: /experiments still shows it, cold
+        predictor.cold_starts["e"] = {"at": 1.0}
+        assert (await predictor.model_status())["e"]["state"] == "cold"
+        predictor.handles.release("busy")
+        await asyncio.sleep(0.35)
+        assert await tick() == {"e", "busy"}
+        predictor.settings = load_settings(env_file=None, idle_pool_ttl_s=0)  # 0: never
+        predictor._nothing_planned = lambda experiment_id: True  # type: ignore[method-assign]
+        await asyncio.sleep(0.35)
+        assert await tick() == {"e", "busy"}
+
+    asyncio.run(scenario())
