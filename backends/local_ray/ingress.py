@@ -12,6 +12,7 @@ last cold start and reads replica counts from Serve's controller for /health, /e
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import asdict
 from typing import Any, Callable
@@ -32,6 +33,8 @@ from core.serving.registry import Experiment, Registry
 from core.serving.remote import answered_prediction, await_worker
 from core.serving.request_path import RequestPath
 from core.settings import Settings
+
+log = logging.getLogger("hybrid_serve.ray.ingress")
 
 APP_NAME = "hybrid-serve"
 #: The ingress reads replica counts from Serve's controller in the background this often; requests,
@@ -188,6 +191,7 @@ class RayPredictor:
             raise
         finally:
             self.handles.release(experiment.id)
+            self._empty_since.pop(experiment.id, None)  # served just now: its time at zero starts again
 
     async def replica_states(self) -> dict[str, dict[str, int]]:
         """Replica counts by state per experiment, as the background watcher last read them."""
@@ -221,11 +225,16 @@ class RayPredictor:
             since = self._empty_since.setdefault(experiment_id, now)
             if now - since < ttl or not self.deployer.deployed(experiment_id) or not self.handles.idle(experiment_id):
                 continue
-            if not await asyncio.to_thread(self._nothing_planned, experiment_id):
+            try:  # one pool's trouble (its memory unreadable, ...) must not keep the others deployed
+                if not await asyncio.to_thread(self._nothing_planned, experiment_id):
+                    continue
+            except Exception:
+                log.exception("could not read the plan of %s's pool; it stays deployed", experiment_id)
                 continue
             states = self._status.get(experiment_id, {})
-            if states.get("RUNNING") or states.get("STARTING") or not self.handles.idle(experiment_id):
-                continue  # it woke up while its plan was read
+            if (states.get("RUNNING") or states.get("STARTING") or not self.handles.idle(experiment_id)
+                    or experiment_id not in self._empty_since):
+                continue  # it woke up, or served a request, while its plan was read
             if self.deployer.park(experiment_id):
                 self._empty_since.pop(experiment_id, None)
                 await self.handles.drop(experiment_id)
