@@ -28,6 +28,11 @@ POOL_TTL_S = 60.0  # ... and deletes the pool once it has been at zero this long
 #: BENCH_SCALE_KEEP_POOLS=1: the same with HYBRID_IDLE_POOL_TTL_S=0 (pools never deleted), for comparison.
 KEEP_POOLS = os.environ.get("BENCH_SCALE_KEEP_POOLS") == "1"
 DELETING_S = 40.0  # the ingress deletes pools a few at a time: a hundred take this long here
+MEASURE_S = 20.0  # each idle CPU reading averages this long
+#: When, after the last request, each idle CPU reading starts (real seconds).
+IDLE_AFTER_S = WINDOW_S + 5  # every pool at zero, handles still open
+HANDLES_CLOSED_AFTER_S = HANDLE_IDLE_S + 5
+AT_REST_AFTER_S = POOL_TTL_S + DELETING_S
 
 
 @pytest.mark.timeout(2400)  # 111 cold starts, two at a time on this machine
@@ -50,12 +55,16 @@ def test_1_10_100_experiments(benchmark, tiny_models, summary) -> None:  # type:
                 answers = list(pool.map(lambda i: (f"e{i}", httpx.post(f"{url}/predict/e{i}", json={"inputs": "x"},
                                                                        timeout=300).status_code, time.time()), range(count)))
             ends = {e: at for e, status, at in answers if status == 200}
-            time.sleep(WINDOW_S + 5)  # all scaled to zero again
-            idle = idle_cores()  # the ingress still holds a handle to each pool: they push their load
-            time.sleep(HANDLE_IDLE_S + 5 - 27)  # ... until a pool has been at zero for 30 s
-            handles_closed = idle_cores()  # every pool still deployed, polled by Serve's controller
-            time.sleep(POOL_TTL_S + DELETING_S - 55)  # ... until it has been at zero for 60 s: deleted
-            rest = idle_cores()
+            touched = time.monotonic()
+
+            def cores_from(after_s: float) -> float:
+                """Idle cores over MEASURE_S, from `after_s` after the last request."""
+                time.sleep(max(0.0, touched + after_s - time.monotonic()))
+                return idle_cores(MEASURE_S)
+
+            idle = cores_from(IDLE_AFTER_S)  # all at zero; the ingress still holds a handle to each pool
+            handles_closed = cores_from(HANDLES_CLOSED_AFTER_S)  # every pool still deployed, polled by the controller
+            rest = cores_from(AT_REST_AFTER_S)  # at zero for 60 s: deleted (unless KEEP_POOLS)
             warm = [f"e{i}" for i in range(min(10, count))]
             back = time.monotonic()
             with ThreadPoolExecutor(10) as pool:  # their pools were deleted: deployed again, cold starts
@@ -72,11 +81,11 @@ def test_1_10_100_experiments(benchmark, tiny_models, summary) -> None:  # type:
         summary.add(name, "requests answered 200 while touching all, ten clients", len(ends) / count, "share", "1.0",
                     f"{count - len(ends)} refused (503) of {count}")
         summary.add(name, "idle CPU of Ray's processes after every experiment was touched", idle, "cores", "≈ flat",
-                    "7–27 s after all scaled to zero, handles still open")
+                    f"{IDLE_AFTER_S:.0f}–{IDLE_AFTER_S + MEASURE_S:.0f} s after the last request, handles still open")
         summary.add(name, "idle CPU of Ray's processes, handles closed, pools still deployed", handles_closed, "cores", "",
-                    "35–55 s after all scaled to zero")
+                    f"{HANDLES_CLOSED_AFTER_S:.0f}–{HANDLES_CLOSED_AFTER_S + MEASURE_S:.0f} s after the last request")
         summary.add(name, f"idle CPU of Ray's processes at rest ({'pools kept' if KEEP_POOLS else 'idle pools deleted'})", rest, "cores", "≈ flat",
-                    f"{POOL_TTL_S + DELETING_S:.0f}–{POOL_TTL_S + DELETING_S + 20:.0f} s after all scaled to zero")
+                    f"{AT_REST_AFTER_S:.0f}–{AT_REST_AFTER_S + MEASURE_S:.0f} s after the last request")
         summary.add(name, f"{len(warm)} experiments at zero brought back by a request each (ten clients)", back_s, "s", "",
                     ("" if KEEP_POOLS else "pools deployed again + ") + "cold starts, two at a time")
         summary.add(name, "/experiments p50 (10 warm)", experiments_ms, "ms", "< 1000 ms")

@@ -92,6 +92,15 @@ def classifier_under_load(url: str, experiment: str, inputs: str | list[str], cl
             thread.join(timeout_s)
 
 
+def pool_applications(app_name: str) -> set[str]:
+    """The Serve applications of `app_name`'s experiment pools on the Ray this process is connected to."""
+    from ray import serve
+
+    from backends.local_ray.pool import pool_app_name
+
+    return {name for name in serve.status().applications if name.startswith(pool_app_name(app_name, ""))}
+
+
 def ray_processes() -> set[int]:
     """PIDs of Ray's own processes (GCS, raylet, workers) on this machine."""
     out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout

@@ -52,7 +52,7 @@ class PoolDeployer:
         """The experiment's pool exists once this returns (deployed now if it did not)."""
         if experiment.id in self._deployed:
             return
-        async with self._locks.setdefault(experiment.id, asyncio.Lock()):
+        async with self._lock(experiment.id):
             if experiment.id not in self._deployed:
                 await self._run(experiment, identity)
 
@@ -64,23 +64,29 @@ class PoolDeployer:
     def retire(self, experiment_id: str) -> None:
         """The experiment was removed: its pool goes (in the background; requests in flight finish)."""
         if experiment_id in self._deployed:
-            self._deployed.discard(experiment_id)
-            self._deleting.add(experiment_id)
-            self._spawn(self._locked_delete(experiment_id))
+            self._delete_later(experiment_id, unless_redeployed=False)
 
     def park(self, experiment_id: str) -> bool:
         """The pool idles at zero with nothing planned: delete it (in the background) until its next
         request, which waits for the deletion and deploys it again. False when it is being changed."""
-        lock = self._locks.setdefault(experiment_id, asyncio.Lock())
-        if experiment_id not in self._deployed or lock.locked():
+        if experiment_id not in self._deployed or self._lock(experiment_id).locked():
             return False
-        self._deployed.discard(experiment_id)
-        self._deleting.add(experiment_id)
-        self._spawn(self._locked_delete(experiment_id, unless_redeployed=True))
+        self._delete_later(experiment_id, unless_redeployed=True)
         return True
 
-    async def _locked_delete(self, experiment_id: str, unless_redeployed: bool = False) -> None:
-        async with self._locks.setdefault(experiment_id, asyncio.Lock()):  # a re-add waits for the deletion
+    def _delete_later(self, experiment_id: str, unless_redeployed: bool) -> None:
+        """No longer deployed as of now (nor taken for deployed while Serve still lists it); deleted
+        in the background — unless, for `unless_redeployed`, a request deployed it again first."""
+        self._deployed.discard(experiment_id)
+        self._deleting.add(experiment_id)
+        self._spawn(self._locked_delete(experiment_id, unless_redeployed))
+
+    def _lock(self, experiment_id: str) -> asyncio.Lock:
+        """One change of an experiment's pool at a time (a deploy, a swap, a deletion)."""
+        return self._locks.setdefault(experiment_id, asyncio.Lock())
+
+    async def _locked_delete(self, experiment_id: str, unless_redeployed: bool) -> None:
+        async with self._lock(experiment_id):  # a re-add waits for the deletion
             try:
                 if unless_redeployed and experiment_id in self._deployed:
                     return  # a request deployed it again before the deletion began: it serves
@@ -89,7 +95,7 @@ class PoolDeployer:
                 self._deleting.discard(experiment_id)
 
     async def _locked_run(self, experiment: Experiment, identity: str | None) -> None:
-        async with self._locks.setdefault(experiment.id, asyncio.Lock()):
+        async with self._lock(experiment.id):
             await self._run(experiment, identity)
 
     async def _run(self, experiment: Experiment, identity: str | None) -> None:

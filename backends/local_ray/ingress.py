@@ -106,7 +106,7 @@ class Handles:
 
     async def close_idle(self, at_zero: set[str]) -> None:
         now = time.monotonic()
-        for experiment_id in [e for e in self._handles if e in at_zero and not self._in_flight.get(e)
+        for experiment_id in [e for e in self._handles if e in at_zero and self.idle(e)
                               and now - self._last_used.get(e, now) >= self.idle_s]:
             await self._handles.pop(experiment_id).shutdown_async()
 
@@ -231,10 +231,8 @@ class RayPredictor:
             except Exception:
                 log.exception("could not read the plan of %s's pool; it stays deployed", experiment_id)
                 continue
-            states = self._status.get(experiment_id, {})
-            if (states.get("RUNNING") or states.get("STARTING") or not self.handles.idle(experiment_id)
-                    or experiment_id not in self._empty_since):
-                continue  # it woke up, or served a request, while its plan was read
+            if not self.handles.idle(experiment_id) or experiment_id not in self._empty_since:
+                continue  # a request is on its way to it, or was served, while its plan was read
             if self.deployer.park(experiment_id):
                 self._empty_since.pop(experiment_id, None)
                 await self.handles.drop(experiment_id)

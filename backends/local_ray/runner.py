@@ -104,6 +104,11 @@ def _runtime_env(own_cluster: bool, staging: Path | None) -> dict[str, Any]:
     return env
 
 
+def ray_address() -> str:
+    """The cluster to join (`RAY_ADDRESS`), or "local": a private Ray instance of our own."""
+    return os.environ.get("RAY_ADDRESS") or "local"
+
+
 def start(settings: Settings, registry: Registry, host: str, port: int, app_name: str = APP_NAME,
           keep_ray: bool = False) -> Running:
     """Start or join Ray (or use the Ray this driver already holds), start Serve's HTTP proxy on host:port
@@ -112,7 +117,7 @@ def start(settings: Settings, registry: Registry, host: str, port: int, app_name
     import ray
     from ray import serve
 
-    address = os.environ.get("RAY_ADDRESS") or "local"
+    address = ray_address()
     own_cluster = address == "local"  # never join a cluster nobody asked for
     started_ray = not ray.is_initialized()
     for key, value in ray_environment().items():

@@ -10,7 +10,6 @@ kit's `close` (the end of the test session) shuts Serve and Ray down. Found by t
 
 from __future__ import annotations
 
-import os
 import time
 
 from core.serving.registry import Registry
@@ -37,7 +36,7 @@ class RayTestBackend:
             running = runner.start(settings, Registry.load(settings.registry_path), host, port, name, keep_ray=True)
         finally:  # Ray started here stays held, also when this application failed to deploy
             if not was_up and ray.is_initialized():
-                self._connected, self._own_cluster = True, not os.environ.get("RAY_ADDRESS")
+                self._connected, self._own_cluster = True, runner.ray_address() == "local"
         context = ray.get_runtime_context()
         details = {"started_ray": running.started_ray, "node_id": context.get_node_id(),
                    "gcs_address": context.gcs_address, "app_name": name, "start_s": time.monotonic() - began}

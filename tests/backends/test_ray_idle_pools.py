@@ -9,17 +9,11 @@ import time
 from pathlib import Path
 
 from core.testing import local_endpoint
-from tests.conftest import wait_until
+from tests.conftest import pool_applications, wait_until
 
 TIME_SCALE = 300  # a 600 s window passes in 2 s
 SETTINGS = {"base_warm_time": 600, "extension_time": 600, "activity_window": 300, "replica_memory_mb": 0,
             "idle_pool_ttl_s": 1}
-
-
-def pool_applications() -> set[str]:
-    from ray import serve
-
-    return {name for name in serve.status().applications if "--" in name}
 
 
 def test_a_pool_idle_at_zero_goes_and_its_next_request_brings_it_back(tiny_models: dict[str, Path]) -> None:
@@ -30,9 +24,9 @@ def test_a_pool_idle_at_zero_goes_and_its_next_request_brings_it_back(tiny_model
         started = time.monotonic()
         assert endpoint.predict("fe")["cold_load"] is True
         print(f"first request (deploys the pool, cold start): {time.monotonic() - started:.2f} s")
-        assert pool_applications() == {"idle-pools--fe"}
+        assert pool_applications("idle-pools") == {"idle-pools--fe"}
         endpoint.wait_for_scale_to_zero("fe")
-        wait_until(lambda: pool_applications() == set(), timeout_s=60, poll_s=0.5, what="fe's pool, idle at zero, to be deleted")
+        wait_until(lambda: pool_applications("idle-pools") == set(), timeout_s=60, poll_s=0.5, what="fe's pool, idle at zero, to be deleted")
         listed = endpoint.experiment("fe")
         assert listed["state"] == "cold" and listed["replicas"] == 0
         assert listed["model"]["last_cold_start"] is not None  # what the ingress knew of it stays
@@ -42,7 +36,7 @@ def test_a_pool_idle_at_zero_goes_and_its_next_request_brings_it_back(tiny_model
         again = endpoint.predict("fe")
         print(f"first request after the pool was deleted: {time.monotonic() - started:.2f} s")
         assert again["cold_load"] is True and again["scaledown_window_s"] == 600
-        assert pool_applications() == {"idle-pools--fe"}
+        assert pool_applications("idle-pools") == {"idle-pools--fe"}
         endpoint.assert_warm("fe")
         scaled = endpoint.wait_for_scale_to_zero("fe")  # the redeployed pool follows its window as before
         assert scaled["window_s"] == 600 and scaled["idle_s"] >= 600

@@ -15,7 +15,7 @@ import pytest
 from core.serving.registry import Registry, experiment_entry
 from core.serving.registry_file import RegistryFile
 from core.settings import load_settings
-from tests.conftest import classifier_under_load, free_port, wait_until
+from tests.conftest import classifier_under_load, free_port, pool_applications, wait_until
 from tests.tiny_models import build_text_classification
 
 TOKEN = "ray-admin-token-for-tests"
@@ -23,9 +23,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def pools() -> set[str]:
-    from ray import serve
-
-    return {name for name in serve.status().applications if name.startswith("hybrid-serve--")}
+    return pool_applications("hybrid-serve")
 
 
 def predict(url: str, experiment: str, **parameters: Any) -> httpx.Response:
