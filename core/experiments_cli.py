@@ -13,14 +13,13 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 import typer
 
-from core.serving.errors import ModelUnavailable
 from core.serving.live_registry import FileSource, RegistrySource
-from core.serving.registry import PACKAGE_PREFIX, Experiment, Registry, RegistryError, experiment_entry
-from core.serving.weights import check_local_source
+from core.serving.registration import checked_entry
+from core.serving.registry import PACKAGE_PREFIX, Experiment, Registry, RegistryError, RegistryMissing, entry_fields
 from core.settings import Settings
 
 experiments_app = typer.Typer(no_args_is_help=True, help="Add, change, remove and list registered experiments (live).")
@@ -28,7 +27,7 @@ experiments_app = typer.Typer(no_args_is_help=True, help="Add, change, remove an
 MODAL_OPTION = typer.Option(False, "--modal", help="Change the deployed Modal app's registry (needs Modal credentials).")
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code=2)
 
@@ -54,7 +53,7 @@ def _source(settings: Settings, modal: bool) -> RegistrySource:
         _fail("HYBRID_REGISTRY is not set: servers read the shipped demo registry, which is not changed. "
               "Point HYBRID_REGISTRY at a registry file of your own (this command creates it), "
               "in the environment or .env, for the servers too")
-    return FileSource(settings.registry_path)
+    return FileSource(settings.registry_path, create=True)
 
 
 def _absolute(source: str) -> str:
@@ -64,33 +63,25 @@ def _absolute(source: str) -> str:
     return source
 
 
+#: Why `--modal` refuses a local directory.
+MODAL_LOCAL_DIR = ("a local directory cannot reach Modal's containers after the deploy; ship it with the deploy "
+                   "(registry file), or use a package:, Hugging Face or mlflow: source")
+
+
 def _checked(experiment_id: str, fields: dict[str, Any], base_dir: Path, remote: bool,
              current: Experiment | None = None) -> Experiment:
     try:
-        experiment = experiment_entry(experiment_id, fields, base_dir)
+        return checked_entry(experiment_id, fields, base_dir, current, MODAL_LOCAL_DIR if remote else None)
     except RegistryError as exc:
         _fail(str(exc))
-    if remote and current is not None and experiment.is_local and experiment.source == current.source:
-        return experiment  # a model directory shipped with the deploy: it lies in the containers, not here
-    if remote and experiment.is_local and not experiment.source.startswith(PACKAGE_PREFIX):
-        _fail(f"[experiments.{experiment_id}]: source: a local directory cannot reach Modal's containers after the "
-              "deploy; ship it with the deploy (registry file), or use a package:, Hugging Face or mlflow: source")
-    try:
-        check_local_source(experiment)
-    except ModelUnavailable as exc:
-        _fail(exc.message)
-    return experiment
 
 
 async def _read(source: RegistrySource) -> Registry:
+    """The registry; a registry file not created yet reads as an empty one (the first `add` creates it)."""
     try:
         return (await source.read())[1]
-    except FileNotFoundError:
+    except RegistryMissing:
         return Registry({})
-    except RegistryError as exc:
-        if isinstance(source, FileSource) and not source.file.path.exists():
-            return Registry({})
-        raise exc
 
 
 def _run(coro: Any) -> Any:
@@ -150,8 +141,7 @@ def update(
         current = (await _read(store)).get(experiment_id)
         if current is None:
             _fail(f"experiment {experiment_id!r} is not registered; register it with `experiments add`")
-        assert current is not None
-        fields = {**current.model_dump(exclude={"id", "base_dir"}, exclude_none=True, mode="json"),
+        fields = {**entry_fields(current),
                   **_fields(source, task, revision, sha256, gpu)}
         if source is not None and "revision" in fields and revision is None:
             fields.pop("revision")  # a new source does not inherit the old one's revision

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Hashable
 
+from core.serving.live_registry import RegistryChange, put_in_file
 from core.serving.registry import Experiment, Registry
 from core.serving.registry_file import RegistryFile
 
@@ -38,12 +39,11 @@ class RegistryKeeper:
     def read(self) -> tuple[Hashable, Registry]:
         return self.file.read()
 
-    def put(self, experiment: Experiment) -> None:
-        self.file.change(lambda r: r.with_experiment(experiment), create=True)
+    def put(self, experiment: Experiment) -> RegistryChange:
+        return put_in_file(self.file, experiment)  # never creates the file: a vanished one is an error
 
     def remove(self, experiment_id: str) -> bool:
-        before, after = self.file.change(lambda r: r.without(experiment_id))
-        return len(after) < len(before)
+        return self.file.remove(experiment_id)
 
     def for_replicas(self, experiment: Experiment) -> Experiment:
         """The experiment as its replicas must read it: the shipped copy of a local model directory,
@@ -65,8 +65,8 @@ class KeeperSource:
     async def read(self) -> tuple[Hashable, Registry]:
         return await self._call("read")
 
-    async def put(self, experiment: Experiment) -> None:
-        await self._call("put", experiment)
+    async def put(self, experiment: Experiment) -> RegistryChange:
+        return await self._call("put", experiment)
 
     async def remove(self, experiment_id: str) -> bool:
         return await self._call("remove", experiment_id)

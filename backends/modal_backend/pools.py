@@ -24,15 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from core.serving.mlflow_source import MLFLOW_PREFIX
-from core.serving.registry import Experiment, experiment_entry
+from core.serving.registry import Experiment, entry_fields, experiment_entry
 
 #: Modal's limit on all parameters of a class together is 16 KiB; the id is at most 128 bytes.
 MAX_DEFINITION_BYTES = 8 * 1024
-
-
-def entry_fields(experiment: Experiment) -> dict[str, Any]:
-    """An experiment's registry entry as plain JSON-able fields (no id, no base directory)."""
-    return experiment.model_dump(exclude={"id", "base_dir"}, exclude_none=True, mode="json")
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from typing import Any, Hashable
 
 from backends.modal_backend.pools import definition_problem, entry_fields
 from backends.modal_backend.state_store import REGISTRY, REGISTRY_STAMP, ModalDictStore, StateStore, registry_key
+from core.serving.live_registry import RegistryChange
 from core.serving.registry import Experiment, Registry, RegistryError, experiment_entry
 from core.settings import Settings
 
@@ -76,12 +77,16 @@ class DictRegistrySource:
         self._last_good = dict(experiments)
         return stamp, Registry(experiments)
 
-    async def put(self, experiment: Experiment) -> None:
+    async def put(self, experiment: Experiment) -> RegistryChange:
         problem = definition_problem(experiment)
         if problem:
             raise RegistryError(problem)
-        await self.store.put(registry_key(experiment.id), entry_fields(experiment))
+        known, fields = await self.store.get(registry_key(experiment.id)), entry_fields(experiment)
+        if known == fields:
+            return RegistryChange()
+        await self.store.put(registry_key(experiment.id), fields)
         await self.store.put(REGISTRY_STAMP, new_stamp())
+        return RegistryChange(added=(experiment.id,)) if known is None else RegistryChange(changed=(experiment.id,))
 
     async def remove(self, experiment_id: str) -> bool:
         if await self.store.pop(registry_key(experiment_id)) is None:

@@ -17,8 +17,9 @@ from typing import Annotated, Any, AsyncIterator
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from core.auth import AuthMode, auth_mode
 from core.http.middleware import BearerToken, BodyLimits, UnexpectedErrors, error_body
@@ -102,6 +103,26 @@ class ClientGone(Exception):
     """The client disconnected before its answer was ready."""
 
 
+async def _experiment_body(request: Request) -> ExperimentBody:
+    """The PUT body, validated as FastAPI validates a body parameter (same 422 shape), but only once
+    the route's dependencies (the admin check) have passed."""
+    raw = await request.body()
+    try:
+        return ExperimentBody.model_validate_json(raw)
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]) from None
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this request's path."""
+    probe = {**request.scope, "method": ""}
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if route.matches(probe)[0] != Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
 def create_app(path: RequestPath, backend: str = "inprocess", mode: AuthMode | None = None) -> FastAPI:
     """The FastAPI app serving `path` (OpenAPI docs at /docs)."""
     views = StateViews(path, backend, mode or auth_mode(path.settings))
@@ -136,8 +157,11 @@ def create_app(path: RequestPath, backend: str = "inprocess", mode: AuthMode | N
         return JSONResponse(error_body("invalid_request", message, details=details), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:  # 404 route, 405 (with Allow), ...
-        return JSONResponse(error_body("http_error", str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:  # 404 route, 405, ...
+        headers = exc.headers
+        if exc.status_code == 405:  # Starlette names only the first route of the path: name them all
+            headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
+        return JSONResponse(error_body("http_error", str(exc.detail)), status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(ClientGone)
     async def _client_gone(_: Request, __: ClientGone) -> Response:
@@ -187,19 +211,22 @@ def create_app(path: RequestPath, backend: str = "inprocess", mode: AuthMode | N
             raise AdminDisabled("registry changes over HTTP need a bearer token: set HYBRID_API_TOKEN "
                                 "(or use `hybrid-serve experiments` on the server's machine)")
 
-    @app.put("/experiments/{experiment_id}", responses=_errors(401, 403, 409, 422), dependencies=[Depends(_admin)])
+    @app.put("/experiments/{experiment_id}", responses=_errors(401, 403, 409, 422, 503), dependencies=[Depends(_admin)],
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/json": {"schema": ExperimentBody.model_json_schema()}}}})
     async def put_experiment(
+        request: Request,
         experiment_id: Annotated[str, Path(pattern=EXPERIMENT_ID_PATTERN, description="The experiment's id.")],
-        body: ExperimentBody,
     ) -> JSONResponse:
         """Register an experiment, or change its model (its old containers drain, the next request
         cold-starts the new model); 201 when it is new. Needs the bearer token."""
+        body = await _experiment_body(request)  # read after the admin check: a refused caller learns nothing
         experiment, change = await path.register(experiment_id, body.model_dump(exclude_none=True))
         outcome = "added" if change.added else "changed" if change.changed else "unchanged"
         return JSONResponse({"experiment": experiment.describe(), "change": outcome},
                             status_code=201 if change.added else 200)
 
-    @app.delete("/experiments/{experiment_id}", responses=_errors(401, 403, 404, 409), dependencies=[Depends(_admin)])
+    @app.delete("/experiments/{experiment_id}", responses=_errors(401, 403, 404, 409, 503), dependencies=[Depends(_admin)])
     async def delete_experiment(
         experiment_id: Annotated[str, Path(pattern=EXPERIMENT_ID_PATTERN, description="The experiment's id.")],
     ) -> dict[str, Any]:

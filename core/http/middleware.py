@@ -117,10 +117,12 @@ class _BodyRefused(Exception):
 
 
 class BearerToken:
-    """Requires `Authorization: Bearer <token>` on every route. `/health` without the token answers
-    only a bare liveness status (for load balancers' probes): the details are what the token protects."""
+    """Requires `Authorization: Bearer <token>` on every route. `GET /health` without the token answers
+    only a bare liveness status (for load balancers' probes): the details are what the token protects.
+    Any other method there is refused like any route (no answer tells more without the token)."""
 
     LIVENESS_PATH = "/health"
+    LIVENESS_METHODS = ("GET", "HEAD")
 
     def __init__(self, app: ASGIApp, token: str):
         self.app = app
@@ -131,7 +133,7 @@ class BearerToken:
             given = next((v for k, v in scope.get("headers") or () if k == b"authorization"), b"")
             scheme, _, token = given.partition(b" ")  # the scheme is case-insensitive (RFC 9110)
             if not (scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self._token)):
-                if scope["path"] == self.LIVENESS_PATH:
+                if scope["path"] == self.LIVENESS_PATH and scope.get("method") in self.LIVENESS_METHODS:
                     await JSONResponse({"status": "ok"})(scope, receive, send)
                     return
                 body = error_body("unauthorized", "missing or wrong bearer token (Authorization: Bearer <HYBRID_API_TOKEN>)")

@@ -78,6 +78,14 @@ class RegistryReadOnly(ServeError):
     error_type = "registry_read_only"
 
 
+class RegistryUnavailable(ServeError):
+    """The registry's storage cannot be read or written now (a file that is invalid, vanished, not a
+    file, ...); the server keeps serving the last good registry."""
+
+    status_code = 503
+    error_type = "registry_unavailable"
+
+
 class AdminDisabled(ServeError):
     """Registry changes over HTTP need a bearer token (HYBRID_API_TOKEN), and none is configured."""
 

@@ -59,8 +59,9 @@ class RegistrySource(Protocol):
 
     async def read(self) -> tuple[Hashable, Registry]: ...
 
-    async def put(self, experiment: Experiment) -> None:
-        """Add or replace one experiment (ReadOnlyRegistry when this source cannot be changed)."""
+    async def put(self, experiment: Experiment) -> "RegistryChange | None":
+        """Add or replace one experiment (ReadOnlyRegistry when this source cannot be changed); what
+        the write changed in the source (added, changed or nothing), None when the source cannot tell."""
 
     async def remove(self, experiment_id: str) -> bool:
         """Remove one experiment; False when it was not registered."""
@@ -70,11 +71,14 @@ class RegistrySource(Protocol):
 
 
 class FileSource:
-    """A registry file (see registry_file.py); its blocking calls run on a worker thread."""
+    """A registry file (see registry_file.py); its blocking calls run on a worker thread. `create`: a
+    `put` may start a missing file (the CLI's first `add`); a server's source never does — a file
+    that vanished under it is an error, not an empty registry that would retire every experiment."""
 
-    def __init__(self, path: Path | None):
+    def __init__(self, path: Path | None, create: bool = False):
         self.file = RegistryFile(path)
         self.base_dir = self.file.base_dir
+        self.create = create
 
     async def stamp(self) -> Hashable:
         return await asyncio.to_thread(self.file.stamp)
@@ -82,12 +86,17 @@ class FileSource:
     async def read(self) -> tuple[Hashable, Registry]:
         return await asyncio.to_thread(self.file.read)
 
-    async def put(self, experiment: Experiment) -> None:
-        await asyncio.to_thread(self.file.change, lambda r: r.with_experiment(experiment), True)
+    async def put(self, experiment: Experiment) -> RegistryChange:
+        return await asyncio.to_thread(put_in_file, self.file, experiment, self.create)
 
     async def remove(self, experiment_id: str) -> bool:
-        before, after = await asyncio.to_thread(self.file.change, lambda r: r.without(experiment_id))
-        return len(after) < len(before)
+        return await asyncio.to_thread(self.file.remove, experiment_id)
+
+
+def put_in_file(file: RegistryFile, experiment: Experiment, create: bool = False) -> RegistryChange:
+    """Add or replace one experiment in a registry file; what that changed in the file."""
+    before, after = file.change(lambda r: r.with_experiment(experiment), create)
+    return registry_diff(before, after)
 
 
 class StaticSource:
@@ -103,7 +112,7 @@ class StaticSource:
     async def read(self) -> tuple[Hashable, Registry]:
         return 0, self.registry
 
-    async def put(self, experiment: Experiment) -> None:
+    async def put(self, experiment: Experiment) -> RegistryChange:
         raise ReadOnlyRegistry("this server's registry was given at start-up and cannot be changed")
 
     async def remove(self, experiment_id: str) -> bool:
@@ -193,17 +202,22 @@ class LiveRegistry:
 
     # --- changes ----------------------------------------------------------------------------------
     async def put(self, experiment: Experiment) -> RegistryChange:
-        """Write one experiment through the source, then serve it here at once."""
-        await self.source.put(experiment)
+        """Write one experiment through the source, then serve it here at once. What the write changed
+        in the source, not what this refresh saw: a poll may have applied the write first."""
+        written = await self.source.put(experiment)
         change = await self.refresh(force=True)
+        change = change if written is None else written
         if experiment.id in change.added and moves(experiment):
             await self.check_identities([experiment.id])
         return change
 
     async def remove(self, experiment_id: str) -> RegistryChange:
+        """Remove one experiment through the source (the change says whether there was one), then
+        stop serving it here at once."""
         if not await self.source.remove(experiment_id):
             return RegistryChange()
-        return await self.refresh(force=True)
+        await self.refresh(force=True)
+        return RegistryChange(removed=(experiment_id,))
 
     async def refresh(self, force: bool = False) -> RegistryChange:
         """Read the source when its stamp moved (or `force`); apply and announce what changed."""

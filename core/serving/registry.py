@@ -2,7 +2,10 @@
 
 Why this module exists: requests name an experiment, never a path. The registry (written by the
 operator) is the only place that maps an id to a model source, so nothing in a request can make the
-server read an arbitrary file. Ids are validated against `EXPERIMENT_ID_PATTERN` everywhere.
+server read an arbitrary file. Ids are validated against `EXPERIMENT_ID_PATTERN` everywhere; every
+text field refuses control characters, surrounding blanks and absurd lengths, and a `package:`
+source never leaves its package's folder. The file is written with a TOML library and read back
+before it replaces the old one (registry_file.py), so what is accepted is what is served.
 
 Format (`[experiments.<id>]` tables):
 
@@ -19,19 +22,27 @@ Format (`[experiments.<id>]` tables):
 from __future__ import annotations
 
 import importlib.util
-import json
 import re
 import tomllib
+import unicodedata
 from enum import StrEnum
 from pathlib import Path
 from typing import Iterator, Mapping
 
+import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from core.serving import mlflow_source
 
-EXPERIMENT_ID_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
+#: Letters, digits, ".", "_", "-"; starting with a letter or digit, so that no id reads as a path
+#: (".", "..") or as an option to a command ("--help", "-rf"); ids name Serve applications and Modal pools.
+EXPERIMENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 PACKAGE_PREFIX = "package:"
+#: A package: source is `package:<importable package>[/<relative path inside it>]`.
+_PACKAGE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
+#: Longest accepted source (a path, a repo id, an MLflow URI) and revision (a branch, tag or commit).
+MAX_SOURCE_CHARS = 1024
+MAX_REVISION_CHARS = 256
 #: A `scheme:` at the start of a source (local paths start with ".", "/" or "~"; Hub ids hold no ":").
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 DEFAULT_REGISTRY = Path(__file__).with_name("experiments.toml")
@@ -47,15 +58,19 @@ class RegistryError(ValueError):
     """The registry file is missing or malformed; the message names the file and the entry."""
 
 
+class RegistryMissing(RegistryError):
+    """There is no registry file where one is expected."""
+
+
 class Experiment(BaseModel):
     """One registered experiment: an id bound to a model source and a task."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: str = Field(pattern=EXPERIMENT_ID_PATTERN)
-    source: str = Field(min_length=1)
+    source: str = Field(min_length=1, max_length=MAX_SOURCE_CHARS)
     task: Task
-    revision: str | None = None
+    revision: str | None = Field(default=None, min_length=1, max_length=MAX_REVISION_CHARS)
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
     #: The GPU of this experiment's containers on Modal (e.g. "L4", "A100:2"); None: MODAL_GPU.
     gpu: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,32}$")
@@ -67,10 +82,17 @@ class Experiment(BaseModel):
     def _lower(cls, value: str | None) -> str | None:
         return value.lower() if value else value
 
+    @field_validator("source", "revision")
+    @classmethod
+    def _plain_text(cls, value: str | None) -> str | None:
+        return value if value is None else plain_text(value)
+
     @field_validator("source")
     @classmethod
     def _known_scheme(cls, value: str) -> str:
-        if mlflow_source.is_mlflow_source(value):
+        if value.startswith(PACKAGE_PREFIX):
+            package_parts(value)  # ValueError says what a package: source may hold
+        elif mlflow_source.is_mlflow_source(value):
             mlflow_source.parse(value)  # ValueError names the accepted forms
         elif (scheme := _SCHEME.match(value)) and scheme.group() != PACKAGE_PREFIX:
             raise ValueError(f"unknown source scheme {scheme.group()!r}; accepted: {PACKAGE_PREFIX}PACKAGE/DIR, "
@@ -93,11 +115,18 @@ class Experiment(BaseModel):
     def local_path(self) -> Path | None:
         """The model directory for local and package sources; None for a Hugging Face repo id or an MLflow source."""
         if self.source.startswith(PACKAGE_PREFIX):
-            package, _, sub = self.source.removeprefix(PACKAGE_PREFIX).partition("/")
-            spec = importlib.util.find_spec(package)
+            package, parts = package_parts(self.source)
+            try:
+                spec = importlib.util.find_spec(package)
+            except (ImportError, ValueError):  # a parent that is not a package, ...
+                spec = None
             if spec is None or not spec.submodule_search_locations:
                 raise FileNotFoundError(f"Python package {package!r} is not installed")
-            return Path(next(iter(spec.submodule_search_locations))) / sub
+            root = Path(next(iter(spec.submodule_search_locations))).resolve()
+            path = root.joinpath(*parts).resolve()  # a link inside the package must not lead out of it
+            if not path.is_relative_to(root):
+                raise FileNotFoundError(f"{self.source!r} leads out of package {package!r}")
+            return path
         if self.is_local:
             path = Path(self.source).expanduser()
             return path if path.is_absolute() else (self.base_dir / path).resolve()
@@ -108,9 +137,30 @@ class Experiment(BaseModel):
                 "sha256": self.sha256, "gpu": self.gpu}
 
 
-def _toml_key(key: str) -> str:
-    """Ids may hold dots: quote them so TOML does not read a nested table."""
-    return key if all(c.isalnum() or c in "_-" for c in key) else json.dumps(key)
+def plain_text(value: str) -> str:
+    """`value` when it is printable text: no control or format character (a DEL or NUL in a source
+    must never reach the file, a log line or a shell), no lone surrogate, no blank at either end."""
+    if not value.strip():
+        raise ValueError("must not be blank")
+    if value != value.strip():
+        raise ValueError("must not start or end with a blank")
+    for position, char in enumerate(value):
+        if unicodedata.category(char) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+            raise ValueError(f"holds the control or unprintable character U+{ord(char):04X} at position {position}")
+    return value
+
+
+def package_parts(source: str) -> tuple[str, tuple[str, ...]]:
+    """`package:PKG/SUB/DIR` → ("PKG", ("SUB", "DIR")); ValueError for anything that could leave the
+    package's folder (an absolute path, "..", "."), an empty step or a name that is not a package.
+    The same message whatever the file system holds: a refusal tells nothing about this machine."""
+    package, _, sub = source.removeprefix(PACKAGE_PREFIX).partition("/")
+    parts = tuple(sub.split("/")) if sub else ()
+    if not _PACKAGE.match(package) or any(p in ("", ".", "..") or "\\" in p for p in parts):
+        raise ValueError(f"{source[:120]!r} is not a package source: {PACKAGE_PREFIX}PACKAGE or {PACKAGE_PREFIX}PACKAGE/DIR, "
+                         "PACKAGE an importable package name, DIR a relative folder inside it (no '.', '..', "
+                         "empty or absolute steps)")
+    return package, parts
 
 
 class Registry:
@@ -144,29 +194,28 @@ class Registry:
 
     def to_toml(self) -> str:
         """The registry as a file `load` reads back to the same experiments (local sources as written,
-        so keep the file beside the same base directory)."""
-        lines: list[str] = [] if self._experiments else ["[experiments]", ""]
-        for experiment in self._experiments.values():
-            lines.append(f"[experiments.{_toml_key(experiment.id)}]")
-            for key, value in experiment.model_dump(exclude={"id", "base_dir"}, exclude_none=True, mode="json").items():
-                lines.append(f"{key} = {json.dumps(value, ensure_ascii=False)}")
-            lines.append("")
-        return "\n".join(lines)
+        so keep the file beside the same base directory). Written by a TOML library: every character
+        a value may hold is escaped as TOML wants it."""
+        return tomli_w.dumps({"experiments": {e.id: entry_fields(e) for e in self._experiments.values()}})
+
+    def entries(self) -> dict[str, dict[str, object]]:
+        """Each experiment's fields as the file holds them (what a read-back must reproduce)."""
+        return {e.id: entry_fields(e) for e in self._experiments.values()}
 
     @classmethod
     def load(cls, path: Path | None = None) -> "Registry":
         """Read a registry file (default: the shipped one); raise `RegistryError` naming file and entry."""
         path = Path(path) if path else DEFAULT_REGISTRY
-        try:
-            return cls.parse(path.read_text(encoding="utf-8"), path.parent.resolve(), str(path))
-        except FileNotFoundError:
-            raise RegistryError(f"{path}: registry file not found (set HYBRID_REGISTRY)") from None
+        return cls.parse(read_registry_text(path), path.parent.resolve(), str(path))
 
     @classmethod
     def parse(cls, text: str, base_dir: Path, name: str) -> "Registry":
         """Read a registry's TOML text (`name`: where it came from, for messages). An `[experiments]`
         table with no entry is an empty registry (experiments are added live); a file without it is
         refused, as a file of some other kind would be."""
+        if not text.strip():
+            raise RegistryError(f"{name}: is empty; a registry file holds an [experiments] table "
+                                "(with one [experiments.<id>] table per experiment)")
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
@@ -183,6 +232,25 @@ class Registry:
                 raise RegistryError(f"{name}: [experiments.{experiment_id}] must be a table")
             experiments[experiment_id] = experiment_entry(experiment_id, entry, base_dir, f"{name}: ")
         return cls(experiments)
+
+
+def read_registry_text(path: Path) -> str:
+    """The text of a registry file; `RegistryError` says in words what is wrong with the file instead."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RegistryMissing(f"{path}: registry file not found") from None
+    except IsADirectoryError:
+        raise RegistryError(f"{path}: is a folder, not a registry file") from None
+    except UnicodeDecodeError as exc:
+        raise RegistryError(f"{path}: not UTF-8 text (byte {exc.start}); not a registry file") from None
+    except OSError as exc:
+        raise RegistryError(f"{path}: cannot be read: {exc.strerror or type(exc).__name__}") from None
+
+
+def entry_fields(experiment: Experiment) -> dict[str, object]:
+    """An experiment's fields as written in its `[experiments.<id>]` table."""
+    return experiment.model_dump(exclude={"id", "base_dir"}, exclude_none=True, mode="json")
 
 
 def experiment_entry(experiment_id: str, fields: Mapping[str, object], base_dir: Path, where: str = "") -> Experiment:

@@ -9,9 +9,10 @@ the event log are written here and nowhere else; the HTTP layer only maps this t
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Awaitable
 
 from core.events import EventLog
 from core.keepwarm.activity import ActivityTracker, emulated_clock
@@ -19,14 +20,22 @@ from core.keepwarm.appliers import RecordingApplier, WindowApplier
 from core.keepwarm.decision import NamedPolicy, WindowDecision
 from core.keepwarm.policies import policy_from_settings, retention_s
 from core.metrics import ServerMetrics
-from core.serving.errors import (InvalidExperiment, InvalidInput, PayloadTooLarge, RegistryReadOnly, ServeError,
-                                 UnknownExperiment)
+from core.serving.errors import (InvalidExperiment, InvalidInput, PayloadTooLarge, RegistryReadOnly,
+                                 RegistryUnavailable, ServeError, UnknownExperiment)
 from core.serving.live_registry import LiveRegistry, RegistryChange
 from core.serving.parameters import TaskParams, parse_parameters
 from core.serving.prediction import Prediction, Predictor
-from core.serving.registry import PACKAGE_PREFIX, Experiment, Registry, RegistryError, experiment_entry
+from core.serving.registration import checked_entry
+from core.serving.registry import Experiment, Registry, RegistryError
 from core.serving.registry_file import ReadOnlyRegistry
 from core.settings import Settings
+
+
+#: Why the admin API refuses a local directory.
+HTTP_LOCAL_DIR = ("a local directory is registered with `hybrid-serve experiments add` on the server's machine, "
+                  "not over HTTP; over HTTP use a package:, Hugging Face or mlflow: source")
+#: A registry that cannot be changed now is an operator's to mend: ask clients to come back after this long.
+REGISTRY_RETRY_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -130,30 +139,34 @@ class RequestPath:
 
     # --- registry changes (admin API) ------------------------------------------------------------
     async def register(self, experiment_id: str, fields: dict[str, Any]) -> tuple[Experiment, RegistryChange]:
-        """Add or replace an experiment, validated as loading validates it. Over HTTP a source is
-        never a path on this machine: a remote caller must not make the server read its files (an
-        entry keeps the local source the operator registered, e.g. a model shipped with a deploy)."""
+        """Add or replace an experiment, checked as the CLI checks it (registration.py). Over HTTP a
+        source is never a path on this machine: a remote caller must not make the server read its files
+        (an entry keeps the local source the operator registered, e.g. a model shipped with a deploy)."""
         try:
-            experiment = experiment_entry(experiment_id, fields, self.registry.source.base_dir)
+            experiment = await asyncio.to_thread(  # a pinned sha256 hashes the weights
+                checked_entry, experiment_id, fields, self.registry.source.base_dir,
+                self.registry.get(experiment_id), HTTP_LOCAL_DIR)
         except RegistryError as exc:
             raise InvalidExperiment(str(exc)) from None
-        current = self.registry.get(experiment_id)
-        shipped = current is not None and current.source == experiment.source  # registered by the operator
-        if experiment.is_local and not experiment.source.startswith(PACKAGE_PREFIX) and not shipped:
-            raise InvalidExperiment(f"[experiments.{experiment_id}]: source: a local directory is registered with "
-                                    "`hybrid-serve experiments add` on the server's machine, not over HTTP; over HTTP "
-                                    "use a package:, Hugging Face or mlflow: source")
-        try:
-            return experiment, await self.registry.put(experiment)
-        except ReadOnlyRegistry as exc:
-            raise RegistryReadOnly(str(exc)) from None
+        return experiment, await self._change(self.registry.put(experiment))
 
     async def retire(self, experiment_id: str) -> RegistryChange:
         await self.current_experiment(experiment_id)  # 404 when unknown
+        change = await self._change(self.registry.remove(experiment_id))
+        if not change.removed:  # gone from the source since this server last read it
+            raise UnknownExperiment(f"experiment {experiment_id!r} is not registered (GET /experiments lists them)")
+        return change
+
+    async def _change(self, write: Awaitable[RegistryChange]) -> RegistryChange:
+        """A registry write's outcome, or the error that fits: read-only (409), a registry that cannot
+        be read or written (503; the last good registry is still served)."""
         try:
-            return await self.registry.remove(experiment_id)
+            return await write
         except ReadOnlyRegistry as exc:
             raise RegistryReadOnly(str(exc)) from None
+        except RegistryError as exc:
+            raise RegistryUnavailable(f"the registry was not changed: {exc}; still serving the last good registry "
+                                      f"({len(self.registry)} experiments)", retry_after_s=REGISTRY_RETRY_S) from None
 
     async def start(self) -> None:
         """Read the registry's latest state, then follow its changes (in the server's event loop)."""
