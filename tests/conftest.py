@@ -60,10 +60,19 @@ def wait_until(condition: Callable[[], Any], timeout_s: float = 30.0, what: str 
 
 @dataclass
 class LabelsSeen:
-    """What classifier clients under load got: every status, and the labels of every 200 answer."""
+    """What classifier clients under load got: every status, and the labels of every 200 answer (in
+    the order they came back, and with the times each was sent and received)."""
 
     statuses: list[int] = field(default_factory=list)
     seen: list[set[str]] = field(default_factory=list)
+    answered: list[tuple[float, float, set[str]]] = field(default_factory=list)
+
+    def sent_after_first(self, labels: set[str]) -> list[set[str]]:
+        """The labels of every answer to a request sent after the first answer with `labels` came back:
+        once a client has seen the new model, no later request may meet the old one (a request sent
+        before may still finish on it, and come back later)."""
+        first = min(received for _, received, seen in self.answered if seen == labels)
+        return [seen for sent, _, seen in self.answered if sent > first]
 
 
 @contextmanager
@@ -76,10 +85,13 @@ def classifier_under_load(url: str, experiment: str, inputs: str | list[str], cl
     def client() -> None:
         with httpx.Client(timeout=timeout_s, headers=headers) as http:
             while not stop.is_set():
+                sent = time.monotonic()
                 response = http.post(f"{url}/predict/{experiment}", json={"inputs": inputs, "parameters": {"top_k": 2}})
                 load.statuses.append(response.status_code)
                 if response.status_code == 200:
-                    load.seen.append({o["label"] for o in response.json()["outputs"][0]})
+                    labels = {o["label"] for o in response.json()["outputs"][0]}
+                    load.seen.append(labels)
+                    load.answered.append((sent, time.monotonic(), labels))
 
     threads = [threading.Thread(target=client) for _ in range(clients)]
     for thread in threads:
