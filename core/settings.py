@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     mlflow_poll_s: float = _setting(
         30.0, "HYBRID_MLFLOW_POLL_S", "seconds 1..86400 between two resolutions of mlflow:…@ALIAS sources", ge=1, le=86400
     )
+    mlflow_timeout_s: float = _setting(
+        30.0, "HYBRID_MLFLOW_TIMEOUT_S",
+        "seconds 1..3600 an MLflow call may go unanswered (resolving a source; each request of a download)",
+        ge=1, le=3600,
+    )
     mlflow_cache: Path | None = _setting(
         None, "HYBRID_MLFLOW_CACHE", "folder for models downloaded from MLflow (unset: ~/.cache/hybrid-serve/mlflow)"
     )

@@ -104,6 +104,37 @@ def classifier_under_load(url: str, experiment: str, inputs: str | list[str], cl
             thread.join(timeout_s)
 
 
+@contextmanager
+def silent_server() -> Iterator[int]:
+    """A TCP server on 127.0.0.1 that accepts every connection and never answers (a hung tracking
+    server); yields its port. Its connections are closed when the block ends."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0), backlog=128)
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:  # closed: the block ended
+                return
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        try:
+            listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread (Linux)
+        except OSError:
+            pass
+        listener.close()
+        thread.join(5)
+        for connection in accepted:
+            connection.close()
+
+
 def pool_applications(app_name: str) -> set[str]:
     """The Serve applications of `app_name`'s experiment pools on the Ray this process is connected to."""
     from ray import serve

@@ -32,6 +32,7 @@ from core.serving.prediction import Prediction
 from core.serving.registry import Experiment, Registry
 from core.serving.remote import answered_prediction, await_worker
 from core.serving.request_path import RequestPath
+from core.serving.scrub import scrub
 from core.settings import Settings
 
 log = logging.getLogger("hybrid_serve.ray.ingress")
@@ -187,7 +188,7 @@ class RayPredictor:
             call = handle.predict.remote(inputs, params, request_at, decision.window_s, decision.prewarm_after_s)
             return await await_worker(call, experiment.id, timeout_s, "replica")
         except ModelUnavailable as exc:
-            self.load_errors[experiment.id] = exc.message
+            self.load_errors[experiment.id] = scrub(exc.message)
             raise
         finally:
             self.handles.release(experiment.id)

@@ -17,10 +17,12 @@ from typing import Any
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core.serving.scrub import reason, scrub_tree
+
 
 def error_body(error_type: str, message: str, **extra: Any) -> dict[str, Any]:
-    """The one error shape of the API: `{"error": {"type", "message", …}}`."""
-    return {"error": {"type": error_type, "message": message, **extra}}
+    """The one error shape of the API: `{"error": {"type", "message", …}}`, credentials scrubbed."""
+    return {"error": scrub_tree({"type": error_type, "message": message, **extra})}
 
 
 log = logging.getLogger("hybrid_serve.api")
@@ -49,7 +51,7 @@ class UnexpectedErrors:
         except Exception as exc:
             request_id = uuid.uuid4().hex[:16]
             log.error("request %s %s %s failed: %s: %s", request_id, scope.get("method"), scope.get("path"),
-                      type(exc).__name__, str(exc)[:300])
+                      type(exc).__name__, reason(exc))
             if started:
                 return
             body = error_body("internal_error", f"unexpected {type(exc).__name__}; see the server log", request_id=request_id)

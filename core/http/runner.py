@@ -15,6 +15,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from core.http.protocol import header_deadline_protocol
+from core.serving import detached
 
 
 def curl_example(host: str, port: int, experiment_id: str) -> str:
@@ -51,13 +52,19 @@ class _Server(uvicorn.Server):
 
 def run_uvicorn(app: FastAPI, host: str, port: int, on_ready: Callable[[], None]) -> None:
     """Serve until Ctrl-C (or SIGTERM); `on_ready` runs once the socket accepts connections. On the way
-    out, requests still waiting get 503, running ones get HYBRID_SHUTDOWN_TIMEOUT_S to finish."""
+    out, requests still waiting get 503 — those waiting for an MLflow call too, which is left to its
+    daemon thread —, running ones get HYBRID_SHUTDOWN_TIMEOUT_S to finish."""
     path = app.state.request_path
     settings = path.settings
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
                             http=header_deadline_protocol(settings.header_timeout_s),
                             timeout_graceful_shutdown=max(1, math.ceil(settings.shutdown_timeout_s)))
+
+    def stopping() -> None:
+        path.begin_shutdown()
+        detached.stop_all()  # nothing this process waits for on another server holds its exit
+
     try:
-        _Server(config, on_ready, path.begin_shutdown).run()
+        _Server(config, on_ready, stopping).run()
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown: that is a clean stop
         pass

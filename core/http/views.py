@@ -3,6 +3,7 @@
 Why this module exists: the request path serves predictions; these views describe the server to an
 operator — each experiment's window, why it was chosen and what is in force, activity, cached
 models, the configuration (never a secret) — from the same tracker, policy, applier and predictor.
+What `/health` and `/experiments` answer is scrubbed of credentials (errors name URLs).
 The Prometheus gauges (cached models, replicas, windows) are refreshed here, when they are scraped.
 """
 
@@ -13,6 +14,7 @@ from typing import Any
 
 from core.auth import AuthMode
 from core.serving.request_path import RequestPath
+from core.serving.scrub import scrub_tree
 
 
 class StateViews:
@@ -73,7 +75,7 @@ class StateViews:
             state = model.get("state", "cold")
             window.update(state=state, replicas=_replicas(model),
                           last_cold_start=model.get("last_cold_start"))
-        return {
+        return scrub_tree({
             "status": "ok",
             "backend": self.backend,
             "authentication": {"mode": self.mode.value},
@@ -93,7 +95,7 @@ class StateViews:
             "cached_models": cached,
             "configuration": {k: (str(v) if v is not None and not isinstance(v, (int, float, str)) else v)
                               for k, v in settings.public_dict().items()},
-        }
+        })
 
     async def experiments(self, offset: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
         """Registered experiments in registry order, `offset` and at most `limit` of them."""
@@ -115,7 +117,7 @@ class StateViews:
                 "resolved": self.path.registry.identity(experiment.id),
                 "model": model,
             })
-        return out
+        return scrub_tree(out)
 
     async def metrics(self) -> bytes:
         metrics = self.path.metrics

@@ -7,6 +7,8 @@ keeper on another node — one cheap stamp per poll, a full read only when it mo
 listeners what changed: experiments added, removed, or changed — a new definition, or a moving
 source (an MLflow alias) that now resolves to another model. A source that becomes unreadable or
 invalid never breaks what is served: the last good registry stays and the error is reported.
+Resolving a moving source may hang on its server: it runs on threads of its own (never asyncio's
+default pool, which the registry's own reads use), in the background of a change that adds one.
 """
 
 from __future__ import annotations
@@ -15,14 +17,20 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Hashable, Iterator, Protocol
 
 from core.serving import mlflow_source
+from core.serving.detached import DetachedCalls
 from core.serving.registry import Experiment, Registry, RegistryError
 from core.serving.registry_file import ReadOnlyRegistry, RegistryFile
+from core.serving.scrub import reason
 
 log = logging.getLogger("hybrid_serve.registry")
+
+#: Resolutions of moving sources: a thread each, so a tracking server that hangs holds no pool.
+RESOLUTIONS = DetachedCalls("resolve")
 
 
 @dataclass(frozen=True)
@@ -157,6 +165,7 @@ class LiveRegistry:
         self._refreshes = 0  # refreshes begun (one at a time, so they finish in that order)
         self._refreshed = 0  # the number of the last one finished
         self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[Any]] = set()
         self.status = _Status()
 
     @classmethod
@@ -203,12 +212,16 @@ class LiveRegistry:
     # --- changes ----------------------------------------------------------------------------------
     async def put(self, experiment: Experiment) -> RegistryChange:
         """Write one experiment through the source, then serve it here at once. What the write changed
-        in the source, not what this refresh saw: a poll may have applied the write first."""
+        in the source, not what this refresh saw: a poll may have applied the write first. A new
+        moving source is resolved in the background (a tracking server may take long to answer, or
+        never; a failure shows in `describe()["resolve_errors"]`)."""
         written = await self.source.put(experiment)
         change = await self.refresh(force=True)
         change = change if written is None else written
         if experiment.id in change.added and moves(experiment):
-            await self.check_identities([experiment.id])
+            task = asyncio.get_running_loop().create_task(self.check_identities([experiment.id]))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         return change
 
     async def remove(self, experiment_id: str) -> RegistryChange:
@@ -264,9 +277,9 @@ class LiveRegistry:
             if not moves(experiment):
                 continue
             try:
-                identity = await asyncio.to_thread(self._identity, experiment)
+                identity = await RESOLUTIONS.acall(partial(self._identity, experiment))
             except Exception as exc:  # MLflow unreachable, alias deleted, ...: keep the model served
-                self.status.identity_errors[experiment.id] = str(getattr(exc, "message", exc))
+                self.status.identity_errors[experiment.id] = reason(exc)
                 continue
             self.status.identity_errors.pop(experiment.id, None)
             if identity is None:
@@ -312,9 +325,10 @@ class LiveRegistry:
             await asyncio.sleep(every_s)
 
     async def close(self) -> None:
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._background]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             try:
                 await task
             except (asyncio.CancelledError, Exception):

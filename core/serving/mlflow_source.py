@@ -18,13 +18,22 @@ The work is split in three steps that are used separately:
 The tracking server (and the model registry) come from MLflow's own `MLFLOW_TRACKING_URI` (and
 `MLFLOW_REGISTRY_URI`, which defaults to it). MLflow is an optional dependency, imported only here and
 only when an MLflow source is used: `pip install 'hybrid-serve[mlflow]'`. Every failure becomes
-`ModelUnavailable` naming the source and the reason.
+`ModelUnavailable` naming the source and the reason, with any credential scrubbed from it (MLflow
+names the URL it called, user and password included).
+
+A tracking server that accepts a connection and never answers would hold a caller for minutes
+(MLflow's defaults: 120 s per request, 7 retries). So every MLflow call runs on a daemon thread of
+its own (core.serving.detached): `resolve` is given up after `HYBRID_MLFLOW_TIMEOUT_S`, MLflow's own
+per-request timeout is set to it and its retries to 0 unless `MLFLOW_HTTP_REQUEST_TIMEOUT` /
+`MLFLOW_HTTP_REQUEST_MAX_RETRIES` are set (a failed resolution is retried at the next poll or
+request), and the main job's Ctrl-C releases whoever waits for one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -34,7 +43,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from core.serving.detached import CallAbandoned, CallTimedOut, DetachedCalls
 from core.serving.errors import ModelUnavailable
+from core.serving.scrub import reason
 
 MLFLOW_PREFIX = "mlflow:"
 DEFAULT_CACHE_ROOT = Path("~/.cache/hybrid-serve/mlflow")
@@ -54,6 +65,14 @@ _MODEL_ALIAS = re.compile(rf"^models:/(?P<name>{_NAME})@(?P<alias>[A-Za-z0-9_-]+
 _RUN = re.compile(r"^runs:/(?P<run_id>[A-Za-z0-9_-]+)/(?P<path>[^\s].*)$")
 
 RefKind = Literal["version", "alias", "run"]
+
+#: MLflow's own bounds on each HTTP request, set from HYBRID_MLFLOW_TIMEOUT_S unless the user set them.
+REQUEST_TIMEOUT_VARIABLE = "MLFLOW_HTTP_REQUEST_TIMEOUT"
+REQUEST_RETRIES_VARIABLE = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
+
+#: Every MLflow client call of this process (stopped by the main job on Ctrl-C).
+MLFLOW_CALLS = DetachedCalls("mlflow")
+_SET_HERE: dict[str, str] = {}  # the values this module gave MLflow's variables (not the user's)
 
 
 @dataclass(frozen=True)
@@ -131,37 +150,66 @@ def _mlflow() -> Any:
     return mlflow
 
 
-def _reason(exc: Exception) -> str:
-    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-    message = " ".join(str(message).split())
-    return message if len(message) <= 300 else message[:297] + "..."
+def _unavailable(ref: MlflowRef, action: str, exc: BaseException) -> ModelUnavailable:
+    return ModelUnavailable(f"{MLFLOW_PREFIX}{ref.uri}: {action} failed: {reason(exc)}")
 
 
-def _unavailable(ref: MlflowRef, action: str, exc: Exception) -> ModelUnavailable:
-    return ModelUnavailable(f"{MLFLOW_PREFIX}{ref.uri}: {action} failed: {_reason(exc)}")
+def timeout_s() -> float:
+    """HYBRID_MLFLOW_TIMEOUT_S (environment or `.env`)."""
+    from core.settings import load_settings
+
+    return load_settings().mlflow_timeout_s
+
+
+def _bound_requests(bound_s: float) -> None:
+    """MLflow's per-request timeout = the bound, no retries — unless the user set them (the user's win)."""
+    for name, value in ((REQUEST_TIMEOUT_VARIABLE, str(max(1, math.ceil(bound_s)))), (REQUEST_RETRIES_VARIABLE, "0")):
+        if os.environ.get(name) in (None, _SET_HERE.get(name)):
+            os.environ[name] = _SET_HERE[name] = value
+
+
+def _detached(ref: MlflowRef, action: str, call: Any, bound_s: float | None, key: Any = None) -> Any:
+    """`call()` on a thread of its own, given up after `bound_s` or when the process stops."""
+    try:
+        return MLFLOW_CALLS.call(call, bound_s, key)
+    except CallTimedOut:
+        raise ModelUnavailable(f"{MLFLOW_PREFIX}{ref.uri}: {action} failed: no answer from MLflow within "
+                               f"{bound_s:g}s (HYBRID_MLFLOW_TIMEOUT_S)") from None
+    except CallAbandoned:
+        raise ModelUnavailable(f"{MLFLOW_PREFIX}{ref.uri}: {action} stopped: the server is shutting down",
+                               retry_after_s=1) from None
 
 
 def resolve(ref: MlflowRef) -> Resolved:
     """Which concrete model `ref` points at now (one client call): for an alias, the version it names.
 
-    Cheap enough to poll: compare `identity` with the loaded model's to notice an alias that moved."""
+    Cheap enough to poll: compare `identity` with the loaded model's to notice an alias that moved.
+    Concurrent resolutions of one source against one store share one call."""
     mlflow = _mlflow()
     if not mlflow.is_tracking_uri_set():
         raise ModelUnavailable(f"{MLFLOW_PREFIX}{ref.uri}: MLFLOW_TRACKING_URI is not set (the MLflow tracking server "
                                "or store that holds the model)")
-    try:
-        client = mlflow.MlflowClient()
-        if ref.kind == "run":
-            client.get_run(ref.run_id)
-            return Resolved(ref, identity=ref.uri, download_uri=ref.uri, store_uri=mlflow.get_tracking_uri())
-        if ref.kind == "alias":
-            version = client.get_model_version_by_alias(ref.name, ref.alias)
-        else:
-            version = client.get_model_version(ref.name, ref.version)
-    except Exception as exc:  # unknown model/alias/run, unreachable store: all mean "cannot load now"
-        raise _unavailable(ref, "resolving", exc) from None
-    concrete = f"models:/{ref.name}/{version.version}"
-    return Resolved(ref, identity=concrete, download_uri=concrete, store_uri=mlflow.get_registry_uri())
+    bound_s = timeout_s()
+    _bound_requests(bound_s)
+    tracking_uri, registry_uri = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    store_uri = tracking_uri if ref.kind == "run" else registry_uri
+
+    def ask() -> Resolved:
+        try:
+            client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+            if ref.kind == "run":
+                client.get_run(ref.run_id)
+                return Resolved(ref, identity=ref.uri, download_uri=ref.uri, store_uri=store_uri)
+            if ref.kind == "alias":
+                version = client.get_model_version_by_alias(ref.name, ref.alias)
+            else:
+                version = client.get_model_version(ref.name, ref.version)
+        except Exception as exc:  # unknown model/alias/run, unreachable store: all mean "cannot load now"
+            raise _unavailable(ref, "resolving", exc) from None
+        concrete = f"models:/{ref.name}/{version.version}"
+        return Resolved(ref, identity=concrete, download_uri=concrete, store_uri=store_uri)
+
+    return _detached(ref, "resolving", ask, bound_s, key=("resolve", tracking_uri, registry_uri, ref))
 
 
 # --- the local cache ---------------------------------------------------------------------------
@@ -229,15 +277,20 @@ def download(resolved: Resolved, cache_root: Path | None = None) -> Path:
         return entry / MODEL_DIR
     mlflow = _mlflow()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a progress bar per load is log noise
+    _bound_requests(timeout_s())
     root.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=root))
-    try:
+
+    def fetch() -> str:
         try:
-            fetched = mlflow.artifacts.download_artifacts(
-                artifact_uri=resolved.download_uri, dst_path=str(partial / ARTIFACTS_DIR)
-            )
+            return str(mlflow.artifacts.download_artifacts(artifact_uri=resolved.download_uri,
+                                                           dst_path=str(partial / ARTIFACTS_DIR)))
         except Exception as exc:
             raise _unavailable(resolved.ref, f"downloading {resolved.identity}", exc) from None
+
+    try:
+        # No bound on the whole download (a large model takes minutes), only on each of MLflow's requests.
+        fetched = _detached(resolved.ref, f"downloading {resolved.identity}", fetch, None)
         _compose(resolved, Path(fetched), partial / MODEL_DIR)
         (partial / COMPLETE_MARKER).write_text(json.dumps(
             {"source": MLFLOW_PREFIX + resolved.ref.uri, "identity": resolved.identity, "downloaded_at": time.time()}

@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -38,11 +38,25 @@ class Served:
     pid: int
     #: The server's latest output lines (it keeps being read, so a talkative server never blocks).
     output: deque[str]
+    process: subprocess.Popen[str] = field(repr=False, compare=False)
 
     def rss_bytes(self) -> int:
         """The server process's resident memory now."""
         with open(f"/proc/{self.pid}/statm") as fh:
             return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def interrupt(self, timeout_s: float = 60) -> int | None:
+        """Ctrl-C, as an operator stops it: its exit status, or None while it still runs after `timeout_s`."""
+        return _interrupt(self.process, timeout_s)
+
+
+def _interrupt(proc: subprocess.Popen[str], timeout_s: float) -> int | None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return None
 
 
 @contextmanager
@@ -72,11 +86,8 @@ def served(backend: str = "inprocess", env: dict[str, str] | None = None, timeou
                 raise RuntimeError("server did not start:\n" + "".join(output))
         tail: deque[str] = deque(output, maxlen=200)
         threading.Thread(target=tail.extend, args=(proc.stdout,), daemon=True).start()
-        yield Served(f"http://127.0.0.1:{port}", proc.pid, tail)
+        yield Served(f"http://127.0.0.1:{port}", proc.pid, tail, proc)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
+        if _interrupt(proc, 60) is None:
             proc.kill()
             proc.wait()

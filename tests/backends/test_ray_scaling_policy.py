@@ -141,6 +141,22 @@ def test_replica_errors_come_back_with_their_status() -> None:
         asyncio.run(predictor_with(call).predict(EXPERIMENT, ["x"], None, DECISION))
 
 
+def test_a_replicas_load_error_is_kept_without_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a replica said about its failed load is shown in /experiments' last_error: MLflow named
+    the URL it called, user and password included."""
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "tok-9f8e7d6c")
+    said = ("e: mlflow:models:/clf@champion: resolving failed: API request to http://alice:s3cret-pw@mlflow:5000/api "
+            "failed (Authorization: Bearer tok-9f8e7d6c)")
+    call = _Call({"error": {"type": "model_unavailable", "status": 503, "message": said}})
+    predictor = predictor_with(call)
+    with pytest.raises(ModelUnavailable):
+        asyncio.run(predictor.predict(EXPERIMENT, ["x"], None, DECISION))
+    expected = ("e: mlflow:models:/clf@champion: resolving failed: API request to http://***@mlflow:5000/api "
+                "failed (Authorization: Bearer ***)")
+    assert predictor.load_errors == {"e": expected}
+    assert asyncio.run(predictor.model_status())["e"]["last_error"] == expected
+
+
 def prewarm_report(idle_real_s: float, prewarm_s: float, window_s: float) -> ReplicaReport:
     return ReplicaReport(last_busy=NOW - idle_real_s, in_flight=0, last_request=1.0, window_s=window_s, prewarm_s=prewarm_s)
 

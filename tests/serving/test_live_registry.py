@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
+import threading
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
-from core.serving.live_registry import LiveRegistry, RegistryChange, registry_diff
+from core.serving.live_registry import FileSource, LiveRegistry, RegistryChange, registry_diff
 from core.serving.registry import Experiment, Registry, RegistryError, experiment_entry
 from core.serving.registry_file import ReadOnlyRegistry, RegistryFile
 
@@ -143,6 +146,70 @@ def test_an_unreachable_tracking_server_keeps_the_model_and_reports_why() -> Non
 
     live = asyncio.run(scenario())
     assert live.describe()["resolve_errors"] == {"champ": "tracking server unreachable"}
+
+
+def test_a_moving_source_is_resolved_after_its_put_answers_and_a_failure_is_reported(tmp_path: Path) -> None:
+    """Resolving may hang on the tracking server: the PUT that adds an alias does not wait for it."""
+    path = tmp_path / "experiments.toml"
+    RegistryFile(path).change(lambda r: r.with_experiment(entry("plain")), create=True)
+    release = threading.Event()
+
+    def identity(experiment: Experiment) -> str | None:
+        release.wait(30)
+        raise ConnectionError("http://alice:s3cret-pw@tracking:5000 hung up")
+
+    async def scenario() -> tuple[RegistryChange, dict[str, str], dict[str, str]]:
+        live = _following(path, identity)
+        change = await asyncio.wait_for(live.put(entry("champ", source="mlflow:models:/clf@champion")), 5)
+        while_hung = dict(live.describe()["resolve_errors"])
+        release.set()
+        await _until(lambda: "champ" in live.status.identity_errors)
+        await live.close()
+        return change, while_hung, live.describe()["resolve_errors"]
+
+    change, while_hung, errors = asyncio.run(scenario())
+    assert change == RegistryChange(added=("champ",)) and while_hung == {}
+    assert errors == {"champ": "http://***@tracking:5000 hung up"}  # scrubbed where it is recorded
+
+
+def test_hung_resolutions_never_hold_the_registrys_own_reads(tmp_path: Path) -> None:
+    """More hung resolutions than asyncio's default pool has threads: the registry still reads its
+    file (a 404's look-up, an experiment added by the CLI) and takes a plain change."""
+    path = tmp_path / "experiments.toml"
+    RegistryFile(path).change(lambda r: r.with_experiment(entry("plain")), create=True)
+    release, hung = threading.Event(), []
+    default_pool = min(32, (os.cpu_count() or 1) + 4)  # asyncio's default executor's threads
+
+    def identity(experiment: Experiment) -> str | None:
+        hung.append(experiment.id)
+        release.wait(30)
+        return "models:/clf/1"
+
+    async def scenario() -> tuple[bool, RegistryChange]:
+        live = _following(path, identity)
+        puts = []
+        for i in range(default_pool + 2):  # one after the other, as clients that give up after 0.2 s send them
+            puts.append(asyncio.ensure_future(live.put(entry(f"alias-{i}", source=f"mlflow:models:/m{i}@champion"))))
+            await asyncio.wait([puts[-1]], timeout=0.2)
+        RegistryFile(path).change(lambda r: r.with_experiment(entry("by-cli")))  # another writer
+        try:
+            await asyncio.wait_for(live.refresh(), 5)
+            plain = await asyncio.wait_for(live.put(entry("plain-2")), 5)
+            return live.get("by-cli") is not None, plain
+        finally:
+            release.set()
+            await asyncio.wait_for(asyncio.gather(*puts, return_exceptions=True), 30)
+            await live.close()
+
+    seen, plain = asyncio.run(scenario())
+    assert seen and plain == RegistryChange(added=("plain-2",))
+
+
+def _following(path: Path, identity: Callable[[Experiment], str | None]) -> LiveRegistry:
+    """The live registry of a file, with moving sources resolved by `identity`."""
+    source = FileSource(path)
+    stamp, registry = source.file.read()
+    return LiveRegistry(source, registry, stamp, identity=identity)
 
 
 class _Static:

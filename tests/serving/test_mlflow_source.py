@@ -21,7 +21,7 @@ from core.serving.models import load_model
 from core.serving.weights import sha256_of
 from core.serving.parameters import TextClassificationParams
 from core.serving.registry import Experiment, Registry, RegistryError
-from tests.conftest import free_port
+from tests.conftest import free_port, silent_server
 from tests.tiny_models import build_text_classification, weights_file
 
 # MLflow's sqlite store still uses a SQLAlchemy loader strategy SQLAlchemy 2.1 deprecates: not ours to fix.
@@ -30,6 +30,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy i
 V1_LABELS = ("negative", "positive")
 V2_LABELS = ("bad", "good")
 TEXTS = ["this movie was great and i loved it", "this movie was terrible and i hated it"]
+REQUEST_VARIABLES = ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES")
 
 
 def _log_classifier(mlflow: Any, experiment_id: str, model_dir: Path, registered_name: str) -> tuple[str, str]:
@@ -84,6 +85,19 @@ def cache(store: SimpleNamespace, clean_settings_env: Path, monkeypatch: pytest.
     root = store.root / "cache"
     monkeypatch.setenv("HYBRID_MLFLOW_CACHE", str(root))
     return root
+
+
+@pytest.fixture(autouse=True)
+def request_bounds_restored() -> Iterator[None]:
+    """`resolve` gives MLflow's request variables a default in this process's environment: each test
+    starts from the environment it found, and leaves it so."""
+    saved = {name: os.environ.get(name) for name in REQUEST_VARIABLES}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def labels_of(model_dir: Path) -> set[str]:
@@ -247,6 +261,43 @@ def test_an_unreachable_tracking_server_is_unavailable(store: SimpleNamespace, m
     with pytest.raises(ModelUnavailable) as err:
         resolve(parse("mlflow:models:/clf@champion"))
     assert err.value.message.startswith("mlflow:models:/clf@champion: resolving failed: ")
+
+
+def test_a_hung_tracking_server_is_given_up_after_the_timeout(store: SimpleNamespace,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow's defaults (120 s per request, 7 retries) held a resolution for minutes."""
+    monkeypatch.setenv("HYBRID_MLFLOW_TIMEOUT_S", "1")
+    for name in REQUEST_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    with silent_server() as port:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+        started = time.monotonic()
+        with pytest.raises(ModelUnavailable) as err:
+            resolve(parse("mlflow:models:/clf@hung"))
+        assert time.monotonic() - started < 20  # generous: the default settings took about 4 minutes
+    assert err.value.message == ("mlflow:models:/clf@hung: resolving failed: no answer from MLflow within 1s "
+                                 "(HYBRID_MLFLOW_TIMEOUT_S)")
+    assert (os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"], os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]) == ("1", "0")
+
+
+def test_mlflows_own_request_settings_win_when_the_user_set_them(store: SimpleNamespace,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HYBRID_MLFLOW_TIMEOUT_S", "7")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "45")
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    assert resolve(parse("mlflow:models:/clf/1")).identity == "models:/clf/1"
+    assert (os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"], os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]) == ("45", "0")
+
+
+def test_credentials_never_show_in_the_reason(store: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow names the URL it called, user and password included; the reason a client sees does not."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://alice:s3cret-pw@127.0.0.1:{free_port()}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with pytest.raises(ModelUnavailable) as err:
+        load_model(experiment("mlflow:models:/clf@champion"), "cpu")
+    message = err.value.message
+    assert message.startswith("mlflow-exp: mlflow:models:/clf@champion: resolving failed: API request to http://***@127.0.0.1:")
+    assert "alice" not in message and "s3cret-pw" not in message
 
 
 def test_an_unset_tracking_uri_is_named(store: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
