@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import threading
 import time
@@ -142,6 +143,17 @@ def pool_applications(app_name: str) -> set[str]:
     from backends.local_ray.pool import pool_app_name
 
     return {name for name in serve.status().applications if name.startswith(pool_app_name(app_name, ""))}
+
+
+@contextmanager
+def silent_hub() -> Iterator[dict[str, str]]:
+    """The environment of a Hugging Face Hub that accepts connections and never answers: a model from
+    it is a cold start that does not end (until the test ends it)."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(64)  # the kernel accepts; nobody ever reads or answers
+        yield {"HF_ENDPOINT": f"http://127.0.0.1:{server.getsockname()[1]}", "HF_HUB_OFFLINE": "0",
+               "HF_HUB_DISABLE_TELEMETRY": "1"}
 
 
 def ray_processes() -> set[int]:

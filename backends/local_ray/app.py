@@ -18,8 +18,12 @@ from core.auth import AuthMode
 from core.settings import Settings
 
 
+#: The ingress's deployment (the driver calls it through a handle to drain it on Ctrl-C).
+INGRESS_DEPLOYMENT = "ingress"
+
+
 def build_application(settings: Settings, mode: AuthMode, app_name: str) -> Any:
     """The bound ingress application (deploy it with `serve.run(..., name=app_name)`). Tokens stay out of it."""
-    ingress = serve.deployment(serve.ingress()(HybridIngress), name="ingress", num_replicas=1,
+    ingress = serve.deployment(serve.ingress()(HybridIngress), name=INGRESS_DEPLOYMENT, num_replicas=1,
                                ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
     return ingress.bind(deployment_settings(settings, ingress=True), mode.value, app_name)

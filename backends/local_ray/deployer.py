@@ -3,9 +3,11 @@
 Why this module exists: a registered experiment that is never requested should cost nothing — no
 deployment, nothing for Serve's controller to poll — so hundreds start as fast as one. The ingress
 deploys an experiment's pool (pool.py) when its first request arrives (single flight: concurrent
-requests wait for one deploy), redeploys it when its definition or resolved model changes (Serve
-starts replicas of the new model and lets requests in flight finish on the old ones), and deletes it
-when the experiment is retired — or parked: a pool that has idled at zero replicas with nothing
+requests wait for one deploy, which a request that stops waiting does not stop), redeploys it when
+its definition or resolved model changes (Serve starts replicas of the new model and lets requests
+in flight finish on the old ones; requests that arrive meanwhile wait for the new model, so a change
+is in force for every request after it, as on the other backends), and deletes it when the
+experiment is retired — or parked: a pool that has idled at zero replicas with nothing
 planned still costs Serve's controller a policy run every loop, so the ingress deletes it and its
 next request deploys it again. Which pools exist is read back from Serve itself, so an ingress that
 restarts knows them without any memory of its own.
@@ -38,6 +40,8 @@ class PoolDeployer:
         self._delete = delete or self._serve_delete
         self._deployed: set[str] = set()
         self._deleting: set[str] = set()
+        #: The deploy or swap of an experiment's pool under way: its requests wait for it.
+        self._pending: dict[str, asyncio.Task[None]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._background: set[asyncio.Task[None]] = set()
 
@@ -49,27 +53,31 @@ class PoolDeployer:
         return experiment_id in self._deployed
 
     async def ensure(self, experiment: Experiment, identity: str | None) -> None:
-        """The experiment's pool exists once this returns (deployed now if it did not)."""
-        if experiment.id in self._deployed:
-            return
-        async with self._lock(experiment.id):
-            if experiment.id not in self._deployed:
-                await self._run(experiment, identity)
+        """The experiment's pool exists, with its current model, once this returns: after the deploy
+        or swap under way, if any (a swap: the request meets the new model), or deployed now."""
+        pending = self._pending.get(experiment.id)
+        if pending is not None:
+            await asyncio.wait({pending})  # not cancelled with this request; a failed swap was logged, the pool serves
+        if experiment.id not in self._deployed:
+            await asyncio.shield(self._pending.get(experiment.id) or self._track(
+                experiment.id, self._locked_run(experiment, identity, only_if_missing=True)))
 
     def swap(self, experiment: Experiment, identity: str | None) -> None:
-        """The experiment changed: a deployed pool is redeployed with the new model (in the background)."""
-        if experiment.id in self._deployed:
-            self._spawn(self._locked_run(experiment, identity))
+        """The experiment changed: a deployed pool (or one being deployed) is redeployed with the new
+        model, in the background; its requests meanwhile wait for it (`ensure`)."""
+        if experiment.id in self._deployed or experiment.id in self._pending:
+            self._track(experiment.id, self._locked_run(experiment, identity))
 
     def retire(self, experiment_id: str) -> None:
-        """The experiment was removed: its pool goes (in the background; requests in flight finish)."""
-        if experiment_id in self._deployed:
+        """The experiment was removed: its pool goes (in the background, after a deploy or swap under
+        way; requests in flight finish)."""
+        if experiment_id in self._deployed or experiment_id in self._pending:
             self._delete_later(experiment_id, unless_redeployed=False)
 
     def park(self, experiment_id: str) -> bool:
         """The pool idles at zero with nothing planned: delete it (in the background) until its next
         request, which waits for the deletion and deploys it again. False when it is being changed."""
-        if experiment_id not in self._deployed or self._lock(experiment_id).locked():
+        if experiment_id not in self._deployed or experiment_id in self._pending or self._lock(experiment_id).locked():
             return False
         self._delete_later(experiment_id, unless_redeployed=True)
         return True
@@ -88,31 +96,48 @@ class PoolDeployer:
     async def _locked_delete(self, experiment_id: str, unless_redeployed: bool) -> None:
         async with self._lock(experiment_id):  # a re-add waits for the deletion
             try:
-                if unless_redeployed and experiment_id in self._deployed:
-                    return  # a request deployed it again before the deletion began: it serves
+                if unless_redeployed and (experiment_id in self._deployed or experiment_id in self._pending):
+                    return  # a request deployed it again (or is deploying it) before the deletion began: it serves
                 await asyncio.to_thread(self._delete, experiment_id)
+                self._deployed.discard(experiment_id)  # a deploy that was under way when it was retired
             finally:
                 self._deleting.discard(experiment_id)
 
-    async def _locked_run(self, experiment: Experiment, identity: str | None) -> None:
+    async def _locked_run(self, experiment: Experiment, identity: str | None, only_if_missing: bool = False) -> None:
         async with self._lock(experiment.id):
-            await self._run(experiment, identity)
+            if not (only_if_missing and experiment.id in self._deployed):
+                await self._run(experiment, identity)
 
     async def _run(self, experiment: Experiment, identity: str | None) -> None:
         replica_view = await self._for_replicas(experiment)
         await asyncio.to_thread(self._deploy, replica_view, identity)
         self._deployed.add(experiment.id)
 
-    def _spawn(self, work: Awaitable[Any]) -> None:
-        async def logged() -> None:
+    def _track(self, experiment_id: str, work: Awaitable[None]) -> asyncio.Task[None]:
+        """`work` as the experiment's pending change (the latest one wins), in the background."""
+        async def tracked() -> None:
             try:
                 await work
-            except Exception:
-                log.exception("changing an experiment's pool failed")
+            finally:
+                if self._pending.get(experiment_id) is task:
+                    del self._pending[experiment_id]
 
-        task = asyncio.get_running_loop().create_task(logged())
+        task = self._spawn(tracked())
+        self._pending[experiment_id] = task
+        return task
+
+    def _spawn(self, work: Awaitable[Any]) -> asyncio.Task[Any]:
+        """`work` in the background (`settle` waits for it); a failure is logged (and a deploy's also
+        reaches the requests waiting for it)."""
+        task = asyncio.get_running_loop().create_task(work)
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("changing an experiment's pool failed", exc_info=task.exception())
 
     async def settle(self) -> None:
         """Wait for background swaps and deletions (tests, shutdown)."""

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from backends.local_ray.cold_starts import ColdStarts, NoStartSlot
 from backends.local_ray.deployer import PoolDeployer
+from backends.local_ray.in_flight import InFlight, Ticket
 from backends.local_ray.pool import deployment_name, pool_app_name
 from backends.local_ray.registry_keeper import NAMESPACE, KeeperSource, keeper_name
 from core.auth import AuthMode
@@ -65,6 +66,19 @@ def serve_replica_states(app_name: str) -> dict[str, dict[str, int]]:
             counts[state] = counts.get(state, 0) + 1
         out[experiment_id] = counts
     return out
+
+
+async def _answer(call: Any, ticket: Ticket | None) -> Any:
+    """A deployment handle call's answer; `ticket` learns when Serve has given the call to a running
+    replica (the end of any cold start). Cancelled, the call is cancelled too."""
+    try:
+        await call._fetch_future_result_async()  # Serve's assignment: no public way to await it alone
+        if ticket is not None:
+            ticket.take()
+        return await call
+    except asyncio.CancelledError:
+        call.cancel()
+        raise
 
 
 class Handles:
@@ -141,6 +155,8 @@ class RayPredictor:
         self._empty_since: dict[str, float] = {}
         #: Cold starts under way at once, across experiments (HYBRID_MAX_COLD_STARTS).
         self.starts = ColdStarts(settings.max_cold_starts)
+        #: Requests on their way to a replica: a retirement or a stop ends their wait.
+        self.in_flight = InFlight()
         self._watcher: asyncio.Task[None] | None = None
 
     def _admit(self, experiment: Experiment) -> None:
@@ -159,16 +175,23 @@ class RayPredictor:
                              retry_after_s=RETRY_AFTER_FULL_S)
 
     async def predict(self, experiment: Experiment, inputs: list[str], params: Any, decision: WindowDecision) -> Prediction:
+        """The replica's answer; a retirement of the experiment (404) or a stop (503) ends the wait for
+        one at once (in_flight.py)."""
+        return await self.in_flight.run(experiment.id, lambda ticket: self._predict(experiment, inputs, params, decision, ticket))
+
+    async def _predict(self, experiment: Experiment, inputs: list[str], params: Any, decision: WindowDecision,
+                       ticket: Ticket) -> Prediction:
         states = (await self.replica_states()).get(experiment.id, {})
         self._admit(experiment)
         timeout_s, arrived = self.settings.cold_start_timeout_s, time.monotonic()
         cold = not (states.get("RUNNING", 0) + states.get("STARTING", 0))
         try:
             async with self.starts.admit(experiment.id, cold, timeout_s):
-                await self.deployer.ensure(experiment, self.identity(experiment.id))  # its first request: deploy
+                # its first request deploys the pool; a request after a swap waits for the new model
+                await self.deployer.ensure(experiment, self.identity(experiment.id))
                 request_at = time.time()
                 result = await self._call(experiment, inputs, params, decision, request_at,
-                                          max(0.1, timeout_s - (time.monotonic() - arrived)))
+                                          max(0.1, timeout_s - (time.monotonic() - arrived)), ticket)
         except NoStartSlot:
             raise Overloaded(f"{experiment.id}: {self.starts.limit} other experiments' cold starts (HYBRID_MAX_COLD_STARTS) "
                              f"kept every slot for {timeout_s:g}s; retry in {RETRY_AFTER_FULL_S:g}s",
@@ -182,11 +205,11 @@ class RayPredictor:
         return prediction
 
     async def _call(self, experiment: Experiment, inputs: list[str], params: Any, decision: WindowDecision,
-                    request_at: float, timeout_s: float) -> dict[str, Any]:
+                    request_at: float, timeout_s: float, ticket: Ticket | None = None) -> dict[str, Any]:
         handle = self.handles.acquire(experiment.id)
         try:
             call = handle.predict.remote(inputs, params, request_at, decision.window_s, decision.prewarm_after_s)
-            return await await_worker(call, experiment.id, timeout_s, "replica")
+            return await await_worker(_answer(call, ticket), experiment.id, timeout_s, "replica")
         except ModelUnavailable as exc:
             self.load_errors[experiment.id] = scrub(exc.message)
             raise
@@ -254,6 +277,7 @@ class RayPredictor:
         """A removed experiment's pool is deleted, a changed one's redeployed with the new model
         (requests in flight finish on the old replicas); an added one waits for its first request."""
         for experiment_id in change.removed:
+            self.in_flight.retire(experiment_id)
             self.deployer.retire(experiment_id)
             await self.handles.drop(experiment_id)
             self.cold_starts.pop(experiment_id, None)
@@ -289,7 +313,14 @@ class RayPredictor:
         return [e for e, states in (await self.replica_states()).items() if states.get("RUNNING", 0)]
 
     def begin_shutdown(self) -> None:
-        return None  # the containers serve on; this ingress simply stops taking requests
+        """New requests and those still waiting for a replica (a cold start, a start slot, a swap) get
+        503 now; those replicas run finish (`drain`)."""
+        self.in_flight.stop_taking()
+
+    async def drain(self, timeout_s: float) -> int:
+        """After `begin_shutdown`: wait up to `timeout_s` for the requests replicas run, answer the rest
+        503; how many were cut short."""
+        return await self.in_flight.drain(timeout_s)
 
     async def close(self) -> None:
         if self._watcher is not None:
@@ -315,8 +346,17 @@ class HybridIngress:
             return await keeper.for_replicas.remote(experiment)
 
         deployer = PoolDeployer(self.settings, app_name, for_replicas)
-        predictor = RayPredictor(self.settings, app_name, deployer, identity=registry.identity)
-        self.path = RequestPath(self.settings, registry, predictor)
+        self.predictor = RayPredictor(self.settings, app_name, deployer, identity=registry.identity)
+        self.path = RequestPath(self.settings, registry, self.predictor)
 
     def __serve_build_asgi_app__(self) -> Any:
         return create_app(self.path, backend="ray", mode=self.mode)
+
+    def begin_shutdown(self) -> None:
+        """The server stops (the driver calls this through a handle): new requests and those still
+        waiting for a replica get 503 now."""
+        self.path.begin_shutdown()
+
+    async def drain(self, timeout_s: float) -> int:
+        """Then: the requests replicas run get `timeout_s` to finish, the rest 503; how many were cut short."""
+        return await self.predictor.drain(timeout_s)

@@ -3,7 +3,9 @@
 Why this module exists: a replica is what scales 0 → N → 0. Its constructor is the cold start (core's
 `RemoteWorker` loads the model); it serves predictions through that worker; and it reports to the
 autoscaling policy when it was last busy and the window decided for the latest request it served
-(`record_autoscaling_stats`) — the decision travels with each request from the ingress.
+(`record_autoscaling_stats`) — the decision travels with each request from the ingress — and, once
+it has answered a request without a model (the load failed), that it holds none: the policy lets
+such a replica go at once instead of keeping an empty container for the whole window.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class ExperimentReplica:
         self._window_s: float | None = None
         self._prewarm_s: float | None = None
         self._in_flight = 0
+        self._failed = False  # answered a request without a model (its load failed)
 
     async def predict(self, inputs: list[str], params: Any, request_at: float, window_s: float,
                       prewarm_s: float | None) -> dict[str, Any]:
@@ -49,6 +52,7 @@ class ExperimentReplica:
         finally:
             self._in_flight -= 1
             self._last_busy = time.time()
+            self._failed = self.worker.load_failed
 
     def record_autoscaling_stats(self) -> dict[str, float]:
         """What the policy needs (core.keepwarm's decision for the latest request served, when there is one)."""
@@ -61,6 +65,8 @@ class ExperimentReplica:
             stats[scaling.WINDOW] = self._window_s
         if self._prewarm_s is not None:
             stats[scaling.PREWARM] = self._prewarm_s
+        if self._failed:
+            stats[scaling.LOAD_FAILED] = 1.0
         return stats
 
     def check_health(self) -> None:  # Serve's health check: a replica that is up is healthy

@@ -5,7 +5,10 @@ no process behind — and behave on a cluster it shares with other teams. Withou
 starts a private Ray instance (never one that `ray start` left on the machine) and, on exit, shuts it
 down. With `RAY_ADDRESS` it joins that cluster, ships the project's code (and local model
 directories) to every node through Ray's `runtime_env`, refuses an application name already taken,
-serves where Serve's proxies really listen, and on exit removes only its own application. A driver
+serves where Serve's proxies really listen, and on exit removes only its own application. Before
+anything goes, Ctrl-C or SIGTERM drains the ingress (`drain`): new requests and those still waiting
+for a replica get 503, running ones get HYBRID_SHUTDOWN_TIMEOUT_S to finish — every client gets an
+HTTP status, as from the in-process server. A driver
 that already holds Ray (the testing kit keeps one up for a whole test session: `keep_ray`) is reused
 as such a shared cluster: `stop` then removes only this application and leaves Ray and Serve up.
 """
@@ -28,13 +31,18 @@ from core.serving.weights import weights_file
 from core.serving.registry import PACKAGE_PREFIX, Experiment, Registry, RegistryError
 from core.settings import SECRET_VARIABLES, Settings
 
-from backends.local_ray.app import build_application
+from backends.local_ray.app import INGRESS_DEPLOYMENT, build_application
 from backends.local_ray.ingress import APP_NAME
 from backends.local_ray.pool import SERVE_LOGGING, pool_app_name, ray_environment
+from backends.local_ray.proxy import proxy_environment, wait_delivered
 from backends.local_ray.registry_keeper import NAMESPACE, RegistryKeeper, keeper_name
 from backends.local_ray.scaling import DurableMemory
 #: Ray refuses a `working_dir` larger than this; local models beyond it must live on shared storage.
 MAX_SHIPPED_BYTES = 400 * 2**20
+#: On Ctrl-C, once the ingress has answered every request: how long Serve's proxies get to send the answers.
+DELIVERY_TIMEOUT_S = 10.0
+#: ... and how long the ingress may take to take a stop's call beyond the requests' own time.
+CALL_SLACK_S = 30.0
 AUTH_HELP = (
     "Ray 2.60 clusters started with `ray start` require a token by default: export the cluster's token "
     "as RAY_AUTH_TOKEN (it is in ~/.ray/auth_token on the head node), or start the cluster with "
@@ -122,6 +130,9 @@ def start(settings: Settings, registry: Registry, host: str, port: int, app_name
     started_ray = not ray.is_initialized()
     for key, value in ray_environment().items():
         os.environ.setdefault(key, value)  # processes of a local Ray instance inherit this environment
+    if own_cluster and started_ray:  # ... Serve's proxies too: ours only on a Ray instance of our own
+        for key, value in proxy_environment().items():
+            os.environ.setdefault(key, value)
     for secret in SECRET_VARIABLES:  # ... so secrets leave it first: the settings already hold them
         os.environ.pop(secret, None)
     shipped, staging = ({}, None) if own_cluster else _ship_models(registry)
@@ -234,6 +245,26 @@ def _remove_application(app_name: str, everything: bool) -> None:
     DurableMemory.forget(app_name + "/")
 
 
+def drain(running: Running, timeout_s: float) -> None:
+    """Before Serve goes: the ingress refuses new requests and those still waiting for a replica
+    (503), gives the running ones `timeout_s` to finish and answers the rest 503; then, where the
+    proxies are ours (they go with Serve), waits until they have sent every answer. A failure here
+    is reported and `stop` runs all the same."""
+    from ray import serve
+
+    try:
+        ingress = serve.get_deployment_handle(INGRESS_DEPLOYMENT, running.app_name)
+        ingress.begin_shutdown.remote().result(timeout_s=CALL_SLACK_S)
+        cut = ingress.drain.remote(timeout_s).result(timeout_s=timeout_s + CALL_SLACK_S)
+        if cut:
+            print(f"{cut} request(s) still running after {timeout_s:g}s (HYBRID_SHUTDOWN_TIMEOUT_S) answered 503", flush=True)
+        if running.owns_serve and not wait_delivered(DELIVERY_TIMEOUT_S):
+            print(f"note: Serve's proxies still had answers to send after {DELIVERY_TIMEOUT_S:g}s", file=sys.stderr, flush=True)
+    except Exception as exc:  # the ingress gone already, ...: stop regardless
+        print(f"note: draining the ingress failed ({type(exc).__name__}: {str(exc)[:200]}); stopping anyway",
+              file=sys.stderr, flush=True)
+
+
 def wait_until_stopped(stopped: threading.Event, poll_s: float = 0.5) -> None:
     """Wait for a stop signal. Python runs signal handlers only in the main thread, between bytecodes:
     a signal delivered to another thread (Ray has many) must not find the main thread blocked in an
@@ -262,6 +293,7 @@ def run(settings: Settings, host: str, port: int, name: str = APP_NAME, **_: Any
         wait_until_stopped(stopped)
     finally:
         print(f"shutting down {'Serve and Ray' if running.owns_serve else 'our Serve application'} ...", flush=True)
+        drain(running, settings.shutdown_timeout_s)
         stop(running)
         print("stopped.", flush=True)
     return 0

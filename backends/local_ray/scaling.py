@@ -28,6 +28,7 @@ IN_FLIGHT = "hybrid_in_flight"
 LAST_REQUEST = "hybrid_last_request"  # wall time that request arrived at the ingress
 WINDOW = "hybrid_window_s"  # the window (emulated seconds) decided for it
 PREWARM = "hybrid_prewarm_s"  # its pre-warm delay (emulated seconds), only for a pre-warm decision
+LOAD_FAILED = "hybrid_load_failed"  # 1: the replica answered a request without a model (its load failed)
 
 #: Where the policy keeps, in Serve's `policy_state`, the latest decision seen (for a pool at zero).
 REMEMBERED = "remembered"
@@ -42,6 +43,7 @@ class ReplicaReport:
     last_request: float | None = None
     window_s: float | None = None  # None: the replica has served no request yet
     prewarm_s: float | None = None
+    failed: bool = False  # it holds no model (its load failed): nothing to keep warm
 
 
 @dataclass(frozen=True)
@@ -82,8 +84,10 @@ def desired_replicas(inputs: ScalingInputs) -> ScaleDecision:
     experiment's idle time (emulated seconds: real seconds × time_scale). A replica counts as warm
     while it has a request in flight or has been idle for less than that window; a replica that has
     served nothing yet idles from its start; replicas that have not reported yet (just started) are
-    kept. Load adds replicas (ongoing requests / target per replica). While no replica runs, the
-    latest report seen (`remembered`) still decides, so a pre-warm brings one back on time.
+    kept. A replica whose model failed to load is not kept once idle: it holds nothing worth a
+    window, and the next request starts a new one that loads the model again. Load adds replicas
+    (ongoing requests / target per replica). While no replica runs, the latest report seen
+    (`remembered`) still decides, so a pre-warm brings one back on time.
     """
     decision = _unbounded(inputs)
     replicas = max(0, min(inputs.max_replicas, decision.replicas))
@@ -112,10 +116,12 @@ def _unbounded(inputs: ScalingInputs) -> ScaleDecision:
     idle = 0.0 if busy else max(0.0, (inputs.now - last_busy) * scale)
     state = desired_state(latest.window_s, latest.prewarm_s, idle, inputs.prewarm_lead_s * scale)
     warm = inputs.unreported + inputs.starting + sum(
-        1 for r in reports if r.in_flight > 0 or (inputs.now - r.last_busy) * scale < state.scaledown_window_s)
+        1 for r in reports if r.in_flight > 0 or (not r.failed and (inputs.now - r.last_busy) * scale < state.scaledown_window_s))
     replicas = max(load, warm, state.min_containers)
     if latest.prewarm_s is not None:
         reason = state.reason
+    elif replicas < len(reports) and any(r.failed and not r.in_flight for r in reports):
+        reason = "the model failed to load: its idle replicas go (the next request loads it again)"
     elif replicas == 0:
         reason = f"idle {idle:.1f}s ≥ window {latest.window_s:g}s"
     elif load > warm:
@@ -158,7 +164,7 @@ def reports_from_metrics(raw_metrics: Mapping[str, Mapping[Any, list[Any]]] | No
             return float(point.value) if point is not None and point.timestamp == busy.timestamp else None
 
         reports.append(ReplicaReport(float(busy.value), int(in_flight.value), current(LAST_REQUEST),
-                                     current(WINDOW), current(PREWARM)))
+                                     current(WINDOW), current(PREWARM), bool(current(LOAD_FAILED))))
     return reports
 
 

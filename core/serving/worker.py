@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from core.serving.cache import ModelState
 from core.serving.engine import InferenceEngine
 from core.serving.errors import ServeError
 from core.serving.models import LoadedModel, best_device, load_model
@@ -47,6 +48,11 @@ class RemoteWorker:
             pass
         self.model_load_s = time.perf_counter() - started
         self.ready_at = time.time()
+
+    @property
+    def load_failed(self) -> bool:
+        """The model is not loaded: its latest load failed (the next request tries again)."""
+        return self.engine.cache.state(self.experiment.id).state == ModelState.FAILED
 
     def restored(self) -> None:
         """The container was restored from a memory snapshot: it starts now, and the weights loaded on

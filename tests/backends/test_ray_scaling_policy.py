@@ -53,6 +53,16 @@ def test_in_flight_requests_keep_a_replica_whatever_the_window() -> None:
     assert decide([report(10_000, 2, in_flight=1)]).replicas == 1
 
 
+def test_an_idle_replica_whose_model_failed_to_load_goes_at_once() -> None:
+    """It holds no model: keeping it for the window would hold a replica slot for nothing; the next
+    request starts a new replica, which loads the model again."""
+    failed = ReplicaReport(NOW - 1, 0, NOW - 2, 900.0, failed=True)
+    decision = decide([failed])
+    assert decision.replicas == 0 and "failed to load" in decision.reason
+    assert decide([ReplicaReport(NOW, 1, NOW, 900.0, failed=True)]).replicas == 1  # a request still on it
+    assert decide([failed, report(1, 900, last_request=NOW - 1)]).replicas == 1  # a healthy one keeps its window
+
+
 def test_load_scales_up_to_the_maximum() -> None:
     busy = report(0, 900, in_flight=2)
     assert decide([busy], ongoing=7).replicas == 4  # ceil(7 / 2)
@@ -98,15 +108,18 @@ def test_a_metric_missing_from_the_latest_sample_is_not_taken_from_older_ones() 
 
 
 class _Call:
-    """Stands for a DeploymentResponse: awaitable and cancellable."""
+    """Stands for a DeploymentResponse: awaitable and cancellable; `hang`: no replica ever takes it."""
 
     def __init__(self, result: object = None, hang: bool = False):
         self.result, self.hang, self.cancelled = result, hang, False
 
-    def __await__(self):
+    async def _fetch_future_result_async(self) -> None:  # Serve assigns the call to a replica
         if self.hang:
-            yield from asyncio.sleep(3600).__await__()
+            await asyncio.sleep(3600)
+
+    def __await__(self):
         return self.result
+        yield
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -353,6 +366,30 @@ def test_a_parked_pool_is_deleted_and_a_request_meanwhile_waits_then_deploys_it_
         assert deployer.deployed("e")
         assert pools.calls == [("deploy", "e"), ("delete", "e"), ("deploy", "e")]
         assert not deployer.park("unknown")
+
+    asyncio.run(scenario())
+
+
+def test_a_request_during_a_swap_waits_for_the_new_pool() -> None:
+    """A change answered is in force: a request that arrives while the pool is redeployed meets the
+    new model, not the old replicas still draining."""
+    pools = _Pools()
+    swapping = threading.Event()
+    deploy = pools.deploy
+    pools.deploy = lambda experiment, identity: (swapping.wait(10), deploy(experiment, identity))  # type: ignore[method-assign]
+    deployer = PoolDeployer(load_settings(env_file=None), "app", _same, deploy=pools.deploy, delete=pools.delete)
+
+    async def scenario() -> None:
+        swapping.set()
+        await deployer.ensure(EXPERIMENT, None)
+        swapping.clear()  # the new model's pool takes a while
+        deployer.swap(EXPERIMENT.model_copy(update={"source": "./y"}), None)
+        request = asyncio.create_task(deployer.ensure(EXPERIMENT, None))
+        await asyncio.sleep(0.05)
+        assert not request.done()
+        swapping.set()
+        await request
+        assert pools.calls == [("deploy", "e"), ("deploy", "e")]
 
     asyncio.run(scenario())
 

@@ -1,0 +1,122 @@
+"""The ingress's requests on their way to a replica, and what ends them before a replica answers.
+
+Why this module exists: on Ray a request spends a cold start waiting — for a start slot, for its
+pool to be deployed or swapped, in the deployment handle's queue until a replica runs — and two
+events must end that wait at once rather than after HYBRID_COLD_START_TIMEOUT_S: its experiment
+retired (404: it will never be served) and the server stopping (503 + Retry-After: retry elsewhere).
+A request a replica has taken runs on: a retirement lets it finish (should the pool's deletion fail
+it nonetheless, it answers 404 too, not 503), a stop gives it HYBRID_SHUTDOWN_TIMEOUT_S (`drain`)
+and then answers it 503 — so every client has its status before Serve goes down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Awaitable, Callable, TypeVar
+
+from core.serving.errors import BackendUnavailable, Overloaded, ServeError, UnknownExperiment, UpstreamTimeout
+
+T = TypeVar("T")
+
+#: A request refused because the server stops may come back (to another instance) after this long.
+RETRY_AFTER_STOP_S = 1.0
+#: Requests ended by a stop unwind at once; this bounds the wait for their answers all the same.
+ANSWERED_S = 5.0
+
+
+def retired_error(experiment_id: str, ran: bool) -> UnknownExperiment:
+    when = "while a replica ran this request" if ran else "while this request waited for a replica"
+    return UnknownExperiment(f"experiment {experiment_id!r} was retired {when} (GET /experiments lists them)")
+
+
+def stopping_error(why: str) -> Overloaded:
+    return Overloaded(f"the server is shutting down{why}; retry on another instance", retry_after_s=RETRY_AFTER_STOP_S)
+
+
+class Ticket:
+    """One request: whether a replica has taken it, whether its experiment was retired meanwhile, and
+    the error that ends it early (set at most once)."""
+
+    def __init__(self, experiment_id: str) -> None:
+        self.experiment_id = experiment_id
+        self.taken = False
+        self.retired = False
+        self.ended: asyncio.Future[ServeError] = asyncio.get_running_loop().create_future()
+
+    def take(self) -> None:
+        """A replica has the request (its cold start, if any, is over): only a stop's deadline ends it now."""
+        self.taken = True
+
+    def end(self, error: ServeError) -> None:
+        if not self.ended.done():
+            self.ended.set_result(error)
+
+
+class InFlight:
+    def __init__(self) -> None:
+        self._tickets: set[Ticket] = set()
+        self._none = asyncio.Event()
+        self._none.set()
+        self.stopping = False
+
+    def __len__(self) -> int:
+        return len(self._tickets)
+
+    async def run(self, experiment_id: str, work: Callable[[Ticket], Awaitable[T]]) -> T:
+        """`work(ticket)` (which calls `ticket.take()` once a replica has the request), unless its
+        experiment is retired or the server stops while it waits — then the error that says so."""
+        if self.stopping:
+            raise stopping_error("")
+        ticket = Ticket(experiment_id)
+        self._tickets.add(ticket)
+        self._none.clear()
+        task = asyncio.ensure_future(work(ticket))
+        try:
+            await asyncio.wait({task, ticket.ended}, return_when=asyncio.FIRST_COMPLETED)
+            if not task.done():
+                task.cancel()  # it unwinds at once: the handle call is cancelled, a deploy runs on unawaited
+                await asyncio.gather(task, return_exceptions=True)
+                raise ticket.ended.result()
+            try:
+                return task.result()
+            except (BackendUnavailable, UpstreamTimeout):  # its pool was deleted under it
+                if ticket.retired:
+                    raise retired_error(experiment_id, ran=True) from None
+                raise
+        except asyncio.CancelledError:  # the client hung up
+            task.cancel()
+            raise
+        finally:
+            self._tickets.discard(ticket)
+            if not self._tickets:
+                self._none.set()
+
+    def retire(self, experiment_id: str) -> None:
+        """The experiment was removed: its waiting requests answer 404 now; running ones finish."""
+        for ticket in [t for t in self._tickets if t.experiment_id == experiment_id]:
+            ticket.retired = True
+            if not ticket.taken:
+                ticket.end(retired_error(experiment_id, ran=False))
+
+    def stop_taking(self) -> None:
+        """The server stops: new requests and those still waiting for a replica answer 503 now."""
+        self.stopping = True
+        for ticket in [t for t in self._tickets if not t.taken]:
+            ticket.end(stopping_error(""))
+
+    async def drain(self, timeout_s: float) -> int:
+        """Give the requests replicas are running `timeout_s` to finish (after `stop_taking`), then
+        answer those left 503 and wait until their answers are out. How many were cut short."""
+        try:
+            await asyncio.wait_for(self._none.wait(), timeout_s)
+            return 0
+        except TimeoutError:
+            pass
+        left = list(self._tickets)
+        for ticket in left:
+            ticket.end(stopping_error(f" and this request did not finish within {timeout_s:g}s (HYBRID_SHUTDOWN_TIMEOUT_S)"))
+        try:
+            await asyncio.wait_for(self._none.wait(), ANSWERED_S)
+        except TimeoutError:
+            pass
+        return len(left)
