@@ -76,6 +76,32 @@ class LabelsSeen:
         return [seen for sent, _, seen in self.answered if sent > first]
 
 
+def _invalid(path: Path) -> None:
+    path.write_text("[experiments.x\n")
+
+
+def _empty(path: Path) -> None:
+    path.write_text("")
+
+
+def _binary(path: Path) -> None:
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff")
+
+
+def _folder(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
+def _deleted(path: Path) -> None:
+    path.unlink()
+
+
+#: What can happen to a registry file under a running server, and what the error then says.
+REGISTRY_TROUBLES = [(_invalid, "not valid TOML"), (_empty, "is empty"), (_binary, "not UTF-8 text"),
+                     (_folder, "is a folder"), (_deleted, "not found")]
+
+
 @contextmanager
 def classifier_under_load(url: str, experiment: str, inputs: str | list[str], clients: int,
                           headers: dict[str, str], timeout_s: float) -> Iterator[LabelsSeen]:

@@ -196,7 +196,7 @@ class Registry:
         """The registry as a file `load` reads back to the same experiments (local sources as written,
         so keep the file beside the same base directory). Written by a TOML library: every character
         a value may hold is escaped as TOML wants it."""
-        return tomli_w.dumps({"experiments": {e.id: entry_fields(e) for e in self._experiments.values()}})
+        return tomli_w.dumps({"experiments": self.entries()})
 
     def entries(self) -> dict[str, dict[str, object]]:
         """Each experiment's fields as the file holds them (what a read-back must reproduce)."""

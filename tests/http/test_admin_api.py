@@ -4,7 +4,6 @@ registry never goes down with the file, and the answers say what really happened
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -13,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from core.http.app import build_inprocess_app
 from core.settings import load_settings
+from tests.conftest import REGISTRY_TROUBLES
 
 TOKEN = "admin-api-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -87,31 +87,7 @@ def test_a_new_id_answers_201_added_then_200_changed_or_unchanged(client: TestCl
     assert (changed.status_code, changed.json()["change"]) == (200, "changed")
 
 
-def _invalid(path: Path) -> None:
-    path.write_text("[experiments.x\n")
-
-
-def _empty(path: Path) -> None:
-    path.write_text("")
-
-
-def _binary(path: Path) -> None:
-    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff")
-
-
-def _folder(path: Path) -> None:
-    path.unlink()
-    path.mkdir()
-
-
-def _deleted(path: Path) -> None:
-    path.unlink()
-
-
-@pytest.mark.parametrize(("trouble", "said"), [
-    (_invalid, "not valid TOML"), (_empty, "is empty"), (_binary, "not UTF-8 text"), (_folder, "is a folder"),
-    (_deleted, "not found"),
-])
+@pytest.mark.parametrize(("trouble", "said"), REGISTRY_TROUBLES)
 def test_a_registry_file_in_trouble_is_a_503_saying_what_is_wrong_and_the_last_good_registry_serves_on(
         client: TestClient, registry: Path, trouble: Callable[[Path], None], said: str) -> None:
     assert client.put("/experiments/second", json=DEMO, headers=AUTH).status_code == 201
@@ -122,8 +98,6 @@ def test_a_registry_file_in_trouble_is_a_503_saying_what_is_wrong_and_the_last_g
         assert response.headers["Retry-After"]
     assert [e["id"] for e in client.get("/experiments", headers=AUTH).json()] == ["keep", "second"]
     assert not registry.is_file() or b"new" not in registry.read_bytes()  # a vanished file is never re-created
-    if registry.is_dir():
-        shutil.rmtree(registry)
 
 
 def test_405_names_every_method_of_the_path(client: TestClient) -> None:

@@ -9,6 +9,7 @@ import re
 import string
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,6 +21,7 @@ from core.serving.live_registry import FileSource, LiveRegistry, RegistryChange
 from core.serving.registry import (Registry, RegistryError, RegistryMissing, entry_fields, experiment_entry,
                                    package_parts)
 from core.serving.registry_file import RegistryFile
+from tests.conftest import REGISTRY_TROUBLES
 
 SEED = '[experiments.keep]\nsource = "org/keep"\ntask = "feature-extraction"\n'
 
@@ -144,14 +146,9 @@ def test_blank_padded_or_huge_sources_are_refused(tmp_path: Path, source: str, r
 
 
 # --- a registry file in trouble -----------------------------------------------------------------
-@pytest.mark.parametrize(("trouble", "said"), [
-    (lambda p: p.write_text("[experiments.x\n"), "not valid TOML"),
-    (lambda p: p.write_text(""), "is empty"),
-    (lambda p: p.write_bytes(b"\xff\xfe\x00binary"), "not UTF-8 text"),
-    (lambda p: (p.unlink(), p.mkdir()), "is a folder"),
-    (lambda p: p.unlink(), "not found"),
-])
-def test_a_server_never_writes_over_a_registry_file_in_trouble(tmp_path: Path, trouble, said: str) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(("trouble", "said"), REGISTRY_TROUBLES)
+def test_a_server_never_writes_over_a_registry_file_in_trouble(tmp_path: Path, trouble: Callable[[Path], None],
+                                                               said: str) -> None:
     import asyncio
 
     file = seeded(tmp_path)
