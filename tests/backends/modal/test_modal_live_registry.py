@@ -1,5 +1,5 @@
 """Experiments that come and go on a deployed Modal app, run as Modal runs the containers (the
-harness of tests/backends/modal_harness.py: the container's file system from the images' uploads,
+harness of tests/backends/modal/modal_harness.py: the container's file system from the images' uploads,
 network refused, only the Dict and the pools' network calls stood in for): the registry lives in the
 shared Dict, is seeded by the deploy's own code, and is changed as `experiments … --modal` changes it."""
 
@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from tests.backends.conftest import ModalContainer, modal_container
+from tests.backends.modal.conftest import ModalContainer, modal_container
 
 FE = {"source": "./models/fe", "task": "feature-extraction"}  # a model directory shipped with the deploy
 
