@@ -1,0 +1,147 @@
+"""The one window controller shape of every backend: experiments' activity → every pool's plan.
+
+Why this module exists: the window is the one idea the product is about, so it is decided in one
+place, the same way on every backend. The request path only records arrivals and completions (the
+activity tracker, through a backend's publishing sink where the controller lives elsewhere); a
+controller — in-process: the server itself; Ray: the custom autoscaling policy in Serve's
+controller; Modal: the reconciler — runs `plan_pool`, a pure function of the experiment's activity
+(which carries the policy's memory, `learned`) and the clock (`activity.now`), and applies the
+`PoolPlan` it returns. The window a response reports, the one `/health` shows and the one applied
+are that plan; why a pool is in its state is a `PlanPhase` and the policy's `WindowReason` — enums,
+never text to parse.
+
+A plan turns a decision ("keep warm for W", or "scale to zero, pre-warm after P, keep for W") into
+the two numbers a platform's autoscaler wants at this moment: the scaledown window of idle
+containers and how many containers to keep regardless of traffic (`min_containers`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Iterable
+
+from core.keepwarm.activity import ActivityTracker, ExperimentActivity
+from core.keepwarm.decision import NamedPolicy, WindowDecision, WindowReason
+from core.settings import MODAL_MIN_WINDOW_S
+
+
+class PlanPhase(StrEnum):
+    """Where an experiment's pool is in its plan."""
+
+    #: Idle containers are kept for the decision's window (the plain plan).
+    KEEP_WARM = "keep-warm"
+    #: A pre-warm plan, before its pre-warm: the pool scales down at once (Modal's shortest window).
+    AWAIT_PREWARM = "await-prewarm"
+    #: A pre-warm plan, pre-warming: one container is pinned, a request is expected.
+    PREWARM = "prewarm"
+    #: A pre-warm plan whose keep time is over: nothing pinned until the next request.
+    PREWARM_OVER = "prewarm-over"
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    """One experiment's pool as it should be now (seconds in the activity's clock)."""
+
+    experiment_id: str
+    #: The policy's decision for the experiment's latest request: window, why, pre-warm.
+    decision: WindowDecision
+    phase: PlanPhase
+    #: The autoscaler's scaledown window for idle containers now.
+    scaledown_window_s: int
+    #: Containers kept regardless of traffic now (1 while pre-warming).
+    min_containers: int
+    #: Seconds the experiment has been idle (0 while a request runs).
+    idle_s: float
+    #: Seconds (of idle time) until the plan changes by itself; None: it holds until the next request.
+    changes_in_s: float | None
+
+    @property
+    def window_s(self) -> int:
+        return self.decision.window_s
+
+    @property
+    def reason(self) -> WindowReason:
+        return self.decision.reason
+
+    @property
+    def expires_in_s(self) -> float:
+        """Seconds until the decision's window runs out if nothing else arrives (0: over)."""
+        return max(0.0, self.decision.window_s - self.idle_s)
+
+    @property
+    def nothing_ahead(self) -> bool:
+        """Nothing is planned but the next request: no container pinned now, no change to come."""
+        return self.min_containers == 0 and self.changes_in_s is None
+
+    def describe(self) -> str:
+        """The plan in words, for logs and `/health` (derived from the enums, never parsed back)."""
+        if self.phase is PlanPhase.KEEP_WARM:
+            return f"keep idle containers {self.scaledown_window_s}s"
+        if self.phase is PlanPhase.AWAIT_PREWARM:
+            return f"scaled down until the pre-warm in {self.changes_in_s or 0.0:.1f}s"
+        if self.phase is PlanPhase.PREWARM:
+            due = max(0.0, (self.decision.prewarm_after_s or 0) - self.idle_s)
+            return f"pre-warm: request expected in {due:.1f}s"
+        return "pre-warm over"
+
+
+def plan_for(experiment_id: str, decision: WindowDecision, idle_s: float, lead_s: float) -> PoolPlan:
+    """The plan of `decision` once the experiment has been idle for `idle_s` (0 while a request runs).
+    A plain window keeps idle containers for the window. A pre-warm plan lets the pool go at once
+    (Modal's shortest window), pins one container from `lead_s` before the next request is due until
+    the plan's keep time is over, then lets it go again."""
+    window = int(decision.window_s)
+    prewarm = decision.prewarm_after_s
+    if prewarm is None:
+        return PoolPlan(experiment_id, decision, PlanPhase.KEEP_WARM, window, 0, idle_s, None)
+    start, end = prewarm - lead_s, prewarm + decision.window_s
+    if idle_s < start:
+        return PoolPlan(experiment_id, decision, PlanPhase.AWAIT_PREWARM, MODAL_MIN_WINDOW_S, 0, idle_s, start - idle_s)
+    if idle_s < end:
+        return PoolPlan(experiment_id, decision, PlanPhase.PREWARM, MODAL_MIN_WINDOW_S, 1, idle_s, end - idle_s)
+    return PoolPlan(experiment_id, decision, PlanPhase.PREWARM_OVER, MODAL_MIN_WINDOW_S, 0, idle_s, None)
+
+
+def plan_pool(activity: ExperimentActivity, policy: NamedPolicy, lead_s: float) -> PoolPlan:
+    """The controller's decision for one experiment: the policy's window for its activity, as the
+    autoscaler state at the activity's `now` (`lead_s`: a pre-warm starts this long before the
+    request is due — a cold start's time, in the activity's clock)."""
+    return plan_for(activity.experiment_id, policy.decide(activity), activity.idle_s, lead_s)
+
+
+def plan_pools(activities: Iterable[ExperimentActivity], policy: NamedPolicy, lead_s: float) -> dict[str, PoolPlan]:
+    """Every remembered experiment's plan (one controller pass)."""
+    return {a.experiment_id: plan_pool(a, policy, lead_s) for a in activities}
+
+
+def unused_plan(experiment_id: str, policy: NamedPolicy) -> PoolPlan:
+    """The plan of an experiment with no remembered request (what its first request starts from)."""
+    return plan_for(experiment_id, policy.decide(None), 0.0, 0.0)
+
+
+class WindowController:
+    """Runs `plan_pool` over an activity tracker: the controller of a backend whose controller sees
+    every arrival itself (in-process; the ingress's view on Ray and Modal, whose response reports the
+    plan of the very arrival it served)."""
+
+    def __init__(self, tracker: ActivityTracker, policy: NamedPolicy, lead_s: float = 0.0):
+        self.tracker = tracker
+        self.policy = policy
+        #: A pre-warm starts this long before the request is due (the tracker's clock).
+        self.lead_s = lead_s
+
+    def arrived(self, experiment_id: str) -> PoolPlan:
+        """Record one request's arrival; the experiment's plan right after it."""
+        return plan_pool(self.tracker.record_request(experiment_id), self.policy, self.lead_s)
+
+    def finished(self, experiment_id: str) -> None:
+        """Record one request's completion (the experiment's idle time starts when none runs)."""
+        self.tracker.record_completion(experiment_id)
+
+    def plans(self) -> dict[str, PoolPlan]:
+        """Every remembered experiment's plan now."""
+        return plan_pools(self.tracker.snapshot(), self.policy, self.lead_s)
+
+    def unused(self, experiment_id: str) -> PoolPlan:
+        return unused_plan(experiment_id, self.policy)
