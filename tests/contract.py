@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from core.keepwarm.appliers import AppliedWindow
+from core.keepwarm.controller import AppliedWindow
 
 
 def check_contract(client: httpx.Client, experiment: str = "fe", base_window_s: int = 900) -> dict[str, Any]:

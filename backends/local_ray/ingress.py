@@ -26,7 +26,8 @@ from backends.local_ray.pool import deployment_name, pool_app_name
 from backends.local_ray.registry_keeper import NAMESPACE, KeeperSource, keeper_name
 from core.auth import AuthMode
 from core.http.app import create_app
-from core.keepwarm.decision import WindowDecision
+from core.keepwarm.controller import PoolPlan, unused_plan
+from core.keepwarm.policies import policy_from_settings
 from core.serving.errors import ModelUnavailable, Overloaded
 from core.serving.live_registry import LiveRegistry, RegistryChange
 from core.serving.prediction import Prediction
@@ -158,6 +159,8 @@ class RayPredictor:
         #: Requests on their way to a replica: a retirement or a stop ends their wait.
         self.in_flight = InFlight()
         self._watcher: asyncio.Task[None] | None = None
+        #: The request path's plan for the experiment's latest arrival (set by the ingress).
+        self.latest_plan: Callable[[str], PoolPlan] = lambda e: unused_plan(e, policy_from_settings(settings))
 
     def _admit(self, experiment: Experiment) -> None:
         """A cold experiment needs a replica slot: with every slot (HYBRID_MAX_REPLICAS) held by other
@@ -174,13 +177,12 @@ class RayPredictor:
                              f"replicas inside their windows; retry in {RETRY_AFTER_FULL_S:g}s",
                              retry_after_s=RETRY_AFTER_FULL_S)
 
-    async def predict(self, experiment: Experiment, inputs: list[str], params: Any, decision: WindowDecision) -> Prediction:
+    async def predict(self, experiment: Experiment, inputs: list[str], params: Any) -> Prediction:
         """The replica's answer; a retirement of the experiment (404) or a stop (503) ends the wait for
         one at once (in_flight.py)."""
-        return await self.in_flight.run(experiment.id, lambda ticket: self._predict(experiment, inputs, params, decision, ticket))
+        return await self.in_flight.run(experiment.id, lambda ticket: self._predict(experiment, inputs, params, ticket))
 
-    async def _predict(self, experiment: Experiment, inputs: list[str], params: Any, decision: WindowDecision,
-                       ticket: Ticket) -> Prediction:
+    async def _predict(self, experiment: Experiment, inputs: list[str], params: Any, ticket: Ticket) -> Prediction:
         states = (await self.replica_states()).get(experiment.id, {})
         self._admit(experiment)
         timeout_s, arrived = self.settings.cold_start_timeout_s, time.monotonic()
@@ -190,7 +192,7 @@ class RayPredictor:
                 # its first request deploys the pool; a request after a swap waits for the new model
                 await self.deployer.ensure(experiment, self.identity(experiment.id))
                 request_at = time.time()
-                result = await self._call(experiment, inputs, params, decision, request_at,
+                result = await self._call(experiment, inputs, params, self.latest_plan(experiment.id), request_at,
                                           max(0.1, timeout_s - (time.monotonic() - arrived)), ticket)
         except NoStartSlot:
             raise Overloaded(f"{experiment.id}: {self.starts.limit} other experiments' cold starts (HYBRID_MAX_COLD_STARTS) "
@@ -204,11 +206,11 @@ class RayPredictor:
             self.cold_starts[experiment.id] = {**asdict(prediction.cold_start), "at": request_at}
         return prediction
 
-    async def _call(self, experiment: Experiment, inputs: list[str], params: Any, decision: WindowDecision,
+    async def _call(self, experiment: Experiment, inputs: list[str], params: Any, plan: PoolPlan,
                     request_at: float, timeout_s: float, ticket: Ticket | None = None) -> dict[str, Any]:
         handle = self.handles.acquire(experiment.id)
         try:
-            call = handle.predict.remote(inputs, params, request_at, decision.window_s, decision.prewarm_after_s)
+            call = handle.predict.remote(inputs, params, request_at, plan.window_s, plan.decision.prewarm_after_s)
             return await await_worker(_answer(call, ticket), experiment.id, timeout_s, "replica")
         except ModelUnavailable as exc:
             self.load_errors[experiment.id] = scrub(exc.message)
@@ -348,6 +350,7 @@ class HybridIngress:
         deployer = PoolDeployer(self.settings, app_name, for_replicas)
         self.predictor = RayPredictor(self.settings, app_name, deployer, identity=registry.identity)
         self.path = RequestPath(self.settings, registry, self.predictor)
+        self.predictor.latest_plan = lambda e: self.path.controller.latest(e) or self.path.controller.unused(e)
 
     def __serve_build_asgi_app__(self) -> Any:
         return create_app(self.path, backend="ray", mode=self.mode)

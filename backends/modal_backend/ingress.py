@@ -37,7 +37,7 @@ from backends.modal_backend.registry_store import DictRegistrySource
 from backends.modal_backend.state_store import APPLIED, StateStore, activity_key, arrivals_key
 from core.http.app import create_app
 from core.keepwarm.activity import ActivityTracker, ExperimentActivity
-from core.keepwarm.appliers import AppliedWindow
+from core.keepwarm.controller import AppliedWindow
 from core.keepwarm.decision import WindowDecision
 from core.keepwarm.histogram import Learner
 from core.keepwarm.policies import policy_from_settings, retention_s
@@ -82,7 +82,7 @@ class ModalPredictor:
         self.tracker = tracker
         self._identity = identity
 
-    async def predict(self, experiment: Experiment, inputs: list[str], params: Any, decision: WindowDecision) -> Prediction:
+    async def predict(self, experiment: Experiment, inputs: list[str], params: Any) -> Prediction:
         request_at = time.time()
         pool = pool_key(experiment, await self._identity(experiment))
         self.tracker.served_by(pool)
@@ -288,4 +288,9 @@ def build_ingress_app(
                                 learner=policy.learner, flush_s=flush_s)
     applied = AppliedWindows(store)
     predictor = ModalPredictor(call_model, settings, applied, tracker, identity)
-    return create_app(RequestPath(settings, registry, predictor, applied, tracker=tracker), backend="modal")
+
+    async def in_force() -> dict[str, AppliedWindow]:
+        await applied.refresh()
+        return applied.in_force()
+
+    return create_app(RequestPath(settings, registry, predictor, tracker=tracker, applied=in_force), backend="modal")

@@ -35,7 +35,7 @@ from backends.modal_backend.pools import PoolKey, pool_key
 from backends.modal_backend.registry_store import DictRegistrySource
 from backends.modal_backend.state_store import (ACTIVITY, APPLIED, ARRIVALS, CURSORS, StateStore, activity_key)
 from core.keepwarm.activity import ActivityTracker
-from core.keepwarm.appliers import AppliedWindow
+from core.keepwarm.controller import AppliedWindow
 from core.keepwarm.autoscaler import desired_state
 from core.keepwarm.policies import policy_from_settings
 from core.keepwarm.shared_activity import ArrivalBatch, DurableActivity

@@ -190,8 +190,8 @@ def create_app(path: RequestPath, backend: str = "inprocess", mode: AuthMode | N
             },
             "batch_inputs": prediction.batch_inputs,
             "replica": prediction.replica,
-            "scaledown_window_s": answer.decision.window_s,
-            "window_reason": answer.decision.reason.value,
+            "scaledown_window_s": answer.plan.window_s,
+            "window_reason": answer.plan.reason.value,
         })
 
     @app.get("/health", responses=_errors(401))

@@ -2,7 +2,7 @@
 
 Why this module exists: the request path serves predictions; these views describe the server to an
 operator — each experiment's window, why it was chosen and what is in force, activity, cached
-models, the configuration (never a secret) — from the same tracker, policy, applier and predictor.
+models, the configuration (never a secret) — from the request path's window controller (the plans), what the backend applied, the tracker and the predictor.
 What `/health` and `/experiments` answer is scrubbed of credentials (errors name URLs).
 The Prometheus gauges (cached models, replicas, windows) are refreshed here, when they are scraped.
 """
@@ -23,23 +23,26 @@ class StateViews:
         self.backend = backend
         self.mode = mode
 
-    def windows(self) -> dict[str, dict[str, Any]]:
-        """Each remembered experiment's current window decision, idle time and time left."""
+    async def windows(self) -> dict[str, dict[str, Any]]:
+        """Each remembered experiment's plan (the controller's: window, why, phase), idle time, time left,
+        and what the backend's controller applied."""
         path = self.path
-        in_force = path.applier.in_force()
+        plans = path.controller.plans()
+        in_force = await path.applied() if path.applied is not None else path.controller.applied()
         out: dict[str, dict[str, Any]] = {}
-        for activity in path.tracker.snapshot():
-            decision = path.policy.decide(activity)
-            expires = decision.expires_at(activity)
-            applied = in_force.get(activity.experiment_id)
-            out[activity.experiment_id] = {
-                "scaledown_window_s": decision.window_s,
+        for experiment_id, plan in plans.items():
+            applied = in_force.get(experiment_id)
+            out[experiment_id] = {
+                "scaledown_window_s": plan.window_s,
                 "policy": path.settings.policy_name,
-                "reason": decision.reason.value,
-                "detail": decision.detail,
-                "prewarm_after_s": decision.prewarm_after_s,
-                "idle_s": round(activity.idle_s, 3),
-                "expires_in_s": None if expires is None else round(max(0.0, expires - activity.now), 3),
+                "reason": plan.reason.value,
+                "detail": plan.decision.detail,
+                "prewarm_after_s": plan.decision.prewarm_after_s,
+                "phase": plan.phase.value,
+                "plan": plan.describe(),
+                "min_containers": plan.min_containers,
+                "idle_s": round(plan.idle_s, 3),
+                "expires_in_s": round(plan.expires_in_s, 3),
                 "applied": None if applied is None else asdict(applied),
             }
         return out
@@ -69,7 +72,7 @@ class StateViews:
         settings = self.path.settings
         cached = await self.path.predictor.cached_models()
         models = await self.path.predictor.model_status()
-        windows = self.windows()
+        windows = await self.windows()
         for experiment_id, window in windows.items():
             model = models.get(experiment_id, {})
             state = model.get("state", "cold")
@@ -100,8 +103,8 @@ class StateViews:
     async def experiments(self, offset: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
         """Registered experiments in registry order, `offset` and at most `limit` of them."""
         status = await self.path.predictor.model_status()
-        windows = self.windows()
-        unused = self.path.policy.decide(None)  # the window an experiment with no remembered request gets
+        windows = await self.windows()
+        unused = self.path.controller.unused("")  # the plan of an experiment with no remembered request
         registry = list(self.path.registry)
         out = []
         for experiment in registry[offset: None if limit is None else offset + limit]:
@@ -125,7 +128,7 @@ class StateViews:
         for experiment_id, model in (await self.path.predictor.model_status()).items():
             if "replicas" in model and model["replicas"] is not None:
                 metrics.replicas.labels(experiment_id).set(model["replicas"])
-        for experiment_id, window in self.windows().items():
+        for experiment_id, window in (await self.windows()).items():
             metrics.window.labels(experiment_id).set(window["scaledown_window_s"])
         return metrics.render()
 

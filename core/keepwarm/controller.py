@@ -17,9 +17,11 @@ containers and how many containers to keep regardless of traffic (`min_container
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Iterable
+from typing import Callable, Iterable
 
 from core.keepwarm.activity import ActivityTracker, ExperimentActivity
 from core.keepwarm.decision import NamedPolicy, WindowDecision, WindowReason
@@ -86,6 +88,28 @@ class PoolPlan:
         return "pre-warm over"
 
 
+@dataclass(frozen=True)
+class AppliedWindow:
+    """What a controller applied to one experiment's pool, as `/health` reports it on every backend."""
+
+    window_s: int
+    reason: str
+    prewarm_after_s: int | None
+    #: Containers the controller pins warm (1 during a pre-warm).
+    min_containers: int
+    #: Unix time the controller applied it.
+    applied_at: float
+    #: The Modal deployment the override belongs to (a deploy resets overrides); None elsewhere.
+    deployment: str | None = None
+    #: The plan's phase (`PlanPhase`'s value).
+    phase: str = PlanPhase.KEEP_WARM.value
+
+    @classmethod
+    def of(cls, plan: "PoolPlan", applied_at: float, deployment: str | None = None) -> "AppliedWindow":
+        return cls(plan.scaledown_window_s, plan.reason.value, plan.decision.prewarm_after_s, plan.min_containers,
+                   applied_at, deployment, plan.phase.value)
+
+
 def plan_for(experiment_id: str, decision: WindowDecision, idle_s: float, lead_s: float) -> PoolPlan:
     """The plan of `decision` once the experiment has been idle for `idle_s` (0 while a request runs).
     A plain window keeps idle containers for the window. A pre-warm plan lets the pool go at once
@@ -125,15 +149,27 @@ class WindowController:
     every arrival itself (in-process; the ingress's view on Ray and Modal, whose response reports the
     plan of the very arrival it served)."""
 
-    def __init__(self, tracker: ActivityTracker, policy: NamedPolicy, lead_s: float = 0.0):
+    def __init__(self, tracker: ActivityTracker, policy: NamedPolicy, lead_s: float = 0.0,
+                 wall: Callable[[], float] = time.time):
         self.tracker = tracker
         self.policy = policy
         #: A pre-warm starts this long before the request is due (the tracker's clock).
         self.lead_s = lead_s
+        self._wall = wall
+        self._lock = threading.Lock()
+        self._applied: dict[str, AppliedWindow] = {}
+        self._latest: dict[str, PoolPlan] = {}
 
     def arrived(self, experiment_id: str) -> PoolPlan:
         """Record one request's arrival; the experiment's plan right after it."""
-        return plan_pool(self.tracker.record_request(experiment_id), self.policy, self.lead_s)
+        plan = plan_pool(self.tracker.record_request(experiment_id), self.policy, self.lead_s)
+        self._record({experiment_id: plan})
+        self._latest[experiment_id] = plan
+        return plan
+
+    def latest(self, experiment_id: str) -> PoolPlan | None:
+        """The plan made at the experiment's latest arrival (None: none since this controller started)."""
+        return self._latest.get(experiment_id)
 
     def finished(self, experiment_id: str) -> None:
         """Record one request's completion (the experiment's idle time starts when none runs)."""
@@ -141,7 +177,27 @@ class WindowController:
 
     def plans(self) -> dict[str, PoolPlan]:
         """Every remembered experiment's plan now."""
-        return plan_pools(self.tracker.snapshot(), self.policy, self.lead_s)
+        plans = plan_pools(self.tracker.snapshot(), self.policy, self.lead_s)
+        self._record(plans)
+        return plans
+
+    def applied(self) -> dict[str, AppliedWindow]:
+        """What this controller applied, per remembered experiment: each plan, stamped when it last
+        changed (where the controller is the process itself, applying a plan is adopting it)."""
+        self.plans()
+        with self._lock:
+            return dict(self._applied)
+
+    def _record(self, plans: dict[str, PoolPlan]) -> None:
+        now = self._wall()
+        with self._lock:
+            for experiment_id in set(self._applied) - {a.experiment_id for a in self.tracker.snapshot()} - set(plans):
+                del self._applied[experiment_id]  # forgotten by the tracker
+                self._latest.pop(experiment_id, None)
+            for experiment_id, plan in plans.items():
+                current, fresh = self._applied.get(experiment_id), AppliedWindow.of(plan, now)
+                if current is None or replace(current, applied_at=now) != fresh:
+                    self._applied[experiment_id] = fresh
 
     def unused(self, experiment_id: str) -> PoolPlan:
         return unused_plan(experiment_id, self.policy)

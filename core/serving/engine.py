@@ -13,7 +13,6 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-from core.keepwarm.decision import WindowDecision
 from core.serving.batching import BatcherClosed, MicroBatcher, QueueFull
 from core.serving.cache import ModelCache
 from core.serving.errors import ModelFailed, Overloaded, ServeError
@@ -74,9 +73,8 @@ class InferenceEngine:
             if current is not None:
                 current[1].drain()
 
-    async def predict(self, experiment: Experiment, inputs: list[str], params: Any,
-                      decision: WindowDecision | None = None) -> Prediction:
-        """Run the model here. `decision` is unused: this process is the one container, kept while it runs."""
+    async def predict(self, experiment: Experiment, inputs: list[str], params: Any) -> Prediction:
+        """Run the model here (this process is the one container, kept while it runs)."""
         if self._closing:
             raise Overloaded("the server is shutting down; retry on another instance", retry_after_s=1)
         hit = await self.cache.aget(experiment)

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from core.keepwarm.decision import WindowDecision
 from core.serving.live_registry import RegistryChange
 from core.serving.registry import Experiment, Registry
 
@@ -44,8 +43,8 @@ class Prediction:
 class Predictor(Protocol):
     """What the request path needs from a backend to serve predictions and describe model state."""
 
-    async def predict(self, experiment: Experiment, inputs: list[str], params: Any, decision: WindowDecision) -> Prediction:
-        """Run the experiment's model; `decision` is the window decided for this very request."""
+    async def predict(self, experiment: Experiment, inputs: list[str], params: Any) -> Prediction:
+        """Run the experiment's model (its pool's window is the controller's business, not the request's)."""
 
     async def model_status(self) -> dict[str, dict[str, Any]]: ...
 

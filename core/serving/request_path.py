@@ -1,10 +1,12 @@
-"""The request path: validate → record → decide → apply → predict → complete.
+"""The request path: validate → record → predict → complete.
 
 Why this module exists: it is the one path every prediction takes, whatever the backend. For a valid
-request of a registered experiment it records the arrival in the activity tracker, asks the policy
-for the experiment's window, hands the decision to the backend's `WindowApplier` and — with the
-request — to its `Predictor`, and records the completion. The request's metrics and its lines of
-the event log are written here and nowhere else; the HTTP layer only maps this to routes.
+request of a registered experiment it records the arrival (the activity tracker: the backend's sink,
+which publishes it where the backend's window controller runs), sends the request to the backend's
+`Predictor`, and records the completion. The window a response reports is the controller's plan for
+that arrival (core.keepwarm.controller: the same pure function every backend's controller applies);
+nothing here applies a window. The request's metrics and its lines of the event log are written here
+and nowhere else; the HTTP layer only maps this to routes.
 """
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable
+from typing import Any, Awaitable, Callable
 
 from core.events import EventLog
 from core.keepwarm.activity import ActivityTracker, emulated_clock
-from core.keepwarm.appliers import RecordingApplier, WindowApplier
-from core.keepwarm.decision import NamedPolicy, WindowDecision
+from core.keepwarm.controller import AppliedWindow, PoolPlan, WindowController
+from core.keepwarm.decision import NamedPolicy
 from core.keepwarm.policies import policy_from_settings, retention_s
 from core.metrics import ServerMetrics
 from core.serving.errors import (InvalidExperiment, InvalidInput, PayloadTooLarge, RegistryReadOnly,
@@ -40,12 +42,17 @@ REGISTRY_RETRY_S = 30.0
 
 @dataclass(frozen=True)
 class Answer:
-    """A served prediction, the window decided for its request, and its time in the server."""
+    """A served prediction, the experiment's plan right after its arrival, and its time in the server."""
 
     experiment: Experiment
     prediction: Prediction
-    decision: WindowDecision
+    plan: PoolPlan
     total_s: float
+
+
+#: What a backend's controller applied, per experiment (Modal: read from the shared state); None: the
+#: controller applies the plans as they are made (in-process, Ray), so what is in force is the plan.
+AppliedFn = Callable[[], Awaitable[dict[str, AppliedWindow]]]
 
 
 class RequestPath:
@@ -54,15 +61,14 @@ class RequestPath:
         settings: Settings,
         registry: Registry | LiveRegistry,
         predictor: Predictor,
-        applier: WindowApplier | None = None,
         tracker: ActivityTracker | None = None,
         metrics: ServerMetrics | None = None,
+        applied: AppliedFn | None = None,
     ):
         self.settings = settings
         self.registry = registry if isinstance(registry, LiveRegistry) else LiveRegistry.static(registry)
         self.registry.subscribe(predictor.registry_changed)  # a removed or changed experiment's model goes
         self.predictor = predictor
-        self.applier = applier or RecordingApplier()
         self.policy: NamedPolicy = policy_from_settings(settings)
         self.tracker = tracker or ActivityTracker(
             settings.activity_window,
@@ -70,6 +76,9 @@ class RequestPath:
             clock=emulated_clock(settings.time_scale),
             learner=self.policy.learner,
         )
+        #: The plan of every experiment, as its backend's controller makes it (lead in emulated seconds).
+        self.controller = WindowController(self.tracker, self.policy, settings.prewarm_lead_s * settings.time_scale)
+        self.applied = applied
         self.metrics = metrics or ServerMetrics()
         self.events = EventLog(settings.event_log)
 
@@ -106,14 +115,12 @@ class RequestPath:
         status = "499"  # until it is answered: a client that hangs up first never gets an answer
         try:
             batch, params = self.validate(experiment, inputs, parameters)
-            activity = self.tracker.record_request(experiment.id)
-            decision = self.policy.decide(activity)
-            self.applier.apply(experiment.id, decision)
-            self.events.write(experiment.id, "request", decision.window_s, decision.reason.value)
+            plan = self.controller.arrived(experiment.id)
+            self.events.write(experiment.id, "request", plan.window_s, plan.reason.value)
             try:
-                prediction = await self.predictor.predict(experiment, batch, params, decision)
+                prediction = await self.predictor.predict(experiment, batch, params)
             finally:
-                self.tracker.record_completion(experiment.id)
+                self.controller.finished(experiment.id)
             status = "200"
         except ServeError as exc:
             status = str(exc.status_code)
@@ -121,10 +128,10 @@ class RequestPath:
         finally:
             self.metrics.requests.labels(experiment.id, status).inc()
             self.metrics.latency.labels(experiment.id).observe(time.perf_counter() - started)
-        self._record_cold(experiment.id, prediction, decision)
-        return Answer(experiment, prediction, decision, time.perf_counter() - started)
+        self._record_cold(experiment.id, prediction, plan)
+        return Answer(experiment, prediction, plan, time.perf_counter() - started)
 
-    def _record_cold(self, experiment_id: str, prediction: Prediction, decision: WindowDecision) -> None:
+    def _record_cold(self, experiment_id: str, prediction: Prediction, plan: PoolPlan) -> None:
         if prediction.cold_load:
             self.metrics.cold_loads.labels(experiment_id).inc()
             self.metrics.load_seconds.labels(experiment_id).observe(prediction.load_ms / 1000)
@@ -133,7 +140,7 @@ class RequestPath:
             self.metrics.cold_starts.labels(experiment_id).inc()
             self.metrics.cold_start_seconds.labels(experiment_id, "replica_start").observe(cold.replica_start_s)
             self.metrics.cold_start_seconds.labels(experiment_id, "model_load").observe(cold.model_load_s)
-            self.events.write(experiment_id, "cold_start", decision.window_s, None, replica=prediction.replica,
+            self.events.write(experiment_id, "cold_start", plan.window_s, None, replica=prediction.replica,
                               replica_start_s=round(cold.replica_start_s, 4), model_load_s=round(cold.model_load_s, 4),
                               total_s=round(cold.total_s, 4))
 
