@@ -182,11 +182,23 @@ def silent_hub() -> Iterator[dict[str, str]]:
                "HF_HUB_DISABLE_TELEMETRY": "1"}
 
 
-def ray_processes() -> set[int]:
-    """PIDs of Ray's own processes (GCS, raylet, workers) on this machine."""
+def ray_processes(marked: str | None = None) -> set[int]:
+    """PIDs of Ray's own processes (GCS, raylet, workers) on this machine; with `marked`, only those whose
+    environment holds that text (a variable given to the process that started their Ray instance: its
+    processes inherit it). Tests run in parallel, and beside other test runs: another Ray instance's
+    processes are not this test's."""
     out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    return {int(line.split(None, 1)[0]) for line in out.splitlines()
+    pids = {int(line.split(None, 1)[0]) for line in out.splitlines()
             if any(k in line for k in ("gcs_server", "raylet", "ray::", "default_worker.py"))}
+    return pids if marked is None else {pid for pid in pids if marked in environ_of(pid)}
+
+
+def environ_of(pid: int) -> str:
+    """A process's environment as text ("" once it is gone)."""
+    try:
+        return (Path("/proc") / str(pid) / "environ").read_bytes().decode(errors="replace")
+    except OSError:  # gone meanwhile
+        return ""
 
 
 @pytest.fixture(autouse=True)
