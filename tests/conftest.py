@@ -13,12 +13,15 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import httpx
 import pytest
 
 from core.testing.process import free_port  # noqa: F401  (the suite's free ports are the kit's)
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SETTING_PREFIXES = ("MODAL_", "HYBRID_")
@@ -43,6 +46,14 @@ class FakeClock:
     async def sleep(self, seconds: float) -> None:
         self.now += seconds
         await asyncio.sleep(0)
+
+
+def make_settings(**overrides: Any) -> Settings:
+    """The settings a test asks for: `overrides` over the environment (cleaned by `clean_settings_env`)
+    and the defaults, never a `.env` file. Tests of how settings are read call `load_settings` itself."""
+    from core.settings import load_settings
+
+    return load_settings(env_file=None, **overrides)
 
 
 def activity_of(tracker, experiment_id: str):  # type: ignore[no-untyped-def]
