@@ -13,12 +13,15 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import httpx
 import pytest
 
 from core.testing.process import free_port  # noqa: F401  (the suite's free ports are the kit's)
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SETTING_PREFIXES = ("MODAL_", "HYBRID_")
@@ -43,6 +46,14 @@ class FakeClock:
     async def sleep(self, seconds: float) -> None:
         self.now += seconds
         await asyncio.sleep(0)
+
+
+def make_settings(**overrides: Any) -> Settings:
+    """The settings a test asks for: `overrides` over the environment (cleaned by `clean_settings_env`)
+    and the defaults, never a `.env` file. Tests of how settings are read call `load_settings` itself."""
+    from core.settings import load_settings
+
+    return load_settings(env_file=None, **overrides)
 
 
 def activity_of(tracker, experiment_id: str):  # type: ignore[no-untyped-def]
@@ -182,11 +193,23 @@ def silent_hub() -> Iterator[dict[str, str]]:
                "HF_HUB_DISABLE_TELEMETRY": "1"}
 
 
-def ray_processes() -> set[int]:
-    """PIDs of Ray's own processes (GCS, raylet, workers) on this machine."""
+def ray_processes(marked: str | None = None) -> set[int]:
+    """PIDs of Ray's own processes (GCS, raylet, workers) on this machine; with `marked`, only those whose
+    environment holds that text (a variable given to the process that started their Ray instance: its
+    processes inherit it). Tests run in parallel, and beside other test runs: another Ray instance's
+    processes are not this test's."""
     out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    return {int(line.split(None, 1)[0]) for line in out.splitlines()
+    pids = {int(line.split(None, 1)[0]) for line in out.splitlines()
             if any(k in line for k in ("gcs_server", "raylet", "ray::", "default_worker.py"))}
+    return pids if marked is None else {pid for pid in pids if marked in environ_of(pid)}
+
+
+def environ_of(pid: int) -> str:
+    """A process's environment as text ("" once it is gone)."""
+    try:
+        return (Path("/proc") / str(pid) / "environ").read_bytes().decode(errors="replace")
+    except OSError:  # gone meanwhile
+        return ""
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from core.settings import PRESETS, Settings, SettingsError, env_name, load_settings, setting_sources
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, make_settings
 
 DEFAULTS = {
     "MODAL_BASE_WARM_TIME": ("base_warm_time", 900),
@@ -160,6 +160,6 @@ def test_env_template_lists_every_variable() -> None:
 
 def test_replicas_take_what_a_modal_container_takes_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODAL_CONCURRENT_INPUTS", "12")
-    assert load_settings(env_file=None).target_ongoing == 12
+    assert make_settings().target_ongoing == 12
     monkeypatch.setenv("HYBRID_REPLICA_TARGET_ONGOING", "3")
-    assert load_settings(env_file=None).target_ongoing == 3
+    assert make_settings().target_ongoing == 3

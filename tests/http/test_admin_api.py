@@ -11,8 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from core.http.app import build_inprocess_app
-from core.settings import load_settings
-from tests.conftest import REGISTRY_TROUBLES
+from tests.conftest import REGISTRY_TROUBLES, make_settings
 
 TOKEN = "admin-api-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -28,7 +27,7 @@ def registry(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def client(registry: Path) -> Iterator[TestClient]:
-    settings = load_settings(env_file=None, registry_path=registry, api_token=TOKEN, registry_poll_s=3600)
+    settings = make_settings(registry_path=registry, api_token=TOKEN, registry_poll_s=3600)
     with TestClient(build_inprocess_app(settings)) as test_client:
         yield test_client
 
@@ -114,7 +113,7 @@ def test_health_answers_only_get_without_the_token(client: TestClient) -> None:
 
 
 def test_without_a_token_the_admin_api_answers_403_before_reading_the_body(registry: Path) -> None:
-    with TestClient(build_inprocess_app(load_settings(env_file=None, registry_path=registry))) as off:
+    with TestClient(build_inprocess_app(make_settings(registry_path=registry))) as off:
         for body in (b"{bad json", b"[1, 2]", b""):
             answer = off.put("/experiments/x", content=body, headers={"Content-Type": "application/json"})
             refused(answer, 403, "admin_disabled", "HYBRID_API_TOKEN")

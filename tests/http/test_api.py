@@ -18,7 +18,7 @@ from core.serving.engine import InferenceEngine
 from core.serving.models import load_model
 from core.serving.registry import Registry
 from core.serving.request_path import RequestPath
-from core.settings import load_settings
+from tests.conftest import make_settings
 from tests.live import live_server
 
 TOKEN_ID = "ak-Qw8EeRt5YuI2oP9aSdF3gH"
@@ -39,7 +39,7 @@ class CountingLoader:
 
 
 def make_path(registry_file: Path, loader: Any = load_model, **overrides: Any) -> RequestPath:
-    settings = load_settings(env_file=None, registry_path=registry_file, **overrides)
+    settings = make_settings(registry_path=registry_file, **overrides)
     return RequestPath(settings, Registry.load(registry_file), InferenceEngine(settings, loader=loader))
 
 
@@ -101,7 +101,7 @@ def test_text_generation_continues_each_prompt(client: TestClient) -> None:
 
 def test_demo_model_serves_real_sentence_embeddings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    settings = load_settings(env_file=None)
+    settings = make_settings()
     with TestClient(create_app(RequestPath(settings, Registry.load(), InferenceEngine(settings)))) as c:
         sentences = ["A cat sits on the mat.", "A kitten is lying on the rug.", "The stock market fell sharply today."]
         body = c.post("/predict/demo-embeddings", json={"inputs": sentences}).json()

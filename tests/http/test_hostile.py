@@ -28,13 +28,12 @@ from core.serving.engine import InferenceEngine
 from core.serving.models import LoadedModel, load_model
 from core.serving.registry import Experiment, Registry
 from core.serving.request_path import RequestPath
-from core.settings import load_settings
-from tests.conftest import free_port
+from tests.conftest import free_port, make_settings
 from tests.live import live_server
 
 
 def make_path(registry_file: Path, loader: Any = load_model, **overrides: Any) -> RequestPath:
-    settings = load_settings(env_file=None, registry_path=registry_file, **overrides)
+    settings = make_settings(registry_path=registry_file, **overrides)
     return RequestPath(settings, Registry.load(registry_file), InferenceEngine(settings, loader=loader))
 
 
@@ -83,7 +82,7 @@ def test_rss_stays_within_one_model_of_the_steady_state_over_many_evictions(monk
     demo = Registry.load().get("demo-embeddings")
     assert demo is not None
     registry = Registry({name: demo.model_copy(update={"id": name}) for name in ("a", "b", "c")})
-    settings = load_settings(env_file=None, cache_max_models=1)
+    settings = make_settings(cache_max_models=1)
     path = RequestPath(settings, registry, InferenceEngine(settings))
 
     def rss() -> int:

@@ -15,9 +15,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from core.http.app import build_inprocess_app
-from core.settings import load_settings
+
 from core.testing import served
-from tests.conftest import classifier_under_load, wait_until
+from tests.conftest import classifier_under_load, make_settings, wait_until
 from tests.tiny_models import build_text_classification
 
 TOKEN = "s3cret-admin-token-for-tests"
@@ -132,10 +132,10 @@ def test_the_admin_api_changes_the_registry_with_the_token_only(server: dict[str
 
 def test_without_a_token_the_admin_api_is_off_and_the_demo_registry_is_read_only(registry_file: Path) -> None:
     entry = {"source": "org/model", "task": "feature-extraction"}
-    with TestClient(build_inprocess_app(load_settings(env_file=None, registry_path=registry_file))) as client:
+    with TestClient(build_inprocess_app(make_settings(registry_path=registry_file))) as client:
         off = client.put("/experiments/x", json=entry)
         assert off.status_code == 403 and "HYBRID_API_TOKEN" in off.json()["error"]["message"]
         assert client.delete("/experiments/fe").status_code == 403
-    with TestClient(build_inprocess_app(load_settings(env_file=None, api_token=TOKEN))) as client:
+    with TestClient(build_inprocess_app(make_settings(api_token=TOKEN))) as client:
         shipped = client.put("/experiments/x", json=entry, headers=AUTH)
         assert shipped.status_code == 409 and "HYBRID_REGISTRY" in shipped.json()["error"]["message"]

@@ -9,22 +9,16 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import free_port, ray_processes
+from tests.conftest import environ_of, free_port, ray_processes
 
 
 TOKEN_ID, TOKEN_SECRET = "ak-Serv3T0kenIdQq1", "as-Serv3T0kenSecretWw2"
-
-
-def environ_of(pid: int) -> str:
-    try:
-        return (Path("/proc") / str(pid) / "environ").read_bytes().decode(errors="replace")
-    except OSError:  # gone meanwhile
-        return ""
 
 
 @pytest.mark.parametrize("backend", ["inprocess", "ray"])
@@ -32,12 +26,14 @@ def test_serve_prints_a_working_curl_and_stops_on_ctrl_c(backend: str, registry_
     """In production mode on Ray, no Ray process gets the Modal tokens, yet /health knows they are set."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MODAL_", "HYBRID_", "RAY_ADDRESS"))}
+    mark = f"SERVE_COMMAND_TEST={uuid.uuid4().hex}"  # this server's Ray processes inherit it: only they are checked
     env.update(HYBRID_REGISTRY=str(registry_file), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    env.update([mark.split("=")])
     production = backend == "ray"
     if production:
         env.update(MODAL_TOKEN_ID=TOKEN_ID, MODAL_TOKEN_SECRET=TOKEN_SECRET)
     exe = Path(sys.executable).parent / "hybrid-serve"
-    before = ray_processes()
+    before = ray_processes(mark)
     args = [str(exe), "serve", "--port", str(port)] + (["--backend", backend] if backend != "ray" else [])  # ray is the default
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
     try:
@@ -58,7 +54,8 @@ def test_serve_prints_a_working_curl_and_stops_on_ctrl_c(backend: str, registry_
         configuration = httpx.get(f"http://127.0.0.1:{port}/health", timeout=30).json()["configuration"]
         assert configuration["MODAL_TOKEN_ID"] == ("set" if production else "unset")
         if production:
-            leaked = [pid for pid in ray_processes() - before if TOKEN_SECRET in environ_of(pid) or TOKEN_ID in environ_of(pid)]
+            assert ray_processes(mark) - before, "none of this server's Ray processes found"
+            leaked = [pid for pid in ray_processes(mark) - before if TOKEN_SECRET in environ_of(pid) or TOKEN_ID in environ_of(pid)]
             assert not leaked, f"Ray processes with the Modal tokens in their environment: {leaked}"
     finally:
         proc.send_signal(signal.SIGINT)
@@ -68,6 +65,6 @@ def test_serve_prints_a_working_curl_and_stops_on_ctrl_c(backend: str, registry_
             proc.kill()
     if backend == "ray":
         deadline = time.monotonic() + 20
-        while ray_processes() - before and time.monotonic() < deadline:
+        while ray_processes(mark) - before and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert not ray_processes() - before, "Ray processes left behind after Ctrl-C"
+        assert not ray_processes(mark) - before, "Ray processes left behind after Ctrl-C"

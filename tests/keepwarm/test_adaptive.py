@@ -18,8 +18,8 @@ from core.keepwarm.decision import NamedPolicy, WindowReason
 from core.keepwarm.histogram import IdleHistogram, LearnedGaps
 from core.keepwarm.hybrid import HybridParams, hybrid_window
 from core.keepwarm.policies import policy_from_settings
-from core.settings import MODAL_MAX_WINDOW_S, MODAL_MIN_WINDOW_S, load_settings
-from tests.conftest import FakeClock
+from core.settings import MODAL_MAX_WINDOW_S, MODAL_MIN_WINDOW_S
+from tests.conftest import FakeClock, make_settings
 
 PARAMS = AdaptiveParams()
 
@@ -191,7 +191,7 @@ def test_a_plan_is_recomputed_after_its_gaps_or_its_idle_times_grew_by_an_eighth
 
 def test_health_shows_which_policy_decided_and_why(registry_file, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("HYBRID_POLICY", "adaptive")
-    settings = load_settings(env_file=None, registry_path=registry_file)
+    settings = make_settings(registry_path=registry_file)
     with TestClient(build_inprocess_app(settings)) as client:
         for _ in range(6):
             client.post("/predict/fe", json={"inputs": "x"})
@@ -203,7 +203,7 @@ def test_health_shows_which_policy_decided_and_why(registry_file, monkeypatch: p
 
 
 def test_the_default_policy_stays_the_hybrid_one() -> None:
-    settings = load_settings(env_file=None)
+    settings = make_settings()
     policy = policy_from_settings(settings)
     assert settings.policy_name == "hybrid" and policy.name == "hybrid" and policy.learner is None
     clock = FakeClock(0.0)

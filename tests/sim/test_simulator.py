@@ -15,12 +15,12 @@ from core.keepwarm.activity import ActivityTracker
 from core.keepwarm.decision import NamedPolicy
 from core.keepwarm.hybrid import HybridParams, fixed_window, hybrid_policy, hybrid_window
 from core.keepwarm.policies import PolicySpecError
-from core.settings import load_settings
+
 from core.sim.simulator import (Oracle, OracleDistance, SimResult, percentile, simulate_minute_trace, simulate_minutes,
                                 simulate_requests)
 from core.sim.specs import parse_policy
 from core.sim.traces import MinuteSeries, Request, TraceError, TraceFormat, detect_format, read_minute_series, read_requests
-from tests.conftest import SHARED_2019, SHARED_LLM
+from tests.conftest import SHARED_2019, SHARED_LLM, make_settings
 
 
 def functions_trace(path: Path, rows: dict[str, dict[int, int]], minutes: int) -> Path:
@@ -141,7 +141,7 @@ def test_oracle_is_never_worse_than_a_policy_at_its_idle_budget(experiments, win
 
 # --- same decisions as the servers ----------------------------------------------------------------------
 def test_the_hybrid_policy_is_cores_function() -> None:
-    named = parse_policy("hybrid:conservative", load_settings(env_file=None))
+    named = parse_policy("hybrid:conservative", make_settings())
     tracker = ActivityTracker(300, clock=lambda: 0.0)
     for t in (0.0, 100.0, 1000.0, 1250.0):  # isolated, recent, isolated, recent
         activity = tracker.record_request("e", at=t)
@@ -279,7 +279,7 @@ def test_simulate_usage_errors_exit_2(tmp_path: Path, args: list[str], message: 
 
 def test_policy_spec_errors() -> None:
     with pytest.raises(PolicySpecError):
-        parse_policy("fixed:0", load_settings(env_file=None))
+        parse_policy("fixed:0", make_settings())
 
 
 def test_the_event_log_exports_a_replayable_trace(tmp_path: Path) -> None:

@@ -7,11 +7,11 @@ from __future__ import annotations
 from functools import cache
 
 from core.keepwarm.decision import NamedPolicy
-from core.settings import load_settings
+
 from core.sim.simulator import Oracle, OracleDistance, SimResult, simulate_minute_trace
 from core.sim.specs import SWEEP_KAPPAS, SWEEP_MINUTES, parse_policy
 from core.sim.traces import TraceFormat, read_minute_series
-from tests.conftest import SHARED_2019
+from tests.conftest import SHARED_2019, make_settings
 
 
 def test_targets_on_the_shared_2019_sample() -> None:
@@ -19,7 +19,7 @@ def test_targets_on_the_shared_2019_sample() -> None:
     oracle's cold starts and has ≤ 1.15× its p75 per-experiment cold-start rate (the oracle run at the
     policy's own idle budget); at every point of its κ sweep it has fewer cold starts *and* a lower p75
     than every fixed window of the sweep, and than the Shahrad et al. policy, that idle no more."""
-    settings = load_settings(env_file=None)
+    settings = make_settings()
     series = list(read_minute_series(SHARED_2019, TraceFormat.AZURE_FUNCTIONS_2019))
 
     def run(*specs: str) -> tuple[dict[str, SimResult], Oracle]:

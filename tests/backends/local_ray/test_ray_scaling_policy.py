@@ -15,7 +15,7 @@ from backends.local_ray.scaling import ReplicaReport, ScalingInputs, desired_rep
 from core.keepwarm.decision import WindowDecision, WindowReason
 from core.serving.errors import ModelUnavailable, Overloaded, UpstreamTimeout
 from core.serving.registry import Experiment
-from core.settings import load_settings
+from tests.conftest import make_settings
 
 NOW = 10_000.0
 
@@ -127,7 +127,7 @@ class _Call:
 
 def predictor_with(call: _Call, timeout_s: float = 0.2) -> RayPredictor:
     handle = SimpleNamespace(predict=SimpleNamespace(remote=lambda *args: call))
-    settings = load_settings(env_file=None, cold_start_timeout_s=timeout_s)
+    settings = make_settings(cold_start_timeout_s=timeout_s)
     deployer = PoolDeployer(settings, "hybrid-serve", for_replicas=_same, deploy=lambda experiment, identity: None)
     return RayPredictor(settings, "hybrid-serve", deployer, read_states=lambda app: {"e": {}},
                         handles=Handles("hybrid-serve", open_handle=lambda experiment_id, app: handle))
@@ -250,7 +250,7 @@ def test_a_replica_that_never_starts_stops_holding_the_pool() -> None:
 
 def test_a_cold_experiment_is_refused_at_once_when_every_replica_slot_is_taken() -> None:
     predictor = predictor_with(_Call({}), timeout_s=5)
-    predictor.settings = load_settings(env_file=None, max_replicas=2)
+    predictor.settings = make_settings(max_replicas=2)
     predictor._status = {"a": {"RUNNING": 1}, "b": {"STARTING": 1}, "e": {}}
     with pytest.raises(Overloaded, match="HYBRID_MAX_REPLICAS") as refused:
         predictor._admit(EXPERIMENT)
@@ -309,9 +309,9 @@ def test_pools_configured_at_once_on_many_threads_all_get_their_policy() -> None
     from concurrent.futures import ThreadPoolExecutor
 
     from backends.local_ray.pool import pool_application
-    from core.settings import load_settings
+    
 
-    settings = load_settings(env_file=None)
+    settings = make_settings()
     experiments = [Experiment(id=f"e{i}", source="org/model", task="feature-extraction") for i in range(200)]
     with ThreadPoolExecutor(8) as pool:
         apps = list(pool.map(lambda e: pool_application(settings, "app", e, None), experiments))
@@ -349,7 +349,7 @@ class _Pools:
 
 def test_a_parked_pool_is_deleted_and_a_request_meanwhile_waits_then_deploys_it_again() -> None:
     pools = _Pools()
-    deployer = PoolDeployer(load_settings(env_file=None), "app", _same, deploy=pools.deploy, delete=pools.delete)
+    deployer = PoolDeployer(make_settings(), "app", _same, deploy=pools.deploy, delete=pools.delete)
 
     async def scenario() -> None:
         await deployer.ensure(EXPERIMENT, None)
@@ -377,7 +377,7 @@ def test_a_request_during_a_swap_waits_for_the_new_pool() -> None:
     swapping = threading.Event()
     deploy = pools.deploy
     pools.deploy = lambda experiment, identity: (swapping.wait(10), deploy(experiment, identity))  # type: ignore[method-assign]
-    deployer = PoolDeployer(load_settings(env_file=None), "app", _same, deploy=pools.deploy, delete=pools.delete)
+    deployer = PoolDeployer(make_settings(), "app", _same, deploy=pools.deploy, delete=pools.delete)
 
     async def scenario() -> None:
         swapping.set()
@@ -396,7 +396,7 @@ def test_a_request_during_a_swap_waits_for_the_new_pool() -> None:
 
 def test_a_pool_deployed_again_before_its_deletion_began_is_not_deleted() -> None:
     pools = _Pools()
-    deployer = PoolDeployer(load_settings(env_file=None), "app", _same, deploy=pools.deploy, delete=pools.delete)
+    deployer = PoolDeployer(make_settings(), "app", _same, deploy=pools.deploy, delete=pools.delete)
 
     async def scenario() -> None:
         await deployer.ensure(EXPERIMENT, None)
@@ -410,7 +410,7 @@ def test_a_pool_deployed_again_before_its_deletion_began_is_not_deleted() -> Non
 
 def test_pools_idle_at_zero_past_the_ttl_are_parked_unless_busy_or_planned() -> None:
     pools = _Pools()
-    settings = load_settings(env_file=None, idle_pool_ttl_s=0.3)
+    settings = make_settings(idle_pool_ttl_s=0.3)
     deployer = PoolDeployer(settings, "app", _same, deploy=pools.deploy, delete=pools.delete)
     states = {"e": {"RUNNING": 1}, "planned": {}, "busy": {}}
     handle = SimpleNamespace(shutdown_async=lambda: asyncio.sleep(0))
@@ -441,7 +441,7 @@ def test_pools_idle_at_zero_past_the_ttl_are_parked_unless_busy_or_planned() -> 
         predictor.handles.release("busy")
         await asyncio.sleep(0.35)
         assert await tick() == {"e", "busy"}
-        predictor.settings = load_settings(env_file=None, idle_pool_ttl_s=0)  # 0: never
+        predictor.settings = make_settings(idle_pool_ttl_s=0)  # 0: never
         predictor._nothing_planned = lambda experiment_id: True  # type: ignore[method-assign]
         await asyncio.sleep(0.35)
         assert await tick() == {"e", "busy"}

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-
 from tests.backends.modal.conftest import ModalContainer, modal_container
+from tests.conftest import make_settings
 from tests.contract import check_contract
 
 
@@ -99,7 +99,7 @@ def test_weights_are_committed_only_when_a_load_downloaded_something(tmp_path: P
     hf_home.mkdir()
     monkeypatch.setenv("HF_HOME", str(hf_home))
     commits: list[int] = []
-    settings = load_settings(env_file=None, registry_path=modal_registry)
+    settings = make_settings(registry_path=modal_registry)
 
     registry = Registry.load(modal_registry)
     container = ModelContainer(settings, pool_key(registry.get("fe"), None), commit_weights=lambda: commits.append(1))
