@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 import core.cli
+import core.plugins
 from backends.modal_backend.deploy_config import deploy_config
 from backends.modal_backend.ingress import build_ingress_app
 from backends.modal_backend.pools import PoolKey
@@ -162,12 +163,22 @@ def stored(modal_dict: dict[str, Any], name: str, key: str) -> Any:
     return asyncio.run(ModalDictStore(modal_dict[name]).get(key))
 
 
-@pytest.mark.parametrize("entry_point", [True, False], ids=["entry-point", "source-checkout"])
-def test_experiments_add_modal_writes_through_to_the_deployed_dict(modal_dict: dict[str, Any], entry_point: bool,
+def only_modal_registry(monkeypatch: pytest.MonkeyPatch, registries: dict[str, str]) -> None:
+    """The installed entry points, with `registries` as the `hybrid_serve.registries` group."""
+    real = core.plugins.entry_points
+    monkeypatch.setattr(core.plugins, "entry_points", lambda group: registries if group == "hybrid_serve.registries" else real(group))
+
+
+def test_experiments_modal_without_the_backend_installed_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    only_modal_registry(monkeypatch, {})
+    result = CliRunner().invoke(core.cli.app, ["experiments", "list", "--modal"])
+    assert result.exit_code == 2
+    assert "the Modal backend is not installed" in result.output and "hybrid_serve.registries" in result.output
+
+
+def test_experiments_add_modal_writes_through_to_the_deployed_dict(modal_dict: dict[str, Any],
                                                                    monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    registries = {"modal": "backends.modal_backend.registry_store:modal_registry"} if entry_point else {}
-    real = core.cli._entry_points
-    monkeypatch.setattr(core.cli, "_entry_points", lambda group: registries if group == "hybrid_serve.registries" else real(group))
+    only_modal_registry(monkeypatch, {"modal": "backends.modal_backend.registry_store:modal_registry"})
     monkeypatch.setenv("MODAL_APP_NAME", "exp-serving")
     runner = CliRunner()
     added = runner.invoke(core.cli.app, ["experiments", "add", "new", "--source", PACKAGE, "--task", "feature-extraction", "--modal"])
