@@ -16,7 +16,7 @@ from core import plugins
 from core.auth import mode_line
 from core.cli_common import settings_or_exit
 from core.experiments_cli import experiments_app
-from core.settings import Settings, env_name, setting_sources
+from core.settings import allowed, env_name, setting_sources
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Per-experiment keep-warm model serving.")
 app.add_typer(experiments_app, name="experiments")
@@ -29,17 +29,18 @@ def _root() -> None:
 
 @app.command()
 def config() -> None:
-    """Print the authentication mode, every effective setting with its source, and the windows it implies."""
+    """Print the authentication mode, every effective setting (core's and each installed backend's) with its
+    source and allowed range, and the windows it implies."""
     settings = settings_or_exit()
-    sources = setting_sources()
+    sources = setting_sources(settings_cls=type(settings))
     typer.echo(mode_line(settings))
     values = settings.public_dict()
     width = max(len(name) for name in values)
-    typer.echo(f"{'setting'.ljust(width)}  {'value'.ljust(12)}  source")
-    for field in Settings.model_fields.values():
+    typer.echo(f"{'setting'.ljust(width)}  {'value'.ljust(12)}  {'source'.ljust(20)}  allowed")
+    for field in type(settings).model_fields.values():
         name = env_name(field)
         shown = "-" if values[name] is None else str(values[name])
-        typer.echo(f"{name.ljust(width)}  {shown.ljust(12)}  {sources[name]}")
+        typer.echo(f"{name.ljust(width)}  {shown.ljust(12)}  {sources[name].ljust(20)}  {allowed(field)}")
     typer.echo(
         f"scaledown window after an isolated request (idle): {settings.idle_window_s} s\n"
         f"scaledown window after a request with another one in the last {settings.activity_window} s "
