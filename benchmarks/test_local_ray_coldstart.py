@@ -23,7 +23,7 @@ from ray import serve
 from tests.conftest import free_port
 from core.events import read_events
 from core.serving.registry import Registry
-from core.settings import load_settings
+from backends.local_ray.settings import load_ray_settings
 
 TRIALS = 20
 BARE_TRIALS = 8
@@ -92,7 +92,7 @@ def test_cold_start_and_scale_to_zero(benchmark, tmp_path: Path, summary) -> Non
     from backends.local_ray import runner
 
     events = tmp_path / "events.jsonl"
-    settings = load_settings(env_file=None, time_scale=TIME_SCALE, event_log=events, max_containers=1)
+    settings = load_ray_settings(env_file=None, time_scale=TIME_SCALE, event_log=events, max_containers=1)
     port = free_port()
     running = runner.start(settings, Registry.load(), "127.0.0.1", port)
     url = f"http://127.0.0.1:{port}"

@@ -29,7 +29,7 @@ from core.events import read_events
 from core.keepwarm.decision import NamedPolicy
 from core.keepwarm.hybrid import HybridParams, hybrid_policy
 from core.serving.registry import Registry
-from core.settings import load_settings
+from backends.local_ray.settings import load_ray_settings
 from core.sim.simulator import simulate_requests
 from core.sim.traces import Request, TraceFormat, read_requests
 from tests.conftest import SHARED_LLM
@@ -61,7 +61,7 @@ def test_replay_llm_slice_against_the_simulator(benchmark, registry_file: Path, 
     registry = tmp_path / "replay.toml"
     fe = Registry.load(registry_file).get("fe")
     registry.write_text(f'[experiments.conversation]\nsource = "{fe.local_path()}"\ntask = "feature-extraction"\n')  # type: ignore[union-attr]
-    settings = load_settings(env_file=None, registry_path=registry, time_scale=SCALE, base_warm_time=BASE,
+    settings = load_ray_settings(env_file=None, registry_path=registry, time_scale=SCALE, base_warm_time=BASE,
                              extension_time=EXTENSION, activity_window=ACTIVITY, max_containers=1, event_log=events)
     port = free_port()
     running = runner.start(settings, Registry.load(registry), "127.0.0.1", port)

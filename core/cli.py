@@ -12,9 +12,11 @@ from typing import Optional
 
 import typer
 
+from core import plugins
 from core.auth import mode_line
+from core.cli_common import settings_or_exit
 from core.experiments_cli import experiments_app
-from core.settings import Settings, SettingsError, env_name, load_settings, setting_sources
+from core.settings import allowed, env_name, setting_sources
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Per-experiment keep-warm model serving.")
 app.add_typer(experiments_app, name="experiments")
@@ -25,46 +27,25 @@ def _root() -> None:
     """Per-experiment keep-warm model serving: Modal in production, Ray Serve locally."""
 
 
-def settings_or_exit() -> Settings:
-    """Load the settings, or print the error and exit 2 (the code Typer uses for bad usage)."""
-    try:
-        return load_settings()
-    except SettingsError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2) from None
-
-
 @app.command()
 def config() -> None:
-    """Print the authentication mode, every effective setting with its source, and the windows it implies."""
+    """Print the authentication mode, every effective setting (core's and each installed backend's) with its
+    source and allowed range, and the windows it implies."""
     settings = settings_or_exit()
-    sources = setting_sources()
+    sources = setting_sources(settings_cls=type(settings))
     typer.echo(mode_line(settings))
     values = settings.public_dict()
     width = max(len(name) for name in values)
-    typer.echo(f"{'setting'.ljust(width)}  {'value'.ljust(12)}  source")
-    for field in Settings.model_fields.values():
+    typer.echo(f"{'setting'.ljust(width)}  {'value'.ljust(12)}  {'source'.ljust(20)}  allowed")
+    for field in type(settings).model_fields.values():
         name = env_name(field)
         shown = "-" if values[name] is None else str(values[name])
-        typer.echo(f"{name.ljust(width)}  {shown.ljust(12)}  {sources[name]}")
+        typer.echo(f"{name.ljust(width)}  {shown.ljust(12)}  {sources[name].ljust(20)}  {allowed(field)}")
     typer.echo(
         f"scaledown window after an isolated request (idle): {settings.idle_window_s} s\n"
         f"scaledown window after a request with another one in the last {settings.activity_window} s "
         f"(active): {settings.active_window_s} s"
     )
-
-
-def _entry_points(group: str) -> dict[str, str]:
-    from importlib.metadata import entry_points
-
-    return {ep.name: ep.value for ep in entry_points(group=group)}
-
-
-def _load(target: str):  # noqa: ANN202  (the entry point's callable)
-    from importlib import import_module
-
-    module_name, _, attr = target.partition(":")
-    return getattr(import_module(module_name), attr)
 
 
 @app.command()
@@ -94,11 +75,11 @@ def serve(
         demo = registry.first_id()
         run_uvicorn(app_, host, port, on_ready=lambda: typer.echo(ready_message(host, port, demo, backend)))
         return
-    backends = _entry_points("hybrid_serve.backends")
+    backends = plugins.entry_points("hybrid_serve.backends")
     if backend not in backends:
         typer.echo(f"error: unknown backend {backend!r}; available: inprocess, {', '.join(sorted(backends))}", err=True)
         raise typer.Exit(code=2)
-    raise typer.Exit(code=_load(backends[backend])(settings=settings, host=host, port=port, name=name) or 0)
+    raise typer.Exit(code=plugins.load(backends[backend])(settings=settings, host=host, port=port, name=name) or 0)
 
 
 @app.command()
@@ -109,8 +90,8 @@ def deploy(
     """Deploy to Modal: prints the mode line and the checked plan, then runs `modal deploy` with the
     tokens from the settings (environment or .env)."""
     settings = settings_or_exit()
-    deployers = _entry_points("hybrid_serve.deployers")
-    raise typer.Exit(code=_load(deployers["modal"])(settings, dry_run=dry_run, dev=dev))
+    deployers = plugins.entry_points("hybrid_serve.deployers")
+    raise typer.Exit(code=plugins.load(deployers["modal"])(settings, dry_run=dry_run, dev=dev))
 
 
 @app.command()

@@ -13,10 +13,13 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Any, NoReturn, Optional
+from typing import Any, Optional
 
 import typer
 
+from core import plugins
+from core.cli_common import fail as _fail
+from core.cli_common import settings_or_exit
 from core.serving.live_registry import FileSource, RegistrySource
 from core.serving.registration import checked_entry
 from core.serving.registry import PACKAGE_PREFIX, Experiment, Registry, RegistryError, RegistryMissing, entry_fields
@@ -24,30 +27,21 @@ from core.settings import Settings
 
 experiments_app = typer.Typer(no_args_is_help=True, help="Add, change, remove and list registered experiments (live).")
 
+#: The entry-point group of registries of deployed apps (`--modal`: its `modal` entry).
+REGISTRIES = "hybrid_serve.registries"
+
 MODAL_OPTION = typer.Option(False, "--modal", help="Change the deployed Modal app's registry (needs Modal credentials).")
-
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code=2)
-
-
-#: Where the Modal backend's registry lives when its entry point is not installed (a source checkout).
-MODAL_REGISTRY_FALLBACK = "backends.modal_backend.registry_store:modal_registry"
 
 
 def _source(settings: Settings, modal: bool) -> RegistrySource:
     if modal:
-        from importlib import import_module
-
-        from core.cli import _entry_points
-
-        target = _entry_points("hybrid_serve.registries").get("modal") or MODAL_REGISTRY_FALLBACK
-        module_name, _, attr = str(target).partition(":")
+        target = plugins.entry_points(REGISTRIES).get("modal")
+        if target is None:
+            _fail(f"the Modal backend is not installed (no 'modal' entry point in {REGISTRIES})")
         try:
-            factory = getattr(import_module(module_name), attr)
-        except (ImportError, AttributeError):
-            _fail("the Modal backend is not installed")
+            factory = plugins.load(target)
+        except (ImportError, AttributeError) as exc:
+            _fail(f"the Modal backend's registry ({target}) cannot be loaded: {type(exc).__name__}: {exc}")
         return factory(settings)
     if settings.registry_path is None:
         _fail("HYBRID_REGISTRY is not set: servers read the shipped demo registry, which is not changed. "
@@ -109,8 +103,6 @@ def add(
     modal: bool = MODAL_OPTION,
 ) -> None:
     """Register a new experiment; running servers serve it on its first request."""
-    from core.cli import settings_or_exit
-
     store = _source(settings_or_exit(), modal)
 
     async def work() -> None:
@@ -133,8 +125,6 @@ def update(
     modal: bool = MODAL_OPTION,
 ) -> None:
     """Change a registered experiment (only the options given); a new model swaps in live."""
-    from core.cli import settings_or_exit
-
     store = _source(settings_or_exit(), modal)
 
     async def work() -> bool:
@@ -157,8 +147,6 @@ def update(
 @experiments_app.command()
 def remove(experiment_id: str = typer.Argument(..., metavar="ID"), modal: bool = MODAL_OPTION) -> None:
     """Retire an experiment: later requests get 404, requests in flight finish."""
-    from core.cli import settings_or_exit
-
     store = _source(settings_or_exit(), modal)
     if not _run(store.remove(experiment_id)):
         _fail(f"experiment {experiment_id!r} is not registered")
@@ -168,8 +156,6 @@ def remove(experiment_id: str = typer.Argument(..., metavar="ID"), modal: bool =
 @experiments_app.command("list")
 def list_(as_json: bool = typer.Option(False, "--json", help="One JSON object per line."), modal: bool = MODAL_OPTION) -> None:
     """The registered experiments, in registry order."""
-    from core.cli import settings_or_exit
-
     settings = settings_or_exit()
     if settings.registry_path is None and not modal:
         from core.serving.registry import Registry as _Registry

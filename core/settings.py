@@ -1,18 +1,27 @@
-"""Settings: every knob of hybrid-serve, read from the environment and `.env`, checked at load time.
+"""Settings: core's knobs of hybrid-serve — and, through entry points, every backend's — read from the
+environment and `.env`, checked at load time.
 
 Why this module exists: a window Modal would reject (outside 2..3600 s) or a half-configured token
 pair must fail when the settings are *loaded*, with a message naming the variable, its value and the
 allowed range, not minutes later at deploy time. Precedence, highest first: explicit keyword
 arguments, the environment, the `.env` file, the named preset (`HYBRID_PRESET`), the defaults.
 Secrets are `SecretStr` and never appear in a repr, a dump or an error.
+
+`Settings` holds what core uses (and the few keys both remote backends share). A backend declares its
+own keys in a subclass of it (`backends/local_ray/settings.py`, `backends/modal_backend/settings.py`)
+registered under the `hybrid_serve.settings` entry-point group; `settings_class()` composes core's
+class with every registered one, so `load_settings()` validates, `hybrid-serve config` prints and
+`env_template.txt` lists every variable, while core never imports a backend.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
+from importlib.metadata import EntryPoint
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Iterable, Literal, Mapping, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -21,6 +30,8 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+from core import plugins
 
 MODAL_MIN_WINDOW_S = 2
 MODAL_MAX_WINDOW_S = 3600
@@ -36,12 +47,17 @@ PRESETS: dict[str, dict[str, int]] = {
 
 SECRET_VARIABLES = ("MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET", "HYBRID_API_TOKEN")
 
+#: The entry-point group under which a backend registers its settings class (a subclass of `Settings`).
+SETTINGS_GROUP = "hybrid_serve.settings"
+
 
 class SettingsError(ValueError):
     """Invalid settings; the message names each variable, its value (never a secret's) and the allowed range."""
 
 
-def _setting(default: Any, env: str, allowed: str, **constraints: Any) -> Any:
+def setting(default: Any, env: str, allowed: str, **constraints: Any) -> Any:
+    """A settings field fed by the variable `env`; `allowed` (the range, in words) goes into every error and
+    into `hybrid-serve config`. Backends declare their keys with it too."""
     return Field(default, validation_alias=env, json_schema_extra={"env": env, "allowed": allowed}, **constraints)
 
 
@@ -57,142 +73,90 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
-    modal_token_id: SecretStr | None = _setting(None, "MODAL_TOKEN_ID", "any token string, set together with MODAL_TOKEN_SECRET")
-    modal_token_secret: SecretStr | None = _setting(None, "MODAL_TOKEN_SECRET", "any token string, set together with MODAL_TOKEN_ID")
-    preset: PresetName | None = _setting(None, "HYBRID_PRESET", "one of conservative, balanced, performance")
-    base_warm_time: int = _setting(
+    modal_token_id: SecretStr | None = setting(None, "MODAL_TOKEN_ID", "any token string, set together with MODAL_TOKEN_SECRET")
+    modal_token_secret: SecretStr | None = setting(None, "MODAL_TOKEN_SECRET", "any token string, set together with MODAL_TOKEN_ID")
+    preset: PresetName | None = setting(None, "HYBRID_PRESET", "one of conservative, balanced, performance")
+    base_warm_time: int = setting(
         900, "MODAL_BASE_WARM_TIME", f"integer seconds in {MODAL_MIN_WINDOW_S}..{MODAL_MAX_WINDOW_S}",
         ge=MODAL_MIN_WINDOW_S, le=MODAL_MAX_WINDOW_S,
     )
-    extension_time: int = _setting(
+    extension_time: int = setting(
         900, "MODAL_EXTENSION_TIME", f"integer seconds ≥ 0 with base + extension ≤ {MODAL_MAX_WINDOW_S}",
         ge=0, le=MODAL_MAX_WINDOW_S,
     )
-    activity_window: int = _setting(300, "MODAL_ACTIVITY_WINDOW", "integer seconds > 0", gt=0)
-    max_containers: int = _setting(10, "MODAL_MAX_CONTAINERS", "integer ≥ 1", ge=1)
+    activity_window: int = setting(300, "MODAL_ACTIVITY_WINDOW", "integer seconds > 0", gt=0)
+    max_containers: int = setting(10, "MODAL_MAX_CONTAINERS", "integer ≥ 1", ge=1)
 
     # --- model server (core/serving, core/http) -------------------------------------------------
-    registry_path: Path | None = _setting(
+    registry_path: Path | None = setting(
         None, "HYBRID_REGISTRY", "path of a TOML experiment registry (unset: the shipped demo registry)"
     )
-    registry_poll_s: float = _setting(
+    registry_poll_s: float = setting(
         1.0, "HYBRID_REGISTRY_POLL_S", "seconds 0.1..3600 between two checks of the registry for changes", ge=0.1, le=3600
     )
-    mlflow_poll_s: float = _setting(
+    mlflow_poll_s: float = setting(
         30.0, "HYBRID_MLFLOW_POLL_S", "seconds 1..86400 between two resolutions of mlflow:…@ALIAS sources", ge=1, le=86400
     )
-    mlflow_timeout_s: float = _setting(
+    mlflow_timeout_s: float = setting(
         30.0, "HYBRID_MLFLOW_TIMEOUT_S",
         "seconds 1..3600 an MLflow call may go unanswered (resolving a source; each request of a download)",
         ge=1, le=3600,
     )
-    mlflow_cache: Path | None = _setting(
+    mlflow_cache: Path | None = setting(
         None, "HYBRID_MLFLOW_CACHE", "folder for models downloaded from MLflow (unset: ~/.cache/hybrid-serve/mlflow)"
     )
-    cache_max_models: int = _setting(4, "HYBRID_CACHE_MAX_MODELS", "integer ≥ 1", ge=1)
-    cache_max_memory_mb: int = _setting(
+    cache_max_models: int = setting(4, "HYBRID_CACHE_MAX_MODELS", "integer ≥ 1", ge=1)
+    cache_max_memory_mb: int = setting(
         4096, "HYBRID_CACHE_MAX_MEMORY_MB", "integer MiB ≥ 0 (0: no memory budget)", ge=0
     )
-    max_batch_size: int = _setting(32, "HYBRID_MAX_BATCH_SIZE", "integer 1..1024", ge=1, le=1024)
-    batch_wait_ms: float = _setting(0.0, "HYBRID_BATCH_WAIT_MS", "milliseconds 0..1000", ge=0, le=1000)
-    max_body_bytes: int = _setting(1_048_576, "HYBRID_MAX_BODY_BYTES", "integer bytes ≥ 64", ge=64)
-    max_inputs: int = _setting(64, "HYBRID_MAX_INPUTS", "integer 1..4096", ge=1, le=4096)
-    max_new_tokens: int = _setting(128, "HYBRID_MAX_NEW_TOKENS", "integer 1..4096", ge=1, le=4096)
-    max_queue: int = _setting(
+    max_batch_size: int = setting(32, "HYBRID_MAX_BATCH_SIZE", "integer 1..1024", ge=1, le=1024)
+    batch_wait_ms: float = setting(0.0, "HYBRID_BATCH_WAIT_MS", "milliseconds 0..1000", ge=0, le=1000)
+    max_body_bytes: int = setting(1_048_576, "HYBRID_MAX_BODY_BYTES", "integer bytes ≥ 64", ge=64)
+    max_inputs: int = setting(64, "HYBRID_MAX_INPUTS", "integer 1..4096", ge=1, le=4096)
+    max_new_tokens: int = setting(128, "HYBRID_MAX_NEW_TOKENS", "integer 1..4096", ge=1, le=4096)
+    max_queue: int = setting(
         256, "HYBRID_MAX_QUEUE", "integer ≥ 1: requests that may wait per experiment (beyond: 503 + Retry-After)", ge=1
     )
-    header_timeout_s: float = _setting(
+    header_timeout_s: float = setting(
         10.0, "HYBRID_HEADER_TIMEOUT_S", "seconds > 0 a client may take to send a request's headers", gt=0
     )
-    body_timeout_s: float = _setting(
+    body_timeout_s: float = setting(
         30.0, "HYBRID_BODY_TIMEOUT_S", "seconds > 0 a client may pause while sending a request body (then 408)", gt=0
     )
-    shutdown_timeout_s: float = _setting(
+    shutdown_timeout_s: float = setting(
         30.0, "HYBRID_SHUTDOWN_TIMEOUT_S", "seconds > 0 in-flight requests get to finish on Ctrl-C (queued ones: 503)", gt=0
     )
 
     # --- keep-warm policy (core/keepwarm) -------------------------------------------------------
-    policy_name: Literal["hybrid", "adaptive"] = _setting(
+    policy_name: Literal["hybrid", "adaptive"] = setting(
         "hybrid", "HYBRID_POLICY", "hybrid (the guide's base/extension policy) or adaptive (learned per experiment)"
     )
-    adaptive_kappa: float = _setting(
+    adaptive_kappa: float = setting(
         320.0, "HYBRID_ADAPTIVE_KAPPA", "number > 0: price of one cold start in idle container-minutes (for an experiment of typical gaps; scaled per experiment)", gt=0
     )
 
-    prewarm_lead_s: float = _setting(
+    prewarm_lead_s: float = setting(  # the adaptive policy's pre-warms, as both remote backends apply them
         60.0, "HYBRID_PREWARM_LEAD_S", "seconds ≥ 0 (real time): start a pre-warm this much before the request is due", ge=0
     )
 
-    # --- local emulation (backends/local_ray) ----------------------------------------------------
-    time_scale: float = _setting(
+    # --- emulated time and the event log (core.serving.request_path, core.testing) -------------
+    time_scale: float = setting(
         1.0, "HYBRID_TIME_SCALE", "number 1..3600: every window (and the activity window) runs this many times faster",
         ge=1, le=3600,
     )
-    event_log: Path | None = _setting(None, "HYBRID_EVENT_LOG", "path of a JSON-lines scaling event log (unset: none)")
-    cold_start_timeout_s: float = _setting(
-        300.0, "HYBRID_COLD_START_TIMEOUT_S", "seconds > 0 a request waits for a cold start before 504", gt=0
-    )
-    replica_target_ongoing: int | None = _setting(
-        None, "HYBRID_REPLICA_TARGET_ONGOING",
-        "integer ≥ 1: concurrent requests one replica should carry (unset: MODAL_CONCURRENT_INPUTS, as on Modal)", ge=1
-    )
-    replica_cpus: float = _setting(
-        0.125, "HYBRID_REPLICA_CPUS",
-        "number > 0: CPUs Ray reserves for each replica (also its torch threads, at least 1)", gt=0
-    )
-    replica_memory_mb: int = _setting(
-        1024, "HYBRID_REPLICA_MEMORY_MB", "integer MiB ≥ 0 Ray reserves for each replica (0: none)", ge=0
-    )
-    max_replicas: int = _setting(
-        0, "HYBRID_MAX_REPLICAS",
-        "integer ≥ 0: replicas across all experiments (0: as many as the cluster's CPUs and memory hold)", ge=0
-    )
-    idle_pool_ttl_s: float = _setting(
-        60.0, "HYBRID_IDLE_POOL_TTL_S",
-        "seconds ≥ 0 a pool stays deployed at zero replicas with nothing planned before it is deleted "
-        "(its next request deploys it again, ~1 s); 0: never delete", ge=0,
-    )
-    max_cold_starts: int = _setting(
-        0, "HYBRID_MAX_COLD_STARTS", "integer ≥ 0: cold starts under way at once across experiments (0: the cluster's CPUs)",
-        ge=0
-    )
-
-    # --- Modal deployment (backends/modal_backend) -------------------------------------------------
-    modal_app_name: str = _setting("hybrid-serve", "MODAL_APP_NAME", "a Modal app name ([A-Za-z0-9_.-], ≤ 64)",
-                                   pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    modal_gpu: str | None = _setting("T4", "MODAL_GPU", "a Modal GPU type such as T4, L4, A10G, A100, H100; none: CPU only")
-    modal_concurrent_inputs: int = _setting(
-        32, "MODAL_CONCURRENT_INPUTS", "integer 1..1000: inputs one container takes at once (@modal.concurrent)", ge=1, le=1000
-    )
-    memory_snapshot: bool = _setting(False, "HYBRID_MEMORY_SNAPSHOT", "true or false: Modal memory snapshots of loaded models")
-    gpu_snapshot: bool = _setting(
-        False, "HYBRID_GPU_SNAPSHOT", "true or false: with HYBRID_MEMORY_SNAPSHOT, snapshot GPU memory too (Modal alpha)"
-    )
-    proxy_auth: bool = _setting(False, "HYBRID_PROXY_AUTH", "true or false: require Modal proxy auth tokens on the endpoint")
-    public_endpoint: bool = _setting(
-        False, "HYBRID_PUBLIC_ENDPOINT",
-        "true or false: deploy without any authentication (default false: proxy auth unless a bearer token secret is set)",
-    )
-    api_token_secret: str | None = _setting(
-        None, "HYBRID_API_TOKEN_SECRET", "name of a modal.Secret holding HYBRID_API_TOKEN (bearer token); unset: none"
-    )
-    api_token: SecretStr | None = _setting(
+    event_log: Path | None = setting(None, "HYBRID_EVENT_LOG", "path of a JSON-lines scaling event log (unset: none)")
+    api_token: SecretStr | None = setting(
         None, "HYBRID_API_TOKEN", "a bearer token clients must send (unset: no token required)"
     )
-    window_update_interval_s: float = _setting(
-        10.0, "HYBRID_WINDOW_UPDATE_INTERVAL_S",
-        "seconds ≥ 0: least time between two reconciler passes that requests trigger (update_autoscaler calls)", ge=0
-    )
-    reconcile_interval_s: float = _setting(
-        60.0, "HYBRID_RECONCILE_INTERVAL_S",
-        "seconds 10..3600: the window reconciler runs at least this often (pre-warms, re-application after a deploy)",
-        ge=10, le=3600,
-    )
 
-    @field_validator("modal_gpu")
-    @classmethod
-    def _cpu_only(cls, value: str | None) -> str | None:
-        return None if value is None or value.strip().lower() in {"none", "cpu"} else value.strip()
+    # --- shared by both remote backends (core.serving.remote names the cold-start limit; the Ray
+    # emulator carries as many concurrent requests per replica as a Modal container takes) ----------
+    cold_start_timeout_s: float = setting(
+        300.0, "HYBRID_COLD_START_TIMEOUT_S", "seconds > 0 a request waits for a cold start before 504", gt=0
+    )
+    modal_concurrent_inputs: int = setting(
+        32, "MODAL_CONCURRENT_INPUTS", "integer 1..1000: inputs one container takes at once (@modal.concurrent)", ge=1, le=1000
+    )
 
     @model_validator(mode="after")
     def _check_cross_field_rules(self) -> "Settings":
@@ -202,9 +166,6 @@ class Settings(BaseSettings):
                 f"MODAL_TOKEN_ID / MODAL_TOKEN_SECRET: only {which} is set; allowed: set both "
                 "(production mode) or neither (development mode, web authentication via `modal setup`)"
             )
-        if self.gpu_snapshot and not self.memory_snapshot:
-            raise ValueError("HYBRID_GPU_SNAPSHOT=true needs HYBRID_MEMORY_SNAPSHOT=true; allowed: set both, or leave "
-                             "HYBRID_GPU_SNAPSHOT false")
         if self.base_warm_time + self.extension_time > MODAL_MAX_WINDOW_S:
             raise ValueError(
                 f"MODAL_BASE_WARM_TIME + MODAL_EXTENSION_TIME = {self.base_warm_time} + {self.extension_time} = "
@@ -236,13 +197,6 @@ class Settings(BaseSettings):
         """Scaledown window after a request with recent activity."""
         return self.base_warm_time + self.extension_time
 
-    @property
-    def target_ongoing(self) -> int:
-        """Concurrent requests one replica carries before its pool scales up: what a Modal container
-        takes (`MODAL_CONCURRENT_INPUTS`) unless `HYBRID_REPLICA_TARGET_ONGOING` says otherwise, so the
-        emulator starts as many replicas for a load as Modal would start containers."""
-        return self.replica_target_ongoing or self.modal_concurrent_inputs
-
     def public_dict(self) -> dict[str, Any]:
         """Every setting by variable name, secrets reduced to whether they are set (no prefix, no length)."""
         out: dict[str, Any] = {}
@@ -255,6 +209,11 @@ class Settings(BaseSettings):
 def env_name(field: FieldInfo) -> str:
     """The environment variable that feeds a settings field."""
     return str(field.validation_alias)
+
+
+def allowed(field: FieldInfo) -> str:
+    """A settings field's allowed values, in words (what an error about it says)."""
+    return str((field.json_schema_extra or {}).get("allowed", ""))  # type: ignore[union-attr]
 
 
 class PresetSource(PydanticBaseSettingsSource):
@@ -281,39 +240,81 @@ class PresetSource(PydanticBaseSettingsSource):
         return dict(PRESETS.get(name, {})) if name else {}
 
 
-def _format_error(error: Mapping[str, Any]) -> str:
+S = TypeVar("S", bound=Settings)
+
+
+def settings_class(points: Iterable[EntryPoint] | None = None) -> type[Settings]:
+    """Core's `Settings` with every backend's settings class of `points` (default: the installed entry
+    points of `hybrid_serve.settings`) composed into one class: its fields are every variable of
+    hybrid-serve. An entry point naming anything but a subclass of `Settings` is an error."""
+    chosen = plugins.installed(SETTINGS_GROUP) if points is None else sorted(points, key=lambda ep: ep.name)
+    classes = []
+    for name, cls in plugins.load_all(chosen):
+        if not (isinstance(cls, type) and issubclass(cls, Settings)):
+            raise TypeError(f"entry point {name!r} of {SETTINGS_GROUP}: {cls!r}; allowed: a subclass of core.settings.Settings")
+        classes.append(cls)
+    return _composed(tuple(classes))
+
+
+@lru_cache(maxsize=None)
+def _composed(classes: tuple[type[Settings], ...]) -> type[Settings]:
+    if not classes:
+        return Settings
+    if len(classes) == 1:
+        return classes[0]
+    return type("AllSettings", classes, {
+        "__doc__": "Core's settings and those of " + ", ".join(c.__name__ for c in classes) + ".",
+        "__module__": __name__,
+    })
+
+
+def _format_error(cls: type[Settings], error: Mapping[str, Any]) -> str:
     loc = error.get("loc") or ()
     message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
     if not loc:
         return message
     variable = str(loc[0])
-    field = next((f for f in Settings.model_fields.values() if env_name(f) == variable), None)
-    allowed = (field.json_schema_extra or {}).get("allowed", "") if field else ""  # type: ignore[union-attr]
+    field = next((f for f in cls.model_fields.values() if env_name(f) == variable), None)
     shown = "<hidden>" if variable in SECRET_VARIABLES else repr(error.get("input"))
-    return f"{variable}={shown}: {message.lower()}; allowed: {allowed}"
+    return f"{variable}={shown}: {message.lower()}; allowed: {allowed(field) if field else ''}"
 
 
-def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
-    """Load and validate the settings; raise `SettingsError` whose message names every bad variable."""
+def _unknown(cls: type[Settings], overrides: Mapping[str, Any]) -> list[str]:
+    known = {name for name in cls.model_fields} | {env_name(f) for f in cls.model_fields.values()}
+    return sorted(key for key in overrides if key not in known)
+
+
+def load_settings(env_file: str | Path | None = ".env", *, settings_cls: type[S] | None = None, **overrides: Any) -> S:
+    """Load and validate the settings of `settings_cls` (default: `settings_class()`, core's and every
+    installed backend's); raise `SettingsError` whose message names every bad variable and its range.
+    An override that is no setting of the class is an error too, never silently ignored."""
+    cls: type[Any] = settings_cls or settings_class()
+    unknown = _unknown(cls, overrides)
+    if unknown:
+        raise SettingsError(f"invalid hybrid-serve settings:\n  - {', '.join(unknown)}: no such setting of {cls.__name__}; "
+                            "allowed: a field or variable name of core's or an installed backend's settings "
+                            f"(entry points of {SETTINGS_GROUP})")
     try:
-        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+        return cls(_env_file=env_file, **overrides)  # type: ignore[no-any-return]
     except ValidationError as exc:
-        problems = "\n".join(f"  - {_format_error(e)}" for e in exc.errors(include_input=True, include_url=False))
+        problems = "\n".join(f"  - {_format_error(cls, e)}" for e in exc.errors(include_input=True, include_url=False))
         raise SettingsError(f"invalid hybrid-serve settings:\n{problems}") from None
 
 
-def setting_sources(env_file: str | Path | None = ".env", **overrides: Any) -> dict[str, str]:
+def setting_sources(env_file: str | Path | None = ".env", *, settings_cls: type[Settings] | None = None,
+                    **overrides: Any) -> dict[str, str]:
     """Where each effective setting came from, by variable name: argument, environment, .env, preset or default."""
-    init = _StaticSource(Settings, overrides)
-    env = EnvSettingsSource(Settings, env_ignore_empty=True)
-    dotenv = DotEnvSettingsSource(Settings, env_file=env_file, env_ignore_empty=True)
-    preset = PresetSource(Settings, (init, env, dotenv))
+    cls = settings_cls or settings_class()
+    init = _StaticSource(cls, overrides)
+    env = EnvSettingsSource(cls, env_ignore_empty=True)
+    dotenv = DotEnvSettingsSource(cls, env_file=env_file, env_ignore_empty=True)
+    preset = PresetSource(cls, (init, env, dotenv))
     layers: list[tuple[str, Mapping[str, Any]]] = [
         ("argument", overrides), ("environment", env()), (".env", dotenv()),
         (f"preset {preset.preset_name()}", preset()),
     ]
     result: dict[str, str] = {}
-    for name, field in Settings.model_fields.items():
+    for name, field in cls.model_fields.items():
         variable = env_name(field)
         result[variable] = next((label for label, values in layers if variable in values or name in values), "default")
     return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,11 +21,11 @@ def test_config_prints_mode_settings_sources_and_windows(tmp_path: Path, monkeyp
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0] == "🔧 Development mode: Using web authentication"
-    rows = {line.split()[0]: line.split()[1:] for line in lines[2:9]}
-    assert rows["MODAL_BASE_WARM_TIME"] == ["600", "preset", "conservative"]
-    assert rows["MODAL_MAX_CONTAINERS"] == ["4", ".env"]
-    assert rows["MODAL_ACTIVITY_WINDOW"] == ["120", "environment"]
-    assert rows["MODAL_TOKEN_ID"] == ["unset", "default"]
+    rows = {cells[0]: cells[1:] for line in lines[2:] if len(cells := re.split(r"\s{2,}", line.strip())) >= 3}
+    assert rows["MODAL_BASE_WARM_TIME"] == ["600", "preset conservative", "integer seconds in 2..3600"]
+    assert rows["MODAL_MAX_CONTAINERS"] == ["4", ".env", "integer ≥ 1"]
+    assert rows["MODAL_ACTIVITY_WINDOW"] == ["120", "environment", "integer seconds > 0"]
+    assert rows["MODAL_TOKEN_ID"][:2] == ["unset", "default"]
     assert "(idle): 600 s" in result.output
     assert "in the last 120 s (active): 1200 s" in result.output
 
@@ -45,3 +46,37 @@ def test_console_script_exits_0_on_defaults(tmp_path: Path) -> None:
     proc = subprocess.run([str(exe), "config"], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert proc.returncode == 0
     assert proc.stdout.startswith("🔧 Development mode: Using web authentication\n")
+
+
+def test_config_lists_every_backend_key_with_its_value_source_and_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HYBRID_MAX_REPLICAS", "7")
+    monkeypatch.setenv("MODAL_GPU", "L4")
+    result = CliRunner().invoke(app, ["config"])
+    assert result.exit_code == 0, result.output
+    rows = {cells[0]: cells[1:] for line in result.output.splitlines()
+            if len(cells := re.split(r"\s{2,}", line.strip())) >= 3}
+    assert rows["HYBRID_MAX_REPLICAS"][:2] == ["7", "environment"]  # the Ray backend's
+    assert rows["HYBRID_MAX_REPLICAS"][2].startswith("integer ≥ 0")
+    assert rows["MODAL_GPU"][:2] == ["L4", "environment"]  # the Modal backend's
+    assert rows["HYBRID_RECONCILE_INTERVAL_S"] == ["60.0", "default", RECONCILE_RANGE]
+    assert set(template_variables()) <= set(rows)  # every variable of env_template.txt
+
+
+RECONCILE_RANGE = ("seconds 10..3600: the window reconciler runs at least this often (pre-warms, re-application "
+                   "after a deploy)")
+
+
+def template_variables() -> list[str]:
+    from tests.conftest import REPO_ROOT
+
+    return [line.split("=", 1)[0] for line in (REPO_ROOT / "env_template.txt").read_text().splitlines()
+            if line and not line.startswith("#")]
+
+
+def test_console_script_names_a_bad_backend_key_and_its_range(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MODAL_", "HYBRID_"))}
+    env["HYBRID_REPLICA_CPUS"] = "0"
+    exe = Path(sys.executable).parent / "hybrid-serve"
+    proc = subprocess.run([str(exe), "config"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "HYBRID_REPLICA_CPUS='0'" in proc.stderr and "number > 0: CPUs Ray reserves" in proc.stderr

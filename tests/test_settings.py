@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import pickle
 import shutil
+import tomllib
+from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from core.settings import PRESETS, Settings, SettingsError, env_name, load_settings, setting_sources
-from tests.conftest import REPO_ROOT, make_settings
+from backends.local_ray.settings import RaySettings, load_ray_settings, ray_settings
+from backends.modal_backend.settings import ModalSettings
+from core.settings import (PRESETS, SETTINGS_GROUP, Settings, SettingsError, env_name, load_settings, setting_sources,
+                           settings_class)
+from tests.conftest import REPO_ROOT
 
 DEFAULTS = {
     "MODAL_BASE_WARM_TIME": ("base_warm_time", 900),
@@ -147,19 +154,86 @@ def test_empty_token_counts_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_settings().modal_token_id is None
 
 
+def declared_settings() -> list[EntryPoint]:
+    """The `hybrid_serve.settings` entry points as pyproject.toml declares them (whatever is installed)."""
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    return [EntryPoint(name, value, SETTINGS_GROUP) for name, value in project["entry-points"][SETTINGS_GROUP].items()]
+
+
+def test_every_backend_declares_its_settings_through_the_entry_point() -> None:
+    assert {ep.name: ep.value for ep in declared_settings()} == {
+        "ray": "backends.local_ray.settings:RaySettings", "modal": "backends.modal_backend.settings:ModalSettings"}
+    cls = settings_class(declared_settings())
+    assert issubclass(cls, RaySettings) and issubclass(cls, ModalSettings)
+    assert settings_class([]) is Settings and settings_class(declared_settings()[:1]) in (RaySettings, ModalSettings)
+
+
+def test_core_settings_hold_no_backend_key() -> None:
+    core = {env_name(f) for f in Settings.model_fields.values()}
+    for backend in (RaySettings, ModalSettings):
+        own = {env_name(f) for name, f in backend.model_fields.items() if name not in Settings.model_fields}
+        assert own and not own & core
+    assert not {"HYBRID_REPLICA_CPUS", "HYBRID_MAX_REPLICAS", "MODAL_GPU", "HYBRID_RECONCILE_INTERVAL_S"} & core
+
+
+def test_an_entry_point_that_is_no_settings_class_is_refused() -> None:
+    with pytest.raises(TypeError, match="entry point 'odd' of hybrid_serve.settings: .*allowed: a subclass of core.settings.Settings"):
+        settings_class([EntryPoint("odd", "core.settings:load_settings", SETTINGS_GROUP)])
+
+
+@pytest.mark.parametrize(("variable", "value", "allowed"), [
+    ("HYBRID_REPLICA_CPUS", "0", "number > 0: CPUs Ray reserves for each replica"),
+    ("HYBRID_MAX_REPLICAS", "-1", "integer ≥ 0: replicas across all experiments"),
+    ("HYBRID_IDLE_POOL_TTL_S", "soon", "seconds ≥ 0 a pool stays deployed"),
+    ("HYBRID_RECONCILE_INTERVAL_S", "5", "seconds 10..3600"),
+    ("MODAL_APP_NAME", "no spaces", "a Modal app name ([A-Za-z0-9_.-], ≤ 64)"),
+])
+def test_a_bad_backend_key_fails_at_load_naming_the_variable_and_range(
+        variable: str, value: str, allowed: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as err:
+        load_settings(env_file=None, settings_cls=settings_class(declared_settings()))
+    assert f"{variable}='{value}'" in str(err.value) and allowed in str(err.value)
+
+
+def test_a_backend_rule_across_its_keys_fails_at_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HYBRID_GPU_SNAPSHOT", "true")
+    with pytest.raises(SettingsError, match="HYBRID_GPU_SNAPSHOT=true needs HYBRID_MEMORY_SNAPSHOT=true"):
+        load_settings(env_file=None, settings_cls=settings_class(declared_settings()))
+
+
+def test_an_override_that_is_no_setting_is_an_error_not_ignored() -> None:
+    with pytest.raises(SettingsError, match="replica_cpus: no such setting of Settings"):
+        load_settings(env_file=None, settings_cls=Settings, replica_cpus=0.5)
+    assert load_settings(env_file=None, settings_cls=RaySettings, replica_cpus=0.5).replica_cpus == 0.5
+
+
 def test_env_template_copied_to_dotenv_gives_the_defaults(tmp_path: Path) -> None:
     shutil.copy(REPO_ROOT / "env_template.txt", tmp_path / ".env")
-    assert load_settings() == Settings.model_construct(**{f: fi.default for f, fi in Settings.model_fields.items()})
+    cls = settings_class(declared_settings())
+    assert load_settings(settings_cls=cls).model_dump() == cls.model_construct(
+        **{f: fi.default for f, fi in cls.model_fields.items()}).model_dump()
 
 
-def test_env_template_lists_every_variable() -> None:
-    template = (REPO_ROOT / "env_template.txt").read_text()
-    for field in Settings.model_fields.values():
-        assert f"\n{env_name(field)}=" in template, env_name(field)
+def test_env_template_lists_exactly_the_variables_of_core_and_every_backend() -> None:
+    template = [line.split("=", 1)[0] for line in (REPO_ROOT / "env_template.txt").read_text().splitlines()
+                if line and not line.startswith("#")]
+    assert sorted(template) == sorted(env_name(f) for f in settings_class(declared_settings()).model_fields.values())
+
+
+def test_the_ray_settings_cross_into_ray_validated_and_as_their_own_class() -> None:
+    loaded = load_settings(env_file=None, settings_cls=settings_class(declared_settings()), replica_cpus=0.5, modal_gpu="L4")
+    sent = ray_settings(loaded, max_replicas=3)
+    assert type(sent) is RaySettings and (sent.replica_cpus, sent.max_replicas) == (0.5, 3)
+    assert pickle.loads(pickle.dumps(sent)) == sent
+    with pytest.raises(ValidationError, match="max_replicas"):
+        ray_settings(loaded, max_replicas=-1)
+    with pytest.raises(SettingsError, match="without its keys .*HYBRID_REPLICA_CPUS"):
+        ray_settings(load_settings(env_file=None, settings_cls=Settings))
 
 
 def test_replicas_take_what_a_modal_container_takes_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODAL_CONCURRENT_INPUTS", "12")
-    assert make_settings().target_ongoing == 12
+    assert load_ray_settings(env_file=None).target_ongoing == 12
     monkeypatch.setenv("HYBRID_REPLICA_TARGET_ONGOING", "3")
-    assert make_settings().target_ongoing == 3
+    assert load_ray_settings(env_file=None).target_ongoing == 3

@@ -14,15 +14,15 @@ from ray import serve
 
 from backends.local_ray.ingress import HybridIngress
 from backends.local_ray.pool import deployment_settings
+from backends.local_ray.settings import RaySettings
 from core.auth import AuthMode
-from core.settings import Settings
 
 
 #: The ingress's deployment (the driver calls it through a handle to drain it on Ctrl-C).
 INGRESS_DEPLOYMENT = "ingress"
 
 
-def build_application(settings: Settings, mode: AuthMode, app_name: str) -> Any:
+def build_application(settings: RaySettings, mode: AuthMode, app_name: str) -> Any:
     """The bound ingress application (deploy it with `serve.run(..., name=app_name)`). Tokens stay out of it."""
     ingress = serve.deployment(serve.ingress()(HybridIngress), name=INGRESS_DEPLOYMENT, num_replicas=1,
                                ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)

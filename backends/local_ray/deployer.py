@@ -19,8 +19,8 @@ import asyncio
 import logging
 from typing import Any, Awaitable, Callable
 
+from backends.local_ray.settings import RaySettings
 from core.serving.registry import Experiment
-from core.settings import Settings
 
 log = logging.getLogger("hybrid_serve.ray.deployer")
 
@@ -30,7 +30,7 @@ DeleteFn = Callable[[str], None]
 
 
 class PoolDeployer:
-    def __init__(self, settings: Settings, app_name: str,
+    def __init__(self, settings: RaySettings, app_name: str,
                  for_replicas: Callable[[Experiment], Awaitable[Experiment]],
                  deploy: DeployFn | None = None, delete: DeleteFn | None = None):
         self.settings = settings

@@ -35,7 +35,7 @@ from core.serving.registry import Experiment, Registry
 from core.serving.remote import answered_prediction, await_worker
 from core.serving.request_path import RequestPath
 from core.serving.scrub import scrub
-from core.settings import Settings
+from backends.local_ray.settings import RaySettings
 
 log = logging.getLogger("hybrid_serve.ray.ingress")
 
@@ -139,7 +139,7 @@ class Handles:
 
 
 class RayPredictor:
-    def __init__(self, settings: Settings, app_name: str, deployer: PoolDeployer,
+    def __init__(self, settings: RaySettings, app_name: str, deployer: PoolDeployer,
                  read_states: Callable[[str], dict[str, dict[str, int]]] = serve_replica_states,
                  handles: Handles | None = None, identity: Callable[[str], str | None] = lambda _: None):
         self.handles = handles or Handles(app_name)
@@ -334,10 +334,10 @@ class HybridIngress:
     """Serve ingress deployment: builds core's app at replica start (`__serve_build_asgi_app__`). The
     registry comes from the keeper actor (read when the app starts, then polled)."""
 
-    def __init__(self, settings: dict[str, Any], mode: str, app_name: str):
+    def __init__(self, settings: RaySettings, mode: str, app_name: str):
         import ray
 
-        self.settings = Settings.model_construct(**settings)
+        self.settings = settings
         self.mode = AuthMode(mode)
         keeper = ray.get_actor(keeper_name(app_name), namespace=NAMESPACE)
         # Over HTTP a source is never a local path (refused before it gets here): no base directory needed.

@@ -20,8 +20,8 @@ from ray import serve
 from ray.serve.config import AutoscalingConfig, AutoscalingPolicy
 
 from backends.local_ray.replica import ExperimentReplica
+from backends.local_ray.settings import RaySettings, ray_settings
 from core.serving.registry import Experiment
-from core.settings import Settings
 
 #: Serve averages load over this period (default 30 s); short, so scale-up follows load closely.
 LOOK_BACK_PERIOD_S = 1.0
@@ -43,7 +43,7 @@ def ray_environment() -> dict[str, str]:
     }
 
 
-def replica_resources(settings: Settings) -> dict[str, Any]:
+def replica_resources(settings: RaySettings) -> dict[str, Any]:
     """What Ray reserves for one replica (a container in Modal's terms)."""
     options: dict[str, Any] = {"num_cpus": settings.replica_cpus}
     if settings.replica_memory_mb:
@@ -58,13 +58,13 @@ def replica_resources(settings: Settings) -> dict[str, Any]:
 _POLICY_PICKLING = threading.RLock()
 
 
-def autoscaling_config(settings: Settings, app_name: str, experiment_id: str) -> AutoscalingConfig:
+def autoscaling_config(settings: RaySettings, app_name: str, experiment_id: str) -> AutoscalingConfig:
     with _POLICY_PICKLING, warnings.catch_warnings():  # metrics_interval_s is deprecated but still sets the push period
         warnings.simplefilter("ignore", DeprecationWarning)
         return _autoscaling_config(settings, app_name, experiment_id)
 
 
-def _autoscaling_config(settings: Settings, app_name: str, experiment_id: str) -> AutoscalingConfig:
+def _autoscaling_config(settings: RaySettings, app_name: str, experiment_id: str) -> AutoscalingConfig:
     return AutoscalingConfig(
         min_replicas=0,
         metrics_interval_s=METRICS_PUSH_INTERVAL_S,
@@ -91,13 +91,13 @@ def _autoscaling_config(settings: Settings, app_name: str, experiment_id: str) -
     )
 
 
-def deployment_settings(settings: Settings, ingress: bool) -> dict[str, Any]:
-    """The settings a deployment's processes get: no Modal token anywhere (the ingress only learns
-    whether they are set, for /health), and the bearer token only in the ingress, which checks it."""
-    values = settings.model_dump(exclude=SECRET_FIELDS | ({"api_token"} if not ingress else set()))
-    if ingress:
-        values.update({name: SecretStr("held by the driver") for name in SECRET_FIELDS if getattr(settings, name) is not None})
-    return values
+def deployment_settings(settings: RaySettings, ingress: bool) -> RaySettings:
+    """The settings a deployment's processes get, validated (pickled as they are): no Modal token anywhere
+    (the ingress only learns whether they are set, for /health), and the bearer token only in the
+    ingress, which checks it."""
+    hidden = {name: SecretStr("held by the driver") if ingress and getattr(settings, name) is not None else None
+              for name in SECRET_FIELDS}
+    return ray_settings(settings, **hidden, **({} if ingress else {"api_token": None}))
 
 
 def memory_key(app_name: str, experiment_id: str) -> str:
@@ -118,14 +118,14 @@ def pool_app_name(app_name: str, experiment_id: str) -> str:
 DRAIN_TIMEOUT_S = 60
 
 
-def deploy_pool(settings: Settings, app_name: str, experiment: Experiment, identity: str | None) -> None:
+def deploy_pool(settings: RaySettings, app_name: str, experiment: Experiment, identity: str | None) -> None:
     """Deploy (or redeploy) one experiment's pool and wait until Serve runs it (at zero replicas)."""
     with _POLICY_PICKLING:
         serve.run(pool_application(settings, app_name, experiment, identity), name=pool_app_name(app_name, experiment.id),
                   route_prefix=None, logging_config=SERVE_LOGGING)
 
 
-def pool_application(settings: Settings, app_name: str, experiment: Experiment, identity: str | None) -> Any:
+def pool_application(settings: RaySettings, app_name: str, experiment: Experiment, identity: str | None) -> Any:
     """The bound application of one experiment's pool (`deploy_pool` deploys it); `experiment` as the
     replicas must read it."""
     definition = {**experiment.model_dump(), "base_dir": str(experiment.base_dir)}

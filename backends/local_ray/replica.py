@@ -17,22 +17,21 @@ from typing import Any
 from core.serving.mlflow_source import MLFLOW_PREFIX
 from core.serving.registry import Experiment
 from core.serving.worker import RemoteWorker
-from core.settings import Settings
 
 from backends.local_ray import scaling
+from backends.local_ray.settings import RaySettings
 
 
 class ExperimentReplica:
-    def __init__(self, experiment: dict[str, Any], settings: dict[str, Any], identity: str | None = None):
+    def __init__(self, experiment: dict[str, Any], settings: RaySettings, identity: str | None = None):
         import torch
         from ray import serve
 
-        values = Settings.model_construct(**settings)
-        torch.set_num_threads(max(1, math.floor(values.replica_cpus)))  # the CPUs Ray reserved, no more
+        torch.set_num_threads(max(1, math.floor(settings.replica_cpus)))  # the CPUs Ray reserved, no more
         replica_id = serve.get_replica_context().replica_id.unique_id
         if identity is not None:  # a moving source (an MLflow alias): load what it resolved to when deployed
             experiment = {**experiment, "source": MLFLOW_PREFIX + identity}
-        self.worker = RemoteWorker(values, Experiment(**experiment), replica=replica_id)
+        self.worker = RemoteWorker(settings, Experiment(**experiment), replica=replica_id)
         self.worker.load()
         self._last_busy = self.worker.ready_at
         self._last_request = 0.0

@@ -25,11 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from backends.local_ray.settings import RaySettings, ray_settings
 from core.auth import auth_mode
 from core.http.runner import ready_message
 from core.serving.weights import weights_file
 from core.serving.registry import PACKAGE_PREFIX, Experiment, Registry, RegistryError
-from core.settings import SECRET_VARIABLES, Settings
+from core.settings import SECRET_VARIABLES, Settings, SettingsError
 
 from backends.local_ray.app import INGRESS_DEPLOYMENT, build_application
 from backends.local_ray.ingress import APP_NAME
@@ -121,7 +122,8 @@ def start(settings: Settings, registry: Registry, host: str, port: int, app_name
           keep_ray: bool = False) -> Running:
     """Start or join Ray (or use the Ray this driver already holds), start Serve's HTTP proxy on host:port
     (where Serve already runs: serve where it listens), deploy the application. `keep_ray`: `stop` leaves
-    Ray up for the next application of this driver."""
+    Ray up for the next application of this driver. `settings` must carry the Ray keys (`ray_settings`)."""
+    settings = ray_settings(settings)
     import ray
     from ray import serve
 
@@ -157,10 +159,11 @@ def start(settings: Settings, registry: Registry, host: str, port: int, app_name
         if (http.host, http.port) != (host, port):
             running.note = (f"Serve on this cluster already listens on {http.host}:{http.port} (its HTTP options are "
                             f"fixed when Serve starts): serving there, not on {host}:{port}")
-        settings = settings.model_copy(update={  # 0: what the cluster holds
-            "max_replicas": settings.max_replicas or _cluster_capacity(settings),
-            "max_cold_starts": settings.max_cold_starts or max(1, int(ray.cluster_resources().get("CPU", 1))),
-        })
+        settings = ray_settings(  # 0: what the cluster holds
+            settings,
+            max_replicas=settings.max_replicas or _cluster_capacity(settings),
+            max_cold_starts=settings.max_cold_starts or max(1, int(ray.cluster_resources().get("CPU", 1))),
+        )
         deploying = True  # from here on, what fails leaves something of ours to remove
         running.keeper = _start_keeper(settings, app_name, shipped)
         serve.run(build_application(settings, auth_mode(settings), app_name),
@@ -184,7 +187,7 @@ def _applications() -> dict[str, Any]:
     return dict(serve.status().applications)
 
 
-def _start_keeper(settings: Settings, app_name: str, shipped: dict[str, tuple[Experiment, Experiment]]) -> Any:
+def _start_keeper(settings: RaySettings, app_name: str, shipped: dict[str, tuple[Experiment, Experiment]]) -> Any:
     """The registry's keeper, on this node (where the registry file is), alive as long as this driver."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -197,7 +200,7 @@ def _start_keeper(settings: Settings, app_name: str, shipped: dict[str, tuple[Ex
     return keeper
 
 
-def _cluster_capacity(settings: Settings) -> int:
+def _cluster_capacity(settings: RaySettings) -> int:
     """How many replicas the cluster's CPUs and memory hold, as each replica asks for them."""
     import ray
 
@@ -278,7 +281,7 @@ def run(settings: Settings, host: str, port: int, name: str = APP_NAME, **_: Any
     try:
         registry = Registry.load(settings.registry_path)
         running = start(settings, registry, host, port, name)
-    except (RayStartError, RegistryError) as exc:
+    except (RayStartError, RegistryError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
     if running.note:

@@ -16,8 +16,8 @@ from typing import Any, Callable
 
 from backends.modal_backend.deploy_config import REMOTE_ROOT
 from backends.modal_backend.pools import PoolKey
+from backends.modal_backend.settings import ModalSettings
 from core.serving.worker import RemoteWorker
-from core.settings import Settings
 
 log = logging.getLogger("hybrid_serve.modal.container")
 
@@ -39,7 +39,7 @@ def cache_contents(root: str | None) -> frozenset[tuple[str, int]]:
 
 
 class ModelContainer:
-    def __init__(self, settings: Settings, pool: PoolKey, commit_weights: Callable[[], Any]):
+    def __init__(self, settings: ModalSettings, pool: PoolKey, commit_weights: Callable[[], Any]):
         # Model directories shipped with the deploy lie beside the container's registry file.
         base_dir = settings.registry_path.parent if settings.registry_path else Path(REMOTE_ROOT)
         self.pool = pool
@@ -61,6 +61,11 @@ class ModelContainer:
     def restored(self) -> None:
         """After a memory snapshot's restore: the weights move to this container's GPU."""
         self.worker.restored()
+
+    async def close(self) -> None:
+        """The container stops (`@modal.exit`): the worker's engine refuses what still waits, stops its
+        batchers and releases the model."""
+        await self.worker.close()
 
     async def predict(self, inputs: list[str], params: Any, request_at: float | None) -> dict[str, Any]:
         return await self.worker.predict(inputs, params, request_at)

@@ -25,11 +25,12 @@ from backends.modal_backend.deploy_config import (ANNOUNCED, MODAL_WEB_WAIT_S, P
                                                    DeployError, ModalDeployConfig)
 from backends.modal_backend.layout import in_layout, lay_out
 from backends.modal_backend.registry_sync import dry_run_lines, sync_registry
+from backends.modal_backend.settings import ModalSettings, modal_settings
 from core.auth import mode_line, modal_client_environment
 from core.serving.mlflow_source import is_mlflow_source
 from core.serving.weights import weights_file
 from core.serving.registry import PACKAGE_PREFIX, Registry, RegistryError
-from core.settings import Settings
+from core.settings import Settings, SettingsError
 
 APP_MODULE = "backends.modal_backend.inference_api"
 
@@ -64,7 +65,7 @@ def container_problems(config: ModalDeployConfig, root: Path) -> list[str]:
     return problems
 
 
-def make_plan(settings: Settings, app_name: str | None = None) -> Plan:
+def make_plan(settings: ModalSettings, app_name: str | None = None) -> Plan:
     """Everything a deploy will do, checked offline. Raises DeployError / RegistryError."""
     if app_name:
         os.environ["MODAL_APP_NAME"] = app_name  # the app module reads its settings again
@@ -112,7 +113,7 @@ def make_plan(settings: Settings, app_name: str | None = None) -> Plan:
     return Plan(config, lines)
 
 
-def seed_registry(settings: Settings, config: ModalDeployConfig) -> bool:
+def seed_registry(settings: ModalSettings, config: ModalDeployConfig) -> bool:
     """Put the registry file's experiments into the deployed registry; print what changed and kept."""
     from backends.modal_backend.registry_store import app_registry
 
@@ -129,6 +130,11 @@ def seed_registry(settings: Settings, config: ModalDeployConfig) -> bool:
 
 def main(settings: Settings, dry_run: bool, dev: bool) -> int:
     """The `deploy` command: 0 on success, 2 when the plan is refused, Modal's own status otherwise."""
+    try:
+        settings = modal_settings(settings)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(mode_line(settings))
     os.environ[ANNOUNCED] = "1"
     app_name = f"{settings.modal_app_name}-dev" if dev else None

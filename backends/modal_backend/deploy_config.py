@@ -22,8 +22,9 @@ from typing import Any
 
 from packaging.version import Version
 
+from backends.modal_backend.settings import ModalSettings
 from core.serving.registry import DEFAULT_REGISTRY, PACKAGE_PREFIX, Experiment, Registry
-from core.settings import SECRET_VARIABLES, Settings, env_name
+from core.settings import SECRET_VARIABLES, env_name
 
 PYTHON_VERSION = "3.11"
 #: Where the weights volume is mounted; the Hugging Face cache lives on it.
@@ -49,6 +50,9 @@ MODEL_PACKAGES = ("torch", "transformers", "tokenizers", "safetensors", "hugging
 MLFLOW_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME",
                     "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_INSECURE_TLS", "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
                     "MLFLOW_HTTP_REQUEST_TIMEOUT", "DATABRICKS_HOST", "DATABRICKS_TOKEN")
+#: Longest one call of a model container may run, seconds (a cold start's load included): Modal's
+#: default (300 s) is short for a large model's first download.
+MODEL_CALL_TIMEOUT_S = 600
 #: Set by `hybrid-serve deploy` once it printed the mode line, so the app module does not print it again.
 ANNOUNCED = "HYBRID_MODE_ANNOUNCED"
 #: Settings that describe the local machine, not the deployment.
@@ -106,7 +110,7 @@ class Authentication:
         return " + ".join(parts) if parts else "PUBLIC: anyone with the URL can start GPU containers"
 
 
-def authentication(settings: Settings) -> Authentication:
+def authentication(settings: ModalSettings) -> Authentication:
     """Secure by default: proxy auth unless a bearer token secret is named or a public endpoint is asked for."""
     if settings.api_token is not None and not settings.api_token_secret:
         raise DeployError(
@@ -187,11 +191,16 @@ class ModalDeployConfig:
             "max_containers": self.max_containers,
             "scaledown_window": self.scaledown_window,
             "enable_memory_snapshot": self.memory_snapshot,
-            "timeout": 600,
+            "timeout": MODEL_CALL_TIMEOUT_S,
         }
-        if self.gpu_snapshot:
-            options["experimental_options"] = {"enable_gpu_snapshot": True}
+        if self.experimental_options is not None:
+            options["experimental_options"] = self.experimental_options
         return options
+
+    @property
+    def experimental_options(self) -> dict[str, Any] | None:
+        """Modal's experimental options of the model pools: GPU memory snapshots (HYBRID_GPU_SNAPSHOT) or none."""
+        return {"enable_gpu_snapshot": True} if self.gpu_snapshot else None
 
     def gpu_of(self, experiment: Experiment) -> str | None:
         return experiment.gpu or self.gpu
@@ -206,14 +215,14 @@ class ModalDeployConfig:
         return path
 
 
-def deploy_config(settings: Settings, registry: Registry | None = None, deployment: str | None = None,
+def deploy_config(settings: ModalSettings, registry: Registry | None = None, deployment: str | None = None,
                   verify: bool = True) -> ModalDeployConfig:
     """The deployment's Modal parameters. `deployment` identifies this deploy (new on every deploy);
     `verify` checks what must exist on this machine (not inside a container)."""
     deployment = deployment or os.environ.get("HYBRID_DEPLOYMENT") or uuid.uuid4().hex[:12]
     env: dict[str, str] = {"HF_HOME": f"{CACHE_DIR}/huggingface", "HYBRID_DEPLOYMENT": deployment,
                            "HYBRID_REGISTRY": REMOTE_REGISTRY, "HYBRID_MLFLOW_CACHE": MLFLOW_CACHE_DIR}
-    for name, field_info in Settings.model_fields.items():
+    for name, field_info in ModalSettings.model_fields.items():
         variable, value = env_name(field_info), getattr(settings, name)
         if variable in SECRET_VARIABLES or variable in _LOCAL_ONLY or variable in MLFLOW_VARIABLES or value is None:
             continue

@@ -7,7 +7,8 @@ reconciler → the web ingress. The registry the containers serve lives in the s
 from the registry file by `hybrid-serve deploy`, changed live by `hybrid-serve experiments … --modal`
 and the admin API); the file shipped in the image only locates the model directories shipped with it. Every value below comes from the project's settings (`.env` /
 environment, see env_template.txt) and registry; a bad value fails right here, before anything is
-sent to Modal. Importing this file makes no network call.
+sent to Modal. Importing this file makes no network call. Every argument of every Modal decorator
+is spelled out, each with the reason it is there.
 """
 
 import os
@@ -15,15 +16,15 @@ from pathlib import Path
 
 import modal
 
-from backends.modal_backend.deploy_config import (ANNOUNCED, CACHE_DIR, PYTHON_VERSION, REMOTE_REGISTRY, REMOTE_ROOT,
-                                                   deploy_config)
+from backends.modal_backend.deploy_config import (ANNOUNCED, CACHE_DIR, MODEL_CALL_TIMEOUT_S, PYTHON_VERSION,
+                                                   REMOTE_REGISTRY, REMOTE_ROOT, deploy_config)
 from backends.modal_backend.pools import PoolKey
 from core.auth import modal_client_environment, mode_line
 from core.serving.registry import Registry
-from core.settings import load_settings
+from backends.modal_backend.settings import load_modal_settings
 
 # --- settings: what to deploy ------------------------------------------------------------------------
-settings = load_settings()
+settings = load_modal_settings()
 registry = Registry.load(settings.registry_path)
 config = deploy_config(settings, registry, verify=modal.is_local())
 if modal.is_local():
@@ -56,29 +57,46 @@ mlflow_secrets = [modal.Secret.from_dict(config.mlflow_env)] if config.mlflow_en
 
 
 # --- one container pool per experiment definition (pools.py) ------------------------------------------
-@app.cls(image=model_image, volumes={CACHE_DIR: weights}, secrets=mlflow_secrets, **config.model_options())
-@modal.concurrent(max_inputs=config.concurrent_inputs)
+@app.cls(
+    image=model_image,  # the model stack and the project's code; no secret is ever baked into it
+    volumes={CACHE_DIR: weights},  # downloaded weights outlive a container: the next cold start reads them here
+    secrets=mlflow_secrets,  # MLflow's URI and credentials, for mlflow: sources (none when unset)
+    gpu=config.gpu,  # MODAL_GPU (None: CPU only); an entry's own GPU comes from with_options in model_pool
+    max_containers=config.max_containers,  # MODAL_MAX_CONTAINERS: the most containers of one experiment's pool
+    scaledown_window=config.scaledown_window,  # the idle window until the reconciler applies each pool's own
+    enable_memory_snapshot=config.memory_snapshot,  # HYBRID_MEMORY_SNAPSHOT: restore a loaded model, not load it again
+    experimental_options=config.experimental_options,  # GPU memory snapshots with HYBRID_GPU_SNAPSHOT, else none
+    timeout=MODEL_CALL_TIMEOUT_S,  # a first call may download and load a large model: more than Modal's 300 s
+)
+@modal.concurrent(max_inputs=config.concurrent_inputs)  # MODAL_CONCURRENT_INPUTS: requests one container batches
 class ExperimentModel:
     experiment_id: str = modal.parameter()
     #: The entry as this pool loads it (JSON; a moving source resolved): a changed model is a new pool.
     definition: str = modal.parameter()
 
-    @modal.enter(snap=config.memory_snapshot)
+    @modal.enter(snap=config.memory_snapshot)  # with a memory snapshot the load runs before it, and is restored
     def load(self) -> None:
         """Cold start: load this pool's model (on the CPU when a CPU memory snapshot follows)."""
         from backends.modal_backend.container import ModelContainer
 
         pool = PoolKey(self.experiment_id, self.definition)
-        self.container = ModelContainer(load_settings(), pool, commit_weights=weights.commit)
+        self.container = ModelContainer(load_modal_settings(), pool, commit_weights=weights.commit)
         self.container.load(on_cpu=config.memory_snapshot and not config.gpu_snapshot)
 
-    @modal.enter(snap=False)
+    @modal.enter(snap=False)  # after every start or restore: the one place a snapshot's container finds its GPU
     def restore(self) -> None:
         """After a memory snapshot's restore (a no-op without snapshots): weights to the GPU."""
         if config.memory_snapshot:
             self.container.restored()
 
-    @modal.method()
+    @modal.exit()  # the container stops (scaled down, redeployed): refuse what still waits, free the model
+    async def close(self) -> None:
+        """The container stops: the engine refuses queued requests (503), stops its batchers, releases the model."""
+        container = getattr(self, "container", None)  # None: the load hook never ran
+        if container is not None:
+            await container.close()
+
+    @modal.method()  # what the ingress calls (`predict.remote.aio`), answers and errors as values
     async def predict(self, inputs: list[str], params: object, request_at: float | None = None) -> dict:
         return await self.container.predict(inputs, params, request_at)
 
@@ -91,9 +109,14 @@ def model_pool(pool: PoolKey):  # noqa: ANN201  (a modal.Cls instance)
 
 
 # --- the window reconciler: the one writer of every pool's autoscaler --------------------------------
-@app.function(image=ingress_image, schedule=modal.Period(seconds=config.reconcile_interval_s), max_containers=1,
-              timeout=int(config.reconcile_interval_s) + 120, secrets=mlflow_secrets)
-@modal.concurrent(max_inputs=32)
+@app.function(
+    image=ingress_image,  # no model stack: the reconciler only reads activity and calls update_autoscaler
+    schedule=modal.Period(seconds=config.reconcile_interval_s),  # HYBRID_RECONCILE_INTERVAL_S: at least this often
+    max_containers=1,  # one writer of every pool's autoscaler, never two passes racing
+    timeout=int(config.reconcile_interval_s) + 120,  # a pass may take longer than its period, never forever
+    secrets=mlflow_secrets,  # resolving mlflow:…@ALIAS sources names the pools it reconciles
+)
+@modal.concurrent(max_inputs=32)  # pokes from requests join the one container instead of queueing behind a pass
 async def reconcile_windows(poke: bool = False) -> None:
     from backends.modal_backend.reconciler import ReconcilerLoop, WindowReconciler
     from backends.modal_backend.registry_store import DictRegistrySource
@@ -115,9 +138,13 @@ _loop = None
 
 
 # --- the web ingress: the same HTTP API as locally -----------------------------------------------------
-@app.function(image=ingress_image, secrets=ingress_secrets + mlflow_secrets, scaledown_window=config.scaledown_window)
-@modal.concurrent(max_inputs=1000)
-@modal.asgi_app(requires_proxy_auth=config.auth.proxy_auth)
+@app.function(
+    image=ingress_image,  # no model stack: the ingress forwards to the pools and needs neither torch nor a GPU
+    secrets=ingress_secrets + mlflow_secrets,  # the bearer token's secret (when set) and MLflow's credentials
+    scaledown_window=config.scaledown_window,  # the ingress stays up as long as a model pool would
+)
+@modal.concurrent(max_inputs=1000)  # one ingress container carries many waiting requests (they await the pools)
+@modal.asgi_app(requires_proxy_auth=config.auth.proxy_auth)  # proxy auth unless a bearer token or public endpoint
 def web():
     from backends.modal_backend.ingress import build_ingress_app
     from backends.modal_backend.state_store import ModalDictStore

@@ -48,7 +48,7 @@ from core.serving.prediction import Prediction
 from core.serving.registry import Experiment, Registry
 from core.serving.remote import answered_prediction, await_worker
 from core.serving.request_path import RequestPath
-from core.settings import Settings
+from backends.modal_backend.settings import ModalSettings
 
 log = logging.getLogger("hybrid_serve.modal.ingress")
 
@@ -74,7 +74,7 @@ class ModalPredictor:
     """Sends a prediction to the pool of the experiment's current definition; Modal starts a container
     if none is warm."""
 
-    def __init__(self, call: CallModel, settings: Settings, applied: "AppliedWindows", tracker: "PublishingTracker",
+    def __init__(self, call: CallModel, settings: ModalSettings, applied: "AppliedWindows", tracker: "PublishingTracker",
                  identity: IdentityFn = _fixed):
         self._call = call
         self.settings = settings
@@ -256,7 +256,7 @@ class PublishingTracker(ActivityTracker):
 
 
 def build_ingress_app(
-    settings: Settings,
+    settings: ModalSettings,
     call_model: CallModel,
     store: StateStore,
     poke: Callable[[], Awaitable[Any]],

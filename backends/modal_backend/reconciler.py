@@ -41,7 +41,8 @@ from core.keepwarm.policies import policy_from_settings
 from core.keepwarm.shared_activity import ArrivalBatch, DurableActivity
 from core.serving.live_registry import moves
 from core.serving.registry import Experiment, Registry
-from core.settings import MODAL_MIN_WINDOW_S, Settings
+from backends.modal_backend.settings import ModalSettings
+from core.settings import MODAL_MIN_WINDOW_S
 
 log = logging.getLogger("hybrid_serve.modal.reconciler")
 
@@ -54,7 +55,7 @@ STALE_ARRIVALS_S = 3600.0
 
 
 class WindowReconciler:
-    def __init__(self, settings: Settings, registry: DictRegistrySource, store: StateStore, update: UpdateFn,
+    def __init__(self, settings: ModalSettings, registry: DictRegistrySource, store: StateStore, update: UpdateFn,
                  deployment: str, clock: Callable[[], float] = time.time):
         self.settings = settings
         self.source = registry

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Hashable
 
 from backends.modal_backend.pools import definition_problem, entry_fields
+from backends.modal_backend.settings import ModalSettings, modal_settings
 from backends.modal_backend.state_store import REGISTRY, REGISTRY_STAMP, ModalDictStore, StateStore, registry_key
 from core.serving.live_registry import RegistryChange
 from core.serving.registry import Experiment, Registry, RegistryError, experiment_entry
@@ -98,10 +99,11 @@ class DictRegistrySource:
 def modal_registry(settings: Settings) -> DictRegistrySource:
     """The deployed app's registry (entry point `hybrid_serve.registries: modal`). Nothing is sent
     to Modal until the first read or write."""
-    return app_registry(settings, settings.modal_app_name)
+    modal = modal_settings(settings)
+    return app_registry(modal, modal.modal_app_name)
 
 
-def app_registry(settings: Settings, app_name: str) -> DictRegistrySource:
+def app_registry(settings: ModalSettings, app_name: str) -> DictRegistrySource:
     """The registry of the app `app_name` (`<app>-dev` for `deploy --dev`)."""
     import modal
 

@@ -1,10 +1,10 @@
 """The ingress's end of a model running in a remote container (a Ray replica, a Modal container).
 
 Why this module exists: exceptions do not survive every transport intact, so a container's worker
-(core.serving.worker) answers errors as plain values, and the ingress turns what happened into what
-the client sees: no answer in time → 504, a failed transport → 503, an error value → that very error
-again, a container that started for this request → its cold start. Both backends' ingresses use it;
-it needs no model stack.
+(core.serving.worker) answers errors as typed values (`RemoteError`, core.serving.remote_error), and
+the ingress turns what happened into what the client sees: no answer in time → 504, a failed
+transport → 503, an error value → that very error again, a container that started for this request →
+its cold start. Both backends' ingresses use it; it needs no model stack.
 """
 
 from __future__ import annotations
@@ -15,26 +15,18 @@ from typing import Any, Awaitable
 
 from core.serving.errors import BackendUnavailable, ServeError, UpstreamTimeout
 from core.serving.prediction import ColdStart, Prediction
+from core.serving.remote_error import RemoteError, error_from_answer
 
 
-def error_value(exc: ServeError) -> dict[str, dict[str, object]]:
-    return {"error": {"type": exc.error_type, "status": exc.status_code, "message": exc.message}}
+def error_value(exc: ServeError) -> dict[str, RemoteError]:
+    """A worker's answer for an error: `{"error": RemoteError}`."""
+    return {"error": RemoteError.of(exc)}
 
 
-def raise_error_value(value: dict[str, object]) -> None:
-    """Raise the ServeError a worker returned as a value (no-op when the value is not an error)."""
-    error = value.get("error")
-    if not isinstance(error, dict):
-        return
-    by_type = {cls.error_type: cls for cls in _subclasses(ServeError)}
-    raise by_type.get(str(error.get("type")), ServeError)(str(error.get("message")))
-
-
-def _subclasses(cls: type[ServeError]) -> list[type[ServeError]]:
-    out = [cls]
-    for sub in cls.__subclasses__():
-        out.extend(_subclasses(sub))
-    return out
+def raise_error_value(value: dict[str, object], worker: str = "worker") -> None:
+    """Raise the ServeError a worker returned as a value (no-op when the answer holds no error)."""
+    if "error" in value:
+        raise error_from_answer(value["error"], worker)
 
 
 async def await_worker(call: Awaitable[Any], experiment_id: str, timeout_s: float, worker: str,
@@ -58,7 +50,7 @@ async def await_worker(call: Awaitable[Any], experiment_id: str, timeout_s: floa
         raise
     except Exception as exc:  # the worker died mid-request, the deployment is gone, ...
         raise BackendUnavailable(f"{experiment_id}: the {worker} failed ({type(exc).__name__}); retry") from None
-    raise_error_value(result)
+    raise_error_value(result, worker)
     return result
 
 

@@ -69,6 +69,12 @@ class RemoteWorker:
         self.model_load_s = time.perf_counter() - started
         self.ready_at = time.time()
 
+    async def close(self) -> None:
+        """The container stops: requests still queued are refused (503), a pass already running finishes,
+        the batchers stop and the model is released. Later requests are refused too."""
+        await self.engine.close()
+        self.engine.cache.forget(self.experiment.id)
+
     async def predict(self, inputs: list[str], params: Any, request_at: float | None = None) -> dict[str, Any]:
         """`{"prediction": …, "cold_start": {…} | None}` or `{"error": …}`. `cold_start` is set for a
         request that arrived (`request_at`, the ingress's clock) before this container was ready — it

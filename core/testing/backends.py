@@ -12,13 +12,15 @@ from __future__ import annotations
 import atexit
 import threading
 import tomllib
-from dataclasses import dataclass, field
 from importlib import import_module
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from core.settings import Settings
+from core.testing.started import Started
+
+__all__ = ["EndpointError", "LocalBackend", "Started", "available", "backend", "close_backends"]
 
 GROUP = "hybrid_serve.test_backends"
 INPROCESS = "inprocess"
@@ -26,17 +28,6 @@ INPROCESS = "inprocess"
 
 class EndpointError(RuntimeError):
     """An endpoint could not be started as asked; the message says why and what to do."""
-
-
-@dataclass
-class Started:
-    """A running endpoint as its backend reports it."""
-
-    url: str
-    #: The backend's own handle, given back to its `stop`.
-    handle: Any
-    #: Facts a test may check (the Ray backend: `started_ray`, `node_id`, `gcs_address`).
-    details: dict[str, Any] = field(default_factory=dict)
 
 
 class LocalBackend(Protocol):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from contextlib import ExitStack
 
 from core.settings import Settings
-from core.testing.backends import Started
+from core.testing.started import Started
 from core.testing.config import settings_environment
 from core.testing.process import served
 

@@ -21,7 +21,8 @@ import pytest
 
 from core.events import read_events
 from core.serving.registry import Registry
-from tests.conftest import free_port, make_settings
+from backends.local_ray.settings import load_ray_settings
+from tests.conftest import free_port
 
 TIME_SCALE = 300
 BASE_S = 600 / TIME_SCALE  # 2 s real
@@ -48,7 +49,8 @@ def ray_backend(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathF
             ("broken", root / "no-such-model", "feature-extraction"),
         ]
     ))
-    settings = make_settings(registry_path=registry_path, time_scale=TIME_SCALE, base_warm_time=600, extension_time=600,
+    settings = load_ray_settings(
+        env_file=None, registry_path=registry_path, time_scale=TIME_SCALE, base_warm_time=600, extension_time=600,
         activity_window=300, max_containers=3, replica_target_ongoing=1, event_log=root / "events.jsonl",
         cold_start_timeout_s=COLD_START_LIMIT_S, replica_cpus=0.1, replica_memory_mb=0, max_replicas=12,
     )

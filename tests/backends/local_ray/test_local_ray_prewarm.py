@@ -18,7 +18,8 @@ import pytest
 
 from core.events import read_events
 from core.serving.registry import Registry
-from tests.conftest import free_port, make_settings
+from backends.local_ray.settings import load_ray_settings
+from tests.conftest import free_port
 
 GAP_S = 25.0
 
@@ -30,7 +31,7 @@ def adaptive_ray(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPath
     root = tmp_path_factory.mktemp("prewarm")
     registry = root / "experiments.toml"
     registry.write_text(f'[experiments.cron]\nsource = "{tiny_models["feature-extraction"]}"\ntask = "feature-extraction"\n')
-    settings = make_settings(registry_path=registry, time_scale=6, policy_name="adaptive",
+    settings = load_ray_settings(env_file=None, registry_path=registry, time_scale=6, policy_name="adaptive",
                              base_warm_time=600, extension_time=0, activity_window=60, prewarm_lead_s=12,
                              max_containers=1, event_log=root / "events.jsonl", replica_cpus=0.1, replica_memory_mb=0)
     port = free_port()

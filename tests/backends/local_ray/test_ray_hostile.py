@@ -18,7 +18,8 @@ import pytest
 from core.events import read_events
 from core.serving.registry import Registry
 from core.serving.weights import sha256_of, weights_file
-from tests.conftest import free_port, make_settings, pool_applications, silent_hub, wait_until
+from backends.local_ray.settings import load_ray_settings
+from tests.conftest import free_port, pool_applications, silent_hub, wait_until
 
 TOKEN = "ray-hostile-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -37,7 +38,7 @@ def ray_hostile(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathF
         ("stuck", "hybrid-serve-tests/never-answers", "feature-extraction"),  # its cold start never ends
         ("busy", gen, "text-generation"), ("swapped", fe, "feature-extraction"), ("broken", later, "feature-extraction"),
     ]))
-    settings = make_settings(registry_path=registry, registry_poll_s=0.2, api_token=TOKEN,
+    settings = load_ray_settings(env_file=None, registry_path=registry, registry_poll_s=0.2, api_token=TOKEN,
                              base_warm_time=2700, replica_cpus=0.1, replica_memory_mb=0, max_replicas=8,
                              cold_start_timeout_s=90, event_log=root / "events.jsonl")
     saved = dict(os.environ)

@@ -14,7 +14,8 @@ import pytest
 
 from core.serving.registry import Registry, experiment_entry
 from core.serving.registry_file import RegistryFile
-from tests.conftest import classifier_under_load, free_port, make_settings, pool_applications, wait_until
+from backends.local_ray.settings import load_ray_settings
+from tests.conftest import classifier_under_load, free_port, pool_applications, wait_until
 from tests.tiny_models import build_text_classification
 
 TOKEN = "ray-admin-token-for-tests"
@@ -42,7 +43,7 @@ def ray_live(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFact
                         f'[experiments.keep]\nsource = "{models["fe"]}"\ntask = "feature-extraction"\n\n'
                         + "".join(f'[experiments.idle-{i}]\nsource = "{models["fe"]}"\ntask = "feature-extraction"\n\n'
                                   for i in range(20)))
-    settings = make_settings(registry_path=registry, registry_poll_s=0.2, api_token=TOKEN,
+    settings = load_ray_settings(env_file=None, registry_path=registry, registry_poll_s=0.2, api_token=TOKEN,
                              base_warm_time=2700, replica_cpus=0.1, replica_memory_mb=0, max_replicas=8)
     port = free_port()
     running = runner.start(settings, Registry.load(registry), "127.0.0.1", port)

@@ -12,10 +12,11 @@ from backends.local_ray import scaling
 from backends.local_ray.deployer import PoolDeployer
 from backends.local_ray.ingress import Handles, RayPredictor
 from backends.local_ray.scaling import ReplicaReport, ScalingInputs, desired_replicas, reports_from_metrics
+from backends.local_ray.settings import load_ray_settings
 from core.keepwarm.decision import WindowDecision, WindowReason
 from core.serving.errors import ModelUnavailable, Overloaded, UpstreamTimeout
 from core.serving.registry import Experiment
-from tests.conftest import make_settings
+from core.serving.remote_error import ErrorKind, RemoteError
 
 NOW = 10_000.0
 
@@ -127,7 +128,7 @@ class _Call:
 
 def predictor_with(call: _Call, timeout_s: float = 0.2) -> RayPredictor:
     handle = SimpleNamespace(predict=SimpleNamespace(remote=lambda *args: call))
-    settings = make_settings(cold_start_timeout_s=timeout_s)
+    settings = load_ray_settings(env_file=None, cold_start_timeout_s=timeout_s)
     deployer = PoolDeployer(settings, "hybrid-serve", for_replicas=_same, deploy=lambda experiment, identity: None)
     return RayPredictor(settings, "hybrid-serve", deployer, read_states=lambda app: {"e": {}},
                         handles=Handles("hybrid-serve", open_handle=lambda experiment_id, app: handle))
@@ -149,7 +150,7 @@ def test_a_cold_start_longer_than_the_timeout_is_a_504_with_a_clear_message() ->
 
 
 def test_replica_errors_come_back_with_their_status() -> None:
-    call = _Call({"error": {"type": "model_unavailable", "status": 503, "message": "e: sha256 mismatch"}})
+    call = _Call({"error": RemoteError(ErrorKind.MODEL_UNAVAILABLE, "e: sha256 mismatch")})
     with pytest.raises(ModelUnavailable, match="sha256"):
         asyncio.run(predictor_with(call).predict(EXPERIMENT, ["x"], None, DECISION))
 
@@ -160,7 +161,7 @@ def test_a_replicas_load_error_is_kept_without_credentials(monkeypatch: pytest.M
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "tok-9f8e7d6c")
     said = ("e: mlflow:models:/clf@champion: resolving failed: API request to http://alice:s3cret-pw@mlflow:5000/api "
             "failed (Authorization: Bearer tok-9f8e7d6c)")
-    call = _Call({"error": {"type": "model_unavailable", "status": 503, "message": said}})
+    call = _Call({"error": RemoteError(ErrorKind.MODEL_UNAVAILABLE, said)})
     predictor = predictor_with(call)
     with pytest.raises(ModelUnavailable):
         asyncio.run(predictor.predict(EXPERIMENT, ["x"], None, DECISION))
@@ -250,7 +251,7 @@ def test_a_replica_that_never_starts_stops_holding_the_pool() -> None:
 
 def test_a_cold_experiment_is_refused_at_once_when_every_replica_slot_is_taken() -> None:
     predictor = predictor_with(_Call({}), timeout_s=5)
-    predictor.settings = make_settings(max_replicas=2)
+    predictor.settings = load_ray_settings(env_file=None, max_replicas=2)
     predictor._status = {"a": {"RUNNING": 1}, "b": {"STARTING": 1}, "e": {}}
     with pytest.raises(Overloaded, match="HYBRID_MAX_REPLICAS") as refused:
         predictor._admit(EXPERIMENT)
@@ -309,9 +310,9 @@ def test_pools_configured_at_once_on_many_threads_all_get_their_policy() -> None
     from concurrent.futures import ThreadPoolExecutor
 
     from backends.local_ray.pool import pool_application
-    
+    from backends.local_ray.settings import load_ray_settings
 
-    settings = make_settings()
+    settings = load_ray_settings(env_file=None)
     experiments = [Experiment(id=f"e{i}", source="org/model", task="feature-extraction") for i in range(200)]
     with ThreadPoolExecutor(8) as pool:
         apps = list(pool.map(lambda e: pool_application(settings, "app", e, None), experiments))
@@ -349,7 +350,7 @@ class _Pools:
 
 def test_a_parked_pool_is_deleted_and_a_request_meanwhile_waits_then_deploys_it_again() -> None:
     pools = _Pools()
-    deployer = PoolDeployer(make_settings(), "app", _same, deploy=pools.deploy, delete=pools.delete)
+    deployer = PoolDeployer(load_ray_settings(env_file=None), "app", _same, deploy=pools.deploy, delete=pools.delete)
 
     async def scenario() -> None:
         await deployer.ensure(EXPERIMENT, None)
@@ -377,7 +378,7 @@ def test_a_request_during_a_swap_waits_for_the_new_pool() -> None:
     swapping = threading.Event()
     deploy = pools.deploy
     pools.deploy = lambda experiment, identity: (swapping.wait(10), deploy(experiment, identity))  # type: ignore[method-assign]
-    deployer = PoolDeployer(make_settings(), "app", _same, deploy=pools.deploy, delete=pools.delete)
+    deployer = PoolDeployer(load_ray_settings(env_file=None), "app", _same, deploy=pools.deploy, delete=pools.delete)
 
     async def scenario() -> None:
         swapping.set()
@@ -396,7 +397,7 @@ def test_a_request_during_a_swap_waits_for_the_new_pool() -> None:
 
 def test_a_pool_deployed_again_before_its_deletion_began_is_not_deleted() -> None:
     pools = _Pools()
-    deployer = PoolDeployer(make_settings(), "app", _same, deploy=pools.deploy, delete=pools.delete)
+    deployer = PoolDeployer(load_ray_settings(env_file=None), "app", _same, deploy=pools.deploy, delete=pools.delete)
 
     async def scenario() -> None:
         await deployer.ensure(EXPERIMENT, None)
@@ -410,7 +411,7 @@ def test_a_pool_deployed_again_before_its_deletion_began_is_not_deleted() -> Non
 
 def test_pools_idle_at_zero_past_the_ttl_are_parked_unless_busy_or_planned() -> None:
     pools = _Pools()
-    settings = make_settings(idle_pool_ttl_s=0.3)
+    settings = load_ray_settings(env_file=None, idle_pool_ttl_s=0.3)
     deployer = PoolDeployer(settings, "app", _same, deploy=pools.deploy, delete=pools.delete)
     states = {"e": {"RUNNING": 1}, "planned": {}, "busy": {}}
     handle = SimpleNamespace(shutdown_async=lambda: asyncio.sleep(0))
@@ -441,7 +442,7 @@ def test_pools_idle_at_zero_past_the_ttl_are_parked_unless_busy_or_planned() -> 
         predictor.handles.release("busy")
         await asyncio.sleep(0.35)
         assert await tick() == {"e", "busy"}
-        predictor.settings = make_settings(idle_pool_ttl_s=0)  # 0: never
+        predictor.settings = load_ray_settings(env_file=None, idle_pool_ttl_s=0)  # 0: never
         predictor._nothing_planned = lambda experiment_id: True  # type: ignore[method-assign]
         await asyncio.sleep(0.35)
         assert await tick() == {"e", "busy"}

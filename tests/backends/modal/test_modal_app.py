@@ -14,7 +14,8 @@ import pytest
 import backends.modal_backend.deploy_config as deploy_config_module
 from backends.modal_backend.deploy_config import (INGRESS_PACKAGES, MODEL_PACKAGES, DeployError, authentication, deploy_config,
                                                   pinned)
-from tests.conftest import REPO_ROOT, make_settings
+from backends.modal_backend.settings import load_modal_settings
+from tests.conftest import REPO_ROOT
 
 TOKEN_ID, TOKEN_SECRET = "ak-M0dalT0kenIdXyZ987", "as-M0dalT0kenSecretQwE654"
 NO_NETWORK = """
@@ -102,7 +103,7 @@ def test_tokens_in_dotenv_reach_the_modal_client(tmp_path: Path) -> None:
 
 
 def test_cpu_only_deploy() -> None:
-    config = deploy_config(make_settings(modal_gpu="none"))
+    config = deploy_config(load_modal_settings(env_file=None, modal_gpu="none"))
     assert config.model_options()["gpu"] is None and config.container_env["MODAL_GPU"] == "none"
 
 
@@ -114,7 +115,7 @@ def test_pins_drop_local_version_labels(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_the_ingress_image_is_light_and_no_image_carries_the_simulator() -> None:
-    config = deploy_config(make_settings())
+    config = deploy_config(load_modal_settings(env_file=None))
     names = {p.split("==")[0] for p in config.ingress_packages}
     assert not names & {"torch", "transformers", "tokenizers", "safetensors"}
     for packages in (config.model_packages, config.ingress_packages):
@@ -127,7 +128,7 @@ def test_the_model_image_resolves_for_a_linux_gpu_machine(tmp_path: Path) -> Non
     """What Modal's builder will do, short of downloading: resolve the model image's pinned packages
     with their dependencies for Linux x86-64 / CPython 3.11 from the public package index (pip
     --isolated: no machine-local wheels or index settings). The resolved torch must be the CUDA build."""
-    config = deploy_config(make_settings())
+    config = deploy_config(load_modal_settings(env_file=None))
     platforms = [f"--platform=manylinux_2_{n}_x86_64" for n in range(5, 40)] + [
         "--platform=manylinux2014_x86_64", "--platform=manylinux2010_x86_64", "--platform=manylinux1_x86_64",
         "--platform=linux_x86_64", "--platform=any"]
@@ -149,11 +150,11 @@ def test_the_model_image_resolves_for_a_linux_gpu_machine(tmp_path: Path) -> Non
 
 # --- authentication ---------------------------------------------------------------------------------------
 def test_a_deploy_is_protected_by_default() -> None:
-    auth = authentication(make_settings())
+    auth = authentication(load_modal_settings(env_file=None))
     assert (auth.proxy_auth, auth.token_secret, auth.public) == (True, None, False)
-    bearer = authentication(make_settings(api_token_secret="hybrid-serve-api"))
+    bearer = authentication(load_modal_settings(env_file=None, api_token_secret="hybrid-serve-api"))
     assert (bearer.proxy_auth, bearer.token_secret) == (False, "hybrid-serve-api")
-    public = authentication(make_settings(public_endpoint=True))
+    public = authentication(load_modal_settings(env_file=None, public_endpoint=True))
     assert (public.proxy_auth, public.token_secret, public.public) == (False, None, True)
     assert "PUBLIC" in public.describe()
 
@@ -164,7 +165,7 @@ def test_a_deploy_is_protected_by_default() -> None:
 ])
 def test_authentication_that_would_not_hold_is_refused(overrides: dict, message: str) -> None:
     with pytest.raises(DeployError, match=message):
-        authentication(make_settings(**overrides))
+        authentication(load_modal_settings(env_file=None, **overrides))
 
 
 # --- hybrid-serve deploy --dry-run ---------------------------------------------------------------------------

