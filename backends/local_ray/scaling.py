@@ -217,7 +217,7 @@ class ScaledownWindowPolicy:
     def __init__(self, experiment: str = "", time_scale: float = 1.0, target_ongoing: float = 1.0,
                  event_log: str | None = None, prewarm_lead_s: float = 0.0, memory_key: str | None = None,
                  start_timeout_s: float = 300.0, max_replicas: int = 0):
-        from core.events import EventLog
+        from core.events import EventLog, EventName
 
         self.experiment = experiment
         self.time_scale = float(time_scale)
@@ -253,9 +253,9 @@ class ScaledownWindowPolicy:
         replicas = decision.replicas
         if replicas != ctx.target_num_replicas:
             if decision.reason.startswith("pre-warm:") and ctx.target_num_replicas == 0:
-                event = "prewarm"
+                event = EventName.PREWARM
             else:
-                event = "scale_to_zero" if replicas == 0 else ("scale_up" if replicas > ctx.target_num_replicas else "scale_down")
+                event = EventName.SCALE_TO_ZERO if replicas == 0 else (EventName.SCALE_UP if replicas > ctx.target_num_replicas else EventName.SCALE_DOWN)
             self.events.write(self.experiment, event, decision.window_s, decision.reason,
                               replicas=replicas, previous=ctx.target_num_replicas, idle_s=decision.idle_s)
         return replicas, state

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Awaitable
 
-from core.events import EventLog
+from core.events import EventLog, EventName
 from core.keepwarm.activity import ActivityTracker, emulated_clock
 from core.keepwarm.appliers import RecordingApplier, WindowApplier
 from core.keepwarm.decision import NamedPolicy, WindowDecision
@@ -109,7 +109,7 @@ class RequestPath:
             activity = self.tracker.record_request(experiment.id)
             decision = self.policy.decide(activity)
             self.applier.apply(experiment.id, decision)
-            self.events.write(experiment.id, "request", decision.window_s, decision.reason.value)
+            self.events.write(experiment.id, EventName.REQUEST, decision.window_s, decision.reason.value)
             try:
                 prediction = await self.predictor.predict(experiment, batch, params, decision)
             finally:
@@ -133,7 +133,7 @@ class RequestPath:
             self.metrics.cold_starts.labels(experiment_id).inc()
             self.metrics.cold_start_seconds.labels(experiment_id, "replica_start").observe(cold.replica_start_s)
             self.metrics.cold_start_seconds.labels(experiment_id, "model_load").observe(cold.model_load_s)
-            self.events.write(experiment_id, "cold_start", decision.window_s, None, replica=prediction.replica,
+            self.events.write(experiment_id, EventName.COLD_START, decision.window_s, None, replica=prediction.replica,
                               replica_start_s=round(cold.replica_start_s, 4), model_load_s=round(cold.model_load_s, 4),
                               total_s=round(cold.total_s, 4))
 
