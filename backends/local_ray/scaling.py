@@ -19,6 +19,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
+from core.events import EventName
 from core.keepwarm.autoscaler import desired_state
 
 # Names of the metrics replicas report through record_autoscaling_stats.
@@ -217,7 +218,7 @@ class ScaledownWindowPolicy:
     def __init__(self, experiment: str = "", time_scale: float = 1.0, target_ongoing: float = 1.0,
                  event_log: str | None = None, prewarm_lead_s: float = 0.0, memory_key: str | None = None,
                  start_timeout_s: float = 300.0, max_replicas: int = 0):
-        from core.events import EventLog, EventName
+        from core.events import EventLog
 
         self.experiment = experiment
         self.time_scale = float(time_scale)
