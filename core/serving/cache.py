@@ -15,19 +15,12 @@ import time
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Callable
 
 from core.serving.errors import ModelUnavailable
+from core.serving.model_status import ModelState
 from core.serving.models import LoadedModel
 from core.serving.registry import Experiment
-
-
-class ModelState(StrEnum):
-    COLD = "cold"
-    LOADING = "loading"
-    WARM = "warm"
-    FAILED = "failed"
 
 
 @dataclass

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from core.keepwarm.decision import WindowDecision
 from core.serving.live_registry import RegistryChange
+from core.serving.model_status import ModelStatus
 from core.serving.registry import Experiment, Registry
 
 
@@ -47,7 +48,8 @@ class Predictor(Protocol):
     async def predict(self, experiment: Experiment, inputs: list[str], params: Any, decision: WindowDecision) -> Prediction:
         """Run the experiment's model; `decision` is the window decided for this very request."""
 
-    async def model_status(self) -> dict[str, dict[str, Any]]: ...
+    async def model_status(self) -> dict[str, ModelStatus]:
+        """Each experiment the backend knows of, and its model's state (one with none is cold)."""
 
     async def cached_models(self) -> list[str]: ...
 
