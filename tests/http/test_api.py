@@ -218,7 +218,7 @@ def test_lru_eviction_by_count(registry_file: Path) -> None:
 def test_lru_eviction_by_memory_budget(registry_file: Path) -> None:
     path = make_path(registry_file)
     # Tiny models weigh ~100 KB, below the MiB granularity of the setting: set the byte budget directly.
-    path.predictor.cache.max_bytes = 150_000  # type: ignore[attr-defined]
+    path.predictor.cache.models.max_bytes = 150_000  # type: ignore[attr-defined]
     with TestClient(create_app(path)) as c:
         c.post("/predict/fe", json={"inputs": "x"})
         c.post("/predict/clf", json={"inputs": "x"})
