@@ -24,7 +24,7 @@ from pathlib import Path
 import aiohttp
 
 from benchmarks.rawhttp import RawHTTP
-from core.http.app import PredictRequest
+from core.http.predict_routes import PredictRequest
 from core.testing import served
 from tests.conftest import free_port
 

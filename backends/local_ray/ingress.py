@@ -30,6 +30,7 @@ from core.keepwarm.controller import PoolPlan, unused_plan
 from core.keepwarm.policies import policy_from_settings
 from core.serving.errors import ModelUnavailable, Overloaded
 from core.serving.live_registry import LiveRegistry, RegistryChange
+from core.serving.model_status import ModelState, ModelStatus
 from core.serving.prediction import Prediction
 from core.serving.registry import Experiment, Registry
 from core.serving.remote import answered_prediction, await_worker
@@ -290,25 +291,26 @@ class RayPredictor:
                 self.load_errors.pop(experiment_id, None)
                 self.deployer.swap(experiment, self.identity(experiment_id))
 
-    async def model_status(self) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
+    async def model_status(self) -> dict[str, ModelStatus]:
+        out: dict[str, ModelStatus] = {}
         deployed = await self.replica_states()
         served = {e: {} for e in [*self.cold_starts, *self.load_errors] if e not in deployed}  # parked pools: cold
         for experiment_id, states in {**deployed, **served}.items():
             running, starting, stopping = states.get("RUNNING", 0), states.get("STARTING", 0), states.get("STOPPING", 0)
             if running and stopping:
-                state = "scaling down"
+                state = ModelState.SCALING_DOWN
             elif running:
-                state = "warm"
+                state = ModelState.WARM
             elif starting:
-                state = "starting"
+                state = ModelState.STARTING
             elif stopping:
-                state = "scaling down"
+                state = ModelState.SCALING_DOWN
             else:
-                state = "cold"
+                state = ModelState.COLD
             error = self.load_errors.get(experiment_id)
-            out[experiment_id] = {"state": "failed" if error else state, "replicas": running, "replica_states": states,
-                                  "last_cold_start": self.cold_starts.get(experiment_id), "last_error": error}
+            out[experiment_id] = ModelStatus(ModelState.FAILED if error else state, replicas=running,
+                                             last_cold_start=self.cold_starts.get(experiment_id), last_error=error,
+                                             replica_states=states)
         return out
 
     async def cached_models(self) -> list[str]:

@@ -19,6 +19,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
+from core.events import EventName
 from core.keepwarm.autoscaler import desired_state
 
 # Names of the metrics replicas report through record_autoscaling_stats.
@@ -253,9 +254,9 @@ class ScaledownWindowPolicy:
         replicas = decision.replicas
         if replicas != ctx.target_num_replicas:
             if decision.reason.startswith("pre-warm:") and ctx.target_num_replicas == 0:
-                event = "prewarm"
+                event = EventName.PREWARM
             else:
-                event = "scale_to_zero" if replicas == 0 else ("scale_up" if replicas > ctx.target_num_replicas else "scale_down")
+                event = EventName.SCALE_TO_ZERO if replicas == 0 else (EventName.SCALE_UP if replicas > ctx.target_num_replicas else EventName.SCALE_DOWN)
             self.events.write(self.experiment, event, decision.window_s, decision.reason,
                               replicas=replicas, previous=ctx.target_num_replicas, idle_s=decision.idle_s)
         return replicas, state

@@ -44,6 +44,7 @@ from core.keepwarm.policies import policy_from_settings, retention_s
 from core.keepwarm.shared_activity import ArrivalBatch, DurableActivity
 from core.serving.errors import BackendUnavailable, ModelUnavailable
 from core.serving.live_registry import LiveRegistry, RegistryChange, moves
+from core.serving.model_status import ModelState, ModelStatus, PoolWindow
 from core.serving.prediction import Prediction
 from core.serving.registry import Experiment, Registry
 from core.serving.remote import answered_prediction, await_worker
@@ -95,7 +96,7 @@ class ModalPredictor:
         result = await await_worker(call, experiment.id, wait_s, "model container", timeout_error=web_limit)
         return answered_prediction(result, request_at)
 
-    async def model_status(self) -> dict[str, dict[str, Any]]:
+    async def model_status(self) -> dict[str, ModelStatus]:
         """Modal does not expose a pool's container count here: a pool is reported warm while the
         window the reconciler applied has not run out since the experiment's last request (or while a
         pre-warm pins a container)."""
@@ -109,13 +110,12 @@ class ModalPredictor:
             pinned = applied is not None and bool(applied.min_containers)
             warm = pinned or activity.idle_s < window
             pool = self.tracker.pool_of(activity.experiment_id)
-            out[activity.experiment_id] = {"state": "warm" if warm else "cold", "replicas": None,
-                                           "window_in_force_s": window, "checked_at": now,
-                                           "pool": pool.version if pool else None}
+            out[activity.experiment_id] = ModelStatus(ModelState.WARM if warm else ModelState.COLD, replicas=None,
+                                                      pool=PoolWindow(window, now, pool.version if pool else None))
         return out
 
     async def cached_models(self) -> list[str]:
-        return [e for e, s in (await self.model_status()).items() if s["state"] == "warm"]
+        return [e for e, s in (await self.model_status()).items() if s.state is ModelState.WARM]
 
     def begin_shutdown(self) -> None:
         return None  # the containers serve on; this ingress simply stops taking requests

@@ -13,11 +13,18 @@ from dataclasses import asdict
 from typing import Any
 
 from core.auth import AuthMode
+from core.serving.model_status import ModelState, ModelStatus
 from core.serving.request_path import RequestPath
 from core.serving.scrub import scrub_tree
 
 
+#: An experiment its backend knows nothing of: no model, no container.
+NEVER_LOADED = ModelStatus(ModelState.COLD, replicas=0)
+
+
 class StateViews:
+    """Renders the server's state views from its request path (and the backend it runs on)."""
+
     def __init__(self, path: RequestPath, backend: str, mode: AuthMode):
         self.path = path
         self.backend = backend
@@ -74,10 +81,8 @@ class StateViews:
         models = await self.path.predictor.model_status()
         windows = await self.windows()
         for experiment_id, window in windows.items():
-            model = models.get(experiment_id, {})
-            state = model.get("state", "cold")
-            window.update(state=state, replicas=_replicas(model),
-                          last_cold_start=model.get("last_cold_start"))
+            model = models.get(experiment_id, NEVER_LOADED)
+            window.update(state=model.state.value, replicas=model.replicas, last_cold_start=model.last_cold_start)
         return scrub_tree({
             "status": "ok",
             "backend": self.backend,
@@ -108,17 +113,17 @@ class StateViews:
         registry = list(self.path.registry)
         out = []
         for experiment in registry[offset: None if limit is None else offset + limit]:
-            model = status.get(experiment.id, {})
+            model = status.get(experiment.id)
             window = windows.get(experiment.id)
             out.append({
                 **experiment.describe(),
-                "state": model.get("state", "cold"),
-                "replicas": _replicas(model),
+                "state": (model or NEVER_LOADED).state.value,
+                "replicas": (model or NEVER_LOADED).replicas,
                 "scaledown_window_s": window["scaledown_window_s"] if window else unused.window_s,
                 "window_reason": window["reason"] if window else unused.reason.value,
                 "idle_s": window["idle_s"] if window else None,
                 "resolved": self.path.registry.identity(experiment.id),
-                "model": model,
+                "model": {} if model is None else model.to_json(),
             })
         return scrub_tree(out)
 
@@ -126,14 +131,9 @@ class StateViews:
         metrics = self.path.metrics
         metrics.cached_models.set(len(await self.path.predictor.cached_models()))
         for experiment_id, model in (await self.path.predictor.model_status()).items():
-            if "replicas" in model and model["replicas"] is not None:
-                metrics.replicas.labels(experiment_id).set(model["replicas"])
+            if model.replicas is not None:
+                metrics.replicas.labels(experiment_id).set(model.replicas)
         for experiment_id, window in (await self.windows()).items():
             metrics.window.labels(experiment_id).set(window["scaledown_window_s"])
         return metrics.render()
 
-
-def _replicas(model: dict[str, Any]) -> int | None:
-    """Containers of the experiment: the backend's count, or — in-process, where this process is the
-    experiment's one container — 1 while its model is loaded."""
-    return model.get("replicas", 1 if model.get("state") == "warm" else 0)

@@ -9,27 +9,26 @@ so tests and the simulator drive it; it is thread-safe because HTTP workers shar
 
 For a learning policy the tracker also keeps each experiment's idle-gap history (`LearnedGaps`,
 core.keepwarm.histogram) and hands the policy an immutable view of what was learned: the policy
-never writes into a snapshot.
+never writes into a snapshot. What is remembered of one experiment, and how each kind of news
+changes it, is `ExperimentRecord`'s (core.keepwarm.experiment_record); the tracker finds, locks and
+forgets records.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Callable
 
-from core.keepwarm.histogram import IdleHistogram, Learned, LearnedGaps, Learner
+from core.keepwarm.experiment_record import ExperimentActivity, ExperimentRecord
+from core.keepwarm.histogram import Learner
 from core.keepwarm.shared_activity import ArrivalBatch, DurableActivity
 
+__all__ = ["ActivityStats", "ActivityTracker", "Clock", "ExperimentActivity", "emulated_clock"]
+
 Clock = Callable[[], float]
-
-
-def _latest_two(*times: float | None) -> tuple[float, float | None]:
-    """The latest and the one before it among the given arrival times."""
-    latest = sorted({t for t in times if t is not None})
-    return latest[-1], (latest[-2] if len(latest) > 1 else None)
 
 
 def emulated_clock(time_scale: float) -> Clock:
@@ -37,33 +36,6 @@ def emulated_clock(time_scale: float) -> Clock:
     if time_scale == 1:
         return time.monotonic
     return lambda: time.monotonic() * time_scale
-
-#: The count of requests in the activity window is kept in this many time buckets per experiment,
-#: so an experiment's memory is bounded however high its request rate (count exact to 1/64 window).
-BUCKETS_PER_WINDOW = 64
-
-
-@dataclass(frozen=True)
-class ExperimentActivity:
-    """A snapshot of one experiment's activity at `now` (times are the tracker clock's)."""
-
-    experiment_id: str
-    now: float
-    last_request: float
-    previous_request: float | None
-    requests_in_window: int
-    total_requests: int
-    in_flight: int
-    last_completion: float | None
-    #: What the tracker's learner learned from the experiment's idle gaps (None: no learner).
-    learned: Learned | None = None
-
-    @property
-    def idle_s(self) -> float:
-        """Seconds since the experiment was last busy (0 while a request is in flight)."""
-        if self.in_flight:
-            return 0.0
-        return max(0.0, self.now - max(self.last_request, self.last_completion or self.last_request))
 
 
 @dataclass(frozen=True)
@@ -77,18 +49,6 @@ class ActivityStats:
     in_flight: int
 
 
-@dataclass
-class _State:
-    last_request: float
-    previous_request: float | None = None
-    total_requests: int = 0
-    in_flight: int = 0
-    last_completion: float | None = None
-    touched: float = 0.0
-    buckets: deque[list[float | int]] = field(default_factory=deque)  # [bucket_start, count]
-    gaps: LearnedGaps | None = None
-
-
 class ActivityTracker:
     """Thread-safe per-experiment activity with bounded memory and an injectable clock."""
 
@@ -100,12 +60,11 @@ class ActivityTracker:
         #: An experiment idle for longer than this is forgotten; it must cover the longest window a
         #: policy may hold and the activity window, so forgetting never changes a decision.
         self.retention_s = max(float(retention_s or 0.0), self.activity_window_s)
-        self._bucket_s = self.activity_window_s / BUCKETS_PER_WINDOW
         self._clock = clock
         #: What a learning policy learns from each experiment's idle gaps (None: nothing is learned).
         self.learner = learner
         self._lock = threading.Lock()
-        self._experiments: OrderedDict[str, _State] = OrderedDict()  # least recently touched first
+        self._experiments: OrderedDict[str, ExperimentRecord] = OrderedDict()  # least recently touched first
         self._total_requests = 0
         self._total_completions = 0
         self._forgotten = 0
@@ -115,52 +74,29 @@ class ActivityTracker:
         with self._lock:
             now = self._clock() if at is None else at
             state = self._experiments.get(experiment_id)
+            first = state is None
             if state is None:
-                state = self._experiments[experiment_id] = self._new_state(now)
+                state = self._experiments[experiment_id] = ExperimentRecord(now, self.activity_window_s, self.learner)
             else:
-                if state.gaps is not None:
-                    state.gaps.add(max(0.0, now - state.last_request))
-                state.previous_request = state.last_request
-                state.last_request = max(state.last_request, now)
                 self._experiments.move_to_end(experiment_id)
-            state.total_requests += 1
-            state.in_flight += 1
-            state.touched = now
-            self._count(state, now)
+            state.arrive(now, first)
             self._total_requests += 1
             self._forget_idle(now)
-            return self._snapshot(experiment_id, state, now)
+            return state.snapshot(experiment_id, now)
 
     def fold(self, experiment_id: str, batch: ArrivalBatch) -> None:
-        """Take in arrivals another process saw (a reconciler folding every ingress's batches). A batch
-        older than what is known (a late publication) still counts, without inventing the gap to it;
-        a batch of completions only (`count` 0) moves only the latest completion."""
+        """Take in arrivals another process saw (a reconciler folding every ingress's batches); see
+        `ExperimentRecord.fold`. Completions of requests this tracker never heard of are ignored."""
         with self._lock:
             state = self._experiments.get(experiment_id)
-            if batch.count and state is None:
-                state = self._experiments[experiment_id] = self._new_state(batch.first_at)
-                state.last_request, state.previous_request = batch.last_at, batch.previous_at
-            elif batch.count and state is not None and batch.first_at >= state.last_request:
-                if state.gaps is not None:
-                    state.gaps.add(batch.first_at - state.last_request)
-                state.previous_request = batch.previous_at if batch.count > 1 else state.last_request
-                state.last_request = batch.last_at
-            elif batch.count and state is not None:  # out of order: keep the two latest arrivals of both
-                state.last_request, state.previous_request = _latest_two(
-                    state.previous_request, state.last_request, batch.previous_at, batch.last_at)
+            first = state is None
             if state is None:
-                return  # completions of requests this tracker never heard of
-            if state.gaps is not None:
-                for minute, count in batch.gap_minutes.items():
-                    for _ in range(count):
-                        state.gaps.add(minute * 60.0)
-            if batch.finished_at is not None:
-                state.last_completion = max(state.last_completion or batch.finished_at, batch.finished_at)
-            state.total_requests += batch.count
-            state.touched = max(state.touched, batch.last_at, batch.finished_at or 0.0)
+                if not batch.count:
+                    return
+                state = self._experiments[experiment_id] = ExperimentRecord(
+                    batch.first_at, self.activity_window_s, self.learner)
+            state.fold(batch, first)
             self._experiments.move_to_end(experiment_id)
-            if batch.count:
-                self._count(state, batch.last_at, batch.count)
             self._total_requests += batch.count
 
     def absorb(self, record: DurableActivity) -> None:
@@ -170,36 +106,22 @@ class ActivityTracker:
             return
         with self._lock:
             state = self._experiments.get(record.experiment_id)
-            if state is None:
-                return
-            state.last_request, state.previous_request = _latest_two(
-                state.previous_request, state.last_request, record.previous_request, record.last_request)
-            if record.last_completion is not None:
-                state.last_completion = max(state.last_completion or record.last_completion, record.last_completion)
-            state.total_requests += record.total_requests
-            if state.gaps is not None and record.idle_gaps is not None:
-                state.gaps.merge(IdleHistogram.from_bytes(record.idle_gaps))
+            if state is not None:
+                state.absorb(record)
 
     def export(self, experiment_id: str) -> DurableActivity | None:
         """What must outlive this process of the experiment's activity (None: nothing remembered)."""
         with self._lock:
             state = self._experiments.get(experiment_id)
-            if state is None:
-                return None
-            return DurableActivity(experiment_id, state.last_request, state.previous_request, state.last_completion,
-                                   state.total_requests, None if state.gaps is None else state.gaps.histogram.to_bytes())
+            return None if state is None else state.export(experiment_id)
 
     def restore(self, record: DurableActivity) -> bool:
         """Start from a durable record of an experiment this tracker has not seen yet (True if taken)."""
         with self._lock:
             if record.experiment_id in self._experiments:
                 return False
-            state = self._experiments[record.experiment_id] = self._new_state(record.last_request)
-            state.previous_request, state.last_completion = record.previous_request, record.last_completion
-            state.total_requests = record.total_requests
-            state.touched = max(record.last_request, record.last_completion or 0.0)
-            if self.learner is not None and record.idle_gaps is not None:
-                state.gaps = LearnedGaps(self.learner, IdleHistogram.from_bytes(record.idle_gaps))
+            self._experiments[record.experiment_id] = ExperimentRecord.restored(
+                record, self.activity_window_s, self.learner)
             return True
 
     def record_completion(self, experiment_id: str, at: float | None = None) -> None:
@@ -207,11 +129,8 @@ class ActivityTracker:
         with self._lock:
             now = self._clock() if at is None else at
             state = self._experiments.get(experiment_id)
-            if state is None or state.in_flight == 0:
+            if state is None or not state.complete(now):
                 return
-            state.in_flight -= 1
-            state.last_completion = now
-            state.touched = now
             self._experiments.move_to_end(experiment_id)
             self._total_completions += 1
 
@@ -220,7 +139,7 @@ class ActivityTracker:
         with self._lock:
             now = self._clock()
             self._forget_idle(now)
-            return [self._snapshot(e, s, now) for e, s in self._experiments.items()]
+            return [s.snapshot(e, now) for e, s in self._experiments.items()]
 
     def stats(self) -> ActivityStats:
         with self._lock:
@@ -232,26 +151,8 @@ class ActivityTracker:
                 in_flight=sum(s.in_flight for s in self._experiments.values()),
             )
 
-    # --- internals (lock held) -------------------------------------------------------------------
-    def _new_state(self, first_request: float) -> _State:
-        gaps = None if self.learner is None else LearnedGaps(self.learner)
-        return _State(last_request=first_request, touched=first_request, gaps=gaps)
-
-    def _count(self, state: _State, now: float, requests: int = 1) -> None:
-        start = now - (now % self._bucket_s)
-        if state.buckets and state.buckets[-1][0] == start:
-            state.buckets[-1][1] += requests
-        elif not state.buckets or state.buckets[-1][0] < start:
-            state.buckets.append([start, requests])
-        else:  # an arrival older than the newest bucket (folded from elsewhere): count it there
-            state.buckets[-1][1] += requests
-        self._expire_buckets(state, now)
-
-    def _expire_buckets(self, state: _State, now: float) -> None:
-        while state.buckets and state.buckets[0][0] + self._bucket_s <= now - self.activity_window_s:
-            state.buckets.popleft()
-
     def _forget_idle(self, now: float) -> None:
+        """Forget experiments untouched for `retention_s` (lock held); one still busy is kept."""
         horizon = now - self.retention_s
         examined, limit = 0, len(self._experiments)
         while self._experiments and examined < limit:
@@ -265,17 +166,3 @@ class ActivityTracker:
                 continue
             del self._experiments[experiment_id]
             self._forgotten += 1
-
-    def _snapshot(self, experiment_id: str, state: _State, now: float) -> ExperimentActivity:
-        self._expire_buckets(state, now)
-        return ExperimentActivity(
-            experiment_id=experiment_id,
-            now=now,
-            last_request=state.last_request,
-            previous_request=state.previous_request,
-            requests_in_window=int(sum(int(c) for _, c in state.buckets)),
-            total_requests=state.total_requests,
-            in_flight=state.in_flight,
-            last_completion=state.last_completion,
-            learned=None if state.gaps is None else state.gaps.learned(),
-        )

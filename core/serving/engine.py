@@ -18,6 +18,7 @@ from core.serving.cache import ModelCache
 from core.serving.errors import ModelFailed, Overloaded, ServeError
 from core.serving.models import LoadedModel, load_model
 from core.serving.live_registry import RegistryChange
+from core.serving.model_status import LoadHistory, ModelState, ModelStatus
 from core.serving.prediction import Prediction
 from core.serving.registry import Experiment, Registry
 from core.settings import Settings
@@ -104,20 +105,22 @@ class InferenceEngine:
             replica=self.replica,
         )
 
-    async def model_status(self) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
+    async def model_status(self) -> dict[str, ModelStatus]:
+        """Every experiment this process tried to load; this process is its one container, so it runs
+        one replica while its model is loaded."""
+        out: dict[str, ModelStatus] = {}
         for experiment_id in self.cache.known_ids():
             record = self.cache.state(experiment_id)
-            out[experiment_id] = {
-                "state": record.state.value,
-                "cold_loads": record.cold_loads,
-                "last_cold_load_ms": None if record.last_cold_load_s is None else record.last_cold_load_s * 1000,
-                "warm_hits": record.warm_hits,
-                "last_warm_lookup_ms": None if record.last_warm_lookup_s is None else record.last_warm_lookup_s * 1000,
-                "evictions": record.evictions,
-                "last_error": record.last_error,
-                "size_bytes": record.size_bytes,
-            }
+            loads = LoadHistory(
+                cold_loads=record.cold_loads,
+                last_cold_load_ms=None if record.last_cold_load_s is None else record.last_cold_load_s * 1000,
+                warm_hits=record.warm_hits,
+                last_warm_lookup_ms=None if record.last_warm_lookup_s is None else record.last_warm_lookup_s * 1000,
+                evictions=record.evictions,
+                size_bytes=record.size_bytes,
+            )
+            out[experiment_id] = ModelStatus(record.state, replicas=1 if record.state is ModelState.WARM else 0,
+                                             last_error=record.last_error, loads=loads)
         return out
 
     async def cached_models(self) -> list[str]:

@@ -5,168 +5,55 @@ restarting a server (or redeploying) to pick that up loses every warm container 
 A `LiveRegistry` holds the current registry, polls its `RegistrySource` (a file, shared storage, a
 keeper on another node — one cheap stamp per poll, a full read only when it moved) and tells its
 listeners what changed: experiments added, removed, or changed — a new definition, or a moving
-source (an MLflow alias) that now resolves to another model. A source that becomes unreadable or
-invalid never breaks what is served: the last good registry stays and the error is reported.
-Resolving a moving source may hang on its server: it runs on threads of its own (never asyncio's
-default pool, which the registry's own reads use), in the background of a change that adds one.
+source (an MLflow alias) that now resolves to another model (core.serving.moving_sources). A source
+that becomes unreadable or invalid never breaks what is served: the last good registry stays and
+the error is reported. Its polls and background tasks are core.serving.registry_tasks'.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
-from dataclasses import dataclass, field
-from functools import partial
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Hashable, Iterator, Protocol
+from typing import Any, Callable, Hashable, Iterator
 
-from core.serving import mlflow_source
-from core.serving.detached import DetachedCalls
-from core.serving.registry import Experiment, Registry, RegistryError
-from core.serving.registry_file import ReadOnlyRegistry, RegistryFile
-from core.serving.scrub import reason
+from core.serving.moving_sources import MovingSources, moves, source_identity
+from core.serving.registry import Experiment, Registry
+from core.serving.registry_change import RegistryChange, registry_diff
+from core.serving.registry_listeners import Listener, RegistryListeners
+from core.serving.registry_sources import FileSource, RegistrySource, StaticSource, put_in_file
+from core.serving.registry_tasks import RegistryTasks
+from core.serving.serial_refresh import SerialRefresh
+from core.serving.source_reader import SourceReader
 
-log = logging.getLogger("hybrid_serve.registry")
-
-#: Resolutions of moving sources: a thread each, so a tracking server that hangs holds no pool.
-RESOLUTIONS = DetachedCalls("resolve")
-
+#: Also importable from here, where the registry's followers have always found them.
+__all__ = ["FileSource", "Listener", "LiveRegistry", "RegistryChange", "RegistrySource", "StaticSource", "moves",
+           "put_in_file", "registry_diff", "source_identity"]
 
 @dataclass(frozen=True)
-class RegistryChange:
-    added: tuple[str, ...] = ()
-    removed: tuple[str, ...] = ()
-    #: A new definition (source, revision, task, ...) or a moving source resolving to another model.
-    changed: tuple[str, ...] = ()
+class RegistryStatus:
+    """How following the source goes: the last read's error, the last change, failed resolutions."""
 
-    def __bool__(self) -> bool:
-        return bool(self.added or self.removed or self.changed)
-
-    def describe(self) -> dict[str, list[str]]:
-        return {"added": list(self.added), "removed": list(self.removed), "changed": list(self.changed)}
-
-
-def registry_diff(before: Registry, after: Registry, moved: set[str] | frozenset[str] = frozenset()) -> RegistryChange:
-    old = {e.id: e for e in before}
-    new = {e.id: e for e in after}
-    return RegistryChange(
-        added=tuple(e for e in new if e not in old),
-        removed=tuple(e for e in old if e not in new),
-        changed=tuple(e for e in new if e in old and (old[e] != new[e] or e in moved)),
-    )
-
-
-class RegistrySource(Protocol):
-    """Where a registry lives. `stamp` is cheap (polled); `read` returns the stamp with the registry."""
-
-    #: What relative local sources of entries added live resolve against.
-    base_dir: Path
-
-    async def stamp(self) -> Hashable: ...
-
-    async def read(self) -> tuple[Hashable, Registry]: ...
-
-    async def put(self, experiment: Experiment) -> "RegistryChange | None":
-        """Add or replace one experiment (ReadOnlyRegistry when this source cannot be changed); what
-        the write changed in the source (added, changed or nothing), None when the source cannot tell."""
-
-    async def remove(self, experiment_id: str) -> bool:
-        """Remove one experiment; False when it was not registered."""
-
-    # Optional: `skipped` (id → reason), entries a source left out because they do not validate
-    # while serving the others; shown by `describe`.
-
-
-class FileSource:
-    """A registry file (see registry_file.py); its blocking calls run on a worker thread. `create`: a
-    `put` may start a missing file (the CLI's first `add`); a server's source never does — a file
-    that vanished under it is an error, not an empty registry that would retire every experiment."""
-
-    def __init__(self, path: Path | None, create: bool = False):
-        self.file = RegistryFile(path)
-        self.base_dir = self.file.base_dir
-        self.create = create
-
-    async def stamp(self) -> Hashable:
-        return await asyncio.to_thread(self.file.stamp)
-
-    async def read(self) -> tuple[Hashable, Registry]:
-        return await asyncio.to_thread(self.file.read)
-
-    async def put(self, experiment: Experiment) -> RegistryChange:
-        return await asyncio.to_thread(put_in_file, self.file, experiment, self.create)
-
-    async def remove(self, experiment_id: str) -> bool:
-        return await asyncio.to_thread(self.file.remove, experiment_id)
-
-
-def put_in_file(file: RegistryFile, experiment: Experiment, create: bool = False) -> RegistryChange:
-    """Add or replace one experiment in a registry file; what that changed in the file."""
-    before, after = file.change(lambda r: r.with_experiment(experiment), create)
-    return registry_diff(before, after)
-
-
-class StaticSource:
-    """A registry given in code (tests, embedding): it never changes, and refuses changes."""
-
-    def __init__(self, registry: Registry, base_dir: Path = Path(".")):
-        self.registry = registry
-        self.base_dir = base_dir
-
-    async def stamp(self) -> Hashable:
-        return 0
-
-    async def read(self) -> tuple[Hashable, Registry]:
-        return 0, self.registry
-
-    async def put(self, experiment: Experiment) -> RegistryChange:
-        raise ReadOnlyRegistry("this server's registry was given at start-up and cannot be changed")
-
-    async def remove(self, experiment_id: str) -> bool:
-        raise ReadOnlyRegistry("this server's registry was given at start-up and cannot be changed")
-
-
-def source_identity(experiment: Experiment) -> str | None:
-    """What a moving source (an MLflow alias) resolves to now; None for sources that never move."""
-    if not mlflow_source.is_mlflow_source(experiment.source):
-        return None
-    ref = mlflow_source.parse(experiment.source)
-    return mlflow_source.resolve(ref).identity if ref.moves else None
-
-
-def moves(experiment: Experiment) -> bool:
-    return mlflow_source.is_mlflow_source(experiment.source) and mlflow_source.parse(experiment.source).moves
-
-
-Listener = Callable[[RegistryChange, Registry], Awaitable[None]]
-
-
-@dataclass
-class _Status:
-    last_error: str | None = None
-    last_change_at: float | None = None
-    identity_errors: dict[str, str] = field(default_factory=dict)
+    last_error: str | None
+    last_change_at: float | None
+    identity_errors: dict[str, str]
 
 
 class LiveRegistry:
+    """The registry as served, following its source; listeners hear of every change."""
+
     def __init__(self, source: RegistrySource, initial: Registry, stamp: Hashable = None, poll_s: float = 1.0,
                  identity: Callable[[Experiment], str | None] = source_identity, identity_poll_s: float = 30.0):
         self.source = source
         self.poll_s = poll_s
         self.identity_poll_s = identity_poll_s
-        self._identity = identity
+        self.moving = MovingSources(identity)
         self._registry = initial
-        self._stamp = stamp
-        self._identities: dict[str, str] = {}
-        self._listeners: list[Listener] = []
-        self._lock = asyncio.Lock()
-        self._shared = asyncio.Lock()
-        self._refreshes = 0  # refreshes begun (one at a time, so they finish in that order)
-        self._refreshed = 0  # the number of the last one finished
-        self._tasks: list[asyncio.Task[None]] = []
-        self._background: set[asyncio.Task[Any]] = set()
-        self.status = _Status()
+        self._reader = SourceReader(source, stamp)
+        self._last_change_at: float | None = None
+        self._listeners = RegistryListeners()
+        self._refreshes = SerialRefresh(self._refresh)
+        self._tasks = RegistryTasks()
 
     @classmethod
     def static(cls, registry: Registry) -> "LiveRegistry":
@@ -179,7 +66,6 @@ class LiveRegistry:
         stamp, registry = source.file.read()
         return cls(source, registry, stamp, poll_s=poll_s, identity_poll_s=identity_poll_s)
 
-    # --- the registry as served ---------------------------------------------------------------------
     @property
     def current(self) -> Registry:
         return self._registry
@@ -198,18 +84,21 @@ class LiveRegistry:
 
     def identity(self, experiment_id: str) -> str | None:
         """The model a moving source resolved to when last checked (None: never moves, or unknown yet)."""
-        return self._identities.get(experiment_id)
+        return self.moving.identity(experiment_id)
+
+    @property
+    def status(self) -> RegistryStatus:
+        return RegistryStatus(self._reader.last_error, self._last_change_at, dict(self.moving.errors))
 
     def describe(self) -> dict[str, Any]:
-        return {"experiments": len(self._registry), "last_error": self.status.last_error,
-                "last_change_at": self.status.last_change_at,
-                "resolved": dict(self._identities), "resolve_errors": dict(self.status.identity_errors),
+        return {"experiments": len(self._registry), "last_error": self._reader.last_error,
+                "last_change_at": self._last_change_at,
+                "resolved": dict(self.moving.identities), "resolve_errors": dict(self.moving.errors),
                 "skipped": dict(getattr(self.source, "skipped", None) or {})}
 
     def subscribe(self, listener: Listener) -> None:
-        self._listeners.append(listener)
+        self._listeners.subscribe(listener)
 
-    # --- changes ----------------------------------------------------------------------------------
     async def put(self, experiment: Experiment) -> RegistryChange:
         """Write one experiment through the source, then serve it here at once. What the write changed
         in the source, not what this refresh saw: a poll may have applied the write first. A new
@@ -219,9 +108,7 @@ class LiveRegistry:
         change = await self.refresh(force=True)
         change = change if written is None else written
         if experiment.id in change.added and moves(experiment):
-            task = asyncio.get_running_loop().create_task(self.check_identities([experiment.id]))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._tasks.spawn(self.check_identities([experiment.id]))
         return change
 
     async def remove(self, experiment_id: str) -> RegistryChange:
@@ -234,103 +121,41 @@ class LiveRegistry:
 
     async def refresh(self, force: bool = False) -> RegistryChange:
         """Read the source when its stamp moved (or `force`); apply and announce what changed."""
-        async with self._lock:
-            self._refreshes += 1
-            try:
-                return await self._refresh(force)
-            finally:
-                self._refreshed = self._refreshes
+        return await self._refreshes(force)
 
     async def _refresh(self, force: bool) -> RegistryChange:
-        try:
-            if not force and await self.source.stamp() == self._stamp:
-                return RegistryChange()
-            stamp, registry = await self.source.read()
-        except RegistryError as exc:  # a bad edit: keep serving the last good registry
-            if self.status.last_error != str(exc):
-                log.warning("registry not reloaded, still serving the last good one: %s", exc)
-            self.status.last_error = str(exc)
+        registry = await self._reader.read_if_moved(force)
+        if registry is None:
             return RegistryChange()
-        except Exception as exc:  # unreachable storage, ...: the same, and retried next poll
-            self.status.last_error = f"reading the registry failed: {type(exc).__name__}: {exc}"
-            return RegistryChange()
-        self.status.last_error = None
-        self._stamp = stamp
         change = registry_diff(self._registry, registry)
-        for experiment_id in change.removed + change.changed:
-            self._identities.pop(experiment_id, None)
+        self.moving.forget(change.removed + change.changed)
         return await self._apply(registry, change)
 
     async def refresh_shared(self) -> None:
         """A refresh that started after this call, shared: callers that arrive while one runs wait
         for the next and share it, so a flood of look-ups (unknown ids) costs one stamp read at a time."""
-        arrived = self._refreshes
-        async with self._shared:
-            if self._refreshed > arrived:
-                return  # one that began after we arrived has finished
-            await self.refresh()
+        await self._refreshes.shared()
 
     async def check_identities(self, ids: list[str] | None = None) -> RegistryChange:
         """Resolve moving sources again; one whose model moved is announced as changed."""
-        moved: set[str] = set()
-        for experiment in [e for e in self._registry if ids is None or e.id in ids]:
-            if not moves(experiment):
-                continue
-            try:
-                identity = await RESOLUTIONS.acall(partial(self._identity, experiment))
-            except Exception as exc:  # MLflow unreachable, alias deleted, ...: keep the model served
-                self.status.identity_errors[experiment.id] = reason(exc)
-                continue
-            self.status.identity_errors.pop(experiment.id, None)
-            if identity is None:
-                continue
-            known = self._identities.get(experiment.id)
-            self._identities[experiment.id] = identity
-            if known is not None and known != identity:
-                log.info("%s: %s now resolves to %s (was %s)", experiment.id, experiment.source, identity, known)
-                moved.add(experiment.id)
+        moved = await self.moving.check([e for e in self._registry if ids is None or e.id in ids])
         if not moved:
             return RegistryChange()
-        async with self._lock:
+        async with self._refreshes.lock:
             return await self._apply(self._registry, RegistryChange(changed=tuple(sorted(moved))))
 
     async def _apply(self, registry: Registry, change: RegistryChange) -> RegistryChange:
         self._registry = registry
         if change:
-            self.status.last_change_at = time.time()
-            log.info("registry changed: %s", change.describe())
-            for listener in self._listeners:
-                try:
-                    await listener(change, registry)
-                except Exception:  # one listener's failure must not stop the others
-                    log.exception("a registry listener failed")
+            self._last_change_at = time.time()
+            await self._listeners.announce(change, registry)
         return change
 
-    # --- polling ----------------------------------------------------------------------------------
     def start(self) -> None:
         """Poll the source, and — on their own slower clock, since a tracking server may take minutes
         to answer — the moving sources."""
-        if not self._tasks:
-            loop = asyncio.get_running_loop()
-            self._tasks = [loop.create_task(self._poll(self.refresh, self.poll_s), name="registry-watch"),
-                           loop.create_task(self._poll(self.check_identities, self.identity_poll_s), name="registry-resolve")]
-
-    @staticmethod
-    async def _poll(step: Callable[[], Awaitable[Any]], every_s: float) -> None:
-        while True:
-            try:
-                await step()
-            except Exception:  # never let the watcher die: the next poll retries
-                log.exception("registry poll failed")
-            await asyncio.sleep(every_s)
+        self._tasks.poll([("registry-watch", self.refresh, self.poll_s),
+                          ("registry-resolve", self.check_identities, self.identity_poll_s)])
 
     async def close(self) -> None:
-        tasks = [*self._tasks, *self._background]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
-        self._tasks = []
+        await self._tasks.close()

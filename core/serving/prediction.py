@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from core.serving.live_registry import RegistryChange
+from core.serving.model_status import ModelStatus
 from core.serving.registry import Experiment, Registry
 
 
@@ -46,7 +47,8 @@ class Predictor(Protocol):
     async def predict(self, experiment: Experiment, inputs: list[str], params: Any) -> Prediction:
         """Run the experiment's model (its pool's window is the controller's business, not the request's)."""
 
-    async def model_status(self) -> dict[str, dict[str, Any]]: ...
+    async def model_status(self) -> dict[str, ModelStatus]:
+        """Each experiment the backend knows of, and its model's state (one with none is cold)."""
 
     async def cached_models(self) -> list[str]: ...
 

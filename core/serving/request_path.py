@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
-from core.events import EventLog
+from core.events import EventLog, EventName
 from core.keepwarm.activity import ActivityTracker, emulated_clock
 from core.keepwarm.controller import AppliedWindow, PoolPlan, WindowController
 from core.keepwarm.decision import NamedPolicy
@@ -116,7 +116,7 @@ class RequestPath:
         try:
             batch, params = self.validate(experiment, inputs, parameters)
             plan = self.controller.arrived(experiment.id)
-            self.events.write(experiment.id, "request", plan.window_s, plan.reason.value)
+            self.events.write(experiment.id, EventName.REQUEST, plan.window_s, plan.reason.value)
             try:
                 prediction = await self.predictor.predict(experiment, batch, params)
             finally:
@@ -140,7 +140,7 @@ class RequestPath:
             self.metrics.cold_starts.labels(experiment_id).inc()
             self.metrics.cold_start_seconds.labels(experiment_id, "replica_start").observe(cold.replica_start_s)
             self.metrics.cold_start_seconds.labels(experiment_id, "model_load").observe(cold.model_load_s)
-            self.events.write(experiment_id, "cold_start", plan.window_s, None, replica=prediction.replica,
+            self.events.write(experiment_id, EventName.COLD_START, plan.window_s, None, replica=prediction.replica,
                               replica_start_s=round(cold.replica_start_s, 4), model_load_s=round(cold.model_load_s, 4),
                               total_s=round(cold.total_s, 4))
 

@@ -12,11 +12,9 @@ from typing import Any
 
 import httpx
 
-from core.events import read_events
+from core.events import SCALING_EVENTS, EventName, read_events
 from core.settings import Settings
 
-#: The scaling events of the log, as the emulator writes them (`request` events are not among them).
-SCALING_EVENTS = ("cold_start", "prewarm", "scale_up", "scale_down", "scale_to_zero")
 
 
 class EndpointClient:
@@ -75,8 +73,8 @@ class EndpointClient:
 
     def cold_starts(self, experiment: str | None = None) -> list[dict[str, Any]]:
         """The cold starts seen so far: containers started for a request (with their time split)."""
-        return [e for e in self.events(experiment) if e["event"] == "cold_start"]
+        return [e for e in self.events(experiment) if e["event"] is EventName.COLD_START]
 
-    def scaling_events(self, experiment: str, kinds: tuple[str, ...] = SCALING_EVENTS) -> list[str]:
+    def scaling_events(self, experiment: str, kinds: tuple[EventName, ...] = SCALING_EVENTS) -> list[EventName]:
         """The experiment's scaling events in order, e.g. `["cold_start", "scale_to_zero"]`."""
         return [e["event"] for e in self.events(experiment) if e["event"] in kinds]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from core.events import EventName
 from core.testing.client import EndpointClient
 from core.testing.clock import EmulatedClock
 
@@ -64,21 +65,21 @@ class Expectations(EndpointClient):
     def _scaled_to_zero(self, experiment: str) -> dict[str, Any] | None:
         """The first `scale_to_zero` event after the experiment's latest request, if any yet."""
         events = self.events(experiment)
-        last_request = max((e["time"] for e in events if e["event"] == "request"), default=0.0)
-        return next((e for e in events if e["event"] == "scale_to_zero" and e["time"] > last_request), None)
+        last_request = max((e["time"] for e in events if e["event"] is EventName.REQUEST), default=0.0)
+        return next((e for e in events if e["event"] is EventName.SCALE_TO_ZERO and e["time"] > last_request), None)
 
     def _situation(self, experiment: str, state: dict[str, Any]) -> str:
         """What was seen: the window in force, the idle time, replicas, the experiment's events."""
         window = state.get("scaledown_window_s")
         events = self.events(experiment)
-        last_request = max((e["time"] for e in events if e["event"] == "request"), default=None)
+        last_request = max((e["time"] for e in events if e["event"] is EventName.REQUEST), default=None)
         idle = state.get("idle_s")  # emulated, from the server's own activity tracker
         if idle is None and last_request is not None:
             idle = self.clock.to_emulated(time.time() - last_request)
         window_text = "none yet (no request)" if window is None else self.clock.describe(window)
         idle_text = "no request yet" if idle is None else self.clock.describe(round(idle, 1))
         started = events[0]["time"] if events else time.time()
-        seen = [(e["event"], round(e["time"] - started, 2)) for e in events if e["event"] != "request"]
+        seen = [(e["event"].value, round(e["time"] - started, 2)) for e in events if e["event"] is not EventName.REQUEST]
         return (f"the scaledown window in force is {window_text} ({state.get('window_reason')}); observed idle time "
                 f"since its latest request: {idle_text}; replicas now: {state['replicas']}; its events so far "
                 f"(s after the first): {seen}")

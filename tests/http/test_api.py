@@ -218,7 +218,7 @@ def test_lru_eviction_by_count(registry_file: Path) -> None:
 def test_lru_eviction_by_memory_budget(registry_file: Path) -> None:
     path = make_path(registry_file)
     # Tiny models weigh ~100 KB, below the MiB granularity of the setting: set the byte budget directly.
-    path.predictor.cache.max_bytes = 150_000  # type: ignore[attr-defined]
+    path.predictor.cache.models.max_bytes = 150_000  # type: ignore[attr-defined]
     with TestClient(create_app(path)) as c:
         c.post("/predict/fe", json={"inputs": "x"})
         c.post("/predict/clf", json={"inputs": "x"})
@@ -283,6 +283,18 @@ def test_experiments_lists_registry_with_states(client: TestClient) -> None:
     assert experiments["fe"]["state"] == "warm" and experiments["fe"]["model"]["cold_loads"] == 1
     assert experiments["gen"]["state"] == "cold" and experiments["gen"]["idle_s"] is None
     assert experiments["fe"]["scaledown_window_s"] == 900 and experiments["fe"]["window_reason"] == "isolated"
+
+
+def test_the_in_process_engine_counts_its_one_replica_while_its_model_is_loaded(client: TestClient) -> None:
+    client.post("/predict/fe", json={"inputs": "x"})
+    experiments = {e["id"]: e for e in client.get("/experiments").json()}
+    fe = experiments["fe"]
+    assert (fe["state"], fe["replicas"], fe["model"]["replicas"]) == ("warm", 1, 1)
+    assert {"state", "replicas", "last_cold_start", "last_error", "cold_loads", "last_cold_load_ms", "warm_hits",
+            "last_warm_lookup_ms", "evictions", "size_bytes"} == set(fe["model"])
+    assert (experiments["gen"]["state"], experiments["gen"]["replicas"], experiments["gen"]["model"]) == ("cold", 0, {})
+    window = client.get("/health").json()["scaling"]["experiments"]["fe"]
+    assert (window["state"], window["replicas"], window["last_cold_start"]) == ("warm", 1, None)
 
 
 def test_metrics_parse_as_prometheus(client: TestClient) -> None:

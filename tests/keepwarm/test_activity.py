@@ -112,7 +112,7 @@ def test_bucket_memory_bounded_for_a_hot_experiment() -> None:
         clock.now = i * 0.01
         tracker.record_request("hot")
     state = tracker._experiments["hot"]
-    assert len(state.buckets) <= 66
+    assert len(state.in_window) <= 66
     assert activity_of(tracker, "hot").requests_in_window == pytest.approx(6400, abs=100)  # type: ignore[union-attr]
 
 

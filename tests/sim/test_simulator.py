@@ -283,12 +283,12 @@ def test_policy_spec_errors() -> None:
 
 
 def test_the_event_log_exports_a_replayable_trace(tmp_path: Path) -> None:
-    from core.events import EventLog
+    from core.events import EventLog, EventName
 
     log = EventLog(tmp_path / "events.jsonl")
     for experiment in ("a", "b", "a"):
-        log.write(experiment, "request", 900, "isolated")
-    log.write("a", "scale_to_zero", 900, "idle")
+        log.write(experiment, EventName.REQUEST, 900, "isolated")
+    log.write("a", EventName.SCALE_TO_ZERO, 900, "idle")
     result = CliRunner().invoke(app, ["export-requests", "--events", str(tmp_path / "events.jsonl")])
     assert result.exit_code == 0
     lines = result.stdout.splitlines()

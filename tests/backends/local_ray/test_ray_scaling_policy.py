@@ -15,6 +15,7 @@ from backends.local_ray.scaling import ReplicaReport, ScalingInputs, desired_rep
 from backends.local_ray.settings import load_ray_settings
 from core.keepwarm.decision import WindowDecision, WindowReason
 from core.serving.errors import ModelUnavailable, Overloaded, UpstreamTimeout
+from core.serving.model_status import ModelState
 from core.serving.registry import Experiment
 from core.serving.remote_error import ErrorKind, RemoteError
 
@@ -168,7 +169,7 @@ def test_a_replicas_load_error_is_kept_without_credentials(monkeypatch: pytest.M
     expected = ("e: mlflow:models:/clf@champion: resolving failed: API request to http://***@mlflow:5000/api "
                 "failed (Authorization: Bearer ***)")
     assert predictor.load_errors == {"e": expected}
-    assert asyncio.run(predictor.model_status())["e"]["last_error"] == expected
+    assert asyncio.run(predictor.model_status())["e"].last_error == expected
 
 
 def prewarm_report(idle_real_s: float, prewarm_s: float, window_s: float) -> ReplicaReport:
@@ -438,7 +439,7 @@ def test_pools_idle_at_zero_past_the_ttl_are_parked_unless_busy_or_planned() -> 
         assert await tick() == {"e"}
         states.pop("e")  # Serve no longer lists it: /experiments still shows it, cold
         predictor.cold_starts["e"] = {"at": 1.0}
-        assert (await predictor.model_status())["e"]["state"] == "cold"
+        assert (await predictor.model_status())["e"].state is ModelState.COLD
         predictor.handles.release("busy")
         await asyncio.sleep(0.35)
         assert await tick() == {"e", "busy"}

@@ -1,0 +1,36 @@
+"""The routes that describe the server: `GET /health`, `GET /experiments`, `GET /metrics`.
+
+Why this module exists: an operator (and a load balancer, and Prometheus) reads the server's state
+through these; they only map HTTP onto the state views (core.http.views), which build the answers.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Query
+from fastapi.responses import PlainTextResponse, Response
+
+from core.http.error_shape import documented_errors
+from core.http.views import StateViews
+
+
+def add_state_routes(app: FastAPI, views: StateViews) -> None:
+    """`/health`, `/experiments` and `/metrics`, rendered by `views`."""
+
+    @app.get("/health", responses=documented_errors(401))
+    async def health() -> dict[str, Any]:
+        """Status, authentication mode (never a secret), windows, activity, cached models, configuration."""
+        return await views.health()
+
+    @app.get("/experiments", responses=documented_errors(401))
+    async def experiments(offset: Annotated[int, Query(ge=0)] = 0,
+                          limit: Annotated[int | None, Query(ge=1)] = None) -> list[dict[str, Any]]:
+        """The registry with each experiment's state (cold / loading / warm / failed) and window;
+        `offset` / `limit` page through a large registry."""
+        return await views.experiments(offset, limit)
+
+    @app.get("/metrics", response_class=PlainTextResponse, responses=documented_errors(401))
+    async def metrics() -> Response:
+        """Prometheus text exposition."""
+        return PlainTextResponse(await views.metrics(), media_type=views.path.metrics.content_type)

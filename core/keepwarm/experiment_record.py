@@ -1,0 +1,147 @@
+"""What is remembered of one experiment's requests, and the snapshot a policy decides on.
+
+Why this module exists: an experiment's activity changes four ways — a request arrives here, one
+completes, another process's arrivals are folded in (Modal's reconciler), a durable record from an
+earlier process is taken in — and each must keep the latest two arrivals, the count in the activity
+window and the learned idle gaps consistent, whatever order they come in. `ExperimentRecord` is that
+one experiment's state and those rules; the tracker only finds records, locks and forgets them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.keepwarm.histogram import IdleHistogram, Learned, LearnedGaps, Learner
+from core.keepwarm.shared_activity import ArrivalBatch, DurableActivity
+from core.keepwarm.window_count import WindowCount
+
+
+@dataclass(frozen=True)
+class ExperimentActivity:
+    """A snapshot of one experiment's activity at `now` (times are the tracker clock's)."""
+
+    experiment_id: str
+    now: float
+    last_request: float
+    previous_request: float | None
+    requests_in_window: int
+    total_requests: int
+    in_flight: int
+    last_completion: float | None
+    #: What the tracker's learner learned from the experiment's idle gaps (None: no learner).
+    learned: Learned | None = None
+
+    @property
+    def idle_s(self) -> float:
+        """Seconds since the experiment was last busy (0 while a request is in flight)."""
+        if self.in_flight:
+            return 0.0
+        return max(0.0, self.now - max(self.last_request, self.last_completion or self.last_request))
+
+
+def _latest_two(*times: float | None) -> tuple[float, float | None]:
+    """The latest and the one before it among the given arrival times."""
+    latest = sorted({t for t in times if t is not None})
+    return latest[-1], (latest[-2] if len(latest) > 1 else None)
+
+
+class ExperimentRecord:
+    """One experiment's activity (not thread-safe: its tracker holds the lock)."""
+
+    __slots__ = ("last_request", "previous_request", "total_requests", "in_flight", "last_completion", "touched",
+                 "in_window", "gaps")
+
+    def __init__(self, first_request: float, window_s: float, learner: Learner | None = None,
+                 gaps: IdleHistogram | None = None):
+        self.last_request = first_request
+        self.previous_request: float | None = None
+        self.total_requests = 0
+        self.in_flight = 0
+        self.last_completion: float | None = None
+        #: When it last changed: an experiment untouched for the tracker's retention is forgotten.
+        self.touched = first_request
+        self.in_window = WindowCount(window_s)
+        self.gaps = None if learner is None else LearnedGaps(learner, gaps)
+
+    @classmethod
+    def restored(cls, record: DurableActivity, window_s: float, learner: Learner | None) -> "ExperimentRecord":
+        """The record a durable one describes (an experiment this process has not seen yet)."""
+        gaps = None if record.idle_gaps is None else IdleHistogram.from_bytes(record.idle_gaps)
+        state = cls(record.last_request, window_s, learner, gaps)
+        state.previous_request, state.last_completion = record.previous_request, record.last_completion
+        state.total_requests = record.total_requests
+        state.touched = max(record.last_request, record.last_completion or 0.0)
+        return state
+
+    def arrive(self, now: float, first: bool) -> None:
+        """A request arrived at `now` (`first`: the one this record was made for)."""
+        if not first:
+            if self.gaps is not None:
+                self.gaps.add(max(0.0, now - self.last_request))
+            self.previous_request = self.last_request
+            self.last_request = max(self.last_request, now)
+        self.total_requests += 1
+        self.in_flight += 1
+        self.touched = now
+        self.in_window.add(now)
+
+    def complete(self, now: float) -> bool:
+        """One of its requests finished at `now`; False when none was in flight."""
+        if self.in_flight == 0:
+            return False
+        self.in_flight -= 1
+        self.last_completion = self.touched = now
+        return True
+
+    def fold(self, batch: ArrivalBatch, first: bool) -> None:
+        """Take in arrivals another process saw. A batch older than what is known (a late publication)
+        still counts, without inventing the gap to it; a batch of completions only (`count` 0) moves
+        only the latest completion. `first`: this record was made for the batch."""
+        if batch.count and first:
+            self.last_request, self.previous_request = batch.last_at, batch.previous_at
+        elif batch.count and batch.first_at >= self.last_request:
+            if self.gaps is not None:
+                self.gaps.add(batch.first_at - self.last_request)
+            self.previous_request = batch.previous_at if batch.count > 1 else self.last_request
+            self.last_request = batch.last_at
+        elif batch.count:  # out of order: keep the two latest arrivals of both
+            self.last_request, self.previous_request = _latest_two(
+                self.previous_request, self.last_request, batch.previous_at, batch.last_at)
+        if self.gaps is not None:
+            for minute, count in batch.gap_minutes.items():
+                for _ in range(count):
+                    self.gaps.add(minute * 60.0)
+        if batch.finished_at is not None:
+            self.last_completion = max(self.last_completion or batch.finished_at, batch.finished_at)
+        self.total_requests += batch.count
+        self.touched = max(self.touched, batch.last_at, batch.finished_at or 0.0)
+        if batch.count:
+            self.in_window.add(batch.last_at, batch.count)
+
+    def absorb(self, record: DurableActivity) -> None:
+        """Add the experiment's durable activity to what this process saw itself."""
+        self.last_request, self.previous_request = _latest_two(
+            self.previous_request, self.last_request, record.previous_request, record.last_request)
+        if record.last_completion is not None:
+            self.last_completion = max(self.last_completion or record.last_completion, record.last_completion)
+        self.total_requests += record.total_requests
+        if self.gaps is not None and record.idle_gaps is not None:
+            self.gaps.merge(IdleHistogram.from_bytes(record.idle_gaps))
+
+    def export(self, experiment_id: str) -> DurableActivity:
+        """What must outlive this process of the experiment's activity."""
+        return DurableActivity(experiment_id, self.last_request, self.previous_request, self.last_completion,
+                               self.total_requests, None if self.gaps is None else self.gaps.histogram.to_bytes())
+
+    def snapshot(self, experiment_id: str, now: float) -> ExperimentActivity:
+        return ExperimentActivity(
+            experiment_id=experiment_id,
+            now=now,
+            last_request=self.last_request,
+            previous_request=self.previous_request,
+            requests_in_window=self.in_window.total(now),
+            total_requests=self.total_requests,
+            in_flight=self.in_flight,
+            last_completion=self.last_completion,
+            learned=None if self.gaps is None else self.gaps.learned(),
+        )
