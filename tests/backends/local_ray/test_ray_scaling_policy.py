@@ -13,6 +13,7 @@ from backends.local_ray.deployer import PoolDeployer
 from backends.local_ray.ingress import Handles, RayPredictor
 from backends.local_ray.scaling import ReplicaReport, ScalingInputs, desired_replicas, reports_from_metrics
 from backends.local_ray.settings import load_ray_settings
+from core.keepwarm.controller import plan_for
 from core.keepwarm.decision import WindowDecision, WindowReason
 from core.serving.errors import ModelUnavailable, Overloaded, UpstreamTimeout
 from core.serving.model_status import ModelState
@@ -141,19 +142,20 @@ async def _same(experiment: Experiment) -> Experiment:
 
 EXPERIMENT = Experiment(id="e", source="./x", task="feature-extraction")
 DECISION = WindowDecision(900, WindowReason.ISOLATED, "")
+PLAN = plan_for("e", DECISION, 0.0, 0.0)
 
 
 def test_a_cold_start_longer_than_the_timeout_is_a_504_with_a_clear_message() -> None:
     call = _Call(hang=True)
     with pytest.raises(UpstreamTimeout, match="HYBRID_COLD_START_TIMEOUT_S"):
-        asyncio.run(predictor_with(call).predict(EXPERIMENT, ["x"], None, DECISION))
+        asyncio.run(predictor_with(call).predict(EXPERIMENT, ["x"], None))
     assert call.cancelled
 
 
 def test_replica_errors_come_back_with_their_status() -> None:
     call = _Call({"error": RemoteError(ErrorKind.MODEL_UNAVAILABLE, "e: sha256 mismatch")})
     with pytest.raises(ModelUnavailable, match="sha256"):
-        asyncio.run(predictor_with(call).predict(EXPERIMENT, ["x"], None, DECISION))
+        asyncio.run(predictor_with(call).predict(EXPERIMENT, ["x"], None))
 
 
 def test_a_replicas_load_error_is_kept_without_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -165,7 +167,7 @@ def test_a_replicas_load_error_is_kept_without_credentials(monkeypatch: pytest.M
     call = _Call({"error": RemoteError(ErrorKind.MODEL_UNAVAILABLE, said)})
     predictor = predictor_with(call)
     with pytest.raises(ModelUnavailable):
-        asyncio.run(predictor.predict(EXPERIMENT, ["x"], None, DECISION))
+        asyncio.run(predictor.predict(EXPERIMENT, ["x"], None))
     expected = ("e: mlflow:models:/clf@champion: resolving failed: API request to http://***@mlflow:5000/api "
                 "failed (Authorization: Bearer ***)")
     assert predictor.load_errors == {"e": expected}
@@ -456,5 +458,5 @@ def test_a_request_starts_its_pools_time_at_zero_again() -> None:
     count, so a pool used a second ago is never deleted as if idle since long."""
     predictor = predictor_with(_Call({"prediction": {"outputs": []}}), timeout_s=5)
     predictor._empty_since["e"] = 0.0  # at zero for ages, as the last read saw it
-    asyncio.run(predictor._call(EXPERIMENT, ["x"], None, DECISION, NOW, 5.0))
+    asyncio.run(predictor._call(EXPERIMENT, ["x"], None, PLAN, NOW, 5.0))
     assert "e" not in predictor._empty_since
