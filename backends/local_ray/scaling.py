@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 from core.events import EventName
-from core.keepwarm.autoscaler import desired_state
+from core.keepwarm.controller import PlanPhase, describe, pool_state
 
 # Names of the metrics replicas report through record_autoscaling_stats.
 LAST_BUSY = "hybrid_last_busy"  # wall time the replica was last busy (now, while a request is in flight)
@@ -74,6 +74,8 @@ class ScaleDecision:
     window_s: float | None  # the window in force (emulated seconds), None before any request
     idle_s: float | None  # emulated seconds since the experiment was last busy
     reason: str
+    #: Where the pool is in its plan (None before any request).
+    phase: PlanPhase | None = None
 
 
 def desired_replicas(inputs: ScalingInputs) -> ScaleDecision:
@@ -81,7 +83,7 @@ def desired_replicas(inputs: ScalingInputs) -> ScaleDecision:
 
     The decision in force is the one made for the experiment's latest request (whichever replica
     served it) — as on Modal, where one autoscaler setting applies to the whole container pool — and
-    core's `desired_state` turns it into a scaledown window and a number of pinned replicas for the
+    core's `pool_state` turns it into a scaledown window and a number of pinned replicas for the
     experiment's idle time (emulated seconds: real seconds × time_scale). A replica counts as warm
     while it has a request in flight or has been idle for less than that window; a replica that has
     served nothing yet idles from its start; replicas that have not reported yet (just started) are
@@ -92,7 +94,7 @@ def desired_replicas(inputs: ScalingInputs) -> ScaleDecision:
     """
     decision = _unbounded(inputs)
     replicas = max(0, min(inputs.max_replicas, decision.replicas))
-    return ScaleDecision(replicas, decision.window_s, decision.idle_s, decision.reason)
+    return ScaleDecision(replicas, decision.window_s, decision.idle_s, decision.reason, decision.phase)
 
 
 def _unbounded(inputs: ScalingInputs) -> ScaleDecision:
@@ -115,12 +117,12 @@ def _unbounded(inputs: ScalingInputs) -> ScaleDecision:
     # a start for load) reports its start as its last busy time, which must not restart that clock.
     last_busy = max([r.last_busy for r in served] + [latest.last_busy])
     idle = 0.0 if busy else max(0.0, (inputs.now - last_busy) * scale)
-    state = desired_state(latest.window_s, latest.prewarm_s, idle, inputs.prewarm_lead_s * scale)
+    state = pool_state(latest.window_s, latest.prewarm_s, idle, inputs.prewarm_lead_s * scale)
     warm = inputs.unreported + inputs.starting + sum(
         1 for r in reports if r.in_flight > 0 or (not r.failed and (inputs.now - r.last_busy) * scale < state.scaledown_window_s))
     replicas = max(load, warm, state.min_containers)
     if latest.prewarm_s is not None:
-        reason = state.reason
+        reason = describe(state.phase, state.scaledown_window_s, state.changes_in_s, latest.prewarm_s - idle)
     elif replicas < len(reports) and any(r.failed and not r.in_flight for r in reports):
         reason = "the model failed to load: its idle replicas go (the next request loads it again)"
     elif replicas == 0:
@@ -129,7 +131,8 @@ def _unbounded(inputs: ScalingInputs) -> ScaleDecision:
         reason = f"load: {inputs.ongoing_requests:.1f} ongoing requests, target {inputs.target_ongoing:g} per replica"
     else:
         reason = f"warm: idle {idle:.1f}s < window {latest.window_s:g}s"
-    return ScaleDecision(replicas, latest.window_s, idle, reason)
+    return ScaleDecision(replicas, latest.window_s, idle, reason, state.phase)
+
 
 
 def nothing_planned(remembered: ReplicaReport | None, now: float, time_scale: float, prewarm_lead_s: float) -> bool:
@@ -139,7 +142,7 @@ def nothing_planned(remembered: ReplicaReport | None, now: float, time_scale: fl
     if remembered is None or remembered.window_s is None:
         return True
     idle = max(0.0, (now - remembered.last_busy) * time_scale)
-    state = desired_state(remembered.window_s, remembered.prewarm_s, idle, prewarm_lead_s * time_scale)
+    state = pool_state(remembered.window_s, remembered.prewarm_s, idle, prewarm_lead_s * time_scale)
     return state.min_containers == 0 and state.changes_in_s is None
 
 
@@ -253,7 +256,7 @@ class ScaledownWindowPolicy:
         ))
         replicas = decision.replicas
         if replicas != ctx.target_num_replicas:
-            if decision.reason.startswith("pre-warm:") and ctx.target_num_replicas == 0:
+            if decision.phase is PlanPhase.PREWARM and ctx.target_num_replicas == 0:
                 event = EventName.PREWARM
             else:
                 event = EventName.SCALE_TO_ZERO if replicas == 0 else (EventName.SCALE_UP if replicas > ctx.target_num_replicas else EventName.SCALE_DOWN)

@@ -13,7 +13,7 @@ reconciler runs as one Modal function with at most one container (scheduled ever
 3. drains every pool it applied a window to that is no longer current (the experiment changed or was
    removed): `update_autoscaler(min_containers=0, scaledown_window=2)` once, then forgets it — its
    containers finish the requests they hold and go; a removed experiment's activity is dropped;
-4. asks core's policy for each experiment's decision and core's `desired_state` for the autoscaler
+4. asks core's policy for each experiment's decision and core's `plan_pool` (core.keepwarm.controller) for the autoscaler
    at this moment (`scaledown_window`, `min_containers`);
 5. calls `update_autoscaler` on the current pool only where that differs from what is applied under
    the current deployment — so it is idempotent, repairs a deploy's reset, and raises and lowers
@@ -35,8 +35,7 @@ from backends.modal_backend.pools import PoolKey, pool_key
 from backends.modal_backend.registry_store import DictRegistrySource
 from backends.modal_backend.state_store import (ACTIVITY, APPLIED, ARRIVALS, CURSORS, StateStore, activity_key)
 from core.keepwarm.activity import ActivityTracker
-from core.keepwarm.controller import AppliedWindow
-from core.keepwarm.autoscaler import desired_state
+from core.keepwarm.controller import AppliedWindow, plan_pool
 from core.keepwarm.policies import policy_from_settings
 from core.keepwarm.shared_activity import ArrivalBatch, DurableActivity
 from core.serving.live_registry import moves
@@ -171,8 +170,7 @@ class WindowReconciler:
             pool = self._current_pool(experiment, served.get(experiment.id), PoolKey.from_dict(known) if known else None)
             if pool is None:
                 continue  # a moving source's new definition has served no request yet
-            decision = self.policy.decide(activity)
-            state = desired_state(decision.window_s, decision.prewarm_after_s, activity.idle_s, self.settings.prewarm_lead_s)
+            state = plan_pool(activity, self.policy, self.settings.prewarm_lead_s)
             if state.changes_in_s is not None:
                 next_change = state.changes_in_s if next_change is None else min(next_change, state.changes_in_s)
             current = applied.get(experiment.id)
@@ -186,9 +184,7 @@ class WindowReconciler:
                 log.warning("update_autoscaler(%s, scaledown_window=%s, min_containers=%s) failed: %s: %s",
                             experiment.id, state.scaledown_window_s, state.min_containers, type(exc).__name__, exc)
                 continue
-            applied[experiment.id] = {**asdict(AppliedWindow(state.scaledown_window_s, decision.reason.value,
-                                                             decision.prewarm_after_s, state.min_containers, now,
-                                                             self.deployment)), "pool": pool.to_dict()}
+            applied[experiment.id] = {**asdict(AppliedWindow.of(state, now, self.deployment)), "pool": pool.to_dict()}
             changed = True
         if changed:
             await self.store.put(APPLIED, applied)

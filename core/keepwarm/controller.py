@@ -78,14 +78,19 @@ class PoolPlan:
 
     def describe(self) -> str:
         """The plan in words, for logs and `/health` (derived from the enums, never parsed back)."""
-        if self.phase is PlanPhase.KEEP_WARM:
-            return f"keep idle containers {self.scaledown_window_s}s"
-        if self.phase is PlanPhase.AWAIT_PREWARM:
-            return f"scaled down until the pre-warm in {self.changes_in_s or 0.0:.1f}s"
-        if self.phase is PlanPhase.PREWARM:
-            due = max(0.0, (self.decision.prewarm_after_s or 0) - self.idle_s)
-            return f"pre-warm: request expected in {due:.1f}s"
-        return "pre-warm over"
+        return describe(self.phase, self.scaledown_window_s, self.changes_in_s,
+                        (self.decision.prewarm_after_s or 0) - self.idle_s)
+
+
+def describe(phase: PlanPhase, scaledown_window_s: int, changes_in_s: float | None, due_s: float) -> str:
+    """A pool's state in words (`due_s`: until a pre-warm plan's request is due)."""
+    if phase is PlanPhase.KEEP_WARM:
+        return f"keep idle containers {scaledown_window_s}s"
+    if phase is PlanPhase.AWAIT_PREWARM:
+        return f"scaled down until the pre-warm in {changes_in_s or 0.0:.1f}s"
+    if phase is PlanPhase.PREWARM:
+        return f"pre-warm: request expected in {max(0.0, due_s):.1f}s"
+    return "pre-warm over"
 
 
 @dataclass(frozen=True)
@@ -110,21 +115,38 @@ class AppliedWindow:
                    applied_at, deployment, plan.phase.value)
 
 
-def plan_for(experiment_id: str, decision: WindowDecision, idle_s: float, lead_s: float) -> PoolPlan:
-    """The plan of `decision` once the experiment has been idle for `idle_s` (0 while a request runs).
-    A plain window keeps idle containers for the window. A pre-warm plan lets the pool go at once
-    (Modal's shortest window), pins one container from `lead_s` before the next request is due until
-    the plan's keep time is over, then lets it go again."""
-    window = int(decision.window_s)
-    prewarm = decision.prewarm_after_s
-    if prewarm is None:
-        return PoolPlan(experiment_id, decision, PlanPhase.KEEP_WARM, window, 0, idle_s, None)
-    start, end = prewarm - lead_s, prewarm + decision.window_s
+@dataclass(frozen=True)
+class PoolState:
+    """A pool's autoscaler at one moment: what a platform applies (seconds in the decision's clock)."""
+
+    phase: PlanPhase
+    scaledown_window_s: int
+    min_containers: int
+    #: Seconds (of idle time) until this state changes by itself; None: it holds until the next request.
+    changes_in_s: float | None
+
+
+def pool_state(window_s: float, prewarm_after_s: float | None, idle_s: float, lead_s: float) -> PoolState:
+    """The autoscaler state for a decision (`window_s`, and `prewarm_after_s` for a pre-warm plan) once
+    the experiment has been idle for `idle_s` (0 while a request runs). A plain window keeps idle
+    containers for the window. A pre-warm plan lets the pool go at once (Modal's shortest window),
+    pins one container from `lead_s` before the next request is due until the plan's keep time is
+    over, then lets it go again."""
+    if prewarm_after_s is None:
+        return PoolState(PlanPhase.KEEP_WARM, int(window_s), 0, None)
+    start, end = prewarm_after_s - lead_s, prewarm_after_s + window_s
     if idle_s < start:
-        return PoolPlan(experiment_id, decision, PlanPhase.AWAIT_PREWARM, MODAL_MIN_WINDOW_S, 0, idle_s, start - idle_s)
+        return PoolState(PlanPhase.AWAIT_PREWARM, MODAL_MIN_WINDOW_S, 0, start - idle_s)
     if idle_s < end:
-        return PoolPlan(experiment_id, decision, PlanPhase.PREWARM, MODAL_MIN_WINDOW_S, 1, idle_s, end - idle_s)
-    return PoolPlan(experiment_id, decision, PlanPhase.PREWARM_OVER, MODAL_MIN_WINDOW_S, 0, idle_s, None)
+        return PoolState(PlanPhase.PREWARM, MODAL_MIN_WINDOW_S, 1, end - idle_s)
+    return PoolState(PlanPhase.PREWARM_OVER, MODAL_MIN_WINDOW_S, 0, None)
+
+
+def plan_for(experiment_id: str, decision: WindowDecision, idle_s: float, lead_s: float) -> PoolPlan:
+    """The plan of `decision` once the experiment has been idle for `idle_s` (`pool_state`)."""
+    state = pool_state(decision.window_s, decision.prewarm_after_s, idle_s, lead_s)
+    return PoolPlan(experiment_id, decision, state.phase, state.scaledown_window_s, state.min_containers, idle_s,
+                    state.changes_in_s)
 
 
 def plan_pool(activity: ExperimentActivity, policy: NamedPolicy, lead_s: float) -> PoolPlan:

@@ -15,7 +15,7 @@ from backends.modal_backend.pools import PoolKey
 from backends.modal_backend.reconciler import ReconcilerLoop, WindowReconciler
 from backends.modal_backend.registry_store import DictRegistrySource
 from backends.modal_backend.state_store import ModalDictStore
-from core.keepwarm.autoscaler import desired_state
+from core.keepwarm.controller import pool_state
 from core.keepwarm.policies import policy_from_settings
 from core.serving.registry import Experiment, Registry
 from backends.modal_backend.settings import load_modal_settings
@@ -279,7 +279,7 @@ def test_the_same_decision_drives_the_ray_emulator() -> None:
     now = 50_000.0
     for window_s, prewarm_s in [(900.0, None), (300.0, 1200.0)]:
         for idle in [0.5, 100.0, 899.0, 901.0, 1100.0, 1150.0, 1499.0, 1501.0, 3000.0]:
-            state = desired_state(window_s, prewarm_s, idle, lead_s=60)
+            state = pool_state(window_s, prewarm_s, idle, lead_s=60)
             report = ReplicaReport(now - idle, 0, now - idle - 1, window_s, prewarm_s)
             running = desired_replicas(ScalingInputs(now, [report], 0, 8, 1.0, 10, prewarm_lead_s=60)).replicas
             scaled_to_zero = desired_replicas(ScalingInputs(now, [], 0, 8, 1.0, 10, remembered=report, prewarm_lead_s=60)).replicas
