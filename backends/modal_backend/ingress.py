@@ -38,7 +38,6 @@ from backends.modal_backend.state_store import APPLIED, StateStore, activity_key
 from core.http.app import create_app
 from core.keepwarm.activity import ActivityTracker, ExperimentActivity
 from core.keepwarm.controller import AppliedWindow
-from core.keepwarm.decision import WindowDecision
 from core.keepwarm.histogram import Learner
 from core.keepwarm.policies import policy_from_settings, retention_s
 from core.keepwarm.shared_activity import ArrivalBatch, DurableActivity
@@ -131,18 +130,15 @@ class ModalPredictor:
 
 
 class AppliedWindows:
-    """The `WindowApplier` of the ingress: decisions are applied by the reconciler, from the arrivals
-    this container publishes; `in_force` shows what the reconciler last applied (refreshed from the
-    shared state at most every `ttl_s`)."""
+    """What the reconciler — Modal's window controller — applied, for `/health`: windows are applied
+    there, from the arrivals this container publishes, never here; `in_force` is what it last applied
+    (refreshed from the shared state at most every `ttl_s`)."""
 
     def __init__(self, store: StateStore, ttl_s: float = 2.0):
         self._store = store
         self._ttl_s = ttl_s
         self._in_force: dict[str, AppliedWindow] = {}
         self._read_at = float("-inf")
-
-    def apply(self, experiment_id: str, decision: WindowDecision) -> None:
-        return None  # the arrival is published by the tracker; the reconciler applies the decision
 
     def in_force(self) -> dict[str, AppliedWindow]:
         return dict(self._in_force)
