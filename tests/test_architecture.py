@@ -182,3 +182,13 @@ def test_core_names_no_backend_module_in_a_string() -> None:
     found = {str(path.relative_to(REPO_ROOT)): hits for path in sorted((REPO_ROOT / "core").rglob("*.py"))
              if (hits := backend_strings(path))}
     assert found == {}
+
+
+def test_the_architecture_doc_names_every_module_of_core_and_the_backends() -> None:
+    """docs/architecture.md is the newcomer's map: a module missing from it is a room nobody was shown."""
+    doc = (REPO_ROOT / "docs" / "architecture.md").read_text()
+    modules = [p.relative_to(REPO_ROOT).as_posix() for folder in ("core", "backends")
+               for p in sorted((REPO_ROOT / folder).rglob("*.py")) if p.name != "__init__.py"]
+    assert len(modules) > 50
+    missing = [m for m in modules if f"`{m}`" not in doc]
+    assert not missing, f"modules not named in docs/architecture.md: {missing}"
