@@ -62,7 +62,7 @@ def add_registry_routes(app: FastAPI, path: RequestPath) -> None:
         """Register an experiment, or change its model (its old containers drain, the next request
         cold-starts the new model); 201 when it is new. Needs the bearer token."""
         body = await _experiment_body(request)  # read after the admin check: a refused caller learns nothing
-        experiment, change = await path.register(experiment_id, body.model_dump(exclude_none=True))
+        experiment, change = await path.admin.register(experiment_id, body.model_dump(exclude_none=True))
         outcome = "added" if change.added else "changed" if change.changed else "unchanged"
         return JSONResponse({"experiment": experiment.describe(), "change": outcome},
                             status_code=201 if change.added else 200)
@@ -73,5 +73,5 @@ def add_registry_routes(app: FastAPI, path: RequestPath) -> None:
         experiment_id: Annotated[str, Path(pattern=EXPERIMENT_ID_PATTERN, description="The experiment's id.")],
     ) -> dict[str, Any]:
         """Retire an experiment: later requests get 404; requests in flight finish. Needs the bearer token."""
-        await path.retire(experiment_id)
+        await path.admin.retire(experiment_id)
         return {"removed": experiment_id}

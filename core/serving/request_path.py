@@ -11,7 +11,6 @@ and nowhere else; the HTTP layer only maps this to routes.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
@@ -22,22 +21,15 @@ from core.keepwarm.controller import AppliedWindow, PoolPlan, WindowController
 from core.keepwarm.decision import NamedPolicy
 from core.keepwarm.policies import policy_from_settings, retention_s
 from core.metrics import ServerMetrics
-from core.serving.errors import (InvalidExperiment, InvalidInput, PayloadTooLarge, RegistryReadOnly,
-                                 RegistryUnavailable, ServeError, UnknownExperiment)
-from core.serving.live_registry import LiveRegistry, RegistryChange
+from core.serving.errors import InvalidInput, PayloadTooLarge, ServeError, UnknownExperiment
+from core.serving.live_registry import LiveRegistry
 from core.serving.parameters import TaskParams, parse_parameters
 from core.serving.prediction import Prediction, Predictor
-from core.serving.registration import checked_entry
-from core.serving.registry import Experiment, Registry, RegistryError
-from core.serving.registry_file import ReadOnlyRegistry
+from core.serving.registry_admin import RegistryAdmin
+from core.serving.registry import Experiment, Registry
 from core.settings import Settings
 
 
-#: Why the admin API refuses a local directory.
-HTTP_LOCAL_DIR = ("a local directory is registered with `hybrid-serve experiments add` on the server's machine, "
-                  "not over HTTP; over HTTP use a package:, Hugging Face or mlflow: source")
-#: A registry that cannot be changed now is an operator's to mend: ask clients to come back after this long.
-REGISTRY_RETRY_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -81,6 +73,8 @@ class RequestPath:
         self.applied = applied
         self.metrics = metrics or ServerMetrics()
         self.events = EventLog(settings.event_log)
+        #: Registry changes over the admin API (PUT / DELETE /experiments/{id}).
+        self.admin = RegistryAdmin(self.registry, self.current_experiment)
 
     def experiment(self, experiment_id: str) -> Experiment:
         experiment = self.registry.get(experiment_id)
@@ -143,37 +137,6 @@ class RequestPath:
             self.events.write(experiment_id, EventName.COLD_START, plan.window_s, None, replica=prediction.replica,
                               replica_start_s=round(cold.replica_start_s, 4), model_load_s=round(cold.model_load_s, 4),
                               total_s=round(cold.total_s, 4))
-
-    # --- registry changes (admin API) ------------------------------------------------------------
-    async def register(self, experiment_id: str, fields: dict[str, Any]) -> tuple[Experiment, RegistryChange]:
-        """Add or replace an experiment, checked as the CLI checks it (registration.py). Over HTTP a
-        source is never a path on this machine: a remote caller must not make the server read its files
-        (an entry keeps the local source the operator registered, e.g. a model shipped with a deploy)."""
-        try:
-            experiment = await asyncio.to_thread(  # a pinned sha256 hashes the weights
-                checked_entry, experiment_id, fields, self.registry.source.base_dir,
-                self.registry.get(experiment_id), HTTP_LOCAL_DIR)
-        except RegistryError as exc:
-            raise InvalidExperiment(str(exc)) from None
-        return experiment, await self._change(self.registry.put(experiment))
-
-    async def retire(self, experiment_id: str) -> RegistryChange:
-        await self.current_experiment(experiment_id)  # 404 when unknown
-        change = await self._change(self.registry.remove(experiment_id))
-        if not change.removed:  # gone from the source since this server last read it
-            raise UnknownExperiment(f"experiment {experiment_id!r} is not registered (GET /experiments lists them)")
-        return change
-
-    async def _change(self, write: Awaitable[RegistryChange]) -> RegistryChange:
-        """A registry write's outcome, or the error that fits: read-only (409), a registry that cannot
-        be read or written (503; the last good registry is still served)."""
-        try:
-            return await write
-        except ReadOnlyRegistry as exc:
-            raise RegistryReadOnly(str(exc)) from None
-        except RegistryError as exc:
-            raise RegistryUnavailable(f"the registry was not changed: {exc}; still serving the last good registry "
-                                      f"({len(self.registry)} experiments)", retry_after_s=REGISTRY_RETRY_S) from None
 
     async def start(self) -> None:
         """Read the registry's latest state, then follow its changes (in the server's event loop)."""
