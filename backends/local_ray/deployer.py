@@ -152,8 +152,6 @@ class PoolDeployer:
     def _serve_delete(self, experiment_id: str) -> None:
         from ray import serve
 
-        from backends.local_ray.pool import memory_key, pool_app_name
-        from backends.local_ray.scaling import DurableMemory
+        from backends.local_ray.pool import pool_app_name
 
         serve.delete(pool_app_name(self.app_name, experiment_id), _blocking=True)
-        DurableMemory(memory_key(self.app_name, experiment_id)).clear()

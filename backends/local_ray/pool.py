@@ -77,16 +77,9 @@ def _autoscaling_config(settings: RaySettings, app_name: str, experiment_id: str
         downscale_to_zero_delay_s=0,
         policy=AutoscalingPolicy(
             policy_function="backends.local_ray.scaling:ScaledownWindowPolicy",
-            policy_kwargs={
-                "experiment": experiment_id,
-                "time_scale": settings.time_scale,
-                "target_ongoing": settings.target_ongoing,
-                "event_log": str(settings.event_log) if settings.event_log else None,
-                "prewarm_lead_s": settings.prewarm_lead_s,
-                "memory_key": memory_key(app_name, experiment_id),
-                "start_timeout_s": settings.cold_start_timeout_s,
-                "max_replicas": settings.max_replicas,
-            },
+            # JSON only: the settings as the replicas get them, validated again in the policy (RaySettings)
+            policy_kwargs={"experiment": experiment_id, "app_name": app_name,
+                           "settings": deployment_settings(settings, ingress=False).model_dump(mode="json")},
         ),
     )
 
@@ -98,11 +91,6 @@ def deployment_settings(settings: RaySettings, ingress: bool) -> RaySettings:
     hidden = {name: SecretStr("held by the driver") if ingress and getattr(settings, name) is not None else None
               for name in SECRET_FIELDS}
     return ray_settings(settings, **hidden, **({} if ingress else {"api_token": None}))
-
-
-def memory_key(app_name: str, experiment_id: str) -> str:
-    """Where an experiment's scaling policy keeps what must survive a controller restart."""
-    return f"{app_name}/{experiment_id}"
 
 
 def deployment_name(experiment_id: str) -> str:

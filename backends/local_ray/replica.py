@@ -2,10 +2,11 @@
 
 Why this module exists: a replica is what scales 0 → N → 0. Its constructor is the cold start (core's
 `RemoteWorker` loads the model); it serves predictions through that worker; and it reports to the
-autoscaling policy when it was last busy and the window decided for the latest request it served
-(`record_autoscaling_stats`) — the decision travels with each request from the ingress — and, once
-it has answered a request without a model (the load failed), that it holds none: the policy lets
-such a replica go at once instead of keeping an empty container for the whole window.
+autoscaling policy what only it knows (`record_autoscaling_stats`): when it was last busy, how many
+requests it runs, whether it has served one (a replica that never served idles from its start) and,
+once it has answered a request without a model (the load failed), that it holds none — the policy
+lets such a replica go at once instead of keeping an empty container for the whole window. The
+window itself is the policy's: it reads the experiment's activity, never a replica's word.
 """
 
 from __future__ import annotations
@@ -34,18 +35,14 @@ class ExperimentReplica:
         self.worker = RemoteWorker(settings, Experiment(**experiment), replica=replica_id)
         self.worker.load()
         self._last_busy = self.worker.ready_at
-        self._last_request = 0.0
-        self._window_s: float | None = None
-        self._prewarm_s: float | None = None
+        self._served = False
         self._in_flight = 0
         self._failed = False  # answered a request without a model (its load failed)
 
-    async def predict(self, inputs: list[str], params: Any, request_at: float, window_s: float,
-                      prewarm_s: float | None) -> dict[str, Any]:
-        """Run a prediction; `window_s` / `prewarm_s` are what core decided for this request (emulated s)."""
+    async def predict(self, inputs: list[str], params: Any, request_at: float) -> dict[str, Any]:
+        """Run a prediction (`request_at`: wall time it reached the ingress, for the cold start's parts)."""
         self._in_flight += 1
-        if request_at >= self._last_request:
-            self._last_request, self._window_s, self._prewarm_s = request_at, window_s, prewarm_s
+        self._served = True
         try:
             return await self.worker.predict(inputs, params, request_at)
         finally:
@@ -54,16 +51,13 @@ class ExperimentReplica:
             self._failed = self.worker.load_failed
 
     def record_autoscaling_stats(self) -> dict[str, float]:
-        """What the policy needs (core.keepwarm's decision for the latest request served, when there is one)."""
+        """What the policy needs from this replica (scaling.ReplicaReport)."""
         stats = {
             scaling.LAST_BUSY: time.time() if self._in_flight else self._last_busy,
             scaling.IN_FLIGHT: float(self._in_flight),
         }
-        if self._window_s is not None:
-            stats[scaling.LAST_REQUEST] = self._last_request
-            stats[scaling.WINDOW] = self._window_s
-        if self._prewarm_s is not None:
-            stats[scaling.PREWARM] = self._prewarm_s
+        if self._served:
+            stats[scaling.SERVED] = 1.0
         if self._failed:
             stats[scaling.LOAD_FAILED] = 1.0
         return stats

@@ -37,7 +37,7 @@ from backends.local_ray.ingress import APP_NAME
 from backends.local_ray.pool import SERVE_LOGGING, pool_app_name, ray_environment
 from backends.local_ray.proxy import proxy_environment, wait_delivered
 from backends.local_ray.registry_keeper import NAMESPACE, RegistryKeeper, keeper_name
-from backends.local_ray.scaling import DurableMemory
+from backends.local_ray.activity_store import ActivityStore
 #: Ray refuses a `working_dir` larger than this; local models beyond it must live on shared storage.
 MAX_SHIPPED_BYTES = 400 * 2**20
 #: On Ctrl-C, once the ingress has answered every request: how long Serve's proxies get to send the answers.
@@ -213,7 +213,7 @@ def _cluster_capacity(settings: RaySettings) -> int:
 
 def stop(running: Running) -> None:
     """Undo `start`: Serve and Ray when they were this start's alone; otherwise only this application
-    (its ingress, its pools, its registry keeper, its policies' memory) — and Ray stays up when kept."""
+    (its ingress, its pools, its registry keeper, its experiments' published activity) — and Ray stays up when kept."""
     import ray
 
     try:
@@ -245,7 +245,7 @@ def _remove_application(app_name: str, everything: bool) -> None:
         ray.kill(ray.get_actor(keeper_name(app_name), namespace=NAMESPACE))  # dies with its driver otherwise
     except ValueError:  # never started
         pass
-    DurableMemory.forget(app_name + "/")
+    ActivityStore(app_name).forget()
 
 
 def drain(running: Running, timeout_s: float) -> None:

@@ -1,55 +1,72 @@
-"""Modal's scaledown window, emulated as a Ray Serve autoscaling policy.
+"""Modal's scaledown window, emulated as a Ray Serve autoscaling policy: the window controller on Ray.
 
 Why this module exists: Serve's built-in autoscaler looks at request counts averaged over a
 look-back period, so a short request can go unnoticed and scale-to-zero follows Serve's delays,
-not the window core decided. Here each replica reports when it was last busy and the window decided
-for the latest request it served (`record_autoscaling_stats`), and the policy — a pure function of
-those reports, the load and the clock — keeps exactly the replicas that are still inside the window
-in force, scales up for load, and scales to zero once every replica has idled for the window.
+not the window core decides. Here the policy is core's controller shape: it reads the experiment's
+activity that the ingress published in the GCS (activity_store.py), folds in what the replicas report
+(`record_autoscaling_stats`: last busy, in flight, served, failed — never a window), runs core's
+`plan_pool` on it — the very function the Modal reconciler and the in-process server run — and
+applies the plan: it keeps the replicas still inside the plan's scaledown window, pins one during a
+pre-warm, scales up for load, and scales to zero once every replica has idled for the window.
 
 `ScaledownWindowPolicy` is the thin class Serve's controller instantiates (via `policy_kwargs`);
-`desired_replicas` is the decision itself, tested without Ray.
+`pool_activity` and `desired_replicas` are the decision itself, tested without Ray.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
+from enum import StrEnum
 from typing import Any, Mapping
 
+from backends.local_ray.activity_store import ActivityStore
 from core.events import EventName
-from core.keepwarm.controller import PlanPhase, describe, pool_state
+from core.keepwarm.controller import PlanPhase, PoolPlan, plan_pool
+from core.keepwarm.experiment_record import ExperimentActivity, ExperimentRecord
+from core.keepwarm.histogram import Learner
+from core.keepwarm.shared_activity import DurableActivity
+
+log = logging.getLogger("hybrid_serve.ray.scaling")
 
 # Names of the metrics replicas report through record_autoscaling_stats.
 LAST_BUSY = "hybrid_last_busy"  # wall time the replica was last busy (now, while a request is in flight)
 IN_FLIGHT = "hybrid_in_flight"
-# Reported once the replica has served a request (core's decision for the latest one it served):
-LAST_REQUEST = "hybrid_last_request"  # wall time that request arrived at the ingress
-WINDOW = "hybrid_window_s"  # the window (emulated seconds) decided for it
-PREWARM = "hybrid_prewarm_s"  # its pre-warm delay (emulated seconds), only for a pre-warm decision
+SERVED = "hybrid_served"  # 1: the replica has served a request (else it idles from its start)
 LOAD_FAILED = "hybrid_load_failed"  # 1: the replica answered a request without a model (its load failed)
 
-#: Where the policy keeps, in Serve's `policy_state`, the latest decision seen (for a pool at zero).
-REMEMBERED = "remembered"
-#: ... and since when replicas have been starting.
+#: Where the policy keeps, in Serve's `policy_state`, since when replicas have been starting.
 STARTING_SINCE = "starting_since"
+#: The policy reads the experiment's activity again at least this often (real seconds)...
+REFRESH_S = 5.0
+#: ... and at once when a replica has been busy since its last read (at most this often while one runs).
+BUSY_REFRESH_S = 0.5
 
 
 @dataclass(frozen=True)
 class ReplicaReport:
     last_busy: float
     in_flight: int
-    last_request: float | None = None
-    window_s: float | None = None  # None: the replica has served no request yet
-    prewarm_s: float | None = None
+    served: bool = False  # it has served a request (one that never did idles from its start)
     failed: bool = False  # it holds no model (its load failed): nothing to keep warm
+
+
+class Why(StrEnum):
+    """Why a pool has the replicas it is given (beside the plan's own phase and reason)."""
+
+    STARTING = "starting"  # no request yet: keep what is starting
+    NO_REPLICA = "no-replica"
+    PLAN = "plan"  # the plan keeps these (a window or a pre-warm)
+    LOAD = "load"  # ongoing requests need more than the plan keeps
+    IDLE = "idle"  # every replica idled for the window
+    LOAD_FAILED = "load-failed"  # idle replicas without a model go
 
 
 @dataclass(frozen=True)
 class ScalingInputs:
-    """Everything the decision reads (times are wall seconds, windows emulated seconds)."""
+    """Everything the decision reads (times are wall seconds; the plan's are emulated)."""
 
     now: float
     reports: list[ReplicaReport]
@@ -57,97 +74,104 @@ class ScalingInputs:
     target_ongoing: float
     time_scale: float
     max_replicas: int
+    #: Core's plan for the pool now (None: the experiment has no request yet).
+    plan: PoolPlan | None = None
     #: Running replicas that have not reported yet (just started).
     unreported: int = 0
     #: Replicas the controller is starting (not running yet): capacity already on its way — as on
     #: Modal, a booting container is not cancelled; once running it idles from its start.
     starting: int = 0
-    #: The latest report seen, kept across scale-to-zero (for a pre-warm while no replica runs).
-    remembered: ReplicaReport | None = None
-    #: A pre-warm starts this many real seconds before the request is due (a cold start's time).
-    prewarm_lead_s: float = 0.0
 
 
 @dataclass(frozen=True)
 class ScaleDecision:
     replicas: int
-    window_s: float | None  # the window in force (emulated seconds), None before any request
-    idle_s: float | None  # emulated seconds since the experiment was last busy
-    reason: str
-    #: Where the pool is in its plan (None before any request).
-    phase: PlanPhase | None = None
+    why: Why
+    plan: PoolPlan | None = None
+
+    @property
+    def phase(self) -> PlanPhase | None:
+        return None if self.plan is None else self.plan.phase
+
+    @property
+    def window_s(self) -> int | None:
+        return None if self.plan is None else self.plan.window_s
+
+    def describe(self, inputs: ScalingInputs) -> str:
+        """The decision in words, for the event log (derived from the enums, never parsed back)."""
+        plan = self.plan
+        if plan is None:
+            return self.why.value.replace("-", " ")
+        if plan.decision.prewarm_after_s is not None:
+            return plan.describe()
+        if self.why is Why.LOAD_FAILED:
+            return "the model failed to load: its idle replicas go (the next request loads it again)"
+        if self.why is Why.IDLE:
+            return f"idle {plan.idle_s:.1f}s ≥ window {plan.window_s}s"
+        if self.why is Why.LOAD:
+            return f"load: {inputs.ongoing_requests:.1f} ongoing requests, target {inputs.target_ongoing:g} per replica"
+        return f"warm: idle {plan.idle_s:.1f}s < window {plan.window_s}s"
+
+
+def pool_activity(experiment_id: str, published: DurableActivity | None, reports: list[ReplicaReport], now: float,
+                  activity_window_s: float, learner: Learner | None) -> ExperimentActivity | None:
+    """The experiment's activity at `now` (emulated seconds) as the controller sees it: what the
+    ingress published, with the replicas' word on what runs now and when the last request ended
+    (reports' times already emulated). None: no request yet. A replica that never served (a
+    pre-warm, a start for load) does not restart the experiment's idle clock."""
+    served = [r.last_busy for r in reports if r.served]
+    if published is None:
+        if not served:
+            return None
+        # served, but the ingress's activity is unreadable: the replicas' word alone
+        published = DurableActivity(experiment_id, max(served), None, max(served), 0)
+    activity = ExperimentRecord.restored(published, activity_window_s, learner).snapshot(experiment_id, now)
+    ends = [t for t in [activity.last_completion, *served] if t is not None]
+    return replace(activity, in_flight=sum(r.in_flight for r in reports), last_completion=max(ends) if ends else None)
 
 
 def desired_replicas(inputs: ScalingInputs) -> ScaleDecision:
     """How many replicas the experiment should run now, within 0..max_replicas.
 
-    The decision in force is the one made for the experiment's latest request (whichever replica
-    served it) — as on Modal, where one autoscaler setting applies to the whole container pool — and
-    core's `pool_state` turns it into a scaledown window and a number of pinned replicas for the
-    experiment's idle time (emulated seconds: real seconds × time_scale). A replica counts as warm
-    while it has a request in flight or has been idle for less than that window; a replica that has
-    served nothing yet idles from its start; replicas that have not reported yet (just started) are
-    kept. A replica whose model failed to load is not kept once idle: it holds nothing worth a
-    window, and the next request starts a new one that loads the model again. Load adds replicas
-    (ongoing requests / target per replica). While no replica runs, the latest report seen
-    (`remembered`) still decides, so a pre-warm brings one back on time.
+    The plan is core's for the whole pool — as on Modal, where one autoscaler setting applies to the
+    whole container pool. A replica counts as warm while it has a request in flight or has been idle
+    for less than the plan's scaledown window (emulated seconds: real seconds × time_scale); a replica
+    that has served nothing yet idles from its start; replicas that have not reported yet (just
+    started) are kept; a pre-warm pins `min_containers`. A replica whose model failed to load is not
+    kept once idle: it holds nothing worth a window, and the next request starts a new one that loads
+    the model again. Load adds replicas (ongoing requests / target per replica).
     """
     decision = _unbounded(inputs)
-    replicas = max(0, min(inputs.max_replicas, decision.replicas))
-    return ScaleDecision(replicas, decision.window_s, decision.idle_s, decision.reason, decision.phase)
+    return replace(decision, replicas=max(0, min(inputs.max_replicas, decision.replicas)))
 
 
 def _unbounded(inputs: ScalingInputs) -> ScaleDecision:
-    reports, scale = inputs.reports, inputs.time_scale
+    reports, plan = inputs.reports, inputs.plan
     load = math.ceil(inputs.ongoing_requests / inputs.target_ongoing) if inputs.ongoing_requests > 0 else 0
-    served = [r for r in reports if r.window_s is not None]
     kept = inputs.unreported + inputs.starting + len(reports)
-    if not served and inputs.remembered is None:  # nothing decided yet: keep what is starting
-        return ScaleDecision(max(load, kept), None, None, "starting" if kept else "no replica")
-    # The decision in force: the latest request's, even when the replica that served it is gone (a
-    # replica that never served anything idles from its start under that window, as on Modal).
-    latest = max(served, key=lambda r: r.last_request or 0.0) if served else inputs.remembered
-    assert latest is not None and latest.window_s is not None
-    busy = any(r.in_flight for r in reports)
-    if reports and not busy and not inputs.unreported and not inputs.starting:
+    if plan is None:  # nothing decided yet: keep what is starting
+        return ScaleDecision(max(load, kept), Why.STARTING if kept else Why.NO_REPLICA)
+    if reports and not any(r.in_flight for r in reports) and not inputs.unreported and not inputs.starting:
         # Every replica reported idle: a request waiting at a handle would have been given one at once,
         # so the handles' load figure (pushed every second, averaged) is only the past's echo.
         load = 0
-    # The experiment's idle clock runs from its last request: a replica that never served (a pre-warm,
-    # a start for load) reports its start as its last busy time, which must not restart that clock.
-    last_busy = max([r.last_busy for r in served] + [latest.last_busy])
-    idle = 0.0 if busy else max(0.0, (inputs.now - last_busy) * scale)
-    state = pool_state(latest.window_s, latest.prewarm_s, idle, inputs.prewarm_lead_s * scale)
     warm = inputs.unreported + inputs.starting + sum(
-        1 for r in reports if r.in_flight > 0 or (not r.failed and (inputs.now - r.last_busy) * scale < state.scaledown_window_s))
-    replicas = max(load, warm, state.min_containers)
-    if latest.prewarm_s is not None:
-        reason = describe(state.phase, state.scaledown_window_s, state.changes_in_s, latest.prewarm_s - idle)
-    elif replicas < len(reports) and any(r.failed and not r.in_flight for r in reports):
-        reason = "the model failed to load: its idle replicas go (the next request loads it again)"
+        1 for r in reports if r.in_flight > 0
+        or (not r.failed and (inputs.now - r.last_busy) * inputs.time_scale < plan.scaledown_window_s))
+    replicas = max(load, warm, plan.min_containers)
+    if replicas < len(reports) and any(r.failed and not r.in_flight for r in reports):
+        why = Why.LOAD_FAILED
     elif replicas == 0:
-        reason = f"idle {idle:.1f}s ≥ window {latest.window_s:g}s"
-    elif load > warm:
-        reason = f"load: {inputs.ongoing_requests:.1f} ongoing requests, target {inputs.target_ongoing:g} per replica"
+        why = Why.IDLE
+    elif load > max(warm, plan.min_containers):
+        why = Why.LOAD
     else:
-        reason = f"warm: idle {idle:.1f}s < window {latest.window_s:g}s"
-    return ScaleDecision(replicas, latest.window_s, idle, reason, state.phase)
-
-
-
-def nothing_planned(remembered: ReplicaReport | None, now: float, time_scale: float, prewarm_lead_s: float) -> bool:
-    """Whether a pool at zero replicas has nothing ahead of it but its next request — no pre-warm to
-    come, none running — so deleting its Serve application loses nothing (`remembered`: the latest
-    decision its policy saw, None when it never served)."""
-    if remembered is None or remembered.window_s is None:
-        return True
-    idle = max(0.0, (now - remembered.last_busy) * time_scale)
-    state = pool_state(remembered.window_s, remembered.prewarm_s, idle, prewarm_lead_s * time_scale)
-    return state.min_containers == 0 and state.changes_in_s is None
+        why = Why.PLAN
+    return ScaleDecision(replicas, why, plan)
 
 
 def reports_from_metrics(raw_metrics: Mapping[str, Mapping[Any, list[Any]]] | None, replicas: list[Any]) -> list[ReplicaReport]:
-    """The latest report of each running replica from Serve's raw custom metrics. A value counts only
+    """The latest report of each running replica from Serve's raw custom metrics. A flag counts only
     when it was pushed in the replica's latest sample (a metric absent from it may linger from older
     samples within the look-back period)."""
     if not raw_metrics:
@@ -163,115 +187,100 @@ def reports_from_metrics(raw_metrics: Mapping[str, Mapping[Any, list[Any]]] | No
         if busy is None or in_flight is None:
             continue  # a replica that has not reported yet (just started): not counted as warm or idle
 
-        def current(name: str) -> float | None:
+        def flag(name: str) -> bool:
             point = latest(name, replica)
-            return float(point.value) if point is not None and point.timestamp == busy.timestamp else None
+            return point is not None and point.timestamp == busy.timestamp and bool(point.value)
 
-        reports.append(ReplicaReport(float(busy.value), int(in_flight.value), current(LAST_REQUEST),
-                                     current(WINDOW), current(PREWARM), bool(current(LOAD_FAILED))))
+        reports.append(ReplicaReport(float(busy.value), int(in_flight.value), flag(SERVED), flag(LOAD_FAILED)))
     return reports
 
 
-class DurableMemory:
-    """The policy's memory of a pool at zero (its latest decision), in Ray's GCS key-value store:
-    Serve's `policy_state` lives in the controller and is lost when the controller restarts; the GCS
-    is not, so a pre-warm planned before a restart still happens after it."""
+class ActivityReader:
+    """The experiment's activity as the ingress last published it, read from the GCS when it may have
+    changed: when a replica has been busy since the last read (the ingress publishes an arrival before
+    its request reaches a replica), and at least every `REFRESH_S`. A controller that restarts reads it
+    at once: its pools keep their windows, a pre-warm planned before still happens."""
 
-    NAMESPACE = "hybrid-serve"
+    def __init__(self, store: ActivityStore | None, experiment_id: str):
+        self.store = store
+        self.experiment_id = experiment_id
+        self.record: DurableActivity | None = None
+        self._read_at: float | None = None
 
-    def __init__(self, key: str):
-        self.key = key.encode()
-        self._written: bytes | None = None
-
-    def read(self) -> dict[str, Any] | None:
-        from ray.experimental import internal_kv
-
-        if not internal_kv._internal_kv_initialized():
+    def current(self, now: float, reports: list[ReplicaReport]) -> DurableActivity | None:
+        if self.store is None:
             return None
-        value = internal_kv._internal_kv_get(self.key, namespace=self.NAMESPACE)
-        return None if value is None else json.loads(value)
-
-    def write(self, remembered: dict[str, Any]) -> None:
-        from ray.experimental import internal_kv
-
-        value = json.dumps(remembered).encode()
-        if value != self._written and internal_kv._internal_kv_initialized():
-            internal_kv._internal_kv_put(self.key, value, overwrite=True, namespace=self.NAMESPACE)
-            self._written = value
-
-    def clear(self) -> None:
-        """Remove this memory (its experiment was retired)."""
-        from ray.experimental import internal_kv
-
-        if internal_kv._internal_kv_initialized():
-            internal_kv._internal_kv_del(self.key, namespace=self.NAMESPACE)
-
-    @classmethod
-    def forget(cls, prefix: str) -> None:
-        """Remove every memory under `prefix` (an application going away)."""
-        from ray.experimental import internal_kv
-
-        for key in internal_kv._internal_kv_list(prefix.encode(), namespace=cls.NAMESPACE):
-            internal_kv._internal_kv_del(key, namespace=cls.NAMESPACE)
+        since = None if self._read_at is None else now - self._read_at
+        news = self._read_at is None or any(r.last_busy > self._read_at for r in reports)
+        busy = any(r.in_flight for r in reports)
+        if since is None or since >= REFRESH_S or (news and (not busy or since >= BUSY_REFRESH_S)):
+            try:
+                self.record = self.store.read(self.experiment_id)
+            except Exception:  # the GCS unreachable a moment: the last record read holds
+                log.exception("could not read %s's activity", self.experiment_id)
+            self._read_at = now
+        return self.record
 
 
 class ScaledownWindowPolicy:
-    """Serve autoscaling policy (class form): instantiated once per deployment by the controller."""
+    """Serve autoscaling policy (class form): instantiated once per deployment by the controller, with
+    the experiment, the application and the settings (validated again here: `RaySettings`)."""
 
-    def __init__(self, experiment: str = "", time_scale: float = 1.0, target_ongoing: float = 1.0,
-                 event_log: str | None = None, prewarm_lead_s: float = 0.0, memory_key: str | None = None,
-                 start_timeout_s: float = 300.0, max_replicas: int = 0):
+    def __init__(self, experiment: str = "", app_name: str | None = None, settings: dict[str, Any] | None = None):
+        from backends.local_ray.settings import RaySettings
         from core.events import EventLog
+        from core.keepwarm.policies import policy_from_settings
 
         self.experiment = experiment
-        self.time_scale = float(time_scale)
-        self.target_ongoing = float(target_ongoing)
-        self.prewarm_lead_s = float(prewarm_lead_s)
-        self.start_timeout_s = float(start_timeout_s)
-        #: The replicas the whole cluster holds (HYBRID_MAX_REPLICAS): no pool asks for more.
-        self.max_replicas = int(max_replicas)
-        self.events = EventLog(event_log)
-        self.memory = DurableMemory(memory_key) if memory_key else None
+        self.settings = RaySettings.model_validate(settings or {})
+        self.policy = policy_from_settings(self.settings)
+        self.time_scale = self.settings.time_scale
+        self.events = EventLog(self.settings.event_log)
+        self.published = ActivityReader(ActivityStore(app_name) if app_name else None, experiment)
+
+    def plan(self, now: float, reports: list[ReplicaReport]) -> PoolPlan | None:
+        """Core's plan for the pool at wall time `now` (None: no request yet)."""
+        scale, settings = self.time_scale, self.settings
+        activity = pool_activity(
+            self.experiment, self.published.current(now, reports),
+            [replace(r, last_busy=r.last_busy * scale) for r in reports], now * scale,
+            settings.activity_window, self.policy.learner)
+        return None if activity is None else plan_pool(activity, self.policy, settings.prewarm_lead_s * scale)
 
     def __call__(self, ctx: Any) -> tuple[int, dict[str, Any]]:
         now = ctx.current_time or time.time()
         running = list(ctx.running_replicas)
         reports = reports_from_metrics(ctx.raw_metrics, running)
         state = dict(ctx.policy_state or {})
-        if REMEMBERED not in state and self.memory is not None:  # a new controller: what did the last one know?
-            recovered = self.memory.read()
-            if recovered is not None:
-                state[REMEMBERED] = recovered
-        served = [r for r in reports if r.window_s is not None]
-        if served:
-            state[REMEMBERED] = asdict(max(served, key=lambda r: (r.last_request or 0.0, r.last_busy)))
-            if self.memory is not None:
-                self.memory.write(state[REMEMBERED])
-        remembered = ReplicaReport(**state[REMEMBERED]) if REMEMBERED in state else None
-        decision = desired_replicas(ScalingInputs(
-            now, reports, float(ctx.total_num_requests or 0), self.target_ongoing, self.time_scale,
-            self._bound(int(ctx.capacity_adjusted_max_replicas)), unreported=len(running) - len(reports),
+        inputs = ScalingInputs(
+            now, reports, float(ctx.total_num_requests or 0), float(self.settings.target_ongoing), self.time_scale,
+            self._bound(int(ctx.capacity_adjusted_max_replicas)), plan=self.plan(now, reports),
+            unreported=len(running) - len(reports),
             starting=self._starting(state, max(0, int(ctx.target_num_replicas) - len(running)), now),
-            remembered=remembered, prewarm_lead_s=self.prewarm_lead_s,
-        ))
-        replicas = decision.replicas
-        if replicas != ctx.target_num_replicas:
-            if decision.phase is PlanPhase.PREWARM and ctx.target_num_replicas == 0:
+        )
+        decision = desired_replicas(inputs)
+        replicas, previous = decision.replicas, ctx.target_num_replicas
+        if replicas != previous:
+            if decision.phase is PlanPhase.PREWARM and previous == 0:
                 event = EventName.PREWARM
             else:
-                event = EventName.SCALE_TO_ZERO if replicas == 0 else (EventName.SCALE_UP if replicas > ctx.target_num_replicas else EventName.SCALE_DOWN)
-            self.events.write(self.experiment, event, decision.window_s, decision.reason,
-                              replicas=replicas, previous=ctx.target_num_replicas, idle_s=decision.idle_s)
+                event = EventName.SCALE_TO_ZERO if replicas == 0 else (EventName.SCALE_UP if replicas > previous else EventName.SCALE_DOWN)
+            plan = decision.plan
+            self.events.write(self.experiment, event, decision.window_s, decision.describe(inputs),
+                              replicas=replicas, previous=previous, idle_s=None if plan is None else plan.idle_s,
+                              phase=None if plan is None else plan.phase.value,
+                              reason_code=None if plan is None else plan.reason.value)
         return replicas, state
 
     def _bound(self, max_replicas: int) -> int:
-        return min(max_replicas, self.max_replicas) if self.max_replicas else max_replicas
+        cap = self.settings.max_replicas  # the replicas the whole cluster holds (HYBRID_MAX_REPLICAS)
+        return min(max_replicas, cap) if cap else max_replicas
 
     def _starting(self, state: dict[str, Any], starting: int, now: float) -> int:
         """Replicas starting count as capacity — but not for ever: one that cannot be placed (no
-        resources left) stops holding the pool up after `start_timeout_s`."""
+        resources left) stops holding the pool up after `HYBRID_COLD_START_TIMEOUT_S`."""
         if not starting:
             state.pop(STARTING_SINCE, None)
             return 0
         since = state.setdefault(STARTING_SINCE, now)
-        return starting if now - since < self.start_timeout_s else 0
+        return starting if now - since < self.settings.cold_start_timeout_s else 0

@@ -3,7 +3,7 @@
 Why this module exists: a user's tests open an endpoint per test or per module; paying Ray's
 start-up (several seconds) for each would make them slow. The first endpoint starts a private Ray
 instance and Serve and keeps them; each endpoint deploys its own uniquely named application and, when
-it ends, removes only that application, its pools, its registry keeper and its policies' memory; the
+it ends, removes only that application, its pools, its registry keeper and its experiments' published activity; the
 kit's `close` (the end of the test session) shuts Serve and Ray down. Found by the kit through the
 `hybrid_serve.test_backends` entry point, so core never imports it.
 """

@@ -31,11 +31,12 @@ __all__ = ["ActivityStats", "ActivityTracker", "Clock", "ExperimentActivity", "e
 Clock = Callable[[], float]
 
 
-def emulated_clock(time_scale: float) -> Clock:
-    """A monotonic clock running `time_scale` times faster: with it, core's policy sees emulated seconds."""
+def emulated_clock(time_scale: float, source: Clock = time.monotonic) -> Clock:
+    """`source` (a monotonic clock unless told; `time.time` where another process must read the same
+    times) running `time_scale` times faster: with it, core's policy sees emulated seconds."""
     if time_scale == 1:
-        return time.monotonic
-    return lambda: time.monotonic() * time_scale
+        return source
+    return lambda: source() * time_scale
 
 
 @dataclass(frozen=True)

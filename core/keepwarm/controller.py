@@ -33,7 +33,7 @@ class PlanPhase(StrEnum):
 
     #: Idle containers are kept for the decision's window (the plain plan).
     KEEP_WARM = "keep-warm"
-    #: A pre-warm plan, before its pre-warm: the pool scales down at once (Modal's shortest window).
+    #: A pre-warm plan, before its pre-warm; the pool scales down at once (Modal's shortest window).
     AWAIT_PREWARM = "await-prewarm"
     #: A pre-warm plan, pre-warming: one container is pinned, a request is expected.
     PREWARM = "prewarm"
@@ -89,7 +89,7 @@ def describe(phase: PlanPhase, scaledown_window_s: int, changes_in_s: float | No
     if phase is PlanPhase.AWAIT_PREWARM:
         return f"scaled down until the pre-warm in {changes_in_s or 0.0:.1f}s"
     if phase is PlanPhase.PREWARM:
-        return f"pre-warm: request expected in {max(0.0, due_s):.1f}s"
+        return f"pre-warming, the request expected in {max(0.0, due_s):.1f}s"
     return "pre-warm over"
 
 

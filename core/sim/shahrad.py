@@ -80,7 +80,7 @@ class ShahradLearner:
             return NOT_REPRESENTATIVE
         head = math.floor(_percentile_bin(counts, HEAD_PERCENTILE) * (1 - HISTOGRAM_MARGIN))
         tail = math.ceil((_percentile_bin(counts, TAIL_PERCENTILE) + 1) * (1 + HISTOGRAM_MARGIN))
-        if head <= 0:  # no pre-warm: keep loaded until the tail
+        if head <= 0:  # no pre-warm; keep loaded until the tail
             return Plan(tail, detail=f"histogram (CV {cv:.1f}): keep alive {tail} min")
         return Plan(tail - head, head, detail=f"histogram (CV {cv:.1f}): pre-warm after {head} min, keep {tail - head} min")
 

@@ -38,7 +38,7 @@ def test_a_prewarm_plan_scales_down_then_pins_one_container_then_lets_it_go(
     assert (plan.phase, plan.min_containers, plan.changes_in_s) == (phase, pinned, changes_in)
     assert plan.scaledown_window_s == MODAL_MIN_WINDOW_S
     assert plan.nothing_ahead is (phase is PlanPhase.PREWARM_OVER)
-    assert plan.describe().startswith({PlanPhase.AWAIT_PREWARM: "scaled down", PlanPhase.PREWARM: "pre-warm:",
+    assert plan.describe().startswith({PlanPhase.AWAIT_PREWARM: "scaled down", PlanPhase.PREWARM: "pre-warming,",
                                        PlanPhase.PREWARM_OVER: "pre-warm over"}[phase])
 
 

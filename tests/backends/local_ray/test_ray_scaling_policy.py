@@ -1,462 +1,270 @@
-"""The scaledown-window decision behind the Ray backend, as a pure function (no Ray needed)."""
+"""The window controller on Ray — Serve's autoscaling policy — as pure functions and one class fed
+Serve's context by hand (no Ray needed; the GCS is the fake at its network call)."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from backends.local_ray import scaling
-from backends.local_ray.deployer import PoolDeployer
-from backends.local_ray.ingress import Handles, RayPredictor
-from backends.local_ray.scaling import ReplicaReport, ScalingInputs, desired_replicas, reports_from_metrics
+from backends.local_ray.activity_store import ActivityStore
+from backends.local_ray.pool import deployment_settings
+from backends.local_ray.scaling import (
+    ReplicaReport, ScalingInputs, Why, desired_replicas, pool_activity, reports_from_metrics,
+)
 from backends.local_ray.settings import load_ray_settings
-from core.keepwarm.controller import plan_for
-from core.keepwarm.decision import WindowDecision, WindowReason
-from core.serving.errors import ModelUnavailable, Overloaded, UpstreamTimeout
-from core.serving.model_status import ModelState
-from core.serving.registry import Experiment
-from core.serving.remote_error import ErrorKind, RemoteError
+from core.events import EventName, read_events
+from core.keepwarm.controller import PlanPhase, plan_for
+from core.keepwarm.decision import NamedPolicy, WindowDecision, WindowReason
+from core.keepwarm.shared_activity import DurableActivity
 
 NOW = 10_000.0
 
 
-def report(idle_real_s: float, window_s: float | None, last_request: float = 0.0, in_flight: int = 0) -> ReplicaReport:
-    return ReplicaReport(last_busy=NOW - idle_real_s, in_flight=in_flight,
-                         last_request=None if window_s is None else last_request, window_s=window_s)
+def plain(window_s: int, idle_s: float = 0.0):  # type: ignore[no-untyped-def]
+    return plan_for("e", WindowDecision(window_s, WindowReason.ISOLATED, ""), idle_s, 0.0)
 
 
-def decide(reports: list[ReplicaReport], ongoing: float = 0, scale: float = 1, unreported: int = 0, max_replicas: int = 10):
+def prewarm(idle_s: float, after_s: int = 600, keep_s: int = 120, lead_s: float = 50.0):  # type: ignore[no-untyped-def]
+    return plan_for("e", WindowDecision(keep_s, WindowReason.LEARNED, "", prewarm_after_s=after_s), idle_s, lead_s)
+
+
+def idle(real_s: float, in_flight: int = 0, served: bool = True, failed: bool = False) -> ReplicaReport:
+    return ReplicaReport(last_busy=NOW - real_s, in_flight=in_flight, served=served, failed=failed)
+
+
+def decide(reports: list[ReplicaReport], plan: Any = None, ongoing: float = 0, scale: float = 1, unreported: int = 0,
+           starting: int = 0, max_replicas: int = 10):  # type: ignore[no-untyped-def]
     return desired_replicas(ScalingInputs(NOW, reports, ongoing, target_ongoing=2, time_scale=scale,
-                                          max_replicas=max_replicas, unreported=unreported))
+                                          max_replicas=max_replicas, plan=plan, unreported=unreported, starting=starting))
 
+
+# --- applying a plan ----------------------------------------------------------------------------
 
 def test_warm_inside_the_window_and_zero_at_its_end() -> None:
-    assert decide([report(899.9, 900)]).replicas == 1
-    decision = decide([report(900.0, 900)])
-    assert decision.replicas == 0 and "≥ window 900s" in decision.reason
+    assert decide([idle(899.9)], plain(900)).replicas == 1
+    decision = decide([idle(900.0)], plain(900, idle_s=900))
+    assert decision.replicas == 0 and decision.why is Why.IDLE
+    assert "≥ window 900s" in decision.describe(ScalingInputs(NOW, [], 0, 2, 1, 10))
 
 
 def test_time_scale_multiplies_real_idle_time() -> None:
-    assert decide([report(2.9, 900)], scale=300).replicas == 1  # 870 emulated seconds
-    assert decide([report(3.0, 900)], scale=300).replicas == 0  # 900 emulated seconds
+    assert decide([idle(2.9)], plain(900), scale=300).replicas == 1  # 870 emulated seconds
+    assert decide([idle(3.0)], plain(900), scale=300).replicas == 0  # 900 emulated seconds
 
 
-def test_the_latest_decision_is_the_window_in_force_for_every_replica() -> None:
-    # replica B served the latest request with the long window: A is kept by it too, as on Modal
-    a, b = report(1000, 900, last_request=1), report(10, 1800, last_request=2)
-    assert decide([a, b]).replicas == 2
-    a, b = report(1000, 1800, last_request=1), report(10, 900, last_request=2)
-    assert decide([a, b]).replicas == 1
+def test_the_plan_applies_to_every_replica_of_the_pool() -> None:
+    """As on Modal, one autoscaler setting for the whole pool: a replica idle for longer than the
+    window goes even when another one served the latest request."""
+    assert decide([idle(1000), idle(10)], plain(1800)).replicas == 2
+    assert decide([idle(1000), idle(10)], plain(900)).replicas == 1
 
 
 def test_in_flight_requests_keep_a_replica_whatever_the_window() -> None:
-    assert decide([report(10_000, 2, in_flight=1)]).replicas == 1
+    assert decide([idle(10_000, in_flight=1)], plain(2)).replicas == 1
 
 
 def test_an_idle_replica_whose_model_failed_to_load_goes_at_once() -> None:
     """It holds no model: keeping it for the window would hold a replica slot for nothing; the next
     request starts a new replica, which loads the model again."""
-    failed = ReplicaReport(NOW - 1, 0, NOW - 2, 900.0, failed=True)
-    decision = decide([failed])
-    assert decision.replicas == 0 and "failed to load" in decision.reason
-    assert decide([ReplicaReport(NOW, 1, NOW, 900.0, failed=True)]).replicas == 1  # a request still on it
-    assert decide([failed, report(1, 900, last_request=NOW - 1)]).replicas == 1  # a healthy one keeps its window
+    decision = decide([idle(1, failed=True)], plain(900))
+    assert decision.replicas == 0 and decision.why is Why.LOAD_FAILED
+    assert decide([idle(0, in_flight=1, failed=True)], plain(900)).replicas == 1  # a request still on it
+    assert decide([idle(1, failed=True), idle(1)], plain(900)).replicas == 1  # a healthy one keeps its window
 
 
 def test_load_scales_up_to_the_maximum() -> None:
-    busy = report(0, 900, in_flight=2)
-    assert decide([busy], ongoing=7).replicas == 4  # ceil(7 / 2)
-    assert decide([busy], ongoing=100, max_replicas=3).replicas == 3
+    busy = idle(0, in_flight=2)
+    decision = decide([busy], plain(900), ongoing=7)
+    assert decision.replicas == 4 and decision.why is Why.LOAD  # ceil(7 / 2)
+    assert decide([busy], plain(900), ongoing=100, max_replicas=3).replicas == 3
 
 
 def test_an_idle_pool_does_not_take_the_handles_stale_load_for_traffic() -> None:
     """The handles push their load every second, averaged over a second: once every replica reports
     idle, that figure only echoes the past and must not hold a replica past its window."""
-    assert decide([report(900.0, 900)], ongoing=1).replicas == 0
-    assert decide([], ongoing=1).replicas == 1  # no replica: the handle's queue is the only signal (a cold start)
+    assert decide([idle(900.0)], plain(900, idle_s=900), ongoing=1).replicas == 0
+    assert decide([], plain(900), ongoing=1).replicas == 1  # no replica: the handle's queue is the only signal
 
 
-def test_starting_and_unserved_replicas_are_kept() -> None:
-    assert decide([], unreported=1).replicas == 1
-    assert decide([report(50, None)]).replicas == 1  # up, waiting for its first request
-    assert decide([]).replicas == 0
-
-
-def test_reports_from_serve_metrics_take_the_latest_point() -> None:
-    point = lambda t, v: SimpleNamespace(timestamp=t, value=v)  # noqa: E731
-    raw = {
-        scaling.LAST_BUSY: {"r1": [point(1, 1.0), point(2, 5.0)]},
-        scaling.LAST_REQUEST: {"r1": [point(2, 4.0)]},
-        scaling.WINDOW: {"r1": [point(2, 900.0)]},
-        scaling.IN_FLIGHT: {"r1": [point(1, 0.0), point(2, 0.0)]},
-    }
-    assert reports_from_metrics(raw, ["r1", "r2"]) == [ReplicaReport(5.0, 0, 4.0, 900.0)]
-
-
-def test_a_metric_missing_from_the_latest_sample_is_not_taken_from_older_ones() -> None:
-    """A replica that served a pre-warm decision, then a plain one, stops reporting PREWARM; its older
-    points linger in Serve's look-back period but are no longer the replica's decision."""
-    point = lambda t, v: SimpleNamespace(timestamp=t, value=v)  # noqa: E731
-    raw = {
-        scaling.LAST_BUSY: {"r1": [point(1, 1.0), point(2, 5.0)]},
-        scaling.IN_FLIGHT: {"r1": [point(1, 0.0), point(2, 0.0)]},
-        scaling.LAST_REQUEST: {"r1": [point(1, 1.0), point(2, 4.0)]},
-        scaling.WINDOW: {"r1": [point(1, 300.0), point(2, 900.0)]},
-        scaling.PREWARM: {"r1": [point(1, 600.0)]},
-    }
-    assert reports_from_metrics(raw, ["r1"]) == [ReplicaReport(5.0, 0, 4.0, 900.0, None)]
-
-
-class _Call:
-    """Stands for a DeploymentResponse: awaitable and cancellable; `hang`: no replica ever takes it."""
-
-    def __init__(self, result: object = None, hang: bool = False):
-        self.result, self.hang, self.cancelled = result, hang, False
-
-    async def _fetch_future_result_async(self) -> None:  # Serve assigns the call to a replica
-        if self.hang:
-            await asyncio.sleep(3600)
-
-    def __await__(self):
-        return self.result
-        yield
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
-def predictor_with(call: _Call, timeout_s: float = 0.2) -> RayPredictor:
-    handle = SimpleNamespace(predict=SimpleNamespace(remote=lambda *args: call))
-    settings = load_ray_settings(env_file=None, cold_start_timeout_s=timeout_s)
-    deployer = PoolDeployer(settings, "hybrid-serve", for_replicas=_same, deploy=lambda experiment, identity: None)
-    return RayPredictor(settings, "hybrid-serve", deployer, read_states=lambda app: {"e": {}},
-                        handles=Handles("hybrid-serve", open_handle=lambda experiment_id, app: handle))
-
-
-async def _same(experiment: Experiment) -> Experiment:
-    return experiment
-
-
-EXPERIMENT = Experiment(id="e", source="./x", task="feature-extraction")
-DECISION = WindowDecision(900, WindowReason.ISOLATED, "")
-PLAN = plan_for("e", DECISION, 0.0, 0.0)
-
-
-def test_a_cold_start_longer_than_the_timeout_is_a_504_with_a_clear_message() -> None:
-    call = _Call(hang=True)
-    with pytest.raises(UpstreamTimeout, match="HYBRID_COLD_START_TIMEOUT_S"):
-        asyncio.run(predictor_with(call).predict(EXPERIMENT, ["x"], None))
-    assert call.cancelled
-
-
-def test_replica_errors_come_back_with_their_status() -> None:
-    call = _Call({"error": RemoteError(ErrorKind.MODEL_UNAVAILABLE, "e: sha256 mismatch")})
-    with pytest.raises(ModelUnavailable, match="sha256"):
-        asyncio.run(predictor_with(call).predict(EXPERIMENT, ["x"], None))
-
-
-def test_a_replicas_load_error_is_kept_without_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    """What a replica said about its failed load is shown in /experiments' last_error: MLflow named
-    the URL it called, user and password included."""
-    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "tok-9f8e7d6c")
-    said = ("e: mlflow:models:/clf@champion: resolving failed: API request to http://alice:s3cret-pw@mlflow:5000/api "
-            "failed (Authorization: Bearer tok-9f8e7d6c)")
-    call = _Call({"error": RemoteError(ErrorKind.MODEL_UNAVAILABLE, said)})
-    predictor = predictor_with(call)
-    with pytest.raises(ModelUnavailable):
-        asyncio.run(predictor.predict(EXPERIMENT, ["x"], None))
-    expected = ("e: mlflow:models:/clf@champion: resolving failed: API request to http://***@mlflow:5000/api "
-                "failed (Authorization: Bearer ***)")
-    assert predictor.load_errors == {"e": expected}
-    assert asyncio.run(predictor.model_status())["e"].last_error == expected
-
-
-def prewarm_report(idle_real_s: float, prewarm_s: float, window_s: float) -> ReplicaReport:
-    return ReplicaReport(last_busy=NOW - idle_real_s, in_flight=0, last_request=1.0, window_s=window_s, prewarm_s=prewarm_s)
-
-
-def test_a_prewarm_scales_to_zero_then_brings_one_replica_back_before_the_request_is_due() -> None:
-    # pre-warm after 600 s (emulated, scale 10 → 60 s real), keep 120 s; lead 5 s real
-    def at(idle_real: float, running: bool) -> int:
-        r = prewarm_report(idle_real, 600, 120)
-        reports, remembered = ([r], None) if running else ([], r)
-        return desired_replicas(ScalingInputs(NOW, reports, 0, 2, 10, 10, remembered=remembered, prewarm_lead_s=5)).replicas
-
-    assert at(1, running=True) == 0  # idle: let it go at once
-    assert at(30, running=False) == 0  # waiting for the pre-warm
-    assert at(55.5, running=False) == 1  # 4.5 s before the request is due: bring one back
-    assert at(65, running=True) == 1  # kept during the keep window (600..720 s emulated)
-    assert at(72.5, running=True) == 0  # keep window over: scale to zero
-
-
-def test_a_prewarmed_replica_that_has_not_served_yet_holds_until_the_keep_window_ends() -> None:
-    """The pre-warmed replica reports its start as its last busy time; the experiment's idle clock
-    still runs from its last request (it used to restart, so the replica was let go and pre-warmed
-    again in a loop, and the request it was started for found none)."""
-    def at(idle_real: float, started_real_ago: float) -> int:
-        remembered = prewarm_report(idle_real, 600, 120)
-        prewarmed = ReplicaReport(last_busy=NOW - started_real_ago, in_flight=0)
-        return desired_replicas(ScalingInputs(NOW, [prewarmed], 0, 2, 10, 10, remembered=remembered,
-                                              prewarm_lead_s=5)).replicas
-
-    assert at(58, started_real_ago=1) == 1  # the request is due in 2 s: keep it
-    assert at(65, started_real_ago=8) == 1  # the request is late, the keep window holds it
-    assert at(72.5, started_real_ago=15) == 0  # keep window over
-
-
-def test_a_request_in_flight_is_never_cut_by_a_prewarm_plan() -> None:
-    busy = ReplicaReport(last_busy=NOW, in_flight=1, last_request=1.0, window_s=120, prewarm_s=600)
-    assert desired_replicas(ScalingInputs(NOW, [busy], 1, 2, 10, 10, prewarm_lead_s=5)).replicas == 1
-
-
-def test_the_policy_keeps_its_memory_in_serves_policy_state() -> None:
-    """The latest decision is remembered in the state Serve hands back to the policy, not in the
-    policy object: a fresh policy object given that state decides the pre-warm the same way."""
-    point = lambda v: [SimpleNamespace(timestamp=1, value=v)]  # noqa: E731
-    raw = {scaling.LAST_BUSY: {"r1": point(NOW - 1)}, scaling.IN_FLIGHT: {"r1": point(0.0)},
-           scaling.LAST_REQUEST: {"r1": point(NOW - 2)}, scaling.WINDOW: {"r1": point(120.0)},
-           scaling.PREWARM: {"r1": point(600.0)}}
-
-    def ctx(running: list[str], metrics: dict, state: dict, now: float) -> SimpleNamespace:
-        return SimpleNamespace(current_time=now, running_replicas=running, raw_metrics=metrics, policy_state=state,
-                               total_num_requests=0, capacity_adjusted_max_replicas=10, target_num_replicas=len(running))
-
-    replicas, state = scaling.ScaledownWindowPolicy("e", time_scale=10, prewarm_lead_s=5)(ctx(["r1"], raw, {}, NOW))
-    assert replicas == 0 and state[scaling.REMEMBERED]["prewarm_s"] == 600.0
-    fresh = scaling.ScaledownWindowPolicy("e", time_scale=10, prewarm_lead_s=5)  # e.g. the controller restarted it
-    assert fresh(ctx([], {}, state, NOW + 30))[0] == 0  # waiting for the pre-warm
-    assert fresh(ctx([], {}, state, NOW + 56))[0] == 1  # 4 s before the request is due
-    assert fresh(ctx([], {}, {}, NOW + 56))[0] == 0  # without the state it would know nothing
+def test_before_any_request_starting_replicas_are_kept() -> None:
+    assert decide([], unreported=1).why is Why.STARTING and decide([], unreported=1).replicas == 1
+    assert decide([idle(50, served=False)]).replicas == 1  # up, waiting for its first request
+    assert decide([]).replicas == 0 and decide([]).why is Why.NO_REPLICA
 
 
 def test_replicas_still_starting_count_as_capacity() -> None:
     """Under steady load a noisy load estimate used to cancel replicas while they started (37 of 38
     removed replicas, measured): a starting replica is capacity on its way, kept like a warm one."""
-    busy = report(0.1, 900, in_flight=1)
-    starting = desired_replicas(ScalingInputs(NOW, [busy], 2, 2, 1.0, 10, starting=2))
-    assert starting.replicas == 3  # load says 1, but two are starting: keep them
-    assert desired_replicas(ScalingInputs(NOW, [], 0, 2, 1.0, 10, starting=1)).replicas == 1  # e.g. a recovering controller
+    assert decide([idle(0.1, in_flight=1)], plain(900), ongoing=2, starting=2).replicas == 3
+    assert decide([], plain(900, idle_s=5000), starting=1).replicas == 1  # e.g. a recovering controller
 
 
-def test_a_replica_that_never_starts_stops_holding_the_pool() -> None:
-    policy = scaling.ScaledownWindowPolicy("e", start_timeout_s=30)
-    ctx = lambda now: SimpleNamespace(current_time=now, running_replicas=[], raw_metrics={}, policy_state=state,  # noqa: E731
-                                      total_num_requests=0, capacity_adjusted_max_replicas=10, target_num_replicas=1)
-    state: dict = {}
-    replicas, state = policy(ctx(NOW))
+def test_a_prewarm_plan_scales_to_zero_then_pins_one_replica_until_its_keep_time_ends() -> None:
+    # pre-warm 600 s after the last request, keep 120 s; lead 50 s (all emulated)
+    assert decide([idle(3)], prewarm(3)).replicas == 0  # idle past Modal's shortest window: let it go at once
+    assert decide([], prewarm(300)).replicas == 0  # waiting for the pre-warm
+    pinned = decide([], prewarm(555))
+    assert pinned.replicas == 1 and pinned.phase is PlanPhase.PREWARM  # 45 s before the request is due
+    assert decide([idle(10, served=False)], prewarm(650)).replicas == 1  # kept during the keep window
+    assert decide([idle(10, served=False)], prewarm(725)).replicas == 0  # keep time over
+
+
+def test_a_request_in_flight_is_never_cut_by_a_prewarm_plan() -> None:
+    assert decide([idle(0, in_flight=1)], prewarm(0), ongoing=1).replicas == 1
+
+
+# --- the activity the plan is made from -------------------------------------------------------------
+
+def published(last: float, previous: float | None = None, completion: float | None = None) -> DurableActivity:
+    return DurableActivity("e", last, previous, completion, 2 if previous else 1)
+
+
+def test_the_idle_clock_runs_from_the_last_request_or_the_last_replica_busy_after_serving() -> None:
+    activity = pool_activity("e", published(NOW - 100), [idle(40)], NOW, 300, None)
+    assert activity is not None and activity.idle_s == pytest.approx(40)  # the replica's answer came later
+    # a replica that never served (a pre-warm, a start for load) reports its start: the clock goes on
+    activity = pool_activity("e", published(NOW - 100), [idle(1, served=False)], NOW, 300, None)
+    assert activity is not None and activity.idle_s == pytest.approx(100)
+    busy = pool_activity("e", published(NOW - 100), [idle(0, in_flight=1)], NOW, 300, None)
+    assert busy is not None and busy.idle_s == 0
+
+
+def test_no_request_yet_is_no_activity_and_replicas_alone_stand_in_for_a_lost_record() -> None:
+    assert pool_activity("e", None, [idle(5, served=False)], NOW, 300, None) is None
+    stand_in = pool_activity("e", None, [idle(30)], NOW, 300, None)
+    assert stand_in is not None and stand_in.idle_s == pytest.approx(30) and stand_in.previous_request is None
+
+
+def test_reports_from_serve_metrics_take_the_latest_point_and_only_its_flags() -> None:
+    """A flag missing from the replica's latest sample is not taken from older ones (they linger in
+    Serve's look-back period)."""
+    point = lambda t, v: SimpleNamespace(timestamp=t, value=v)  # noqa: E731
+    raw = {
+        scaling.LAST_BUSY: {"r1": [point(1, 1.0), point(2, 5.0)], "r2": [point(2, 7.0)]},
+        scaling.IN_FLIGHT: {"r1": [point(1, 0.0), point(2, 1.0)], "r2": [point(2, 0.0)]},
+        scaling.SERVED: {"r1": [point(2, 1.0)]},
+        scaling.LOAD_FAILED: {"r2": [point(1, 1.0)]},
+    }
+    assert reports_from_metrics(raw, ["r1", "r2", "r3"]) == [ReplicaReport(5.0, 1, served=True),
+                                                            ReplicaReport(7.0, 0)]
+
+
+# --- the policy Serve's controller runs -----------------------------------------------------------
+
+def ctx(now: float, running: list[str] | None = None, metrics: dict | None = None, state: dict | None = None,
+        ongoing: float = 0, target: int | None = None) -> SimpleNamespace:
+    running = running or []
+    return SimpleNamespace(current_time=now, running_replicas=running, raw_metrics=metrics or {}, policy_state=state or {},
+                           total_num_requests=ongoing, capacity_adjusted_max_replicas=10,
+                           target_num_replicas=len(running) if target is None else target)
+
+
+def metrics(last_busy: float, in_flight: int = 0, served: bool = True) -> dict:
+    point = lambda v: [SimpleNamespace(timestamp=1, value=v)]  # noqa: E731
+    raw = {scaling.LAST_BUSY: {"r1": point(last_busy)}, scaling.IN_FLIGHT: {"r1": point(float(in_flight))}}
+    if served:
+        raw[scaling.SERVED] = {"r1": point(1.0)}
+    return raw
+
+
+def policy_for(time_scale: float = 10, **settings: Any) -> scaling.ScaledownWindowPolicy:
+    values = load_ray_settings(env_file=None, time_scale=time_scale, base_warm_time=600, extension_time=600,
+                               activity_window=300, prewarm_lead_s=5, **settings)
+    return scaling.ScaledownWindowPolicy("e", "app", deployment_settings(values, ingress=False).model_dump(mode="json"))
+
+
+def test_the_policy_plans_from_the_published_activity_with_cores_policy(gcs: Any) -> None:
+    """Two requests 100 s apart (emulated, scale 10): the hybrid policy's base + extension, 1200 s —
+    read from what the ingress published, not from anything a replica says."""
+    store = ActivityStore("app")
+    store.write(published((NOW - 20) * 10, previous=(NOW - 30) * 10, completion=(NOW - 20) * 10))
+    policy = policy_for()
+    replicas, _ = policy(ctx(NOW, ["r1"], metrics(NOW - 20)))
+    plan = policy.plan(NOW, reports_from_metrics(metrics(NOW - 20), ["r1"]))
+    assert replicas == 1 and plan is not None and plan.window_s == 1200 and plan.reason is WindowReason.RECENT_ACTIVITY
+    assert policy(ctx(NOW + 100, ["r1"], metrics(NOW - 20)))[0] == 0  # 1200 s emulated idle: the window is over
+    store.write(published((NOW - 20) * 10, completion=(NOW - 20) * 10))  # one isolated request: base 600 s
+    assert policy_for()(ctx(NOW + 41, ["r1"], metrics(NOW - 20)))[0] == 0
+
+
+def test_a_restarted_controller_keeps_warm_pools_and_pending_prewarms(gcs: Any) -> None:
+    """Serve's policy state dies with the controller; the activity in the GCS does not: a fresh policy
+    object keeps a warm pool warm and brings a pre-warm back on time."""
+    ActivityStore("app").write(published((NOW - 10) * 10, completion=(NOW - 10) * 10))
+    fresh = policy_for()
+    assert fresh(ctx(NOW, ["r1"], metrics(NOW - 10)))[0] == 1  # idle 100 s of a 600 s window: kept
+    learned = NamedPolicy("learned", lambda a: WindowDecision(120, WindowReason.LEARNED, "", prewarm_after_s=600))
+    restarted = policy_for()
+    restarted.policy = learned
+    assert restarted(ctx(NOW + 30))[0] == 0  # 400 s emulated after the request: waiting for the pre-warm
+    assert restarted(ctx(NOW + 56.5))[0] == 1  # 4.5 s (real) before the request is due: one comes back
+
+
+def test_the_policy_reads_the_gcs_when_a_replica_was_busy_since_and_otherwise_seldom(gcs: Any) -> None:
+    """The ingress publishes an arrival before its request reaches a replica: a replica busy since
+    the policy's last read means news; nothing new costs one read per REFRESH_S."""
+    ActivityStore("app").write(published((NOW - 10) * 10))
+    policy = policy_for()
+    policy(ctx(NOW, ["r1"], metrics(NOW - 10)))
+    reads = gcs.reads
+    for step in range(10):  # the controller's loop, 0.1 s apart, nothing new
+        policy(ctx(NOW + 0.1 * (step + 1), ["r1"], metrics(NOW - 10)))
+    assert gcs.reads == reads
+    ActivityStore("app").write(published((NOW + 1.5) * 10, previous=(NOW - 10) * 10))
+    policy(ctx(NOW + 2, ["r1"], metrics(NOW + 1.9)))  # a request answered since: read at once
+    assert gcs.reads == reads + 1
+    assert policy.plan(NOW + 2, reports_from_metrics(metrics(NOW + 1.9), ["r1"])).reason is WindowReason.RECENT_ACTIVITY
+    policy(ctx(NOW + 2 + scaling.REFRESH_S, ["r1"], metrics(NOW + 1.9)))
+    assert gcs.reads == reads + 2
+
+
+def test_an_unreadable_gcs_keeps_the_last_activity_read(gcs: Any) -> None:
+    ActivityStore("app").write(published((NOW - 10) * 10))
+    policy = policy_for()
+    assert policy(ctx(NOW, ["r1"], metrics(NOW - 10)))[0] == 1
+    gcs.fail = True
+    assert policy(ctx(NOW + scaling.REFRESH_S + 1, ["r1"], metrics(NOW - 10)))[0] == 1  # 160 s < 600 s: kept
+
+
+def test_scale_events_name_the_plans_phase_and_reason(gcs: Any, tmp_path: Any) -> None:
+    log = tmp_path / "events.jsonl"
+    ActivityStore("app").write(published((NOW - 70) * 10, completion=(NOW - 70) * 10))
+    policy = policy_for(event_log=log)
+    assert policy(ctx(NOW, ["r1"], metrics(NOW - 70)))[0] == 0  # 700 s emulated ≥ 600 s
+    [event] = read_events(log)
+    assert event["event"] is EventName.SCALE_TO_ZERO and event["window_s"] == 600
+    assert event["phase"] == "keep-warm" and event["reason_code"] == "isolated" and "≥ window 600s" in event["reason"]
+
+
+def test_a_replica_that_never_starts_stops_holding_the_pool(gcs: Any) -> None:
+    policy = policy_for(cold_start_timeout_s=30)
+    replicas, state = policy(ctx(NOW, target=1))
     assert replicas == 1  # starting: kept
-    replicas, state = policy(ctx(NOW + 31))
+    replicas, state = policy(ctx(NOW + 31, state=state, target=1))
     assert replicas == 0  # not placeable for longer than the cold-start timeout: let it go
-
-
-def test_a_cold_experiment_is_refused_at_once_when_every_replica_slot_is_taken() -> None:
-    predictor = predictor_with(_Call({}), timeout_s=5)
-    predictor.settings = load_ray_settings(env_file=None, max_replicas=2)
-    predictor._status = {"a": {"RUNNING": 1}, "b": {"STARTING": 1}, "e": {}}
-    with pytest.raises(Overloaded, match="HYBRID_MAX_REPLICAS") as refused:
-        predictor._admit(EXPERIMENT)
-    assert refused.value.retry_after_s and refused.value.retry_after_s > 0
-    predictor._status["e"] = {"RUNNING": 1}  # warm: it is served by its own replica
-    predictor._admit(EXPERIMENT)
-    predictor._status = {"a": {"RUNNING": 1}, "e": {}}  # a slot is free
-    predictor._admit(EXPERIMENT)
-
-
-def test_handles_of_pools_long_at_zero_are_closed() -> None:
-    """An open handle pushes its load to the controller five times a second: handles close once
-    their pool has been at zero for a while, so the control plane's cost follows the experiments in use."""
-    closed: list[str] = []
-    opened: list[str] = []
-
-    class Handle:
-        def __init__(self, name: str) -> None:
-            self.name = name
-
-        async def shutdown_async(self) -> None:
-            closed.append(self.name)
-
-    handles = Handles("app", idle_s=0.0, open_handle=lambda experiment, app: opened.append(experiment) or Handle(experiment))
-
-    async def scenario() -> None:
-        handles.acquire("a")
-        handles.release("a")
-        handles.acquire("b")  # in flight
-        await handles.close_idle({"a", "b"})
-        assert closed == ["a"] and handles.open_ids() == ["b"]
-        handles.release("b")
-        await handles.close_idle(set())  # b's pool is warm: its handle stays open
-        assert handles.open_ids() == ["b"]
-        handles.acquire("a")  # a's next request opens a new handle
-        assert opened == ["a", "b", "a"]
-
-    asyncio.run(scenario())
-
-
-def test_a_replica_that_never_served_follows_the_window_in_force() -> None:
-    """Serve may stop the replica that served the requests and keep one that started later and served
-    none: the window decided for the latest request still applies to it, counted from its start."""
-    served_then_gone = ReplicaReport(NOW - 5, 0, NOW - 6, 600.0)
-    never_used = report(601, None)  # up for 601 s, no request
-    decision = desired_replicas(ScalingInputs(NOW, [never_used], 0, 1, 1.0, 10, remembered=served_then_gone))
-    assert decision.replicas == 0 and decision.window_s == 600.0
-    young = report(100, None)
-    assert desired_replicas(ScalingInputs(NOW, [young], 0, 1, 1.0, 10, remembered=served_then_gone)).replicas == 1
 
 
 def test_pools_configured_at_once_on_many_threads_all_get_their_policy() -> None:
     """Two cold starts build their pools on worker threads at once; Serve pickles the policy and the
     request router by value with a process-wide cloudpickle registration that two threads at once
-    break (ValueError)."""
+    break (ValueError). The policy's settings cross as JSON and are validated again on the other side."""
     from concurrent.futures import ThreadPoolExecutor
 
     from backends.local_ray.pool import pool_application
-    from backends.local_ray.settings import load_ray_settings
+    from core.serving.registry import Experiment
 
-    settings = load_ray_settings(env_file=None)
+    settings = load_ray_settings(env_file=None, base_warm_time=1200)
     experiments = [Experiment(id=f"e{i}", source="org/model", task="feature-extraction") for i in range(200)]
     with ThreadPoolExecutor(8) as pool:
         apps = list(pool.map(lambda e: pool_application(settings, "app", e, None), experiments))
     configs = [app._bound_deployment._deployment_config for app in apps]
-    assert [c.autoscaling_config.policy.policy_kwargs["experiment"] for c in configs] == [e.id for e in experiments]
+    kwargs = [c.autoscaling_config.policy.policy_kwargs for c in configs]
+    assert [k["experiment"] for k in kwargs] == [e.id for e in experiments]
     assert all(c.autoscaling_config.policy.get_serialized_policy_def() for c in configs)
-
-
-def test_a_pool_at_zero_has_nothing_planned_unless_a_prewarm_is_ahead_or_running() -> None:
-    plain = ReplicaReport(NOW - 1000, 0, NOW - 1000, 900.0)
-    assert scaling.nothing_planned(plain, NOW, 1.0, 5.0)
-    assert scaling.nothing_planned(None, NOW, 1.0, 5.0)  # never served
-    # pre-warm 600 s after the last request (scale 10: 60 s real), keep 120 s emulated (12 s real), lead 5 s real
-    plan = lambda idle_real: ReplicaReport(NOW - idle_real, 0, NOW - idle_real, 120.0, prewarm_s=600.0)  # noqa: E731
-    assert not scaling.nothing_planned(plan(30), NOW, 10.0, 5.0)  # the pre-warm is still ahead
-    assert not scaling.nothing_planned(plan(60), NOW, 10.0, 5.0)  # it runs
-    assert scaling.nothing_planned(plan(73), NOW, 10.0, 5.0)  # it is over: only a request brings it back
-
-
-class _Pools:
-    """Deploy and delete at Serve's boundary: records the calls, a deletion can be held up."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str]] = []
-        self.release = threading.Event()
-        self.release.set()
-
-    def deploy(self, experiment: Experiment, identity: str | None) -> None:
-        self.calls.append(("deploy", experiment.id))
-
-    def delete(self, experiment_id: str) -> None:
-        self.release.wait(10)
-        self.calls.append(("delete", experiment_id))
-
-
-def test_a_parked_pool_is_deleted_and_a_request_meanwhile_waits_then_deploys_it_again() -> None:
-    pools = _Pools()
-    deployer = PoolDeployer(load_ray_settings(env_file=None), "app", _same, deploy=pools.deploy, delete=pools.delete)
-
-    async def scenario() -> None:
-        await deployer.ensure(EXPERIMENT, None)
-        pools.release.clear()  # the deletion takes a while
-        assert deployer.park("e") and not deployer.deployed("e")
-        await asyncio.sleep(0.05)
-        request = asyncio.create_task(deployer.ensure(EXPERIMENT, None))
-        await asyncio.sleep(0.05)
-        assert not request.done()  # it waits for the deletion, not for a pool that is going
-        deployer.seen({"e"})  # Serve still lists the pool being deleted: not taken for deployed
-        assert not deployer.deployed("e")
-        pools.release.set()
-        await request
-        assert deployer.deployed("e")
-        assert pools.calls == [("deploy", "e"), ("delete", "e"), ("deploy", "e")]
-        assert not deployer.park("unknown")
-
-    asyncio.run(scenario())
-
-
-def test_a_request_during_a_swap_waits_for_the_new_pool() -> None:
-    """A change answered is in force: a request that arrives while the pool is redeployed meets the
-    new model, not the old replicas still draining."""
-    pools = _Pools()
-    swapping = threading.Event()
-    deploy = pools.deploy
-    pools.deploy = lambda experiment, identity: (swapping.wait(10), deploy(experiment, identity))  # type: ignore[method-assign]
-    deployer = PoolDeployer(load_ray_settings(env_file=None), "app", _same, deploy=pools.deploy, delete=pools.delete)
-
-    async def scenario() -> None:
-        swapping.set()
-        await deployer.ensure(EXPERIMENT, None)
-        swapping.clear()  # the new model's pool takes a while
-        deployer.swap(EXPERIMENT.model_copy(update={"source": "./y"}), None)
-        request = asyncio.create_task(deployer.ensure(EXPERIMENT, None))
-        await asyncio.sleep(0.05)
-        assert not request.done()
-        swapping.set()
-        await request
-        assert pools.calls == [("deploy", "e"), ("deploy", "e")]
-
-    asyncio.run(scenario())
-
-
-def test_a_pool_deployed_again_before_its_deletion_began_is_not_deleted() -> None:
-    pools = _Pools()
-    deployer = PoolDeployer(load_ray_settings(env_file=None), "app", _same, deploy=pools.deploy, delete=pools.delete)
-
-    async def scenario() -> None:
-        await deployer.ensure(EXPERIMENT, None)
-        assert deployer.park("e")
-        await deployer.ensure(EXPERIMENT, None)  # the next request came first
-        await deployer.settle()
-        assert deployer.deployed("e") and pools.calls == [("deploy", "e"), ("deploy", "e")]
-
-    asyncio.run(scenario())
-
-
-def test_pools_idle_at_zero_past_the_ttl_are_parked_unless_busy_or_planned() -> None:
-    pools = _Pools()
-    settings = load_ray_settings(env_file=None, idle_pool_ttl_s=0.3)
-    deployer = PoolDeployer(settings, "app", _same, deploy=pools.deploy, delete=pools.delete)
-    states = {"e": {"RUNNING": 1}, "planned": {}, "busy": {}}
-    handle = SimpleNamespace(shutdown_async=lambda: asyncio.sleep(0))
-    predictor = RayPredictor(settings, "app", deployer, read_states=lambda app: states,
-                             handles=Handles("app", open_handle=lambda experiment_id, app: handle))
-    predictor._nothing_planned = lambda experiment_id: experiment_id != "planned"  # type: ignore[method-assign]
-
-    async def tick() -> set[str]:
-        await predictor._read_status()
-        at_zero = {e for e, s in predictor._status.items() if not s.get("RUNNING") and not s.get("STARTING")}
-        await predictor._park_idle(at_zero)
-        await deployer.settle()
-        return {e for _, e in pools.calls if _ == "delete"}
-
-    async def scenario() -> None:
-        for experiment_id in states:
-            await deployer.ensure(Experiment(id=experiment_id, source="./x", task="feature-extraction"), None)
-        predictor.handles.acquire("busy")  # a request on its way to a replica
-        assert await tick() == set()  # at zero, but not for long yet
-        states["e"] = {}
-        await asyncio.sleep(0.35)
-        assert await tick() == set()  # "e" has only just reached zero; "planned" has a pre-warm ahead
-        await asyncio.sleep(0.35)
-        assert await tick() == {"e"}
-        states.pop("e")  # Serve no longer lists it: /experiments still shows it, cold
-        predictor.cold_starts["e"] = {"at": 1.0}
-        assert (await predictor.model_status())["e"].state is ModelState.COLD
-        predictor.handles.release("busy")
-        await asyncio.sleep(0.35)
-        assert await tick() == {"e", "busy"}
-        predictor.settings = load_ray_settings(env_file=None, idle_pool_ttl_s=0)  # 0: never
-        predictor._nothing_planned = lambda experiment_id: True  # type: ignore[method-assign]
-        await asyncio.sleep(0.35)
-        assert await tick() == {"e", "busy"}
-
-    asyncio.run(scenario())
-
-
-def test_a_request_starts_its_pools_time_at_zero_again() -> None:
-    """A replica can start, serve and stop between two status reads: the request itself restarts the
-    count, so a pool used a second ago is never deleted as if idle since long."""
-    predictor = predictor_with(_Call({"prediction": {"outputs": []}}), timeout_s=5)
-    predictor._empty_since["e"] = 0.0  # at zero for ages, as the last read saw it
-    asyncio.run(predictor._call(EXPERIMENT, ["x"], None, PLAN, NOW, 5.0))
-    assert "e" not in predictor._empty_since
+    rebuilt = scaling.ScaledownWindowPolicy(**kwargs[0])
+    assert rebuilt.settings.base_warm_time == 1200 and rebuilt.settings.api_token is None
+    with pytest.raises(ValueError, match="base_warm_time"):
+        scaling.ScaledownWindowPolicy(**{**kwargs[0], "settings": {**kwargs[0]["settings"], "base_warm_time": -1}})

@@ -1,0 +1,87 @@
+"""Every experiment's activity in Ray's GCS key-value store: what the ingress publishes and each pool's
+scaling policy reads.
+
+Why this module exists: on Ray the window controller is the autoscaling policy inside Serve's
+controller, while arrivals reach the ingress. The ingress publishes each experiment's activity — core's
+`DurableActivity`: the latest two requests, the latest completion, the count and what a learning policy
+learned, in emulated wall-clock seconds — under one key per experiment; the policy reads it and runs
+core's `plan_pool` on it. The GCS outlives Serve's controller and the ingress, so a controller or an
+ingress that restarts carries on from it (a pre-warm planned before still happens, warm pools stay).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from core.keepwarm.shared_activity import DurableActivity
+
+NAMESPACE = "hybrid-serve"
+
+
+def activity_key(app_name: str, experiment_id: str) -> str:
+    return f"{app_name}/{experiment_id}"
+
+
+def encode(record: DurableActivity) -> bytes:
+    data = record.to_dict()
+    if record.idle_gaps is not None:
+        data["idle_gaps"] = base64.b64encode(record.idle_gaps).decode()
+    return json.dumps(data).encode()
+
+
+def decode(value: bytes) -> DurableActivity:
+    data: dict[str, Any] = json.loads(value)
+    if data.get("idle_gaps") is not None:
+        data["idle_gaps"] = base64.b64decode(data["idle_gaps"])
+    return DurableActivity.from_dict(data)
+
+
+class ActivityStore:
+    """One application's experiments' activity in the GCS (blocking calls: run them off the event loop)."""
+
+    def __init__(self, app_name: str):
+        self.app_name = app_name
+
+    def write(self, record: DurableActivity) -> None:
+        from ray.experimental import internal_kv
+
+        internal_kv._internal_kv_put(self._key(record.experiment_id), encode(record), overwrite=True,
+                                     namespace=NAMESPACE)
+
+    def read(self, experiment_id: str) -> DurableActivity | None:
+        from ray.experimental import internal_kv
+
+        if not internal_kv._internal_kv_initialized():
+            return None
+        value = internal_kv._internal_kv_get(self._key(experiment_id), namespace=NAMESPACE)
+        return None if value is None else decode(value)
+
+    def read_all(self) -> list[DurableActivity]:
+        """Every experiment's activity of the application (an ingress starting)."""
+        from ray.experimental import internal_kv
+
+        prefix = activity_key(self.app_name, "").encode()
+        records = []
+        for key in internal_kv._internal_kv_list(prefix, namespace=NAMESPACE):
+            value = internal_kv._internal_kv_get(key, namespace=NAMESPACE)
+            if value is not None:
+                records.append(decode(value))
+        return records
+
+    def clear(self, experiment_id: str) -> None:
+        """Forget one experiment's activity (it was retired)."""
+        from ray.experimental import internal_kv
+
+        internal_kv._internal_kv_del(self._key(experiment_id), namespace=NAMESPACE)
+
+    def forget(self) -> None:
+        """Forget every experiment's activity of the application (it goes away)."""
+        from ray.experimental import internal_kv
+
+        for key in internal_kv._internal_kv_list(activity_key(self.app_name, "").encode(), namespace=NAMESPACE):
+            internal_kv._internal_kv_del(key, namespace=NAMESPACE)
+
+    def _key(self, experiment_id: str) -> bytes:
+        return activity_key(self.app_name, experiment_id).encode()
