@@ -172,13 +172,11 @@ class RayPredictor:
         return [e for e, states in (await self.replicas.current()).items() if states.get("RUNNING", 0)]
 
     def begin_shutdown(self) -> None:
-        """New requests and those still waiting for a replica (a cold start, a start slot, a swap) get
-        503 now; those replicas run finish (`drain`)."""
+        """New requests and those waiting for a replica get 503 now; those replicas run finish (`drain`)."""
         self.in_flight.stop_taking()
 
     async def drain(self, timeout_s: float) -> int:
-        """After `begin_shutdown`: wait up to `timeout_s` for the requests replicas run, answer the rest
-        503; how many were cut short."""
+        """After `begin_shutdown`: `timeout_s` for the requests replicas run, then 503; how many were cut short."""
         return await self.in_flight.drain(timeout_s)
 
     async def close(self) -> None:
