@@ -7,11 +7,13 @@ allowed range, not minutes later at deploy time. Precedence, highest first: expl
 arguments, the environment, the `.env` file, the named preset (`HYBRID_PRESET`), the defaults.
 Secrets are `SecretStr` and never appear in a repr, a dump or an error.
 
-`Settings` holds what core uses (and the few keys both remote backends share). A backend declares its
-own keys in a subclass of it (`backends/local_ray/settings.py`, `backends/modal_backend/settings.py`)
-registered under the `hybrid_serve.settings` entry-point group; `settings_class()` composes core's
-class with every registered one, so `load_settings()` validates, `hybrid-serve config` prints and
-`env_template.txt` lists every variable, while core never imports a backend.
+`Settings` holds what core uses (and the few keys both remote backends share); it inherits the keys of
+two topics from a base class each (the Modal token pair and windows; the model server's), so that each
+topic reads on its own. A backend declares its own keys in a subclass of it
+(`backends/local_ray/settings.py`, `backends/modal_backend/settings.py`) registered under the
+`hybrid_serve.settings` entry-point group; `settings_class()` composes core's class with every
+registered one, so `load_settings()` validates, `hybrid-serve config` prints and `env_template.txt`
+lists every variable, while core never imports a backend.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 from functools import lru_cache
 from importlib.metadata import EntryPoint
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping, TypeVar
+from typing import Any, Iterable, Literal, Mapping, Self, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic.fields import FieldInfo
@@ -61,17 +63,9 @@ def setting(default: Any, env: str, allowed: str, **constraints: Any) -> Any:
     return Field(default, validation_alias=env, json_schema_extra={"env": env, "allowed": allowed}, **constraints)
 
 
-class Settings(BaseSettings):
-    """The effective configuration. Build it with `load_settings()` to get `SettingsError` on bad input."""
-
-    model_config = SettingsConfigDict(
-        env_file=".env",
-        env_file_encoding="utf-8",
-        env_ignore_empty=True,
-        extra="ignore",
-        populate_by_name=True,
-        frozen=True,
-    )
+class _ModalWindowKeys(BaseSettings):
+    """The Modal keys: the token pair, the keep-warm windows and the preset that sets them, with the rules
+    that tie them together and the windows they imply. A base of `Settings`, so each topic reads on its own."""
 
     modal_token_id: SecretStr | None = setting(None, "MODAL_TOKEN_ID", "any token string, set together with MODAL_TOKEN_SECRET")
     modal_token_secret: SecretStr | None = setting(None, "MODAL_TOKEN_SECRET", "any token string, set together with MODAL_TOKEN_ID")
@@ -87,7 +81,37 @@ class Settings(BaseSettings):
     activity_window: int = setting(300, "MODAL_ACTIVITY_WINDOW", "integer seconds > 0", gt=0)
     max_containers: int = setting(10, "MODAL_MAX_CONTAINERS", "integer ≥ 1", ge=1)
 
-    # --- model server (core/serving, core/http) -------------------------------------------------
+    @model_validator(mode="after")
+    def _check_cross_field_rules(self) -> Self:
+        if (self.modal_token_id is None) != (self.modal_token_secret is None):
+            which = "MODAL_TOKEN_ID" if self.modal_token_id is not None else "MODAL_TOKEN_SECRET"
+            raise ValueError(
+                f"MODAL_TOKEN_ID / MODAL_TOKEN_SECRET: only {which} is set; allowed: set both "
+                "(production mode) or neither (development mode, web authentication via `modal setup`)"
+            )
+        if self.base_warm_time + self.extension_time > MODAL_MAX_WINDOW_S:
+            raise ValueError(
+                f"MODAL_BASE_WARM_TIME + MODAL_EXTENSION_TIME = {self.base_warm_time} + {self.extension_time} = "
+                f"{self.base_warm_time + self.extension_time}; allowed: a sum ≤ {MODAL_MAX_WINDOW_S} "
+                f"(Modal's scaledown window must be {MODAL_MIN_WINDOW_S}..{MODAL_MAX_WINDOW_S} s)"
+            )
+        return self
+
+    @property
+    def idle_window_s(self) -> int:
+        """Scaledown window after an isolated request."""
+        return self.base_warm_time
+
+    @property
+    def active_window_s(self) -> int:
+        """Scaledown window after a request with recent activity."""
+        return self.base_warm_time + self.extension_time
+
+
+class _ModelServerKeys(BaseSettings):
+    """The model server's keys (core/serving, core/http): registry, MLflow, cache, batching, request limits
+    and timeouts. A base of `Settings`, so each topic reads on its own."""
+
     registry_path: Path | None = setting(
         None, "HYBRID_REGISTRY", "path of a TOML experiment registry (unset: the shipped demo registry)"
     )
@@ -127,6 +151,22 @@ class Settings(BaseSettings):
         30.0, "HYBRID_SHUTDOWN_TIMEOUT_S", "seconds > 0 in-flight requests get to finish on Ctrl-C (queued ones: 503)", gt=0
     )
 
+
+# The bases' order fixes the variables' order: pydantic lists the last base's fields first, then those of the
+# base before it, then the class's own — the Modal keys, the model server's, the rest, in the order
+# `hybrid-serve config` and `env_template.txt` show them.
+class Settings(_ModelServerKeys, _ModalWindowKeys):
+    """The effective configuration. Build it with `load_settings()` to get `SettingsError` on bad input."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        extra="ignore",
+        populate_by_name=True,
+        frozen=True,
+    )
+
     # --- keep-warm policy (core/keepwarm) -------------------------------------------------------
     policy_name: Literal["hybrid", "adaptive"] = setting(
         "hybrid", "HYBRID_POLICY", "hybrid (the guide's base/extension policy) or adaptive (learned per experiment)"
@@ -158,22 +198,6 @@ class Settings(BaseSettings):
         32, "MODAL_CONCURRENT_INPUTS", "integer 1..1000: inputs one container takes at once (@modal.concurrent)", ge=1, le=1000
     )
 
-    @model_validator(mode="after")
-    def _check_cross_field_rules(self) -> "Settings":
-        if (self.modal_token_id is None) != (self.modal_token_secret is None):
-            which = "MODAL_TOKEN_ID" if self.modal_token_id is not None else "MODAL_TOKEN_SECRET"
-            raise ValueError(
-                f"MODAL_TOKEN_ID / MODAL_TOKEN_SECRET: only {which} is set; allowed: set both "
-                "(production mode) or neither (development mode, web authentication via `modal setup`)"
-            )
-        if self.base_warm_time + self.extension_time > MODAL_MAX_WINDOW_S:
-            raise ValueError(
-                f"MODAL_BASE_WARM_TIME + MODAL_EXTENSION_TIME = {self.base_warm_time} + {self.extension_time} = "
-                f"{self.base_warm_time + self.extension_time}; allowed: a sum ≤ {MODAL_MAX_WINDOW_S} "
-                f"(Modal's scaledown window must be {MODAL_MIN_WINDOW_S}..{MODAL_MAX_WINDOW_S} s)"
-            )
-        return self
-
     @classmethod
     def settings_customise_sources(
         cls,
@@ -185,17 +209,6 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         preset = PresetSource(settings_cls, (init_settings, env_settings, dotenv_settings))
         return init_settings, env_settings, dotenv_settings, preset
-
-    # --- derived, read-only views -------------------------------------------------------------
-    @property
-    def idle_window_s(self) -> int:
-        """Scaledown window after an isolated request."""
-        return self.base_warm_time
-
-    @property
-    def active_window_s(self) -> int:
-        """Scaledown window after a request with recent activity."""
-        return self.base_warm_time + self.extension_time
 
     def public_dict(self) -> dict[str, Any]:
         """Every setting by variable name, secrets reduced to whether they are set (no prefix, no length)."""

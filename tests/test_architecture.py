@@ -192,3 +192,28 @@ def test_the_architecture_doc_names_every_module_of_core_and_the_backends() -> N
     assert len(modules) > 50
     missing = [m for m in modules if f"`{m}`" not in doc]
     assert not missing, f"modules not named in docs/architecture.md: {missing}"
+
+
+#: The longest a class of core/ or the backends may be, in lines (`class` to its last line): under 120.
+MAX_CLASS_LINES = 119
+
+
+def long_classes(path: Path, limit: int) -> list[tuple[str, int]]:
+    """Every class of a file (nested ones too) longer than `limit` lines, with its length."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [(node.name, length) for node in ast.walk(tree) if isinstance(node, ast.ClassDef)
+            and (length := (node.end_lineno or node.lineno) - node.lineno + 1) > limit]
+
+
+def test_the_class_length_finder_sees_a_long_nested_class(tmp_path: Path) -> None:
+    path = tmp_path / "x.py"
+    path.write_text("class Short:\n    pass\n\n\nclass Outer:\n    class Inner:\n        a = 1\n        b = 2\n")
+    assert long_classes(path, 2) == [("Outer", 4), ("Inner", 3)]
+
+
+def test_every_class_in_core_and_backends_is_under_120_lines() -> None:
+    """A class that long holds several jobs: split it into collaborators, one job each."""
+    found = [f"{path.relative_to(REPO_ROOT).as_posix()}: {name} ({length} lines)"
+             for folder in ("core", "backends") for path in sorted((REPO_ROOT / folder).rglob("*.py"))
+             for name, length in long_classes(path, MAX_CLASS_LINES)]
+    assert not found, f"classes over {MAX_CLASS_LINES} lines: {found}"

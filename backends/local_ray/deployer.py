@@ -16,13 +16,11 @@ restarts knows them without any memory of its own.
 from __future__ import annotations
 
 import asyncio
-import logging
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable
 
+from backends.local_ray.pool_changes import PoolChanges
 from backends.local_ray.settings import RaySettings
 from core.serving.registry import Experiment
-
-log = logging.getLogger("hybrid_serve.ray.deployer")
 
 #: (the experiment as its replicas read it, its resolved identity) → deployed (blocking).
 DeployFn = Callable[[Experiment, "str | None"], None]
@@ -30,6 +28,9 @@ DeleteFn = Callable[[str], None]
 
 
 class PoolDeployer:
+    """Which experiments' pools are deployed, and when each is deployed, swapped or deleted; the changes
+    themselves run in the background, one at a time per experiment (pool_changes.py)."""
+
     def __init__(self, settings: RaySettings, app_name: str,
                  for_replicas: Callable[[Experiment], Awaitable[Experiment]],
                  deploy: DeployFn | None = None, delete: DeleteFn | None = None):
@@ -40,10 +41,7 @@ class PoolDeployer:
         self._delete = delete or self._serve_delete
         self._deployed: set[str] = set()
         self._deleting: set[str] = set()
-        #: The deploy or swap of an experiment's pool under way: its requests wait for it.
-        self._pending: dict[str, asyncio.Task[None]] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._background: set[asyncio.Task[None]] = set()
+        self._changes = PoolChanges()
 
     def seen(self, experiment_ids: set[str]) -> None:
         """Pools Serve reports (deployed by this ingress, or by one before it)."""
@@ -55,29 +53,30 @@ class PoolDeployer:
     async def ensure(self, experiment: Experiment, identity: str | None) -> None:
         """The experiment's pool exists, with its current model, once this returns: after the deploy
         or swap under way, if any (a swap: the request meets the new model), or deployed now."""
-        pending = self._pending.get(experiment.id)
+        pending = self._changes.pending(experiment.id)
         if pending is not None:
             await asyncio.wait({pending})  # not cancelled with this request; a failed swap was logged, the pool serves
         if experiment.id not in self._deployed:
-            await asyncio.shield(self._pending.get(experiment.id) or self._track(
+            await asyncio.shield(self._changes.pending(experiment.id) or self._changes.track(
                 experiment.id, self._locked_run(experiment, identity, only_if_missing=True)))
 
     def swap(self, experiment: Experiment, identity: str | None) -> None:
         """The experiment changed: a deployed pool (or one being deployed) is redeployed with the new
         model, in the background; its requests meanwhile wait for it (`ensure`)."""
-        if experiment.id in self._deployed or experiment.id in self._pending:
-            self._track(experiment.id, self._locked_run(experiment, identity))
+        if experiment.id in self._deployed or self._changes.is_pending(experiment.id):
+            self._changes.track(experiment.id, self._locked_run(experiment, identity))
 
     def retire(self, experiment_id: str) -> None:
         """The experiment was removed: its pool goes (in the background, after a deploy or swap under
         way; requests in flight finish)."""
-        if experiment_id in self._deployed or experiment_id in self._pending:
+        if experiment_id in self._deployed or self._changes.is_pending(experiment_id):
             self._delete_later(experiment_id, unless_redeployed=False)
 
     def park(self, experiment_id: str) -> bool:
         """The pool idles at zero with nothing planned: delete it (in the background) until its next
         request, which waits for the deletion and deploys it again. False when it is being changed."""
-        if experiment_id not in self._deployed or experiment_id in self._pending or self._lock(experiment_id).locked():
+        if (experiment_id not in self._deployed or self._changes.is_pending(experiment_id)
+                or self._changes.lock(experiment_id).locked()):
             return False
         self._delete_later(experiment_id, unless_redeployed=True)
         return True
@@ -87,16 +86,12 @@ class PoolDeployer:
         in the background — unless, for `unless_redeployed`, a request deployed it again first."""
         self._deployed.discard(experiment_id)
         self._deleting.add(experiment_id)
-        self._spawn(self._locked_delete(experiment_id, unless_redeployed))
-
-    def _lock(self, experiment_id: str) -> asyncio.Lock:
-        """One change of an experiment's pool at a time (a deploy, a swap, a deletion)."""
-        return self._locks.setdefault(experiment_id, asyncio.Lock())
+        self._changes.spawn(self._locked_delete(experiment_id, unless_redeployed))
 
     async def _locked_delete(self, experiment_id: str, unless_redeployed: bool) -> None:
-        async with self._lock(experiment_id):  # a re-add waits for the deletion
+        async with self._changes.lock(experiment_id):  # a re-add waits for the deletion
             try:
-                if unless_redeployed and (experiment_id in self._deployed or experiment_id in self._pending):
+                if unless_redeployed and (experiment_id in self._deployed or self._changes.is_pending(experiment_id)):
                     return  # a request deployed it again (or is deploying it) before the deletion began: it serves
                 await asyncio.to_thread(self._delete, experiment_id)
                 self._deployed.discard(experiment_id)  # a deploy that was under way when it was retired
@@ -104,7 +99,7 @@ class PoolDeployer:
                 self._deleting.discard(experiment_id)
 
     async def _locked_run(self, experiment: Experiment, identity: str | None, only_if_missing: bool = False) -> None:
-        async with self._lock(experiment.id):
+        async with self._changes.lock(experiment.id):
             if not (only_if_missing and experiment.id in self._deployed):
                 await self._run(experiment, identity)
 
@@ -113,36 +108,9 @@ class PoolDeployer:
         await asyncio.to_thread(self._deploy, replica_view, identity)
         self._deployed.add(experiment.id)
 
-    def _track(self, experiment_id: str, work: Awaitable[None]) -> asyncio.Task[None]:
-        """`work` as the experiment's pending change (the latest one wins), in the background."""
-        async def tracked() -> None:
-            try:
-                await work
-            finally:
-                if self._pending.get(experiment_id) is task:
-                    del self._pending[experiment_id]
-
-        task = self._spawn(tracked())
-        self._pending[experiment_id] = task
-        return task
-
-    def _spawn(self, work: Awaitable[Any]) -> asyncio.Task[Any]:
-        """`work` in the background (`settle` waits for it); a failure is logged (and a deploy's also
-        reaches the requests waiting for it)."""
-        task = asyncio.get_running_loop().create_task(work)
-        self._background.add(task)
-        task.add_done_callback(self._done)
-        return task
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._background.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("changing an experiment's pool failed", exc_info=task.exception())
-
     async def settle(self) -> None:
         """Wait for background swaps and deletions (tests, shutdown)."""
-        while self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
+        await self._changes.settle()
 
     def _serve_run(self, experiment: Experiment, identity: str | None) -> None:
         from backends.local_ray.pool import deploy_pool

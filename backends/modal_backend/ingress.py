@@ -11,8 +11,8 @@ moment ago serves on its first request), with three Modal adapters whose network
   `Retry-After` before Modal's web limit would turn a long cold start into a bare redirect;
 - `PublishingTracker` is core's activity tracker that also publishes this container's arrivals, in
   batches, under its own key of the shared state, each batch naming the pool it was served by, then
-  pokes the reconciler — which alone applies windows (backends.modal_backend.reconciler), to that
-  pool; it starts from the experiments' durable activity;
+  pokes the reconciler (arrival_publisher.py) — which alone applies windows
+  (backends.modal_backend.reconciler), to that pool; it starts from the experiments' durable activity;
 - `AppliedWindows` shows in `/health` what the reconciler applied (read from the shared state).
 
 It imports no model stack: the ingress image carries no torch.
@@ -20,7 +20,6 @@ It imports no model stack: the ingress image carries no torch.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
@@ -31,16 +30,17 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from backends.modal_backend.arrival_publisher import ArrivalPublisher
 from backends.modal_backend.deploy_config import MODAL_WEB_WAIT_S, REMOTE_ROOT
 from backends.modal_backend.pools import PoolKey, pool_key
 from backends.modal_backend.registry_store import DictRegistrySource
-from backends.modal_backend.state_store import APPLIED, StateStore, activity_key, arrivals_key
+from backends.modal_backend.state_store import APPLIED, StateStore, activity_key
 from core.http.app import create_app
 from core.keepwarm.activity import ActivityTracker, ExperimentActivity
 from core.keepwarm.controller import AppliedWindow
 from core.keepwarm.histogram import Learner
 from core.keepwarm.policies import policy_from_settings, retention_s
-from core.keepwarm.shared_activity import ArrivalBatch, DurableActivity
+from core.keepwarm.shared_activity import DurableActivity
 from core.serving.errors import BackendUnavailable, ModelUnavailable
 from core.serving.live_registry import LiveRegistry, RegistryChange, moves
 from core.serving.model_status import ModelState, ModelStatus, PoolWindow
@@ -64,8 +64,6 @@ async def _fixed(_: Experiment) -> str | None:
 
 #: The registry's stamp before anything was read: the first refresh always reads.
 _UNREAD = "unread"
-#: Batches older than this are dropped from a container's key (the reconciler folds far more often).
-KEEP_PUBLISHED_S = 900.0
 #: A cold start still waiting when Modal's web limit nears: come back after this long.
 RETRY_AFTER_S = 30.0
 
@@ -158,8 +156,8 @@ class AppliedWindows:
 
 
 class PublishingTracker(ActivityTracker):
-    """Core's tracker that publishes this container's arrivals (never on the request's path: a
-    background task writes them every `flush_s` under this container's own key, then pokes the
+    """Core's tracker that publishes this container's arrivals (never on the request's path: an
+    `ArrivalPublisher` writes them every `flush_s` under this container's own key, then pokes the
     reconciler) and takes in the experiments' durable activity the first time it sees them."""
 
     def __init__(self, activity_window_s: float, retention: float, store: StateStore,
@@ -167,16 +165,15 @@ class PublishingTracker(ActivityTracker):
                  container: str | None = None, clock: Callable[[], float] = time.time):
         super().__init__(activity_window_s, retention_s=retention, clock=clock, learner=learner)
         self._store = store
-        self._poke = poke
-        self._flush_s = flush_s
-        self._wall = clock
-        self.container = container or os.environ.get("MODAL_TASK_ID") or uuid.uuid4().hex
-        self._batches: dict[str, ArrivalBatch] = {}
-        self._published: list[dict[str, Any]] = []
-        self._seq = 0
         self._seen: set[str] = set()
         self._pools: dict[str, PoolKey] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._publisher = ArrivalPublisher(store, poke, container or os.environ.get("MODAL_TASK_ID") or uuid.uuid4().hex,
+                                           flush_s, self.pool_of, clock)
+
+    @property
+    def container(self) -> str:
+        """This container's name: its key of the shared state."""
+        return self._publisher.container
 
     def served_by(self, pool: PoolKey) -> None:
         """The pool this experiment's requests go to now: published with its arrivals."""
@@ -190,34 +187,16 @@ class PublishingTracker(ActivityTracker):
 
     def record_request(self, experiment_id: str, at: float | None = None) -> ExperimentActivity:
         activity = super().record_request(experiment_id, at)
-        batch = self._batches.get(experiment_id)
-        if batch is None:
-            self._batches[experiment_id] = ArrivalBatch.starting(activity.last_request)
-        else:
-            batch.arrive(activity.last_request)
+        self._publisher.arrived(experiment_id, activity.last_request)
         if experiment_id not in self._seen:
             self._seen.add(experiment_id)
-            self._schedule(self._take_in(experiment_id))
-        self._schedule(None)
+            self._publisher.schedule(self._take_in(experiment_id))
+        self._publisher.schedule(None)
         return activity
 
     def record_completion(self, experiment_id: str, at: float | None = None) -> None:
         super().record_completion(experiment_id, at)
-        batch = self._batches.get(experiment_id)
-        finished = self._wall() if at is None else at
-        if batch is None:
-            batch = self._batches[experiment_id] = ArrivalBatch(first_at=finished, last_at=finished, count=0)
-        batch.finish(finished)
-
-    def _schedule(self, work: Awaitable[None] | None) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # no event loop (a synchronous caller): published by the next async request
-            return
-        if work is not None:
-            loop.create_task(work)
-        if self._task is None or self._task.done():
-            self._task = loop.create_task(self._flush_soon())
+        self._publisher.finished(experiment_id, at)
 
     async def _take_in(self, experiment_id: str) -> None:
         try:
@@ -228,27 +207,9 @@ class PublishingTracker(ActivityTracker):
         if record is not None:
             self.absorb(DurableActivity.from_dict(record))
 
-    async def _flush_soon(self) -> None:
-        await asyncio.sleep(self._flush_s)
-        await self.flush()
-
     async def flush(self) -> None:
         """Publish the batches gathered since the last flush, then poke the reconciler."""
-        batches, self._batches = self._batches, {}
-        if not batches:
-            return
-        now = self._wall()
-        for experiment_id, batch in batches.items():
-            self._seq += 1
-            pool = self._pools.get(experiment_id)
-            self._published.append({"seq": self._seq, "experiment": experiment_id, "batch": batch.to_dict(), "at": now,
-                                    "pool": pool.to_dict() if pool else None})
-        self._published = [entry for entry in self._published if now - entry["at"] <= KEEP_PUBLISHED_S]
-        try:
-            await self._store.put(arrivals_key(self.container), {"written_at": now, "batches": self._published})
-            await self._poke()
-        except Exception as exc:  # published again with the next flush; decisions here are unaffected
-            log.warning("publishing arrivals failed: %s: %s", type(exc).__name__, exc)
+        await self._publisher.flush()
 
 
 def build_ingress_app(

@@ -132,8 +132,7 @@ class LiveRegistry:
         return await self._apply(registry, change)
 
     async def refresh_shared(self) -> None:
-        """A refresh that started after this call, shared: callers that arrive while one runs wait
-        for the next and share it, so a flood of look-ups (unknown ids) costs one stamp read at a time."""
+        """A refresh begun after this call, shared with callers that arrive meanwhile: a flood of unknown ids costs one read."""
         await self._refreshes.shared()
 
     async def check_identities(self, ids: list[str] | None = None) -> RegistryChange:

@@ -1,0 +1,113 @@
+"""The window reconciler's second job: apply each experiment's plan to its current pool's autoscaler,
+and drain the pools that are no longer current.
+
+Why this module exists: `update_autoscaler` is the only lever there is, a deploy resets it, and a
+changed or removed experiment leaves a pool behind. So each pass drains (once) every pool it applied a
+window to that is no longer its experiment's current pool (pools.py), asks core's `plan_pool` for each
+current pool's autoscaler at this moment, and calls `update_autoscaler` only where that differs from
+what is applied under the current deployment — idempotent, and repairing a deploy's reset. What it
+applied, to which pool, is in the shared state's `applied` key, so a restarted reconciler still drains.
+Folding arrivals into activity is the other job (arrival_folding.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any, Awaitable, Callable
+
+from backends.modal_backend.pools import PoolKey, pool_key
+from backends.modal_backend.registry_view import RegistryView
+from backends.modal_backend.state_store import APPLIED, StateStore
+from core.keepwarm.activity import ActivityTracker
+from core.keepwarm.controller import AppliedWindow, plan_pool
+from core.keepwarm.decision import NamedPolicy
+from core.serving.live_registry import moves
+from core.serving.registry import Experiment
+from core.settings import MODAL_MIN_WINDOW_S
+
+log = logging.getLogger("hybrid_serve.modal.reconciler")
+
+#: `update(pool, scaledown_window, min_containers)`: Modal's update_autoscaler on that pool.
+UpdateFn = Callable[[PoolKey, int, int], Awaitable[Any]]
+#: A pool no longer current: no container pinned, idle ones go after this long (Modal's minimum).
+DRAIN_WINDOW_S = MODAL_MIN_WINDOW_S
+
+
+def current_pool(experiment: Experiment | None, served: PoolKey | None, known: PoolKey | None) -> PoolKey | None:
+    """The pool the experiment's requests go to now; None when unknown (removed, or a moving source
+    whose new definition has not served a request yet)."""
+    if experiment is None:
+        return None
+    if not moves(experiment):
+        return pool_key(experiment, None)
+    for pool in (served, known):  # the ingresses resolved the alias: the latest pool they named
+        if pool is not None and pool.serves(experiment):
+            return pool
+    return None
+
+
+@dataclass
+class PoolAutoscalers:
+    """Every experiment pool's autoscaler, as this deployment's reconciler applies it."""
+
+    registry: RegistryView
+    store: StateStore
+    update: UpdateFn
+    deployment: str
+    policy: NamedPolicy
+    prewarm_lead_s: float
+
+    async def apply(self, tracker: ActivityTracker, now: float, served: dict[str, PoolKey]) -> float | None:
+        """Drain, then apply every current pool's plan. Returns the seconds until the next change is due."""
+        applied: dict[str, dict[str, Any]] = dict(await self.store.get(APPLIED) or {})
+        next_change: float | None = None
+        changed = await self._drain(applied, served)
+        for activity in tracker.snapshot():
+            experiment = self.registry.get(activity.experiment_id)
+            if experiment is None:
+                continue  # no longer registered: its pool is not ours to steer
+            known = applied.get(experiment.id, {}).get("pool")
+            pool = current_pool(experiment, served.get(experiment.id), PoolKey.from_dict(known) if known else None)
+            if pool is None:
+                continue  # a moving source's new definition has served no request yet
+            state = plan_pool(activity, self.policy, self.prewarm_lead_s)
+            if state.changes_in_s is not None:
+                next_change = state.changes_in_s if next_change is None else min(next_change, state.changes_in_s)
+            current = applied.get(experiment.id)
+            if current is not None and (current["window_s"], current["min_containers"], current["deployment"],
+                                        current.get("pool")) == (state.scaledown_window_s, state.min_containers,
+                                                                 self.deployment, pool.to_dict()):
+                continue
+            try:
+                await self.update(pool, state.scaledown_window_s, state.min_containers)
+            except Exception as exc:  # requests are unaffected; the next pass tries again
+                log.warning("update_autoscaler(%s, scaledown_window=%s, min_containers=%s) failed: %s: %s",
+                            experiment.id, state.scaledown_window_s, state.min_containers, type(exc).__name__, exc)
+                continue
+            applied[experiment.id] = {**asdict(AppliedWindow.of(state, now, self.deployment)), "pool": pool.to_dict()}
+            changed = True
+        if changed:
+            await self.store.put(APPLIED, applied)
+        return next_change
+
+    async def _drain(self, applied: dict[str, dict[str, Any]], served: dict[str, PoolKey]) -> bool:
+        """Drain (once) each pool applied before that is no longer its experiment's current pool."""
+        changed = False
+        for experiment_id, record in list(applied.items()):
+            if self.registry.invalid(experiment_id):
+                continue  # an entry that does not validate: not retired, left as it is
+            old = PoolKey.from_dict(record["pool"]) if record.get("pool") else None
+            current = current_pool(self.registry.get(experiment_id), served.get(experiment_id), old)
+            if old is not None and old == current:
+                continue
+            if old is not None:
+                try:
+                    await self.update(old, DRAIN_WINDOW_S, 0)
+                except Exception as exc:  # drained by the next pass
+                    log.warning("draining %s's pool %s failed: %s: %s", experiment_id, old.version, type(exc).__name__, exc)
+                    continue
+                log.info("drained %s's pool %s (no longer current)", experiment_id, old.version)
+            del applied[experiment_id]
+            changed = True
+        return changed
