@@ -15,7 +15,8 @@ from backends.modal_backend.pools import PoolKey
 from backends.modal_backend.reconciler import ReconcilerLoop, WindowReconciler
 from backends.modal_backend.registry_store import DictRegistrySource
 from backends.modal_backend.state_store import ModalDictStore
-from core.keepwarm.controller import pool_state
+from core.keepwarm.controller import plan_for, pool_state
+from core.keepwarm.decision import WindowDecision, WindowReason
 from core.keepwarm.policies import policy_from_settings
 from core.serving.registry import Experiment, Registry
 from backends.modal_backend.settings import load_modal_settings
@@ -273,15 +274,17 @@ def test_the_loop_wakes_for_a_change_due_before_the_next_tick_and_coalesces_poke
     assert passes[:2] == [0.0, 20.0] and len(passes) == 3 and passes[2] >= 30.0
 
 
-def test_the_same_decision_drives_the_ray_emulator() -> None:
+def test_the_same_plan_drives_the_ray_emulator() -> None:
     """For the same decision and idle time, the replicas the Ray policy keeps are the containers the
     reconciler's autoscaler state keeps on Modal: pinned ones, and idle ones inside the window."""
     now = 50_000.0
-    for window_s, prewarm_s in [(900.0, None), (300.0, 1200.0)]:
+    for window_s, prewarm_s in [(900, None), (300, 1200)]:
+        decision = WindowDecision(window_s, WindowReason.LEARNED, "", prewarm_after_s=prewarm_s)
         for idle in [0.5, 100.0, 899.0, 901.0, 1100.0, 1150.0, 1499.0, 1501.0, 3000.0]:
             state = pool_state(window_s, prewarm_s, idle, lead_s=60)
-            report = ReplicaReport(now - idle, 0, now - idle - 1, window_s, prewarm_s)
-            running = desired_replicas(ScalingInputs(now, [report], 0, 8, 1.0, 10, prewarm_lead_s=60)).replicas
-            scaled_to_zero = desired_replicas(ScalingInputs(now, [], 0, 8, 1.0, 10, remembered=report, prewarm_lead_s=60)).replicas
+            plan = plan_for("e", decision, idle, lead_s=60)
+            report = ReplicaReport(now - idle, 0, served=True)
+            running = desired_replicas(ScalingInputs(now, [report], 0, 8, 1.0, 10, plan=plan)).replicas
+            scaled_to_zero = desired_replicas(ScalingInputs(now, [], 0, 8, 1.0, 10, plan=plan)).replicas
             assert scaled_to_zero == state.min_containers, (window_s, prewarm_s, idle)
             assert running == max(state.min_containers, int(idle < state.scaledown_window_s)), (window_s, prewarm_s, idle)
