@@ -23,4 +23,4 @@ clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis
 
 bench: $(STAMP)
-	$(VENV)/bin/python -m pytest benchmarks -p no:randomly --benchmark-json=benchmarks/results/pytest-benchmark.json -s -q
+	$(VENV)/bin/python -m pytest benchmarks -n 0 -p no:randomly --benchmark-json=benchmarks/results/pytest-benchmark.json -s -q
