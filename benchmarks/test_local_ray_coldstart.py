@@ -23,6 +23,8 @@ from ray import serve
 from tests.conftest import free_port
 from core.events import read_events
 from core.serving.registry import Registry
+from backends.local_ray.ingress import APP_NAME
+from backends.local_ray.pool import deployment_name, pool_app_name
 from backends.local_ray.settings import load_ray_settings
 
 TRIALS = 20
@@ -66,8 +68,11 @@ def _deploy_bare() -> None:
 
 
 def _replicas(app: str, deployment: str) -> int:
-    status = serve.status().applications[app].deployments[deployment]
-    return sum(int(v) for v in status.replica_states.values())
+    """Replicas of a deployment in any state (0 when its application is not deployed: a pool is
+    deployed on its experiment's first request)."""
+    application = serve.status().applications.get(app)
+    status = None if application is None else application.deployments.get(deployment)
+    return 0 if status is None else sum(int(v) for v in status.replica_states.values())
 
 
 def _wait_zero(app: str, deployment: str, timeout_s: float = 60) -> None:
@@ -101,7 +106,7 @@ def test_cold_start_and_scale_to_zero(benchmark, tmp_path: Path, summary) -> Non
         _deploy_bare()
         with httpx.Client(timeout=300) as http:
             for trial in range(TRIALS):
-                _wait_zero("hybrid-serve", "experiment-demo-embeddings")
+                _wait_zero(pool_app_name(APP_NAME, "demo-embeddings"), deployment_name("demo-embeddings"))
                 start = time.time()
                 body = http.post(f"{url}/predict/demo-embeddings", json={"inputs": f"trial {trial}"}).json()
                 ours_cold.append(time.time() - start)
