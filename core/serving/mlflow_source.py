@@ -168,13 +168,28 @@ def _bound_requests(bound_s: float) -> None:
             os.environ[name] = _SET_HERE[name] = value
 
 
+def _no_answer(ref: MlflowRef, action: str, bound_s: float | None) -> ModelUnavailable:
+    return ModelUnavailable(f"{MLFLOW_PREFIX}{ref.uri}: {action} failed: no answer from MLflow within "
+                            f"{bound_s:g}s (HYBRID_MLFLOW_TIMEOUT_S)")
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """MLflow's own per-request timeout (set to the bound) fired: a timeout somewhere in the chain.
+    MLflow wraps the HTTP library's exception in its own, so the type is looked for along the chain."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, TimeoutError) or type(seen).__name__ in ("ReadTimeout", "ReadTimeoutError", "ConnectTimeout"):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "ReadTimeoutError" in str(exc)
+
+
 def _detached(ref: MlflowRef, action: str, call: Any, bound_s: float | None, key: Any = None) -> Any:
     """`call()` on a thread of its own, given up after `bound_s` or when the process stops."""
     try:
         return MLFLOW_CALLS.call(call, bound_s, key)
     except CallTimedOut:
-        raise ModelUnavailable(f"{MLFLOW_PREFIX}{ref.uri}: {action} failed: no answer from MLflow within "
-                               f"{bound_s:g}s (HYBRID_MLFLOW_TIMEOUT_S)") from None
+        raise _no_answer(ref, action, bound_s) from None
     except CallAbandoned:
         raise ModelUnavailable(f"{MLFLOW_PREFIX}{ref.uri}: {action} stopped: the server is shutting down",
                                retry_after_s=1) from None
@@ -205,6 +220,8 @@ def resolve(ref: MlflowRef) -> Resolved:
             else:
                 version = client.get_model_version(ref.name, ref.version)
         except Exception as exc:  # unknown model/alias/run, unreachable store: all mean "cannot load now"
+            if _timed_out(exc):  # MLflow's request timeout and the bound are one (they race under load)
+                raise _no_answer(ref, "resolving", bound_s) from None
             raise _unavailable(ref, "resolving", exc) from None
         concrete = f"models:/{ref.name}/{version.version}"
         return Resolved(ref, identity=concrete, download_uri=concrete, store_uri=store_uri)

@@ -444,3 +444,26 @@ def test_promoting_a_version_swaps_the_model_of_a_running_server(store: SimpleNa
             assert described[0]["resolved"] == "models:/clf/2"
     finally:
         store.client.delete_registered_model_alias("clf", "live")
+
+
+def test_mlflows_own_request_timeout_reads_as_the_bound() -> None:
+    """MLflow's per-request timeout is set to the bound, so under load its ReadTimeout can come first
+    (wrapped in MLflow's exception, the type only along the chain): the error still names the bound."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    from core.serving.mlflow_source import _timed_out
+
+    def wrapped(cause: Exception) -> Exception:
+        try:
+            try:
+                raise cause
+            except Exception as exc:
+                raise MlflowException(f"API request to http://x/api failed with exception {exc}")
+        except MlflowException as outer:
+            return outer
+
+    assert _timed_out(wrapped(requests.exceptions.ReadTimeout("Read timed out. (read timeout=1)")))
+    assert _timed_out(wrapped(requests.exceptions.ConnectTimeout("connect timeout")))
+    assert not _timed_out(wrapped(requests.exceptions.ConnectionError("Connection refused")))
+    assert not _timed_out(MlflowException("RESOURCE_DOES_NOT_EXIST: alias champion"))

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,7 +22,7 @@ import httpx
 import pytest
 
 from core.events import read_events
-from tests.conftest import REPO_ROOT, free_port
+from tests.conftest import REPO_ROOT, environ_of, free_port
 
 RAY = Path(sys.executable).parent / "ray"
 HYBRID_SERVE = Path(sys.executable).parent / "hybrid-serve"
@@ -59,9 +60,17 @@ print("killed", flush=True)
 """
 
 
+#: Every process of this test's cluster carries this in its environment (the processes `ray start`
+#: starts inherit it): the teardown stops those alone. `ray stop` would stop every Ray instance on the
+#: machine — the other xdist worker's too, mid-test.
+CLUSTER_MARK = f"TEST_RAY_CLUSTER_MARK={uuid.uuid4().hex}"
+
+
 def cluster_env(address: str | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MODAL_", "HYBRID_", "RAY_"))}
     env.update(RAY_AUTH_MODE="disabled", PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
+    name, value = CLUSTER_MARK.split("=")
+    env[name] = value
     if address:
         env["RAY_ADDRESS"] = address
     return env
@@ -88,7 +97,24 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         assert "deployed" in driver(OTHER_APP, address, str(serve_port))
         yield {"address": address, "serve_port": serve_port, "root": root}
     finally:
-        subprocess.run([str(RAY), "stop", "--force"], capture_output=True, env=cluster_env(), timeout=120)
+        stop_marked(CLUSTER_MARK)
+
+
+def stop_marked(mark: str, timeout_s: float = 30) -> None:
+    """Stop every process whose environment holds `mark` (this cluster's, nothing else on the machine)."""
+    marked = {int(pid.name) for pid in Path("/proc").iterdir() if pid.name.isdigit() and mark in environ_of(int(pid.name))}
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in marked:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout_s / 2
+        while time.monotonic() < deadline and (marked := {p for p in marked if Path(f"/proc/{p}").exists()
+                                                           and mark in environ_of(p)}):
+            time.sleep(0.2)
+        if not marked:
+            return
 
 
 def serve_on(cluster: dict[str, Any], registry: Path, *args: str, **settings: str) -> subprocess.Popen[str]:
