@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import pytest
 
@@ -52,3 +53,21 @@ def gcs(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGcs]:
     monkeypatch.setattr(internal_kv, "_internal_kv_del", fake.delete)
     monkeypatch.setattr(internal_kv, "_internal_kv_list", fake.keys)
     yield fake
+
+
+@contextmanager
+def ray_app(settings: Any, timeout_s: float = 300) -> Iterator[str]:
+    """The emulator's application served on this test session's Ray instance (the testing kit's Ray
+    backend: started by the first module that needs it, shut down when the session ends), removed
+    afterwards — so the Ray test files of one xdist worker pay Ray's and Serve's start-up once. The
+    URL it serves on."""
+    from backends.local_ray.ingress import APP_NAME
+    from core.testing.backends import backend
+    from core.testing.process import free_port
+
+    ray_backend = backend("ray")
+    started = ray_backend.start(settings, "127.0.0.1", free_port(), APP_NAME, timeout_s)
+    try:
+        yield started.url
+    finally:
+        ray_backend.stop(started)

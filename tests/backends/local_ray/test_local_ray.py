@@ -20,9 +20,8 @@ import httpx
 import pytest
 
 from core.events import read_events
-from core.serving.registry import Registry
 from backends.local_ray.settings import load_ray_settings
-from tests.conftest import free_port
+from tests.backends.local_ray.conftest import ray_app
 
 TIME_SCALE = 300
 BASE_S = 600 / TIME_SCALE  # 2 s real
@@ -33,8 +32,6 @@ COLD_START_LIMIT_S = 120
 
 @pytest.fixture(scope="module")
 def ray_backend(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from backends.local_ray import runner
-
     root = tmp_path_factory.mktemp("ray")
     fe, gen = tiny_models["feature-extraction"], tiny_models["text-generation"]
     registry_path = root / "experiments.toml"
@@ -54,12 +51,8 @@ def ray_backend(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathF
         activity_window=300, max_containers=3, replica_target_ongoing=1, event_log=root / "events.jsonl",
         cold_start_timeout_s=COLD_START_LIMIT_S, replica_cpus=0.1, replica_memory_mb=0, max_replicas=12,
     )
-    port = free_port()
-    running = runner.start(settings, Registry.load(registry_path), "127.0.0.1", port)
-    try:
-        yield {"url": f"http://{running.url}", "settings": settings, "events": settings.event_log}
-    finally:
-        runner.stop(running)
+    with ray_app(settings) as url:
+        yield {"url": url, "settings": settings, "events": settings.event_log}
 
 
 def predict(url: str, experiment: str, text: str = "hello world", **parameters: Any) -> tuple[dict[str, Any], float]:

@@ -17,29 +17,22 @@ import httpx
 import pytest
 
 from core.events import read_events
-from core.serving.registry import Registry
 from backends.local_ray.settings import load_ray_settings
-from tests.conftest import free_port
+from tests.backends.local_ray.conftest import ray_app
 
 GAP_S = 25.0
 
 
 @pytest.fixture(scope="module")
 def adaptive_ray(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from backends.local_ray import runner
-
     root = tmp_path_factory.mktemp("prewarm")
     registry = root / "experiments.toml"
     registry.write_text(f'[experiments.cron]\nsource = "{tiny_models["feature-extraction"]}"\ntask = "feature-extraction"\n')
     settings = load_ray_settings(env_file=None, registry_path=registry, time_scale=6, policy_name="adaptive",
                              base_warm_time=600, extension_time=0, activity_window=60, prewarm_lead_s=12,
                              max_containers=1, event_log=root / "events.jsonl", replica_cpus=0.1, replica_memory_mb=0)
-    port = free_port()
-    running = runner.start(settings, Registry.load(registry), "127.0.0.1", port)
-    try:
-        yield {"url": f"http://{running.url}", "events": root / "events.jsonl"}
-    finally:
-        runner.stop(running)
+    with ray_app(settings) as url:
+        yield {"url": url, "events": root / "events.jsonl"}
 
 
 def test_a_regular_experiment_is_prewarmed_between_requests(adaptive_ray: dict[str, Any]) -> None:

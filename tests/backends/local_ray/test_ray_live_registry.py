@@ -12,10 +12,11 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from core.serving.registry import Registry, experiment_entry
+from core.serving.registry import experiment_entry
 from core.serving.registry_file import RegistryFile
 from backends.local_ray.settings import load_ray_settings
-from tests.conftest import classifier_under_load, free_port, pool_applications, wait_until
+from tests.backends.local_ray.conftest import ray_app
+from tests.conftest import classifier_under_load, pool_applications, wait_until
 from tests.tiny_models import build_text_classification
 
 TOKEN = "ray-admin-token-for-tests"
@@ -33,8 +34,6 @@ def predict(url: str, experiment: str, **parameters: Any) -> httpx.Response:
 
 @pytest.fixture(scope="module")
 def ray_live(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from backends.local_ray import runner
-
     root = tmp_path_factory.mktemp("ray-live")
     models = {"a": tiny_models["text-classification"], "b": build_text_classification(root / "b", labels=("cat", "dog")),
               "fe": tiny_models["feature-extraction"]}
@@ -45,12 +44,8 @@ def ray_live(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFact
                                   for i in range(20)))
     settings = load_ray_settings(env_file=None, registry_path=registry, registry_poll_s=0.2, api_token=TOKEN,
                              base_warm_time=2700, replica_cpus=0.1, replica_memory_mb=0, max_replicas=8)
-    port = free_port()
-    running = runner.start(settings, Registry.load(registry), "127.0.0.1", port)
-    try:
-        yield {"url": f"http://{running.url}", "registry": registry, "models": models}
-    finally:
-        runner.stop(running)
+    with ray_app(settings) as url:
+        yield {"url": url, "registry": registry, "models": models}
 
 
 def test_registered_experiments_cost_nothing_until_their_first_request(ray_live: dict[str, Any]) -> None:
