@@ -62,9 +62,8 @@ class ActivityStore:
         """Every experiment's activity of the application (an ingress starting)."""
         from ray.experimental import internal_kv
 
-        prefix = activity_key(self.app_name, "").encode()
         records = []
-        for key in internal_kv._internal_kv_list(prefix, namespace=NAMESPACE):
+        for key in self._keys():
             value = internal_kv._internal_kv_get(key, namespace=NAMESPACE)
             if value is not None:
                 records.append(decode(value))
@@ -80,8 +79,14 @@ class ActivityStore:
         """Forget every experiment's activity of the application (it goes away)."""
         from ray.experimental import internal_kv
 
-        for key in internal_kv._internal_kv_list(activity_key(self.app_name, "").encode(), namespace=NAMESPACE):
+        for key in self._keys():
             internal_kv._internal_kv_del(key, namespace=NAMESPACE)
 
     def _key(self, experiment_id: str) -> bytes:
         return activity_key(self.app_name, experiment_id).encode()
+
+    def _keys(self) -> list[bytes]:
+        """The keys of every experiment of the application."""
+        from ray.experimental import internal_kv
+
+        return internal_kv._internal_kv_list(self._key(""), namespace=NAMESPACE)

@@ -78,19 +78,14 @@ class PoolPlan:
 
     def describe(self) -> str:
         """The plan in words, for logs and `/health` (derived from the enums, never parsed back)."""
-        return describe(self.phase, self.scaledown_window_s, self.changes_in_s,
-                        (self.decision.prewarm_after_s or 0) - self.idle_s)
-
-
-def describe(phase: PlanPhase, scaledown_window_s: int, changes_in_s: float | None, due_s: float) -> str:
-    """A pool's state in words (`due_s`: until a pre-warm plan's request is due)."""
-    if phase is PlanPhase.KEEP_WARM:
-        return f"keep idle containers {scaledown_window_s}s"
-    if phase is PlanPhase.AWAIT_PREWARM:
-        return f"scaled down until the pre-warm in {changes_in_s or 0.0:.1f}s"
-    if phase is PlanPhase.PREWARM:
-        return f"pre-warming, the request expected in {max(0.0, due_s):.1f}s"
-    return "pre-warm over"
+        if self.phase is PlanPhase.KEEP_WARM:
+            return f"keep idle containers {self.scaledown_window_s}s"
+        if self.phase is PlanPhase.AWAIT_PREWARM:
+            return f"scaled down until the pre-warm in {self.changes_in_s or 0.0:.1f}s"
+        if self.phase is PlanPhase.PREWARM:
+            due_s = (self.decision.prewarm_after_s or 0) - self.idle_s
+            return f"pre-warming, the request expected in {max(0.0, due_s):.1f}s"
+        return "pre-warm over"
 
 
 @dataclass(frozen=True)
