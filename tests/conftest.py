@@ -30,6 +30,34 @@ SHARED_2019 = REPO_ROOT / "data" / "azure-functions-2019" / "invocations_per_fun
 SHARED_LLM = REPO_ROOT / "data" / "azure-llm-inference-2023" / "conversation.csv"
 
 
+def uses_session_ray(item: pytest.Item) -> bool:
+    """The test serves on this session's Ray instance (the testing kit's Ray backend, which keeps it
+    up for the next endpoint): its module is marked `session_ray`, or it is a kit test (`hybrid_serve`)."""
+    return item.get_closest_marker("session_ray") is not None or item.get_closest_marker("hybrid_serve") is not None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "session_ray: the module serves on this test session's Ray instance")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The modules on the session's Ray instance run first (each xdist worker takes files in this
+    order), so that a worker pays Ray's start once and is done with Ray early."""
+    items.sort(key=lambda item: not uses_session_ray(item))  # stable: files stay whole and in order
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """After the last test on the session's Ray instance, the instance stops: idle, Ray and Serve
+    still keep half a core busy (the GCS, the raylet, Serve's controller and proxy), which the rest
+    of the suite needs. A later test on it starts it again."""
+    yield
+    if uses_session_ray(item) and (nextitem is None or not uses_session_ray(nextitem)):
+        from core.testing.backends import close_backends
+
+        close_backends()
+
+
 class FakeClock:
     """A clock tests drive: call it for the time, set or advance `now`, or `await sleep(s)` to pass time."""
 

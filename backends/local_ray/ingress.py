@@ -31,6 +31,7 @@ from backends.local_ray.replica_watch import ReplicaStates, ReplicaWatch, live, 
 from backends.local_ray.settings import RaySettings
 from core.auth import AuthMode
 from core.http.app import create_app
+from core.keepwarm.controller import PoolPlan, WindowController
 from core.keepwarm.policies import policy_from_settings
 from core.serving.errors import ModelUnavailable, Overloaded
 from core.serving.live_registry import LiveRegistry, RegistryChange
@@ -72,7 +73,7 @@ class RayPredictor:
                  read_states: Callable[[str], ReplicaStates] = serve_replica_states,
                  handles: Handles | None = None, identity: Callable[[str], str | None] = lambda _: None,
                  publish: Callable[[str], Awaitable[None]] = _nothing_to_publish,
-                 store: ActivityStore | None = None):
+                 store: ActivityStore | None = None, plans: Callable[[], dict[str, PoolPlan]] = dict):
         self.settings = settings
         self.deployer = deployer
         #: The model a moving source (an MLflow alias) resolved to, by experiment (the live registry's).
@@ -82,8 +83,9 @@ class RayPredictor:
         self.store = store
         self.handles = handles or Handles(app_name)
         self.replicas = ReplicaWatch(app_name, read_states, seen=deployer.seen)
-        #: Pools at zero with nothing planned go (HYBRID_IDLE_POOL_TTL_S); `plans` is set by the ingress.
-        self.idle_pools = IdlePools(settings.idle_pool_ttl_s, deployer, self.handles, plans=dict)
+        #: Pools at zero with nothing planned go (HYBRID_IDLE_POOL_TTL_S): `plans` are the window
+        #: controller's (none given: nothing is planned).
+        self.idle_pools = IdlePools(settings.idle_pool_ttl_s, deployer, self.handles, plans=plans)
         self.replicas.followers += [self.handles.close_idle, self.idle_pools.park]
         self.cold_starts: dict[str, dict[str, float]] = {}
         self.load_errors: dict[str, str] = {}  # the model failed to load in its replica, last we heard
@@ -202,14 +204,14 @@ class HybridIngress:
         async def for_replicas(experiment: Experiment) -> Experiment:
             return await keeper.for_replicas.remote(experiment)
 
-        store = ActivityStore(app_name)
-        tracker = PublishedActivity(self.settings, policy_from_settings(self.settings), store)
+        store, policy = ActivityStore(app_name), policy_from_settings(self.settings)
+        tracker = PublishedActivity(self.settings, policy, store)
         tracker.take_in_published()
+        controller = WindowController.for_settings(self.settings, tracker, policy)
         deployer = PoolDeployer(self.settings, app_name, for_replicas)
         self.predictor = RayPredictor(self.settings, app_name, deployer, identity=registry.identity,
-                                      publish=tracker.published, store=store)
-        self.path = RequestPath(self.settings, registry, self.predictor, tracker=tracker)
-        self.predictor.idle_pools.plans = self.path.controller.plans
+                                      publish=tracker.published, store=store, plans=controller.plans)
+        self.path = RequestPath(self.settings, registry, self.predictor, controller=controller)
 
     def __serve_build_asgi_app__(self) -> Any:
         return create_app(self.path, backend="ray", mode=self.mode)

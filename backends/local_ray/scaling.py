@@ -45,6 +45,11 @@ REFRESH_S = 5.0
 BUSY_REFRESH_S = 0.5
 
 
+#: How long (real seconds) after a request the handles' load figure may still show it: Serve's
+#: look-back period (pool.LOOK_BACK_PERIOD_S, 1 s) and two of their pushes.
+ECHO_S = 1.5
+
+
 @dataclass(frozen=True)
 class ReplicaReport:
     last_busy: float
@@ -62,6 +67,7 @@ class Why(StrEnum):
     LOAD = "load"  # ongoing requests need more than the plan keeps
     IDLE = "idle"  # every replica idled for the window
     LOAD_FAILED = "load-failed"  # idle replicas without a model go
+    LOAD_ECHO = "load-echo"  # idle, but one stays while the handles' averaged load still shows the last request
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,8 @@ class ScalingInputs:
     #: Replicas the controller is starting (not running yet): capacity already on its way — as on
     #: Modal, a booting container is not cancelled; once running it idles from its start.
     starting: int = 0
+    #: Replicas the pool is given now (Serve's target): what the plan may keep, never start again.
+    current: int = 0
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,8 @@ class ScaleDecision:
             return "the model failed to load: its idle replicas go (the next request loads it again)"
         if self.why is Why.IDLE:
             return f"idle {plan.idle_s:.1f}s ≥ window {plan.window_s}s"
+        if self.why is Why.LOAD_ECHO:
+            return f"idle {plan.idle_s:.1f}s, one replica held while the load figure still shows the last request"
         if self.why is Why.LOAD:
             return f"load: {inputs.ongoing_requests:.1f} ongoing requests, target {inputs.target_ongoing:g} per replica"
         return f"warm: idle {plan.idle_s:.1f}s < window {plan.window_s}s"
@@ -136,7 +146,8 @@ def desired_replicas(inputs: ScalingInputs) -> ScaleDecision:
     The plan is core's for the whole pool — as on Modal, where one autoscaler setting applies to the
     whole container pool. A replica counts as warm while it has a request in flight or has been idle
     for less than the plan's scaledown window (emulated seconds: real seconds × time_scale); a replica
-    that has served nothing yet idles from its start; replicas that have not reported yet (just
+    that has served nothing yet idles from its start; one replica stays while the pool's latest request
+    is inside the window (its replica's report may trail it); replicas that have not reported yet (just
     started) are kept; a pre-warm pins `min_containers`. A replica whose model failed to load is not
     kept once idle: it holds nothing worth a window, and the next request starts a new one that loads
     the model again. Load adds replicas (ongoing requests / target per replica).
@@ -158,7 +169,16 @@ def _unbounded(inputs: ScalingInputs) -> ScaleDecision:
     warm = inputs.unreported + inputs.starting + sum(
         1 for r in reports if r.in_flight > 0
         or (not r.failed and (inputs.now - r.last_busy) * inputs.time_scale < plan.scaledown_window_s))
-    replicas = max(load, warm, plan.min_containers)
+    # The pool's latest request keeps the replica that served it (one given now, never one scaled down
+    # already), also while that replica's report (pushed every few tenths of a second) still shows the
+    # time before it.
+    latest = int(inputs.current > 0 and plan.idle_s < plan.scaledown_window_s and any(not r.failed for r in reports))
+    replicas = max(load, warm, latest, plan.min_containers)
+    if replicas == 0 and reports and inputs.ongoing_requests > 0 and plan.idle_s < ECHO_S * inputs.time_scale:
+        # The handles' load figure (averaged over Serve's look-back) still echoes the last request: at
+        # zero replicas, Serve's cold-start path — which bypasses this policy — would start one at once
+        # for it. One stays until the echo is gone.
+        return ScaleDecision(1, Why.LOAD_ECHO, plan)
     if replicas < len(reports) and any(r.failed and not r.in_flight for r in reports):
         why = Why.LOAD_FAILED
     elif replicas == 0:
@@ -198,8 +218,10 @@ def reports_from_metrics(raw_metrics: Mapping[str, Mapping[Any, list[Any]]] | No
 class ActivityReader:
     """The experiment's activity as the ingress last published it, read from the GCS when it may have
     changed: when a replica has been busy since the last read (the ingress publishes an arrival before
-    its request reaches a replica), and at least every `REFRESH_S`. A controller that restarts reads it
-    at once: its pools keep their windows, a pre-warm planned before still happens."""
+    its request reaches a replica), at least every `REFRESH_S`, and whenever the caller asks for the
+    latest (`fresh`: before a scale-down — a replica's report can trail its request by a second or
+    more, the published arrival cannot). A controller that restarts reads it at once: its pools keep
+    their windows, a pre-warm planned before still happens."""
 
     def __init__(self, store: ActivityStore | None, experiment_id: str):
         self.store = store
@@ -207,13 +229,13 @@ class ActivityReader:
         self.record: DurableActivity | None = None
         self._read_at: float | None = None
 
-    def current(self, now: float, reports: list[ReplicaReport]) -> DurableActivity | None:
+    def current(self, now: float, reports: list[ReplicaReport], fresh: bool = False) -> DurableActivity | None:
         if self.store is None:
             return None
         since = None if self._read_at is None else now - self._read_at
         news = self._read_at is None or any(r.last_busy > self._read_at for r in reports)
         busy = any(r.in_flight for r in reports)
-        if since is None or since >= REFRESH_S or (news and (not busy or since >= BUSY_REFRESH_S)):
+        if since is None or since >= REFRESH_S or (fresh and since > 0) or (news and (not busy or since >= BUSY_REFRESH_S)):
             try:
                 self.record = self.store.read(self.experiment_id)
             except Exception:  # the GCS unreachable a moment: the last record read holds
@@ -238,11 +260,12 @@ class ScaledownWindowPolicy:
         self.events = EventLog(self.settings.event_log)
         self.published = ActivityReader(ActivityStore(app_name) if app_name else None, experiment)
 
-    def plan(self, now: float, reports: list[ReplicaReport]) -> PoolPlan | None:
-        """Core's plan for the pool at wall time `now` (None: no request yet)."""
+    def plan(self, now: float, reports: list[ReplicaReport], fresh: bool = False) -> PoolPlan | None:
+        """Core's plan for the pool at wall time `now` (None: no request yet); `fresh`: from the
+        activity as published now, not as last read."""
         scale, settings = self.time_scale, self.settings
         activity = pool_activity(
-            self.experiment, self.published.current(now, reports),
+            self.experiment, self.published.current(now, reports, fresh),
             [replace(r, last_busy=r.last_busy * scale) for r in reports], now * scale,
             settings.activity_window, self.policy.learner)
         return None if activity is None else plan_pool(activity, self.policy, settings.prewarm_lead_s * scale)
@@ -257,8 +280,12 @@ class ScaledownWindowPolicy:
             self._bound(int(ctx.capacity_adjusted_max_replicas)), plan=self.plan(now, reports),
             unreported=len(running) - len(reports),
             starting=self._starting(state, max(0, int(ctx.target_num_replicas) - len(running)), now),
+            current=int(ctx.target_num_replicas),
         )
         decision = desired_replicas(inputs)
+        if decision.replicas < ctx.target_num_replicas:  # a replica goes: decided on the latest arrival only
+            inputs = replace(inputs, plan=self.plan(now, reports, fresh=True))
+            decision = desired_replicas(inputs)
         replicas, previous = decision.replicas, ctx.target_num_replicas
         if replicas != previous:
             if decision.phase is PlanPhase.PREWARM and previous == 0:

@@ -25,7 +25,7 @@ from typing import Callable, Iterable
 
 from core.keepwarm.activity import ActivityTracker, ExperimentActivity
 from core.keepwarm.decision import NamedPolicy, WindowDecision, WindowReason
-from core.settings import MODAL_MIN_WINDOW_S
+from core.settings import MODAL_MIN_WINDOW_S, Settings
 
 
 class PlanPhase(StrEnum):
@@ -176,6 +176,12 @@ class WindowController:
         self._lock = threading.Lock()
         self._applied: dict[str, AppliedWindow] = {}
         self._latest: dict[str, PoolPlan] = {}
+
+    @classmethod
+    def for_settings(cls, settings: Settings, tracker: ActivityTracker, policy: NamedPolicy) -> "WindowController":
+        """The controller of these settings: its pre-warm lead (real seconds) in the tracker's
+        emulated clock."""
+        return cls(tracker, policy, settings.prewarm_lead_s * settings.time_scale)
 
     def arrived(self, experiment_id: str) -> PoolPlan:
         """Record one request's arrival; the experiment's plan right after it."""

@@ -56,20 +56,25 @@ class RequestPath:
         tracker: ActivityTracker | None = None,
         metrics: ServerMetrics | None = None,
         applied: AppliedFn | None = None,
+        controller: WindowController | None = None,
     ):
         self.settings = settings
         self.registry = registry if isinstance(registry, LiveRegistry) else LiveRegistry.static(registry)
         self.registry.subscribe(predictor.registry_changed)  # a removed or changed experiment's model goes
         self.predictor = predictor
-        self.policy: NamedPolicy = policy_from_settings(settings)
-        self.tracker = tracker or ActivityTracker(
-            settings.activity_window,
-            retention_s=retention_s(settings, self.policy),
-            clock=emulated_clock(settings.time_scale),
-            learner=self.policy.learner,
-        )
-        #: The plan of every experiment, as its backend's controller makes it (lead in emulated seconds).
-        self.controller = WindowController(self.tracker, self.policy, settings.prewarm_lead_s * settings.time_scale)
+        if controller is None:
+            policy = policy_from_settings(settings)
+            controller = WindowController.for_settings(settings, tracker or ActivityTracker(
+                settings.activity_window,
+                retention_s=retention_s(settings, policy),
+                clock=emulated_clock(settings.time_scale),
+                learner=policy.learner,
+            ), policy)
+        #: The plan of every experiment, as its backend's controller makes it (given: a backend whose
+        #: other parts read the same plans, as Ray's idle pools do).
+        self.controller = controller
+        self.policy: NamedPolicy = controller.policy
+        self.tracker = controller.tracker
         self.applied = applied
         self.metrics = metrics or ServerMetrics()
         self.events = EventLog(settings.event_log)

@@ -22,6 +22,8 @@ from core.testing import EmulatedClock, EndpointError, close_backends, local_end
 from core.testing.config import EndpointConfig, endpoint_settings, registry_file, settings_environment
 from tests.conftest import REPO_ROOT, ray_processes
 
+pytestmark = pytest.mark.session_ray  # on this session's Ray instance (tests/conftest.py)
+
 EXAMPLE = REPO_ROOT / "tests" / "testing" / "examples" / "test_my_experiment.py"
 TIME_SCALE = 300
 WINDOWS = {"base_warm_time": 600, "extension_time": 600, "activity_window": 300, "replica_memory_mb": 0}

@@ -23,6 +23,8 @@ from core.events import read_events
 from backends.local_ray.settings import load_ray_settings
 from tests.backends.local_ray.conftest import ray_app
 
+pytestmark = pytest.mark.session_ray  # on this session's Ray instance (tests/conftest.py)
+
 TIME_SCALE = 300
 BASE_S = 600 / TIME_SCALE  # 2 s real
 ACTIVE_S = 1200 / TIME_SCALE  # 4 s real

@@ -1,10 +1,12 @@
 """Pre-warming end to end on the local Ray backend (adaptive policy), over real HTTP.
 
-Time scale 6 (one emulated minute = 10 s real). Requests arrive every 25 s real (2.5 emulated
-minutes): after four gaps the adaptive policy learns a pre-warm — scale to zero right after the
-request, bring one replica back HYBRID_PREWARM_LEAD_S = 12 s (real, longer than a cold start here)
-before the next request is due — so the next request finds a warm replica although the experiment
-had no replica in between. Takes about two minutes.
+Time scale 6 (one emulated minute = 10 s real); 25 s real (2.5 emulated minutes) idle between requests.
+The experiment's first four requests are history: written to the GCS as an earlier ingress would
+have published them (with Ray up, before the application starts — the ingress takes them in at its
+start). Its fifth request, the first one sent, makes the fourth gap: the adaptive policy learns a
+pre-warm — scale to zero right after the request, bring one replica back HYBRID_PREWARM_LEAD_S = 12 s
+(real, longer than a cold start here) before the next request is due — so the sixth request finds a
+warm replica although the experiment had no replica in between. Takes about 45 s.
 """
 
 from __future__ import annotations
@@ -16,11 +18,30 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from core.events import read_events
+from backends.local_ray.activity_store import ActivityStore
+from backends.local_ray.ingress import APP_NAME
 from backends.local_ray.settings import load_ray_settings
+from core.events import read_events
+from core.keepwarm.activity import ActivityTracker
+from core.keepwarm.policies import policy_from_settings
 from tests.backends.local_ray.conftest import ray_app
 
+pytestmark = pytest.mark.session_ray  # on this session's Ray instance (tests/conftest.py)
+
 GAP_S = 25.0
+TIME_SCALE = 6
+
+
+def publish_history(settings: Any, experiment: str, arrivals: list[float]) -> None:
+    """What an ingress that served `arrivals` (real times; each request done 0.1 s later) published."""
+    policy = policy_from_settings(settings)
+    tracker = ActivityTracker(settings.activity_window, learner=policy.learner)
+    for at in arrivals:
+        tracker.record_request(experiment, at=at * TIME_SCALE)
+        tracker.record_completion(experiment, at=(at + 0.1) * TIME_SCALE)
+    record = tracker.export(experiment)
+    assert record is not None
+    ActivityStore(APP_NAME).write(record)
 
 
 @pytest.fixture(scope="module")
@@ -28,34 +49,40 @@ def adaptive_ray(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPath
     root = tmp_path_factory.mktemp("prewarm")
     registry = root / "experiments.toml"
     registry.write_text(f'[experiments.cron]\nsource = "{tiny_models["feature-extraction"]}"\ntask = "feature-extraction"\n')
-    settings = load_ray_settings(env_file=None, registry_path=registry, time_scale=6, policy_name="adaptive",
-                             base_warm_time=600, extension_time=0, activity_window=60, prewarm_lead_s=12,
-                             max_containers=1, event_log=root / "events.jsonl", replica_cpus=0.1, replica_memory_mb=0)
+    settings = load_ray_settings(env_file=None, registry_path=registry, time_scale=TIME_SCALE, policy_name="adaptive",
+                                 base_warm_time=600, extension_time=0, activity_window=60, prewarm_lead_s=12,
+                                 max_containers=1, event_log=root / "events.jsonl", replica_cpus=0.1, replica_memory_mb=0)
+    with ray_app(settings):  # Ray up (the session's instance): the GCS can take the history
+        pass
+    next_due = time.time() + 15  # time enough for the application to start
+    publish_history(settings, "cron", [next_due - GAP_S * k for k in (4, 3, 2, 1)])
     with ray_app(settings) as url:
-        yield {"url": url, "events": root / "events.jsonl"}
+        yield {"url": url, "events": root / "events.jsonl", "next_due": next_due}
 
 
 def test_a_regular_experiment_is_prewarmed_between_requests(adaptive_ray: dict[str, Any]) -> None:
     url, events = adaptive_ray["url"], adaptive_ray["events"]
     answers = []
     with httpx.Client(base_url=url, timeout=120) as http:
-        sent = time.time()
-        for i in range(6):
-            answers.append(http.post("/predict/cron", json={"inputs": f"beat {i}"}).json())
-            if i < 5:
-                time.sleep(max(0.0, sent + GAP_S * (i + 1) - time.time()))
+        time.sleep(max(0.0, adaptive_ray["next_due"] - time.time()))
+        answers.append(http.post("/predict/cron", json={"inputs": "beat 0"}).json())
+        done = time.time()  # its cold start took seconds: the idle gap the policy learned runs from here
+        time.sleep(GAP_S)
+        answers.append(http.post("/predict/cron", json={"inputs": "beat 1"}).json())
         health = http.get("/health").json()
-    learned = answers[4]
-    assert learned["window_reason"] == "learned"
+    learned = answers[0]
+    assert learned["window_reason"] == "learned", learned  # the history was taken in: this is the fourth gap
     window = health["scaling"]["experiments"]["cron"]
     assert window["policy"] == "adaptive" and window["prewarm_after_s"] == 120 and "pre-warm after 2 min" in window["detail"]
     log = read_events(events)
-    fifth = [e for e in log if e["event"] == "request"][4]["time"]
-    after = [e for e in log if e["time"] > fifth]
+    requests = [e["time"] for e in log if e["event"] == "request"]
+    assert len(requests) == 2  # the history's requests were never sent
+    after = [e for e in log if e["time"] > requests[0]]
     kinds = [e["event"] for e in after if e["event"] in ("scale_to_zero", "prewarm", "cold_start")]
-    assert kinds[:2] == ["scale_to_zero", "prewarm"], kinds  # gone right after the request, back before the next
+    # its own cold start (no replica was left), gone right after the request, back before the next one
+    assert kinds[:3] == ["cold_start", "scale_to_zero", "prewarm"], [
+        (e["event"].value, round(e["time"] - requests[0], 2), e.get("replicas"), e.get("phase"), e.get("reason")) for e in log]
     prewarm = next(e for e in after if e["event"] == "prewarm")
-    assert 0 < prewarm["time"] - fifth < GAP_S - 5
-    sixth = [e for e in log if e["event"] == "request"][5]["time"]
-    assert answers[5]["cold_load"] is False, [(e["event"], round(e["time"] - sixth, 2), e.get("replicas"), e.get("window_s"))
-                                              for e in after]  # the sixth request found the pre-warmed replica
+    assert 0 < prewarm["time"] - done < GAP_S - 5
+    assert answers[1]["cold_load"] is False, [(e["event"], round(e["time"] - requests[1], 2), e.get("replicas"),
+                                               e.get("window_s"), e.get("phase"), e.get("reason")) for e in after]  # it found the pre-warmed replica

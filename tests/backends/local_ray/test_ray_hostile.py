@@ -21,6 +21,8 @@ from core.serving.weights import sha256_of, weights_file
 from backends.local_ray.settings import load_ray_settings
 from tests.conftest import free_port, pool_applications, silent_hub, wait_until
 
+pytestmark = pytest.mark.session_ray  # on this session's Ray instance (tests/conftest.py)
+
 TOKEN = "ray-hostile-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 APP = "hybrid-serve"

@@ -5,11 +5,15 @@ next request deploys it again — a cold start like any other, with its window a
 
 from __future__ import annotations
 
+import pytest
+
 import time
 from pathlib import Path
 
 from core.testing import local_endpoint
 from tests.conftest import pool_applications, wait_until
+
+pytestmark = pytest.mark.session_ray  # on this session's Ray instance (tests/conftest.py)
 
 TIME_SCALE = 300  # a 600 s window passes in 2 s
 SETTINGS = {"base_warm_time": 600, "extension_time": 600, "activity_window": 300, "replica_memory_mb": 0,

@@ -19,6 +19,8 @@ from tests.backends.local_ray.conftest import ray_app
 from tests.conftest import classifier_under_load, pool_applications, wait_until
 from tests.tiny_models import build_text_classification
 
+pytestmark = pytest.mark.session_ray  # on this session's Ray instance (tests/conftest.py)
+
 TOKEN = "ray-admin-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 

@@ -240,8 +240,8 @@ def test_pools_idle_at_zero_past_the_ttl_are_parked_unless_busy_or_planned() -> 
     states = {"e": {"RUNNING": 1}, "planned": {}, "busy": {}}
     handle = SimpleNamespace(shutdown_async=lambda: asyncio.sleep(0))
     predictor = RayPredictor(settings, "app", deployer, read_states=lambda app: states,
-                             handles=Handles("app", open_handle=lambda experiment_id, app: handle))
-    predictor.idle_pools.plans = plans_with_a_prewarm_ahead_of("planned")
+                             handles=Handles("app", open_handle=lambda experiment_id, app: handle),
+                             plans=plans_with_a_prewarm_ahead_of("planned"))
 
     async def tick() -> set[str]:
         await predictor.replicas._read()

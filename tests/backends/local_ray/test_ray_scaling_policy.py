@@ -36,9 +36,10 @@ def idle(real_s: float, in_flight: int = 0, served: bool = True, failed: bool = 
 
 
 def decide(reports: list[ReplicaReport], plan: Any = None, ongoing: float = 0, scale: float = 1, unreported: int = 0,
-           starting: int = 0, max_replicas: int = 10):  # type: ignore[no-untyped-def]
+           starting: int = 0, max_replicas: int = 10, current: int | None = None):  # type: ignore[no-untyped-def]
     return desired_replicas(ScalingInputs(NOW, reports, ongoing, target_ongoing=2, time_scale=scale,
-                                          max_replicas=max_replicas, plan=plan, unreported=unreported, starting=starting))
+                                          max_replicas=max_replicas, plan=plan, unreported=unreported, starting=starting,
+                                          current=len(reports) if current is None else current))
 
 
 # --- applying a plan ----------------------------------------------------------------------------
@@ -52,7 +53,16 @@ def test_warm_inside_the_window_and_zero_at_its_end() -> None:
 
 def test_time_scale_multiplies_real_idle_time() -> None:
     assert decide([idle(2.9)], plain(900), scale=300).replicas == 1  # 870 emulated seconds
-    assert decide([idle(3.0)], plain(900), scale=300).replicas == 0  # 900 emulated seconds
+    assert decide([idle(3.0)], plain(900, idle_s=900), scale=300).replicas == 0  # 900 emulated seconds
+
+
+def test_the_pools_latest_request_keeps_a_replica_whose_report_trails_it() -> None:
+    """The replicas report every few tenths of a second: one that answered a request a moment ago may
+    still report the time before it. The plan's idle clock (from the published arrival) keeps it."""
+    assert decide([idle(3.0)], plain(900, idle_s=30), scale=300).replicas == 1
+    assert decide([idle(3.0), idle(3.0)], plain(900, idle_s=30), scale=300).replicas == 1  # one, not every one
+    assert decide([idle(3.0, failed=True)], plain(900, idle_s=30), scale=300).replicas == 0  # no model: nothing kept
+    assert decide([idle(3.0)], plain(900, idle_s=30), scale=300, current=0).replicas == 0  # scaled down: not started again
 
 
 def test_the_plan_applies_to_every_replica_of_the_pool() -> None:
@@ -87,6 +97,18 @@ def test_an_idle_pool_does_not_take_the_handles_stale_load_for_traffic() -> None
     idle, that figure only echoes the past and must not hold a replica past its window."""
     assert decide([idle(900.0)], plain(900, idle_s=900), ongoing=1).replicas == 0
     assert decide([], plain(900), ongoing=1).replicas == 1  # no replica: the handle's queue is the only signal
+
+
+def test_the_last_replica_stays_while_the_handles_load_still_echoes_the_last_request() -> None:
+    """Serve starts a replica at once, bypassing the policy, for a pool at zero whose averaged load is
+    above 0: scaling to zero during the echo would start a replica for nothing (a pre-warm plan
+    scales down right after its request). One stays until the echo is gone."""
+    just_done = prewarm(idle_s=5)  # 0.5 s real at scale 10: past Modal's shortest window (2 s), inside the echo
+    decision = decide([idle(0.5)], just_done, ongoing=0.4, scale=10)
+    assert (decision.replicas, decision.why) == (1, Why.LOAD_ECHO)
+    assert decide([idle(0.5)], just_done, ongoing=0, scale=10).replicas == 0
+    assert decide([idle(2.0)], prewarm(idle_s=20), ongoing=0.4, scale=10).replicas == 0  # past the echo: not held
+    assert decide([], just_done, ongoing=0.4, scale=10).replicas == 1  # none left: the load is a request's (Serve's path)
 
 
 def test_before_any_request_starting_replicas_are_kept() -> None:
@@ -219,6 +241,21 @@ def test_the_policy_reads_the_gcs_when_a_replica_was_busy_since_and_otherwise_se
     assert policy.plan(NOW + 2, reports_from_metrics(metrics(NOW + 1.9), ["r1"])).reason is WindowReason.RECENT_ACTIVITY
     policy(ctx(NOW + 2 + scaling.REFRESH_S, ["r1"], metrics(NOW + 1.9)))
     assert gcs.reads == reads + 2
+
+
+def test_a_request_the_replicas_have_not_reported_yet_still_restarts_the_window(gcs: Any) -> None:
+    """A short request inside the window whose replica's report has not reached the controller yet:
+    the scale-down its stale reports suggest is checked against the arrival published in the GCS —
+    the replica stays (the real-Ray test of a restarted idle clock failed this way, 1.7 s early)."""
+    ActivityStore("app").write(published((NOW - 50) * 10, completion=(NOW - 50) * 10))
+    policy = policy_for()
+    assert policy(ctx(NOW, ["r1"], metrics(NOW - 50)))[0] == 1  # 500 s of 600 s idle
+    ActivityStore("app").write(published((NOW + 5) * 10, previous=(NOW - 50) * 10))  # an arrival at NOW + 5
+    reads = gcs.reads
+    assert policy(ctx(NOW + 9, ["r1"], metrics(NOW - 50)))[0] == 1  # the stale reports say 590 s: kept
+    assert policy(ctx(NOW + 10.5, ["r1"], metrics(NOW - 50)))[0] == 1  # they say 605 s; the GCS 55 s: kept
+    assert gcs.reads == reads + 1
+    assert policy(ctx(NOW + 66, ["r1"], metrics(NOW - 50)))[0] == 0  # 610 s after the arrival: gone
 
 
 def test_an_unreadable_gcs_keeps_the_last_activity_read(gcs: Any) -> None:

@@ -270,15 +270,21 @@ def test_an_alias_that_moves_sends_requests_to_a_new_pool_and_the_reconciler_dra
     reconciler = WindowReconciler(settings, writer(store), store, update, "deploy-1")
     with ingress(settings, store, models) as test_client:
         assert test_client.post("/predict/champ", json={"inputs": "x"}).status_code == 200
-        time.sleep(0.3)  # the arrivals are published, naming their pool
-        asyncio.run(reconciler.reconcile())
+        deadline = time.monotonic() + 10
+        while not updates:  # the arrival is published (in the background), naming its pool; then applied
+            assert time.monotonic() < deadline, "the reconciler never saw the first arrival"
+            time.sleep(0.1)
+            asyncio.run(reconciler.reconcile())
         client.set_registered_model_alias("clf", "champion", "2")  # a promotion
         deadline = time.monotonic() + 10
         while models.pools[-1].identity != "models:/clf/2" and time.monotonic() < deadline:
             time.sleep(0.2)
             assert test_client.post("/predict/champ", json={"inputs": "x"}).status_code == 200
-        time.sleep(0.3)
-        asyncio.run(reconciler.reconcile())
+        deadline = time.monotonic() + 10
+        while not any(u[0] == "models:/clf/2" for u in updates):  # the new pool's arrivals, published
+            assert time.monotonic() < deadline, f"the reconciler never saw the new pool's arrivals: {updates}"
+            time.sleep(0.1)
+            asyncio.run(reconciler.reconcile())
     assert models.pools[0].identity == "models:/clf/1" and models.pools[-1].identity == "models:/clf/2"
     assert models.pools[-1].experiment(Path("/srv")).source == "mlflow:models:/clf/2"  # what its containers load
     assert updates[0][0] == "models:/clf/1" and updates[0][1] > 2
