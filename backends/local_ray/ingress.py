@@ -83,8 +83,7 @@ class RayPredictor:
         self.store = store
         self.handles = handles or Handles(app_name)
         self.replicas = ReplicaWatch(app_name, read_states, seen=deployer.seen)
-        #: Pools at zero with nothing planned go (HYBRID_IDLE_POOL_TTL_S): `plans` are the window
-        #: controller's (none given: nothing is planned).
+        #: Pools at zero with nothing planned (the window controller's `plans`) go after HYBRID_IDLE_POOL_TTL_S.
         self.idle_pools = IdlePools(settings.idle_pool_ttl_s, deployer, self.handles, plans=plans)
         self.replicas.followers += [self.handles.close_idle, self.idle_pools.park]
         self.cold_starts: dict[str, dict[str, float]] = {}

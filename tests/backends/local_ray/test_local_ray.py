@@ -249,3 +249,14 @@ def test_every_request_that_waited_for_a_cold_start_says_so_and_the_start_counts
     assert [b["cold_load"] for b in bodies] == [True] * 4
     metrics = httpx.get(f"{url}/metrics", timeout=30).text
     assert 'hybrid_cold_starts_total{experiment="pair"} 1.0' in metrics
+
+
+def test_a_ray_instance_of_its_own_collects_no_ray_metrics(ray_backend: dict[str, Any]) -> None:
+    """Ray's metrics feed a dashboard the emulator does not start; collecting them cost about a tenth
+    of its CPU. The processes of the instance it started (a worker, asked here) have them off."""
+    import os
+
+    import ray
+
+    setting = ray.remote(num_cpus=0)(lambda: os.environ.get("RAY_enable_metrics_collection"))
+    assert ray.get(setting.remote(), timeout=60) == "0"

@@ -168,14 +168,14 @@ def test_a_shared_two_node_cluster(cluster: dict[str, Any], tiny_models: dict[st
                 time.sleep(0.5)
             answers = [f.result() for f in futures]
         assert [a.status_code for a in answers] == [200] * 16
-        nodes = {node for name, node in json.loads(driver(INSPECT, cluster["address"]))["nodes_by_replica"]
-                 if name == "experiment-wide"}
-        assert len(nodes) == 2, nodes
-
-        # both replica slots (one per node's CPU) hold 'wide' inside its window: a cold experiment is told so
+        # both replica slots (one per node's CPU) hold 'wide' inside its window: a cold experiment is told
+        # so (asked at once: the window, 20 s, runs from each replica's last request)
         full = httpx.post(f"{url}/predict/steady", json={"inputs": "x"}, timeout=240)
         assert full.status_code == 503 and full.headers["Retry-After"] == "10"
         assert "HYBRID_MAX_REPLICAS" in full.json()["error"]["message"]
+        nodes = {node for name, node in json.loads(driver(INSPECT, cluster["address"]))["nodes_by_replica"]
+                 if name == "experiment-wide"}
+        assert len(nodes) == 2, nodes
         deadline = time.monotonic() + 90
         while replicas(url, "wide"):  # 'wide' scales to zero at the end of its window
             assert time.monotonic() < deadline, "'wide' did not scale to zero"
