@@ -197,6 +197,9 @@ class PublishingTracker(ActivityTracker):
     def record_completion(self, experiment_id: str, at: float | None = None) -> None:
         super().record_completion(experiment_id, at)
         self._publisher.finished(experiment_id, at)
+        # Published within `flush_s` too: the idle clock starts here, and a request that outlasted the
+        # flush of its arrival (an alias resolved under load) names its pool only now.
+        self._publisher.schedule(None)
 
     async def _take_in(self, experiment_id: str) -> None:
         try:

@@ -11,10 +11,10 @@ from typing import Any
 
 from backends.local_ray.scaling import ReplicaReport, ScalingInputs, desired_replicas
 from backends.modal_backend.ingress import PublishingTracker
-from backends.modal_backend.pools import PoolKey
+from backends.modal_backend.pools import PoolKey, pool_key
 from backends.modal_backend.reconciler import ReconcilerLoop, WindowReconciler
 from backends.modal_backend.registry_store import DictRegistrySource
-from backends.modal_backend.state_store import ModalDictStore
+from backends.modal_backend.state_store import ModalDictStore, arrivals_key
 from core.keepwarm.controller import plan_for, pool_state
 from core.keepwarm.decision import WindowDecision, WindowReason
 from core.keepwarm.policies import policy_from_settings
@@ -78,6 +78,34 @@ class World:
 
     def run(self, work: Any) -> Any:
         return asyncio.run(work)
+
+
+def test_a_completion_is_published_within_the_flush_interval_naming_the_pool_the_request_went_to() -> None:
+    """The arrival's flush may go before its request knows its pool (an MLflow alias resolved under
+    load: published with no pool, the reconciler cannot steer a moving source's pool). The completion
+    is published within the flush interval as well, naming the pool — not only with the next arrival."""
+    world = World(load_modal_settings(env_file=None))
+
+    async def poke() -> None:
+        world.pokes += 1
+
+    ingress = PublishingTracker(world.settings.activity_window, 3600, world.store, poke, flush_s=0.1, container="i",
+                                clock=world.clock)
+    published: list[dict[str, Any]] = []
+
+    async def scenario() -> None:
+        ingress.record_request("e")
+        await asyncio.sleep(0.3)  # the arrival's flush: no pool known yet
+        experiment = REGISTRY.get("e")
+        assert experiment is not None
+        ingress.served_by(pool_key(experiment, None))
+        ingress.record_completion("e")
+        await asyncio.sleep(0.3)  # no other request: the completion's own flush
+        published.extend((await world.store.get(arrivals_key("i")))["batches"])
+
+    world.run(scenario())
+    assert [entry["pool"] is not None for entry in published] == [False, True]
+    assert published[1]["batch"]["finished_at"] is not None
 
 
 def adaptive(**overrides: Any) -> Settings:

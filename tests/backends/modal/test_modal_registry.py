@@ -270,9 +270,9 @@ def test_an_alias_that_moves_sends_requests_to_a_new_pool_and_the_reconciler_dra
     reconciler = WindowReconciler(settings, writer(store), store, update, "deploy-1")
     with ingress(settings, store, models) as test_client:
         assert test_client.post("/predict/champ", json={"inputs": "x"}).status_code == 200
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while not updates:  # the arrival is published (in the background), naming its pool; then applied
-            assert time.monotonic() < deadline, "the reconciler never saw the first arrival"
+            assert time.monotonic() < deadline, f"the reconciler never saw the first arrival; the state: {asyncio.run(store.keys())}"
             time.sleep(0.1)
             asyncio.run(reconciler.reconcile())
         client.set_registered_model_alias("clf", "champion", "2")  # a promotion
@@ -280,7 +280,7 @@ def test_an_alias_that_moves_sends_requests_to_a_new_pool_and_the_reconciler_dra
         while models.pools[-1].identity != "models:/clf/2" and time.monotonic() < deadline:
             time.sleep(0.2)
             assert test_client.post("/predict/champ", json={"inputs": "x"}).status_code == 200
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while not any(u[0] == "models:/clf/2" for u in updates):  # the new pool's arrivals, published
             assert time.monotonic() < deadline, f"the reconciler never saw the new pool's arrivals: {updates}"
             time.sleep(0.1)
