@@ -46,7 +46,7 @@ BUSY_REFRESH_S = 0.5
 
 
 #: How long (real seconds) after a request the handles' load figure may still show it: Serve's
-#: look-back period (pool.LOOK_BACK_PERIOD_S, 1 s) and two of their pushes.
+#: look-back period (pool.LOOK_BACK_PERIOD_S, 1 s), two of the handles' pushes (0.2 s each) and a margin.
 ECHO_S = 1.5
 
 

@@ -103,6 +103,9 @@ def test_the_last_replica_stays_while_the_handles_load_still_echoes_the_last_req
     """Serve starts a replica at once, bypassing the policy, for a pool at zero whose averaged load is
     above 0: scaling to zero during the echo would start a replica for nothing (a pre-warm plan
     scales down right after its request). One stays until the echo is gone."""
+    from backends.local_ray.pool import LOOK_BACK_PERIOD_S, METRICS_PUSH_INTERVAL_S
+
+    assert scaling.ECHO_S > LOOK_BACK_PERIOD_S + 2 * METRICS_PUSH_INTERVAL_S  # what Serve averages, as pushed
     just_done = prewarm(idle_s=5)  # 0.5 s real at scale 10: past Modal's shortest window (2 s), inside the echo
     decision = decide([idle(0.5)], just_done, ongoing=0.4, scale=10)
     assert (decision.replicas, decision.why) == (1, Why.LOAD_ECHO)

@@ -63,13 +63,13 @@ class World:
         return WindowReconciler(self.settings, DictRegistrySource(self.store, Path(".")), self.store, self.autoscaler,
                                 deployment, clock=self.clock)
 
-    def ingress(self, name: str) -> PublishingTracker:
+    def ingress(self, name: str, flush_s: float = 2.0) -> PublishingTracker:
         async def poke() -> None:
             self.pokes += 1
 
         policy = policy_from_settings(self.settings)
         return PublishingTracker(self.settings.activity_window, 10 * 24 * 3600, self.store, poke, learner=policy.learner,
-                                 container=name, clock=self.clock)
+                                 flush_s=flush_s, container=name, clock=self.clock)
 
     def request(self, ingress: PublishingTracker, experiment_id: str, duration_s: float = 0.5) -> None:
         ingress.record_request(experiment_id)
@@ -85,12 +85,7 @@ def test_a_completion_is_published_within_the_flush_interval_naming_the_pool_the
     load: published with no pool, the reconciler cannot steer a moving source's pool). The completion
     is published within the flush interval as well, naming the pool — not only with the next arrival."""
     world = World(load_modal_settings(env_file=None))
-
-    async def poke() -> None:
-        world.pokes += 1
-
-    ingress = PublishingTracker(world.settings.activity_window, 3600, world.store, poke, flush_s=0.1, container="i",
-                                clock=world.clock)
+    ingress = world.ingress("i", flush_s=0.1)
     published: list[dict[str, Any]] = []
 
     async def scenario() -> None:
