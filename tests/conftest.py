@@ -38,12 +38,16 @@ def uses_session_ray(item: pytest.Item) -> bool:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "session_ray: the module serves on this test session's Ray instance")
+    config.addinivalue_line("markers", "long: the module takes half a minute or more (scheduled early)")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The modules on the session's Ray instance run first (each xdist worker takes files in this
-    order), so that a worker pays Ray's start once and is done with Ray early."""
-    items.sort(key=lambda item: not uses_session_ray(item))  # stable: files stay whole and in order
+    """The long modules run first, so that the run does not end with one worker busy on a long module
+    while the other idles; then the modules on the session's Ray instance, one after the other, so
+    that an xdist worker pays Ray's start once and is done with Ray early. Each xdist worker takes
+    whole files in this order (`--no-loadscope-reorder`: xdist would otherwise order files by their
+    number of tests)."""
+    items.sort(key=lambda item: (item.get_closest_marker("long") is None, not uses_session_ray(item)))  # stable
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -64,7 +64,8 @@ def test_the_serving_path_loads_neither_the_simulator_nor_matplotlib() -> None:
 
 def test_an_ingress_forwards_requests_without_the_model_stack() -> None:
     probe = ("import json, sys\n"
-             "import core.http.app, core.serving.remote\n"
+             "import core.http.app, core.serving.remote, backends.local_ray.app, backends.local_ray.ingress, "
+             "backends.modal_backend.ingress\n"
              "print(json.dumps(sorted(m for m in ('torch', 'transformers') if m in sys.modules)))")
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr

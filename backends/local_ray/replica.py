@@ -7,6 +7,9 @@ requests it runs, whether it has served one (a replica that never served idles f
 once it has answered a request without a model (the load failed), that it holds none — the policy
 lets such a replica go at once instead of keeping an empty container for the whole window. The
 window itself is the policy's: it reads the experiment's activity, never a replica's word.
+
+The model code (torch, transformers) is imported by the constructor alone: the ingress, which
+deploys this class, stays free of it (about 3 CPU-seconds and 300 MB less per ingress start).
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ from typing import Any
 
 from core.serving.mlflow_source import MLFLOW_PREFIX
 from core.serving.registry import Experiment
-from core.serving.worker import RemoteWorker
 
 from backends.local_ray import scaling
 from backends.local_ray.settings import RaySettings
@@ -25,8 +27,10 @@ from backends.local_ray.settings import RaySettings
 
 class ExperimentReplica:
     def __init__(self, experiment: dict[str, Any], settings: RaySettings, identity: str | None = None):
-        import torch
+        import torch  # here, not at the top: the ingress deploys this class and never runs a model
         from ray import serve
+
+        from core.serving.worker import RemoteWorker
 
         torch.set_num_threads(max(1, math.floor(settings.replica_cpus)))  # the CPUs Ray reserved, no more
         replica_id = serve.get_replica_context().replica_id.unique_id

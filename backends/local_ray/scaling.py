@@ -162,9 +162,13 @@ def _unbounded(inputs: ScalingInputs) -> ScaleDecision:
     kept = inputs.unreported + inputs.starting + len(reports)
     if plan is None:  # nothing decided yet: keep what is starting
         return ScaleDecision(max(load, kept), Why.STARTING if kept else Why.NO_REPLICA)
-    if reports and not any(r.in_flight for r in reports) and not inputs.unreported and not inputs.starting:
-        # Every replica reported idle: a request waiting at a handle would have been given one at once,
-        # so the handles' load figure (pushed every second, averaged) is only the past's echo.
+    if reports and not any(r.in_flight for r in reports) and not inputs.unreported and not inputs.starting \
+            and _echo_possible(inputs, plan):
+        # Every replica reported idle, moments after the pool was busy: the handles' load figure (pushed
+        # every few tenths of a second, averaged over a second) is only the past's echo. Later, a load
+        # figure is a request still waiting — e.g. for a replica that has just started (it never served:
+        # its own idle clock says nothing of that request) — and keeps its replica, as Modal keeps a
+        # container with an input queued for it.
         load = 0
     warm = inputs.unreported + inputs.starting + sum(
         1 for r in reports if r.in_flight > 0
@@ -188,6 +192,13 @@ def _unbounded(inputs: ScalingInputs) -> ScaleDecision:
     else:
         why = Why.PLAN
     return ScaleDecision(replicas, why, plan)
+
+
+def _echo_possible(inputs: ScalingInputs, plan: PoolPlan) -> bool:
+    """The handles' load figure may still show the pool's latest request (`ECHO_S` after it ended, or
+    after a replica was last busy serving)."""
+    served = [r.last_busy for r in inputs.reports if r.served]
+    return plan.idle_s < ECHO_S * inputs.time_scale or (bool(served) and inputs.now - max(served) < ECHO_S)
 
 
 def reports_from_metrics(raw_metrics: Mapping[str, Mapping[Any, list[Any]]] | None, replicas: list[Any]) -> list[ReplicaReport]:

@@ -16,6 +16,8 @@ from core.testing import served
 from tests.conftest import free_port, silent_server, wait_until
 from tests.http.test_live_registry import cli
 
+pytestmark = pytest.mark.long  # scheduled early (tests/conftest.py)
+
 TOKEN = "s3cret-admin-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 USER, PASSWORD = "alice", "s3cret-pw"

@@ -17,6 +17,8 @@ import pytest
 
 from tests.conftest import environ_of, free_port, ray_processes
 
+pytestmark = pytest.mark.long  # scheduled early (tests/conftest.py)
+
 
 TOKEN_ID, TOKEN_SECRET = "ak-Serv3T0kenIdQq1", "as-Serv3T0kenSecretWw2"
 

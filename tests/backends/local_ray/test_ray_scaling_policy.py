@@ -93,10 +93,23 @@ def test_load_scales_up_to_the_maximum() -> None:
 
 
 def test_an_idle_pool_does_not_take_the_handles_stale_load_for_traffic() -> None:
-    """The handles push their load every second, averaged over a second: once every replica reports
-    idle, that figure only echoes the past and must not hold a replica past its window."""
-    assert decide([idle(900.0)], plain(900, idle_s=900), ongoing=1).replicas == 0
+    """The handles push their load every few tenths of a second, averaged over a second: moments after
+    the pool's latest request, with every replica reporting idle, that figure only echoes the past and
+    must not hold replicas past their window (one stays: the latest request's)."""
+    echo = decide([idle(50), idle(50), idle(0.5)], plain(20, idle_s=5), ongoing=3.2, scale=10)
+    assert (echo.replicas, echo.why) == (1, Why.PLAN)
+    assert decide([idle(2.2)], plain(20, idle_s=22), ongoing=0, scale=10).replicas == 0
     assert decide([], plain(900), ongoing=1).replicas == 1  # no replica: the handle's queue is the only signal
+
+
+def test_a_request_waiting_for_a_replica_that_just_started_keeps_it() -> None:
+    """Found under CPU load: a cold start longer than the window (2 s real at time scale 300) ended
+    with a replica that had never served, idle (by its own clock) for longer than the window, while
+    the request that started it still waited at the handle — and the pool was scaled to zero under
+    it. A load figure long after the pool was last busy is a request waiting, not an echo."""
+    waiting = decide([idle(3.0, served=False)], plain(600, idle_s=24 * 300), ongoing=1, scale=300)
+    assert (waiting.replicas, waiting.why) == (1, Why.LOAD)
+    assert decide([idle(3.0, served=False)], plain(600, idle_s=24 * 300), ongoing=0, scale=300).replicas == 0
 
 
 def test_the_last_replica_stays_while_the_handles_load_still_echoes_the_last_request() -> None:
@@ -110,7 +123,8 @@ def test_the_last_replica_stays_while_the_handles_load_still_echoes_the_last_req
     decision = decide([idle(0.5)], just_done, ongoing=0.4, scale=10)
     assert (decision.replicas, decision.why) == (1, Why.LOAD_ECHO)
     assert decide([idle(0.5)], just_done, ongoing=0, scale=10).replicas == 0
-    assert decide([idle(2.0)], prewarm(idle_s=20), ongoing=0.4, scale=10).replicas == 0  # past the echo: not held
+    assert decide([idle(2.0)], prewarm(idle_s=20), ongoing=0, scale=10).replicas == 0  # past the echo: not held
+    assert decide([idle(2.0)], prewarm(idle_s=20), ongoing=0.4, scale=10).why is Why.LOAD  # ... but a request waits
     assert decide([], just_done, ongoing=0.4, scale=10).replicas == 1  # none left: the load is a request's (Serve's path)
 
 

@@ -12,8 +12,11 @@ import threading
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import free_port, silent_hub, wait_until
+
+pytestmark = pytest.mark.long  # scheduled early (tests/conftest.py)
 
 
 def in_flight(url: str) -> dict[str, int]:

@@ -17,6 +17,8 @@ from backends.modal_backend.deploy_config import (INGRESS_PACKAGES, MODEL_PACKAG
 from backends.modal_backend.settings import load_modal_settings
 from tests.conftest import REPO_ROOT
 
+pytestmark = pytest.mark.long  # scheduled early (tests/conftest.py)
+
 TOKEN_ID, TOKEN_SECRET = "ak-M0dalT0kenIdXyZ987", "as-M0dalT0kenSecretQwE654"
 NO_NETWORK = """
 import socket

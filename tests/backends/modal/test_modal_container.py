@@ -15,6 +15,8 @@ import pytest
 from tests.backends.modal.conftest import ModalContainer, modal_container
 from tests.contract import check_contract
 
+pytestmark = pytest.mark.long  # scheduled early (tests/conftest.py)
+
 
 @pytest.fixture(scope="module")
 def box(tmp_path_factory: pytest.TempPathFactory, modal_registry: Path) -> Iterator[ModalContainer]:
