@@ -1,4 +1,9 @@
-"""The main job: `hybrid-serve serve` announces itself only when ready, its curl works, Ctrl-C stops it."""
+"""The main job: `hybrid-serve serve` announces itself only when ready, its curl works, Ctrl-C stops it.
+
+On Ray (one server for both, a Ray instance of its own), Ctrl-C over real HTTP does what the
+in-process server does: the requests replicas run finish (within HYBRID_SHUTDOWN_TIMEOUT_S), a
+request still waiting in a cold start gets 503 with Retry-After, no client is left with a closed
+connection, the server exits 0 and leaves no Ray process behind."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -15,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import environ_of, free_port, ray_processes
+from tests.conftest import environ_of, free_port, ray_processes, silent_hub, wait_until
 
 pytestmark = pytest.mark.long  # scheduled early (tests/conftest.py)
 
@@ -34,10 +40,24 @@ def test_serve_prints_a_working_curl_and_stops_on_ctrl_c(backend: str, registry_
     production = backend == "ray"
     if production:
         env.update(MODAL_TOKEN_ID=TOKEN_ID, MODAL_TOKEN_SECRET=TOKEN_SECRET)
+        # a replica holds each request up to 1 s for others to batch with: they are still running at Ctrl-C
+        env.update(HYBRID_BATCH_WAIT_MS="1000", HYBRID_SHUTDOWN_TIMEOUT_S="20", HYBRID_REPLICA_MEMORY_MB="0")
     exe = Path(sys.executable).parent / "hybrid-serve"
     before = ray_processes(mark)
     args = [str(exe), "serve", "--port", str(port)] + (["--backend", backend] if backend != "ray" else [])  # ray is the default
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
+    with silent_hub() as hub:  # the registry's `offline-hub` experiment: a cold start that never ends
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**env, **hub},
+                                cwd=tmp_path)
+        serve_and_stop(proc, backend, port, mark, before)
+    if backend == "ray":
+        deadline = time.monotonic() + 20
+        while ray_processes(mark) - before and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not ray_processes(mark) - before, "Ray processes left behind after Ctrl-C"
+
+
+def serve_and_stop(proc: subprocess.Popen[str], backend: str, port: int, mark: str, before: set[int]) -> None:
+    production = backend == "ray"
     try:
         lines: list[str] = []
         deadline = time.monotonic() + 180
@@ -59,14 +79,48 @@ def test_serve_prints_a_working_curl_and_stops_on_ctrl_c(backend: str, registry_
             assert ray_processes(mark) - before, "none of this server's Ray processes found"
             leaked = [pid for pid in ray_processes(mark) - before if TOKEN_SECRET in environ_of(pid) or TOKEN_ID in environ_of(pid)]
             assert not leaked, f"Ray processes with the Modal tokens in their environment: {leaked}"
+            ctrl_c_with_requests_on_their_way(proc, f"http://127.0.0.1:{port}")
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            assert proc.wait(timeout=60) == 0
+            assert proc.wait(timeout=120) == 0
         finally:
             proc.kill()
-    if backend == "ray":
-        deadline = time.monotonic() + 20
-        while ray_processes(mark) - before and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert not ray_processes(mark) - before, "Ray processes left behind after Ctrl-C"
+
+
+def in_flight(url: str) -> dict[str, int]:
+    experiments = httpx.get(f"{url}/health", timeout=30).json()["activity"]["experiments"]
+    return {e: a["in_flight"] for e, a in experiments.items() if a["in_flight"]}
+
+
+def ctrl_c_with_requests_on_their_way(proc: subprocess.Popen[str], url: str) -> None:
+    """Ctrl-C with 8 requests running on a replica and one waiting in a cold start that never ends:
+    the 8 finish (200), the waiting one gets 503 with Retry-After, and the server exits 0."""
+    assert httpx.post(f"{url}/predict/gen", json={"inputs": "load"}, timeout=120).status_code == 200
+    results: dict[str, list[int]] = {"running": [], "waiting": []}
+    retry_after: list[str | None] = []
+
+    def client(kind: str, experiment: str, text: str) -> None:
+        try:
+            r = httpx.post(f"{url}/predict/{experiment}", json={"inputs": text, "parameters": {"max_new_tokens": 100}
+                                                                if experiment == "gen" else {}}, timeout=120)
+            results[kind].append(r.status_code)
+            if kind == "waiting":
+                retry_after.append(r.headers.get("Retry-After"))
+        except httpx.HTTPError:
+            results[kind].append(-1)  # a closed connection: no status
+
+    threads = [threading.Thread(target=client, args=("waiting", "offline-hub", "never served"))]
+    threads += [threading.Thread(target=client, args=("running", "gen", f"prompt {i}")) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: in_flight(url) == {"gen": 8, "offline-hub": 1}, timeout_s=60, poll_s=0.02,
+               what="every request on its way")
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 0
+    for thread in threads:
+        thread.join(30)
+    output = proc.stdout.read() if proc.stdout else ""
+    print(f"after Ctrl-C: {results}; server said: {output.strip()}")
+    assert results == {"running": [200] * 8, "waiting": [503]}, output
+    assert retry_after == ["1"]

@@ -171,7 +171,7 @@ def test_a_burst_scales_up_loses_nothing_and_scales_back(ray_backend: dict[str, 
     peak = {"replicas": 1}
     statuses: list[int] = []
 
-    async def load(min_s: float = 10.0, max_s: float = 90.0, clients: int = 12) -> None:
+    async def load(min_s: float = 3.0, max_s: float = 90.0, clients: int = 12) -> None:
         """Keep the burst going until a second replica is running (replica starts take 5–20 s here,
         longer when the machine is busy), for at least `min_s` and at most `max_s`."""
         async with httpx.AsyncClient(base_url=url, timeout=COLD_START_LIMIT_S) as http:
