@@ -47,6 +47,7 @@ class MicroBatcher:
         self._waiting = 0  # callers queued and not given up
         self._closed = False
         self._draining = False
+        self._idle = True  # the worker waits for a request (it holds none)
 
     async def submit(self, inputs: list[str], params: Any, key: Hashable | None = None) -> BatchResult:
         """Run `inputs` with `params` (possibly together with other callers') and return this caller's outputs."""
@@ -91,7 +92,7 @@ class MicroBatcher:
         if self._closed:
             return
         self._closed = self._draining = True
-        if self._queue is None or self._queue.empty():
+        if (self._queue is None or self._queue.empty()) and self._idle:  # else the worker ends after what it holds
             if self._worker is not None:
                 self._worker.cancel()
             self._pass.release()
@@ -100,7 +101,9 @@ class MicroBatcher:
         assert self._queue is not None
         queue = self._queue
         while not self._closed or (self._draining and not queue.empty()):
+            self._idle = True
             first = await queue.get()
+            self._idle = False
             async with self._running:  # requests queued while a pass runs are all taken by the next one
                 for group in await self._forming.take(first, queue):
                     await self._pass.run(group)

@@ -167,6 +167,40 @@ def test_closing_refuses_the_waiting_and_releases_the_function() -> None:
     assert alive() is None
 
 
+@pytest.mark.parametrize("drain_at_s", [0.03, 0.15])  # B waits behind A's pass / B's own pass runs
+def test_draining_finishes_every_request_taken_or_waiting_then_releases_the_function(drain_at_s: float) -> None:
+    """A model swapped or evicted under load drains its batcher: the requests it holds must all be
+    answered (found under load: a drain cancelled the worker in the middle of a pass, or while it held
+    a request for the next one, and those requests never got an answer)."""
+    import gc
+    import weakref
+
+    from core.serving.batching import BatcherClosed
+
+    class Model:
+        def __call__(self, inputs: list[str], params: Any) -> list[str]:
+            time.sleep(0.1)
+            return inputs
+
+    model = Model()
+    alive = weakref.ref(model)
+    batcher = MicroBatcher(model, max_batch_size=1)
+
+    async def scenario() -> list[Any]:
+        tasks = [asyncio.ensure_future(batcher.submit([name], "p")) for name in ("A", "B")]
+        await asyncio.sleep(drain_at_s)
+        batcher.drain()
+        with pytest.raises(BatcherClosed):
+            await batcher.submit(["late"], "p")
+        return await asyncio.wait_for(asyncio.gather(*tasks), timeout=5)
+
+    results = asyncio.run(scenario())
+    assert [r.outputs for r in results] == [["A"], ["B"]]
+    del model
+    gc.collect()
+    assert alive() is None
+
+
 def test_queue_time_is_reported() -> None:
     fn = Recorder(delay_s=0.05)
     batcher = MicroBatcher(fn, max_batch_size=1, max_wait_s=0.0)
