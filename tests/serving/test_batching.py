@@ -141,16 +141,26 @@ def test_a_caller_that_gave_up_is_never_run() -> None:
     assert [inputs for inputs, _ in fn.calls] == [["first"], ["last"]]
 
 
-def test_closing_refuses_the_waiting_and_releases_the_function() -> None:
+class SlowEcho:
+    """A model whose every pass takes 0.1 s and echoes its inputs."""
+
+    def __call__(self, inputs: list[str], params: Any) -> list[str]:
+        time.sleep(0.1)
+        return inputs
+
+
+def released(alive: Any) -> bool:
+    """The object behind the weak reference is gone (nothing holds the model any more)."""
     import gc
+
+    gc.collect()
+    return alive() is None
+
+
+def test_closing_refuses_the_waiting_and_releases_the_function() -> None:
     import weakref
 
-    class Model:
-        def __call__(self, inputs: list[str], params: Any) -> list[str]:
-            time.sleep(0.1)
-            return inputs
-
-    model = Model()
+    model = SlowEcho()
     alive = weakref.ref(model)
     batcher = MicroBatcher(model, max_batch_size=1)
 
@@ -163,8 +173,7 @@ def test_closing_refuses_the_waiting_and_releases_the_function() -> None:
     first, *refused = asyncio.run(scenario())
     assert first.outputs == ["0"] and all(type(r).__name__ == "BatcherClosed" for r in refused)
     del model
-    gc.collect()
-    assert alive() is None
+    assert released(alive)
 
 
 @pytest.mark.parametrize("drain_at_s", [0.03, 0.15])  # B waits behind A's pass / B's own pass runs
@@ -172,17 +181,11 @@ def test_draining_finishes_every_request_taken_or_waiting_then_releases_the_func
     """A model swapped or evicted under load drains its batcher: the requests it holds must all be
     answered (found under load: a drain cancelled the worker in the middle of a pass, or while it held
     a request for the next one, and those requests never got an answer)."""
-    import gc
     import weakref
 
     from core.serving.batching import BatcherClosed
 
-    class Model:
-        def __call__(self, inputs: list[str], params: Any) -> list[str]:
-            time.sleep(0.1)
-            return inputs
-
-    model = Model()
+    model = SlowEcho()
     alive = weakref.ref(model)
     batcher = MicroBatcher(model, max_batch_size=1)
 
@@ -197,8 +200,7 @@ def test_draining_finishes_every_request_taken_or_waiting_then_releases_the_func
     results = asyncio.run(scenario())
     assert [r.outputs for r in results] == [["A"], ["B"]]
     del model
-    gc.collect()
-    assert alive() is None
+    assert released(alive)
 
 
 def test_queue_time_is_reported() -> None:
