@@ -37,7 +37,7 @@ from backends.modal_backend.registry_store import DictRegistrySource
 from backends.modal_backend.state_store import APPLIED, StateStore, activity_key
 from core.http.app import create_app
 from core.keepwarm.activity import ActivityTracker, ExperimentActivity
-from core.keepwarm.controller import AppliedWindow
+from core.keepwarm.controller import AppliedWindow, WindowController
 from core.keepwarm.histogram import Learner
 from core.keepwarm.policies import policy_from_settings, retention_s
 from core.keepwarm.shared_activity import DurableActivity
@@ -253,4 +253,5 @@ def build_ingress_app(
         await applied.refresh()
         return applied.in_force()
 
-    return create_app(RequestPath(settings, registry, predictor, tracker=tracker, applied=in_force), backend="modal")
+    controller = WindowController.for_settings(settings, tracker, policy)
+    return create_app(RequestPath(settings, registry, predictor, controller, applied=in_force), backend="modal")

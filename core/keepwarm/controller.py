@@ -23,8 +23,9 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Callable, Iterable
 
-from core.keepwarm.activity import ActivityTracker, ExperimentActivity
+from core.keepwarm.activity import ActivityTracker, ExperimentActivity, emulated_clock
 from core.keepwarm.decision import NamedPolicy, WindowDecision, WindowReason
+from core.keepwarm.policies import policy_from_settings, retention_s
 from core.settings import MODAL_MIN_WINDOW_S, Settings
 
 
@@ -182,6 +183,15 @@ class WindowController:
         """The controller of these settings: its pre-warm lead (real seconds) in the tracker's
         emulated clock."""
         return cls(tracker, policy, settings.prewarm_lead_s * settings.time_scale)
+
+    @classmethod
+    def in_memory(cls, settings: Settings) -> "WindowController":
+        """The controller of a process that is its experiments' only container and keeps their activity
+        in its own memory (the in-process server): the settings' policy, on the emulated clock."""
+        policy = policy_from_settings(settings)
+        tracker = ActivityTracker(settings.activity_window, retention_s=retention_s(settings, policy),
+                                  clock=emulated_clock(settings.time_scale), learner=policy.learner)
+        return cls.for_settings(settings, tracker, policy)
 
     def arrived(self, experiment_id: str) -> PoolPlan:
         """Record one request's arrival; the experiment's plan right after it."""

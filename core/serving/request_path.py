@@ -16,10 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from core.events import EventLog, EventName
-from core.keepwarm.activity import ActivityTracker, emulated_clock
 from core.keepwarm.controller import AppliedWindow, PoolPlan, WindowController
 from core.keepwarm.decision import NamedPolicy
-from core.keepwarm.policies import policy_from_settings, retention_s
 from core.metrics import ServerMetrics
 from core.serving.errors import InvalidInput, PayloadTooLarge, ServeError, UnknownExperiment
 from core.serving.live_registry import LiveRegistry
@@ -53,28 +51,19 @@ class RequestPath:
         settings: Settings,
         registry: Registry | LiveRegistry,
         predictor: Predictor,
-        tracker: ActivityTracker | None = None,
+        controller: WindowController | None = None,
         metrics: ServerMetrics | None = None,
         applied: AppliedFn | None = None,
-        controller: WindowController | None = None,
     ):
         self.settings = settings
         self.registry = registry if isinstance(registry, LiveRegistry) else LiveRegistry.static(registry)
         self.registry.subscribe(predictor.registry_changed)  # a removed or changed experiment's model goes
         self.predictor = predictor
-        if controller is None:
-            policy = policy_from_settings(settings)
-            controller = WindowController.for_settings(settings, tracker or ActivityTracker(
-                settings.activity_window,
-                retention_s=retention_s(settings, policy),
-                clock=emulated_clock(settings.time_scale),
-                learner=policy.learner,
-            ), policy)
-        #: The plan of every experiment, as its backend's controller makes it (given: a backend whose
-        #: other parts read the same plans, as Ray's idle pools do).
-        self.controller = controller
-        self.policy: NamedPolicy = controller.policy
-        self.tracker = controller.tracker
+        #: The plan of every experiment, as its backend's controller makes it (each backend builds its
+        #: own around the tracker it publishes through; the in-process server's keeps it in memory).
+        self.controller = controller or WindowController.in_memory(settings)
+        self.policy: NamedPolicy = self.controller.policy
+        self.tracker = self.controller.tracker
         self.applied = applied
         self.metrics = metrics or ServerMetrics()
         self.events = EventLog(settings.event_log)
