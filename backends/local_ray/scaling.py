@@ -195,10 +195,10 @@ def _unbounded(inputs: ScalingInputs) -> ScaleDecision:
 
 
 def _echo_possible(inputs: ScalingInputs, plan: PoolPlan) -> bool:
-    """The handles' load figure may still show the pool's latest request (`ECHO_S` after it ended, or
-    after a replica was last busy serving)."""
-    served = [r.last_busy for r in inputs.reports if r.served]
-    return plan.idle_s < ECHO_S * inputs.time_scale or (bool(served) and inputs.now - max(served) < ECHO_S)
+    """The handles' load figure may still show the pool's latest request: `ECHO_S` after the pool was
+    last busy (the plan's idle clock runs from its latest arrival or completion, a serving replica's
+    report included: `pool_activity`)."""
+    return plan.idle_s < ECHO_S * inputs.time_scale
 
 
 def reports_from_metrics(raw_metrics: Mapping[str, Mapping[Any, list[Any]]] | None, replicas: list[Any]) -> list[ReplicaReport]:

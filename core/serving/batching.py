@@ -82,7 +82,7 @@ class MicroBatcher:
             pending = self._queue.get_nowait()
             if not pending.future.done():
                 pending.future.set_exception(BatcherClosed("the batcher closed before this request ran"))
-        if self._worker is not None and not self._running.locked():
+        if self._worker is not None and self._idle:  # one that holds requests refuses them and ends
             self._worker.cancel()
         self._pass.release()
 

@@ -203,6 +203,28 @@ def test_draining_finishes_every_request_taken_or_waiting_then_releases_the_func
     assert released(alive)
 
 
+def test_closing_right_after_a_pass_answers_the_request_the_worker_already_took() -> None:
+    """Found in review: a request the worker had taken while another caller's pass ran was never
+    answered when `close()` came between the end of that pass and the worker taking the lock."""
+    from core.serving.batching import BatcherClosed
+
+    batcher = MicroBatcher(SlowEcho(), max_batch_size=1)
+
+    async def scenario() -> tuple[Any, list[Any]]:
+        async def first() -> Any:
+            result = await batcher.submit(["A"], "p")  # runs at once, in this task
+            batcher.close()  # before the worker, which holds B, resumes
+            return result
+
+        a = asyncio.ensure_future(first())
+        await asyncio.sleep(0)
+        b = asyncio.ensure_future(batcher.submit(["B"], "p"))
+        return await a, await asyncio.wait_for(asyncio.gather(b, return_exceptions=True), timeout=5)
+
+    a, (b,) = asyncio.run(scenario())
+    assert a.outputs == ["A"] and isinstance(b, BatcherClosed)
+
+
 def test_queue_time_is_reported() -> None:
     fn = Recorder(delay_s=0.05)
     batcher = MicroBatcher(fn, max_batch_size=1, max_wait_s=0.0)
