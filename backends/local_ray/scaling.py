@@ -162,8 +162,11 @@ def _unbounded(inputs: ScalingInputs) -> ScaleDecision:
     kept = inputs.unreported + inputs.starting + len(reports)
     if plan is None:  # nothing decided yet: keep what is starting
         return ScaleDecision(max(load, kept), Why.STARTING if kept else Why.NO_REPLICA)
-    if reports and not any(r.in_flight for r in reports) and not inputs.unreported and not inputs.starting \
-            and _echo_possible(inputs, plan):
+    # The handles' load figure may still show the pool's latest request: `ECHO_S` after the pool was last
+    # busy (the plan's idle clock runs from its latest arrival or completion, a serving replica's report
+    # included: `pool_activity`).
+    echo = plan.idle_s < ECHO_S * inputs.time_scale
+    if reports and not any(r.in_flight for r in reports) and not inputs.unreported and not inputs.starting and echo:
         # Every replica reported idle, moments after the pool was busy: the handles' load figure (pushed
         # every few tenths of a second, averaged over a second) is only the past's echo. Later, a load
         # figure is a request still waiting — e.g. for a replica that has just started (it never served:
@@ -178,7 +181,7 @@ def _unbounded(inputs: ScalingInputs) -> ScaleDecision:
     # time before it.
     latest = int(inputs.current > 0 and plan.idle_s < plan.scaledown_window_s and any(not r.failed for r in reports))
     replicas = max(load, warm, latest, plan.min_containers)
-    if replicas == 0 and reports and inputs.ongoing_requests > 0 and plan.idle_s < ECHO_S * inputs.time_scale:
+    if replicas == 0 and reports and inputs.ongoing_requests > 0 and echo:
         # The handles' load figure (averaged over Serve's look-back) still echoes the last request: at
         # zero replicas, Serve's cold-start path — which bypasses this policy — would start one at once
         # for it. One stays until the echo is gone.
@@ -192,13 +195,6 @@ def _unbounded(inputs: ScalingInputs) -> ScaleDecision:
     else:
         why = Why.PLAN
     return ScaleDecision(replicas, why, plan)
-
-
-def _echo_possible(inputs: ScalingInputs, plan: PoolPlan) -> bool:
-    """The handles' load figure may still show the pool's latest request: `ECHO_S` after the pool was
-    last busy (the plan's idle clock runs from its latest arrival or completion, a serving replica's
-    report included: `pool_activity`)."""
-    return plan.idle_s < ECHO_S * inputs.time_scale
 
 
 def reports_from_metrics(raw_metrics: Mapping[str, Mapping[Any, list[Any]]] | None, replicas: list[Any]) -> list[ReplicaReport]:
