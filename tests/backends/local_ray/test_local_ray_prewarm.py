@@ -5,8 +5,9 @@ The experiment's first four requests are history: written to the GCS as an earli
 have published them (with Ray up, before the application starts — the ingress takes them in at its
 start). Its fifth request, the first one sent, makes the fourth gap: the adaptive policy learns a
 pre-warm — scale to zero right after the request, bring one replica back HYBRID_PREWARM_LEAD_S = 12 s
-(real, longer than a cold start here) before the next request is due — so the sixth request finds a
-warm replica although the experiment had no replica in between. Takes about 45 s.
+(real, longer than a cold start on an idle machine) before the next request is due — so the sixth
+request finds a warm replica although the experiment had no replica in between (under the whole suite's
+load, one still finishing its start: never one started for it). Takes about 45 s.
 """
 
 from __future__ import annotations
@@ -83,9 +84,14 @@ def test_a_regular_experiment_is_prewarmed_between_requests(adaptive_ray: dict[s
     after = [e for e in log if e["time"] > requests[0]]
     kinds = [e["event"] for e in after if e["event"] in ("scale_to_zero", "prewarm", "cold_start")]
     # its own cold start (no replica was left), gone right after the request, back before the next one
-    assert kinds[:3] == ["cold_start", "scale_to_zero", "prewarm"], [
-        (e["event"].value, round(e["time"] - requests[0], 2), e.get("replicas"), e.get("phase"), e.get("reason")) for e in log]
+    story = "\n".join(f'{e["time"] - requests[0]:7.2f} {e["event"].value:14} replicas={e.get("replicas")} '
+                      f'phase={e.get("phase")} {e.get("reason") or ""} {e.get("replica_start_s", "")} {e.get("total_s", "")}' for e in log)
+    assert kinds[:3] == ["cold_start", "scale_to_zero", "prewarm"], story
     prewarm = next(e for e in after if e["event"] == "prewarm")
-    assert 0 < prewarm["time"] - done < GAP_S - 5
-    assert answers[1]["cold_load"] is False, [(e["event"], round(e["time"] - requests[1], 2), e.get("replicas"),
-                                               e.get("window_s"), e.get("phase"), e.get("reason")) for e in after]  # it found the pre-warmed replica
+    assert 0 < prewarm["time"] - done < GAP_S - 5, story
+    if answers[1]["cold_load"]:
+        # It met the pre-warmed replica still loading: on this machine under the whole suite's load a cold start
+        # can take longer than the lead (17 s seen). The request then waits for the rest of that start only —
+        # the replica's start began before the request (a container started for it begins after it).
+        met = next(e for e in log if e["event"] == "cold_start" and e["time"] > requests[1])
+        assert met["replica_start_s"] == 0 and met["total_s"] < GAP_S, story
