@@ -6,8 +6,12 @@ the window each experiment holds; `/metrics` exposes them in the format their sc
 
 from __future__ import annotations
 
+from typing import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 disable_created_metrics()  # the *_created series only add noise to every scrape
 
@@ -47,6 +51,35 @@ class ServerMetrics:
             ["experiment", "phase"], buckets=LATENCY_BUCKETS, registry=self.registry,
         )
         self.replicas = Gauge("hybrid_replicas", "Running replicas per experiment.", ["experiment"], registry=self.registry)
+        #: The cost ledger's totals since it started, by experiment and container state.
+        self.usage = UsageCollector()
+        self.registry.register(self.usage)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class UsageCollector(Collector):
+    """The cost ledger as Prometheus counters: container-seconds and their cost since the ledger started,
+    by experiment and state (cold_start, busy, warm_idle, prewarmed). Refreshed at each scrape."""
+
+    def __init__(self) -> None:
+        self._totals: dict[str, dict[str, float]] = {}
+        self._per_second: float | None = None
+
+    def update(self, totals: dict[str, dict[str, float]], per_second: float | None) -> None:
+        """`totals`: experiment → state → container-seconds; `per_second`: their price (None: unknown)."""
+        self._totals, self._per_second = totals, per_second
+
+    def collect(self) -> Iterator[Metric]:
+        seconds = CounterMetricFamily("hybrid_container_seconds", "Container-seconds by experiment and state "
+                                      "(cost ledger, since it started).", labels=["experiment", "state"])
+        cost = CounterMetricFamily("hybrid_container_cost_usd", "Cost of those container-seconds in US dollars "
+                                   "(HYBRID_COST_GPU / HYBRID_COST_PER_S).", labels=["experiment", "state"])
+        for experiment_id, by_state in sorted(self._totals.items()):
+            for state, value in by_state.items():
+                seconds.add_metric([experiment_id, state], value)
+                if self._per_second is not None:
+                    cost.add_metric([experiment_id, state], value * self._per_second)
+        yield seconds
+        yield cost

@@ -23,7 +23,7 @@ from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping, Self, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -34,6 +34,7 @@ from pydantic_settings import (
 )
 
 from core import plugins
+from core.prices import Price, price_of, price_table
 
 MODAL_MIN_WINDOW_S = 2
 MODAL_MAX_WINDOW_S = 3600
@@ -185,6 +186,15 @@ class Settings(_ModelServerKeys, _ModalWindowKeys):
         ge=1, le=3600,
     )
     event_log: Path | None = setting(None, "HYBRID_EVENT_LOG", "path of a JSON-lines scaling event log (unset: none)")
+
+    # --- the cost ledger (core/keepwarm/ledger.py, core/prices.py) ----------------------------------
+    cost_gpu: str | None = setting(
+        None, "HYBRID_COST_GPU", "a GPU of the price table (" + ", ".join(price_table().per_second) + "; "
+        "H100:2 for two); empty: MODAL_GPU, else T4"
+    )
+    cost_per_s: float | None = setting(
+        None, "HYBRID_COST_PER_S", "dollars ≥ 0 per container-second (empty: the price table's for HYBRID_COST_GPU)", ge=0
+    )
     api_token: SecretStr | None = setting(
         None, "HYBRID_API_TOKEN", "a bearer token clients must send (unset: no token required)"
     )
@@ -197,6 +207,22 @@ class Settings(_ModelServerKeys, _ModalWindowKeys):
     modal_concurrent_inputs: int = setting(
         32, "MODAL_CONCURRENT_INPUTS", "integer 1..1000: inputs one container takes at once (@modal.concurrent)", ge=1, le=1000
     )
+
+    @field_validator("cost_gpu")
+    @classmethod
+    def _priced_gpu(cls, value: str | None) -> str | None:
+        if value is not None and price_table().lookup(value) is None:
+            raise ValueError(f"no price for {value!r} in the price table")
+        return value
+
+    def cost_gpu_default(self) -> str | None:
+        """The GPU the ledger prices when HYBRID_COST_GPU is empty (a backend's settings may know the deploy's)."""
+        return None
+
+    def price(self) -> Price:
+        """What one container-second costs: HYBRID_COST_PER_S, else the table's price of HYBRID_COST_GPU,
+        of the backend's GPU (`cost_gpu_default`), or of a T4."""
+        return price_of(self.cost_gpu or self.cost_gpu_default(), self.cost_per_s)
 
     @classmethod
     def settings_customise_sources(

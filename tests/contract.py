@@ -37,7 +37,10 @@ def check_contract(client: httpx.Client, experiment: str = "fe", base_window_s: 
     assert (window["scaledown_window_s"], window["reason"]) == (base_window_s, "isolated")  # rejected requests do not count
     assert {"reason", "idle_s", "state", "replicas"} <= set(window)
     applied = window["applied"]
-    assert set(applied) == {f.name for f in fields(AppliedWindow)}  # one shape on every backend
+    assert set(applied) == {f.name for f in fields(AppliedWindow)} | {"applied_at_iso"}  # one shape on every backend
+    cost = health["cost"]  # the ledger's price on every backend; the seconds where the backend reports them
+    assert cost["price"]["currency"] == "USD" and isinstance(cost["measured"], bool)
+    assert cost["measured"] or "does not report" in cost["why"]
     assert (applied["window_s"], applied["reason"]) == (base_window_s, "isolated")
     experiments = {e["id"]: e for e in client.get("/experiments").json()}
     assert {"id", "state", "replicas", "scaledown_window_s", "window_reason", "idle_s"} <= set(experiments[experiment])

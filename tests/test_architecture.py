@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
-#: Which rooms each room may import (besides the top-level modules settings, auth, metrics, events).
+#: Which rooms each room may import (besides the top-level modules settings, auth, metrics, events, prices).
 ALLOWED = {
     "keepwarm": {"keepwarm"},
     "serving": {"serving", "keepwarm"},
@@ -21,7 +21,7 @@ ALLOWED = {
     "sim": {"sim", "keepwarm"},
     "testing": {"testing", "serving"},  # the testing kit reaches backends through entry points only
 }
-TOP = {"settings", "auth", "metrics", "events", "plugins", "cli", "cli_common"}
+TOP = {"settings", "auth", "metrics", "events", "plugins", "prices", "cli", "cli_common"}
 
 
 def imports_of(path: Path) -> set[str]:

@@ -36,7 +36,7 @@ from core.keepwarm.policies import policy_from_settings
 from core.serving.errors import ModelUnavailable, Overloaded
 from core.serving.live_registry import LiveRegistry, RegistryChange
 from core.serving.model_status import ModelStatus
-from core.serving.prediction import Prediction
+from core.serving.prediction import Prediction, Predictor
 from core.serving.registry import Experiment, Registry
 from core.serving.remote import answered_prediction, await_worker
 from core.serving.request_path import RequestPath
@@ -64,7 +64,7 @@ async def _nothing_to_publish(experiment_id: str) -> None:
     return None
 
 
-class RayPredictor:
+class RayPredictor(Predictor):  # its containers' lifecycles do not reach the cost ledger yet (usage: None)
     """Forwards a request to its experiment's pool (after its arrival is published), answering for the
     pool's replicas on /health; the jobs around it — start slots, replica counts, handles, idle
     pools, requests in flight — are its collaborators."""

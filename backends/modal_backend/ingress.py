@@ -44,7 +44,7 @@ from core.keepwarm.shared_activity import DurableActivity
 from core.serving.errors import BackendUnavailable, ModelUnavailable
 from core.serving.live_registry import LiveRegistry, RegistryChange, moves
 from core.serving.model_status import ModelState, ModelStatus, PoolWindow
-from core.serving.prediction import Prediction
+from core.serving.prediction import Prediction, Predictor
 from core.serving.registry import Experiment, Registry
 from core.serving.remote import answered_prediction, await_worker
 from core.serving.request_path import RequestPath
@@ -68,7 +68,7 @@ _UNREAD = "unread"
 RETRY_AFTER_S = 30.0
 
 
-class ModalPredictor:
+class ModalPredictor(Predictor):  # its containers' lifecycles do not reach the cost ledger yet (usage: None)
     """Sends a prediction to the pool of the experiment's current definition; Modal starts a container
     if none is warm."""
 

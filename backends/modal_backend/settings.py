@@ -50,6 +50,10 @@ class ModalSettings(Settings):
     def _cpu_only(cls, value: str | None) -> str | None:
         return None if value is None or value.strip().lower() in {"none", "cpu"} else value.strip()
 
+    def cost_gpu_default(self) -> str | None:
+        """The ledger prices the deploy's GPU (a CPU-only deploy: one core)."""
+        return self.modal_gpu or "CPU"
+
     @model_validator(mode="after")
     def _gpu_snapshot_needs_a_memory_snapshot(self) -> "ModalSettings":
         if self.gpu_snapshot and not self.memory_snapshot:

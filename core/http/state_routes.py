@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Query
+from fastapi import FastAPI, Path, Query
 from fastapi.responses import PlainTextResponse, Response
 
 from core.http.error_shape import documented_errors
 from core.http.views import StateViews
+from core.serving.registry import EXPERIMENT_ID_PATTERN
 
 
 def add_state_routes(app: FastAPI, views: StateViews) -> None:
@@ -29,6 +30,14 @@ def add_state_routes(app: FastAPI, views: StateViews) -> None:
         """The registry with each experiment's state (cold / loading / warm / failed) and window;
         `offset` / `limit` page through a large registry."""
         return await views.experiments(offset, limit)
+
+    @app.get("/experiments/{experiment_id}", responses=documented_errors(401, 404))
+    async def experiment(
+        experiment_id: Annotated[str, Path(pattern=EXPERIMENT_ID_PATTERN, description="A registered experiment id.")],
+    ) -> dict[str, Any]:
+        """One experiment: its `/experiments` row and its cost ledger (container-seconds and cost by state,
+        for the last hour, today and since start)."""
+        return await views.experiment(experiment_id)
 
     @app.get("/metrics", response_class=PlainTextResponse, responses=documented_errors(401))
     async def metrics() -> Response:

@@ -9,12 +9,15 @@ The Prometheus gauges (cached models, replicas, windows) are refreshed here, whe
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 from typing import Any
 
 from core.auth import AuthMode
+from core.keepwarm.cost_report import cost_section, experiment_cost, today, totals
 from core.serving.model_status import ModelState, ModelStatus
 from core.serving.request_path import RequestPath
+from core.http.iso_times import with_iso_times
 from core.serving.scrub import scrub_tree
 
 
@@ -54,27 +57,6 @@ class StateViews:
             }
         return out
 
-    def activity(self) -> dict[str, Any]:
-        tracker = self.path.tracker
-        stats = tracker.stats()
-        return {
-            "total_requests": stats.total_requests,
-            "total_completions": stats.total_completions,
-            "in_flight": stats.in_flight,
-            "tracked_experiments": stats.tracked_experiments,
-            "forgotten_experiments": stats.forgotten_experiments,
-            "activity_window_s": self.path.settings.activity_window,
-            "experiments": {
-                a.experiment_id: {
-                    "requests_in_window": a.requests_in_window,
-                    "total_requests": a.total_requests,
-                    "in_flight": a.in_flight,
-                    "last_request_age_s": round(a.now - a.last_request, 3),
-                }
-                for a in tracker.snapshot()
-            },
-        }
-
     async def health(self) -> dict[str, Any]:
         settings = self.path.settings
         cached = await self.path.predictor.cached_models()
@@ -83,7 +65,7 @@ class StateViews:
         for experiment_id, window in windows.items():
             model = models.get(experiment_id, NEVER_LOADED)
             window.update(state=model.state.value, replicas=model.replicas, last_cold_start=model.last_cold_start)
-        return scrub_tree({
+        return with_iso_times(scrub_tree({
             "status": "ok",
             "backend": self.backend,
             "authentication": {"mode": self.mode.value},
@@ -98,17 +80,19 @@ class StateViews:
                 "policy": settings.policy_name,
                 "experiments": windows,
             },
-            "activity": self.activity(),
+            "activity": activity_view(self.path),
+            "cost": cost_section(await self.path.predictor.usage(), settings.price(), self.backend, time.time()),
             "registry": self.path.registry.describe(),
             "cached_models": cached,
             "configuration": {k: (str(v) if v is not None and not isinstance(v, (int, float, str)) else v)
                               for k, v in settings.public_dict().items()},
-        })
+        }))
 
     async def experiments(self, offset: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
         """Registered experiments in registry order, `offset` and at most `limit` of them."""
         status = await self.path.predictor.model_status()
         windows = await self.windows()
+        usage, price, now = await self.path.predictor.usage(), self.path.settings.price(), time.time()
         unused = self.path.controller.unused("")  # the plan of an experiment with no remembered request
         registry = list(self.path.registry)
         out = []
@@ -124,8 +108,18 @@ class StateViews:
                 "idle_s": window["idle_s"] if window else None,
                 "resolved": self.path.registry.identity(experiment.id),
                 "model": {} if model is None else model.to_json(),
+                "cost_today": today(usage, experiment.id, price, now),
             })
-        return scrub_tree(out)
+        return with_iso_times(scrub_tree(out))
+
+    async def experiment(self, experiment_id: str) -> dict[str, Any]:
+        """One registered experiment: its `/experiments` row and its cost ledger (404 for an unknown id)."""
+        experiment = self.path.experiment(experiment_id)
+        index = next(i for i, e in enumerate(self.path.registry) if e.id == experiment.id)
+        row = (await self.experiments(index, 1))[0]
+        row["cost"] = experiment_cost(await self.path.predictor.usage(), experiment.id, self.path.settings.price(),
+                                      self.backend, time.time())
+        return with_iso_times(row)
 
     async def metrics(self) -> bytes:
         metrics = self.path.metrics
@@ -135,5 +129,28 @@ class StateViews:
                 metrics.replicas.labels(experiment_id).set(model.replicas)
         for experiment_id, window in (await self.windows()).items():
             metrics.window.labels(experiment_id).set(window["scaledown_window_s"])
+        metrics.usage.update(totals(await self.path.predictor.usage()), self.path.settings.price().per_second)
         return metrics.render()
 
+
+def activity_view(path: RequestPath) -> dict[str, Any]:
+    """`/health`'s activity: the tracker's totals and each remembered experiment's recent requests."""
+    tracker = path.tracker
+    stats = tracker.stats()
+    return {
+        "total_requests": stats.total_requests,
+        "total_completions": stats.total_completions,
+        "in_flight": stats.in_flight,
+        "tracked_experiments": stats.tracked_experiments,
+        "forgotten_experiments": stats.forgotten_experiments,
+        "activity_window_s": path.settings.activity_window,
+        "experiments": {
+            a.experiment_id: {
+                "requests_in_window": a.requests_in_window,
+                "total_requests": a.total_requests,
+                "in_flight": a.in_flight,
+                "last_request_age_s": round(a.now - a.last_request, 3),
+            }
+            for a in tracker.snapshot()
+        },
+    }

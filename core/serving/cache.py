@@ -4,7 +4,8 @@ Why this module exists: a cold load (read weights, build the model) costs second
 keeps loaded models for later requests — bounded by a count and a memory budget, evicting the least
 recently used. Many requests arriving together for a cold experiment share one load ("single
 flight"). A failed load is reported to every waiter and forgotten, so a later request retries.
-Cold and warm load times are recorded per experiment. Which models stay loaded is
+Cold and warm load times are recorded per experiment, and each model's life — loading, loaded,
+evicted — in the cost ledger (here the loaded model is the experiment's one container). Which models stay loaded is
 `LoadedModels`' policy (core.serving.loaded_models), what is remembered of each load `LoadRecords`'
 (core.serving.load_records); the cache ties them together under one lock.
 """
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from core.serving.errors import ModelUnavailable
+from core.serving.model_lives import ModelLives
 from core.serving.load_records import LoadRecord, LoadRecords
 from core.serving.loaded_models import LoadedModels
 from core.serving.model_status import ModelState  # noqa: F401  (where workers and tests look for it)
@@ -33,11 +35,17 @@ class CacheHit:
     load_s: float
 
 
+#: What `_begin` gives with a warm hit in place of a load to wait for.
+_DONE: Future[LoadedModel] = Future()
+
+
 class ModelCache:
     """Thread-safe LRU of loaded models with single-flight loading."""
 
     def __init__(self, loader: Callable[[Experiment], LoadedModel], max_models: int = 4, max_bytes: int = 0):
         self._loader = loader
+        #: Each model's life as a container's in the cost ledger: its load a cold start, its eviction a stop.
+        self.lives = ModelLives()
         self._clock = time.perf_counter
         self._lock = threading.Lock()
         #: What stays loaded (LRU, within the limits) and what is remembered of every load.
@@ -51,10 +59,9 @@ class ModelCache:
     def get(self, experiment: Experiment) -> CacheHit:
         """Blocking: the loaded model, loading it in this thread if nobody else is."""
         start = self._clock()
-        model, future, owner = self._begin(experiment)
-        if model is not None:
-            return self._warm(experiment.id, model, start)
-        assert future is not None
+        hit, future, owner = self._begin(experiment, start)
+        if hit is not None:
+            return hit
         if owner:
             self._load(experiment, future)
         return CacheHit(future.result(), cold=True, load_s=self._clock() - start)
@@ -62,10 +69,9 @@ class ModelCache:
     async def aget(self, experiment: Experiment) -> CacheHit:
         """Non-blocking for the event loop: loads run on the cache's loader threads."""
         start = self._clock()
-        model, future, owner = self._begin(experiment)
-        if model is not None:
-            return self._warm(experiment.id, model, start)
-        assert future is not None
+        hit, future, owner = self._begin(experiment, start)
+        if hit is not None:
+            return hit
         if owner:
             self._executor.submit(self._load, experiment, future)
         loaded = await asyncio.wrap_future(future)
@@ -95,29 +101,27 @@ class ModelCache:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self.lives.close()
 
     # --- internals -----------------------------------------------------------------------------
-    def _begin(self, experiment: Experiment) -> tuple[LoadedModel | None, Future[LoadedModel] | None, bool]:
-        """(the warm model, None, False) | (None, the load to wait for, whether this caller runs it)."""
+    def _begin(self, experiment: Experiment, start: float) -> tuple[CacheHit | None, Future[LoadedModel], bool]:
+        """(the warm hit, a done future, False) | (None, the load to wait for, whether this caller runs it)."""
         with self._lock:
             model = self.models.use(experiment.id)
             if model is not None and model.experiment != experiment:  # a new definition: the old model goes
                 self._evict(experiment.id)
                 model = None
             if model is not None:
-                return model, None, False
+                elapsed = self._clock() - start
+                self._records.warm_hit(experiment.id, elapsed)
+                return CacheHit(model, cold=False, load_s=elapsed), _DONE, False
             future = self._loading.get(experiment.id)
             if future is not None:
                 return None, future, False
             future = self._loading[experiment.id] = Future()
             self._records.loading(experiment.id)
+            self.lives.loading(future, experiment.id)
             return None, future, True
-
-    def _warm(self, experiment_id: str, model: LoadedModel, start: float) -> CacheHit:
-        elapsed = self._clock() - start
-        with self._lock:
-            self._records.warm_hit(experiment_id, elapsed)
-        return CacheHit(model, cold=False, load_s=elapsed)
 
     def _load(self, experiment: Experiment, future: Future[LoadedModel]) -> None:
         start = self._clock()
@@ -131,19 +135,24 @@ class ModelCache:
                 if self._loading.get(experiment.id) is future:
                     del self._loading[experiment.id]
                 self._records.failed(experiment.id, error.message)
+                self.lives.ended(future)
             future.set_exception(error)
             return
         elapsed = self._clock() - start
         with self._lock:
             if self._loading.get(experiment.id) is not future:  # forgotten meanwhile: serve it, don't keep it
+                self.lives.loaded(future, experiment.id, kept=False)
                 future.set_result(model)
                 return
             del self._loading[experiment.id]
             self._records.loaded(experiment.id, elapsed, model.size_bytes)
+            self.lives.loaded(future, experiment.id)
             for victim in self.models.add(experiment.id, model):
                 self._records.evicted(victim)
+                self.lives.ended(victim)
         future.set_result(model)
 
     def _evict(self, experiment_id: str) -> None:
         self.models.remove(experiment_id)
         self._records.evicted(experiment_id)
+        self.lives.ended(experiment_id)

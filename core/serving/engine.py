@@ -13,6 +13,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
+from core.keepwarm.ledger import UsageRecord
 from core.serving.batching import BatcherClosed, MicroBatcher, QueueFull
 from core.serving.cache import ModelCache
 from core.serving.errors import ModelFailed, Overloaded, ServeError
@@ -83,7 +84,8 @@ class InferenceEngine:
             self._release_evicted()
         hit.model.check(inputs, params)  # an input the model cannot take fails here, before it joins a batch
         try:
-            result = await self._batcher(experiment.id, hit.model).submit(inputs, params, key=params)
+            with self.cache.lives.serving(experiment.id):  # busy time in the cost ledger
+                result = await self._batcher(experiment.id, hit.model).submit(inputs, params, key=params)
         except QueueFull:
             raise Overloaded(f"{experiment.id}: {self.settings.max_queue} requests already wait (HYBRID_MAX_QUEUE); "
                              "retry shortly", retry_after_s=1) from None
@@ -125,6 +127,10 @@ class InferenceEngine:
 
     async def cached_models(self) -> list[str]:
         return self.cache.cached_ids()
+
+    async def usage(self) -> dict[str, UsageRecord]:
+        """Each loaded (or once loaded) model's container-seconds: this process is its one container."""
+        return self.cache.lives.ledger.records()
 
     def begin_shutdown(self) -> None:
         """Refuse new requests and the queued ones (503); passes already running finish."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from core.keepwarm.ledger import UsageRecord
 from core.serving.live_registry import RegistryChange
 from core.serving.model_status import ModelStatus
 from core.serving.registry import Experiment, Registry
@@ -51,6 +52,11 @@ class Predictor(Protocol):
         """Each experiment the backend knows of, and its model's state (one with none is cold)."""
 
     async def cached_models(self) -> list[str]: ...
+
+    async def usage(self) -> dict[str, UsageRecord] | None:
+        """Each experiment's container-seconds by state (the cost ledger); None (the default of a class that
+        subclasses this protocol): not measured on this backend."""
+        return None
 
     def begin_shutdown(self) -> None:
         """Refuse requests that wait, and new ones (503); those running finish."""

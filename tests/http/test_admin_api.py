@@ -101,7 +101,7 @@ def test_a_registry_file_in_trouble_is_a_503_saying_what_is_wrong_and_the_last_g
 
 def test_405_names_every_method_of_the_path(client: TestClient) -> None:
     wrong = client.post("/experiments/keep", headers=AUTH)
-    assert wrong.status_code == 405 and wrong.headers["Allow"] == "DELETE, PUT"
+    assert wrong.status_code == 405 and wrong.headers["Allow"] == "DELETE, GET, PUT"
 
 
 def test_health_answers_only_get_without_the_token(client: TestClient) -> None:

@@ -1,0 +1,61 @@
+"""Each loaded model's life in the cost ledger, where a process is its experiments' container.
+
+Why this module exists: in-process (and inside one Ray replica or Modal container) a model's load is
+its container's cold start, its requests are busy time, and its eviction is the container's stop.
+The cache and the engine report those moments here; this keeps the ledger's container ids (one per
+load, so a reload after a registry change is a new container) out of both.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from contextlib import contextmanager
+from typing import Hashable, Iterator
+
+from core.keepwarm.ledger import CostLedger
+
+
+class ModelLives:
+    def __init__(self, ledger: CostLedger | None = None):
+        self.ledger = ledger or CostLedger()
+        self._lock = threading.Lock()
+        self._ids: dict[Hashable, str] = {}  # a load under way (its future) or a loaded model (its experiment)
+        self._count = itertools.count(1)
+
+    def loading(self, load: Hashable, experiment_id: str) -> None:
+        with self._lock:
+            container = self._ids[load] = f"{experiment_id}#{next(self._count)}"
+        self.ledger.started(experiment_id, container)
+
+    def loaded(self, load: Hashable, experiment_id: str, kept: bool = True) -> None:
+        """The load finished; `kept`: its model stays loaded (else it served its waiters and went)."""
+        with self._lock:
+            container = self._ids.pop(load, None)
+            if container is not None and kept:
+                self._ids[experiment_id] = container
+        if container is not None:
+            (self.ledger.ready if kept else self.ledger.stopped)(container)
+
+    def ended(self, key: Hashable) -> None:
+        """A load failed (`key`: its future) or a model was evicted (its experiment)."""
+        with self._lock:
+            container = self._ids.pop(key, None)
+        if container is not None:
+            self.ledger.stopped(container)
+
+    @contextmanager
+    def serving(self, experiment_id: str) -> Iterator[None]:
+        """A request runs on the experiment's loaded model (busy time)."""
+        with self._lock:
+            container = self._ids.get(experiment_id)
+        if container is not None:
+            self.ledger.request_started(container)
+        try:
+            yield
+        finally:
+            if container is not None:
+                self.ledger.request_finished(container)
+
+    def close(self) -> None:
+        self.ledger.stop_all()
