@@ -21,6 +21,7 @@ from typing import Any, Awaitable, Callable
 
 from backends.local_ray.activity_sink import PublishedActivity
 from backends.local_ray.activity_store import ActivityStore
+from backends.local_ray.usage_store import UsageStore
 from backends.local_ray.cold_starts import ColdStarts, NoStartSlot
 from backends.local_ray.deployer import PoolDeployer
 from backends.local_ray.handles import Handles
@@ -32,6 +33,7 @@ from backends.local_ray.settings import RaySettings
 from core.auth import AuthMode
 from core.http.app import create_app
 from core.keepwarm.controller import PoolPlan, WindowController
+from core.keepwarm.ledger import UsageRecord
 from core.keepwarm.policies import policy_from_settings
 from core.serving.errors import ModelUnavailable, Overloaded
 from core.serving.live_registry import LiveRegistry, RegistryChange
@@ -64,7 +66,18 @@ async def _nothing_to_publish(experiment_id: str) -> None:
     return None
 
 
-class RayPredictor(Predictor):  # its containers' lifecycles do not reach the cost ledger yet (usage: None)
+def admit(experiment_id: str, cap: int, states: ReplicaStates) -> None:
+    """A cold experiment needs a replica slot: with every slot (HYBRID_MAX_REPLICAS, `cap`) held by other
+    experiments' replicas, say so at once rather than queue behind windows that may last minutes."""
+    if not cap or live(states.get(experiment_id, {})):
+        return
+    if sum(live(s) for s in states.values()) >= cap:
+        raise Overloaded(f"{experiment_id}: all {cap} replica slots (HYBRID_MAX_REPLICAS) hold other experiments' "
+                         f"replicas inside their windows; retry in {RETRY_AFTER_FULL_S:g}s",
+                         retry_after_s=RETRY_AFTER_FULL_S)
+
+
+class RayPredictor(Predictor):
     """Forwards a request to its experiment's pool (after its arrival is published), answering for the
     pool's replicas on /health; the jobs around it — start slots, replica counts, handles, idle
     pools, requests in flight — are its collaborators."""
@@ -81,6 +94,8 @@ class RayPredictor(Predictor):  # its containers' lifecycles do not reach the co
         #: Publishes the experiment's activity for its scaling policy (before its request goes on).
         self.publish = publish
         self.store = store
+        #: Each pool's cost ledger record, as its scaling policy publishes it (replica_lives.py).
+        self.usage_store = UsageStore(app_name)
         self.handles = handles or Handles(app_name)
         self.replicas = ReplicaWatch(app_name, read_states, seen=deployer.seen)
         #: Pools at zero with nothing planned (the window controller's `plans`) go after HYBRID_IDLE_POOL_TTL_S.
@@ -93,17 +108,6 @@ class RayPredictor(Predictor):  # its containers' lifecycles do not reach the co
         #: Requests on their way to a replica: a retirement or a stop ends their wait.
         self.in_flight = InFlight()
 
-    def _admit(self, experiment: Experiment) -> None:
-        """A cold experiment needs a replica slot: with every slot (HYBRID_MAX_REPLICAS) held by other
-        experiments' replicas, say so at once rather than queue behind windows that may last minutes."""
-        cap, states = self.settings.max_replicas, self.replicas.states
-        if not cap or live(states.get(experiment.id, {})):
-            return
-        if sum(live(s) for s in states.values()) >= cap:
-            raise Overloaded(f"{experiment.id}: all {cap} replica slots (HYBRID_MAX_REPLICAS) hold other experiments' "
-                             f"replicas inside their windows; retry in {RETRY_AFTER_FULL_S:g}s",
-                             retry_after_s=RETRY_AFTER_FULL_S)
-
     async def predict(self, experiment: Experiment, inputs: list[str], params: Any) -> Prediction:
         """The replica's answer; a retirement of the experiment (404) or a stop (503) ends the wait for
         one at once (in_flight.py)."""
@@ -112,7 +116,7 @@ class RayPredictor(Predictor):  # its containers' lifecycles do not reach the co
     async def _predict(self, experiment: Experiment, inputs: list[str], params: Any, ticket: Ticket) -> Prediction:
         await self.publish(experiment.id)  # its policy sees this arrival before any replica does
         cold = not live((await self.replicas.current()).get(experiment.id, {}))
-        self._admit(experiment)
+        admit(experiment.id, self.settings.max_replicas, self.replicas.states)
         timeout_s, arrived = self.settings.cold_start_timeout_s, time.monotonic()
         try:
             async with self.starts.admit(experiment.id, cold, timeout_s):
@@ -171,6 +175,10 @@ class RayPredictor(Predictor):  # its containers' lifecycles do not reach the co
 
     async def cached_models(self) -> list[str]:
         return [e for e, states in (await self.replicas.current()).items() if states.get("RUNNING", 0)]
+
+    async def usage(self) -> dict[str, UsageRecord]:
+        """Each pool's container-seconds, as its scaling policy last published them (every few seconds)."""
+        return await asyncio.to_thread(self.usage_store.read_all)
 
     def begin_shutdown(self) -> None:
         """New requests and those waiting for a replica get 503 now; those replicas run finish (`drain`)."""

@@ -38,6 +38,7 @@ from backends.local_ray.pool import SERVE_LOGGING, pool_app_name, ray_environmen
 from backends.local_ray.proxy import proxy_environment, wait_delivered
 from backends.local_ray.registry_keeper import NAMESPACE, RegistryKeeper, keeper_name
 from backends.local_ray.activity_store import ActivityStore
+from backends.local_ray.usage_store import UsageStore
 #: Ray refuses a `working_dir` larger than this; local models beyond it must live on shared storage.
 MAX_SHIPPED_BYTES = 400 * 2**20
 #: On Ctrl-C, once the ingress has answered every request: how long Serve's proxies get to send the answers.
@@ -252,6 +253,7 @@ def _remove_application(app_name: str, everything: bool) -> None:
     except ValueError:  # never started
         pass
     ActivityStore(app_name).forget()
+    UsageStore(app_name).forget()
 
 
 def drain(running: Running, timeout_s: float) -> None:

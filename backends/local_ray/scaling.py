@@ -36,6 +36,9 @@ LAST_BUSY = "hybrid_last_busy"  # wall time the replica was last busy (now, whil
 IN_FLIGHT = "hybrid_in_flight"
 SERVED = "hybrid_served"  # 1: the replica has served a request (else it idles from its start)
 LOAD_FAILED = "hybrid_load_failed"  # 1: the replica answered a request without a model (its load failed)
+STARTED_AT = "hybrid_started_at"  # wall time Ray started its actor (the start of its cold start)
+READY_AT = "hybrid_ready_at"  # wall time its model was loaded (the end of its cold start)
+BUSY_S = "hybrid_busy_s"  # seconds it has had a request in flight, in all (the cost ledger's busy time)
 
 #: Where the policy keeps, in Serve's `policy_state`, since when replicas have been starting.
 STARTING_SINCE = "starting_since"
@@ -56,6 +59,10 @@ class ReplicaReport:
     in_flight: int
     served: bool = False  # it has served a request (one that never did idles from its start)
     failed: bool = False  # it holds no model (its load failed): nothing to keep warm
+    replica: str = ""  # Serve's replica id
+    started_at: float | None = None
+    ready_at: float | None = None
+    busy_s: float | None = None
 
 
 class Why(StrEnum):
@@ -197,6 +204,11 @@ def _unbounded(inputs: ScalingInputs) -> ScaleDecision:
     return ScaleDecision(replicas, why, plan)
 
 
+def replica_id(replica: Any) -> str:
+    """Serve's id of a running replica (a `ReplicaID`, or its string in tests)."""
+    return str(getattr(replica, "unique_id", replica))
+
+
 def reports_from_metrics(raw_metrics: Mapping[str, Mapping[Any, list[Any]]] | None, replicas: list[Any]) -> list[ReplicaReport]:
     """The latest report of each running replica from Serve's raw custom metrics. A flag counts only
     when it was pushed in the replica's latest sample (a metric absent from it may linger from older
@@ -218,7 +230,12 @@ def reports_from_metrics(raw_metrics: Mapping[str, Mapping[Any, list[Any]]] | No
             point = latest(name, replica)
             return point is not None and point.timestamp == busy.timestamp and bool(point.value)
 
-        reports.append(ReplicaReport(float(busy.value), int(in_flight.value), flag(SERVED), flag(LOAD_FAILED)))
+        def value(name: str) -> float | None:
+            point = latest(name, replica)
+            return None if point is None else float(point.value)
+
+        reports.append(ReplicaReport(float(busy.value), int(in_flight.value), flag(SERVED), flag(LOAD_FAILED),
+                                     replica_id(replica), value(STARTED_AT), value(READY_AT), value(BUSY_S)))
     return reports
 
 
@@ -256,7 +273,9 @@ class ScaledownWindowPolicy:
     the experiment, the application and the settings (validated again here: `RaySettings`)."""
 
     def __init__(self, experiment: str = "", app_name: str | None = None, settings: dict[str, Any] | None = None):
+        from backends.local_ray.replica_lives import ReplicaLives
         from backends.local_ray.settings import RaySettings
+        from backends.local_ray.usage_store import UsageStore
         from core.events import EventLog
         from core.keepwarm.policies import policy_from_settings
 
@@ -266,6 +285,8 @@ class ScaledownWindowPolicy:
         self.time_scale = self.settings.time_scale
         self.events = EventLog(self.settings.event_log)
         self.published = ActivityReader(ActivityStore(app_name) if app_name else None, experiment)
+        #: The pool's replicas in the cost ledger (published for the ingress).
+        self.lives = ReplicaLives(experiment, UsageStore(app_name) if app_name else None, time.time)
 
     def plan(self, now: float, reports: list[ReplicaReport], fresh: bool = False) -> PoolPlan | None:
         """Core's plan for the pool at wall time `now` (None: no request yet); `fresh`: from the
@@ -294,8 +315,10 @@ class ScaledownWindowPolicy:
             inputs = replace(inputs, plan=self.plan(now, reports, fresh=True))
             decision = desired_replicas(inputs)
         replicas, previous = decision.replicas, ctx.target_num_replicas
+        prewarm = decision.phase is PlanPhase.PREWARM and previous == 0 and replicas > 0
+        self.lives.observe(now, [replica_id(r) for r in running], reports, replicas, prewarm)
         if replicas != previous:
-            if decision.phase is PlanPhase.PREWARM and previous == 0:
+            if prewarm:
                 event = EventName.PREWARM
             else:
                 event = EventName.SCALE_TO_ZERO if replicas == 0 else (EventName.SCALE_UP if replicas > previous else EventName.SCALE_DOWN)

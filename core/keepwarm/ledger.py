@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Callable
 
@@ -62,7 +62,7 @@ class UsageRecord:
         if end <= start:
             return
         self.total[state] += end - start
-        t = start
+        t = max(start, end - KEEP_S)  # older minutes would be pruned anyway (and a bad start costs no loop)
         while t < end:
             minute = int(t // BUCKET_S)
             cut = min(end, (minute + 1) * BUCKET_S)
@@ -79,6 +79,10 @@ class UsageRecord:
                 for state, value in seconds.items():
                     out[state] += value
         return out
+
+    def copy(self, as_of: float | None = None) -> "UsageRecord":
+        return UsageRecord(self.experiment_id, self.as_of if as_of is None else as_of, dict(self.total),
+                           {m: dict(s) for m, s in self.minutes.items()}, self.containers)
 
     def prune(self, now: float) -> None:
         oldest = int((now - KEEP_S) // BUCKET_S)
@@ -110,6 +114,7 @@ class _Container:
     in_flight: int = 0
     served: bool = False
     prewarm: bool = False
+    busy_seen: float = 0.0  # `sampled`: the container's busy seconds counted so far
 
     def idle_state(self) -> ContainerState:
         return ContainerState.PREWARMED if self.prewarm and not self.served else ContainerState.WARM_IDLE
@@ -127,7 +132,6 @@ class CostLedger:
         self._lock = threading.Lock()
         self._containers: dict[str, _Container] = {}
         self._records: dict[str, UsageRecord] = {}
-        self.started_at = clock()
 
     # --- lifecycle -----------------------------------------------------------------------------
     def started(self, experiment_id: str, container: str, prewarm: bool = False, at: float | None = None) -> None:
@@ -157,35 +161,46 @@ class CostLedger:
             return c.idle_state()
         self._move(container, self._at(at), finish)
 
+    def sampled(self, container: str, busy_s: float, in_flight: int, served: bool, at: float | None = None) -> None:
+        """For a controller that samples its containers instead of seeing each request: the container
+        had been busy `busy_s` seconds in all (its own count) and runs `in_flight` requests now. The
+        busy seconds since the last sample are counted at the end of the interval, the rest as idle."""
+        at = self._at(at)
+        with self._lock:
+            c = self._containers.get(container)
+            if c is None or c.state is ContainerState.COLD_START or at <= c.since:
+                return
+            busy = min(max(0.0, busy_s - c.busy_seen), at - c.since)
+            record = self._record(c.experiment_id)
+            record.add(c.idle_state(), c.since, at - busy)
+            record.add(ContainerState.BUSY, at - busy, at)
+            c.busy_seen, c.since, c.in_flight = max(c.busy_seen, busy_s), at, in_flight
+            c.served = c.served or served or busy > 0
+            c.state = ContainerState.BUSY if in_flight else c.idle_state()
+
+    def restore(self, record: UsageRecord) -> None:
+        """Carry on from a record published before (a controller that restarted): its seconds so far."""
+        with self._lock:
+            self._records[record.experiment_id] = replace(record.copy(), containers=0)
+
     def stopped(self, container: str, at: float | None = None) -> None:
         at = self._at(at)
         with self._lock:
             self._close(container, at)
 
     def stop_all(self, at: float | None = None) -> None:
-        at = self._at(at)
-        with self._lock:
-            for container in list(self._containers):
-                self._close(container, at)
+        for container in list(self._containers):
+            self.stopped(container, self._at(at))
 
     # --- reading -------------------------------------------------------------------------------
     def record(self, experiment_id: str, now: float | None = None) -> UsageRecord | None:
         """The experiment's usage up to `now` (running containers counted to then); None: never seen."""
-        now = self._at(now)
-        with self._lock:
-            base = self._records.get(experiment_id)
-            if base is None:
-                return None
-            return self._snapshot(base, now)
+        return self.records(now).get(experiment_id)
 
     def records(self, now: float | None = None) -> dict[str, UsageRecord]:
         now = self._at(now)
         with self._lock:
             return {e: self._snapshot(r, now) for e, r in self._records.items()}
-
-    def running(self, experiment_id: str) -> int:
-        with self._lock:
-            return sum(1 for c in self._containers.values() if c.experiment_id == experiment_id)
 
     # --- internals -----------------------------------------------------------------------------
     def _at(self, at: float | None) -> float:
@@ -215,7 +230,7 @@ class CostLedger:
             record.prune(at)
 
     def _snapshot(self, base: UsageRecord, now: float) -> UsageRecord:
-        copy = UsageRecord(base.experiment_id, now, dict(base.total), {m: dict(s) for m, s in base.minutes.items()})
+        copy = base.copy(as_of=now)
         for c in self._containers.values():
             if c.experiment_id == base.experiment_id:
                 copy.add(c.state, c.since, now)

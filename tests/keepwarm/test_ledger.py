@@ -62,7 +62,7 @@ def test_a_running_container_counts_up_to_the_reading_and_the_reading_changes_no
     clock.t = T0 + 22
     second = ledger.record("e")
     assert second is not None and second.total[S.WARM_IDLE] == 20 and second.total[S.COLD_START] == 2
-    assert ledger.running("e") == 1 and ledger.record("other") is None
+    assert second.containers == 1 and ledger.record("other") is None
 
 
 def test_unknown_containers_and_repeated_stops_are_ignored() -> None:
@@ -149,3 +149,41 @@ def test_the_settings_price_the_deploys_gpu_unless_told_otherwise(monkeypatch: p
     monkeypatch.setenv("HYBRID_COST_PER_S", "-1")
     with pytest.raises(SettingsError, match="HYBRID_COST_PER_S='-1'.*dollars ≥ 0"):
         load_settings(env_file=None)
+
+
+def test_a_sampled_container_counts_its_busy_seconds_at_the_end_of_each_interval() -> None:
+    ledger = CostLedger(Clock())
+    ledger.started("e", "r", prewarm=True, at=T0)
+    ledger.sampled("r", busy_s=0.0, in_flight=0, served=False, at=T0 + 1)  # still starting: nothing yet
+    ledger.ready("r", at=T0 + 3)
+    ledger.sampled("r", busy_s=0.0, in_flight=0, served=False, at=T0 + 10)  # a pre-warm, idle
+    ledger.sampled("r", busy_s=2.0, in_flight=1, served=True, at=T0 + 20)  # 2 s busy, one running now
+    ledger.sampled("r", busy_s=2.0, in_flight=0, served=True, at=T0 + 20)  # the same moment: nothing to add
+    ledger.sampled("r", busy_s=5.0, in_flight=0, served=True, at=T0 + 30)
+    ledger.stopped("r", at=T0 + 40)
+    record = ledger.record("e", now=T0 + 40)
+    assert record is not None
+    assert record.total == {S.COLD_START: 3, S.PREWARMED: 7 + 8, S.BUSY: 2 + 3, S.WARM_IDLE: 7 + 10}
+    assert sum(record.total.values()) == 40
+
+
+def test_a_restored_record_carries_on() -> None:
+    first = CostLedger(Clock())
+    first.started("e", "c", at=T0)
+    first.stopped("c", at=T0 + 10)
+    saved = first.record("e", now=T0 + 10)
+    assert saved is not None
+    second = CostLedger(Clock(T0 + 20))
+    second.restore(UsageRecord.from_json(saved.to_json()))
+    second.started("e", "d", at=T0 + 20)
+    second.stopped("d", at=T0 + 25)
+    again = second.record("e", now=T0 + 30)
+    assert again is not None and again.total[S.COLD_START] == 15
+
+
+def test_a_span_from_a_bad_clock_is_counted_in_total_without_walking_every_minute_since_1970() -> None:
+    ledger = CostLedger(Clock())
+    ledger.started("e", "c", at=0.0)  # e.g. a replica that reported no start time as 0
+    ledger.stopped("c", at=T0)
+    record = ledger.record("e", now=T0)
+    assert record is not None and record.total[S.COLD_START] == T0 and len(record.minutes) <= 26 * 60 + 1

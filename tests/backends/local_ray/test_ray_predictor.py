@@ -11,7 +11,7 @@ import pytest
 
 from backends.local_ray.deployer import PoolDeployer
 from backends.local_ray.handles import Handles
-from backends.local_ray.ingress import RayPredictor
+from backends.local_ray.ingress import RayPredictor, admit
 from backends.local_ray.settings import load_ray_settings
 from core.keepwarm.controller import plan_for
 from core.keepwarm.decision import WindowDecision, WindowReason
@@ -102,16 +102,12 @@ def test_a_replicas_load_error_is_kept_without_credentials(monkeypatch: pytest.M
 
 
 def test_a_cold_experiment_is_refused_at_once_when_every_replica_slot_is_taken() -> None:
-    predictor = predictor_with(_Call({}), timeout_s=5)
-    predictor.settings = load_ray_settings(env_file=None, max_replicas=2)
-    predictor.replicas.states = {"a": {"RUNNING": 1}, "b": {"STARTING": 1}, "e": {}}
     with pytest.raises(Overloaded, match="HYBRID_MAX_REPLICAS") as refused:
-        predictor._admit(EXPERIMENT)
+        admit("e", 2, {"a": {"RUNNING": 1}, "b": {"STARTING": 1}, "e": {}})
     assert refused.value.retry_after_s and refused.value.retry_after_s > 0
-    predictor.replicas.states["e"] = {"RUNNING": 1}  # warm: it is served by its own replica
-    predictor._admit(EXPERIMENT)
-    predictor.replicas.states = {"a": {"RUNNING": 1}, "e": {}}  # a slot is free
-    predictor._admit(EXPERIMENT)
+    admit("e", 2, {"a": {"RUNNING": 1}, "b": {"STARTING": 1}, "e": {"RUNNING": 1}})  # warm: served by its own replica
+    admit("e", 2, {"a": {"RUNNING": 1}, "e": {}})  # a slot is free
+    admit("e", 0, {"a": {"RUNNING": 1}, "b": {"RUNNING": 1}})  # no cap
 
 
 

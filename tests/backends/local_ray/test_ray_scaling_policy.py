@@ -186,9 +186,12 @@ def test_reports_from_serve_metrics_take_the_latest_point_and_only_its_flags() -
         scaling.IN_FLIGHT: {"r1": [point(1, 0.0), point(2, 1.0)], "r2": [point(2, 0.0)]},
         scaling.SERVED: {"r1": [point(2, 1.0)]},
         scaling.LOAD_FAILED: {"r2": [point(1, 1.0)]},
+        scaling.READY_AT: {"r1": [point(1, 0.5)]},
+        scaling.BUSY_S: {"r1": [point(1, 0.1), point(2, 0.4)]},
     }
-    assert reports_from_metrics(raw, ["r1", "r2", "r3"]) == [ReplicaReport(5.0, 1, served=True),
-                                                            ReplicaReport(7.0, 0)]
+    assert reports_from_metrics(raw, ["r1", "r2", "r3"]) == [
+        ReplicaReport(5.0, 1, served=True, replica="r1", ready_at=0.5, busy_s=0.4),
+        ReplicaReport(7.0, 0, replica="r2")]
 
 
 # --- the policy Serve's controller runs -----------------------------------------------------------
