@@ -36,6 +36,8 @@ class ReplicaLives:
         self._starting: list[tuple[float, bool]] = []
         self._running: set[str] = set()
         self._published_at: float | None = None
+        #: A restarted controller's record was counted up to here: replicas running since are counted from it.
+        self._resumed_at: float | None = None
         if store is not None:
             try:
                 saved = store.read(experiment_id)
@@ -44,6 +46,7 @@ class ReplicaLives:
                 saved = None
             if saved is not None:  # a controller that restarted carries on
                 self.ledger.restore(saved)
+                self._resumed_at = saved.as_of
 
     def observe(self, now: float, running: list[str], reports: list["ReplicaReport"], target: int, prewarm: bool) -> None:
         """One tick: `running` replica ids, their `reports`, the replicas the pool is given now (`target`),
@@ -53,7 +56,7 @@ class ReplicaLives:
         for replica in running:  # a replica joins the ledger with its first report (its start and ready times)
             report = by_id.get(replica)
             if replica not in self._running and report is not None:
-                self._join(replica, report.started_at, report.ready_at or now, now)
+                self._join(replica, report, now)
         for replica in stopped:
             self.ledger.stopped(replica, at=now)
         self._running = (self._running - stopped) | set(by_id) & set(running)
@@ -68,11 +71,16 @@ class ReplicaLives:
         if stopped or (self._running and (self._published_at is None or now - self._published_at >= PUBLISH_S)):
             self.publish(now)
 
-    def _join(self, replica: str, started_at: float | None, ready_at: float, now: float) -> None:
+    def _join(self, replica: str, report: "ReplicaReport", now: float) -> None:
         decided, prewarmed = self._starting.pop(0) if self._starting else (now, False)
-        start = started_at if started_at is not None else decided  # Ray's actor start, else the decision's tick
-        self.ledger.started(self.experiment_id, replica, prewarm=prewarmed, at=min(start, ready_at))
-        self.ledger.ready(replica, at=ready_at)
+        ready = report.ready_at or now
+        start = min(report.started_at if report.started_at is not None else decided, ready)  # Ray's actor start
+        if self._resumed_at is not None and start < self._resumed_at:  # counted before the restart, busy time too
+            start, ready = self._resumed_at, max(ready, self._resumed_at)
+            self.ledger.started(self.experiment_id, replica, at=start, busy_seen=report.busy_s or 0.0)
+        else:
+            self.ledger.started(self.experiment_id, replica, prewarm=prewarmed, at=start)
+        self.ledger.ready(replica, at=ready)
 
     def publish(self, now: float) -> None:
         record = self.ledger.record(self.experiment_id, now)

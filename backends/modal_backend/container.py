@@ -4,19 +4,24 @@ Why this module exists: the Modal class in `inference_api.py` only adds decorato
 take the experiment's definition from the pool's parameters (pools.py), load its model (to the CPU before a memory
 snapshot, which has no GPU; to the GPU after restore), keep newly downloaded weights on the volume
 without ever failing the container for it, and serve predictions that report the cold start —
-lives here, so tests run it exactly as the container does.
+lives here, so tests run it exactly as the container does. It also keeps the container's own life in
+the cost ledger and publishes it to the shared state (container_lives.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable
 
+from backends.modal_backend.container_lives import ContainerLife, process_started_at
 from backends.modal_backend.deploy_config import REMOTE_ROOT
 from backends.modal_backend.pools import PoolKey
 from backends.modal_backend.settings import ModalSettings
+from backends.modal_backend.state_store import StateStore
 from core.serving.worker import RemoteWorker
 
 log = logging.getLogger("hybrid_serve.modal.container")
@@ -39,7 +44,11 @@ def cache_contents(root: str | None) -> frozenset[tuple[str, int]]:
 
 
 class ModelContainer:
-    def __init__(self, settings: ModalSettings, pool: PoolKey, commit_weights: Callable[[], Any]):
+    def __init__(self, settings: ModalSettings, pool: PoolKey, commit_weights: Callable[[], Any],
+                 store: StateStore | None = None):
+        self._store = store  # the shared state, where this container publishes its life (None: nowhere)
+        self.life: ContainerLife | None = None
+        self._publishing: asyncio.Task[None] | None = None
         # Model directories shipped with the deploy lie beside the container's registry file.
         base_dir = settings.registry_path.parent if settings.registry_path else Path(REMOTE_ROOT)
         self.pool = pool
@@ -62,10 +71,27 @@ class ModelContainer:
         """After a memory snapshot's restore: the weights move to this container's GPU."""
         self.worker.restored()
 
+    def serving(self, restored: bool) -> None:
+        """Its model is ready: the cost ledger counts this container from its process's start (a restore:
+        from now — the snapshot's own start was paid when it was taken)."""
+        if self._store is not None:
+            started = time.time() if restored else (process_started_at() or self.worker.started_at)
+            self.life = ContainerLife(self.pool.experiment_id, self._store, started)
+            self.life.ready()
+
     async def close(self) -> None:
         """The container stops (`@modal.exit`): the worker's engine refuses what still waits, stops its
-        batchers and releases the model."""
+        batchers and releases the model; its life's record is published a last time."""
+        if self.life is not None:
+            await self.life.stopped()
         await self.worker.close()
 
     async def predict(self, inputs: list[str], params: Any, request_at: float | None) -> dict[str, Any]:
-        return await self.worker.predict(inputs, params, request_at)
+        life = self.life
+        if life is None:
+            return await self.worker.predict(inputs, params, request_at)
+        with life.serving():
+            result = await self.worker.predict(inputs, params, request_at)
+        if self._publishing is None or self._publishing.done():  # off the answer's path
+            self._publishing = asyncio.get_running_loop().create_task(life.publish_due())
+        return result

@@ -80,9 +80,11 @@ class ExperimentModel:
     def load(self) -> None:
         """Cold start: load this pool's model (on the CPU when a CPU memory snapshot follows)."""
         from backends.modal_backend.container import ModelContainer
+        from backends.modal_backend.state_store import ModalDictStore
 
         pool = PoolKey(self.experiment_id, self.definition)
-        self.container = ModelContainer(load_modal_settings(), pool, commit_weights=weights.commit)
+        self.container = ModelContainer(load_modal_settings(), pool, commit_weights=weights.commit,
+                                        store=ModalDictStore(state))  # where it publishes its life (cost ledger)
         self.container.load(on_cpu=config.memory_snapshot and not config.gpu_snapshot)
 
     @modal.enter(snap=False)  # after every start or restore: the one place a snapshot's container finds its GPU
@@ -90,6 +92,7 @@ class ExperimentModel:
         """After a memory snapshot's restore (a no-op without snapshots): weights to the GPU."""
         if config.memory_snapshot:
             self.container.restored()
+        self.container.serving(restored=config.memory_snapshot)  # the cost ledger counts it from its start
 
     @modal.exit()  # the container stops (scaled down, redeployed): refuse what still waits, free the model
     async def close(self) -> None:

@@ -31,6 +31,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from backends.modal_backend.arrival_publisher import ArrivalPublisher
+from backends.modal_backend.container_lives import UsageReader
 from backends.modal_backend.deploy_config import MODAL_WEB_WAIT_S, REMOTE_ROOT
 from backends.modal_backend.pools import PoolKey, pool_key
 from backends.modal_backend.registry_store import DictRegistrySource
@@ -39,6 +40,7 @@ from core.http.app import create_app
 from core.keepwarm.activity import ActivityTracker, ExperimentActivity
 from core.keepwarm.controller import AppliedWindow, WindowController
 from core.keepwarm.histogram import Learner
+from core.keepwarm.ledger import UsageRecord
 from core.keepwarm.policies import policy_from_settings, retention_s
 from core.keepwarm.shared_activity import DurableActivity
 from core.serving.errors import BackendUnavailable, ModelUnavailable
@@ -68,13 +70,14 @@ _UNREAD = "unread"
 RETRY_AFTER_S = 30.0
 
 
-class ModalPredictor(Predictor):  # its containers' lifecycles do not reach the cost ledger yet (usage: None)
+class ModalPredictor(Predictor):
     """Sends a prediction to the pool of the experiment's current definition; Modal starts a container
     if none is warm."""
 
     def __init__(self, call: CallModel, settings: ModalSettings, applied: "AppliedWindows", tracker: "PublishingTracker",
-                 identity: IdentityFn = _fixed):
+                 identity: IdentityFn = _fixed, usage: UsageReader | None = None):
         self._call = call
+        self._usage = usage  # the model containers' published lives (container_lives.py)
         self.settings = settings
         self.applied = applied
         self.tracker = tracker
@@ -113,6 +116,9 @@ class ModalPredictor(Predictor):  # its containers' lifecycles do not reach the 
 
     async def cached_models(self) -> list[str]:
         return [e for e, s in (await self.model_status()).items() if s.state is ModelState.WARM]
+
+    async def usage(self) -> dict[str, UsageRecord] | None:
+        return None if self._usage is None else await self._usage.usage()
 
     def begin_shutdown(self) -> None:
         return None  # the containers serve on; this ingress simply stops taking requests
@@ -247,7 +253,7 @@ def build_ingress_app(
     tracker = PublishingTracker(settings.activity_window, retention_s(settings, policy), store, poke,
                                 learner=policy.learner, flush_s=flush_s)
     applied = AppliedWindows(store)
-    predictor = ModalPredictor(call_model, settings, applied, tracker, identity)
+    predictor = ModalPredictor(call_model, settings, applied, tracker, identity, UsageReader(store))
 
     async def in_force() -> dict[str, AppliedWindow]:
         await applied.refresh()

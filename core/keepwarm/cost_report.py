@@ -44,9 +44,9 @@ def usage_view(record: UsageRecord, price: Price) -> dict[str, Any]:
     }
 
 
-def summed(records: Iterable[UsageRecord], as_of: float) -> UsageRecord:
-    """Every experiment's usage together (the endpoint's total)."""
-    out = UsageRecord("*", as_of)
+def summed(records: Iterable[UsageRecord], as_of: float, experiment_id: str = "*") -> UsageRecord:
+    """Records added up: every experiment's (the endpoint's total, "*"), or one experiment's containers'."""
+    out = UsageRecord(experiment_id, as_of)
     for record in records:
         out.containers += record.containers
         for state, value in record.total.items():

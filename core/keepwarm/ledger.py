@@ -134,13 +134,15 @@ class CostLedger:
         self._records: dict[str, UsageRecord] = {}
 
     # --- lifecycle -----------------------------------------------------------------------------
-    def started(self, experiment_id: str, container: str, prewarm: bool = False, at: float | None = None) -> None:
-        """A container of the experiment began its cold start (`prewarm`: ahead of traffic)."""
+    def started(self, experiment_id: str, container: str, prewarm: bool = False, at: float | None = None,
+                busy_seen: float = 0.0) -> None:
+        """A container began its cold start (`prewarm`: ahead of traffic; `busy_seen`: busy seconds counted already)."""
         at = self._at(at)
         with self._lock:
             self._close(container, at)
             self._record(experiment_id)
-            self._containers[container] = _Container(experiment_id, ContainerState.COLD_START, at, prewarm=prewarm)
+            self._containers[container] = _Container(experiment_id, ContainerState.COLD_START, at, prewarm=prewarm,
+                                                     busy_seen=busy_seen)
 
     def ready(self, container: str, at: float | None = None) -> None:
         """Its model is loaded: busy if requests wait for it, else idle."""

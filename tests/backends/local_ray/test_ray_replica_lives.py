@@ -3,11 +3,13 @@ policy's view is scripted; the GCS key-value store is the shared fake at the net
 
 from __future__ import annotations
 
+import pytest
+
 from backends.local_ray.replica_lives import PUBLISH_S, ReplicaLives
 from backends.local_ray.scaling import ReplicaReport
 from backends.local_ray.usage_store import UsageStore
-from tests.backends.local_ray.conftest import FakeGcs
 from core.keepwarm.ledger import ContainerState as S, UsageRecord
+from tests.backends.local_ray.conftest import FakeGcs
 
 T0 = 1_800_000_000.0
 
@@ -79,3 +81,19 @@ def test_a_replica_reporting_rays_start_time_is_cold_from_then_and_one_not_repor
     lives.observe(T0 + 9, [], [], 0, False)
     record = store.read("e")
     assert record is not None and record.total == {S.COLD_START: 5, S.PREWARMED: 5, S.BUSY: 0, S.WARM_IDLE: 0}
+
+
+def test_a_restarted_policy_counts_a_replica_that_ran_through_the_restart_once(gcs: FakeGcs) -> None:
+    store = UsageStore("app")
+    before = ReplicaLives("e", store, clock=lambda: T0)
+    before.observe(T0, [], [], target=1, prewarm=False)
+    before.observe(T0 + 3, ["r"], [report("r", ready_at=T0 + 3, busy_s=1.0, served=True, started_at=T0)], 1, False)
+    before.observe(T0 + 4, ["r"], [report("r", ready_at=T0 + 3, busy_s=1.0, served=True, started_at=T0)], 1, False)
+    # the controller dies at T0 + 5 (its last record: as of T0 + 4); a new one starts
+    after = ReplicaLives("e", store, clock=lambda: T0 + 6)
+    after.observe(T0 + 6, ["r"], [report("r", ready_at=T0 + 3, busy_s=3.0, served=True, started_at=T0)], 1, False)
+    after.observe(T0 + 10, [], [], 0, False)
+    record = store.read("e")
+    assert record is not None and sum(record.total.values()) == pytest.approx(10)  # T0 .. T0 + 10, not more
+    # what ran after the last record before the restart (as of T0 + 3) reads as idle: busy is never counted twice
+    assert record.total[S.COLD_START] == 3 and record.total[S.BUSY] == 0 and record.total[S.WARM_IDLE] == 7

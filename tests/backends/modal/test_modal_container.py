@@ -43,6 +43,24 @@ def test_the_containers_start_and_serve_the_shared_contract(box: ModalContainer)
     assert box.command("report")["commits"] == 0  # nothing was downloaded: the volume is not committed
 
 
+def test_each_model_container_publishes_its_life_and_the_ingress_adds_them_up(box: ModalContainer) -> None:
+    """The cost ledger on Modal: the model container counts its own cold start (from its process's start)
+    and busy time, publishes them under its own key, and `/experiments/{id}` shows them."""
+    with box.client() as client:
+        assert client.post("/predict/fe", json={"inputs": "counted"}).status_code == 200
+        deadline = time.time() + 30
+        while True:  # published after the request, read by the ingress at most every 5 s
+            cost = client.get("/experiments/fe").json()["cost"]
+            if cost["measured"] and cost["since_start"]["container_seconds"]["busy"] > 0:
+                break
+            assert time.time() < deadline, cost
+            time.sleep(0.5)
+        keys = box.command("report")["keys"]
+    seconds = cost["since_start"]["container_seconds"]
+    assert seconds["cold_start"] > 0 and cost["containers"] == 1 and cost["price"]["gpu"] == "T4", cost
+    assert [k for k in keys if k.startswith("usage/fe/")], keys  # its own key: one writer per key
+
+
 def test_windows_are_applied_by_the_reconciler_from_published_arrivals(box: ModalContainer) -> None:
     with box.client() as client:
         client.post("/predict/fe-2", json={"inputs": "one"})

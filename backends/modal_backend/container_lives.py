@@ -1,0 +1,129 @@
+"""Modal containers' lives in the cost ledger: each model container counts its own, and publishes it to
+the shared state; the ingress adds them up.
+
+Why this module exists: on Modal no process sees every container — the reconciler only steers the
+autoscalers, and the client cannot list a pool's containers. Each model container is the one witness
+of its own life: it started (its process's start; with a memory snapshot, its restore), its model
+was ready, its requests ran (busy), it stopped (`@modal.exit`). It keeps a one-container cost ledger
+and writes its `UsageRecord` under `usage/<experiment>/<container>` — one writer per key, as the
+shared state requires — when its first request ends, at most every `PUBLISH_S` while it serves, and
+when it stops. `UsageReader` (the ingress) sums an experiment's containers' records.
+
+A container publishes while it serves and when it stops, not while it idles: an idle container's
+time shows when it next serves or stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+from backends.modal_backend.state_store import StateStore
+from core.keepwarm.cost_report import summed
+from core.keepwarm.ledger import CostLedger, UsageRecord
+
+log = logging.getLogger("hybrid_serve.modal.container_lives")
+
+USAGE = "usage/"
+#: A serving container publishes its record at most this often (seconds).
+PUBLISH_S = 10.0
+
+
+def usage_key(experiment_id: str, container: str) -> str:
+    return f"{USAGE}{experiment_id}/{container}"
+
+
+def container_id() -> str:
+    """Modal's id of this container (its task), or a unique one outside Modal."""
+    return os.environ.get("MODAL_TASK_ID") or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def process_started_at() -> float | None:
+    """When this process started (Linux: its start in clock ticks after boot); None if unknown."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as stat:
+            ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat", encoding="ascii") as boot:
+            booted = next(int(line.split()[1]) for line in boot if line.startswith("btime "))
+        return booted + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+class ContainerLife:
+    """This container's life in a one-container ledger, published under its own key."""
+
+    def __init__(self, experiment_id: str, store: StateStore, started_at: float, clock: Callable[[], float] = time.time):
+        self.experiment_id = experiment_id
+        self.store = store
+        self.container = container_id()
+        self.ledger = CostLedger(clock)
+        self._clock = clock
+        self._published_at: float | None = None
+        self.ledger.started(experiment_id, self.container, at=min(started_at, clock()))
+
+    def ready(self) -> None:
+        self.ledger.ready(self.container)
+
+    @contextmanager
+    def serving(self) -> Iterator[None]:
+        self.ledger.request_started(self.container)
+        try:
+            yield
+        finally:
+            self.ledger.request_finished(self.container)
+
+    async def publish_due(self) -> None:
+        """After a request: publish if the last publication is `PUBLISH_S` old (or there was none)."""
+        if self._published_at is None or self._clock() - self._published_at >= PUBLISH_S:
+            await self.publish()
+
+    async def stopped(self) -> None:
+        self.ledger.stopped(self.container)
+        await self.publish()
+
+    async def publish(self) -> None:
+        record = self.ledger.record(self.experiment_id)
+        if record is None:
+            return
+        self._published_at = self._clock()
+        try:
+            await self.store.put(usage_key(self.experiment_id, self.container), record.to_json())
+        except Exception as exc:  # the shared state unreachable a moment: the next publication carries it
+            log.warning("could not publish this container's ledger record: %s: %s", type(exc).__name__, exc)
+
+
+class UsageReader:
+    """Every experiment's containers' records summed (the ingress's `usage`), read at most every `ttl_s`."""
+
+    def __init__(self, store: StateStore, ttl_s: float = 5.0, clock: Callable[[], float] = time.time):
+        self.store = store
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._read_at: float | None = None
+        self._usage: dict[str, UsageRecord] = {}
+        self._lock = asyncio.Lock()
+
+    async def usage(self) -> dict[str, UsageRecord]:
+        async with self._lock:
+            now = self._clock()
+            if self._read_at is None or now - self._read_at >= self.ttl_s:
+                self._usage = await self._read(now)
+                self._read_at = now
+            return self._usage
+
+    async def _read(self, now: float) -> dict[str, UsageRecord]:
+        by_experiment: dict[str, list[UsageRecord]] = {}
+        for key in await self.store.keys():
+            if not key.startswith(USAGE):
+                continue
+            value = await self.store.get(key)
+            if value is not None:
+                record = UsageRecord.from_json(value)
+                by_experiment.setdefault(record.experiment_id, []).append(record)
+        return {e: summed(records, max(r.as_of for r in records), e) for e, records in by_experiment.items()}
