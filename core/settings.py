@@ -166,6 +166,7 @@ class Settings(_ModelServerKeys, _ModalWindowKeys):
         extra="ignore",
         populate_by_name=True,
         frozen=True,
+        allow_inf_nan=False,  # "inf" is no number of seconds or dollars: refused, naming the variable
     )
 
     # --- keep-warm policy (core/keepwarm) -------------------------------------------------------

@@ -149,6 +149,9 @@ def test_the_settings_price_the_deploys_gpu_unless_told_otherwise(monkeypatch: p
     monkeypatch.setenv("HYBRID_COST_PER_S", "-1")
     with pytest.raises(SettingsError, match="HYBRID_COST_PER_S='-1'.*dollars ≥ 0"):
         load_settings(env_file=None)
+    monkeypatch.setenv("HYBRID_COST_PER_S", "inf")  # would make every cost unanswerable JSON
+    with pytest.raises(SettingsError, match="HYBRID_COST_PER_S='inf': input should be a finite number"):
+        load_settings(env_file=None)
 
 
 def test_a_sampled_container_counts_its_busy_seconds_at_the_end_of_each_interval() -> None:
