@@ -65,10 +65,10 @@ class UsageCollector(Collector):
 
     def __init__(self) -> None:
         self._totals: dict[str, dict[str, float]] = {}
-        self._per_second: float | None = None
+        self._per_second: dict[str, float | None] = {}
 
-    def update(self, totals: dict[str, dict[str, float]], per_second: float | None) -> None:
-        """`totals`: experiment → state → container-seconds; `per_second`: their price (None: unknown)."""
+    def update(self, totals: dict[str, dict[str, float]], per_second: dict[str, float | None]) -> None:
+        """`totals`: experiment → state → container-seconds; `per_second`: each experiment's price (None: unknown)."""
         self._totals, self._per_second = totals, per_second
 
     def collect(self) -> Iterator[Metric]:
@@ -77,9 +77,10 @@ class UsageCollector(Collector):
         cost = CounterMetricFamily("hybrid_container_cost_usd", "Cost of those container-seconds in US dollars "
                                    "(HYBRID_COST_GPU / HYBRID_COST_PER_S).", labels=["experiment", "state"])
         for experiment_id, by_state in sorted(self._totals.items()):
+            price = self._per_second.get(experiment_id)
             for state, value in by_state.items():
                 seconds.add_metric([experiment_id, state], value)
-                if self._per_second is not None:
-                    cost.add_metric([experiment_id, state], value * self._per_second)
+                if price is not None:
+                    cost.add_metric([experiment_id, state], value * price)
         yield seconds
         yield cost

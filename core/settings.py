@@ -220,10 +220,10 @@ class Settings(_ModelServerKeys, _ModalWindowKeys):
         """The GPU the ledger prices when HYBRID_COST_GPU is empty (a backend's settings may know the deploy's)."""
         return None
 
-    def price(self) -> Price:
-        """What one container-second costs: HYBRID_COST_PER_S, else the table's price of HYBRID_COST_GPU,
-        of the backend's GPU (`cost_gpu_default`), or of a T4."""
-        return price_of(self.cost_gpu or self.cost_gpu_default(), self.cost_per_s)
+    def price(self, gpu: str | None = None) -> Price:
+        """What one container-second costs: HYBRID_COST_PER_S, else the table's price of `gpu` (an
+        experiment's own), of HYBRID_COST_GPU, of the backend's GPU (`cost_gpu_default`), or of a T4."""
+        return price_of(gpu or self.cost_gpu or self.cost_gpu_default(), self.cost_per_s)
 
     @classmethod
     def settings_customise_sources(

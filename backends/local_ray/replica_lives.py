@@ -4,8 +4,8 @@ Why this module exists: on Ray the one place that sees every replica of a pool s
 the pool's autoscaling policy in Serve's controller (every control-loop tick, a tenth of a second).
 `ReplicaLives` turns each tick's view — the replicas running, their reports (ready time, busy seconds
 in all, requests in flight), the replicas the decision keeps — into core's ledger facts: a replica's
-cold start runs from the tick its start was decided (or first seen pending) to its model's ready
-time; its busy seconds are its own count; a replica the policy started as a pre-warm is idle as
+cold start runs from Ray's start of its actor (else the tick its start was decided) to its model's
+ready time; its busy seconds are its own count; a replica the policy started as a pre-warm is idle as
 `prewarmed` until its first request; it stops on the tick it leaves the running set. The record is
 published to the GCS every `PUBLISH_S` (and on each stop) for the ingress to show.
 """
@@ -38,19 +38,29 @@ class ReplicaLives:
         self._published_at: float | None = None
         #: A restarted controller's record was counted up to here: replicas running since are counted from it.
         self._resumed_at: float | None = None
+        #: The record published before was read (or there is no store): only then is one published, so
+        #: that a GCS unreachable at the start never overwrites the experiment's history with a new one.
+        self._loaded = store is None
         if store is not None:
-            try:
-                saved = store.read(experiment_id)
-            except Exception:  # the GCS unreachable a moment: start from nothing
-                log.exception("could not read %s's ledger record", experiment_id)
-                saved = None
-            if saved is not None:  # a controller that restarted carries on
-                self.ledger.restore(saved)
-                self._resumed_at = saved.as_of
+            self._load()
+
+    def _load(self) -> None:
+        assert self.store is not None
+        try:
+            saved = self.store.read(self.experiment_id)
+        except Exception:  # the GCS unreachable a moment: read again on the next tick
+            log.exception("could not read %s's ledger record", self.experiment_id)
+            return
+        if saved is not None:  # a controller that restarted carries on
+            self.ledger.restore(saved)
+            self._resumed_at = saved.as_of
+        self._loaded = True
 
     def observe(self, now: float, running: list[str], reports: list["ReplicaReport"], target: int, prewarm: bool) -> None:
         """One tick: `running` replica ids, their `reports`, the replicas the pool is given now (`target`),
         and whether this tick's decision starts a pre-warm."""
+        if not self._loaded:
+            self._load()
         by_id = {r.replica: r for r in reports}
         stopped = self._running - set(running)
         for replica in running:  # a replica joins the ledger with its first report (its start and ready times)
@@ -84,7 +94,7 @@ class ReplicaLives:
 
     def publish(self, now: float) -> None:
         record = self.ledger.record(self.experiment_id, now)
-        if self.store is None or record is None:
+        if self.store is None or record is None or not self._loaded:
             return
         try:
             self.store.write(record)

@@ -316,7 +316,10 @@ class ScaledownWindowPolicy:
             decision = desired_replicas(inputs)
         replicas, previous = decision.replicas, ctx.target_num_replicas
         prewarm = decision.phase is PlanPhase.PREWARM and previous == 0 and replicas > 0
-        self.lives.observe(now, [replica_id(r) for r in running], reports, replicas, prewarm)
+        try:  # the cost ledger never stands in the way of scaling
+            self.lives.observe(now, [replica_id(r) for r in running], reports, replicas, prewarm)
+        except Exception:
+            log.exception("%s: the cost ledger missed a tick", self.experiment)
         if replicas != previous:
             if prewarm:
                 event = EventName.PREWARM

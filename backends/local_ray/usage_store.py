@@ -10,8 +10,11 @@ own; a policy that restarts carries on from it.
 from __future__ import annotations
 
 import json
+import logging
 
 from core.keepwarm.ledger import UsageRecord
+
+log = logging.getLogger("hybrid_serve.ray.usage_store")
 
 NAMESPACE = "hybrid-serve-usage"
 
@@ -42,8 +45,12 @@ class UsageStore:
         out = {}
         for key in internal_kv._internal_kv_list(self._key(""), namespace=NAMESPACE):
             value = internal_kv._internal_kv_get(key, namespace=NAMESPACE)
-            if value is not None:
-                record = UsageRecord.from_json(json.loads(value))
+            try:
+                record = None if value is None else UsageRecord.from_json(json.loads(value))
+            except (ValueError, KeyError, TypeError) as exc:  # one unreadable record hides itself only
+                log.warning("skipping an unreadable ledger record %r: %s", key, exc)
+                continue
+            if record is not None:
                 out[record.experiment_id] = record
         return out
 

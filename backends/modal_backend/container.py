@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -74,17 +73,20 @@ class ModelContainer:
     def serving(self, restored: bool) -> None:
         """Its model is ready: the cost ledger counts this container from its process's start (a restore:
         from now — the snapshot's own start was paid when it was taken)."""
-        if self._store is not None:
-            started = time.time() if restored else (process_started_at() or self.worker.started_at)
+        if self._store is not None:  # (a restore starts where `restored` began: the worker's start)
+            started = self.worker.started_at if restored else (process_started_at() or self.worker.started_at)
             self.life = ContainerLife(self.pool.experiment_id, self._store, started)
             self.life.ready()
 
     async def close(self) -> None:
         """The container stops (`@modal.exit`): the worker's engine refuses what still waits, stops its
-        batchers and releases the model; its life's record is published a last time."""
+        batchers and releases the model; then its life's record is published a last time (after any
+        publication still on its way, so the last one written is the final record)."""
+        await self.worker.close()
+        if self._publishing is not None and not self._publishing.done():
+            await asyncio.gather(self._publishing, return_exceptions=True)
         if self.life is not None:
             await self.life.stopped()
-        await self.worker.close()
 
     async def predict(self, inputs: list[str], params: Any, request_at: float | None) -> dict[str, Any]:
         life = self.life

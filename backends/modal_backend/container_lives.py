@@ -99,31 +99,52 @@ class ContainerLife:
 
 
 class UsageReader:
-    """Every experiment's containers' records summed (the ingress's `usage`), read at most every `ttl_s`."""
+    """Every experiment's containers' records summed (the ingress's `usage`), read at most every `ttl_s`.
+    A stopped container's record never changes again: it is read once. A record that cannot be read
+    (the Dict a moment away, a damaged value) is left out of this reading only."""
 
-    def __init__(self, store: StateStore, ttl_s: float = 5.0, clock: Callable[[], float] = time.time):
+    def __init__(self, store: StateStore, ttl_s: float = 5.0, clock: Callable[[], float] = time.time,
+                 timeout_s: float = 10.0):
         self.store = store
         self.ttl_s = ttl_s
+        self.timeout_s = timeout_s
         self._clock = clock
         self._read_at: float | None = None
         self._usage: dict[str, UsageRecord] = {}
+        self._final: dict[str, UsageRecord] = {}  # stopped containers' records, by key
+        self._usage_live: dict[str, UsageRecord] = {}  # running containers' latest records, by key
         self._lock = asyncio.Lock()
 
     async def usage(self) -> dict[str, UsageRecord]:
-        async with self._lock:
+        async with self._lock:  # one reading at a time; the others take its result
             now = self._clock()
             if self._read_at is None or now - self._read_at >= self.ttl_s:
-                self._usage = await self._read(now)
+                self._usage = await asyncio.wait_for(self._read(), self.timeout_s)
                 self._read_at = now
             return self._usage
 
-    async def _read(self, now: float) -> dict[str, UsageRecord]:
+    async def _read(self) -> dict[str, UsageRecord]:
+        keys = [k for k in await self.store.keys() if k.startswith(USAGE)]
+        fresh = [k for k in keys if k not in self._final]
+        live = {k: v for k, v in self._usage_live.items() if k in keys}  # a record that fails now: the last read
+        for key, record in zip(fresh, await asyncio.gather(*(self._get(k) for k in fresh))):
+            if record is not None and record.containers == 0:
+                self._final[key] = record
+                live.pop(key, None)
+            elif record is not None:
+                live[key] = record
+        self._usage_live = live
+        records = [self._final[k] if k in self._final else self._usage_live.get(k) for k in keys]
         by_experiment: dict[str, list[UsageRecord]] = {}
-        for key in await self.store.keys():
-            if not key.startswith(USAGE):
-                continue
-            value = await self.store.get(key)
-            if value is not None:
-                record = UsageRecord.from_json(value)
+        for record in records:
+            if record is not None:
                 by_experiment.setdefault(record.experiment_id, []).append(record)
-        return {e: summed(records, max(r.as_of for r in records), e) for e, records in by_experiment.items()}
+        return {e: summed(rs, max(r.as_of for r in rs), e) for e, rs in by_experiment.items()}
+
+    async def _get(self, key: str) -> UsageRecord | None:
+        try:
+            value = await self.store.get(key)
+            return None if value is None else UsageRecord.from_json(value)
+        except Exception as exc:
+            log.warning("could not read the ledger record %s: %s: %s", key, type(exc).__name__, exc)
+            return None

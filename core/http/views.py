@@ -9,16 +9,21 @@ The Prometheus gauges (cached models, replicas, windows) are refreshed here, whe
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict
 from typing import Any
 
 from core.auth import AuthMode
-from core.keepwarm.cost_report import cost_section, experiment_cost, today, totals
-from core.serving.model_status import ModelState, ModelStatus
-from core.serving.request_path import RequestPath
+from core.keepwarm.cost_report import Usage, cost_section, experiment_cost, today, totals
 from core.http.iso_times import with_iso_times
+from core.prices import Price
+from core.serving.model_status import ModelState, ModelStatus
+from core.serving.registry import Experiment
+from core.serving.request_path import RequestPath
 from core.serving.scrub import scrub_tree
+
+log = logging.getLogger("hybrid_serve.http.views")
 
 
 #: An experiment its backend knows nothing of: no model, no container.
@@ -81,7 +86,7 @@ class StateViews:
                 "experiments": windows,
             },
             "activity": activity_view(self.path),
-            "cost": cost_section(await self.path.predictor.usage(), settings.price(), self.backend, time.time()),
+            "cost": cost_section(await read_usage(self.path), lambda e: price_of(self.path, e), settings.price(), self.backend, time.time()),
             "registry": self.path.registry.describe(),
             "cached_models": cached,
             "configuration": {k: (str(v) if v is not None and not isinstance(v, (int, float, str)) else v)
@@ -90,36 +95,37 @@ class StateViews:
 
     async def experiments(self, offset: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
         """Registered experiments in registry order, `offset` and at most `limit` of them."""
-        status = await self.path.predictor.model_status()
-        windows = await self.windows()
-        usage, price, now = await self.path.predictor.usage(), self.path.settings.price(), time.time()
-        unused = self.path.controller.unused("")  # the plan of an experiment with no remembered request
-        registry = list(self.path.registry)
-        out = []
-        for experiment in registry[offset: None if limit is None else offset + limit]:
-            model = status.get(experiment.id)
-            window = windows.get(experiment.id)
-            out.append({
-                **experiment.describe(),
-                "state": (model or NEVER_LOADED).state.value,
-                "replicas": (model or NEVER_LOADED).replicas,
-                "scaledown_window_s": window["scaledown_window_s"] if window else unused.window_s,
-                "window_reason": window["reason"] if window else unused.reason.value,
-                "idle_s": window["idle_s"] if window else None,
-                "resolved": self.path.registry.identity(experiment.id),
-                "model": {} if model is None else model.to_json(),
-                "cost_today": today(usage, experiment.id, price, now),
-            })
-        return with_iso_times(scrub_tree(out))
+        chosen = list(self.path.registry)[offset: None if limit is None else offset + limit]
+        return with_iso_times(scrub_tree(await self._rows(chosen)))
 
     async def experiment(self, experiment_id: str) -> dict[str, Any]:
         """One registered experiment: its `/experiments` row and its cost ledger (404 for an unknown id)."""
         experiment = self.path.experiment(experiment_id)
-        index = next(i for i, e in enumerate(self.path.registry) if e.id == experiment.id)
-        row = (await self.experiments(index, 1))[0]
-        row["cost"] = experiment_cost(await self.path.predictor.usage(), experiment.id, self.path.settings.price(),
-                                      self.backend, time.time())
-        return with_iso_times(row)
+        usage = await read_usage(self.path)
+        row = (await self._rows([experiment], usage))[0]
+        row["cost"] = experiment_cost(usage, experiment.id, price_of(self.path, experiment.id), self.backend, time.time())
+        return with_iso_times(scrub_tree(row))
+
+    async def _rows(self, chosen: list[Experiment], usage: Usage = None) -> list[dict[str, Any]]:
+        status = await self.path.predictor.model_status()
+        windows = await self.windows()
+        usage, now = usage if usage is not None else await read_usage(self.path), time.time()
+        unused = self.path.controller.unused("")  # the plan of an experiment with no remembered request
+        out = []
+        for experiment in chosen:
+            model, window = status.get(experiment.id) or NEVER_LOADED, windows.get(experiment.id)
+            out.append({
+                **experiment.describe(),
+                "state": model.state.value,
+                "replicas": model.replicas,
+                "scaledown_window_s": window["scaledown_window_s"] if window else unused.window_s,
+                "window_reason": window["reason"] if window else unused.reason.value,
+                "idle_s": window["idle_s"] if window else None,
+                "resolved": self.path.registry.identity(experiment.id),
+                "model": {} if model is NEVER_LOADED else model.to_json(),
+                "cost_today": today(usage, experiment.id, price_of(self.path, experiment.id), now),
+            })
+        return out
 
     async def metrics(self) -> bytes:
         metrics = self.path.metrics
@@ -129,7 +135,8 @@ class StateViews:
                 metrics.replicas.labels(experiment_id).set(model.replicas)
         for experiment_id, window in (await self.windows()).items():
             metrics.window.labels(experiment_id).set(window["scaledown_window_s"])
-        metrics.usage.update(totals(await self.path.predictor.usage()), self.path.settings.price().per_second)
+        usage = totals(await read_usage(self.path))
+        metrics.usage.update(usage, {e: price_of(self.path, e).per_second for e in usage})
         return metrics.render()
 
 
@@ -154,3 +161,22 @@ def activity_view(path: RequestPath) -> dict[str, Any]:
             for a in tracker.snapshot()
         },
     }
+
+
+async def read_usage(path: RequestPath) -> Usage:
+    """The backend's cost ledger records; None where it keeps none; the error, in words, where the read
+    failed (the state views answer anyway)."""
+    read = getattr(path.predictor, "usage", None)  # a backend's predictor may predate the ledger
+    if read is None:
+        return None
+    try:
+        return await read()  # type: ignore[no-any-return]
+    except Exception as exc:
+        log.warning("could not read the cost ledger: %s: %s", type(exc).__name__, exc)
+        return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+def price_of(path: RequestPath, experiment_id: str) -> Price:
+    """An experiment's price: of its own GPU when the registry names one, else the deploy's."""
+    experiment = path.registry.get(experiment_id)
+    return path.settings.price(experiment.gpu if experiment is not None else None)

@@ -8,7 +8,7 @@ periods with the same units; one function renders them from a `UsageRecord` and 
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from core.keepwarm.ledger import STATES, ContainerState, UsageRecord
 from core.prices import Price
@@ -19,6 +19,10 @@ HOUR_S = 3600
 def midnight_utc(now: float) -> float:
     day = datetime.fromtimestamp(now, timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
     return day.timestamp()
+
+
+#: The price of one experiment's container-seconds (its own GPU, or the deploy's).
+PriceOf = Callable[[str], Price]
 
 
 def period_view(seconds: dict[ContainerState, float], price: Price) -> dict[str, Any]:
@@ -33,19 +37,41 @@ def period_view(seconds: dict[ContainerState, float], price: Price) -> dict[str,
     }
 
 
-def usage_view(record: UsageRecord, price: Price) -> dict[str, Any]:
-    """One experiment's (or a sum's) periods, as of the record's `as_of` (last hour and today to the minute)."""
-    now = record.as_of
+def usage_view(record: UsageRecord, price: Price, now: float) -> dict[str, Any]:
+    """One experiment's periods up to `now` (the last hour and today to the minute). A record published
+    earlier (`as_of`) counts nothing after it: a container it counted as running is shown at `as_of`."""
     return {
         "containers": record.containers,
+        "price": {"gpu": price.gpu, "per_second": price.per_second},
         "last_hour": period_view(record.between(now - HOUR_S, now), price),
         "today": period_view(record.between(midnight_utc(now), now), price),
         "since_start": period_view(record.total, price),
     }
 
 
-def summed(records: Iterable[UsageRecord], as_of: float, experiment_id: str = "*") -> UsageRecord:
-    """Records added up: every experiment's (the endpoint's total, "*"), or one experiment's containers'."""
+def _sum_periods(periods: list[dict[str, Any]]) -> dict[str, Any]:
+    """Period views of several experiments added up (each priced at its own rate)."""
+    costs = [p["cost"] for p in periods]
+    known = all(c is not None for c in costs)
+    return {
+        "container_seconds": {s.value: round(sum(p["container_seconds"][s.value] for p in periods), 3) for s in STATES},
+        "total_seconds": round(sum(p["total_seconds"] for p in periods), 3),
+        "cost": {s.value: round(sum(c[s.value] for c in costs), 6) for s in STATES} if known else None,
+        "total_cost": round(sum(p["total_cost"] for p in periods), 6) if known else None,
+    }
+
+
+def total_view(views: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every experiment's `usage_view` together (the endpoint's total)."""
+    out: dict[str, Any] = {"containers": sum(v["containers"] for v in views)}
+    for period in ("last_hour", "today", "since_start"):
+        out[period] = _sum_periods([v[period] for v in views]) if views else period_view(dict.fromkeys(STATES, 0.0),
+                                                                                          Price(0.0, None, ""))
+    return out
+
+
+def summed(records: Iterable[UsageRecord], as_of: float, experiment_id: str) -> UsageRecord:
+    """One experiment's records added up (its containers' own records, on Modal)."""
     out = UsageRecord(experiment_id, as_of)
     for record in records:
         out.containers += record.containers
@@ -58,32 +84,42 @@ def summed(records: Iterable[UsageRecord], as_of: float, experiment_id: str = "*
     return out
 
 
-def cost_section(usage: dict[str, UsageRecord] | None, price: Price, backend: str, now: float) -> dict[str, Any]:
-    """`/health`'s cost: the price, every experiment's periods and their sum (or why nothing is measured)."""
-    if usage is None:
-        return {"measured": False, "price": price.describe(),
-                "why": f"the {backend} backend does not report its containers' lifecycles to the ledger yet"}
-    return {"measured": True, "price": price.describe(), "all": usage_view(summed(usage.values(), now), price),
-            "experiments": {e: usage_view(r, price) for e, r in usage.items()}}
+#: What a backend's usage read gave: the records, None (the backend does not report), or why it failed.
+Usage = dict[str, UsageRecord] | None | str
 
 
-def experiment_cost(usage: dict[str, UsageRecord] | None, experiment_id: str, price: Price, backend: str,
-                    now: float) -> dict[str, Any]:
-    """`/experiments/{id}`'s cost: the experiment's periods (zero if it never ran a container)."""
-    if usage is None:
-        return cost_section(None, price, backend, now)
+def _unmeasured(usage: Usage, price: Price, backend: str) -> dict[str, Any]:
+    why = (f"the cost ledger could not be read: {usage}" if isinstance(usage, str)
+           else f"the {backend} backend does not report its containers' lifecycles to the ledger")
+    return {"measured": False, "price": price.describe(), "why": why}
+
+
+def cost_section(usage: Usage, price_of: PriceOf, price: Price, backend: str, now: float) -> dict[str, Any]:
+    """`/health`'s cost: the deploy's price, every experiment's periods and their sum (or why nothing is
+    measured)."""
+    if usage is None or isinstance(usage, str):
+        return _unmeasured(usage, price, backend)
+    views = {e: usage_view(r, price_of(e), now) for e, r in usage.items()}
+    return {"measured": True, "price": price.describe(), "all": total_view(list(views.values())), "experiments": views}
+
+
+def experiment_cost(usage: Usage, experiment_id: str, price: Price, backend: str, now: float) -> dict[str, Any]:
+    """`/experiments/{id}`'s cost: the experiment's periods at its price (zero if it never ran a container)."""
+    if usage is None or isinstance(usage, str):
+        return _unmeasured(usage, price, backend)
     record = usage.get(experiment_id) or UsageRecord(experiment_id, now)
-    return {"measured": True, "price": price.describe(), "as_of": record.as_of, **usage_view(record, price)}
+    return {"measured": True, "as_of": record.as_of, **usage_view(record, price, now), "price": price.describe()}
 
 
-def today(usage: dict[str, UsageRecord] | None, experiment_id: str, price: Price, now: float) -> dict[str, Any] | None:
-    """An `/experiments` row's cost: today's seconds and cost (None: not measured on this backend)."""
-    if usage is None:
+def today(usage: Usage, experiment_id: str, price: Price, now: float) -> dict[str, Any] | None:
+    """An `/experiments` row's cost: today's seconds and cost (None: not measured)."""
+    if usage is None or isinstance(usage, str):
         return None
     record = usage.get(experiment_id) or UsageRecord(experiment_id, now)
-    return period_view(record.between(midnight_utc(record.as_of), record.as_of), price)
+    return period_view(record.between(midnight_utc(now), now), price)
 
 
-def totals(usage: dict[str, UsageRecord] | None) -> dict[str, dict[str, float]]:
+def totals(usage: Usage) -> dict[str, dict[str, float]]:
     """Experiment → state → container-seconds since start (the Prometheus counters)."""
-    return {e: {s.value: v for s, v in r.total.items()} for e, r in (usage or {}).items()}
+    return {} if usage is None or isinstance(usage, str) else {
+        e: {s.value: v for s, v in r.total.items()} for e, r in usage.items()}

@@ -19,6 +19,7 @@ elsewhere (a Ray policy, a Modal container) publishes and an ingress reads back.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -59,7 +60,7 @@ class UsageRecord:
 
     def add(self, state: ContainerState, start: float, end: float) -> None:
         """Count [start, end) in `state`, split over the minutes it spans."""
-        if end <= start:
+        if not end > start or not math.isfinite(end - start):  # a non-finite time from a report: nothing
             return
         self.total[state] += end - start
         t = max(start, end - KEEP_S)  # older minutes would be pruned anyway (and a bad start costs no loop)
@@ -166,7 +167,8 @@ class CostLedger:
     def sampled(self, container: str, busy_s: float, in_flight: int, served: bool, at: float | None = None) -> None:
         """For a controller that samples its containers instead of seeing each request: the container
         had been busy `busy_s` seconds in all (its own count) and runs `in_flight` requests now. The
-        busy seconds since the last sample are counted at the end of the interval, the rest as idle."""
+        busy seconds not counted yet are counted at the end of the interval (what does not fit in it — a
+        report newer than the last sample's — carries to the next), the rest as idle."""
         at = self._at(at)
         with self._lock:
             c = self._containers.get(container)
@@ -176,7 +178,7 @@ class CostLedger:
             record = self._record(c.experiment_id)
             record.add(c.idle_state(), c.since, at - busy)
             record.add(ContainerState.BUSY, at - busy, at)
-            c.busy_seen, c.since, c.in_flight = max(c.busy_seen, busy_s), at, in_flight
+            c.busy_seen, c.since, c.in_flight = c.busy_seen + busy, at, in_flight
             c.served = c.served or served or busy > 0
             c.state = ContainerState.BUSY if in_flight else c.idle_state()
 
@@ -186,9 +188,8 @@ class CostLedger:
             self._records[record.experiment_id] = replace(record.copy(), containers=0)
 
     def stopped(self, container: str, at: float | None = None) -> None:
-        at = self._at(at)
         with self._lock:
-            self._close(container, at)
+            self._close(container, self._at(at))
 
     def stop_all(self, at: float | None = None) -> None:
         for container in list(self._containers):

@@ -16,7 +16,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from core.http.app import create_app
 from core.prices import price_table
+from core.serving.engine import InferenceEngine
 from core.serving.models import load_model
+from core.serving.registry import Registry
+from core.serving.request_path import RequestPath
+from tests.conftest import make_settings
 from tests.http.test_api import make_path
 from tests.live import live_server
 
@@ -106,3 +110,46 @@ def test_every_wall_time_in_the_state_views_is_also_iso_8601_utc(registry_file: 
         assert ISO.match(iso), (key, iso)
         parsed = calendar.timegm(time.strptime(iso[:19], "%Y-%m-%dT%H:%M:%S"))
         assert abs(parsed - epoch) < 1.0, (key, epoch, iso)
+
+
+def test_an_experiment_on_its_own_gpu_is_priced_at_that_gpu(tiny_models: dict[str, Path], tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    registry = tmp_path / "experiments.toml"
+    registry.write_text(f'[experiments.big]\nsource = "{tiny_models["feature-extraction"]}"\ntask = "feature-extraction"\n'
+                        f'gpu = "H100"\n\n[experiments.small]\nsource = "{tiny_models["feature-extraction"]}"\n'
+                        f'task = "feature-extraction"\n')
+    table = price_table().per_second
+    with live_server(create_app(make_path(registry, modal_gpu="T4"))) as url, httpx.Client(base_url=url, timeout=60) as http:
+        for experiment in ("big", "small"):
+            assert http.post(f"/predict/{experiment}", json={"inputs": "x"}).status_code == 200
+        cost = http.get("/health").json()["cost"]
+        big = http.get("/experiments/big").json()["cost"]
+    assert cost["price"]["gpu"] == "T4" and big["price"]["gpu"] == "H100" and big["price"]["per_second"] == table["H100"]
+    views = cost["experiments"]
+    assert views["big"]["price"]["per_second"] == table["H100"] and views["small"]["price"]["per_second"] == table["T4"]
+    for experiment, gpu in (("big", "H100"), ("small", "T4")):
+        since = views[experiment]["since_start"]
+        assert since["total_cost"] == pytest.approx(since["total_seconds"] * table[gpu], rel=1e-3, abs=1e-6)
+    assert cost["all"]["since_start"]["total_cost"] == pytest.approx(
+        views["big"]["since_start"]["total_cost"] + views["small"]["since_start"]["total_cost"], abs=2e-6)
+
+
+class UnreadableLedger(InferenceEngine):
+    async def usage(self):  # type: ignore[no-untyped-def]
+        raise ConnectionError("the store is away")
+
+
+def test_a_ledger_that_cannot_be_read_leaves_health_answering_and_says_why(registry_file: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    settings = make_settings(registry_path=registry_file)
+    path = RequestPath(settings, Registry.load(registry_file), UnreadableLedger(settings))
+    with live_server(create_app(path)) as url, httpx.Client(base_url=url, timeout=60) as http:
+        health = http.get("/health")
+        one = http.get("/experiments/fe")
+        metrics = http.get("/metrics")
+    assert health.status_code == 200 and one.status_code == 200 and metrics.status_code == 200
+    assert health.json()["cost"] == {"measured": False, "price": health.json()["cost"]["price"],
+                                     "why": "the cost ledger could not be read: ConnectionError: the store is away"}
+    assert one.json()["cost"]["measured"] is False and one.json()["cost_today"] is None

@@ -110,20 +110,22 @@ def test_the_periods_cover_the_last_hour_today_and_since_start_and_price_every_s
     record = ledger.record("e", now=T0 + 300)
     assert record is not None
     t4 = price_of("T4", None)
-    view = usage_view(record, t4)
+    view = usage_view(record, t4, T0 + 300)
     assert view["last_hour"]["container_seconds"] == {"cold_start": 60, "busy": 0, "warm_idle": 60, "prewarmed": 0}
     assert view["today"]["total_seconds"] == 720 and view["since_start"]["total_seconds"] == 720
     assert view["last_hour"]["total_cost"] == pytest.approx(120 * 0.000164)
     assert view["last_hour"]["cost"]["cold_start"] == pytest.approx(60 * 0.000164)
     assert midnight_utc(T0) == T0 - 8 * 3600
-    both = summed([record, record], T0 + 300)
-    assert usage_view(both, t4)["since_start"]["total_seconds"] == 1440
+    both = summed([record, record], T0 + 300, "e")
+    assert usage_view(both, t4, T0 + 300)["since_start"]["total_seconds"] == 1440
+    later = usage_view(record, t4, T0 + 3 * 3600)  # read hours after its last container stopped
+    assert later["last_hour"]["total_seconds"] == 0 and later["since_start"]["total_seconds"] == 720
 
 
 def test_an_unknown_price_shows_seconds_and_no_cost() -> None:
     record = UsageRecord("e", T0, minutes={int(T0 // 60): {s: 1.0 for s in S}})
     record.total[S.BUSY] = 1.0
-    view = usage_view(record, price_of("TPU-v9", None))
+    view = usage_view(record, price_of("TPU-v9", None), T0)
     assert view["since_start"]["total_seconds"] == 1 and view["since_start"]["total_cost"] is None
     assert view["since_start"]["cost"] is None
 
@@ -190,3 +192,22 @@ def test_a_span_from_a_bad_clock_is_counted_in_total_without_walking_every_minut
     ledger.stopped("c", at=T0)
     record = ledger.record("e", now=T0)
     assert record is not None and record.total[S.COLD_START] == T0 and len(record.minutes) <= 26 * 60 + 1
+
+
+def test_busy_seconds_reported_after_a_sample_carry_to_the_next_and_none_is_lost() -> None:
+    """A replica busy all the time, its report pushed every 0.2 s and sampled every 0.1 s: every other
+    sample sees a stale report. What a sample cannot fit is counted by the next."""
+    ledger = CostLedger(Clock())
+    ledger.started("e", "r", at=T0)
+    ledger.ready("r", at=T0)
+    reported = 0.0
+    for tick in range(1, 101):
+        if tick % 2 == 0:
+            reported = tick * 0.1  # the push: busy since ready
+        ledger.sampled("r", busy_s=reported, in_flight=1, served=True, at=T0 + tick * 0.1)
+    ledger.stopped("r", at=T0 + 10.0)
+    record = ledger.record("e", now=T0 + 10)
+    assert record is not None and record.total[S.BUSY] == pytest.approx(10.0, abs=0.15)
+    ledger.started("e", "bad", at=float("nan"))  # a non-finite report: nothing counted, nothing raised
+    ledger.stopped("bad", at=T0 + 11)
+    assert ledger.record("e", now=T0 + 11).total[S.BUSY] == pytest.approx(10.0, abs=0.15)  # type: ignore[union-attr]

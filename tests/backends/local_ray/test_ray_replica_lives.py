@@ -97,3 +97,25 @@ def test_a_restarted_policy_counts_a_replica_that_ran_through_the_restart_once(g
     assert record is not None and sum(record.total.values()) == pytest.approx(10)  # T0 .. T0 + 10, not more
     # what ran after the last record before the restart (as of T0 + 3) reads as idle: busy is never counted twice
     assert record.total[S.COLD_START] == 3 and record.total[S.BUSY] == 0 and record.total[S.WARM_IDLE] == 7
+
+
+def test_a_policy_that_could_not_read_the_record_publishes_nothing_until_it_has(gcs: FakeGcs) -> None:
+    store = UsageStore("app")
+    first = ReplicaLives("e", store, clock=lambda: T0)
+    first.observe(T0, ["r"], [report("r", ready_at=T0, started_at=T0)], 1, False)
+    first.observe(T0 + 10, [], [], 0, False)  # the history: 10 s
+    gcs.fail = True
+    restarted = ReplicaLives("e", store, clock=lambda: T0 + 20)  # the GCS away as it starts
+    gcs.fail = False
+    restarted.observe(T0 + 20, ["s"], [report("s", ready_at=T0 + 20, started_at=T0 + 20)], 1, False)
+    restarted.observe(T0 + 25, [], [], 0, False)
+    record = store.read("e")
+    assert record is not None and sum(record.total.values()) == 10 + 5  # read on its next tick: nothing lost
+
+
+def test_an_unreadable_record_in_the_store_hides_itself_only(gcs: FakeGcs) -> None:
+    store = UsageStore("app")
+    lives = ReplicaLives("e", store, clock=lambda: T0)
+    lives.observe(T0, ["r"], [report("r", ready_at=T0, started_at=T0)], 1, False)
+    gcs.data[("hybrid-serve-usage", b"app/broken")] = b"{not json"
+    assert set(store.read_all()) == {"e"}

@@ -91,3 +91,25 @@ def test_a_publication_that_fails_loses_nothing_for_the_next(monkeypatch: pytest
 def test_this_process_knows_when_it_started() -> None:
     started = process_started_at()
     assert started is not None and started <= time.time() and time.time() - started < 24 * 3600
+
+
+def test_a_damaged_record_hides_itself_only_and_a_stopped_containers_record_is_read_once() -> None:
+    store, clock = ModalDictStore(StrictDict()), Clock()
+    life = ContainerLife("e", store, started_at=clock.t, clock=clock)
+    life.ready()
+    clock.t += 3
+    asyncio.run(life.stopped())
+    asyncio.run(store.put("usage/e/damaged", {"total": "not a record"}))
+    reader = UsageReader(store, ttl_s=0.0, clock=clock)
+    first = asyncio.run(reader.usage())
+    assert sum(first["e"].total.values()) == 3
+    gets = []
+    real_get = store.get
+
+    async def counting_get(key: str) -> object:
+        gets.append(key)
+        return await real_get(key)
+
+    store.get = counting_get  # type: ignore[method-assign]
+    again = asyncio.run(reader.usage())
+    assert sum(again["e"].total.values()) == 3 and usage_key("e", life.container) not in gets  # final: not read again
