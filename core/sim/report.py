@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 COLUMNS = ("policy", "invocations", "cold_starts", "cold_start_pct", "p75_experiment_cold_start_pct",
-           "idle_container_minutes", "idle_cost", "cold_starts_x_oracle", "p75_x_oracle", "idle_x_fixed_10min")
+           "idle_container_minutes", "idle_after_end_minutes", "idle_cost", "cold_starts_x_oracle", "p75_x_oracle",
+           "idle_x_fixed_10min")
 #: Ratios get three decimals: targets such as "≤ 1.15× the oracle" are read off them.
 RATIOS = ("cold_starts_x_oracle", "p75_x_oracle", "idle_x_fixed_10min")
 

@@ -15,7 +15,8 @@ the first invocation is cold.
 Fine mode: per-request times and execution durations, up to `max_containers` containers per
 experiment; a request takes an idle warm container, else starts one (a cold start) while below the
 maximum, else waits for the first to free up; a container that stays idle for the window in force
-(the latest decision) scales down; idle time is counted until then (or the end of the trace). A
+(the latest decision) scales down; idle time is counted until then (or the end of the trace; what the
+windows still open at the end cost after it is reported apart, `idle_after_end_minutes`, in both modes). A
 pre-warm decision (adaptive policy) is applied conservatively here: kept warm for delay + window.
 
 Oracle: the fewest cold starts possible at a given idle budget when the future is known and nothing
@@ -43,12 +44,16 @@ class SimResult:
     invocations: int = 0
     cold_starts: int = 0
     idle_container_minutes: float = 0.0
+    #: Idle container-minutes of the windows still open when the trace ends: what the last requests'
+    #: windows cost after it (not in `idle_container_minutes`, which counts the trace's span only).
+    idle_after_end_minutes: float = 0.0
     experiment_cold_pct: list[float] = field(default_factory=list, repr=False)
 
-    def add_experiment(self, invocations: int, cold: int, idle_minutes: float) -> None:
+    def add_experiment(self, invocations: int, cold: int, idle_minutes: float, after_end_minutes: float = 0.0) -> None:
         self.invocations += invocations
         self.cold_starts += cold
         self.idle_container_minutes += idle_minutes
+        self.idle_after_end_minutes += after_end_minutes
         self.experiment_cold_pct.append(100.0 * cold / invocations if invocations else 0.0)
 
     @property
@@ -64,6 +69,7 @@ class SimResult:
             "cold_start_pct": round(100.0 * self.cold_starts / self.invocations, 4) if self.invocations else 0.0,
             "p75_experiment_cold_start_pct": round(self.p75_experiment_cold_pct, 4),
             "idle_container_minutes": round(self.idle_container_minutes, 3),
+            "idle_after_end_minutes": round(self.idle_after_end_minutes, 3),
         }
         if gpu_price_per_hour is not None:
             out["idle_cost"] = round(self.idle_container_minutes / 60 * gpu_price_per_hour, 2)
@@ -86,6 +92,7 @@ class MinuteOutcome:
     invocations: int
     cold_starts: int
     idle_minutes: float
+    after_end_minutes: float = 0.0  # the last window's idle minutes past the trace's end
 
 
 def simulate_minutes(series: MinuteSeries, policy: NamedPolicy, trace_minutes: int) -> MinuteOutcome:
@@ -97,7 +104,7 @@ def simulate_minutes(series: MinuteSeries, policy: NamedPolicy, trace_minutes: i
     after p + w (idle w). A learning policy learns the experiment's idle gaps online, as in the tracker.
     """
     minutes = series.minutes
-    cold, idle = 1, 0.0
+    cold, idle, after_end = 1, 0.0, 0.0
     previous_minute: int | None = None
     total = 0
     gaps = None if policy.learner is None else LearnedGaps(policy.learner)
@@ -133,9 +140,10 @@ def simulate_minutes(series: MinuteSeries, policy: NamedPolicy, trace_minutes: i
                 idle += window
                 cold += 1
         else:
-            idle += max(0.0, min(window, trace_minutes - minute - prewarm))
+            within = max(0.0, min(window, trace_minutes - minute - prewarm))
+            idle, after_end = idle + within, window - within
         previous_minute = minute
-    return MinuteOutcome(total, cold, idle)
+    return MinuteOutcome(total, cold, idle, after_end)
 
 
 class Oracle:
@@ -236,7 +244,8 @@ def simulate_minute_trace(
         oracle.add(s)
         for policy in policies:
             outcome = simulate_minutes(s, policy, trace_minutes)
-            results[policy.name].add_experiment(outcome.invocations, outcome.cold_starts, outcome.idle_minutes)
+            results[policy.name].add_experiment(outcome.invocations, outcome.cold_starts, outcome.idle_minutes,
+                                                outcome.after_end_minutes)
         if progress:
             progress()
     return results, oracle
@@ -255,6 +264,7 @@ class _ExperimentState:
     invocations: int = 0
     cold: int = 0
     idle_s: float = 0.0
+    after_end_s: float = 0.0
 
 
 def simulate_requests(
@@ -299,8 +309,10 @@ def simulate_requests(
     result = SimResult(policy.name)
     for state in states.values():
         for container in state.containers:
-            state.idle_s += max(0.0, min(state.window_s, end - container.free_at))
-        result.add_experiment(state.invocations, state.cold, state.idle_s / 60)
+            within = max(0.0, min(state.window_s, end - container.free_at))
+            state.idle_s += within
+            state.after_end_s += state.window_s - within
+        result.add_experiment(state.invocations, state.cold, state.idle_s / 60, state.after_end_s / 60)
     return result
 
 

@@ -60,6 +60,7 @@ def test_window_edge_gap_equal_to_the_window_stays_warm() -> None:
 def test_last_request_of_the_day_idles_only_until_the_trace_ends() -> None:
     out = simulate_minutes(series({28: 1}), fixed(600), trace_minutes=30)
     assert (out.cold_starts, out.idle_minutes) == (1, 2)
+    assert out.after_end_minutes == 8  # the rest of its 10-minute window, reported apart
 
 
 def test_hybrid_by_hand() -> None:
@@ -169,6 +170,20 @@ def test_fine_mode_by_hand() -> None:
     out = simulate_requests(iter(requests), fixed(60), max_containers=1)
     # t0 cold (busy until 1) | t30 warm, idle 29 | t100: idle 69 > 60 → scaled down after 60 idle, cold
     assert (out.cold_starts, round(out.idle_container_minutes * 60, 6)) == (2, 89.0)
+    # the trace ends with the last request (t100, busy until 101): its whole 60 s window lies after the end
+    assert round(out.idle_after_end_minutes * 60, 6) == 60.0 and out.summary()["idle_after_end_minutes"] == 1.0
+
+
+def test_fine_mode_reports_the_windows_open_at_the_end_of_the_trace_for_every_container() -> None:
+    """Two containers left by a burst, the trace's last request 30 s later: the windows (600 s) of both
+    run past the end — what `hybrid` and `fixed:60` differ by on a short trace."""
+    requests = [Request(0, "e", 10), Request(1, "e", 10), Request(40, "e", 1)]
+    short, long = (simulate_requests(iter(requests), fixed(w), max_containers=2) for w in (60, 600))
+    # A: busy 0..10; B: busy 1..11, idle 11..40 (29), takes t40 (the most recently used), busy to 41; the
+    # trace ends at 40: A idles 10..40 (30) inside it — the same 59 s for both windows
+    assert round(short.idle_container_minutes * 60, 6) == round(long.idle_container_minutes * 60, 6) == 59.0
+    assert round(short.idle_after_end_minutes * 60, 6) == (60 - 30) + 60  # A's rest, B's whole window
+    assert round(long.idle_after_end_minutes * 60, 6) == (600 - 30) + 600
 
 
 def test_fine_mode_queues_at_the_container_limit_and_scales_out_below_it() -> None:
@@ -262,6 +277,9 @@ def test_simulate_fine_mode_on_the_llm_trace(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     row = json.loads(result.stdout)[0]
     assert row["invocations"] == 19_366 and row["cold_starts"] >= 1
+    # ten containers' 1-minute windows still open when the trace ends: said, not silently dropped
+    assert row["idle_after_end_minutes"] == pytest.approx(10.0, abs=1.0)
+    assert "idle_after_end_minutes" in (tmp_path / "simulation.md").read_text()
 
 
 @pytest.mark.parametrize(("args", "message"), [
