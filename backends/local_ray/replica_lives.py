@@ -35,6 +35,9 @@ class ReplicaLives:
         #: (decided at, pre-warm) of each replica starting, oldest first: the next to run takes the first.
         self._starting: list[tuple[float, bool]] = []
         self._running: set[str] = set()
+        #: Replicas started for a waiting request, model ready (at), that request not yet delivered: their
+        #: cold start lasts until it is (Serve routes a queued request only once it sees the replica run).
+        self._awaited: dict[str, float] = {}
         self._published_at: float | None = None
         #: A restarted controller's record was counted up to here: replicas running since are counted from it.
         self._resumed_at: float | None = None
@@ -56,9 +59,10 @@ class ReplicaLives:
             self._resumed_at = saved.as_of
         self._loaded = True
 
-    def observe(self, now: float, running: list[str], reports: list["ReplicaReport"], target: int, prewarm: bool) -> None:
+    def observe(self, now: float, running: list[str], reports: list["ReplicaReport"], target: int, prewarm: bool,
+                waiting: bool = False) -> None:
         """One tick: `running` replica ids, their `reports`, the replicas the pool is given now (`target`),
-        and whether this tick's decision starts a pre-warm."""
+        whether this tick's decision starts a pre-warm, and whether requests wait (Serve's load figure)."""
         if not self._loaded:
             self._load()
         by_id = {r.replica: r for r in reports}
@@ -66,9 +70,18 @@ class ReplicaLives:
         for replica in running:  # a replica joins the ledger with its first report (its start and ready times)
             report = by_id.get(replica)
             if replica not in self._running and report is not None:
-                self._join(replica, report, now)
+                self._join(replica, report, now, waiting)
         for replica in stopped:
             self.ledger.stopped(replica, at=now)
+            self._awaited.pop(replica, None)
+        for replica, ready in list(self._awaited.items()):
+            report = by_id.get(replica)
+            if report is not None and (report.served or (report.busy_s or 0) > 0):  # its first request came
+                self.ledger.ready(replica, at=max(ready, now - (report.busy_s or 0.0)))
+                del self._awaited[replica]
+            elif not waiting:  # nothing waits (the request went elsewhere, or gave up): idle since ready
+                self.ledger.ready(replica, at=ready)
+                del self._awaited[replica]
         self._running = (self._running - stopped) | set(by_id) & set(running)
         for report in reports:
             if report.busy_s is not None and report.replica in self._running:
@@ -81,7 +94,7 @@ class ReplicaLives:
         if stopped or (self._running and (self._published_at is None or now - self._published_at >= PUBLISH_S)):
             self.publish(now)
 
-    def _join(self, replica: str, report: "ReplicaReport", now: float) -> None:
+    def _join(self, replica: str, report: "ReplicaReport", now: float, waiting: bool) -> None:
         decided, prewarmed = self._starting.pop(0) if self._starting else (now, False)
         ready = report.ready_at or now
         start = min(report.started_at if report.started_at is not None else decided, ready)  # Ray's actor start
@@ -90,6 +103,9 @@ class ReplicaLives:
             self.ledger.started(self.experiment_id, replica, at=start, busy_seen=report.busy_s or 0.0)
         else:
             self.ledger.started(self.experiment_id, replica, prewarm=prewarmed, at=start)
+            if waiting and not prewarmed and not report.served:
+                self._awaited[replica] = ready
+                return
         self.ledger.ready(replica, at=ready)
 
     def publish(self, now: float) -> None:

@@ -317,7 +317,8 @@ class ScaledownWindowPolicy:
         replicas, previous = decision.replicas, ctx.target_num_replicas
         prewarm = decision.phase is PlanPhase.PREWARM and previous == 0 and replicas > 0
         try:  # the cost ledger never stands in the way of scaling
-            self.lives.observe(now, [replica_id(r) for r in running], reports, replicas, prewarm)
+            self.lives.observe(now, [replica_id(r) for r in running], reports, replicas, prewarm,
+                               waiting=inputs.ongoing_requests > 0)
         except Exception:
             log.exception("%s: the cost ledger missed a tick", self.experiment)
         if replicas != previous:

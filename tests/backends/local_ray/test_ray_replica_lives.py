@@ -119,3 +119,26 @@ def test_an_unreadable_record_in_the_store_hides_itself_only(gcs: FakeGcs) -> No
     lives.observe(T0, ["r"], [report("r", ready_at=T0, started_at=T0)], 1, False)
     gcs.data[("hybrid-serve-usage", b"app/broken")] = b"{not json"
     assert set(store.read_all()) == {"e"}
+
+
+def test_a_replica_started_for_a_waiting_request_is_cold_until_that_request_reaches_it(gcs: FakeGcs) -> None:
+    """Serve routes a queued request only once it sees the new replica run: the replica, loaded, waits
+    for it a moment (seconds under load). That is still the request's cold start, not idle time."""
+    store = UsageStore("app")
+    lives = ReplicaLives("e", store, clock=lambda: T0)
+    lives.observe(T0, [], [], target=1, prewarm=False, waiting=True)
+    lives.observe(T0 + 3.5, ["r"], [report("r", ready_at=T0 + 3, started_at=T0)], 1, False, waiting=True)
+    lives.observe(T0 + 5, ["r"], [report("r", ready_at=T0 + 3, started_at=T0, busy_s=0.5, served=True)], 1, False)
+    lives.observe(T0 + 8, [], [], 0, False)
+    record = store.read("e")
+    assert record is not None and record.total == {S.COLD_START: 4.5, S.BUSY: 0.5, S.WARM_IDLE: 3, S.PREWARMED: 0}
+
+
+def test_a_replica_whose_waiting_request_went_elsewhere_idles_from_its_ready_time(gcs: FakeGcs) -> None:
+    store = UsageStore("app")
+    lives = ReplicaLives("e", store, clock=lambda: T0)
+    lives.observe(T0 + 3.5, ["r"], [report("r", ready_at=T0 + 3, started_at=T0)], 1, False, waiting=True)
+    lives.observe(T0 + 4, ["r"], [report("r", ready_at=T0 + 3, started_at=T0)], 1, False, waiting=False)
+    lives.observe(T0 + 6, [], [], 0, False)
+    record = store.read("e")
+    assert record is not None and record.total == {S.COLD_START: 3, S.BUSY: 0, S.WARM_IDLE: 3, S.PREWARMED: 0}
