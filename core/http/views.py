@@ -96,7 +96,7 @@ class StateViews:
     async def experiments(self, offset: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
         """Registered experiments in registry order, `offset` and at most `limit` of them."""
         chosen = list(self.path.registry)[offset: None if limit is None else offset + limit]
-        return with_iso_times(scrub_tree(await self._rows(chosen)))
+        return with_iso_times(scrub_tree(await self._rows(chosen, await read_usage(self.path))))
 
     async def experiment(self, experiment_id: str) -> dict[str, Any]:
         """One registered experiment: its `/experiments` row and its cost ledger (404 for an unknown id)."""
@@ -106,10 +106,10 @@ class StateViews:
         row["cost"] = experiment_cost(usage, experiment.id, price_of(self.path, experiment.id), self.backend, time.time())
         return with_iso_times(scrub_tree(row))
 
-    async def _rows(self, chosen: list[Experiment], usage: Usage = None) -> list[dict[str, Any]]:
+    async def _rows(self, chosen: list[Experiment], usage: Usage) -> list[dict[str, Any]]:
         status = await self.path.predictor.model_status()
         windows = await self.windows()
-        usage, now = usage if usage is not None else await read_usage(self.path), time.time()
+        now = time.time()
         unused = self.path.controller.unused("")  # the plan of an experiment with no remembered request
         out = []
         for experiment in chosen:

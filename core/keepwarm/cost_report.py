@@ -65,8 +65,7 @@ def total_view(views: list[dict[str, Any]]) -> dict[str, Any]:
     """Every experiment's `usage_view` together (the endpoint's total)."""
     out: dict[str, Any] = {"containers": sum(v["containers"] for v in views)}
     for period in ("last_hour", "today", "since_start"):
-        out[period] = _sum_periods([v[period] for v in views]) if views else period_view(dict.fromkeys(STATES, 0.0),
-                                                                                          Price(0.0, None, ""))
+        out[period] = _sum_periods([v[period] for v in views])  # none: zeros
     return out
 
 
@@ -88,6 +87,11 @@ def summed(records: Iterable[UsageRecord], as_of: float, experiment_id: str) -> 
 Usage = dict[str, UsageRecord] | None | str
 
 
+def measured(usage: Usage) -> dict[str, UsageRecord] | None:
+    """The records, where the backend reported them."""
+    return None if usage is None or isinstance(usage, str) else usage
+
+
 def _unmeasured(usage: Usage, price: Price, backend: str) -> dict[str, Any]:
     why = (f"the cost ledger could not be read: {usage}" if isinstance(usage, str)
            else f"the {backend} backend does not report its containers' lifecycles to the ledger")
@@ -97,29 +101,31 @@ def _unmeasured(usage: Usage, price: Price, backend: str) -> dict[str, Any]:
 def cost_section(usage: Usage, price_of: PriceOf, price: Price, backend: str, now: float) -> dict[str, Any]:
     """`/health`'s cost: the deploy's price, every experiment's periods and their sum (or why nothing is
     measured)."""
-    if usage is None or isinstance(usage, str):
+    records = measured(usage)
+    if records is None:
         return _unmeasured(usage, price, backend)
-    views = {e: usage_view(r, price_of(e), now) for e, r in usage.items()}
+    views = {e: usage_view(r, price_of(e), now) for e, r in records.items()}
     return {"measured": True, "price": price.describe(), "all": total_view(list(views.values())), "experiments": views}
 
 
 def experiment_cost(usage: Usage, experiment_id: str, price: Price, backend: str, now: float) -> dict[str, Any]:
     """`/experiments/{id}`'s cost: the experiment's periods at its price (zero if it never ran a container)."""
-    if usage is None or isinstance(usage, str):
+    records = measured(usage)
+    if records is None:
         return _unmeasured(usage, price, backend)
-    record = usage.get(experiment_id) or UsageRecord(experiment_id, now)
+    record = records.get(experiment_id) or UsageRecord(experiment_id, now)
     return {"measured": True, "as_of": record.as_of, **usage_view(record, price, now), "price": price.describe()}
 
 
 def today(usage: Usage, experiment_id: str, price: Price, now: float) -> dict[str, Any] | None:
     """An `/experiments` row's cost: today's seconds and cost (None: not measured)."""
-    if usage is None or isinstance(usage, str):
+    records = measured(usage)
+    if records is None:
         return None
-    record = usage.get(experiment_id) or UsageRecord(experiment_id, now)
+    record = records.get(experiment_id) or UsageRecord(experiment_id, now)
     return period_view(record.between(midnight_utc(now), now), price)
 
 
 def totals(usage: Usage) -> dict[str, dict[str, float]]:
     """Experiment → state → container-seconds since start (the Prometheus counters)."""
-    return {} if usage is None or isinstance(usage, str) else {
-        e: {s.value: v for s, v in r.total.items()} for e, r in usage.items()}
+    return {e: {s.value: v for s, v in r.total.items()} for e, r in (measured(usage) or {}).items()}

@@ -14,6 +14,12 @@ from tests.backends.local_ray.conftest import FakeGcs
 T0 = 1_800_000_000.0
 
 
+def fresh() -> tuple[UsageStore, ReplicaLives]:
+    """A GCS store of the application and experiment e's policy view, at T0."""
+    store = UsageStore("app")
+    return store, ReplicaLives("e", store, clock=lambda: T0)
+
+
 def report(replica: str, ready_at: float, busy_s: float = 0.0, in_flight: int = 0, served: bool = False,
            started_at: float | None = None) -> ReplicaReport:
     return ReplicaReport(ready_at, in_flight, served, False, replica=replica, started_at=started_at, ready_at=ready_at,
@@ -21,8 +27,7 @@ def report(replica: str, ready_at: float, busy_s: float = 0.0, in_flight: int = 
 
 
 def test_a_replica_started_for_a_request_is_cold_then_busy_then_idle_until_it_leaves(gcs: FakeGcs) -> None:
-    store = UsageStore("app")
-    lives = ReplicaLives("e", store, clock=lambda: T0)
+    store, lives = fresh()
     lives.observe(T0, [], [], target=1, prewarm=False)  # Serve's cold start: one starting, none running
     lives.observe(T0 + 3.5, ["r1"], [report("r1", ready_at=T0 + 3.0, busy_s=0.5, served=True)], 1, False)
     lives.observe(T0 + 10, ["r1"], [report("r1", ready_at=T0 + 3.0, busy_s=1.5, served=True)], 1, False)
@@ -33,8 +38,7 @@ def test_a_replica_started_for_a_request_is_cold_then_busy_then_idle_until_it_le
 
 
 def test_a_prewarm_replica_is_prewarmed_until_its_first_request(gcs: FakeGcs) -> None:
-    store = UsageStore("app")
-    lives = ReplicaLives("e", store, clock=lambda: T0)
+    store, lives = fresh()
     lives.observe(T0, [], [], target=1, prewarm=True)  # the policy's pre-warm decision
     lives.observe(T0 + 2, ["p"], [report("p", ready_at=T0 + 2)], 1, False)
     lives.observe(T0 + 12, ["p"], [report("p", ready_at=T0 + 2, busy_s=1.0, served=True)], 1, False)
@@ -44,8 +48,7 @@ def test_a_prewarm_replica_is_prewarmed_until_its_first_request(gcs: FakeGcs) ->
 
 
 def test_starts_are_matched_to_replicas_in_order_and_a_cancelled_start_counts_nothing(gcs: FakeGcs) -> None:
-    store = UsageStore("app")
-    lives = ReplicaLives("e", store, clock=lambda: T0)
+    store, lives = fresh()
     lives.observe(T0, [], [], target=2, prewarm=False)
     lives.observe(T0 + 1, [], [], target=3, prewarm=False)
     lives.observe(T0 + 2, [], [], target=2, prewarm=False)  # the third start was cancelled
@@ -56,8 +59,7 @@ def test_starts_are_matched_to_replicas_in_order_and_a_cancelled_start_counts_no
 
 
 def test_the_record_is_published_while_replicas_run_and_a_restarted_policy_carries_on(gcs: FakeGcs) -> None:
-    store = UsageStore("app")
-    lives = ReplicaLives("e", store, clock=lambda: T0)
+    store, lives = fresh()
     lives.observe(T0, ["r"], [report("r", T0)], 1, False)
     first = gcs.writes
     lives.observe(T0 + PUBLISH_S / 2, ["r"], [report("r", T0)], 1, False)
@@ -73,8 +75,7 @@ def test_the_record_is_published_while_replicas_run_and_a_restarted_policy_carri
 
 
 def test_a_replica_reporting_rays_start_time_is_cold_from_then_and_one_not_reported_yet_keeps_its_slot(gcs: FakeGcs) -> None:
-    store = UsageStore("app")
-    lives = ReplicaLives("e", store, clock=lambda: T0)
+    store, lives = fresh()
     lives.observe(T0, [], [], target=1, prewarm=True)
     lives.observe(T0 + 4, ["p"], [], 1, False)  # running, not reported yet: still its pre-warm slot
     lives.observe(T0 + 5, ["p"], [report("p", ready_at=T0 + 4, started_at=T0 - 1)], 1, False)  # Ray started it first
@@ -114,8 +115,7 @@ def test_a_policy_that_could_not_read_the_record_publishes_nothing_until_it_has(
 
 
 def test_an_unreadable_record_in_the_store_hides_itself_only(gcs: FakeGcs) -> None:
-    store = UsageStore("app")
-    lives = ReplicaLives("e", store, clock=lambda: T0)
+    store, lives = fresh()
     lives.observe(T0, ["r"], [report("r", ready_at=T0, started_at=T0)], 1, False)
     gcs.data[("hybrid-serve-usage", b"app/broken")] = b"{not json"
     assert set(store.read_all()) == {"e"}
@@ -124,8 +124,7 @@ def test_an_unreadable_record_in_the_store_hides_itself_only(gcs: FakeGcs) -> No
 def test_a_replica_started_for_a_waiting_request_is_cold_until_that_request_reaches_it(gcs: FakeGcs) -> None:
     """Serve routes a queued request only once it sees the new replica run: the replica, loaded, waits
     for it a moment (seconds under load). That is still the request's cold start, not idle time."""
-    store = UsageStore("app")
-    lives = ReplicaLives("e", store, clock=lambda: T0)
+    store, lives = fresh()
     lives.observe(T0, [], [], target=1, prewarm=False, waiting=True)
     lives.observe(T0 + 3.5, ["r"], [report("r", ready_at=T0 + 3, started_at=T0)], 1, False, waiting=True)
     lives.observe(T0 + 5, ["r"], [report("r", ready_at=T0 + 3, started_at=T0, busy_s=0.5, served=True)], 1, False)
@@ -135,8 +134,7 @@ def test_a_replica_started_for_a_waiting_request_is_cold_until_that_request_reac
 
 
 def test_a_replica_whose_waiting_request_went_elsewhere_idles_from_its_ready_time(gcs: FakeGcs) -> None:
-    store = UsageStore("app")
-    lives = ReplicaLives("e", store, clock=lambda: T0)
+    store, lives = fresh()
     lives.observe(T0 + 3.5, ["r"], [report("r", ready_at=T0 + 3, started_at=T0)], 1, False, waiting=True)
     lives.observe(T0 + 4, ["r"], [report("r", ready_at=T0 + 3, started_at=T0)], 1, False, waiting=False)
     lives.observe(T0 + 6, [], [], 0, False)
