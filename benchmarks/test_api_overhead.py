@@ -123,3 +123,55 @@ def test_batched_vs_unbatched_throughput(benchmark, summary) -> None:  # type: i
     summary.add("batching", "throughput, batch ≤ 32 (32 clients, demo model)", b, "req/s")
     summary.add("batching", "throughput, batch 1", u, "req/s")
     summary.add("batching", "batched / unbatched", b / u, "×", "≥ 3×")
+
+
+def _recording_cost_us(folder: Path, calls: int = 20000) -> float:
+    """One request's record, microseconds (median of batches): the JSON line, its write, the minute counts."""
+    from core.recording import Limits, Recording
+    from core.serving.traffic import Traffic
+
+    traffic = Traffic(Recording(folder, Limits(256 * 1024 * 1024, 30 * 86400)))
+    batches = []
+    for _ in range(20):
+        t = time.perf_counter()
+        for _ in range(calls // 20):
+            traffic.request("fe", time.time(), 200, 0.0012, cold=False, queue_wait_s=0.0001, inputs=1,
+                            window_s=900.0, reason="base")
+        batches.append((time.perf_counter() - t) / (calls // 20) * 1e6)
+    return statistics.median(batches)
+
+
+def test_recording_traffic_costs_little_of_the_api_overhead(benchmark, registry_file: Path, summary,  # type: ignore[no-untyped-def]
+                                                            tmp_path: Path) -> None:
+    """Issue 21: recording costs at most 2 % of the API overhead. Two servers of the main job, recording
+    on and off, answered in alternation by one client (the end-to-end difference, noisy at this size);
+    and, in the same run, the record itself timed in a loop against the overhead measured with it on."""
+    on_env = {"HYBRID_REGISTRY": str(registry_file), "HYBRID_TRAFFIC_DIR": str(tmp_path / "on")}
+    off_env = {"HYBRID_REGISTRY": str(registry_file), "HYBRID_TRAFFIC_RECORD": "false"}
+    with served(env=on_env) as on_server, served(env=off_env) as off_server:
+        on, off = RawHTTP(on_server.url), RawHTTP(off_server.url)
+        on_request = on.prepare_post("/predict/fe", {"inputs": "hello world"})
+        off_request = off.prepare_post("/predict/fe", {"inputs": "hello world"})
+        assert on.send(on_request)[0] == 200 and off.send(off_request)[0] == 200
+        overhead: dict[str, list[float]] = {"on": [], "off": []}
+        pair = [("on", on, on_request), ("off", off, off_request)]
+        for n in range(ROUNDS * 2):
+            for name, client, request in pair if n % 2 else pair[::-1]:  # neither always goes first
+                t = time.perf_counter()
+                _, body = client.send(request)
+                overhead[name].append((time.perf_counter() - t) * 1000 - json.loads(body)["timing"]["inference_ms"])
+        benchmark.pedantic(lambda: on.send(on_request), rounds=50, iterations=1)
+        on.close()
+        off.close()
+    assert list((tmp_path / "on").glob("*.jsonl")) and not (tmp_path / "off").exists()
+    p50 = {k: statistics.median(v) for k, v in overhead.items()}
+    record_us = _recording_cost_us(tmp_path / "loop")
+    share = record_us / 1000 / p50["on"]
+    benchmark.extra_info.update({"p50_overhead_on_ms": p50["on"], "p50_overhead_off_ms": p50["off"],
+                                 "record_us": record_us, "record_share_of_overhead": share})
+    summary.add("traffic_recording", "API overhead p50, recording on", p50["on"], "ms", "", "two servers, alternated")
+    summary.add("traffic_recording", "API overhead p50, recording off", p50["off"], "ms", "", "same client, same run")
+    summary.add("traffic_recording", "end-to-end difference (on / off)", p50["on"] / p50["off"], "×", "",
+                "within this machine's noise")
+    summary.add("traffic_recording", "one request's record (timed in a loop)", record_us, "µs")
+    summary.add("traffic_recording", "record / API overhead", share * 100, "%", "≤ 2 %")

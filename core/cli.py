@@ -131,13 +131,16 @@ def simulate(
 
 @app.command("export-requests")
 def export_requests_command(
-    events: Path = typer.Option(..., "--events", help="A scaling event log (HYBRID_EVENT_LOG)."),
+    events: Path = typer.Option(None, "--events", help="A scaling event log (HYBRID_EVENT_LOG) or a traffic "
+                                "recording's folder (default: HYBRID_TRAFFIC_DIR, where requests are recorded)."),
 ) -> None:
-    """Print the event log's requests as `timestamp,experiment_id` CSV, ready for `simulate --trace`."""
+    """Print the recorded requests as `timestamp,experiment_id[,duration_ms]` CSV, ready for `simulate --trace`."""
     from core.events import export_requests
 
-    if not events.is_file():
-        typer.echo(f"error: {events}: no such event log", err=True)
+    if events is None:
+        events = settings_or_exit().traffic_dir.expanduser()
+    if not events.exists():
+        typer.echo(f"error: {events}: no such event log or traffic recording", err=True)
         raise typer.Exit(code=2)
     count = export_requests(events, sys.stdout)
     typer.echo(f"{count} requests", err=True)

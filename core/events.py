@@ -11,12 +11,18 @@ no reader ever matches.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TextIO
+
+from core.recording import Limits, Recording, recording_for
+from core.settings import Settings
+
+log = logging.getLogger("hybrid_serve.events")
 
 
 class EventName(StrEnum):
@@ -43,17 +49,32 @@ SCALING_EVENTS = tuple(e for e in EventName if e is not EventName.REQUEST)
 
 
 class EventLog:
-    """The append-only JSON-lines log at `path` (None: nothing is written, names are still checked)."""
+    """The append-only JSON-lines log at `path` (None: nothing is written, names are still checked); the
+    scaling events also go to the traffic `recording` when one is kept (a request is recorded there at
+    its completion, with its duration, by core.serving.traffic)."""
 
-    def __init__(self, path: str | Path | None):
+    def __init__(self, path: str | Path | None, recording: Recording | None = None):
         self.path = Path(path) if path else None
+        self.recording = recording
         self._lock = threading.Lock()
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> "EventLog":
+        """HYBRID_EVENT_LOG's log, beside the traffic recording of HYBRID_TRAFFIC_*."""
+        return cls(settings.event_log, recording_for(settings))
 
     def write(self, experiment: str, event: EventName, window_s: float | None = None, reason: str | None = None, **extra: Any) -> None:
         event = EventName.of(event)  # refused even when no log is kept: a wrong name fails in every test
-        if self.path is None:
+        if self.path is None and self.recording is None:
             return
         record = {"time": time.time(), "experiment": experiment, "event": event.value, "window_s": window_s, "reason": reason, **extra}
+        if self.recording is not None and event is not EventName.REQUEST:
+            try:
+                self.recording.append(record)
+            except OSError as exc:  # a full or unwritable disk loses a record, never the event's work
+                log.warning("traffic recording: could not write to %s: %s", self.recording.directory, exc)
+        if self.path is None:
+            return
         line = (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
         with self._lock:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -80,12 +101,20 @@ def read_events(path: str | Path) -> list[dict[str, Any]]:
     return events
 
 
-def export_requests(events_path: str | Path, out: TextIO) -> int:
-    """Write the log's requests as `timestamp,experiment_id` CSV (the simulator's `csv` format)."""
-    out.write("timestamp,experiment_id\n")
-    count = 0
-    for event in read_events(events_path):
-        if event["event"] is EventName.REQUEST:
-            out.write(f"{event['time']:.6f},{event['experiment']}\n")
-            count += 1
-    return count
+def export_requests(source: str | Path, out: TextIO) -> int:
+    """Write the requests of an event log (a file) or of a traffic recording (a folder) as
+    `timestamp,experiment_id[,duration_ms]` CSV in time order (the simulator's `csv` format); a
+    recording's requests carry their duration, and requests that got no answer from the model (a 4xx)
+    are left out. Returns how many were written."""
+    source = Path(source)
+    if source.is_dir():
+        requests = [(r["time"], r["experiment"], r.get("duration_s")) for r in Recording(source, Limits(0, 0)).read()
+                    if r.get("event") == EventName.REQUEST.value and not 400 <= r.get("status", 200) < 500]
+    else:
+        requests = [(e["time"], e["experiment"], None) for e in read_events(source) if e["event"] is EventName.REQUEST]
+    requests.sort(key=lambda r: r[0])  # a recording writes each request when it ends, not when it came
+    timed = bool(requests) and all(duration is not None for _, _, duration in requests)
+    out.write("timestamp,experiment_id,duration_ms\n" if timed else "timestamp,experiment_id\n")
+    for at, experiment, duration in requests:
+        out.write(f"{at:.6f},{experiment},{duration * 1000:.3f}\n" if timed else f"{at:.6f},{experiment}\n")
+    return len(requests)

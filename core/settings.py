@@ -188,6 +188,22 @@ class Settings(_ModelServerKeys, _ModalWindowKeys):
     )
     event_log: Path | None = setting(None, "HYBRID_EVENT_LOG", "path of a JSON-lines scaling event log (unset: none)")
 
+    # --- the traffic recording (core/recording.py, core/serving/traffic.py) ------------------------
+    traffic_record: bool = setting(
+        True, "HYBRID_TRAFFIC_RECORD", "true or false: record each request's time, experiment, status, duration, "
+        "cold or warm and queue wait (never inputs or outputs), and the scaling events"
+    )
+    traffic_dir: Path = setting(
+        Path("~/.local/state/hybrid-serve/traffic"), "HYBRID_TRAFFIC_DIR", "directory of the traffic recording "
+        "(on Modal: a Volume's, set by the deploy)"
+    )
+    traffic_max_mb: float = setting(
+        256.0, "HYBRID_TRAFFIC_MAX_MB", "megabytes > 0 the recording keeps (the oldest segments go first)", gt=0
+    )
+    traffic_retention_days: float = setting(
+        30.0, "HYBRID_TRAFFIC_RETENTION_DAYS", "days > 0 a record is kept", gt=0
+    )
+
     # --- the cost ledger (core/keepwarm/ledger.py, core/prices.py) ----------------------------------
     cost_gpu: str | None = setting(
         None, "HYBRID_COST_GPU", "a GPU of the price table (" + ", ".join(price_table().per_second) + "; "

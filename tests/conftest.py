@@ -246,10 +246,12 @@ def environ_of(pid: int) -> str:
 
 @pytest.fixture(autouse=True)
 def clean_settings_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """No hybrid-serve variable leaks in from the developer's shell, and no stray `.env` is read."""
+    """No hybrid-serve variable leaks in from the developer's shell, no stray `.env` is read, and the
+    traffic recording goes to the test's folder."""
     for name in list(os.environ):
         if name.upper().startswith(SETTING_PREFIXES):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("HYBRID_TRAFFIC_DIR", str(tmp_path / "traffic"))  # each test's own, never the home folder
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

@@ -21,7 +21,7 @@ ALLOWED = {
     "sim": {"sim", "keepwarm"},
     "testing": {"testing", "serving"},  # the testing kit reaches backends through entry points only
 }
-TOP = {"settings", "auth", "metrics", "events", "plugins", "prices", "cli", "cli_common"}
+TOP = {"settings", "auth", "metrics", "events", "plugins", "prices", "recording", "cli", "cli_common"}
 
 
 def imports_of(path: Path) -> set[str]:

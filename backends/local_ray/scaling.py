@@ -283,7 +283,7 @@ class ScaledownWindowPolicy:
         self.settings = RaySettings.model_validate(settings or {})
         self.policy = policy_from_settings(self.settings)
         self.time_scale = self.settings.time_scale
-        self.events = EventLog(self.settings.event_log)
+        self.events = EventLog.for_settings(self.settings)
         self.published = ActivityReader(ActivityStore(app_name) if app_name else None, experiment)
         #: The pool's replicas in the cost ledger (published for the ingress).
         self.lives = ReplicaLives(experiment, UsageStore(app_name) if app_name else None, time.time)

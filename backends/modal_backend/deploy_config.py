@@ -29,6 +29,8 @@ from core.settings import SECRET_VARIABLES, env_name
 PYTHON_VERSION = "3.11"
 #: Where the weights volume is mounted; the Hugging Face cache lives on it.
 CACHE_DIR = "/cache"
+#: Where the traffic volume is mounted on the ingress: the traffic recording (HYBRID_TRAFFIC_DIR) lives on it.
+TRAFFIC_DIR = "/traffic"
 #: The project's files in the container: the registry, and local model directories shipped with it.
 REMOTE_ROOT = "/root/hybrid-serve"
 REMOTE_REGISTRY = f"{REMOTE_ROOT}/experiments.toml"
@@ -56,7 +58,7 @@ MODEL_CALL_TIMEOUT_S = 600
 #: Set by `hybrid-serve deploy` once it printed the mode line, so the app module does not print it again.
 ANNOUNCED = "HYBRID_MODE_ANNOUNCED"
 #: Settings that describe the local machine, not the deployment.
-_LOCAL_ONLY = {"HYBRID_REGISTRY", "HYBRID_EVENT_LOG", "HYBRID_TIME_SCALE", "HYBRID_MLFLOW_CACHE"}
+_LOCAL_ONLY = {"HYBRID_REGISTRY", "HYBRID_EVENT_LOG", "HYBRID_TIME_SCALE", "HYBRID_MLFLOW_CACHE", "HYBRID_TRAFFIC_DIR"}
 #: Models downloaded from MLflow are kept on the weights volume, as Hugging Face's are.
 MLFLOW_CACHE_DIR = f"{CACHE_DIR}/mlflow"
 
@@ -181,6 +183,10 @@ class ModalDeployConfig:
         return f"{self.app_name}-weights"
 
     @property
+    def traffic_volume_name(self) -> str:
+        return f"{self.app_name}-traffic"
+
+    @property
     def dict_name(self) -> str:
         return state_dict_name(self.app_name)
 
@@ -229,6 +235,7 @@ def deploy_config(settings: ModalSettings, registry: Registry | None = None, dep
         env[variable] = str(value).lower() if isinstance(value, bool) else str(value)
     if settings.modal_gpu is None:
         env["MODAL_GPU"] = "none"
+    env["HYBRID_TRAFFIC_DIR"] = TRAFFIC_DIR  # the recording goes to the traffic volume, never a container's disk
     registry = registry or Registry.load(settings.registry_path or DEFAULT_REGISTRY)
     return ModalDeployConfig(
         app_name=settings.modal_app_name,

@@ -17,7 +17,7 @@ from pathlib import Path
 import modal
 
 from backends.modal_backend.deploy_config import (ANNOUNCED, CACHE_DIR, MODEL_CALL_TIMEOUT_S, PYTHON_VERSION,
-                                                   REMOTE_REGISTRY, REMOTE_ROOT, deploy_config)
+                                                   REMOTE_REGISTRY, REMOTE_ROOT, TRAFFIC_DIR, deploy_config)
 from backends.modal_backend.pools import PoolKey
 from core.auth import modal_client_environment, mode_line
 from core.prices import PRICE_TABLE
@@ -53,6 +53,9 @@ ingress_image = with_project(modal.Image.debian_slim(python_version=PYTHON_VERSI
 # --- storage: Hugging Face cache on a Volume (cold starts read weights from it), shared state ---------
 weights = modal.Volume.from_name(config.volume_name, create_if_missing=True)
 state = modal.Dict.from_name(config.dict_name, create_if_missing=True)
+# The traffic recording (each request's time, status, duration, cold or warm; never inputs): the ingress
+# writes it here, committed in the background, so it outlives every container (`GET /traffic` reads it).
+traffic = modal.Volume.from_name(config.traffic_volume_name, create_if_missing=True)
 ingress_secrets = [modal.Secret.from_name(config.auth.token_secret)] if config.auth.token_secret else []
 # MLflow's tracking URI and credentials: a secret of every container that resolves or loads mlflow: sources.
 mlflow_secrets = [modal.Secret.from_dict(config.mlflow_env)] if config.mlflow_env else []
@@ -147,6 +150,7 @@ _loop = None
     image=ingress_image,  # no model stack: the ingress forwards to the pools and needs neither torch nor a GPU
     secrets=ingress_secrets + mlflow_secrets,  # the bearer token's secret (when set) and MLflow's credentials
     scaledown_window=config.scaledown_window,  # the ingress stays up as long as a model pool would
+    volumes={TRAFFIC_DIR: traffic},  # the traffic recording (HYBRID_TRAFFIC_DIR points here)
 )
 @modal.concurrent(max_inputs=1000)  # one ingress container carries many waiting requests (they await the pools)
 @modal.asgi_app(requires_proxy_auth=config.auth.proxy_auth)  # proxy auth unless a bearer token or public endpoint

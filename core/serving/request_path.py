@@ -25,6 +25,7 @@ from core.serving.parameters import TaskParams, parse_parameters
 from core.serving.prediction import Prediction, Predictor
 from core.serving.registry_admin import RegistryAdmin
 from core.serving.registry import Experiment, Registry
+from core.serving.traffic import Traffic
 from core.settings import Settings
 
 
@@ -66,7 +67,9 @@ class RequestPath:
         self.tracker = self.controller.tracker
         self.applied = applied
         self.metrics = metrics or ServerMetrics()
-        self.events = EventLog(settings.event_log)
+        self.events = EventLog.for_settings(settings)
+        #: Every finished request of a registered experiment, recorded (no inputs, no outputs).
+        self.traffic = Traffic(self.events.recording)
         #: Registry changes over the admin API (PUT / DELETE /experiments/{id}).
         self.admin = RegistryAdmin(self.registry, self.current_experiment)
 
@@ -98,9 +101,11 @@ class RequestPath:
         return batch, parse_parameters(experiment.task, parameters, self.settings.max_new_tokens)
 
     async def predict(self, experiment_id: str, inputs: str | list[str], parameters: dict[str, Any] | None) -> Answer:
-        started = time.perf_counter()
+        started, arrived_at = time.perf_counter(), time.time()
         experiment = await self.current_experiment(experiment_id)  # an unknown id is not counted: no label per typo
         status = "499"  # until it is answered: a client that hangs up first never gets an answer
+        plan: PoolPlan | None = None
+        prediction: Prediction | None = None
         try:
             batch, params = self.validate(experiment, inputs, parameters)
             plan = self.controller.arrived(experiment.id)
@@ -114,8 +119,17 @@ class RequestPath:
             status = str(exc.status_code)
             raise
         finally:
+            elapsed = time.perf_counter() - started
             self.metrics.requests.labels(experiment.id, status).inc()
-            self.metrics.latency.labels(experiment.id).observe(time.perf_counter() - started)
+            self.metrics.latency.labels(experiment.id).observe(elapsed)
+            self.traffic.request(
+                experiment.id, arrived_at, int(status), elapsed,
+                cold=prediction is not None and (prediction.cold_load or prediction.cold_start is not None),
+                queue_wait_s=None if prediction is None else prediction.queue_ms / 1000,
+                inputs=len(inputs) if isinstance(inputs, list) else 1,
+                window_s=None if plan is None else plan.window_s, reason=None if plan is None else plan.reason.value,
+            )
+        assert plan is not None and prediction is not None  # set on the way to status 200
         self._record_cold(experiment.id, prediction, plan)
         return Answer(experiment, prediction, plan, time.perf_counter() - started)
 

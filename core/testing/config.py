@@ -61,13 +61,16 @@ def registry_file(spec: RegistrySpec, folder: Path) -> Path | None:
 
 
 def endpoint_settings(config: EndpointConfig, registry: Path | None, event_log: Path) -> Settings:
-    """The settings the backend runs with: the test's, plus the registry, the time scale and an event log."""
+    """The settings the backend runs with: the test's, plus the registry, the time scale, an event log and
+    the traffic recording, both in the test's folder."""
     overrides: dict[str, Any] = dict(config.settings)
     overrides.setdefault("time_scale", config.time_scale)
     if registry is not None:
         overrides["registry_path"] = registry
     if not ({"event_log", "HYBRID_EVENT_LOG"} & set(overrides)):
         overrides["event_log"] = event_log
+    if not ({"traffic_dir", "HYBRID_TRAFFIC_DIR"} & set(overrides)):  # the test's folder, not the user's home
+        overrides["traffic_dir"] = event_log.parent / "traffic"
     return load_settings(env_file=None, **overrides)
 
 

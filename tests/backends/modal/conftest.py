@@ -63,7 +63,7 @@ def modal_container(tmp_path: Path, settings_env: dict[str, str],
     image_env = json.loads(probe.stdout.splitlines()[-1])
     env = {**local, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     for name, value in image_env.items():  # the container's absolute paths, inside the layout
-        env[name] = str(root) + value if value.startswith(("/root", "/cache")) else value
+        env[name] = str(root) + value if value.startswith(("/root", "/cache", "/traffic")) else value
     # A test's `reconcile` runs a pass at once: the deploy's minimum gap between passes (10 s by default,
     # shipped in the image's environment) would hold each one up to 10 s behind the ingress's own.
     env["HYBRID_WINDOW_UPDATE_INTERVAL_S"] = settings_env.get("HYBRID_WINDOW_UPDATE_INTERVAL_S", "0")

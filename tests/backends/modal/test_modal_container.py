@@ -61,6 +61,18 @@ def test_each_model_container_publishes_its_life_and_the_ingress_adds_them_up(bo
     assert [k for k in keys if k.startswith("usage/fe/")], keys  # its own key: one writer per key
 
 
+def test_the_ingress_records_traffic_on_the_traffic_volume(box: ModalContainer) -> None:
+    """The image's HYBRID_TRAFFIC_DIR is the traffic volume's mount (never the container's own disk, gone
+    with it): the ingress records each request there, without its inputs, and `/traffic` serves them."""
+    with box.client() as client:
+        assert client.post("/predict/fe", json={"inputs": "recorded-not-kept"}).status_code == 200
+        served = [json.loads(line) for line in client.get("/traffic", params={"experiment": "fe"}).text.splitlines()]
+    assert {r["event"] for r in served} <= {"request", "cold_start"}, served  # the box's earlier tests' too
+    assert served[-1]["status"] == 200 and served[-1]["inputs"] == 1 and served[-1]["duration_s"] > 0
+    on_volume = list((box.root / "traffic").glob("*.jsonl"))
+    assert on_volume and b"recorded-not-kept" not in b"".join(p.read_bytes() for p in on_volume)
+
+
 def test_windows_are_applied_by_the_reconciler_from_published_arrivals(box: ModalContainer) -> None:
     with box.client() as client:
         client.post("/predict/fe-2", json={"inputs": "one"})

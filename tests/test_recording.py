@@ -1,0 +1,137 @@
+"""The traffic recording's store: segments rotate at a size and an age, the directory stays within its
+size budget and retention, writers sharing a directory never lose each other's lines or their own,
+and a line cut short by a killed writer is skipped."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from core.recording import MIN_SEGMENT_BYTES, Limits, Recording, recording_for
+from tests.conftest import make_settings
+
+
+class Clock:
+    """Time that moves only when a test moves it (from now: files' real mtimes meet it)."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def record(n: int, at: float, pad: int = 0) -> dict:
+    return {"time": at, "experiment": f"e{n % 3}", "event": "request", "n": n, "pad": "x" * pad}
+
+
+def test_records_come_back_in_order_and_since_filters(tmp_path: Path) -> None:
+    clock = Clock()
+    rec = Recording(tmp_path, Limits(10**7, 86400), clock)
+    for n in range(50):
+        rec.append(record(n, clock.now - 50 + n))  # a request is recorded when it ends: its arrival is past
+    assert [r["n"] for r in rec.read()] == list(range(50))
+    assert [r["n"] for r in rec.read(since=clock.now - 5)] == [45, 46, 47, 48, 49]
+
+
+def test_segments_rotate_at_an_eighth_of_the_budget_and_the_oldest_go_first(tmp_path: Path) -> None:
+    clock = Clock()
+    limits = Limits(8 * MIN_SEGMENT_BYTES, 30 * 86400)
+    rec = Recording(tmp_path, limits, clock)
+    line = len(json.dumps(record(0, clock.now, pad=1000), separators=(",", ":"))) + 1
+    total = 0
+    for n in range(600):  # about 9.4 budgets' worth of segments
+        clock.now += 1
+        rec.append(record(n, clock.now, pad=1000))
+        total += line
+    sizes = [p.stat().st_size for p in rec.segments()]
+    assert max(sizes) <= limits.segment_bytes
+    # the budget holds, give or take the open segment that rides on top of it
+    assert sum(sizes) <= limits.max_bytes + limits.segment_bytes
+    kept = [r["n"] for r in rec.read()]
+    assert kept == list(range(kept[0], 600)), "the newest records are kept, in order, with no hole"
+    assert kept[0] > 0 and len(kept) * line >= limits.max_bytes - limits.segment_bytes
+
+
+def test_retention_drops_old_segments_and_an_hour_old_segment_is_closed(tmp_path: Path) -> None:
+    clock = Clock()
+    rec = Recording(tmp_path, Limits(10**8, 2 * 86400), clock)
+    rec.append(record(0, clock.now))
+    first = rec.segments()[0]
+    os.utime(first, (clock.now, clock.now))
+    clock.now += 3 * 86400  # past the retention; the open segment is also over an hour old: rotated
+    rec.append(record(1, clock.now))
+    assert first not in rec.segments()
+    assert [r["n"] for r in rec.read()] == [1]
+
+
+def test_two_writers_share_a_directory_and_one_pruned_by_the_other_starts_a_new_segment(tmp_path: Path) -> None:
+    clock = Clock()
+    a = Recording(tmp_path, Limits(8 * MIN_SEGMENT_BYTES, 86400), clock)
+    b = Recording(tmp_path, Limits(8 * MIN_SEGMENT_BYTES, 86400), clock)
+    a.append(record(0, clock.now))
+    b.append(record(1, clock.now))
+    assert len(a.segments()) == 2
+    for segment in a.segments():  # an outside prune (the other writer's, over budget) removes both
+        segment.unlink()
+    a.append(record(2, clock.now))
+    b.append(record(3, clock.now))
+    assert sorted(r["n"] for r in a.read()) == [2, 3], "neither writer kept writing into a deleted file"
+
+
+def test_a_line_cut_short_by_a_killed_writer_is_skipped(tmp_path: Path) -> None:
+    rec = Recording(tmp_path, Limits(10**7, 86400))
+    rec.append(record(0, 1.0))
+    with open(rec.segments()[0], "a") as fh:
+        fh.write('{"time": 2.0, "experi')
+    rec.close()
+    rec.append(record(1, 3.0))
+    assert [r["n"] for r in rec.read()] == [0, 1]
+
+
+def test_processes_writing_at_once_never_interleave_lines(tmp_path: Path) -> None:
+    script = ("import sys; from core.recording import Recording, Limits\n"
+              "r = Recording(sys.argv[1], Limits(10**8, 86400))\n"
+              "[r.append({'time': 1.0, 'w': sys.argv[2], 'n': n, 'pad': 'y' * 3000}) for n in range(2000)]\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), str(w)], cwd=Path(__file__).parent.parent)
+             for w in range(3)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    seen = list(Recording(tmp_path, Limits(10**8, 86400)).read())
+    assert len(seen) == 6000
+    for w in "012":
+        assert [r["n"] for r in seen if r["w"] == w] == list(range(2000))
+
+
+def test_the_settings_choose_the_recording(monkeypatch: pytest.MonkeyPatch) -> None:
+    on = recording_for(make_settings(traffic_max_mb=2, traffic_retention_days=0.5, traffic_dir="some/where"))
+    assert on is not None and on.limits == Limits(2 * 1024 * 1024, 43200) and on.directory == Path("some/where")
+    assert recording_for(make_settings(traffic_record=False)) is None
+    monkeypatch.delenv("HYBRID_TRAFFIC_DIR")  # the suite's (tests/conftest.py): here, the default
+    home = recording_for(make_settings())
+    assert home is not None and home.directory == Path("~/.local/state/hybrid-serve/traffic").expanduser()
+
+
+def test_a_recording_exports_its_answered_requests_in_time_order_for_the_simulator(tmp_path: Path) -> None:
+    from core.events import export_requests
+    from core.sim.traces import TraceFormat, detect_format, read_requests
+
+    rec = Recording(tmp_path / "rec", Limits(10**7, 86400))
+    now = time.time()
+    rec.append({"time": now - 5, "experiment": "b", "event": "request", "status": 200, "duration_s": 0.5})
+    rec.append({"time": now - 9, "experiment": "a", "event": "request", "status": 200, "duration_s": 0.25})  # ended later
+    rec.append({"time": now - 4, "experiment": "a", "event": "request", "status": 422, "duration_s": 0.001})
+    rec.append({"time": now - 3, "experiment": "a", "event": "scale_to_zero"})
+    out = io.StringIO()
+    assert export_requests(tmp_path / "rec", out) == 2
+    lines = out.getvalue().splitlines()
+    assert lines == ["timestamp,experiment_id,duration_ms", f"{now - 9:.6f},a,250.000", f"{now - 5:.6f},b,500.000"]
+    (tmp_path / "trace.csv").write_text(out.getvalue())
+    assert detect_format(tmp_path / "trace.csv") is TraceFormat.CSV
+    assert [r.experiment_id for r in read_requests(tmp_path / "trace.csv", TraceFormat.CSV)] == ["a", "b"]
