@@ -14,7 +14,7 @@ import typer
 
 from core import plugins
 from core.auth import mode_line
-from core.cli_common import settings_or_exit
+from core.cli_common import fail, settings_or_exit
 from core.experiments_cli import experiments_app
 from core.settings import allowed, env_name, setting_sources
 
@@ -123,10 +123,59 @@ def simulate(
     if as_json:
         typer.echo(json_module.dumps(rows, indent=2))
     else:
-        from core.sim.report import markdown_table
+        from core.sim.report import terminal_report
 
-        typer.echo(markdown_table(rows))
+        typer.echo(terminal_report(rows, mode), nl=False)
     typer.echo("wrote " + ", ".join(str(p) for p in artefacts), err=True)
+
+
+@app.command()
+def recommend(
+    source_url: Optional[str] = typer.Option(None, "--from", help="A running endpoint's URL: reads its GET /traffic."),
+    recording: Optional[Path] = typer.Option(None, "--recording", help="A traffic recording's folder (default: HYBRID_TRAFFIC_DIR)."),
+    trace: Optional[Path] = typer.Option(None, "--trace", help="A trace file, as `simulate --trace` reads."),
+    days: Optional[float] = typer.Option(None, "--days", min=0, help="Only the last DAYS of recorded traffic."),
+    max_cold_start_pct: Optional[float] = typer.Option(None, min=0, max=100, help="Target: cold starts at most this % of requests."),
+    budget_per_day: Optional[float] = typer.Option(None, min=0, help="Target: idle cost at most this many dollars per day."),
+    plot: Path = typer.Option(Path("recommend.png"), help="Where the trade-off plot (PNG) goes."),
+    as_json: bool = typer.Option(False, "--json", help="Print the advice as JSON on standard output."),
+    cold_start_s: float = typer.Option(0.0, min=0, help="Seconds a cold start adds before the request runs."),
+) -> None:
+    """Replay your own traffic through the keep-warm settings and advise one: cold-start % and idle
+    cost per day for the current setting, the presets, fixed windows and the adaptive policy, overall
+    and per experiment. Without a target: the cheapest with no more cold starts than now."""
+    import json as json_module
+    import time as time_module
+
+    from core.sim import traffic_sources
+    from core.sim.advice_report import render, tradeoff_plot
+    from core.sim.recommend import Target, advise
+
+    settings = settings_or_exit()
+    if sum(x is not None for x in (source_url, recording, trace)) > 1:
+        fail("choose one of --from, --recording and --trace")
+    since = None if days is None else time_module.time() - days * 86400
+    try:
+        if source_url is not None:
+            token = settings.api_token.get_secret_value() if settings.api_token is not None else None
+            traffic = traffic_sources.from_endpoint(source_url, token, since)
+        elif trace is not None:
+            traffic = traffic_sources.from_trace(trace)
+        else:
+            traffic = traffic_sources.from_recording((recording or settings.traffic_dir).expanduser(), since)
+    except traffic_sources.SourceError as exc:
+        fail(str(exc))
+    if not traffic.requests:
+        fail(f"{traffic.source}: no answered request to replay (send some traffic first, or widen --days)")
+    price = settings.price()
+    advice = advise(traffic.requests, settings, price, Target(max_cold_start_pct, budget_per_day), cold_start_s)
+    tradeoff_plot(plot, advice)
+    if as_json:
+        typer.echo(json_module.dumps({"source": traffic.source, "price": {"gpu": price.gpu, "per_second": price.per_second},
+                                      **advice.to_json(settings), "plot": str(plot)}, indent=2))
+    else:
+        typer.echo(render(advice, settings, traffic.source, traffic.requests[0].time_s, price.gpu, price.per_second))
+    typer.echo(f"wrote {plot}", err=True)
 
 
 @app.command("export-requests")

@@ -40,7 +40,7 @@ MODAL_WEB_WAIT_S = 140.0
 #: What the ingress and the reconciler import: the HTTP API, settings, the keep-warm policies.
 #: And it resolves `mlflow:…@ALIAS` sources (which pool serves a request): MLflow's client alone.
 INGRESS_PACKAGES = ("fastapi", "pydantic", "pydantic-settings", "python-dotenv", "prometheus-client", "numpy",
-                    "mlflow-skinny")
+                    "mlflow-skinny", "fastapi-offline")  # fastapi-offline: /docs and /redoc's files, no CDN
 #: The `mlflow` extra of pyproject.toml: `mlflow:` sources (the model containers download them).
 MLFLOW_PACKAGES = ("mlflow-skinny", "pandas", "sqlalchemy", "alembic")
 #: What a model container imports on top: the model stack (torch from PyPI: its Linux build is CUDA's).

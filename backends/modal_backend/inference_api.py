@@ -20,6 +20,7 @@ from backends.modal_backend.deploy_config import (ANNOUNCED, CACHE_DIR, MODEL_CA
                                                    REMOTE_REGISTRY, REMOTE_ROOT, TRAFFIC_DIR, deploy_config)
 from backends.modal_backend.pools import PoolKey
 from core.auth import modal_client_environment, mode_line
+from core.http.static_files import STATIC as DASHBOARD_FILES
 from core.prices import PRICE_TABLE
 from core.serving.registry import Registry
 from backends.modal_backend.settings import load_modal_settings
@@ -41,6 +42,7 @@ app = modal.App(config.app_name)
 def with_project(image: modal.Image, models: bool) -> modal.Image:
     image = image.env(config.container_env).add_local_python_source("core", "backends")
     image = image.add_local_file(PRICE_TABLE, f"/root/core/{PRICE_TABLE.name}")  # data: not a Python source
+    image = image.add_local_dir(DASHBOARD_FILES, "/root/core/http/static")  # the dashboard's page, script, style
     image = image.add_local_file(config.registry_file(), REMOTE_REGISTRY)
     for remote, local in config.registry.models.items() if models else ():
         image = image.add_local_dir(local, remote)

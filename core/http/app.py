@@ -1,10 +1,11 @@
 """The HTTP API (FastAPI): /predict/{experiment_id}, /health, /experiments (PUT/DELETE to change the
-registry), /metrics.
+registry), /metrics, /dashboard, /docs.
 
 Why this module exists: it assembles the app every backend serves — the request path's lifespan, the
 middlewares (body limits, the token, the last-resort 500), the routes grouped by concern (prediction:
 core.http.predict_routes; state views: core.http.state_routes; registry changes:
-core.http.registry_routes) and the error handlers (core.http.error_handlers), so that every error
+core.http.registry_routes; the dashboard: core.http.dashboard_routes; the API docs, served offline:
+core.http.docs_routes) and the error handlers (core.http.error_handlers), so that every error
 becomes JSON `{"error": {"type", "message"}}` with a status that fits, never a stack trace.
 """
 
@@ -18,6 +19,8 @@ from fastapi import FastAPI
 from core.auth import AuthMode, auth_mode
 from core.http.bearer_token import BearerToken
 from core.http.body_limits import BodyLimits
+from core.http.dashboard_routes import PUBLIC_PATHS as DASHBOARD_PAGES, add_dashboard_routes
+from core.http.docs_routes import add_docs_routes
 from core.http.error_handlers import add_error_handlers
 from core.http.predict_routes import add_predict_routes
 from core.http.registry_routes import add_registry_routes
@@ -44,16 +47,21 @@ def create_app(path: RequestPath, backend: str = "inprocess", mode: AuthMode | N
         description="Per-experiment model serving with hybrid keep-warm windows.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc: core.http.docs_routes, with their files served here (no CDN)
+        redoc_url=None,
     )
     app.state.request_path = path
     app.add_middleware(BodyLimits, max_bytes=path.settings.max_body_bytes, timeout_s=path.settings.body_timeout_s)
     if path.settings.api_token is not None:
-        app.add_middleware(BearerToken, token=path.settings.api_token.get_secret_value())
+        app.add_middleware(BearerToken, token=path.settings.api_token.get_secret_value(), public=DASHBOARD_PAGES)
     app.add_middleware(UnexpectedErrors)  # the outermost: whatever escapes the others
     add_error_handlers(app)
     add_predict_routes(app, path)
-    add_state_routes(app, StateViews(path, backend, mode or auth_mode(path.settings)))
+    views = StateViews(path, backend, mode or auth_mode(path.settings))
+    add_state_routes(app, views)
     add_registry_routes(app, path)
+    add_dashboard_routes(app, views)
+    add_docs_routes(app)
     return app
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from core.auth import AuthMode
+from core.keepwarm.activity import ExperimentActivity
+from core.keepwarm.controller import PoolPlan, plan_pools
 from core.keepwarm.cost_report import Usage, cost_section, experiment_cost, today, totals
 from core.http.iso_times import with_iso_times
 from core.prices import Price
@@ -28,6 +30,19 @@ log = logging.getLogger("hybrid_serve.http.views")
 
 #: An experiment its backend knows nothing of: no model, no container.
 NEVER_LOADED = ModelStatus(ModelState.COLD, replicas=0)
+
+
+@dataclass(frozen=True)
+class RowSources:
+    """What every row of one answer is built from, each read once for all of them: the backend's model
+    states, the controller's plans (one pass over the tracker), the ledger, the time, and the plan of an
+    experiment with no remembered request (what its first request starts from)."""
+
+    status: dict[str, ModelStatus]
+    plans: dict[str, PoolPlan]
+    usage: Usage
+    now: float
+    unused: PoolPlan
 
 
 class StateViews:
@@ -106,26 +121,33 @@ class StateViews:
         row["cost"] = experiment_cost(usage, experiment.id, price_of(self.path, experiment.id), self.backend, time.time())
         return with_iso_times(scrub_tree(row))
 
-    async def _rows(self, chosen: list[Experiment], usage: Usage) -> list[dict[str, Any]]:
+    async def row_sources(self, usage: Usage, only: list[ExperimentActivity] | None = None) -> RowSources:
+        """What rows are built from, read once for all of them (`usage`: the ledger, read by the caller).
+        The plans are the controller's pass over every remembered experiment, or, with `only` (activities
+        of a snapshot the caller took: a page of the dashboard), the controller's plan of those alone."""
         status = await self.path.predictor.model_status()
-        windows = await self.windows()
-        now = time.time()
-        unused = self.path.controller.unused("")  # the plan of an experiment with no remembered request
-        out = []
-        for experiment in chosen:
-            model, window = status.get(experiment.id) or NEVER_LOADED, windows.get(experiment.id)
-            out.append({
-                **experiment.describe(),
-                "state": model.state.value,
-                "replicas": model.replicas,
-                "scaledown_window_s": window["scaledown_window_s"] if window else unused.window_s,
-                "window_reason": window["reason"] if window else unused.reason.value,
-                "idle_s": window["idle_s"] if window else None,
-                "resolved": self.path.registry.identity(experiment.id),
-                "model": {} if model is NEVER_LOADED else model.to_json(),
-                "cost_today": today(usage, experiment.id, price_of(self.path, experiment.id), now),
-            })
-        return out
+        controller = self.path.controller
+        plans = controller.plans() if only is None else plan_pools(only, controller.policy, controller.lead_s)
+        return RowSources(status, plans, usage, time.time(), controller.unused(""))
+
+    def row(self, experiment: Experiment, sources: RowSources) -> dict[str, Any]:
+        """One experiment's `/experiments` row (the dashboard's rows start from it), not yet scrubbed."""
+        model, plan = sources.status.get(experiment.id) or NEVER_LOADED, sources.plans.get(experiment.id)
+        return {
+            **experiment.describe(),
+            "state": model.state.value,
+            "replicas": model.replicas,
+            "scaledown_window_s": (plan or sources.unused).window_s,
+            "window_reason": (plan or sources.unused).reason.value,
+            "idle_s": round(plan.idle_s, 3) if plan else None,
+            "resolved": self.path.registry.identity(experiment.id),
+            "model": {} if model is NEVER_LOADED else model.to_json(),
+            "cost_today": today(sources.usage, experiment.id, price_of(self.path, experiment.id), sources.now),
+        }
+
+    async def _rows(self, chosen: list[Experiment], usage: Usage) -> list[dict[str, Any]]:
+        sources = await self.row_sources(usage)
+        return [self.row(experiment, sources) for experiment in chosen]
 
     async def metrics(self) -> bytes:
         metrics = self.path.metrics

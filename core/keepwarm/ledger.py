@@ -24,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 #: One bucket of the minute series (seconds).
 BUCKET_S = 60
@@ -203,7 +203,10 @@ class CostLedger:
     def records(self, now: float | None = None) -> dict[str, UsageRecord]:
         now = self._at(now)
         with self._lock:
-            return {e: self._snapshot(r, now) for e, r in self._records.items()}
+            running: dict[str, list[_Container]] = {}
+            for c in self._containers.values():  # grouped once: not experiments × containers
+                running.setdefault(c.experiment_id, []).append(c)
+            return {e: self._snapshot(r, now, running.get(e, ())) for e, r in self._records.items()}
 
     # --- internals -----------------------------------------------------------------------------
     def _at(self, at: float | None) -> float:
@@ -232,12 +235,11 @@ class CostLedger:
             record.add(c.state, c.since, at)
             record.prune(at)
 
-    def _snapshot(self, base: UsageRecord, now: float) -> UsageRecord:
+    def _snapshot(self, base: UsageRecord, now: float, running: Iterable[_Container]) -> UsageRecord:
         copy = base.copy(as_of=now)
-        for c in self._containers.values():
-            if c.experiment_id == base.experiment_id:
-                copy.add(c.state, c.since, now)
-                copy.containers += 1
+        for c in running:
+            copy.add(c.state, c.since, now)
+            copy.containers += 1
         copy.prune(now)
         return copy
 

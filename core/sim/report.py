@@ -34,6 +34,67 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A plain-text table for a terminal: the first column left-aligned, the numbers right-aligned."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    return [line(header), "  ".join("-" * w for w in widths)] + [line(r) for r in rows]
+
+
+def _cell(value: Any, digits: int = 2) -> str:
+    return "" if value is None else f"{value:,.{digits}f}" if isinstance(value, float) else f"{value:,}"
+
+
+def terminal_report(rows: Sequence[dict[str, Any]], mode: str) -> str:
+    """What `simulate` prints: the results within 100 columns, a unit in every header, the ratios to
+    the oracle in a table of their own, and in plain words what makes a trace degenerate."""
+    out = [f"{rows[0]['invocations']:,} requests replayed ({mode} mode)" if rows else "no policy ran", ""]
+    out += text_table(
+        ["policy", "cold", "cold (%)", "p75 cold (%)", "idle (ctr-min)", "after end (ctr-min)", "idle ($)"],
+        [[str(r["policy"])[:28], _cell(r["cold_starts"]), _cell(r["cold_start_pct"]),
+          _cell(r["p75_experiment_cold_start_pct"]), _cell(r["idle_container_minutes"]),
+          _cell(r["idle_after_end_minutes"]), _cell(r.get("idle_cost"))] for r in rows])
+    out.append("ctr-min: container-minutes; p75 cold: the 75th percentile of the experiments' own cold-start "
+               "rates; after end: what the windows still open at the trace's end cost after it")
+    compared = [r for r in rows if r.get("cold_starts_x_oracle") is not None or r.get("idle_x_fixed_10min") is not None]
+    if compared:
+        out += ["", "Against the oracle at the same idle budget, and idle against a fixed 10-minute keep-alive:"]
+        out += text_table(["policy", "cold starts (× oracle)", "p75 cold (× oracle)", "idle (× fixed 10 min)"],
+                          [[str(r["policy"])[:28], _cell(r.get("cold_starts_x_oracle"), 3), _cell(r.get("p75_x_oracle"), 3),
+                            _cell(r.get("idle_x_fixed_10min"), 3)] for r in compared])
+    notes = plain_notes(rows)
+    if notes:
+        out += ["", "Note:"] + [f"- {n}" for n in notes]
+    return "\n".join(wrapped(line) for line in out) + "\n"
+
+
+def plain_notes(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """What makes these results less than they seem, in words (an empty list when nothing does)."""
+    policies = [r for r in rows if not str(r["policy"]).startswith("oracle@")]
+    notes = []
+    if policies and not any(r["invocations"] for r in policies):
+        return ["The trace holds no request: there is nothing to compare."]
+    if len(policies) > 1 and len({r["cold_starts"] for r in policies}) == 1:
+        notes.append("Every policy gives the same cold starts on this trace: its gaps are all shorter than the "
+                     "shortest window or all longer than the longest, so only idle time tells them apart.")
+    if policies and all(r["idle_container_minutes"] == 0 for r in policies):
+        notes.append("No container idles within the trace's span: its requests keep every container busy; the "
+                     "idle time is all after its end (the 'after end' column), which a longer trace would "
+                     "spread over its span.")
+    return notes
+
+
+def wrapped(line: str, width: int = 100) -> str:
+    """A line over `width` columns broken at spaces (tables fit by construction; prose may not)."""
+    if len(line) <= width:
+        return line
+    import textwrap
+
+    return "\n".join(textwrap.wrap(line, width, subsequent_indent="  " if line.startswith("- ") else "",
+                                    break_on_hyphens=False))
+
+
 def write_results(out_dir: Path, rows: Sequence[dict[str, Any]], name: str = "simulation") -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / f"{name}.json", out_dir / f"{name}.md"

@@ -48,8 +48,14 @@ class SimResult:
     #: windows cost after it (not in `idle_container_minutes`, which counts the trace's span only).
     idle_after_end_minutes: float = 0.0
     experiment_cold_pct: list[float] = field(default_factory=list, repr=False)
+    #: Fine mode: each experiment's own result (`hybrid-serve recommend` advises experiment by experiment).
+    by_experiment: dict[str, "SimResult"] = field(default_factory=dict, repr=False)
 
-    def add_experiment(self, invocations: int, cold: int, idle_minutes: float, after_end_minutes: float = 0.0) -> None:
+    def add_experiment(self, invocations: int, cold: int, idle_minutes: float, after_end_minutes: float = 0.0,
+                       experiment_id: str | None = None) -> None:
+        if experiment_id is not None:
+            self.by_experiment[experiment_id] = own = SimResult(self.policy)
+            own.add_experiment(invocations, cold, idle_minutes, after_end_minutes)
         self.invocations += invocations
         self.cold_starts += cold
         self.idle_container_minutes += idle_minutes
@@ -307,12 +313,12 @@ def simulate_requests(
         if progress:
             progress()
     result = SimResult(policy.name)
-    for state in states.values():
+    for experiment_id, state in states.items():
         for container in state.containers:
             within = max(0.0, min(state.window_s, end - container.free_at))
             state.idle_s += within
             state.after_end_s += state.window_s - within
-        result.add_experiment(state.invocations, state.cold, state.idle_s / 60, state.after_end_s / 60)
+        result.add_experiment(state.invocations, state.cold, state.idle_s / 60, state.after_end_s / 60, experiment_id)
     return result
 
 

@@ -282,6 +282,28 @@ def test_simulate_fine_mode_on_the_llm_trace(tmp_path: Path) -> None:
     assert "idle_after_end_minutes" in (tmp_path / "simulation.md").read_text()
 
 
+def test_simulate_prints_a_table_a_person_reads_at_100_columns_and_says_what_is_degenerate(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["simulate", "--trace", str(SHARED_LLM), "--policy", "hybrid", "--policy", "fixed:60",
+                                      "--policy", "oracle", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 100, max(lines, key=len)
+    header = next(line for line in lines if line.startswith("policy  "))
+    for unit in ("cold (%)", "p75 cold (%)", "idle (ctr-min)", "after end (ctr-min)", "idle ($)"):
+        assert unit in header
+    assert "cold starts (× oracle)" in result.stdout
+    words = " ".join(lines)
+    assert "Every policy gives the same cold starts on this trace" in words
+    assert "No container idles within the trace's span" in words
+
+
+def test_a_trace_whose_gaps_tell_the_policies_apart_gets_no_such_note(tmp_path: Path) -> None:
+    trace = functions_trace(tmp_path / "f.csv", {"a": {1: 1, 9: 1, 50: 3, 300: 1}, "b": {2: 1, 3: 1}}, 400)
+    result = CliRunner().invoke(app, ["simulate", "--trace", str(trace), "--policy", "fixed:60", "--policy", "fixed:3600",
+                                      "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0 and "Note:" not in result.stdout and "fixed:3600" in result.stdout
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--policy", "fixed:abc"], "whole seconds"),
     (["--policy", "hybrid:turbo"], "unknown preset"),

@@ -73,6 +73,19 @@ def test_the_ingress_records_traffic_on_the_traffic_volume(box: ModalContainer) 
     assert on_volume and b"recorded-not-kept" not in b"".join(p.read_bytes() for p in on_volume)
 
 
+def test_the_dashboard_and_the_docs_are_served_from_the_image(box: ModalContainer) -> None:
+    """`add_local_python_source` ships only .py files: the dashboard's page, script and style sheet are
+    shipped beside them, and the docs' files come from the ingress image's packages."""
+    with box.client() as client:
+        page = client.get("/dashboard")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert client.get("/dashboard/data").json()["total"] >= 1
+        docs = client.get("/docs")
+        assert docs.status_code == 200
+        for asset in ("dashboard.js", "dashboard.css"):
+            assert (box.root / "root" / "core" / "http" / "static" / asset).is_file()
+
+
 def test_windows_are_applied_by_the_reconciler_from_published_arrivals(box: ModalContainer) -> None:
     with box.client() as client:
         client.post("/predict/fe-2", json={"inputs": "one"})

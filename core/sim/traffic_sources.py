@@ -1,0 +1,96 @@
+"""Where `hybrid-serve recommend` reads traffic from: a running endpoint, a traffic recording, a trace.
+
+Why this module exists: advice is only as good as the traffic it replays, and users have it in three
+places — an endpoint that records by default (`GET /traffic`), the recording's folder itself
+(`HYBRID_TRAFFIC_DIR`, or a copy fetched from Modal's traffic Volume), or a trace file the simulator
+already reads. Each becomes the same time-ordered list of requests (arrival, experiment, duration);
+requests refused for their input (4xx) never reached a container and are left out.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import httpx
+
+from core.recording import Limits, Recording
+from core.sim.traces import Request, TraceError, TraceFormat, detect_format, read_requests
+
+#: A request to a remote endpoint may stream a month of traffic: generous, not endless.
+FETCH_TIMEOUT_S = 300.0
+
+
+class SourceError(ValueError):
+    """The traffic could not be read (the message says where and why)."""
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """Requests in time order, and where they came from (in words)."""
+
+    requests: list[Request]
+    source: str
+
+
+def from_records(records: Iterable[dict[str, Any]], source: str, since: float | None = None) -> Traffic:
+    """The answered requests of recording lines (a scaling event or a 4xx is not a container's work)."""
+    requests = []
+    for record in records:
+        status = record.get("status", 200)
+        if record.get("event") != "request" or (isinstance(status, int) and 400 <= status < 500):
+            continue
+        at = record.get("time")
+        if not isinstance(at, (int, float)) or (since is not None and at < since):
+            continue
+        duration = record.get("duration_s")
+        requests.append(Request(float(at), str(record.get("experiment")),
+                                float(duration) if isinstance(duration, (int, float)) else None))
+    requests.sort(key=lambda r: r.time_s)  # recorded when each ended, replayed in order of arrival
+    return Traffic(requests, source)
+
+
+def from_recording(folder: Path, since: float | None = None) -> Traffic:
+    if not folder.is_dir():
+        raise SourceError(f"{folder}: no traffic recording there (HYBRID_TRAFFIC_DIR, or --recording a folder)")
+    return from_records(Recording(folder, Limits(0, 0)).read(since), f"the recording in {folder}", since)
+
+
+def from_endpoint(url: str, token: str | None, since: float | None = None) -> Traffic:
+    """`GET /traffic` of a running endpoint (the token: HYBRID_API_TOKEN's, when it asks for one)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    params = {} if since is None else {"since": since}
+    endpoint = url.rstrip("/") + "/traffic"
+    try:
+        with httpx.stream("GET", endpoint, headers=headers, params=params, timeout=FETCH_TIMEOUT_S) as response:
+            if response.status_code != 200:
+                response.read()
+                raise SourceError(f"{endpoint}: HTTP {response.status_code}: {_error_text(response)}")
+            records = [json.loads(line) for line in response.iter_lines() if line.strip()]
+    except httpx.HTTPError as exc:
+        raise SourceError(f"{endpoint}: {type(exc).__name__}: {exc or 'no answer'}") from None
+    except ValueError as exc:
+        raise SourceError(f"{endpoint}: not a traffic recording ({exc})") from None
+    return from_records(records, endpoint, since)
+
+
+def from_trace(path: Path, trace_format: str | None = None) -> Traffic:
+    try:
+        fmt = TraceFormat(trace_format) if trace_format else detect_format(path)
+        requests = list(read_requests(path, fmt))
+    except TraceError as exc:
+        raise SourceError(str(exc)) from None
+    except ValueError:
+        raise SourceError(f"--format {trace_format!r}: choose one of {', '.join(TraceFormat)}") from None
+    except OSError as exc:
+        raise SourceError(f"{path}: {exc.strerror or exc}") from None
+    return Traffic(requests, f"the trace {path}")
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return response.text[:200] or response.reason_phrase
