@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test bench clean browser
 
 setup: $(STAMP)
 
@@ -16,8 +16,16 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/hybrid-serve serve
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(VENV)/bin/python -m pytest
+
+# Debian's Chromium, for the dashboard's browser test: installed when absent and this is a Debian
+# machine run as root (CI); elsewhere the test says how to install it.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+		&& echo "installing Debian's chromium for the dashboard's browser test" \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+		|| echo "note: no chromium: the dashboard's browser test will fail (apt-get install chromium)"
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis

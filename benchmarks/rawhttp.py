@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -42,3 +43,15 @@ class RawHTTP:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def connect_when_listening(url: str, timeout_s: float = 60) -> RawHTTP:
+    """A connection to a server still starting: retried until it listens (or `timeout_s` passes)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return RawHTTP(url)
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

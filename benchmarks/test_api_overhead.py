@@ -23,7 +23,7 @@ from pathlib import Path
 
 import aiohttp
 
-from benchmarks.rawhttp import RawHTTP
+from benchmarks.rawhttp import RawHTTP, connect_when_listening
 from core.http.predict_routes import PredictRequest
 from core.testing import served
 from tests.conftest import free_port
@@ -44,24 +44,13 @@ def _bare_fastapi(port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
-def _connect_when_listening(url: str, timeout_s: float = 60) -> RawHTTP:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return RawHTTP(url)
-        except ConnectionRefusedError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-
-
 def test_api_overhead_vs_model_call(benchmark, registry_file: Path, summary) -> None:  # type: ignore[no-untyped-def]
     port = free_port()
     bare = multiprocessing.get_context("spawn").Process(target=_bare_fastapi, args=(port,), daemon=True)
     bare.start()
     try:
         with served(env={"HYBRID_REGISTRY": str(registry_file)}) as server:
-            ours, floor = RawHTTP(server.url), _connect_when_listening(f"http://127.0.0.1:{port}")
+            ours, floor = RawHTTP(server.url), connect_when_listening(f"http://127.0.0.1:{port}")
             request = ours.prepare_post("/predict/fe", {"inputs": "hello world"})
             floor_request = floor.prepare_post("/predict/fe", {"inputs": "hello world"})
             assert ours.send(request)[0] == 200 and floor.send(floor_request)[0] == 200

@@ -24,7 +24,7 @@ import statistics
 import time
 from typing import Any
 
-from benchmarks.rawhttp import RawHTTP
+from benchmarks.rawhttp import RawHTTP, connect_when_listening
 from tests.conftest import free_port
 
 EXPERIMENTS = 1000
@@ -85,17 +85,6 @@ def _get(path: str, host: str, token: str | None) -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}\r\n".encode()
 
 
-def _connect(url: str, timeout_s: float = 120) -> RawHTTP:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return RawHTTP(url)
-        except ConnectionRefusedError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
 def _measure(client: RawHTTP, requests: dict[str, bytes], rounds: int) -> dict[str, float]:
     """p50 of each request, ms, the requests interleaved round by round."""
     samples: dict[str, list[float]] = {name: [] for name in requests}
@@ -115,7 +104,7 @@ def test_dashboard_data_at_1000_experiments(benchmark, summary) -> None:  # type
         server = multiprocessing.get_context("spawn").Process(target=_serve, args=(port, scenario), daemon=True)
         server.start()
         try:
-            client = _connect(f"http://127.0.0.1:{port}")
+            client = connect_when_listening(f"http://127.0.0.1:{port}", timeout_s=120)
             host = f"127.0.0.1:{port}"
             requests = {
                 "floor": _get("/health", host, None),

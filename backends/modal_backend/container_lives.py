@@ -7,7 +7,8 @@ of its own life: it started (its process's start; with a memory snapshot, its re
 was ready, its requests ran (busy), it stopped (`@modal.exit`). It keeps a one-container cost ledger
 and writes its `UsageRecord` under `usage/<experiment>/<container>` — one writer per key, as the
 shared state requires — when its first request ends, at most every `PUBLISH_S` while it serves, and
-when it stops. `UsageReader` (the ingress) sums an experiment's containers' records.
+when it stops. `UsageReader` (the ingress) sums an experiment's containers' records and the total the
+reconciler folded its stopped containers into (usage_folding.py).
 
 A container publishes while it serves and when it stops, not while it idles: an idle container's
 time shows when it next serves or stops.
@@ -124,7 +125,12 @@ class UsageReader:
             return self._usage
 
     async def _read(self) -> dict[str, UsageRecord]:
-        keys = [k for k in await self.store.keys() if k.startswith(USAGE)]
+        from backends.modal_backend.usage_folding import read_totals  # the fold's module imports this one
+
+        listed = await self.store.keys()
+        totals = await read_totals(self.store, listed)
+        folded = {key for total in totals.values() for key in total.folded_keys()}
+        keys = [k for k in listed if k.startswith(USAGE) and k not in folded]  # in a total already: once
         fresh = [k for k in keys if k not in self._final]
         live = {k: v for k, v in self._usage_live.items() if k in keys}  # a record that fails now: the last read
         for key, record in zip(fresh, await asyncio.gather(*(self._get(k) for k in fresh))):
@@ -136,7 +142,7 @@ class UsageReader:
         self._usage_live = live
         records = [self._final[k] if k in self._final else self._usage_live.get(k) for k in keys]
         by_experiment: dict[str, list[UsageRecord]] = {}
-        for record in records:
+        for record in records + [t.record for t in totals.values()]:
             if record is not None:
                 by_experiment.setdefault(record.experiment_id, []).append(record)
         return {e: summed(rs, max(r.as_of for r in rs), e) for e, rs in by_experiment.items()}

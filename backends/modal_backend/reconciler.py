@@ -18,7 +18,8 @@ reconciler runs as one Modal function with at most one container (scheduled ever
 6. calls `update_autoscaler` on the current pool only where that differs from what is applied under
    the current deployment — so it is idempotent, repairs a deploy's reset, and raises and lowers
    pre-warms from shared state, whatever happens to ingress containers (steps 3–6: pool_autoscalers.py);
-7. says when the next change is due, so `ReconcilerLoop` can wake for it (a pre-warm on time).
+7. folds stopped containers' cost-ledger records into one durable total per experiment (usage_folding.py);
+8. says when the next change is due, so `ReconcilerLoop` can wake for it (a pre-warm on time).
 
 What it applied, to which pool, is in the `applied` key, so a restarted reconciler still drains.
 """
@@ -36,6 +37,7 @@ from backends.modal_backend.registry_store import DictRegistrySource
 from backends.modal_backend.registry_view import RegistryView
 from backends.modal_backend.settings import ModalSettings
 from backends.modal_backend.state_store import StateStore
+from backends.modal_backend.usage_folding import fold_usage
 from core.keepwarm.policies import policy_from_settings
 
 log = logging.getLogger("hybrid_serve.modal.reconciler")
@@ -58,7 +60,9 @@ class WindowReconciler:
         """One pass. Returns the seconds until the next autoscaler change is due (None: none pending)."""
         now = self._clock()
         await self.registry.refresh()  # a registry that cannot be read fails the pass: nothing is drained
-        folded = await self.arrivals.fold(await self.store.keys(), now)
+        keys = await self.store.keys()
+        await fold_usage(self.store, keys, now)  # the cost ledger: stopped containers into durable totals
+        folded = await self.arrivals.fold(keys, now)
         await self.arrivals.save(folded, self.registry.retired)
         return await self.autoscalers.apply(folded.activity, now, folded.served)
 

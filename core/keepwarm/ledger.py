@@ -203,9 +203,7 @@ class CostLedger:
     def records(self, now: float | None = None) -> dict[str, UsageRecord]:
         now = self._at(now)
         with self._lock:
-            running: dict[str, list[_Container]] = {}
-            for c in self._containers.values():  # grouped once: not experiments × containers
-                running.setdefault(c.experiment_id, []).append(c)
+            running = _by_experiment(self._containers.values())  # grouped once: not experiments × containers
             return {e: self._snapshot(r, now, running.get(e, ())) for e, r in self._records.items()}
 
     # --- internals -----------------------------------------------------------------------------
@@ -243,3 +241,10 @@ class CostLedger:
         copy.prune(now)
         return copy
 
+
+
+def _by_experiment(containers: Iterable[_Container]) -> dict[str, list[_Container]]:
+    out: dict[str, list[_Container]] = {}
+    for c in containers:
+        out.setdefault(c.experiment_id, []).append(c)
+    return out

@@ -40,7 +40,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 def chromium() -> str:
     path = shutil.which("chromium")
     if path is None:
-        pytest.fail("Debian's chromium is not installed (`apt-get install -y chromium`; .ci/run installs it when "
+        pytest.fail("Debian's chromium is not installed (`apt-get install -y chromium`; `make test` installs it when "
                     "absent): the dashboard's browser test needs it")
     return path
 

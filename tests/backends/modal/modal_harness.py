@@ -63,26 +63,51 @@ class _Aio:
         self.aio = fn
 
 
+#: modal drops a Dict entry after this long without a read or write of it (modal 1.6's dict.py).
+DICT_EXPIRY_S = 7 * 86400.0
+
+
 class StrictDict:
     """Stands for `modal.Dict`: values are pickled on `put` and unpickled on `get`, as Modal does,
-    so nobody can mutate what another process will read."""
+    so nobody can mutate what another process will read; with a `clock`, an entry neither read nor
+    written for 7 days is gone, as Modal drops it."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Any = None) -> None:
         self.data: dict[Any, bytes] = {}
+        self.touched: dict[Any, float] = {}
+        self.clock = clock
+
+        def expire() -> None:
+            if self.clock is not None:
+                now = self.clock()
+                for key in [k for k, at in self.touched.items() if now - at >= DICT_EXPIRY_S]:
+                    self.data.pop(key, None)
+                    self.touched.pop(key, None)
+
+        def touch(key: Any) -> None:
+            if self.clock is not None and key in self.data:
+                self.touched[key] = self.clock()
 
         async def get(key: Any, default: Any = None) -> Any:
+            expire()
+            touch(key)
             return pickle.loads(self.data[key]) if key in self.data else default
 
         async def put(key: Any, value: Any, skip_if_exists: bool = False) -> bool:
+            expire()
             if skip_if_exists and key in self.data:
                 return False
             self.data[key] = pickle.dumps(value)
+            touch(key)
             return True
 
         async def pop(key: Any, default: Any = None) -> Any:
+            expire()
+            self.touched.pop(key, None)
             return pickle.loads(self.data.pop(key)) if key in self.data else default
 
         async def keys() -> Any:
+            expire()
             for key in list(self.data):
                 yield key
 
