@@ -17,7 +17,7 @@ import asyncio
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Collection
 
 from backends.local_ray.activity_sink import PublishedActivity
 from backends.local_ray.activity_store import ActivityStore
@@ -176,7 +176,7 @@ class RayPredictor(Predictor):
     async def cached_models(self) -> list[str]:
         return [e for e, states in (await self.replicas.current()).items() if states.get("RUNNING", 0)]
 
-    async def usage(self) -> dict[str, UsageRecord]:
+    async def usage(self, only: Collection[str] | None = None) -> dict[str, UsageRecord]:
         """Each pool's container-seconds, as its scaling policy last published them (every few seconds)."""
         return await asyncio.to_thread(self.usage_store.read_all)
 

@@ -24,7 +24,7 @@ import logging
 import os
 import time
 import uuid
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Collection
 
 from pathlib import Path
 
@@ -117,8 +117,8 @@ class ModalPredictor(Predictor):
     async def cached_models(self) -> list[str]:
         return [e for e, s in (await self.model_status()).items() if s.state is ModelState.WARM]
 
-    async def usage(self) -> dict[str, UsageRecord] | None:
-        return None if self._usage is None else await self._usage.usage()
+    async def usage(self, only: Collection[str] | None = None) -> dict[str, UsageRecord] | None:
+        return None if self._usage is None else await self._usage.usage()  # read for all, cached 5 s
 
     def begin_shutdown(self) -> None:
         return None  # the containers serve on; this ingress simply stops taking requests

@@ -50,20 +50,20 @@ class DashboardView:
         chosen = matched[offset: offset + limit]
         ids = {e.id for e in chosen}
         activity = {a.experiment_id: a for a in self.path.tracker.snapshot() if a.experiment_id in ids}
-        sources = await self.views.row_sources(await read_usage(self.path), list(activity.values()))
+        sources = await self.views.row_sources(await read_usage(self.path, ids), list(activity.values()))
         first_minute = int(sources.now // BUCKET_S) - TIMELINE_MINUTES + 1
         traffic = await traffic_minutes(self.path, first_minute * BUCKET_S)
         records = measured(sources.usage) or {}
         rows = []
         for experiment in chosen:
-            row = self._row(experiment, sources)
+            row = scrub_tree(self._row(experiment, sources))  # its text only: the timeline is numbers
             seen = activity.get(experiment.id)
             row["requests_in_window"] = seen.requests_in_window if seen else 0
             row["in_flight"] = seen.in_flight if seen else 0
             row["timeline"] = timeline(records.get(experiment.id), None if traffic is None else traffic.get(experiment.id, []),
                                        first_minute, sources.now, traffic is not None)
             rows.append(row)
-        return scrub_tree({
+        return {
             "now": sources.now,
             "backend": self.views.backend,
             "policy": self.path.settings.policy_name,
@@ -79,7 +79,7 @@ class DashboardView:
             "traffic_recorded": traffic is not None,
             "timeline": {"start": first_minute * BUCKET_S, "step_s": BUCKET_S, "points": TIMELINE_MINUTES},
             "rows": rows,
-        })
+        }
 
     def _row(self, experiment: Experiment, sources: RowSources) -> dict[str, Any]:
         """The `/experiments` row, plus why the window is what it is, its plan's phase, the time left

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Collection
 
 from core.auth import AuthMode
 from core.keepwarm.activity import ExperimentActivity
@@ -111,12 +111,12 @@ class StateViews:
     async def experiments(self, offset: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
         """Registered experiments in registry order, `offset` and at most `limit` of them."""
         chosen = list(self.path.registry)[offset: None if limit is None else offset + limit]
-        return with_iso_times(scrub_tree(await self._rows(chosen, await read_usage(self.path))))
+        return with_iso_times(scrub_tree(await self._rows(chosen, await read_usage(self.path, [e.id for e in chosen]))))
 
     async def experiment(self, experiment_id: str) -> dict[str, Any]:
         """One registered experiment: its `/experiments` row and its cost ledger (404 for an unknown id)."""
         experiment = self.path.experiment(experiment_id)
-        usage = await read_usage(self.path)
+        usage = await read_usage(self.path, [experiment.id])
         row = (await self._rows([experiment], usage))[0]
         row["cost"] = experiment_cost(usage, experiment.id, price_of(self.path, experiment.id), self.backend, time.time())
         return with_iso_times(scrub_tree(row))
@@ -185,14 +185,14 @@ def activity_view(path: RequestPath) -> dict[str, Any]:
     }
 
 
-async def read_usage(path: RequestPath) -> Usage:
+async def read_usage(path: RequestPath, only: Collection[str] | None = None) -> Usage:
     """The backend's cost ledger records; None where it keeps none; the error, in words, where the read
     failed (the state views answer anyway)."""
     read = getattr(path.predictor, "usage", None)  # a backend's predictor may predate the ledger
     if read is None:
         return None
     try:
-        return await read()  # type: ignore[no-any-return]
+        return await read(only)  # type: ignore[no-any-return]
     except Exception as exc:
         log.warning("could not read the cost ledger: %s: %s", type(exc).__name__, exc)
         return f"{type(exc).__name__}: {str(exc)[:200]}"

@@ -195,16 +195,16 @@ class CostLedger:
         for container in list(self._containers):
             self.stopped(container, self._at(at))
 
-    # --- reading -------------------------------------------------------------------------------
+    # --- reading (records: every experiment up to `now`, or `only` a page of them: each snapshot costs) ---
     def record(self, experiment_id: str, now: float | None = None) -> UsageRecord | None:
         """The experiment's usage up to `now` (running containers counted to then); None: never seen."""
-        return self.records(now).get(experiment_id)
+        return self.records(now, [experiment_id]).get(experiment_id)
 
-    def records(self, now: float | None = None) -> dict[str, UsageRecord]:
-        now = self._at(now)
+    def records(self, now: float | None = None, only: Iterable[str] | None = None) -> dict[str, UsageRecord]:
         with self._lock:
+            now, chosen = self._at(now), self._records if only is None else {e: self._records[e] for e in only if e in self._records}
             running = _by_experiment(self._containers.values())  # grouped once: not experiments × containers
-            return {e: self._snapshot(r, now, running.get(e, ())) for e, r in self._records.items()}
+            return {e: self._snapshot(r, now, running.get(e, ())) for e, r in chosen.items()}
 
     # --- internals -----------------------------------------------------------------------------
     def _at(self, at: float | None) -> float:

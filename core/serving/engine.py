@@ -11,7 +11,7 @@ an evicted model's batcher so that the cache's limits are the memory's.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 from core.keepwarm.ledger import UsageRecord
 from core.serving.batching import BatcherClosed, MicroBatcher, QueueFull
@@ -128,9 +128,10 @@ class InferenceEngine:
     async def cached_models(self) -> list[str]:
         return self.cache.cached_ids()
 
-    async def usage(self) -> dict[str, UsageRecord]:
-        """Each loaded (or once loaded) model's container-seconds: this process is its one container."""
-        return self.cache.lives.ledger.records()
+    async def usage(self, only: Collection[str] | None = None) -> dict[str, UsageRecord]:
+        """Each loaded (or once loaded) model's container-seconds (or only those of `only`): this process
+        is its one container."""
+        return self.cache.lives.ledger.records(only=only)
 
     def begin_shutdown(self) -> None:
         """Refuse new requests and the queued ones (503); passes already running finish."""

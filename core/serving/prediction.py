@@ -9,7 +9,7 @@ stack.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Collection, Protocol
 
 from core.keepwarm.ledger import UsageRecord
 from core.serving.live_registry import RegistryChange
@@ -53,9 +53,10 @@ class Predictor(Protocol):
 
     async def cached_models(self) -> list[str]: ...
 
-    async def usage(self) -> dict[str, UsageRecord] | None:
-        """Each experiment's container-seconds by state (the cost ledger); None (the default of a class that
-        subclasses this protocol): not measured on this backend."""
+    async def usage(self, only: Collection[str] | None = None) -> dict[str, UsageRecord] | None:
+        """Each experiment's container-seconds by state (the cost ledger) — at least those of `only` when
+        given (a page of them); None (the default of a class that subclasses this protocol): not measured
+        on this backend."""
         return None
 
     def begin_shutdown(self) -> None:

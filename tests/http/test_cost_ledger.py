@@ -136,7 +136,7 @@ def test_an_experiment_on_its_own_gpu_is_priced_at_that_gpu(tiny_models: dict[st
 
 
 class UnreadableLedger(InferenceEngine):
-    async def usage(self):  # type: ignore[no-untyped-def]
+    async def usage(self, only=None):  # type: ignore[no-untyped-def]
         raise ConnectionError("the store is away")
 
 
