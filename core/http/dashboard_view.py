@@ -6,12 +6,11 @@ paging happen here, on the server, and only the page's rows are built — from t
 `/experiments` (`StateViews.row`), read once per answer (`StateViews.row_sources`). The last hour of
 each row is a timeline of one-minute points: replicas from the cost ledger's one-minute buckets
 (container-seconds in the minute / the minute's seconds), and requests, cold starts and the window from
-the request path's traffic recorder (`path.traffic`) where the backend has one (else they are None).
+the request path's traffic recorder (`path.traffic`, which every request path has).
 """
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from core.keepwarm.cost_report import measured
@@ -52,16 +51,17 @@ class DashboardView:
         activity = {a.experiment_id: a for a in self.path.tracker.snapshot() if a.experiment_id in ids}
         sources = await self.views.row_sources(await read_usage(self.path, ids), list(activity.values()))
         first_minute = int(sources.now // BUCKET_S) - TIMELINE_MINUTES + 1
-        traffic = await traffic_minutes(self.path, first_minute * BUCKET_S)
-        records = measured(sources.usage) or {}
+        traffic: dict[str, TrafficMinutes] = self.path.traffic.per_minute(first_minute * BUCKET_S)
+        usage = measured(sources.usage)
+        records = usage or {}
         rows = []
         for experiment in chosen:
             row = scrub_tree(self._row(experiment, sources))  # its text only: the timeline is numbers
             seen = activity.get(experiment.id)
             row["requests_in_window"] = seen.requests_in_window if seen else 0
             row["in_flight"] = seen.in_flight if seen else 0
-            row["timeline"] = timeline(records.get(experiment.id), None if traffic is None else traffic.get(experiment.id, []),
-                                       first_minute, sources.now, traffic is not None)
+            row["timeline"] = timeline(records.get(experiment.id), traffic.get(experiment.id, []), first_minute,
+                                       sources.now, True)
             rows.append(row)
         return {
             "now": sources.now,
@@ -74,9 +74,9 @@ class DashboardView:
             "limit": limit,
             "q": q,
             "states": state_counts(registered, sources.status),
-            "cost_measured": measured(sources.usage) is not None,
+            "cost_measured": usage is not None,
             "currency": self.path.settings.price().currency,
-            "traffic_recorded": traffic is not None,
+            "traffic_recorded": True,
             "timeline": {"start": first_minute * BUCKET_S, "step_s": BUCKET_S, "points": TIMELINE_MINUTES},
             "rows": rows,
         }
@@ -120,18 +120,6 @@ def last_cold_start(model: ModelStatus) -> dict[str, Any] | None:
     if model.loads is not None and model.loads.last_cold_load_ms is not None:
         return {"at": None, "total_s": model.loads.last_cold_load_ms / 1000}
     return None
-
-
-async def traffic_minutes(path: RequestPath, since: float) -> dict[str, TrafficMinutes] | None:
-    """Every experiment's requests, cold starts and window per minute since `since`, from the request
-    path's traffic recorder; None where the request path has none."""
-    traffic = getattr(path, "traffic", None)
-    if traffic is None:
-        return None
-    minutes = traffic.per_minute(since)
-    if inspect.isawaitable(minutes):
-        minutes = await minutes
-    return dict(minutes)
 
 
 def timeline(record: UsageRecord | None, traffic: TrafficMinutes | None, first_minute: int, now: float,

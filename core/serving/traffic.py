@@ -16,8 +16,7 @@ from collections import defaultdict
 from typing import Any, Callable, Iterator
 
 from core.events import EventName
-from core.recording import Recording, recording_for
-from core.settings import Settings
+from core.recording import Recording
 
 log = logging.getLogger("hybrid_serve.traffic")
 
@@ -39,10 +38,6 @@ class Traffic:
             for record in recording.read(since=clock() - KEPT_MINUTES * MINUTE_S):  # what a restart left
                 if record.get("event") == EventName.REQUEST.value:
                     self._count(record)
-
-    @classmethod
-    def for_settings(cls, settings: Settings) -> "Traffic":
-        return cls(recording_for(settings))
 
     def request(self, experiment_id: str, arrived_at: float, status: int, duration_s: float, *, cold: bool,
                 queue_wait_s: float | None, inputs: int, window_s: float | None, reason: str | None) -> None:

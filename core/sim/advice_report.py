@@ -1,4 +1,4 @@
-"""`hybrid-serve recommend`'s output: tables that fit 100 columns, a units in every header, and the
+"""`hybrid-serve recommend`'s output: tables that fit 100 columns, a unit in every header, and the
 trade-off plot.
 
 Why this module exists: the advice (core.sim.recommend) is data; a person reads it in a terminal
@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from core.settings import Settings
-from core.sim.recommend import Advice, Outcome, how_to_set
+from core.sim.recommend import Advice, Outcome, how_to_set, short_id
 from core.sim.report import text_table, wrapped
 
 WIDTH = 100
@@ -49,7 +49,7 @@ def render(advice: Advice, settings: Settings, source: str, first_at: float, gpu
     erows = []
     for experiment_id, outcomes in list(advice.per_experiment.items())[:experiments_shown]:
         now, best = outcomes[0], advice.advised_per_experiment[experiment_id]
-        erows.append([experiment_id if len(experiment_id) <= 18 else experiment_id[:17] + "…", f"{now.requests:,}", f"{now.cold_start_pct:.2f}", _money(now.idle_cost_per_day),
+        erows.append([short_id(experiment_id), f"{now.requests:,}", f"{now.cold_start_pct:.2f}", _money(now.idle_cost_per_day),
                       best.spec if best else "none meets it", f"{best.cold_start_pct:.2f}" if best else "–",
                       _money(best.idle_cost_per_day) if best else "–"])
     out += text_table(["experiment", "requests", "cold (%)", "idle ($/day)", "advised", "cold (%)", "idle ($/day)"], erows)

@@ -33,6 +33,11 @@ MIN_SPAN_S = 60.0
 FEW_REQUESTS = 20
 
 
+def short_id(experiment_id: str, width: int = 18) -> str:
+    """An experiment id cut to `width` characters (an ellipsis marks the cut): what fits a table or a note."""
+    return experiment_id if len(experiment_id) <= width else experiment_id[:width - 1] + "…"
+
+
 def current_spec(settings: Settings) -> str:
     return "adaptive" if settings.policy_name == "adaptive" else "hybrid"
 
@@ -170,7 +175,7 @@ def _notes(requests: list[Request], span_s: float, overall: list[Outcome], per_e
                      f"{DAY_S / span_s:.1f}×; traffic that changes over the day is not in them.")
     thin = [e for e, rows in per_experiment.items() if rows[0].requests < FEW_REQUESTS]
     if thin:
-        named = ", ".join(e if len(e) <= 18 else e[:17] + "…" for e in thin[:3])
+        named = ", ".join(short_id(e) for e in thin[:3])
         notes.append(f"{len(thin)} experiment(s) have fewer than {FEW_REQUESTS} requests ({named}"
                      f"{', …' if len(thin) > 3 else ''}): their first request is a cold start under every setting, "
                      "so their cold-start rate says little.")

@@ -14,17 +14,9 @@ from backends.modal_backend.state_store import ModalDictStore
 from backends.modal_backend.usage_folding import REFRESH_S, fold_usage, total_key
 from core.keepwarm.ledger import ContainerState as S
 from tests.backends.modal.modal_harness import StrictDict
+from tests.backends.modal.test_modal_container_lives import Clock
 
-T0 = 1_800_000_000.0
 DAY = 86400.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = T0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def stopped_container(store: ModalDictStore, clock: Clock, task: str, monkeypatch: pytest.MonkeyPatch,
