@@ -17,7 +17,7 @@ import threading
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Iterable, TextIO
 
 from core.recording import Limits, Recording, recording_for
 from core.settings import Settings
@@ -101,18 +101,34 @@ def read_events(path: str | Path) -> list[dict[str, Any]]:
     return events
 
 
+def recorded_arrivals(records: Iterable[dict[str, Any]], since: float | None = None) -> list[tuple[float, str, float | None]]:
+    """The arrivals the window policy saw in traffic-recording lines — (time, experiment, duration in
+    seconds or None), in time order. A request refused before the policy saw it (its input, a 422 or
+    413) planned no window and is left out; one the policy saw is kept whatever its answer (a 503, a
+    client that hung up): it held a container all the same. Scaling events are not requests."""
+    out = []
+    for record in records:
+        if record.get("event") != EventName.REQUEST.value or record.get("window_s") is None:
+            continue
+        at, duration = record.get("time"), record.get("duration_s")
+        if not isinstance(at, (int, float)) or (since is not None and at < since):
+            continue
+        out.append((float(at), str(record.get("experiment")), float(duration) if isinstance(duration, (int, float)) else None))
+    out.sort(key=lambda r: r[0])  # a recording writes each request when it ends, not when it came
+    return out
+
+
 def export_requests(source: str | Path, out: TextIO) -> int:
     """Write the requests of an event log (a file) or of a traffic recording (a folder) as
     `timestamp,experiment_id[,duration_ms]` CSV in time order (the simulator's `csv` format); a
-    recording's requests carry their duration, and requests that got no answer from the model (a 4xx)
-    are left out. Returns how many were written."""
+    recording's requests carry their duration, and those the window policy never saw (refused for
+    their input) are left out (`recorded_arrivals`). Returns how many were written."""
     source = Path(source)
     if source.is_dir():
-        requests = [(r["time"], r["experiment"], r.get("duration_s")) for r in Recording(source, Limits(0, 0)).read()
-                    if r.get("event") == EventName.REQUEST.value and not 400 <= r.get("status", 200) < 500]
+        requests = recorded_arrivals(Recording(source, Limits(0, 0)).read())
     else:
         requests = [(e["time"], e["experiment"], None) for e in read_events(source) if e["event"] is EventName.REQUEST]
-    requests.sort(key=lambda r: r[0])  # a recording writes each request when it ends, not when it came
+        requests.sort(key=lambda r: r[0])
     timed = bool(requests) and all(duration is not None for _, _, duration in requests)
     out.write("timestamp,experiment_id,duration_ms\n" if timed else "timestamp,experiment_id\n")
     for at, experiment, duration in requests:

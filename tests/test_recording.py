@@ -124,14 +124,21 @@ def test_a_recording_exports_its_answered_requests_in_time_order_for_the_simulat
 
     rec = Recording(tmp_path / "rec", Limits(10**7, 86400))
     now = time.time()
-    rec.append({"time": now - 5, "experiment": "b", "event": "request", "status": 200, "duration_s": 0.5})
-    rec.append({"time": now - 9, "experiment": "a", "event": "request", "status": 200, "duration_s": 0.25})  # ended later
-    rec.append({"time": now - 4, "experiment": "a", "event": "request", "status": 422, "duration_s": 0.001})
-    rec.append({"time": now - 3, "experiment": "a", "event": "scale_to_zero"})
+    rec.append({"time": now - 5, "experiment": "b", "event": "request", "status": 200, "duration_s": 0.5, "window_s": 900})
+    rec.append({"time": now - 9, "experiment": "a", "event": "request", "status": 200, "duration_s": 0.25,
+                "window_s": 900})  # ended later
+    rec.append({"time": now - 4, "experiment": "a", "event": "request", "status": 422, "duration_s": 0.001,
+                "window_s": None})  # refused for its input: the policy never saw it
+    rec.append({"time": now - 2, "experiment": "b", "event": "request", "status": 499, "duration_s": 3.0,
+                "window_s": 1800})  # the client hung up during a cold start: the container started all the same
+    rec.append({"time": now - 1, "experiment": "a", "event": "request", "status": 503, "duration_s": 0.1,
+                "window_s": 1800})  # its model failed to load: it held a container
+    rec.append({"time": now - 3, "experiment": "a", "event": "scale_to_zero", "window_s": 900})
     out = io.StringIO()
-    assert export_requests(tmp_path / "rec", out) == 2
+    assert export_requests(tmp_path / "rec", out) == 4
     lines = out.getvalue().splitlines()
-    assert lines == ["timestamp,experiment_id,duration_ms", f"{now - 9:.6f},a,250.000", f"{now - 5:.6f},b,500.000"]
+    assert lines == ["timestamp,experiment_id,duration_ms", f"{now - 9:.6f},a,250.000", f"{now - 5:.6f},b,500.000",
+                     f"{now - 2:.6f},b,3000.000", f"{now - 1:.6f},a,100.000"]
     (tmp_path / "trace.csv").write_text(out.getvalue())
     assert detect_format(tmp_path / "trace.csv") is TraceFormat.CSV
-    assert [r.experiment_id for r in read_requests(tmp_path / "trace.csv", TraceFormat.CSV)] == ["a", "b"]
+    assert [r.experiment_id for r in read_requests(tmp_path / "trace.csv", TraceFormat.CSV)] == ["a", "b", "b", "a"]

@@ -79,6 +79,11 @@ async def fold_usage(store: StateStore, keys: list[str], now: float | None = Non
 async def _fold_one(store: StateStore, experiment_id: str, stopped: list[tuple[str, UsageRecord]], now: float) -> int:
     value = await store.get(total_key(experiment_id))
     total = None if value is None else Total.from_json(value)
+    already = total.folded_keys() if total is not None else set()
+    for key in [k for k, _ in stopped if k in already]:  # folded by a pass whose pop failed: only delete it
+        await store.pop(key)
+    remaining = [k for k, _ in stopped if k in already]  # named again: a reader that listed it still skips it
+    stopped = [(k, r) for k, r in stopped if k not in already]
     if not stopped:
         if total is not None and now - total.written_at >= REFRESH_S:
             total.written_at, total.folded = now, total.folded[-REMEMBERED_PASSES + 1:] + [[]]
@@ -89,7 +94,8 @@ async def _fold_one(store: StateStore, experiment_id: str, stopped: list[tuple[s
     record = summed(records, max(r.as_of for r in records), experiment_id)  # stopped: 0 containers running
     record.prune(now)  # minute buckets older than the ledger keeps go; the totals stay
     history = (total.folded if total is not None else [])[-REMEMBERED_PASSES + 1:]
-    await store.put(total_key(experiment_id), Total(record, now, history + [[k for k, _ in stopped]]).to_json())
+    passed = [k for k, _ in stopped] + remaining
+    await store.put(total_key(experiment_id), Total(record, now, history + [passed]).to_json())
     for key, _ in stopped:  # only once the total that holds it is written
         await store.pop(key)
     return len(stopped)

@@ -118,6 +118,9 @@ class RequestPath:
         except ServeError as exc:
             status = str(exc.status_code)
             raise
+        except Exception:
+            status = "500"  # answered by the unexpected-error handler; 499 is only for a client that hung up
+            raise
         finally:
             elapsed = time.perf_counter() - started
             self.metrics.requests.labels(experiment.id, status).inc()

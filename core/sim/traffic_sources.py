@@ -4,7 +4,7 @@ Why this module exists: advice is only as good as the traffic it replays, and us
 places — an endpoint that records by default (`GET /traffic`), the recording's folder itself
 (`HYBRID_TRAFFIC_DIR`, or a copy fetched from Modal's traffic Volume), or a trace file the simulator
 already reads. Each becomes the same time-ordered list of requests (arrival, experiment, duration);
-requests refused for their input (4xx) never reached a container and are left out.
+requests refused for their input never reached the window policy and are left out.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any, Iterable
 
 import httpx
 
+from core.events import recorded_arrivals
 from core.recording import Limits, Recording
 from core.sim.traces import Request, TraceError, TraceFormat, detect_format, read_requests
 
@@ -36,20 +37,9 @@ class Traffic:
 
 
 def from_records(records: Iterable[dict[str, Any]], source: str, since: float | None = None) -> Traffic:
-    """The answered requests of recording lines (a scaling event or a 4xx is not a container's work)."""
-    requests = []
-    for record in records:
-        status = record.get("status", 200)
-        if record.get("event") != "request" or (isinstance(status, int) and 400 <= status < 500):
-            continue
-        at = record.get("time")
-        if not isinstance(at, (int, float)) or (since is not None and at < since):
-            continue
-        duration = record.get("duration_s")
-        requests.append(Request(float(at), str(record.get("experiment")),
-                                float(duration) if isinstance(duration, (int, float)) else None))
-    requests.sort(key=lambda r: r.time_s)  # recorded when each ended, replayed in order of arrival
-    return Traffic(requests, source)
+    """The arrivals the window policy saw in recording lines (core.events.recorded_arrivals)."""
+    return Traffic([Request(at, experiment, duration) for at, experiment, duration in recorded_arrivals(records, since)],
+                   source)
 
 
 def from_recording(folder: Path, since: float | None = None) -> Traffic:

@@ -9,6 +9,7 @@ import gc
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -174,6 +175,7 @@ def test_an_unexpected_error_is_one_json_500_with_a_request_id_and_one_log_line(
         with httpx.Client(base_url=url, timeout=30) as http:
             response = http.post("/predict/fe", json={"inputs": "x"})
             again = http.get("/health")  # the same connection still works
+            metrics = http.get("/metrics").text
     body = response.json()
     assert response.status_code == 500 and body["error"]["type"] == "internal_error"
     assert body["error"]["request_id"] == response.headers["X-Request-ID"]
@@ -181,6 +183,9 @@ def test_an_unexpected_error_is_one_json_500_with_a_request_id_and_one_log_line(
     lines = [r for r in caplog.records if r.name == "hybrid_serve.api"]
     assert len(lines) == 1 and body["error"]["request_id"] in lines[0].getMessage()
     assert "Traceback" not in caplog.text
+    recorded = [r["status"] for r in path.traffic.records() if r["event"] == "request"]
+    assert recorded == [500], "recorded as what it was answered, not as a client that hung up (499)"
+    assert re.search(r'hybrid_requests_total\{experiment="fe",status="500"\} 1\.0', metrics), metrics
 
 
 # --- backpressure ------------------------------------------------------------------------------------------

@@ -93,3 +93,23 @@ def test_a_record_that_cannot_be_read_is_left_for_the_next_pass(monkeypatch: pyt
     asyncio.run(store.put(usage_key("e", "ta-broken"), {"not": "a record"}))
     assert asyncio.run(fold_usage(store, asyncio.run(store.keys()), clock.t)) == 1
     assert usage_key("e", "ta-broken") in asyncio.run(store.keys())
+
+
+def test_a_pop_that_failed_after_the_total_was_written_is_not_counted_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock()
+    store = ModalDictStore(StrictDict(clock=clock))
+    stopped_container(store, clock, "ta-1", monkeypatch, busy_s=4.0)
+    expected = asyncio.run(UsageReader(store, clock=clock).usage())["e"].total
+    real_pop = store.pop
+
+    async def failing_pop(key: str) -> object:
+        raise ConnectionError("the network dropped the delete")
+
+    monkeypatch.setattr(store, "pop", failing_pop)
+    asyncio.run(fold_usage(store, asyncio.run(store.keys()), clock.t))  # the total is written, the pop fails
+    assert usage_key("e", "ta-1") in asyncio.run(store.keys())
+    monkeypatch.setattr(store, "pop", real_pop)
+    clock.t += 60
+    assert asyncio.run(fold_usage(store, asyncio.run(store.keys()), clock.t)) == 0, "already in the total"
+    assert set(asyncio.run(store.keys())) == {total_key("e")}, "the leftover key is deleted"
+    assert asyncio.run(UsageReader(store, clock=clock).usage())["e"].total == expected
