@@ -54,8 +54,8 @@ def how_to_set(spec: str, settings: Settings) -> str:
     kind, _, arg = spec.partition(":")
     if kind == "fixed":
         return f"HYBRID_POLICY=hybrid MODAL_BASE_WARM_TIME={arg} MODAL_EXTENSION_TIME=0"
-    if kind == "hybrid" and arg:
-        return f"HYBRID_POLICY=hybrid HYBRID_PRESET={arg}"
+    if kind == "hybrid" and arg:  # the preset's values themselves: explicit MODAL_* values (as in .env) beat a preset
+        return "HYBRID_POLICY=hybrid " + " ".join(f"{name}={value}" for name, value in PRESETS[arg].items())
     if kind == "adaptive":
         return f"HYBRID_POLICY=adaptive HYBRID_ADAPTIVE_KAPPA={float(arg or settings.adaptive_kappa):g}"
     return f"HYBRID_POLICY=hybrid MODAL_BASE_WARM_TIME={settings.base_warm_time} MODAL_EXTENSION_TIME={settings.extension_time}"
