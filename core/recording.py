@@ -124,26 +124,40 @@ class Recording:
 
     def read(self, since: float | None = None) -> Iterator[dict[str, Any]]:
         """Every record of every segment (segments oldest first; lines in the order written) with a
-        `time` at or after `since`. A line cut short by a killed writer is skipped."""
+        `time` at or after `since`. A line cut short by a killed writer, or not a record, is skipped."""
         for segment in self.segments():
             try:
                 if since is not None and segment.stat().st_mtime < since:
                     continue  # nothing was written to it since
                 lines = segment.read_bytes().splitlines()
-            except FileNotFoundError:
+            except OSError:  # pruned a moment ago, or unreadable: the other segments still count
                 continue
             for line in lines:
                 try:
                     record = json.loads(line)
                 except ValueError:
                     continue
-                if isinstance(record, dict) and (since is None or record.get("time", 0) >= since):
+                if not isinstance(record, dict) or not isinstance(record.get("time", 0), (int, float)):
+                    continue
+                if since is None or record.get("time", 0) >= since:
                     yield record
 
 
+#: One writer per process, folder and limits: the parts of a process that record (a request path, Ray's
+#: scaling policy of every experiment) share its segments instead of each holding a file open.
+_WRITERS: dict[tuple[int, Path, Limits], Recording] = {}
+_WRITERS_LOCK = threading.Lock()
+
+
 def recording_for(settings: "Settings") -> Recording | None:
-    """The recording the settings ask for (HYBRID_TRAFFIC_*); None when HYBRID_TRAFFIC_RECORD is off."""
+    """The recording the settings ask for (HYBRID_TRAFFIC_*), shared within this process; None when
+    HYBRID_TRAFFIC_RECORD is off."""
     if not settings.traffic_record:
         return None
     limits = Limits(int(settings.traffic_max_mb * 1024 * 1024), settings.traffic_retention_days * 86400)
-    return Recording(settings.traffic_dir, limits)
+    key = (os.getpid(), Path(settings.traffic_dir).expanduser().absolute(), limits)  # a forked child opens its own
+    with _WRITERS_LOCK:
+        writer = _WRITERS.get(key)
+        if writer is None:
+            writer = _WRITERS[key] = Recording(settings.traffic_dir, limits)
+        return writer

@@ -96,6 +96,24 @@ def test_a_line_cut_short_by_a_killed_writer_is_skipped(tmp_path: Path) -> None:
     assert [r["n"] for r in rec.read()] == [0, 1]
 
 
+def test_an_unreadable_segment_or_a_malformed_record_costs_only_itself(tmp_path: Path) -> None:
+    from core.serving.traffic import Traffic
+
+    rec = Recording(tmp_path, Limits(10**7, 86400))
+    now = time.time()
+    rec.append(record(0, now - 30))
+    rec.close()
+    (tmp_path / "00000000T000000000000-dir.jsonl").mkdir()  # a segment name that cannot be read
+    (tmp_path / "00000000T000000000001-bad.jsonl").write_text(
+        '[1, 2]\n{"time": "yesterday", "event": "request", "experiment": "e1"}\n'
+        '{"time": %f, "event": "request"}\n{"time": %f, "event": "request", "experiment": 7}\n' % (now - 20, now - 20))
+    rec.append(record(1, now - 10))
+    assert [r.get("n") for r in rec.read()] == [None, None, 0, 1]  # the two lines with a number for a time
+    per_minute = Traffic(rec).per_minute(now - 3600)  # a restart replays the last hour without failing
+    assert sum(row["requests"] for rows in per_minute.values() for row in rows) == 2
+    assert set(per_minute) == {"e0", "e1"}
+
+
 def test_processes_writing_at_once_never_interleave_lines(tmp_path: Path) -> None:
     script = ("import sys; from core.recording import Recording, Limits\n"
               "r = Recording(sys.argv[1], Limits(10**8, 86400))\n"
@@ -113,6 +131,9 @@ def test_the_settings_choose_the_recording(monkeypatch: pytest.MonkeyPatch) -> N
     on = recording_for(make_settings(traffic_max_mb=2, traffic_retention_days=0.5, traffic_dir="some/where"))
     assert on is not None and on.limits == Limits(2 * 1024 * 1024, 43200) and on.directory == Path("some/where")
     assert recording_for(make_settings(traffic_record=False)) is None
+    again = recording_for(make_settings(traffic_max_mb=2, traffic_retention_days=0.5, traffic_dir="some/where"))
+    assert again is on, "one writer per process and folder: every experiment's policy shares its segments"
+    assert recording_for(make_settings(traffic_max_mb=3, traffic_retention_days=0.5, traffic_dir="some/where")) is not on
     monkeypatch.delenv("HYBRID_TRAFFIC_DIR")  # the suite's (tests/conftest.py): here, the default
     home = recording_for(make_settings())
     assert home is not None and home.directory == Path("~/.local/state/hybrid-serve/traffic").expanduser()

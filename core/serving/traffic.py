@@ -36,7 +36,7 @@ class Traffic:
         self._warned = False
         if recording is not None:
             for record in recording.read(since=clock() - KEPT_MINUTES * MINUTE_S):  # what a restart left
-                if record.get("event") == EventName.REQUEST.value:
+                if record.get("event") == EventName.REQUEST.value and isinstance(record.get("experiment"), str):
                     self._count(record)
 
     def request(self, experiment_id: str, arrived_at: float, status: int, duration_s: float, *, cold: bool,
