@@ -26,7 +26,7 @@ TIMELINE_MINUTES = 60
 #: A page's size unless the client asks for another, and the most it may ask for.
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
-#: One experiment's minutes from the traffic recorder: `{"minute", "requests", "cold_starts", "window_s"}`.
+#: One experiment's minutes from the traffic counts: `{"minute", "requests", "cold_requests", "window_s"}`.
 TrafficMinutes = list[dict[str, Any]]
 
 
@@ -61,7 +61,7 @@ class DashboardView:
             row["requests_in_window"] = seen.requests_in_window if seen else 0
             row["in_flight"] = seen.in_flight if seen else 0
             row["timeline"] = timeline(records.get(experiment.id), traffic.get(experiment.id, []), first_minute,
-                                       sources.now, True)
+                                       sources.now)
             rows.append(row)
         return {
             "now": sources.now,
@@ -76,7 +76,7 @@ class DashboardView:
             "states": state_counts(registered, sources.status),
             "cost_measured": usage is not None,
             "currency": self.path.settings.price().currency,
-            "traffic_recorded": True,
+            "traffic_recorded": self.path.traffic.recording is not None,
             "timeline": {"start": first_minute * BUCKET_S, "step_s": BUCKET_S, "points": TIMELINE_MINUTES},
             "rows": rows,
         }
@@ -122,20 +122,18 @@ def last_cold_start(model: ModelStatus) -> dict[str, Any] | None:
     return None
 
 
-def timeline(record: UsageRecord | None, traffic: TrafficMinutes | None, first_minute: int, now: float,
-             recorded: bool) -> dict[str, list[Any] | None]:
+def timeline(record: UsageRecord | None, traffic: TrafficMinutes | None, first_minute: int,
+             now: float) -> dict[str, list[Any]]:
     """One experiment's last hour, a point a minute from `first_minute` (its index since the epoch):
-    replicas (the minute's container-seconds over its seconds so far), and — where traffic is recorded —
-    requests, cold starts and the window planned at the latest request so far (None before the hour's
-    first request)."""
+    replicas (the minute's container-seconds over its seconds so far), requests, requests that waited
+    for a cold start, and the window planned at the latest request so far (None before the hour's first
+    request)."""
     minutes = range(first_minute, first_minute + TIMELINE_MINUTES)
     replicas = []
     for minute in minutes:
         seconds = record.minutes.get(minute) if record is not None else None
         span = min(float(BUCKET_S), now - minute * BUCKET_S)
         replicas.append(round(sum(seconds.values()) / span, 3) if seconds and span > 0 else 0.0)
-    if not recorded:
-        return {"replicas": replicas, "requests": None, "cold_starts": None, "window_s": None}
     by_minute = {int(point["minute"] // BUCKET_S): point for point in traffic or ()}
     points = [by_minute.get(minute) for minute in minutes]
     windows: list[float | None] = []
@@ -144,6 +142,6 @@ def timeline(record: UsageRecord | None, traffic: TrafficMinutes | None, first_m
     return {
         "replicas": replicas,
         "requests": [int(p["requests"]) if p else 0 for p in points],
-        "cold_starts": [int(p.get("cold_starts", 0)) if p else 0 for p in points],
+        "cold_requests": [int(p.get("cold_requests", 0)) if p else 0 for p in points],
         "window_s": windows,
     }

@@ -31,7 +31,7 @@ class Traffic:
     def __init__(self, recording: Recording | None, clock: Callable[[], float] = time.time):
         self.recording = recording
         self.clock = clock
-        #: experiment → minute start → [requests, cold starts, the last window planned in it]
+        #: experiment → minute start → [requests, those that waited for a cold start, the last window planned in it]
         self._minutes: dict[str, dict[float, list[Any]]] = defaultdict(dict)
         self._warned = False
         if recording is not None:
@@ -74,11 +74,13 @@ class Traffic:
 
     def per_minute(self, since: float) -> dict[str, list[dict[str, Any]]]:
         """Per experiment, each minute since `since` (at most the last hour) with a request: its start
-        (epoch seconds), requests, cold starts, and the window planned at its last request."""
+        (epoch seconds), requests, those that waited for a cold start (several may wait for one start;
+        the cost ledger and `hybrid_cold_starts_total` count the starts), and the window planned at its
+        last request."""
         out: dict[str, list[dict[str, Any]]] = {}
         start = since // MINUTE_S * MINUTE_S
         for experiment_id, minutes in self._minutes.items():
-            rows = [{"minute": m, "requests": c[0], "cold_starts": c[1], "window_s": c[2]}
+            rows = [{"minute": m, "requests": c[0], "cold_requests": c[1], "window_s": c[2]}
                     for m, c in sorted(minutes.items()) if m >= start]
             if rows:
                 out[experiment_id] = rows

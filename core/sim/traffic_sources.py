@@ -29,26 +29,26 @@ class SourceError(ValueError):
 
 
 @dataclass(frozen=True)
-class Traffic:
+class SourcedRequests:
     """Requests in time order, and where they came from (in words)."""
 
     requests: list[Request]
     source: str
 
 
-def from_records(records: Iterable[dict[str, Any]], source: str, since: float | None = None) -> Traffic:
+def from_records(records: Iterable[dict[str, Any]], source: str, since: float | None = None) -> SourcedRequests:
     """The arrivals the window policy saw in recording lines (core.events.recorded_arrivals)."""
-    return Traffic([Request(at, experiment, duration) for at, experiment, duration in recorded_arrivals(records, since)],
+    return SourcedRequests([Request(at, experiment, duration) for at, experiment, duration in recorded_arrivals(records, since)],
                    source)
 
 
-def from_recording(folder: Path, since: float | None = None) -> Traffic:
+def from_recording(folder: Path, since: float | None = None) -> SourcedRequests:
     if not folder.is_dir():
         raise SourceError(f"{folder}: no traffic recording there (HYBRID_TRAFFIC_DIR, or --recording a folder)")
     return from_records(Recording(folder, Limits(0, 0)).read(since), f"the recording in {folder}", since)
 
 
-def from_endpoint(url: str, token: str | None, since: float | None = None) -> Traffic:
+def from_endpoint(url: str, token: str | None, since: float | None = None) -> SourcedRequests:
     """`GET /traffic` of a running endpoint (the token: HYBRID_API_TOKEN's, when it asks for one)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     params = {} if since is None else {"since": since}
@@ -66,7 +66,7 @@ def from_endpoint(url: str, token: str | None, since: float | None = None) -> Tr
     return from_records(records, endpoint, since)
 
 
-def from_trace(path: Path, trace_format: str | None = None) -> Traffic:
+def from_trace(path: Path, trace_format: str | None = None) -> SourcedRequests:
     try:
         fmt = TraceFormat(trace_format) if trace_format else detect_format(path)
         requests = list(read_requests(path, fmt))
@@ -76,7 +76,7 @@ def from_trace(path: Path, trace_format: str | None = None) -> Traffic:
         raise SourceError(f"--format {trace_format!r}: choose one of {', '.join(TraceFormat)}") from None
     except OSError as exc:
         raise SourceError(f"{path}: {exc.strerror or exc}") from None
-    return Traffic(requests, f"the trace {path}")
+    return SourcedRequests(requests, f"the trace {path}")
 
 
 def _error_text(response: httpx.Response) -> str:

@@ -90,6 +90,7 @@ def test_errors_are_json_in_the_error_shape(guarded: TestClient, tmp_path: Path,
 def test_a_request_shows_in_its_row(guarded: TestClient) -> None:
     def row(experiment: str) -> dict:
         data = guarded.get("/dashboard/data", headers=AUTH).json()
+        assert data["traffic_recorded"] is True  # the default: kept on disk
         return next(r for r in data["rows"] if r["id"] == experiment)
 
     before = row("fe")
@@ -103,7 +104,7 @@ def test_a_request_shows_in_its_row(guarded: TestClient) -> None:
     assert after["last_cold_start"]["total_s"] > 0
     timeline = after["timeline"]
     assert len(timeline["replicas"]) == len(timeline["requests"]) == len(timeline["window_s"]) == 60
-    assert timeline["requests"][-1] == 1 and timeline["cold_starts"][-1] == 1 and timeline["window_s"][-1] == 900
+    assert timeline["requests"][-1] == 1 and timeline["cold_requests"][-1] == 1 and timeline["window_s"][-1] == 900
     assert timeline["replicas"][-1] > 0  # the ledger counts the loaded model's container
     assert after["cost_today"]["container_seconds"]["cold_start"] > 0
     assert row("gen")["state"] == "cold"

@@ -62,7 +62,7 @@ def test_the_last_hours_counts_survive_a_restart(registry_file: Path, monkeypatc
             assert http.post("/predict/fe", json={"inputs": "a"}).status_code == 200
     restarted = make_path(registry_file)  # a new server on the same recording
     counted = restarted.traffic.per_minute(since)["fe"]
-    assert sum(m["requests"] for m in counted) == 3 and sum(m["cold_starts"] for m in counted) == 1
+    assert sum(m["requests"] for m in counted) == 3 and sum(m["cold_requests"] for m in counted) == 1
     assert counted[-1]["window_s"] == 1800 and counted[0]["minute"] % 60 == 0  # extended: recent activity
 
 
@@ -89,7 +89,10 @@ def test_off_records_nothing(registry_file: Path, clean_settings_env: Path, monk
             httpx.Client(base_url=url, timeout=60) as http:
         assert http.post("/predict/fe", json={"inputs": "a"}).status_code == 200
         assert traffic(http) == []
+        data = http.get("/dashboard/data").json()
     assert not (clean_settings_env / "traffic").exists()
+    assert data["traffic_recorded"] is False  # and the timeline still counts this server's requests, in memory
+    assert sum(data["rows"][0]["timeline"]["requests"]) == 1
 
 
 def test_the_recording_is_behind_the_token(registry_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:

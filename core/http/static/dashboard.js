@@ -89,10 +89,6 @@
   function sparkRow(name, values, kind, describe) {
     const row = el("div", "spark-row");
     row.append(el("span", "spark-name", name));
-    if (values === null || values === undefined) {
-      row.append(el("span", "muted small", "not recorded"));
-      return row;
-    }
     const text = describe(values);
     row.append(spark(values, kind, name + ": " + text), el("span", "spark-value small", text));
     return row;
