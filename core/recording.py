@@ -77,12 +77,12 @@ class Recording:
         return self._open()
 
     def _open(self) -> int:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # made here: for its owner only
         self.prune()
         now = self.clock()
         stamp = datetime.fromtimestamp(now, timezone.utc).strftime("%Y%m%dT%H%M%S%f")  # sorts by start time
         self._segment = self.directory / f"{stamp}-{secrets.token_hex(4)}{SUFFIX}"
-        self._fd = os.open(self._segment, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd = os.open(self._segment, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self._opened_at, self._size = now, 0
         return self._fd
 

@@ -72,6 +72,18 @@ def test_retention_drops_old_segments_and_an_hour_old_segment_is_closed(tmp_path
     assert [r["n"] for r in rec.read()] == [1]
 
 
+def test_what_is_recorded_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    rec = Recording(tmp_path / "new" / "traffic", Limits(10**7, 86400))
+    rec.append(record(0, 1.0))
+    assert (tmp_path / "new" / "traffic").stat().st_mode & 0o777 == 0o700
+    assert rec.segments()[0].stat().st_mode & 0o777 == 0o600
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o750)
+    shared.chmod(0o750)  # a folder made on purpose keeps its permissions
+    Recording(shared, Limits(10**7, 86400)).append(record(1, 1.0))
+    assert shared.stat().st_mode & 0o777 == 0o750
+
+
 def test_two_writers_share_a_directory_and_one_pruned_by_the_other_starts_a_new_segment(tmp_path: Path) -> None:
     clock = Clock()
     a = Recording(tmp_path, Limits(8 * MIN_SEGMENT_BYTES, 86400), clock)

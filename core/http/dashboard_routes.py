@@ -40,7 +40,7 @@ def add_dashboard_routes(app: FastAPI, views: StateViews) -> None:
     dashboard = DashboardView(views)
     needs_token = views.path.settings.api_token is not None
 
-    @app.get(PAGE, include_in_schema=False)
+    @app.api_route(PAGE, methods=["GET", "HEAD"], include_in_schema=False)
     async def page(request: Request) -> Response:
         try:
             template = read_text(STATIC / "dashboard.html")
@@ -51,7 +51,7 @@ def add_dashboard_routes(app: FastAPI, views: StateViews) -> None:
         return HTMLResponse(text, headers={**NO_SNIFF, "Cache-Control": "no-cache",
                                            "Content-Security-Policy": CONTENT_SECURITY_POLICY})
 
-    @app.get(ASSET_PREFIX + "{name}", include_in_schema=False)
+    @app.api_route(ASSET_PREFIX + "{name}", methods=["GET", "HEAD"], include_in_schema=False)
     async def asset(name: str) -> Response:
         if name not in ASSETS:
             raise HTTPException(404, f"the dashboard has no asset {name!r}")

@@ -9,6 +9,7 @@ requests refused for their input never reached the window policy and are left ou
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,10 +50,17 @@ def from_recording(folder: Path, since: float | None = None) -> SourcedRequests:
 
 
 def from_endpoint(url: str, token: str | None, since: float | None = None) -> SourcedRequests:
-    """`GET /traffic` of a running endpoint (the token: HYBRID_API_TOKEN's, when it asks for one)."""
+    """`GET /traffic` of a running endpoint (the token: HYBRID_API_TOKEN's, when it asks for one). The
+    token goes over https, or over plain http to this machine only: never in clear text across a network."""
+    endpoint = url.rstrip("/") + "/traffic"
+    parsed = httpx.URL(endpoint)
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise SourceError(f"{url}: not an http(s) URL (e.g. http://127.0.0.1:8000)")
+    if token and parsed.scheme == "http" and not _loopback(parsed.host):
+        raise SourceError(f"{url}: HYBRID_API_TOKEN is set and would cross the network in clear text; "
+                          "use the endpoint's https:// URL (plain http only to this machine)")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     params = {} if since is None else {"since": since}
-    endpoint = url.rstrip("/") + "/traffic"
     try:
         with httpx.stream("GET", endpoint, headers=headers, params=params, timeout=FETCH_TIMEOUT_S) as response:
             if response.status_code != 200:
@@ -77,6 +85,15 @@ def from_trace(path: Path, trace_format: str | None = None) -> SourcedRequests:
     except OSError as exc:
         raise SourceError(f"{path}: {exc.strerror or exc}") from None
     return SourcedRequests(requests, f"the trace {path}")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _error_text(response: httpx.Response) -> str:

@@ -59,6 +59,10 @@ def test_the_page_and_its_assets_answer_without_the_token_and_hold_no_data(guard
     for name, media in (("dashboard.js", "text/javascript"), ("dashboard.css", "text/css")):
         asset = guarded.get(f"/dashboard/assets/{name}")
         assert asset.status_code == 200 and asset.headers["content-type"].startswith(media)
+        head = guarded.head(f"/dashboard/assets/{name}")
+        assert head.status_code == 200 and head.headers["content-length"] == asset.headers["content-length"]
+    assert guarded.head("/dashboard").status_code == 200  # GET and HEAD, as docs/dashboard.md says
+    assert guarded.post("/dashboard").status_code == 401  # any other method needs the token
 
 
 def test_the_data_needs_the_token(guarded: TestClient) -> None:

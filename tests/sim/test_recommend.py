@@ -153,3 +153,12 @@ def test_recommend_from_a_running_endpoint(registry_file: Path, tmp_path: Path, 
     assert "spans only" in out and "fewer than 20 requests" in out
     assert max(len(line) for line in out.splitlines()) <= WIDTH
     assert plot.exists()
+
+
+def test_recommend_never_sends_the_token_in_clear_text_across_a_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HYBRID_API_TOKEN", "tok-123")
+    runner = CliRunner()
+    for url in ("http://203.0.113.7:8000", "http://example.invalid"):
+        result = runner.invoke(app, ["recommend", "--from", url])
+        assert result.exit_code == 2 and "clear text" in result.output and "https://" in result.output
+    assert "not an http(s) URL" in runner.invoke(app, ["recommend", "--from", "ftp://x"]).output
