@@ -178,7 +178,7 @@ class RayPredictor(Predictor):
 
     async def usage(self, only: Collection[str] | None = None) -> dict[str, UsageRecord]:
         """Each pool's container-seconds, as its scaling policy last published them (every few seconds)."""
-        return await asyncio.to_thread(self.usage_store.read_all)
+        return await asyncio.to_thread(self.usage_store.read_recent)
 
     def begin_shutdown(self) -> None:
         """New requests and those waiting for a replica get 503 now; those replicas run finish (`drain`)."""

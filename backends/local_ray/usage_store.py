@@ -11,19 +11,29 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
+from typing import Callable
 
 from core.keepwarm.ledger import UsageRecord
 
 log = logging.getLogger("hybrid_serve.ray.usage_store")
 
 NAMESPACE = "hybrid-serve-usage"
+#: How old a reading the ingress may answer with: policies publish every few seconds, and `/health`,
+#: `/metrics` and the dashboard of 64 clients must not each list and read every key.
+RECENT_S = 1.0
 
 
 class UsageStore:
     """One application's experiments' ledger records in the GCS (blocking calls: run them off the event loop)."""
 
-    def __init__(self, app_name: str):
+    def __init__(self, app_name: str, recent_s: float = RECENT_S, clock: Callable[[], float] = time.monotonic):
         self.app_name = app_name
+        self.recent_s = recent_s
+        self._clock = clock
+        self._recent_lock = threading.Lock()
+        self._recent: tuple[float, dict[str, UsageRecord]] | None = None
 
     def write(self, record: UsageRecord) -> None:
         from ray.experimental import internal_kv
@@ -53,6 +63,14 @@ class UsageStore:
             if record is not None:
                 out[record.experiment_id] = record
         return out
+
+    def read_recent(self) -> dict[str, UsageRecord]:
+        """`read_all`, at most once every `recent_s`: callers at the same time share one reading."""
+        with self._recent_lock:
+            now = self._clock()
+            if self._recent is None or now - self._recent[0] >= self.recent_s:
+                self._recent = (now, self.read_all())
+            return self._recent[1]
 
     def forget(self) -> None:
         """Forget every experiment's record of the application (it goes away)."""

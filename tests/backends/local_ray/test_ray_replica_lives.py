@@ -121,6 +121,21 @@ def test_an_unreadable_record_in_the_store_hides_itself_only(gcs: FakeGcs) -> No
     assert set(store.read_all()) == {"e"}
 
 
+def test_the_ingress_reads_the_store_at_most_once_a_second_however_many_ask(gcs: FakeGcs) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    now = [0.0]
+    store = UsageStore("app", clock=lambda: now[0])
+    ReplicaLives("e", store, clock=lambda: T0).observe(T0, ["r"], [report("r", ready_at=T0, started_at=T0)], 1, False)
+    reads = gcs.reads
+    with ThreadPoolExecutor(16) as pool:  # 64 clients' /health at once
+        readings = list(pool.map(lambda _: store.read_recent(), range(64)))
+    assert all(set(r) == {"e"} for r in readings)
+    assert gcs.reads - reads == 1, "one reading shared by every caller"
+    now[0] += 1.0
+    assert set(store.read_recent()) == {"e"} and gcs.reads - reads == 2  # a second later: read again
+
+
 def test_a_replica_started_for_a_waiting_request_is_cold_until_that_request_reaches_it(gcs: FakeGcs) -> None:
     """Serve routes a queued request only once it sees the new replica run: the replica, loaded, waits
     for it a moment (seconds under load). That is still the request's cold start, not idle time."""
