@@ -20,7 +20,7 @@ from core.auth import AuthMode, auth_mode
 from core.http.bearer_token import BearerToken
 from core.http.body_limits import BodyLimits
 from core.http.dashboard_routes import PUBLIC_PATHS as DASHBOARD_PAGES, add_dashboard_routes
-from core.http.docs_routes import add_docs_routes
+from core.http.docs_routes import PUBLIC_PATHS as DOCS_PAGES, add_docs_routes
 from core.http.error_handlers import add_error_handlers
 from core.http.predict_routes import add_predict_routes
 from core.http.registry_routes import add_registry_routes
@@ -53,7 +53,7 @@ def create_app(path: RequestPath, backend: str = "inprocess", mode: AuthMode | N
     app.state.request_path = path
     app.add_middleware(BodyLimits, max_bytes=path.settings.max_body_bytes, timeout_s=path.settings.body_timeout_s)
     if path.settings.api_token is not None:
-        app.add_middleware(BearerToken, token=path.settings.api_token.get_secret_value(), public=DASHBOARD_PAGES)
+        app.add_middleware(BearerToken, token=path.settings.api_token.get_secret_value(), public=DASHBOARD_PAGES + DOCS_PAGES)
     app.add_middleware(UnexpectedErrors)  # the outermost: whatever escapes the others
     add_error_handlers(app)
     add_predict_routes(app, path)
@@ -61,7 +61,7 @@ def create_app(path: RequestPath, backend: str = "inprocess", mode: AuthMode | N
     add_state_routes(app, views)
     add_registry_routes(app, path)
     add_dashboard_routes(app, views)
-    add_docs_routes(app)
+    add_docs_routes(app, bearer=path.settings.api_token is not None)
     return app
 
 

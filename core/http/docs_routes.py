@@ -5,14 +5,17 @@ Why this module exists: FastAPI's own pages load Swagger UI and ReDoc from a CDN
 fonts): offline or behind a firewall they stay blank, and every visit is announced to a third party.
 The files come from an installed package that ships them (`fastapi-offline`'s `static` folder: Swagger
 UI 5, which reads the OpenAPI 3.1 this app writes, and ReDoc); the pages are FastAPI's own, pointed at
-them, with Swagger UI's online validator off. Like every route but the liveness probe, they are behind
-the bearer token when one is set.
+them, with Swagger UI's online validator off. They hold no data (the OpenAPI document describes the
+routes, never an experiment), so — like the dashboard's page — they open without the bearer token,
+which a browser cannot send when it loads a page; when a token is set the document declares it, and
+Swagger UI's *Authorize* sends it on every call tried from the page.
 """
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
@@ -27,6 +30,9 @@ ASSET_PREFIX = "/docs/assets/"
 #: The package whose `static` folder holds the files, and the files served from it.
 ASSET_PACKAGE = "fastapi_offline"
 ASSETS = ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon.png")
+OPENAPI = "/openapi.json"
+#: What answers a GET without the token: the pages, their files and the OpenAPI document.
+PUBLIC_PATHS: tuple[str, ...] = (DOCS_PAGE, REDOC_PAGE, OPENAPI, *(ASSET_PREFIX + name for name in ASSETS))
 
 
 def asset_folder() -> Path:
@@ -38,10 +44,13 @@ def asset_folder() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "static"
 
 
-def add_docs_routes(app: FastAPI) -> None:
-    """`/docs`, `/redoc` and their assets (the app is made with `docs_url=None, redoc_url=None`)."""
+def add_docs_routes(app: FastAPI, bearer: bool) -> None:
+    """`/docs`, `/redoc` and their assets (the app is made with `docs_url=None, redoc_url=None`);
+    `bearer`: every route but the public ones needs a token, which the document then declares."""
     folder = asset_folder()
-    openapi_url = app.openapi_url or "/openapi.json"
+    openapi_url = app.openapi_url or OPENAPI
+    if bearer:
+        _declare_bearer(app)
 
     def root(request: Request) -> str:
         return str(request.scope.get("root_path") or "")
@@ -66,3 +75,18 @@ def add_docs_routes(app: FastAPI) -> None:
         if name not in ASSETS:
             raise HTTPException(404, f"the API docs have no asset {name!r}")
         return file_response(folder / name, cache="public, max-age=3600")
+
+
+def _declare_bearer(app: FastAPI) -> None:
+    """The OpenAPI document says every operation takes `Authorization: Bearer <token>`."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "HYBRID_API_TOKEN"}}
+            schema["security"] = [{"bearer": []}]
+        return app.openapi_schema  # type: ignore[return-value]  (build() cached it)
+
+    app.openapi = openapi  # type: ignore[method-assign]

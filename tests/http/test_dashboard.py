@@ -70,7 +70,6 @@ def test_the_data_needs_the_token(guarded: TestClient) -> None:
     assert_json_error(guarded.get("/dashboard/data", headers={"Authorization": "Bearer wrong"}), 401, "unauthorized")
     assert_json_error(guarded.get("/dashboard/assets/other.js"), 401, "unauthorized")  # only the page's files are open
     assert_json_error(guarded.post("/dashboard"), 401, "unauthorized")  # and only to GET
-    assert_json_error(guarded.get("/docs"), 401, "unauthorized")
     data = guarded.get("/dashboard/data", headers=AUTH)
     assert data.status_code == 200 and data.headers["cache-control"] == "no-store"
     assert {r["id"] for r in data.json()["rows"]} >= {"fe", "clf", "gen"}
@@ -163,6 +162,20 @@ def test_the_api_docs_load_every_file_from_the_endpoint(page: str, registry_file
             assert url.startswith("/"), url
             assert client.get(url).status_code == 200, url
         assert_json_error(client.get("/docs/assets/other.js"), 404, "http_error")
+
+
+def test_the_api_docs_open_without_the_token_and_declare_it(guarded: TestClient) -> None:
+    """A browser cannot send a bearer header when it loads /docs: the pages and the document hold no
+    data and open; Swagger UI's Authorize then sends the token the document declares."""
+    for url in ("/docs", "/redoc", "/docs/assets/swagger-ui.css", "/openapi.json"):
+        assert guarded.get(url).status_code == 200, url
+    document = guarded.get("/openapi.json")
+    assert document.json()["components"]["securitySchemes"]["bearer"] == {
+        "type": "http", "scheme": "bearer", "description": "HYBRID_API_TOKEN"}
+    assert document.json()["security"] == [{"bearer": []}]
+    assert "fe-2" not in document.text and "clf" not in document.text  # no experiment in it
+    assert_json_error(guarded.post("/openapi.json"), 401, "unauthorized")
+    assert_json_error(guarded.get("/experiments"), 401, "unauthorized")
 
 
 def test_the_data_endpoint_is_in_the_openapi_document(registry_file: Path) -> None:
