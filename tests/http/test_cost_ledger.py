@@ -130,7 +130,9 @@ def test_an_experiment_on_its_own_gpu_is_priced_at_that_gpu(tiny_models: dict[st
     assert views["big"]["price"]["per_second"] == table["H100"] and views["small"]["price"]["per_second"] == table["T4"]
     for experiment, gpu in (("big", "H100"), ("small", "T4")):
         since = views[experiment]["since_start"]
-        assert since["total_cost"] == pytest.approx(since["total_seconds"] * table[gpu], rel=1e-3, abs=1e-6)
+        # both are rounded: the cost to 6 decimals (±5e-7), the seconds to 3 (±5e-4 s at the GPU's price)
+        assert since["total_cost"] == pytest.approx(since["total_seconds"] * table[gpu], rel=1e-3,
+                                                    abs=5e-7 + 5e-4 * table[gpu] + 1e-9)
     assert cost["all"]["since_start"]["total_cost"] == pytest.approx(
         views["big"]["since_start"]["total_cost"] + views["small"]["since_start"]["total_cost"], abs=2e-6)
 
