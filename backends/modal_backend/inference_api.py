@@ -17,7 +17,7 @@ from pathlib import Path
 import modal
 
 from backends.modal_backend.deploy_config import (ANNOUNCED, CACHE_DIR, MODEL_CALL_TIMEOUT_S, PYTHON_VERSION,
-                                                   REMOTE_REGISTRY, REMOTE_ROOT, TRAFFIC_DIR, deploy_config)
+                                                   REMOTE_REGISTRY, REMOTE_ROOT, TOKEN_KEY, TRAFFIC_DIR, deploy_config)
 from backends.modal_backend.pools import PoolKey
 from core.auth import modal_client_environment, mode_line
 from core.http.static_files import STATIC as DASHBOARD_FILES
@@ -58,7 +58,9 @@ state = modal.Dict.from_name(config.dict_name, create_if_missing=True)
 # The traffic recording (each request's time, status, duration, cold or warm; never inputs): the ingress
 # writes it here, committed in the background, so it outlives every container (`GET /traffic` reads it).
 traffic = modal.Volume.from_name(config.traffic_volume_name, create_if_missing=True)
-ingress_secrets = [modal.Secret.from_name(config.auth.token_secret)] if config.auth.token_secret else []
+# The bearer token's secret must hold the token: Modal refuses the deploy otherwise (never an open endpoint).
+ingress_secrets = ([modal.Secret.from_name(config.auth.token_secret, required_keys=[TOKEN_KEY])]
+                   if config.auth.token_secret else [])
 # MLflow's tracking URI and credentials: a secret of every container that resolves or loads mlflow: sources.
 mlflow_secrets = [modal.Secret.from_dict(config.mlflow_env)] if config.mlflow_env else []
 
@@ -157,8 +159,13 @@ _loop = None
 @modal.concurrent(max_inputs=1000)  # one ingress container carries many waiting requests (they await the pools)
 @modal.asgi_app(requires_proxy_auth=config.auth.proxy_auth)  # proxy auth unless a bearer token or public endpoint
 def web():
+    from backends.modal_backend.fail_closed import missing_protection, refusing_app
     from backends.modal_backend.ingress import build_ingress_app
     from backends.modal_backend.state_store import ModalDictStore
+
+    unprotected = missing_protection(settings.api_token_secret, settings.api_token is not None)
+    if unprotected:  # a token secret was named but gave no token: refuse everything, never serve open
+        return refusing_app(unprotected)
 
     async def call_model(pool: PoolKey, inputs: list[str], params: object, request_at: float) -> dict:
         return await model_pool(pool).predict.remote.aio(inputs, params, request_at)

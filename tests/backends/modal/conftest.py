@@ -30,8 +30,10 @@ print(json.dumps(api.config.container_env))
 class ModalContainer:
     """The harness process: `url` serves the ingress; `command("reconcile" | "report")` answers JSON."""
 
-    def __init__(self, process: subprocess.Popen[str], ready: dict[str, Any], root: Path):
+    def __init__(self, process: subprocess.Popen[str], ready: dict[str, Any], root: Path, early: list[str]):
         self.process, self.ready, self.root = process, ready, root
+        #: What the container printed before it served (its start's log lines).
+        self.early = early
         self.url = f"http://127.0.0.1:{ready['port']}"
 
     def command(self, name: str) -> dict[str, Any]:
@@ -73,11 +75,12 @@ def modal_container(tmp_path: Path, settings_env: dict[str, str],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         assert process.stdout is not None
-        line = process.stdout.readline()
+        line, early = process.stdout.readline(), []
         while line and not line.startswith("{"):  # anything printed before the ready line
+            early.append(line)
             line = process.stdout.readline()
-        assert line, "the harness exited: " + process.stdout.read()
-        yield ModalContainer(process, json.loads(line), root)
+        assert line, "the harness exited: " + "".join(early) + process.stdout.read()
+        yield ModalContainer(process, json.loads(line), root, early)
     finally:
         if process.poll() is None:
             process.stdin.write("quit\n")  # type: ignore[union-attr]

@@ -33,12 +33,16 @@ import backends.modal_backend.inference_api as api
 from modal.config import config
 from modal._utils.async_utils import synchronizer
 spec = lambda f: synchronizer._translate_in(f)._spec
+def required_keys(secret):  # what modal's server is asked to assert when it resolves the secret at deploy
+    load = synchronizer._translate_in(secret)._load
+    return dict(zip(load.__code__.co_freevars, [c.cell_contents for c in load.__closure__ or ()])).get("required_keys")
 secrets = {"web": len(spec(api.web).secrets), "reconciler": len(spec(api.reconcile_windows).secrets),
            "model": len(synchronizer._translate_in(api.ExperimentModel)._class_service_function._spec.secrets)}
 print(json.dumps({"secrets": secrets, "options": api.config.model_options(), "concurrent": api.config.concurrent_inputs,
                   "auth": [api.config.auth.proxy_auth, api.config.auth.token_secret], "env": api.config.container_env,
                   "model_packages": api.config.model_packages, "ingress_packages": api.config.ingress_packages,
-                  "app": api.app.name, "client_token": config.get("token_id")}))
+                  "app": api.app.name, "client_token": config.get("token_id"),
+                  "ingress_secret_keys": [required_keys(s) for s in api.ingress_secrets]}))
 """
 
 
@@ -71,6 +75,17 @@ def test_decorator_arguments_come_from_the_settings(tmp_path: Path) -> None:
     assert out["env"]["MODAL_BASE_WARM_TIME"] == "120" and out["env"]["HYBRID_REGISTRY"] == "/root/hybrid-serve/experiments.toml"
     for secret in (TOKEN_ID, TOKEN_SECRET):  # tokens never reach the image
         assert secret[4:12] not in json.dumps(out["env"])
+
+
+def test_a_token_secret_without_the_token_fails_the_deploy(tmp_path: Path) -> None:
+    """Naming a token secret turns proxy auth off: Modal must refuse a secret that lacks the key
+    (required_keys, asserted by its server at deploy), never deploy an open endpoint."""
+    proc = import_app(tmp_path, HYBRID_API_TOKEN_SECRET="hybrid-serve-api")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.splitlines()[1])
+    assert out["auth"] == [False, "hybrid-serve-api"] and out["secrets"]["web"] == 1
+    assert out["ingress_secret_keys"] == [["HYBRID_API_TOKEN"]]
+    assert json.loads(import_app(tmp_path).stdout.splitlines()[1])["ingress_secret_keys"] == []
 
 
 @pytest.mark.parametrize(("variable", "value", "allowed"), [

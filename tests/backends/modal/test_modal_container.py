@@ -132,6 +132,23 @@ def test_the_bearer_token_protects_health_but_its_liveness(tmp_path: Path, modal
             assert "fe" in client.get("/health", headers=auth).json()["scaling"]["experiments"]
 
 
+def test_a_container_whose_token_secret_gave_no_token_refuses_everything(tmp_path: Path, modal_registry: Path) -> None:
+    """Proxy auth is off when a token secret is named: a container that finds no token must not serve
+    open. Every request answers 503 in the error shape, naming neither the secret nor the key; the log says why."""
+    env = {"HYBRID_REGISTRY": str(modal_registry), "HYBRID_API_TOKEN_SECRET": "hybrid-serve-api"}
+    with modal_container(tmp_path, env, secret_env={}) as box:
+        with box.client() as client:
+            answers = [client.get("/health"), client.post("/predict/fe", json={"inputs": "x"}), client.get("/experiments"),
+                       client.get("/dashboard"), client.get("/docs")]
+        calls = box.command("report")["calls"]
+    for answer in answers:
+        assert answer.status_code == 503 and answer.json()["error"]["type"] == "misconfigured", answer.text
+        assert "hybrid-serve-api" not in answer.text and "HYBRID_API_TOKEN" not in answer.text
+    log = "".join(box.early)
+    assert "refusing to serve" in log and "hybrid-serve-api" in log and "HYBRID_API_TOKEN" in log
+    assert not calls, "no model was called"
+
+
 def test_weights_are_committed_only_when_a_load_downloaded_something(tmp_path: Path, modal_registry: Path,
                                                                      monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
     """Committing on every cold start conflicts between containers and failed the container: now the
