@@ -24,7 +24,7 @@ from pathlib import Path
 from backends.modal_backend.deploy_config import (ANNOUNCED, MODAL_WEB_WAIT_S, PYTHON_VERSION, REMOTE_REGISTRY,
                                                    DeployError, ModalDeployConfig)
 from backends.modal_backend.layout import in_layout, lay_out
-from backends.modal_backend.registry_sync import dry_run_lines, sync_registry
+from backends.modal_backend.registry_sync import dry_run_lines, seed_once
 from backends.modal_backend.settings import ModalSettings, modal_settings
 from core.auth import mode_line, modal_client_environment
 from core.serving.mlflow_source import is_mlflow_source
@@ -118,7 +118,8 @@ def seed_registry(settings: ModalSettings, config: ModalDeployConfig) -> bool:
     from backends.modal_backend.registry_store import app_registry
 
     try:
-        result = asyncio.run(sync_registry(app_registry(settings, config.app_name), config.registry.registry))
+        result = asyncio.run(seed_once(app_registry(settings, config.app_name), config.registry.registry,
+                                       config.deployment, again=True))
     except Exception as exc:  # the app is deployed; its registry is not up to date
         print(f"error: seeding the deployed registry failed ({type(exc).__name__}: {exc}); the app serves its "
               "previous registry: run hybrid-serve deploy again", file=sys.stderr)

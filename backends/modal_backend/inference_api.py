@@ -4,7 +4,8 @@
 
 Reads top to bottom: settings → images → storage → the per-experiment model class → the window
 reconciler → the web ingress. The registry the containers serve lives in the shared Dict (seeded
-from the registry file by `hybrid-serve deploy`, changed live by `hybrid-serve experiments … --modal`
+from the registry file shipped with each deploy — by `hybrid-serve deploy`, or after a plain `modal deploy` by
+the deployment's first container — changed live by `hybrid-serve experiments … --modal`
 and the admin API); the file shipped in the image only locates the model directories shipped with it. Every value below comes from the project's settings (`.env` /
 environment, see env_template.txt) and registry; a bad value fails right here, before anything is
 sent to Modal. Importing this file makes no network call. Every argument of every Modal decorator
@@ -131,7 +132,7 @@ def model_pool(pool: PoolKey):  # noqa: ANN201  (a modal.Cls instance)
 @modal.concurrent(max_inputs=32)  # pokes from requests join the one container instead of queueing behind a pass
 async def reconcile_windows(poke: bool = False) -> None:
     from backends.modal_backend.reconciler import ReconcilerLoop, WindowReconciler
-    from backends.modal_backend.registry_store import DictRegistrySource
+    from backends.modal_backend.registry_sync import SeedingRegistrySource
     from backends.modal_backend.state_store import ModalDictStore
 
     global _loop
@@ -140,7 +141,8 @@ async def reconcile_windows(poke: bool = False) -> None:
             await model_pool(pool).update_autoscaler.aio(scaledown_window=window_s, min_containers=min_containers)
 
         store = ModalDictStore(state)
-        source = DictRegistrySource(store, Path(REMOTE_ROOT))  # windows only: no model is loaded here
+        # windows only: no model is loaded here; a plain `modal deploy`'s registry is seeded by whichever runs first
+        source = SeedingRegistrySource(store, Path(REMOTE_ROOT), config.registry.registry, config.deployment)
         reconciler = WindowReconciler(settings, source, store, update, config.deployment)
         _loop = ReconcilerLoop(reconciler, config.reconcile_interval_s, settings.window_update_interval_s)
     await (_loop.poke() if poke else _loop.tick())
@@ -173,4 +175,6 @@ def web():
     async def poke() -> None:
         await reconcile_windows.spawn.aio(poke=True)
 
-    return build_ingress_app(settings, call_model, ModalDictStore(state), poke)
+    # the deploy's registry file seeds the shared registry before the first read (a plain `modal deploy` too)
+    return build_ingress_app(settings, call_model, ModalDictStore(state), poke,
+                             seed=(config.registry.registry, config.deployment))

@@ -35,6 +35,7 @@ from backends.modal_backend.container_lives import UsageReader
 from backends.modal_backend.deploy_config import MODAL_WEB_WAIT_S, REMOTE_ROOT
 from backends.modal_backend.pools import PoolKey, pool_key
 from backends.modal_backend.registry_store import DictRegistrySource
+from backends.modal_backend.registry_sync import SeedingRegistrySource
 from backends.modal_backend.state_store import APPLIED, StateStore, activity_key
 from core.http.app import create_app
 from core.keepwarm.activity import ActivityTracker, ExperimentActivity
@@ -228,13 +229,16 @@ def build_ingress_app(
     poke: Callable[[], Awaitable[Any]],
     flush_s: float = 2.0,
     base_dir: Path | None = None,
+    seed: tuple[Registry, str] | None = None,
 ) -> FastAPI:
     """The ingress app, serving the registry in `store` (read when the app starts, then followed).
     `base_dir`: where model directories shipped with the deploy lie (default: beside the container's
-    registry file)."""
+    registry file); `seed`: the deploy's registry and deployment id, seeded into `store` before the
+    first read unless that deployment was seeded already (registry_sync.py)."""
     if base_dir is None:
         base_dir = settings.registry_path.parent if settings.registry_path else Path(REMOTE_ROOT)
-    registry = LiveRegistry(DictRegistrySource(store, base_dir), Registry({}), stamp=_UNREAD,
+    source = DictRegistrySource(store, base_dir) if seed is None else SeedingRegistrySource(store, base_dir, *seed)
+    registry = LiveRegistry(source, Registry({}), stamp=_UNREAD,
                             poll_s=settings.registry_poll_s, identity_poll_s=settings.mlflow_poll_s)
 
     async def identity(experiment: Experiment) -> str | None:

@@ -15,8 +15,10 @@ It imports `inference_api.py` from the layout and replaces only Modal's network 
   `.update_autoscaler.aio` is recorded;
 - `reconcile_windows.spawn.aio` → runs the real reconciler function's body in this process.
 
-Before serving, it seeds the shared registry from the image's registry file with the deploy's own
-code (registry_sync.py), as `hybrid-serve deploy` does after `modal deploy`.
+Nothing seeds the shared registry before the container starts, as after a plain `modal deploy`: the
+container's own code seeds it from the image's registry file (registry_sync.py). With
+`HARNESS_SEEDED=<deployment>` the Dict starts marked as seeded by that deployment (an earlier deploy's
+registry, changed live since), empty otherwise.
 
 Then it serves the real ingress (`web()`'s ASGI app) with uvicorn on a free port and prints one
 JSON line `{"port": …, "torch_loaded": …}`; on stdin, `reconcile` runs one reconciler pass and
@@ -220,12 +222,12 @@ def main() -> None:
 
     api.reconcile_windows = type("Function", (), {"spawn": _Aio(spawn)})()
     from backends.modal_backend.registry_store import DictRegistrySource
-    from backends.modal_backend.registry_sync import sync_registry
     from backends.modal_backend.state_store import ModalDictStore
     from core.serving.registry import experiment_entry
 
     registry = DictRegistrySource(ModalDictStore(store), Path(api.settings.registry_path).parent)
-    asyncio.run(sync_registry(registry, api.config.registry.registry))  # what `hybrid-serve deploy` does
+    if os.environ.get("HARNESS_SEEDED"):
+        asyncio.run(store.put.aio("registry-seeded", os.environ["HARNESS_SEEDED"]))
     app = web()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
     loop = asyncio.new_event_loop()

@@ -132,6 +132,25 @@ def test_the_bearer_token_protects_health_but_its_liveness(tmp_path: Path, modal
             assert "fe" in client.get("/health", headers=auth).json()["scaling"]["experiments"]
 
 
+def test_a_plain_modal_deploy_serves_the_shipped_registry(tmp_path: Path, modal_registry: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing seeds the Dict before the container starts (a plain `modal deploy`): the container seeds
+    it from the image's registry file; a Dict already seeded by this deployment is left as it is."""
+    env = {"HYBRID_REGISTRY": str(modal_registry), "HYBRID_DEPLOYMENT": "dep-plain", "HYBRID_PUBLIC_ENDPOINT": "true"}
+    for folder in ("first", "later"):
+        (tmp_path / folder).mkdir()
+    with modal_container(tmp_path / "first", env) as box:
+        with box.client() as client:
+            assert client.post("/predict/fe", json={"inputs": "x"}).status_code == 200
+        report = box.command("report")
+    assert "registry-seeded" in report["keys"] and {"fe", "fe-2"} <= set(report["registry"])
+    monkeypatch.setenv("HARNESS_SEEDED", "dep-plain")  # seeded by this deployment, every entry removed live since
+    with modal_container(tmp_path / "later", env) as box:
+        with box.client() as client:
+            assert client.post("/predict/fe", json={"inputs": "x"}).status_code == 404
+        assert box.command("report")["registry"] == []
+
+
 def test_a_container_whose_token_secret_gave_no_token_refuses_everything(tmp_path: Path, modal_registry: Path) -> None:
     """Proxy auth is off when a token secret is named: a container that finds no token must not serve
     open. Every request answers 503 in the error shape, naming neither the secret nor the key; the log says why."""

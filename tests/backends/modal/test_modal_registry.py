@@ -22,8 +22,8 @@ from backends.modal_backend.ingress import build_ingress_app
 from backends.modal_backend.pools import PoolKey
 from backends.modal_backend.reconciler import WindowReconciler
 from backends.modal_backend.registry_store import DictRegistrySource
-from backends.modal_backend.registry_sync import sync_registry
-from backends.modal_backend.state_store import REGISTRY_STAMP, ModalDictStore
+from backends.modal_backend.registry_sync import SeedingRegistrySource, sync_registry
+from backends.modal_backend.state_store import REGISTRY_SEEDED, REGISTRY_STAMP, ModalDictStore
 from core.serving.prediction import Prediction
 from core.serving.registry import Experiment, Registry
 from backends.modal_backend.settings import load_modal_settings
@@ -144,6 +144,40 @@ def test_seeding_puts_the_files_entries_and_keeps_those_added_live() -> None:
                         "remove with hybrid-serve experiments remove ID --modal")
 
 
+def test_a_plain_modal_deploy_is_seeded_once_by_its_first_container_and_never_undoes_a_live_change() -> None:
+    """`modal deploy inference_api.py` runs none of our code afterwards: the deployment's containers
+    seed the shared registry from the image's file before their first read — once per deployment."""
+    store = ModalDictStore(StrictDict())
+    shipped = Registry({e.id: e for e in (Experiment(id="a", source="org/a", task="feature-extraction"),
+                                          Experiment(id="b", source="org/b", task="feature-extraction"))})
+    first = SeedingRegistrySource(store, Path("."), shipped, "deploy-1")
+    _, registry = asyncio.run(first.read())
+    assert [e.id for e in registry] == ["a", "b"] and asyncio.run(store.get(REGISTRY_SEEDED)) == "deploy-1"
+    asyncio.run(writer(store).remove("b"))  # an operator retires b live
+    _, later = asyncio.run(SeedingRegistrySource(store, Path("."), shipped, "deploy-1").read())  # a later container
+    assert [e.id for e in later] == ["a"], "a container started later must not bring b back"
+    _, redeployed = asyncio.run(SeedingRegistrySource(store, Path("."), shipped, "deploy-2").read())
+    assert [e.id for e in redeployed] == ["a", "b"], "a new deploy seeds its file again, as hybrid-serve deploy does"
+
+
+def test_a_seed_that_failed_is_tried_again_at_the_next_read() -> None:
+    dict_ = StrictDict()
+    store = ModalDictStore(dict_)
+    shipped = Registry({"a": Experiment(id="a", source="org/a", task="feature-extraction")})
+    source = SeedingRegistrySource(store, Path("."), shipped, "deploy-1")
+    real_put = dict_.put
+
+    async def unreachable(*_: Any, **__: Any) -> Any:
+        raise ConnectionError("the Dict is a moment away")
+
+    dict_.put = type("Aio", (), {"aio": staticmethod(unreachable)})()
+    with pytest.raises(ConnectionError):
+        asyncio.run(source.read())
+    dict_.put = real_put
+    _, registry = asyncio.run(source.read())
+    assert [e.id for e in registry] == ["a"] and asyncio.run(store.get(REGISTRY_SEEDED)) == "deploy-1"
+
+
 # --- hybrid-serve experiments ... --modal ------------------------------------------------------------------
 @pytest.fixture
 def modal_dict(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
@@ -216,6 +250,7 @@ def test_the_deploy_seeds_the_registry_after_modal_deploy_and_lists_what_it_kept
     assert deploy.main(load_modal_settings(), dry_run=False, dev=False) == 0
     assert commands and commands[0][-3:] == ["deploy", "-m", "backends.modal_backend.inference_api"]
     assert stored(modal_dict, "hybrid-serve-state", "registry/demo-embeddings")["source"].startswith("package:")
+    assert stored(modal_dict, "hybrid-serve-state", REGISTRY_SEEDED), "marked: its containers will not seed again"
     out = capsys.readouterr().out
     assert "kept 1 experiments added live: live; remove with hybrid-serve experiments remove ID --modal" in out
 
