@@ -18,7 +18,8 @@ reconciler runs as one Modal function with at most one container (scheduled ever
 6. calls `update_autoscaler` on the current pool only where that differs from what is applied under
    the current deployment — so it is idempotent, repairs a deploy's reset, and raises and lowers
    pre-warms from shared state, whatever happens to ingress containers (steps 3–6: pool_autoscalers.py);
-7. folds stopped containers' cost-ledger records into one durable total per experiment (usage_folding.py);
+7. folds stopped containers' cost-ledger records into one durable total per experiment (usage_folding.py),
+   and once a day reads every lasting entry, so modal's 7-day expiry never drops one (keep_alive.py);
 8. says when the next change is due, so `ReconcilerLoop` can wake for it (a pre-warm on time).
 
 What it applied, to which pool, is in the `applied` key, so a restarted reconciler still drains.
@@ -32,6 +33,7 @@ import time
 from typing import Awaitable, Callable
 
 from backends.modal_backend.arrival_folding import ArrivalFolding
+from backends.modal_backend.keep_alive import keep_alive
 from backends.modal_backend.pool_autoscalers import PoolAutoscalers, UpdateFn
 from backends.modal_backend.registry_store import DictRegistrySource
 from backends.modal_backend.registry_view import RegistryView
@@ -62,6 +64,7 @@ class WindowReconciler:
         await self.registry.refresh()  # a registry that cannot be read fails the pass: nothing is drained
         keys = await self.store.keys()
         await fold_usage(self.store, keys, now)  # the cost ledger: stopped containers into durable totals
+        await keep_alive(self.store, keys, now)  # modal drops entries untouched for 7 days: read them daily
         folded = await self.arrivals.fold(keys, now)
         await self.arrivals.save(folded, self.registry.retired)
         return await self.autoscalers.apply(folded.activity, now, folded.served)

@@ -12,6 +12,7 @@ every key has exactly one writer and nothing is ever read-modified-written by tw
 | `registry/<experiment>` | `experiments add/update/remove --modal`, the admin API, `hybrid-serve deploy` (seeding) | the experiment's registry entry: a plain dict of its fields (`source`, `task`, ...) |
 | `registry-stamp` | every writer of a `registry/` key, right after it | a fresh unique value: readers poll it (one call) and re-read the entries only when it moved |
 | `registry-seeded` | whoever seeds the registry from a deploy's registry file first (`hybrid-serve deploy`, or the deployment's first container) | the deployment id last seeded: later containers of it never seed again (registry_sync.py) |
+| `kept-alive-at` | the reconciler only | when it last read every lasting entry, so that modal's 7-day expiry of untouched entries never drops one (keep_alive.py) |
 | `usage/<experiment>/<container>` | that model container only | its life in the cost ledger: a `UsageRecord` as JSON (container_lives.py) |
 
 The registry is the one exception to "one writer per key": operators change experiments from several
@@ -35,6 +36,7 @@ APPLIED = "applied"
 REGISTRY = "registry/"
 REGISTRY_STAMP = "registry-stamp"
 REGISTRY_SEEDED = "registry-seeded"
+KEPT_ALIVE_AT = "kept-alive-at"
 
 
 def arrivals_key(container: str) -> str:

@@ -103,6 +103,31 @@ def test_a_completion_is_published_within_the_flush_interval_naming_the_pool_the
     assert published[1]["batch"]["finished_at"] is not None
 
 
+def test_a_quiet_month_loses_no_registry_entry_nor_what_the_policy_learned() -> None:
+    """modal drops an entry untouched for 7 days: with scheduled passes only (no request, no container
+    start, the registry stamp never moving), every lasting entry is still there a month later."""
+    world = World(load_modal_settings(env_file=None))
+    world.store = ModalDictStore(StrictDict(clock=world.clock))  # expires entries by modal's rule
+    world.registry = DictRegistrySource(world.store, Path("."))
+    for experiment in REGISTRY:
+        world.run(world.registry.put(experiment))
+    world.reconciler = world.new_reconciler("deploy-1")
+    ingress = world.ingress("i")
+    world.request(ingress, "cron")
+    world.run(ingress.flush())
+    world.run(world.store.put("registry-seeded", "deploy-1"))
+    world.run(world.store.put("scratch", 1))  # nobody's lasting entry
+    world.run(world.reconciler.reconcile())
+    for _ in range(30 * 24):  # a quiet month: the scheduled pass every hour, nothing else
+        world.clock.advance(3600)
+        world.run(world.reconciler.reconcile())
+    keys = set(world.run(world.store.keys()))
+    assert "scratch" not in keys, "the fake expires what nobody read, as modal does"
+    assert {"registry/cron", "registry/bursty", "registry/e", "registry-stamp", "registry-seeded", "activity/cron"} <= keys
+    _, registry = world.run(DictRegistrySource(world.store, Path(".")).read())
+    assert [e.id for e in registry] == ["bursty", "cron", "e"]
+
+
 def adaptive(**overrides: Any) -> Settings:
     return load_modal_settings(env_file=None, policy_name="adaptive", prewarm_lead_s=60, **overrides)
 
