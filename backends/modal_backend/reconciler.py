@@ -73,7 +73,10 @@ class WindowReconciler:
 class ReconcilerLoop:
     """Runs passes one at a time in the reconciler's single container: a scheduled `tick` keeps
     passing while changes fall due before the next tick (so a pre-warm starts on time); a `poke`
-    (an ingress published arrivals) runs one pass, at most once per `min_gap_s`, coalescing pokes."""
+    (an ingress published arrivals) runs one pass, at most once per `min_gap_s`, coalescing pokes: at
+    most one poke waits for the next pass, and every other poke returns at once, merged into it (its
+    arrivals were published before it, so that pass reads them) — pokes never pile up as inputs
+    waiting in the reconciler's one container."""
 
     def __init__(self, reconciler: WindowReconciler, interval_s: float, min_gap_s: float,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
@@ -85,6 +88,7 @@ class ReconcilerLoop:
         self._lock = asyncio.Lock()
         self._last_pass = float("-inf")
         self._poked = False
+        self._poke_waiting = False
 
     async def _pass(self) -> float | None:
         self._last_pass = self._clock()
@@ -106,11 +110,20 @@ class ReconcilerLoop:
 
     async def poke(self) -> None:
         self._poked = True
-        async with self._lock:
-            if not self._poked:  # a pass after this poke already ran
+        if self._poke_waiting:  # the waiting poke's pass starts after this one: merged into it
+            return
+        self._poke_waiting = True
+        try:
+            await self._lock.acquire()
+        finally:
+            self._poke_waiting = False  # it holds the lock (or was cancelled): the next poke waits for the next pass
+        try:
+            if not self._poked:  # a pass that started after this poke already ran
                 return
             wait = self._last_pass + self.min_gap_s - self._clock()
             if wait > 0:
                 await self._sleep(wait)
             self._poked = False
             await self._pass()
+        finally:
+            self._lock.release()

@@ -6,6 +6,7 @@ the local Ray emulator's policy."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -320,6 +321,47 @@ def test_the_loop_wakes_for_a_change_due_before_the_next_tick_and_coalesces_poke
 
     asyncio.run(scenario())
     assert passes[:2] == [0.0, 20.0] and len(passes) == 3 and passes[2] >= 30.0
+
+
+def test_pokes_never_pile_up_on_the_one_reconciler() -> None:
+    """2 pokes a second for 120 s against passes of 3 s, at most one every 10 s (the real loop, time
+    scaled 1:100): every poke returns within one pass and the next, never queueing; at most two are in
+    flight at once (the one whose pass runs, the one waiting for the next); a poke after the last pass
+    started gets a pass of its own."""
+    scale = 0.01
+    in_flight, most, waited, passes = 0, 0, [], []
+
+    class Slow:
+        async def reconcile(self) -> float | None:
+            passes.append(time.monotonic())
+            await asyncio.sleep(3 * scale)
+            return None
+
+    loop = ReconcilerLoop(Slow(), interval_s=60, min_gap_s=10 * scale)  # type: ignore[arg-type]
+
+    async def poke() -> None:
+        nonlocal in_flight, most
+        most = max(most, in_flight)  # what a new poke finds in flight (it itself returns at once or waits)
+        in_flight += 1
+        started = time.monotonic()
+        await loop.poke()
+        waited.append(time.monotonic() - started)
+        in_flight -= 1
+
+    async def scenario() -> float:
+        tasks = []
+        for _ in range(240):
+            tasks.append(asyncio.create_task(poke()))
+            await asyncio.sleep(0.5 * scale)
+        last = time.monotonic()
+        await asyncio.gather(*tasks)
+        return last
+
+    last_poke = asyncio.run(scenario())
+    assert most <= 2, f"a poke found {most} others in flight"
+    assert max(waited) < 2 * (10 + 3) * scale + 0.5, max(waited)  # this pass and the next, with room for a busy machine
+    assert 5 <= len(passes) <= 120 / 10 + 2, len(passes)
+    assert passes[-1] >= last_poke - 3 * scale, "the last poke's arrivals are read by a pass that started after it"
 
 
 def test_the_same_plan_drives_the_ray_emulator() -> None:
