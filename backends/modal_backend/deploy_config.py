@@ -23,6 +23,7 @@ from typing import Any
 from packaging.version import Version
 
 from backends.modal_backend.settings import ModalSettings
+from core.auth import AuthMode, auth_mode
 from core.serving.registry import DEFAULT_REGISTRY, PACKAGE_PREFIX, Experiment, Registry
 from core.settings import SECRET_VARIABLES, env_name
 
@@ -58,6 +59,9 @@ MODEL_CALL_TIMEOUT_S = 600
 #: Set by `hybrid-serve deploy` once it printed the mode line, so the app module does not print it again.
 ANNOUNCED = "HYBRID_MODE_ANNOUNCED"
 #: Settings that describe the local machine, not the deployment.
+#: The image's record of the mode the deploy was made in: tokens never reach a container, so a
+#: container's own settings always look like development mode (`/health` reports this instead).
+DEPLOY_MODE = "HYBRID_DEPLOY_MODE"
 #: The key a bearer-token secret (HYBRID_API_TOKEN_SECRET) must hold.
 TOKEN_KEY = "HYBRID_API_TOKEN"
 _LOCAL_ONLY = {"HYBRID_REGISTRY", "HYBRID_EVENT_LOG", "HYBRID_TIME_SCALE", "HYBRID_MLFLOW_CACHE", "HYBRID_TRAFFIC_DIR"}
@@ -223,6 +227,14 @@ class ModalDeployConfig:
         return path
 
 
+def deployed_mode() -> AuthMode:
+    """In a container: the mode the deploy was made in (development when the image does not say)."""
+    try:
+        return AuthMode(os.environ.get(DEPLOY_MODE, AuthMode.DEVELOPMENT.value))
+    except ValueError:
+        return AuthMode.DEVELOPMENT
+
+
 def deploy_config(settings: ModalSettings, registry: Registry | None = None, deployment: str | None = None,
                   verify: bool = True) -> ModalDeployConfig:
     """The deployment's Modal parameters. `deployment` identifies this deploy (new on every deploy);
@@ -238,6 +250,7 @@ def deploy_config(settings: ModalSettings, registry: Registry | None = None, dep
     if settings.modal_gpu is None:
         env["MODAL_GPU"] = "none"
     env["HYBRID_TRAFFIC_DIR"] = TRAFFIC_DIR  # the recording goes to the traffic volume, never a container's disk
+    env[DEPLOY_MODE] = auth_mode(settings).value  # as the deploy saw its credentials (never the credentials)
     registry = registry or Registry.load(settings.registry_path or DEFAULT_REGISTRY)
     return ModalDeployConfig(
         app_name=settings.modal_app_name,

@@ -32,7 +32,7 @@ from fastapi import FastAPI
 
 from backends.modal_backend.arrival_publisher import ArrivalPublisher
 from backends.modal_backend.container_lives import UsageReader
-from backends.modal_backend.deploy_config import MODAL_WEB_WAIT_S, REMOTE_ROOT
+from backends.modal_backend.deploy_config import MODAL_WEB_WAIT_S, REMOTE_ROOT, deployed_mode
 from backends.modal_backend.pools import PoolKey, pool_key
 from backends.modal_backend.registry_store import DictRegistrySource
 from backends.modal_backend.registry_sync import SeedingRegistrySource
@@ -264,4 +264,5 @@ def build_ingress_app(
         return applied.in_force()
 
     controller = WindowController.for_settings(settings, tracker, policy)
-    return create_app(RequestPath(settings, registry, predictor, controller, applied=in_force), backend="modal")
+    return create_app(RequestPath(settings, registry, predictor, controller, applied=in_force), backend="modal",
+                      mode=deployed_mode())  # the deploy's mode: this container never holds the tokens

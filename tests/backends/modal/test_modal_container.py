@@ -151,6 +151,21 @@ def test_a_plain_modal_deploy_serves_the_shipped_registry(tmp_path: Path, modal_
         assert box.command("report")["registry"] == []
 
 
+@pytest.mark.parametrize(("tokens", "mode"), [(True, "production"), (False, "development")])
+def test_health_reports_the_mode_the_deploy_was_made_in(tmp_path: Path, modal_registry: Path, tokens: bool,
+                                                       mode: str) -> None:
+    """Tokens rightly never reach a container, so its own settings always look like development mode:
+    /health reports the mode of the deploy instead."""
+    env = {"HYBRID_REGISTRY": str(modal_registry), "HYBRID_PUBLIC_ENDPOINT": "true"}
+    if tokens:
+        env.update(MODAL_TOKEN_ID="ak-M0dalT0kenIdXyZ987", MODAL_TOKEN_SECRET="as-M0dalT0kenSecretQwE654")
+    with modal_container(tmp_path, env) as box:
+        with box.client() as client:
+            health = client.get("/health")
+    assert health.json()["authentication"]["mode"] == mode
+    assert "M0dalT0ken" not in health.text
+
+
 def test_a_container_whose_token_secret_gave_no_token_refuses_everything(tmp_path: Path, modal_registry: Path) -> None:
     """Proxy auth is off when a token secret is named: a container that finds no token must not serve
     open. Every request answers 503 in the error shape, naming neither the secret nor the key; the log says why."""
