@@ -18,11 +18,15 @@ lists every variable, while core never imports a backend.
 
 from __future__ import annotations
 
+import difflib
+import logging
+import os
 from functools import lru_cache
 from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping, Self, TypeVar
 
+from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
@@ -35,6 +39,8 @@ from pydantic_settings import (
 
 from core import plugins
 from core.prices import Price, price_of, price_table
+
+log = logging.getLogger("hybrid_serve.settings")
 
 MODAL_MIN_WINDOW_S = 2
 MODAL_MAX_WINDOW_S = 3600
@@ -250,6 +256,7 @@ class Settings(_ModelServerKeys, _ModalWindowKeys):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        env_settings, dotenv_settings = ByVariableOnly(env_settings), ByVariableOnly(dotenv_settings)
         preset = PresetSource(settings_cls, (init_settings, env_settings, dotenv_settings))
         return init_settings, env_settings, dotenv_settings, preset
 
@@ -260,6 +267,67 @@ class Settings(_ModelServerKeys, _ModalWindowKeys):
             value = getattr(self, name)
             out[env_name(field)] = ("set" if value is not None else "unset") if isinstance(value, SecretStr) or env_name(field) in SECRET_VARIABLES else value
         return out
+
+
+class ByVariableOnly(PydanticBaseSettingsSource):
+    """The environment or a .env file read by each setting's documented variable only. Code may pass a
+    field's name as an argument (`populate_by_name`), but a variable named after a field
+    (`MAX_CONTAINERS`, or a secret's `API_TOKEN`) must not set anything — nor may a .env file's line
+    that pydantic-settings would hand on as an "extra" under a field's name."""
+
+    def __init__(self, inner: PydanticBaseSettingsSource):
+        super().__init__(inner.settings_cls)
+        inner.config = {**inner.config, "populate_by_name": False, "validate_by_name": False}
+        self.inner = inner
+        self._variables = {env_name(field) for field in inner.settings_cls.model_fields.values()}
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {key: value for key, value in self.inner().items() if key in self._variables}
+
+
+#: The variable prefixes of hybrid-serve's settings: a name with one of them that is no setting is checked
+#: for a near miss.
+SETTING_PREFIXES = ("MODAL_", "HYBRID_")
+
+
+def misspelt_variables(cls: type[BaseSettings], names: Iterable[str]) -> dict[str, str]:
+    """Of `names` (the environment's, a .env file's), those that look like a setting's variable but are
+    none, each with the variable it most likely meant (only near misses: other tools' MODAL_* names pass)."""
+    known = [env_name(field) for field in cls.model_fields.values()]
+    by_stem = {_stem(variable): variable for variable in known}  # MODAL_X and HYBRID_X mixed up
+    out = {}
+    for name in names:
+        if not name.upper().startswith(SETTING_PREFIXES) or name in known:
+            continue
+        close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.85)
+        meant = by_stem.get(_stem(name.upper())) or (close[0] if close else None)
+        if meant:
+            out[name] = meant
+    return out
+
+
+def _stem(variable: str) -> str:
+    return variable.split("_", 1)[1] if "_" in variable else variable
+
+
+_warned: set[tuple[str, str]] = set()
+
+
+def warn_misspelt(cls: type[BaseSettings], env_file: str | Path | None) -> None:
+    """Log one warning per near-miss variable of the environment and of `env_file`."""
+    sources = [("the environment", list(os.environ))]
+    if env_file is not None and Path(env_file).is_file():
+        sources.append((str(env_file), list(dotenv_values(env_file))))
+    for where, names in sources:
+        for name, meant in misspelt_variables(cls, names).items():
+            if (where, name) in _warned:  # once per process: settings are loaded more than once
+                continue
+            _warned.add((where, name))
+            log.warning("%s sets %s, which is no hybrid-serve setting: did you mean %s? (it is ignored)",
+                        where, name, meant)
 
 
 def env_name(field: FieldInfo) -> str:
@@ -351,10 +419,12 @@ def load_settings(env_file: str | Path | None = ".env", *, settings_cls: type[S]
                             "allowed: a field or variable name of core's or an installed backend's settings "
                             f"(entry points of {SETTINGS_GROUP})")
     try:
-        return cls(_env_file=env_file, **overrides)  # type: ignore[no-any-return]
+        settings = cls(_env_file=env_file, **overrides)
     except ValidationError as exc:
         problems = "\n".join(f"  - {_format_error(cls, e)}" for e in exc.errors(include_input=True, include_url=False))
         raise SettingsError(f"invalid hybrid-serve settings:\n{problems}") from None
+    warn_misspelt(cls, env_file)
+    return settings  # type: ignore[no-any-return]
 
 
 def setting_sources(env_file: str | Path | None = ".env", *, settings_cls: type[Settings] | None = None,
@@ -362,8 +432,8 @@ def setting_sources(env_file: str | Path | None = ".env", *, settings_cls: type[
     """Where each effective setting came from, by variable name: argument, environment, .env, preset or default."""
     cls = settings_cls or settings_class()
     init = _StaticSource(cls, overrides)
-    env = EnvSettingsSource(cls, env_ignore_empty=True)
-    dotenv = DotEnvSettingsSource(cls, env_file=env_file, env_ignore_empty=True)
+    env = ByVariableOnly(EnvSettingsSource(cls, env_ignore_empty=True))
+    dotenv = ByVariableOnly(DotEnvSettingsSource(cls, env_file=env_file, env_ignore_empty=True))
     preset = PresetSource(cls, (init, env, dotenv))
     layers: list[tuple[str, Mapping[str, Any]]] = [
         ("argument", overrides), ("environment", env()), (".env", dotenv()),

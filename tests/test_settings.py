@@ -238,3 +238,39 @@ def test_replicas_take_what_a_modal_container_takes_unless_told_otherwise(monkey
     assert load_ray_settings(env_file=None).target_ongoing == 12
     monkeypatch.setenv("HYBRID_REPLICA_TARGET_ONGOING", "3")
     assert load_ray_settings(env_file=None).target_ongoing == 3
+
+
+# --- only the documented names set a value --------------------------------------------------------------
+def test_a_variable_named_after_a_field_sets_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`MAX_CONTAINERS=3 BASE_WARM_TIME=60` planned base 60 s and max 3, and a secret key named
+    `API_TOKEN` would have become the bearer token: only the documented variables set a value."""
+    monkeypatch.setenv("MAX_CONTAINERS", "3")
+    monkeypatch.setenv("BASE_WARM_TIME", "60")
+    monkeypatch.setenv("API_TOKEN", "not-the-token")
+    (tmp_path / ".env").write_text("EXTENSION_TIME=5\nmax_containers=4\n")
+    settings = load_settings(env_file=tmp_path / ".env")
+    assert (settings.max_containers, settings.base_warm_time, settings.extension_time) == (10, 900, 900)
+    assert settings.api_token is None
+    assert setting_sources(env_file=tmp_path / ".env")["MODAL_MAX_CONTAINERS"] == "default"
+    assert load_settings(env_file=None, max_containers=3).max_containers == 3  # code may still pass field names
+
+
+def test_a_misspelt_variable_is_named_with_the_one_it_meant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    import core.settings
+
+    monkeypatch.setattr(core.settings, "_warned", set())
+    monkeypatch.setenv("MODAL_MAX_CONTAINER", "3")
+    monkeypatch.setenv("HYBRID_BASE_WARM_TIME", "60")  # the right name under the other prefix
+    for name in ("MODAL_TASK_ID", "MODAL_ENVIRONMENT", "MODAL_PROFILE", "MODAL_SERVER_URL", "HYBRID_DEPLOYMENT"):
+        monkeypatch.setenv(name, "x")  # Modal's own variables and hybrid-serve's internal ones: no warning
+    (tmp_path / ".env").write_text("HYBRID_MAX_QEUE=5\n")
+    caplog.set_level("WARNING", logger="hybrid_serve.settings")
+    settings = load_settings(env_file=tmp_path / ".env")
+    load_settings(env_file=tmp_path / ".env")  # once per process, however often the settings are loaded
+    assert settings.max_containers == 10 and settings.base_warm_time == 900 and settings.max_queue != 5
+    warnings = sorted(r.getMessage() for r in caplog.records)
+    assert len(warnings) == 3, warnings
+    assert any("MODAL_MAX_CONTAINER," in w and "did you mean MODAL_MAX_CONTAINERS?" in w for w in warnings)
+    assert any("HYBRID_BASE_WARM_TIME" in w and "did you mean MODAL_BASE_WARM_TIME?" in w for w in warnings)
+    assert any(w.startswith(str(tmp_path / ".env")) and "did you mean HYBRID_MAX_QUEUE?" in w for w in warnings)
