@@ -113,6 +113,21 @@ def make_plan(settings: ModalSettings, app_name: str | None = None) -> Plan:
     return Plan(config, lines)
 
 
+def credentials(settings: ModalSettings) -> str | None:
+    """Which credentials the deploy would use, in words (never the credentials themselves); None: none."""
+    if settings.modal_token_id is not None:
+        return "Modal token ID and secret from the settings (environment or .env): production mode"
+    from modal import config as modal_config
+
+    if modal_config.config.get("token_id", use_env=False):  # what `modal setup` wrote
+        return f"the active profile of {modal_config.user_config_path} (written by `modal setup`): development mode"
+    return None
+
+
+NO_CREDENTIALS = ("no Modal credentials: run `modal setup` (development mode: a browser login), or set "
+                  "MODAL_TOKEN_ID and MODAL_TOKEN_SECRET in the environment or .env (production mode)")
+
+
 def seed_registry(settings: ModalSettings, config: ModalDeployConfig) -> bool:
     """Put the registry file's experiments into the deployed registry; print what changed and kept."""
     from backends.modal_backend.registry_store import app_registry
@@ -150,6 +165,12 @@ def main(settings: Settings, dry_run: bool, dev: bool) -> int:
     if dry_run:
         for line in dry_run_lines(plan.config.registry.registry, plan.config.dict_name):
             print(f"  {line}")
+    who = credentials(settings)
+    print(f"  credentials    {who or 'none'}")
+    if who is None:  # the deploy would fail on Modal's "Token missing": say so now, the dry run too
+        print(f"error: {NO_CREDENTIALS}", file=sys.stderr)
+        return 2
+    if dry_run:
         return 0
     env = {**os.environ, **modal_client_environment(settings), "HYBRID_DEPLOYMENT": plan.config.deployment}
     if app_name:

@@ -194,9 +194,12 @@ def deploy_dry_run(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[st
     return subprocess.run([str(exe), "deploy", "--dry-run"], capture_output=True, text=True, env=full, cwd=tmp_path, timeout=180)
 
 
-def test_deploy_dry_run_prints_the_checked_plan_without_credentials(tmp_path: Path) -> None:
+def test_deploy_dry_run_prints_the_whole_plan_and_fails_without_credentials(tmp_path: Path) -> None:
+    """The real deploy would fail on modal's "Token missing": the dry run prints the whole plan, says
+    there are no credentials and exits non-zero."""
     proc = deploy_dry_run(tmp_path)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 2, proc.stderr
+    assert "credentials    none" in proc.stdout and "run `modal setup`" in proc.stderr and "MODAL_TOKEN_ID" in proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0] == "🔧 Development mode: Using web authentication" and lines.count(lines[0]) == 1
     text = proc.stdout
@@ -210,6 +213,19 @@ def test_deploy_dry_run_prints_the_checked_plan_without_credentials(tmp_path: Pa
             "demo-embeddings; entries added live there are kept") in text
 
 
+def test_deploy_dry_run_names_the_credentials_the_deploy_would_use(tmp_path: Path) -> None:
+    production = deploy_dry_run(tmp_path, MODAL_TOKEN_ID=TOKEN_ID, MODAL_TOKEN_SECRET=TOKEN_SECRET)
+    assert production.returncode == 0, production.stderr
+    assert "credentials    Modal token ID and secret from the settings (environment or .env): production mode" in production.stdout
+    assert TOKEN_ID[4:12] not in production.stdout and TOKEN_SECRET[4:12] not in production.stdout
+    (tmp_path / ".modal.toml").write_text(f'[default]\ntoken_id = "{TOKEN_ID}"\ntoken_secret = "{TOKEN_SECRET}"\nactive = true\n')
+    development = deploy_dry_run(tmp_path)  # what `modal setup` writes, in HOME
+    assert development.returncode == 0, development.stderr
+    assert ".modal.toml (written by `modal setup`): development mode" in development.stdout
+    assert development.stdout.splitlines()[0] == "🔧 Development mode: Using web authentication"
+    assert TOKEN_ID[4:12] not in development.stdout
+
+
 def test_deploy_dry_run_refuses_a_registry_whose_models_cannot_reach_the_container(tmp_path: Path) -> None:
     registry = tmp_path / "experiments.toml"
     registry.write_text('[experiments.gone]\nsource = "./nowhere"\ntask = "feature-extraction"\n')
@@ -221,6 +237,7 @@ def test_deploy_dry_run_refuses_a_registry_whose_models_cannot_reach_the_contain
 def test_the_dev_loop_has_its_own_state_and_weights(tmp_path: Path) -> None:
     full = {k: v for k, v in os.environ.items() if not k.startswith(("MODAL_", "HYBRID_"))}
     exe = Path(sys.executable).parent / "hybrid-serve"
+    (tmp_path / ".modal.toml").write_text(f'[default]\ntoken_id = "{TOKEN_ID}"\ntoken_secret = "{TOKEN_SECRET}"\n')
     proc = subprocess.run([str(exe), "deploy", "--dry-run", "--dev"], capture_output=True, text=True,
                           env={**full, "HOME": str(tmp_path)}, cwd=tmp_path, timeout=180)
     assert proc.returncode == 0, proc.stderr

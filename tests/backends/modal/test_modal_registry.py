@@ -247,7 +247,8 @@ def test_the_deploy_seeds_the_registry_after_modal_deploy_and_lists_what_it_kept
     modal_dict["hybrid-serve-state"] = StrictDict()
     asyncio.run(writer(ModalDictStore(modal_dict["hybrid-serve-state"])).put(
         Experiment(id="live", source="org/live", task="feature-extraction")))
-    assert deploy.main(load_modal_settings(), dry_run=False, dev=False) == 0
+    tokens = {"modal_token_id": "ak-M0dalT0kenIdXyZ987", "modal_token_secret": "as-M0dalT0kenSecretQwE654"}
+    assert deploy.main(load_modal_settings(**tokens), dry_run=False, dev=False) == 0
     assert commands and commands[0][-3:] == ["deploy", "-m", "backends.modal_backend.inference_api"]
     assert stored(modal_dict, "hybrid-serve-state", "registry/demo-embeddings")["source"].startswith("package:")
     assert stored(modal_dict, "hybrid-serve-state", REGISTRY_SEEDED), "marked: its containers will not seed again"
