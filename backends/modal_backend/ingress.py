@@ -20,6 +20,7 @@ It imports no model stack: the ingress image carries no torch.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -83,6 +84,8 @@ class ModalPredictor(Predictor):
         self.applied = applied
         self.tracker = tracker
         self._identity = identity
+        #: Model calls whose clients were told to retry, still going on for their containers' sake.
+        self._apart: set[asyncio.Future[Any]] = set()
 
     async def predict(self, experiment: Experiment, inputs: list[str], params: Any) -> Prediction:
         request_at = time.time()
@@ -93,9 +96,36 @@ class ModalPredictor(Predictor):
             f"{experiment.id}: the model container is still starting after {wait_s:g}s (Modal ends a web request "
             f"at 150s); it keeps starting: retry in {RETRY_AFTER_S:g}s", retry_after_s=RETRY_AFTER_S,
         ) if wait_s < self.settings.cold_start_timeout_s else None
-        call = self._call(pool, inputs, params, request_at)
-        result = await await_worker(call, experiment.id, wait_s, "model container", timeout_error=web_limit)
+        call = asyncio.ensure_future(self._call(pool, inputs, params, request_at))
+        if web_limit is None:
+            result = await await_worker(call, experiment.id, wait_s, "model container")
+        else:  # past the web limit the input stays with its container, which keeps starting for the retry
+            try:
+                result = await await_worker(asyncio.shield(call), experiment.id, wait_s, "model container",
+                                            timeout_error=web_limit)
+            except BackendUnavailable:
+                self._finish_apart(call, self.settings.cold_start_timeout_s - wait_s)
+                raise
+            except asyncio.CancelledError:  # the client hung up: its input goes too
+                call.cancel()
+                raise
         return answered_prediction(result, request_at)
+
+    def _finish_apart(self, call: "asyncio.Future[Any]", limit_s: float) -> None:
+        """A call whose client was told to retry: it goes on (its answer is dropped) until its container
+        answers or the cold-start limit (HYBRID_COLD_START_TIMEOUT_S) runs out."""
+        if call.done():
+            return
+        self._apart.add(call)
+        timer = asyncio.get_running_loop().call_later(max(0.0, limit_s), call.cancel)
+
+        def finished(done: "asyncio.Future[Any]") -> None:
+            timer.cancel()
+            self._apart.discard(done)
+            if not done.cancelled() and done.exception() is not None:
+                log.warning("a model call finished apart from its request failed: %s", done.exception())
+
+        call.add_done_callback(finished)
 
     async def model_status(self) -> dict[str, ModelStatus]:
         """Modal does not expose a pool's container count here: a pool is reported warm while the

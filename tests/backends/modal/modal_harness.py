@@ -18,7 +18,9 @@ It imports `inference_api.py` from the layout and replaces only Modal's network 
 Nothing seeds the shared registry before the container starts, as after a plain `modal deploy`: the
 container's own code seeds it from the image's registry file (registry_sync.py). With
 `HARNESS_SEEDED=<deployment>` the Dict starts marked as seeded by that deployment (an earlier deploy's
-registry, changed live since), empty otherwise.
+registry, changed live since), empty otherwise. `HARNESS_START_DELAY_S` makes each container's start
+that slow; `HARNESS_WEB_WAIT_S` scales down Modal's web limit (what the ingress waits before its 503).
+A container, once started for a call, starts whatever happens to that call, as on Modal.
 
 Then it serves the real ingress (`web()`'s ASGI app) with uvicorn on a free port and prints one
 JSON line `{"port": …, "torch_loaded": …}`; on stdin, `reconcile` runs one reconciler pass and
@@ -136,6 +138,8 @@ class Pools:
         self.gpu: str | None = None
         #: (experiment, pool version) of every model call, when it started and when it answered.
         self.calls: list[dict[str, Any]] = []
+        #: How many containers started (each pool's first call starts one).
+        self.starts = 0
         #: "next": set by `hold`, taken by the next model call; "holding": the call held (shared by variants).
         self.hold: dict[str, threading.Event | None] = {"next": None, "holding": None}
 
@@ -156,8 +160,9 @@ class Pools:
 
             call = {"experiment": experiment_id, "version": version, "done": False}
             pools.calls.append(call)
-            container = pools.containers.get(key) or await asyncio.to_thread(pools.start, experiment_id, definition)
-            pools.containers[key] = container
+            if key not in pools.containers:  # Modal starts a container; it starts whatever happens to this input
+                pools.containers[key] = asyncio.ensure_future(asyncio.to_thread(pools.start, experiment_id, definition))
+            container = await asyncio.shield(pools.containers[key])
             held = pools.hold["next"]
             if held is not None:  # this request stays in flight on this pool until `release`
                 pools.hold.update(next=None, holding=held)
@@ -175,8 +180,14 @@ class Pools:
         return type("Obj", (), {"predict": predict, "update_autoscaler": _Aio(update_autoscaler)})()
 
     def start(self, experiment_id: str, definition: str) -> dict[str, Any]:
-        """A container: Modal's helpers build the instance and run its enter hooks, in Modal's order."""
+        """A container: Modal's helpers build the instance and run its enter hooks, in Modal's order
+        (`HARNESS_START_DELAY_S`: a slow start, e.g. a large model's download)."""
+        import time
+
         import torch
+
+        self.starts += 1
+        time.sleep(float(os.environ.get("HARNESS_START_DELAY_S", "0")))
         from modal._partial_function import _find_callables_for_obj, _PartialFunctionFlags
         from modal._utils.async_utils import synchronizer
 
@@ -215,6 +226,10 @@ def main() -> None:
     pools = Pools(api.ExperimentModel, api.config.memory_snapshot, api.config.gpu_snapshot)
     reconcile = synchronizer._translate_in(api.reconcile_windows)._raw_f
     web = synchronizer._translate_in(api.web)._raw_f
+    if os.environ.get("HARNESS_WEB_WAIT_S"):  # Modal's web limit, scaled down for a test
+        import backends.modal_backend.ingress as ingress
+
+        ingress.MODAL_WEB_WAIT_S = float(os.environ["HARNESS_WEB_WAIT_S"])
     api.state, api.weights, api.ExperimentModel = store, volume, pools
 
     async def spawn(poke: bool = False) -> None:
@@ -255,7 +270,7 @@ def main() -> None:
                 keys = sorted(str(k) for k in store.data)
                 print(json.dumps({"updates": pools.updates, "commits": volume.commits, "devices": pools.devices,
                                   "keys": keys, "applied": pickle.loads(store.data["applied"]) if "applied" in store.data else None,
-                                  "torch_loaded": "torch" in sys.modules, "calls": pools.calls,
+                                  "torch_loaded": "torch" in sys.modules, "calls": pools.calls, "starts": pools.starts,
                                   "registry": sorted(k.removeprefix("registry/") for k in keys if k.startswith("registry/"))}),
                       flush=True)
             if command == "quit":

@@ -166,6 +166,30 @@ def test_health_reports_the_mode_the_deploy_was_made_in(tmp_path: Path, modal_re
     assert "M0dalT0ken" not in health.text
 
 
+def test_a_cold_start_past_the_web_limit_keeps_loading_and_the_retry_finds_it_warm(
+        tmp_path: Path, modal_registry: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Modal ends a web request at 150 s, so the ingress answers 503 + Retry-After before that (scaled
+    down here: the limit 1 s, the container's start 4 s). The container goes on starting — the input
+    stays with it — and the retry is served by that container, warm: one container started."""
+    monkeypatch.setenv("HARNESS_WEB_WAIT_S", "1")
+    monkeypatch.setenv("HARNESS_START_DELAY_S", "4")
+    env = {"HYBRID_REGISTRY": str(modal_registry), "HYBRID_PUBLIC_ENDPOINT": "true", "HYBRID_COLD_START_TIMEOUT_S": "60"}
+    with modal_container(tmp_path, env) as box:
+        with box.client() as client:
+            first = client.post("/predict/fe", json={"inputs": "x"})
+            assert first.status_code == 503, first.text
+            assert first.headers["Retry-After"] == "30" and "keeps starting" in first.json()["error"]["message"]
+            deadline = time.monotonic() + 60
+            while not all(call["done"] for call in box.command("report")["calls"]):  # the first input, answered apart
+                assert time.monotonic() < deadline, "the container never finished starting"
+                time.sleep(0.2)
+            retry = client.post("/predict/fe", json={"inputs": "x"})
+        report = box.command("report")
+    assert retry.status_code == 200, retry.text
+    assert retry.json()["cold_load"] is False, "the retry found the container warm"
+    assert report["starts"] == 1 and len(report["calls"]) == 2
+
+
 def test_a_container_whose_token_secret_gave_no_token_refuses_everything(tmp_path: Path, modal_registry: Path) -> None:
     """Proxy auth is off when a token secret is named: a container that finds no token must not serve
     open. Every request answers 503 in the error shape, naming neither the secret nor the key; the log says why."""
