@@ -27,6 +27,8 @@ from backends.modal_backend.layout import in_layout, lay_out
 from backends.modal_backend.registry_sync import dry_run_lines, seed_once
 from backends.modal_backend.settings import ModalSettings, modal_settings
 from core.auth import mode_line, modal_client_environment
+from core.http.dashboard_routes import ASSETS
+from core.prices import PRICE_TABLE
 from core.serving.mlflow_source import is_mlflow_source
 from core.serving.weights import weights_file
 from core.serving.registry import PACKAGE_PREFIX, Registry, RegistryError
@@ -39,6 +41,22 @@ APP_MODULE = "backends.modal_backend.inference_api"
 class Plan:
     config: ModalDeployConfig
     lines: list[str]
+
+
+#: The data files (no Python source: `add_local_python_source` would not ship them) every container reads.
+DATA_FILES = (f"/root/core/{PRICE_TABLE.name}", *(f"/root/core/http/static/{name}" for name in ("dashboard.html", *ASSETS)))
+
+
+def image_problems(root: Path, image: str) -> list[str]:
+    """What any container of an image laid out at `root` would fail on: its packages, registry, data files."""
+    problems = [f"the {image} has no {package}/ package" for package in ("core", "backends")
+                if not (root / "root" / package / "__init__.py").is_file()]
+    problems += [f"the {image} has no {path}" for path in DATA_FILES if not in_layout(root, path).is_file()]
+    try:
+        Registry.load(in_layout(root, REMOTE_REGISTRY))
+    except RegistryError as exc:
+        problems.append(f"the {image} cannot read its registry: {exc}")
+    return problems
 
 
 def container_problems(config: ModalDeployConfig, root: Path) -> list[str]:
@@ -59,10 +77,7 @@ def container_problems(config: ModalDeployConfig, root: Path) -> list[str]:
             model_dir = experiment.local_path()
             if model_dir is None or weights_file(model_dir) is None:
                 problems.append(f"{experiment.id}: no weights at {experiment.source} in the container")
-    for package in ("core", "backends"):
-        if not (root / "root" / package / "__init__.py").is_file():
-            problems.append(f"the container has no {package}/ package")
-    return problems
+    return problems + image_problems(root, "model image")
 
 
 def make_plan(settings: ModalSettings, app_name: str | None = None) -> Plan:
@@ -74,11 +89,12 @@ def make_plan(settings: ModalSettings, app_name: str | None = None) -> Plan:
 
     api = importlib.import_module(APP_MODULE)
     config: ModalDeployConfig = api.config
-    with tempfile.TemporaryDirectory() as tmp:
-        laid_out = lay_out(api.model_image, Path(tmp))
-        problems = container_problems(config, Path(tmp))
+    with tempfile.TemporaryDirectory() as model_root, tempfile.TemporaryDirectory() as ingress_root:
+        laid_out = lay_out(api.model_image, Path(model_root))  # ExperimentModel's containers
+        ingress_files = lay_out(api.ingress_image, Path(ingress_root))  # web's and reconcile_windows' containers
+        problems = container_problems(config, Path(model_root)) + image_problems(Path(ingress_root), "ingress image")
     if problems:
-        raise DeployError("the model container would fail:\n" + "\n".join(f"  - {p}" for p in problems))
+        raise DeployError("a container would fail:\n" + "\n".join(f"  - {p}" for p in problems))
     snapshot = ("GPU memory snapshot (weights restored on the GPU)" if config.gpu_snapshot else
                 "CPU memory snapshot (weights load on the CPU, move to the GPU after restore)" if config.memory_snapshot
                 else "off")
@@ -96,6 +112,8 @@ def make_plan(settings: ModalSettings, app_name: str | None = None) -> Plan:
         f"model image    python {PYTHON_VERSION}, {len(config.model_packages)} packages: {' '.join(config.model_packages)}",
         f"ingress image  python {PYTHON_VERSION}, {len(config.ingress_packages)} packages (no torch): {' '.join(config.ingress_packages)}",
         f"container      {len(laid_out)} files uploaded; registry at {REMOTE_REGISTRY}: readable, every model reachable",
+        f"ingress        {len(ingress_files)} files uploaded (web ingress, reconciler): code, registry, price table "
+        "and dashboard files in place",
     ]
     if config.mlflow_env:
         lines.append(f"mlflow         {', '.join(sorted(config.mlflow_env))} in a modal.Secret of the containers "
