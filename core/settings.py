@@ -300,7 +300,7 @@ def misspelt_variables(cls: type[BaseSettings], names: Iterable[str]) -> dict[st
     by_stem = {_stem(variable): variable for variable in known}  # MODAL_X and HYBRID_X mixed up
     out = {}
     for name in names:
-        if not name.upper().startswith(SETTING_PREFIXES) or name in known:
+        if not name.upper().startswith(SETTING_PREFIXES) or name.upper() in known:  # names match in any case
             continue
         close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.85)
         meant = by_stem.get(_stem(name.upper())) or (close[0] if close else None)

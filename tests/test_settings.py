@@ -264,11 +264,13 @@ def test_a_misspelt_variable_is_named_with_the_one_it_meant(tmp_path: Path, monk
     monkeypatch.setenv("HYBRID_BASE_WARM_TIME", "60")  # the right name under the other prefix
     for name in ("MODAL_TASK_ID", "MODAL_ENVIRONMENT", "MODAL_PROFILE", "MODAL_SERVER_URL", "HYBRID_DEPLOYMENT"):
         monkeypatch.setenv(name, "x")  # Modal's own variables and hybrid-serve's internal ones: no warning
+    monkeypatch.setenv("hybrid_max_inputs", "7")  # a documented name in another case: it applies, no warning
     (tmp_path / ".env").write_text("HYBRID_MAX_QEUE=5\n")
     caplog.set_level("WARNING", logger="hybrid_serve.settings")
     settings = load_settings(env_file=tmp_path / ".env")
     load_settings(env_file=tmp_path / ".env")  # once per process, however often the settings are loaded
     assert settings.max_containers == 10 and settings.base_warm_time == 900 and settings.max_queue != 5
+    assert settings.max_inputs == 7
     warnings = sorted(r.getMessage() for r in caplog.records)
     assert len(warnings) == 3, warnings
     assert any("MODAL_MAX_CONTAINER," in w and "did you mean MODAL_MAX_CONTAINERS?" in w for w in warnings)

@@ -87,7 +87,8 @@ def make_plan(settings: ModalSettings, app_name: str | None = None) -> Plan:
     os.environ.setdefault("HYBRID_DEPLOYMENT", uuid.uuid4().hex[:12])
     import importlib
 
-    api = importlib.import_module(APP_MODULE)
+    # the app module reads the settings when it is imported: read again if an earlier plan imported it
+    api = importlib.reload(sys.modules[APP_MODULE]) if APP_MODULE in sys.modules else importlib.import_module(APP_MODULE)
     config: ModalDeployConfig = api.config
     with tempfile.TemporaryDirectory() as model_root, tempfile.TemporaryDirectory() as ingress_root:
         laid_out = lay_out(api.model_image, Path(model_root))  # ExperimentModel's containers

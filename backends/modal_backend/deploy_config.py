@@ -58,12 +58,12 @@ MLFLOW_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_TRACKI
 MODEL_CALL_TIMEOUT_S = 600
 #: Set by `hybrid-serve deploy` once it printed the mode line, so the app module does not print it again.
 ANNOUNCED = "HYBRID_MODE_ANNOUNCED"
-#: Settings that describe the local machine, not the deployment.
 #: The image's record of the mode the deploy was made in: tokens never reach a container, so a
 #: container's own settings always look like development mode (`/health` reports this instead).
 DEPLOY_MODE = "HYBRID_DEPLOY_MODE"
 #: The key a bearer-token secret (HYBRID_API_TOKEN_SECRET) must hold.
 TOKEN_KEY = "HYBRID_API_TOKEN"
+#: Settings that describe the local machine, not the deployment.
 _LOCAL_ONLY = {"HYBRID_REGISTRY", "HYBRID_EVENT_LOG", "HYBRID_TIME_SCALE", "HYBRID_MLFLOW_CACHE", "HYBRID_TRAFFIC_DIR"}
 #: Models downloaded from MLflow are kept on the weights volume, as Hugging Face's are.
 MLFLOW_CACHE_DIR = f"{CACHE_DIR}/mlflow"

@@ -161,7 +161,12 @@ class ModalPredictor(Predictor):
             self.tracker.forget_pool(experiment_id)
 
     async def close(self) -> None:
-        return None
+        """The ingress stops: calls still going on apart from their requests are cancelled (their inputs
+        go; the containers they started stay, as Modal keeps them for their windows)."""
+        for call in list(self._apart):
+            call.cancel()
+        if self._apart:
+            await asyncio.gather(*self._apart, return_exceptions=True)
 
 
 class AppliedWindows:

@@ -64,10 +64,14 @@ class WindowReconciler:
         await self.registry.refresh()  # a registry that cannot be read fails the pass: nothing is drained
         keys = await self.store.keys()
         await fold_usage(self.store, keys, now)  # the cost ledger: stopped containers into durable totals
-        await keep_alive(self.store, keys, now)  # modal drops entries untouched for 7 days: read them daily
         folded = await self.arrivals.fold(keys, now)
         await self.arrivals.save(folded, self.registry.retired)
-        return await self.autoscalers.apply(folded.activity, now, folded.served)
+        next_change = await self.autoscalers.apply(folded.activity, now, folded.served)
+        try:  # modal drops entries untouched for 7 days: read them daily, after the windows are applied
+            await keep_alive(self.store, keys, now)
+        except Exception as exc:  # the next pass tries again
+            log.warning("keeping the shared state alive failed: %s: %s", type(exc).__name__, exc)
+        return next_change
 
 
 class ReconcilerLoop:
@@ -89,6 +93,8 @@ class ReconcilerLoop:
         self._last_pass = float("-inf")
         self._poked = False
         self._poke_waiting = False
+        #: A poke that took over from a cancelled waiting one (kept so it is not collected mid-pass).
+        self._handed_over: asyncio.Future[None] | None = None
 
     async def _pass(self) -> float | None:
         self._last_pass = self._clock()
@@ -115,8 +121,12 @@ class ReconcilerLoop:
         self._poke_waiting = True
         try:
             await self._lock.acquire()
-        finally:
-            self._poke_waiting = False  # it holds the lock (or was cancelled): the next poke waits for the next pass
+        except asyncio.CancelledError:  # the pokes merged into this one still need their pass
+            self._poke_waiting = False
+            if self._poked:
+                self._handed_over = asyncio.ensure_future(self.poke())
+            raise
+        self._poke_waiting = False  # it holds the lock: the next poke waits for the next pass
         try:
             if not self._poked:  # a pass that started after this poke already ran
                 return

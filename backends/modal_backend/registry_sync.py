@@ -10,7 +10,9 @@ Two ways deploy, and both seed: `hybrid-serve deploy` right after `modal deploy`
 `modal deploy backends/modal_backend/inference_api.py`, which runs no code of ours afterwards — the
 deployment's own containers: `SeedingRegistrySource` seeds from the image's registry file before its
 first read, unless `registry-seeded` already names this deployment (set by whichever seeded it
-first), so a container started later never undoes a change made live since the deploy.
+first), so a container started later never undoes a change made live since the deploy. (Containers
+that start within the same second or two may both seed — the Dict has no compare-and-set — so a live
+change made in those seconds right after a deploy can be overwritten by the file's entry: repeat it.)
 """
 
 from __future__ import annotations

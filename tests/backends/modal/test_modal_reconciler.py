@@ -129,6 +129,28 @@ def test_a_quiet_month_loses_no_registry_entry_nor_what_the_policy_learned() -> 
     assert [e.id for e in registry] == ["bursty", "cron", "e"]
 
 
+def test_an_entry_that_cannot_be_read_never_fails_a_pass_nor_the_others_keep_alive() -> None:
+    world = World(load_modal_settings(env_file=None))
+    real_get = world.store.get
+    read: list[str] = []
+
+    async def get(key: str) -> Any:
+        if key == "usage-total/ghost":
+            raise ConnectionError("this entry cannot be read now")
+        read.append(key)
+        return await real_get(key)
+
+    world.run(world.store.put("usage-total/ghost", {"unreadable": True}))
+    world.store.get = get  # type: ignore[method-assign]
+    ingress = world.ingress("i")
+    world.request(ingress, "cron")
+    world.run(ingress.flush())
+    world.run(world.reconciler.reconcile())  # the pass holds
+    assert world.autoscaler.states("cron"), "the windows were applied"
+    assert {"registry/cron", "registry/bursty", "registry/e", "registry-stamp"} <= set(read)
+    assert world.run(real_get("kept-alive-at")) == world.clock.now
+
+
 def adaptive(**overrides: Any) -> Settings:
     return load_modal_settings(env_file=None, policy_name="adaptive", prewarm_lead_s=60, **overrides)
 
@@ -362,6 +384,31 @@ def test_pokes_never_pile_up_on_the_one_reconciler() -> None:
     assert max(waited) < 2 * (10 + 3) * scale + 0.5, max(waited)  # this pass and the next, with room for a busy machine
     assert 5 <= len(passes) <= 120 / 10 + 2, len(passes)
     assert passes[-1] >= last_poke - 3 * scale, "the last poke's arrivals are read by a pass that started after it"
+
+
+def test_pokes_merged_into_a_cancelled_waiting_poke_still_get_their_pass() -> None:
+    passes: list[float] = []
+
+    class Slow:
+        async def reconcile(self) -> float | None:
+            passes.append(time.monotonic())
+            await asyncio.sleep(0.05)
+            return None
+
+    loop = ReconcilerLoop(Slow(), interval_s=60, min_gap_s=0.0)  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        running = asyncio.create_task(loop.poke())
+        await asyncio.sleep(0.01)  # its pass runs
+        waiting = asyncio.create_task(loop.poke())
+        await asyncio.sleep(0)
+        await loop.poke()  # merged into the waiting one: returns at once
+        waiting.cancel()  # the input of the waiting poke is cancelled
+        await running
+        await asyncio.sleep(0.2)
+
+    asyncio.run(scenario())
+    assert len(passes) == 2, "the merged poke's arrivals got a pass of their own"
 
 
 def test_the_same_plan_drives_the_ray_emulator() -> None:
