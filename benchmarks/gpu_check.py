@@ -35,6 +35,14 @@ def devices_of(container: Any) -> set[str]:
     return {p.device.type for p in model.module.parameters()}
 
 
+def embedding(container: Any, params: Any, which: str) -> list[float]:
+    """The container's answer to one request (an error answered is raised, naming the container)."""
+    answer = asyncio.run(container.predict(["hybrid-serve keeps GPUs warm"], params, None))
+    if "error" in answer:
+        raise RuntimeError(f"the {which} container answered an error: {answer['error']}")
+    return list(answer["prediction"].outputs[0])
+
+
 def _load_and_answer() -> dict[str, Any]:
     """Both cold starts of the demo model through the model container's code, and their answers."""
     found: dict[str, Any] = {}
@@ -63,10 +71,7 @@ def _load_and_answer() -> dict[str, Any]:
         plain.serving(restored=False)
         found["plain_load_s"] = round(time.perf_counter() - started, 3)
         found["plain_devices"] = sorted(devices_of(plain))
-        answer = asyncio.run(plain.predict(["hybrid-serve keeps GPUs warm"], params, None))
-        if "error" in answer:
-            raise RuntimeError(f"the plain container answered an error: {answer['error']}")
-        on_gpu = answer["prediction"].outputs[0]
+        on_gpu = embedding(plain, params, "plain")
 
         snap = ModelContainer(settings, pool, commit_weights=lambda: None)
         snap.load(on_cpu=True)  # the snapshot phase: no GPU
@@ -76,10 +81,7 @@ def _load_and_answer() -> dict[str, Any]:
         snap.serving(restored=True)
         found["restore_to_gpu_s"] = round(time.perf_counter() - started, 3)
         found["snapshot_devices_after_restore"] = sorted(devices_of(snap))
-        restored = asyncio.run(snap.predict(["hybrid-serve keeps GPUs warm"], params, None))
-        if "error" in restored:
-            raise RuntimeError(f"the restored container answered an error: {restored['error']}")
-        found["max_abs_difference"] = float(max(abs(a - b) for a, b in zip(on_gpu, restored["prediction"].outputs[0])))
+        found["max_abs_difference"] = float(max(abs(a - b) for a, b in zip(on_gpu, embedding(snap, params, "restored"))))
     return found
 
 
