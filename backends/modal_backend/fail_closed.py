@@ -15,6 +15,7 @@ import logging
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from backends.modal_backend.deploy_config import TOKEN_KEY
 from core.http.error_shape import error_body
 
 log = logging.getLogger("hybrid_serve.modal.fail_closed")
@@ -49,6 +50,6 @@ def missing_protection(api_token_secret: str | None, has_token: bool) -> str | N
     """Why the ingress must not serve (None: it may): a token secret named, but no token found."""
     if api_token_secret and not has_token:
         return (f"HYBRID_API_TOKEN_SECRET names the modal.Secret {api_token_secret!r}, but this container has no "
-                "HYBRID_API_TOKEN: add the key (modal secret create " f"{api_token_secret} HYBRID_API_TOKEN=<token> "
-                "--force) and redeploy; serving without it would serve to anyone")
+                f"{TOKEN_KEY}: add the key (modal secret create {api_token_secret} {TOKEN_KEY}=<token> --force) "
+                "and redeploy; serving without it would serve to anyone")
     return None

@@ -17,9 +17,8 @@ change made in those seconds right after a deploy can be overwritten by the file
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Hashable
 

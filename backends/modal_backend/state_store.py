@@ -14,6 +14,7 @@ every key has exactly one writer and nothing is ever read-modified-written by tw
 | `registry-seeded` | whoever seeds the registry from a deploy's registry file first (`hybrid-serve deploy`, or the deployment's first container) | the deployment id last seeded: later containers of it never seed again (registry_sync.py) |
 | `kept-alive-at` | the reconciler only | when it last read every lasting entry, so that modal's 7-day expiry of untouched entries never drops one (keep_alive.py) |
 | `usage/<experiment>/<container>` | that model container only | its life in the cost ledger: a `UsageRecord` as JSON (container_lives.py) |
+| `usage-total/<experiment>` | the reconciler only | its stopped containers' records folded into one, and the container keys its last passes folded (usage_folding.py) |
 
 The registry is the one exception to "one writer per key": operators change experiments from several
 places. Each experiment has its own key, so concurrent changes of *different* experiments never lose

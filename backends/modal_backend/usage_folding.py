@@ -80,9 +80,9 @@ async def _fold_one(store: StateStore, experiment_id: str, stopped: list[tuple[s
     value = await store.get(total_key(experiment_id))
     total = None if value is None else Total.from_json(value)
     already = total.folded_keys() if total is not None else set()
-    for key in [k for k, _ in stopped if k in already]:  # folded by a pass whose pop failed: only delete it
+    remaining = [k for k, _ in stopped if k in already]  # folded by a pass whose pop failed: only delete it
+    for key in remaining:  # (named again below: a reader that listed it still skips it)
         await store.pop(key)
-    remaining = [k for k, _ in stopped if k in already]  # named again: a reader that listed it still skips it
     stopped = [(k, r) for k, r in stopped if k not in already]
     if not stopped:
         if total is not None and now - total.written_at >= REFRESH_S:

@@ -122,7 +122,7 @@ def last_cold_start(model: ModelStatus) -> dict[str, Any] | None:
     return None
 
 
-def timeline(record: UsageRecord | None, traffic: TrafficMinutes | None, first_minute: int,
+def timeline(record: UsageRecord | None, traffic: TrafficMinutes, first_minute: int,
              now: float) -> dict[str, list[Any]]:
     """One experiment's last hour, a point a minute from `first_minute` (its index since the epoch):
     replicas (the minute's container-seconds over its seconds so far), requests, requests that waited
@@ -134,7 +134,7 @@ def timeline(record: UsageRecord | None, traffic: TrafficMinutes | None, first_m
         seconds = record.minutes.get(minute) if record is not None else None
         span = min(float(BUCKET_S), now - minute * BUCKET_S)
         replicas.append(round(sum(seconds.values()) / span, 3) if seconds and span > 0 else 0.0)
-    by_minute = {int(point["minute"] // BUCKET_S): point for point in traffic or ()}
+    by_minute = {int(point["minute"] // BUCKET_S): point for point in traffic}
     points = [by_minute.get(minute) for minute in minutes]
     windows: list[float | None] = []
     for point in points:  # a window planned at a request holds until the next request plans another

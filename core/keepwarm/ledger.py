@@ -242,7 +242,6 @@ class CostLedger:
         return copy
 
 
-
 def _by_experiment(containers: Iterable[_Container]) -> dict[str, list[_Container]]:
     out: dict[str, list[_Container]] = {}
     for c in containers:

@@ -39,8 +39,8 @@ class SourcedRequests:
 
 def from_records(records: Iterable[dict[str, Any]], source: str, since: float | None = None) -> SourcedRequests:
     """The arrivals the window policy saw in recording lines (core.events.recorded_arrivals)."""
-    return SourcedRequests([Request(at, experiment, duration) for at, experiment, duration in recorded_arrivals(records, since)],
-                   source)
+    arrivals = recorded_arrivals(records, since)
+    return SourcedRequests([Request(at, experiment, duration) for at, experiment, duration in arrivals], source)
 
 
 def from_recording(folder: Path, since: float | None = None) -> SourcedRequests:
