@@ -86,7 +86,13 @@ class _ModalWindowKeys(BaseSettings):
         ge=0, le=MODAL_MAX_WINDOW_S,
     )
     activity_window: int = setting(300, "MODAL_ACTIVITY_WINDOW", "integer seconds > 0", gt=0)
-    max_containers: int = setting(10, "MODAL_MAX_CONTAINERS", "integer ≥ 1", ge=1)
+    max_containers: int = setting(
+        10, "MODAL_MAX_CONTAINERS", "integer ≥ 1: containers of the whole deployment, every experiment's together", ge=1
+    )
+    max_containers_per_experiment: int = setting(
+        0, "HYBRID_MAX_CONTAINERS_PER_EXPERIMENT",
+        "integer 0..MODAL_MAX_CONTAINERS: containers of one experiment (0: up to MODAL_MAX_CONTAINERS)", ge=0,
+    )
 
     @model_validator(mode="after")
     def _check_cross_field_rules(self) -> Self:
@@ -96,6 +102,11 @@ class _ModalWindowKeys(BaseSettings):
                 f"MODAL_TOKEN_ID / MODAL_TOKEN_SECRET: only {which} is set; allowed: set both "
                 "(production mode) or neither (development mode, web authentication via `modal setup`)"
             )
+        if self.max_containers_per_experiment > self.max_containers:
+            raise ValueError(
+                f"HYBRID_MAX_CONTAINERS_PER_EXPERIMENT = {self.max_containers_per_experiment}; allowed: 0..MODAL_MAX_CONTAINERS "
+                f"({self.max_containers}): one experiment cannot run more containers than the whole deployment"
+            )
         if self.base_warm_time + self.extension_time > MODAL_MAX_WINDOW_S:
             raise ValueError(
                 f"MODAL_BASE_WARM_TIME + MODAL_EXTENSION_TIME = {self.base_warm_time} + {self.extension_time} = "
@@ -103,6 +114,12 @@ class _ModalWindowKeys(BaseSettings):
                 f"(Modal's scaledown window must be {MODAL_MIN_WINDOW_S}..{MODAL_MAX_WINDOW_S} s)"
             )
         return self
+
+    @property
+    def experiment_max_containers(self) -> int:
+        """The most containers one experiment may run: HYBRID_MAX_CONTAINERS_PER_EXPERIMENT, else the
+        deployment's whole cap (MODAL_MAX_CONTAINERS)."""
+        return self.max_containers_per_experiment or self.max_containers
 
     @property
     def idle_window_s(self) -> int:

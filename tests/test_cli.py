@@ -23,7 +23,7 @@ def test_config_prints_mode_settings_sources_and_windows(tmp_path: Path, monkeyp
     assert lines[0] == "🔧 Development mode: Using web authentication"
     rows = {cells[0]: cells[1:] for line in lines[2:] if len(cells := re.split(r"\s{2,}", line.strip())) >= 3}
     assert rows["MODAL_BASE_WARM_TIME"] == ["600", "preset conservative", "integer seconds in 2..3600"]
-    assert rows["MODAL_MAX_CONTAINERS"] == ["4", ".env", "integer ≥ 1"]
+    assert rows["MODAL_MAX_CONTAINERS"][:2] == ["4", ".env"] and rows["MODAL_MAX_CONTAINERS"][2].startswith("integer ≥ 1")
     assert rows["MODAL_ACTIVITY_WINDOW"] == ["120", "environment", "integer seconds > 0"]
     assert rows["MODAL_TOKEN_ID"][:2] == ["unset", "default"]
     assert "(idle): 600 s" in result.output

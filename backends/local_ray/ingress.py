@@ -28,6 +28,7 @@ from backends.local_ray.handles import Handles
 from backends.local_ray.idle_pools import IdlePools
 from backends.local_ray.in_flight import InFlight, Ticket
 from backends.local_ray.registry_keeper import NAMESPACE, KeeperSource, keeper_name
+from backends.local_ray.replica_slots import RETRY_AFTER_FULL_S, ReplicaSlots
 from backends.local_ray.replica_watch import ReplicaStates, ReplicaWatch, live, model_status, serve_replica_states
 from backends.local_ray.settings import RaySettings
 from core.auth import AuthMode
@@ -45,8 +46,6 @@ from core.serving.request_path import RequestPath
 from core.serving.scrub import scrub
 
 APP_NAME = "hybrid-serve"
-#: A cold experiment refused for want of replica slots may come back after this long.
-RETRY_AFTER_FULL_S = 10.0
 
 
 async def _answer(call: Any, ticket: Ticket | None) -> Any:
@@ -64,17 +63,6 @@ async def _answer(call: Any, ticket: Ticket | None) -> Any:
 
 async def _nothing_to_publish(experiment_id: str) -> None:
     return None
-
-
-def admit(experiment_id: str, cap: int, states: ReplicaStates) -> None:
-    """A cold experiment needs a replica slot: with every slot (HYBRID_MAX_REPLICAS, `cap`) held by other
-    experiments' replicas, say so at once rather than queue behind windows that may last minutes."""
-    if not cap or live(states.get(experiment_id, {})):
-        return
-    if sum(live(s) for s in states.values()) >= cap:
-        raise Overloaded(f"{experiment_id}: all {cap} replica slots (HYBRID_MAX_REPLICAS) hold other experiments' "
-                         f"replicas inside their windows; retry in {RETRY_AFTER_FULL_S:g}s",
-                         retry_after_s=RETRY_AFTER_FULL_S)
 
 
 class RayPredictor(Predictor):
@@ -105,6 +93,8 @@ class RayPredictor(Predictor):
         self.load_errors: dict[str, str] = {}  # the model failed to load in its replica, last we heard
         #: Cold starts under way at once, across experiments (HYBRID_MAX_COLD_STARTS).
         self.starts = ColdStarts(settings.max_cold_starts)
+        #: The deployment's replica slots (MODAL_MAX_CONTAINERS): a cold experiment waits for none.
+        self.slots = ReplicaSlots(settings.max_replicas)
         #: Requests on their way to a replica: a retirement or a stop ends their wait.
         self.in_flight = InFlight()
 
@@ -115,16 +105,17 @@ class RayPredictor(Predictor):
 
     async def _predict(self, experiment: Experiment, inputs: list[str], params: Any, ticket: Ticket) -> Prediction:
         await self.publish(experiment.id)  # its policy sees this arrival before any replica does
-        cold = not live((await self.replicas.current()).get(experiment.id, {}))
-        admit(experiment.id, self.settings.max_replicas, self.replicas.states)
+        states = await self.replicas.current()
+        cold = not live(states.get(experiment.id, {}))
         timeout_s, arrived = self.settings.cold_start_timeout_s, time.monotonic()
         try:
-            async with self.starts.admit(experiment.id, cold, timeout_s):
-                # its first request deploys the pool; a request after a swap waits for the new model
-                await self.deployer.ensure(experiment, self.identity(experiment.id))
-                request_at = time.time()
-                left_s = max(0.1, timeout_s - (time.monotonic() - arrived))
-                result = await self._call(experiment, inputs, params, request_at, left_s, ticket)
+            with self.slots.taken(experiment.id, states):  # beyond MODAL_MAX_CONTAINERS: refused at once
+                async with self.starts.admit(experiment.id, cold, timeout_s):
+                    # its first request deploys the pool; a request after a swap waits for the new model
+                    await self.deployer.ensure(experiment, self.identity(experiment.id))
+                    request_at = time.time()
+                    left_s = max(0.1, timeout_s - (time.monotonic() - arrived))
+                    result = await self._call(experiment, inputs, params, request_at, left_s, ticket)
         except NoStartSlot:
             raise Overloaded(f"{experiment.id}: {self.starts.limit} other experiments' cold starts (HYBRID_MAX_COLD_STARTS) "
                              f"kept every slot for {timeout_s:g}s; retry in {RETRY_AFTER_FULL_S:g}s",

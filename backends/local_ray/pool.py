@@ -69,7 +69,7 @@ def _autoscaling_config(settings: RaySettings, app_name: str, experiment_id: str
         min_replicas=0,
         metrics_interval_s=METRICS_PUSH_INTERVAL_S,
         initial_replicas=0,
-        max_replicas=settings.max_containers,
+        max_replicas=settings.experiment_max_containers,  # the deployment's cap across pools: scaling.py
         target_ongoing_requests=settings.target_ongoing,
         look_back_period_s=LOOK_BACK_PERIOD_S,
         upscale_delay_s=0,

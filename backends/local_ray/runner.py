@@ -168,7 +168,7 @@ def start(settings: Settings, registry: Registry, host: str, port: int, app_name
                             f"fixed when Serve starts): serving there, not on {host}:{port}")
         settings = ray_settings(  # 0: what the cluster holds
             settings,
-            max_replicas=settings.max_replicas or _cluster_capacity(settings),
+            max_replicas=min(settings.max_containers, settings.max_replicas or _cluster_capacity(settings)),
             max_cold_starts=settings.max_cold_starts or max(1, int(ray.cluster_resources().get("CPU", 1))),
         )
         deploying = True  # from here on, what fails leaves something of ours to remove
@@ -182,7 +182,9 @@ def start(settings: Settings, registry: Registry, host: str, port: int, app_name
             _remove_application(app_name, everything=False)
         raise
     running.url = f"{http.host}:{http.port}"
-    running.capacity = (f"up to {settings.max_replicas} replicas across experiments (HYBRID_MAX_REPLICAS), "
+    running.capacity = (f"up to {settings.max_replicas} replicas across experiments (MODAL_MAX_CONTAINERS, within "
+                        f"what the cluster holds or HYBRID_MAX_REPLICAS), {settings.experiment_max_containers} for one "
+                        f"(HYBRID_MAX_CONTAINERS_PER_EXPERIMENT), "
                         f"{settings.max_cold_starts} cold starts at once (HYBRID_MAX_COLD_STARTS)")
     return running
 

@@ -24,6 +24,7 @@ from typing import Any, Mapping
 
 from backends.local_ray.activity_store import ActivityStore
 from core.events import EventName
+from core.keepwarm.container_budget import ContainerBudget
 from core.keepwarm.controller import PlanPhase, PoolPlan, plan_pool
 from core.keepwarm.experiment_record import ExperimentActivity, ExperimentRecord
 from core.keepwarm.histogram import Learner
@@ -273,6 +274,7 @@ class ScaledownWindowPolicy:
     the experiment, the application and the settings (validated again here: `RaySettings`)."""
 
     def __init__(self, experiment: str = "", app_name: str | None = None, settings: dict[str, Any] | None = None):
+        from backends.local_ray import replica_slots  # imported, never pickled with this module: one table
         from backends.local_ray.replica_lives import ReplicaLives
         from backends.local_ray.settings import RaySettings
         from backends.local_ray.usage_store import UsageStore
@@ -287,6 +289,10 @@ class ScaledownWindowPolicy:
         self.published = ActivityReader(ActivityStore(app_name) if app_name else None, experiment)
         #: The pool's replicas in the cost ledger (published for the ingress).
         self.lives = ReplicaLives(experiment, UsageStore(app_name) if app_name else None, time.time)
+        #: The deployment's slots (MODAL_MAX_CONTAINERS, within what the cluster holds) and this pool's share.
+        self.budget = ContainerBudget(self.settings.max_replicas or self.settings.max_containers,
+                                      self.settings.experiment_max_containers)
+        self.held = replica_slots.held_by_pool(app_name or "")  # every pool's, shared in Serve's controller
 
     def plan(self, now: float, reports: list[ReplicaReport], fresh: bool = False) -> PoolPlan | None:
         """Core's plan for the pool at wall time `now` (None: no request yet); `fresh`: from the
@@ -305,7 +311,8 @@ class ScaledownWindowPolicy:
         state = dict(ctx.policy_state or {})
         inputs = ScalingInputs(
             now, reports, float(ctx.total_num_requests or 0), float(self.settings.target_ongoing), self.time_scale,
-            self._bound(int(ctx.capacity_adjusted_max_replicas)), plan=self.plan(now, reports),
+            min(int(ctx.capacity_adjusted_max_replicas), self.budget.pool_limit(self.experiment, self.held)),
+            plan=self.plan(now, reports),
             unreported=len(running) - len(reports),
             starting=self._starting(state, max(0, int(ctx.target_num_replicas) - len(running)), now),
             current=int(ctx.target_num_replicas),
@@ -315,6 +322,7 @@ class ScaledownWindowPolicy:
             inputs = replace(inputs, plan=self.plan(now, reports, fresh=True))
             decision = desired_replicas(inputs)
         replicas, previous = decision.replicas, ctx.target_num_replicas
+        self.held[self.experiment] = max(replicas, len(running))  # Serve's own start from zero included
         prewarm = decision.phase is PlanPhase.PREWARM and previous == 0 and replicas > 0
         try:  # the cost ledger never stands in the way of scaling
             self.lives.observe(now, [replica_id(r) for r in running], reports, replicas, prewarm,
@@ -332,10 +340,6 @@ class ScaledownWindowPolicy:
                               phase=None if plan is None else plan.phase.value,
                               reason_code=None if plan is None else plan.reason.value)
         return replicas, state
-
-    def _bound(self, max_replicas: int) -> int:
-        cap = self.settings.max_replicas  # the replicas the whole cluster holds (HYBRID_MAX_REPLICAS)
-        return min(max_replicas, cap) if cap else max_replicas
 
     def _starting(self, state: dict[str, Any], starting: int, now: float) -> int:
         """Replicas starting count as capacity — but not for ever: one that cannot be placed (no

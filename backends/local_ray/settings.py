@@ -31,7 +31,8 @@ class RaySettings(Settings):
     )
     max_replicas: int = setting(
         0, "HYBRID_MAX_REPLICAS",
-        "integer ≥ 0: replicas across all experiments (0: as many as the cluster's CPUs and memory hold)", ge=0
+        "integer ≥ 0: replicas across all experiments, within MODAL_MAX_CONTAINERS "
+        "(0: as many as the cluster's CPUs and memory hold)", ge=0
     )
     idle_pool_ttl_s: float = setting(
         60.0, "HYBRID_IDLE_POOL_TTL_S",

@@ -5,7 +5,8 @@ take the experiment's definition from the pool's parameters (pools.py), load its
 snapshot, which has no GPU; to the GPU after restore), keep newly downloaded weights on the volume
 without ever failing the container for it, and serve predictions that report the cold start —
 lives here, so tests run it exactly as the container does. It also keeps the container's own life in
-the cost ledger and publishes it to the shared state (container_lives.py).
+the cost ledger and publishes it to the shared state (container_lives.py), and beats while it runs, so
+the deployment's container cap counts it (live_containers.py).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from backends.modal_backend.container_lives import ContainerLife, process_started_at
+from backends.modal_backend.container_lives import ContainerLife, container_id, process_started_at
 from backends.modal_backend.deploy_config import REMOTE_ROOT
+from backends.modal_backend.live_containers import Heartbeat
 from backends.modal_backend.pools import PoolKey
 from backends.modal_backend.settings import ModalSettings
 from backends.modal_backend.state_store import StateStore
@@ -47,6 +49,8 @@ class ModelContainer:
                  store: StateStore | None = None):
         self._store = store  # the shared state, where this container publishes its life (None: nowhere)
         self.life: ContainerLife | None = None
+        self.heartbeat: Heartbeat | None = None  # this container in the deployment's running containers
+        self._container_id: str | None = None  # its key in the shared state: taken at its start (after a restore)
         self._publishing: asyncio.Task[None] | None = None
         # Model directories shipped with the deploy lie beside the container's registry file.
         base_dir = settings.registry_path.parent if settings.registry_path else Path(REMOTE_ROOT)
@@ -75,14 +79,33 @@ class ModelContainer:
         from now — the snapshot's own start was paid when it was taken)."""
         if self._store is not None:  # (a restore starts where `restored` began: the worker's start)
             started = self.worker.started_at if restored else (process_started_at() or self.worker.started_at)
-            self.life = ContainerLife(self.pool.experiment_id, self._store, started)
+            self.life = ContainerLife(self.pool.experiment_id, self._store, started, container=self.container_id)
             self.life.ready()
+        self.beat()
+
+    @property
+    def container_id(self) -> str:
+        """Modal's id of this container, read first at its start (never in a snapshot's phase, whose id
+        every restored container would share)."""
+        if self._container_id is None:
+            self._container_id = container_id()
+        return self._container_id
+
+    def beat(self) -> None:
+        """From now until it stops, this container counts in the deployment's running containers
+        (live_containers.py): called as its start's first step — after a memory snapshot's restore,
+        never before the snapshot (a thread would be frozen into it)."""
+        if self._store is not None and self.heartbeat is None:
+            self.heartbeat = Heartbeat(self._store, self.container_id, self.pool)
+            self.heartbeat.start()
 
     async def close(self) -> None:
         """The container stops (`@modal.exit`): the worker's engine refuses what still waits, stops its
         batchers and releases the model; then its life's record is published a last time (after any
         publication still on its way, so the last one written is the final record)."""
         await self.worker.close()
+        if self.heartbeat is not None:
+            await self.heartbeat.stop()
         if self._publishing is not None and not self._publishing.done():
             await asyncio.gather(self._publishing, return_exceptions=True)
         if self.life is not None:

@@ -59,10 +59,11 @@ def process_started_at() -> float | None:
 class ContainerLife:
     """This container's life in a one-container ledger, published under its own key."""
 
-    def __init__(self, experiment_id: str, store: StateStore, started_at: float, clock: Callable[[], float] = time.time):
+    def __init__(self, experiment_id: str, store: StateStore, started_at: float, clock: Callable[[], float] = time.time,
+                 container: str | None = None):
         self.experiment_id = experiment_id
         self.store = store
-        self.container = container_id()
+        self.container = container or container_id()
         self.ledger = CostLedger(clock)
         self._clock = clock
         self._published_at: float | None = None

@@ -105,7 +105,9 @@ def make_plan(settings: ModalSettings, app_name: str | None = None) -> Plan:
         f"deployment {config.deployment}",
         f"authentication {config.auth.describe()}",
         f"windows        policy {settings.policy_name}: base {settings.base_warm_time}s, +{settings.extension_time}s "
-        f"after a request within {settings.activity_window}s; max {settings.max_containers} containers per experiment",
+        f"after a request within {settings.activity_window}s",
+        f"containers     at most {settings.max_containers} across experiments (MODAL_MAX_CONTAINERS), "
+        f"{settings.experiment_max_containers} for one (HYBRID_MAX_CONTAINERS_PER_EXPERIMENT)",
         f"reconciler     every {config.reconcile_interval_s:g}s and after requests (at most every "
         f"{settings.window_update_interval_s:g}s); pre-warms start {settings.prewarm_lead_s:g}s early",
         f"cold starts    a request waits up to {wait:g}s, then 503 + Retry-After (Modal ends web requests at 150s); "

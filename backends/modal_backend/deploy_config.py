@@ -255,7 +255,7 @@ def deploy_config(settings: ModalSettings, registry: Registry | None = None, dep
     return ModalDeployConfig(
         app_name=settings.modal_app_name,
         gpu=settings.modal_gpu,
-        max_containers=settings.max_containers,
+        max_containers=settings.experiment_max_containers,  # a pool's share of the whole: the reconciler
         scaledown_window=settings.base_warm_time,
         concurrent_inputs=settings.modal_concurrent_inputs,
         memory_snapshot=settings.memory_snapshot,

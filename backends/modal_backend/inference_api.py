@@ -72,7 +72,7 @@ mlflow_secrets = [modal.Secret.from_dict(config.mlflow_env)] if config.mlflow_en
     volumes={CACHE_DIR: weights},  # downloaded weights outlive a container: the next cold start reads them here
     secrets=mlflow_secrets,  # MLflow's URI and credentials, for mlflow: sources (none when unset)
     gpu=config.gpu,  # MODAL_GPU (None: CPU only); an entry's own GPU comes from with_options in model_pool
-    max_containers=config.max_containers,  # MODAL_MAX_CONTAINERS: the most containers of one experiment's pool
+    max_containers=config.max_containers,  # one pool's most until the reconciler applies its share of MODAL_MAX_CONTAINERS
     scaledown_window=config.scaledown_window,  # the idle window until the reconciler applies each pool's own
     enable_memory_snapshot=config.memory_snapshot,  # HYBRID_MEMORY_SNAPSHOT: restore a loaded model, not load it again
     experimental_options=config.experimental_options,  # GPU memory snapshots with HYBRID_GPU_SNAPSHOT, else none
@@ -93,6 +93,8 @@ class ExperimentModel:
         pool = PoolKey(self.experiment_id, self.definition)
         self.container = ModelContainer(load_modal_settings(), pool, commit_weights=weights.commit,
                                         store=ModalDictStore(state))  # where it publishes its life (cost ledger)
+        if not config.memory_snapshot:  # counted in MODAL_MAX_CONTAINERS from its start (with a snapshot: after restore)
+            self.container.beat()
         self.container.load(on_cpu=config.memory_snapshot and not config.gpu_snapshot)
 
     @modal.enter(snap=False)  # after every start or restore: the one place a snapshot's container finds its GPU
@@ -137,8 +139,9 @@ async def reconcile_windows(poke: bool = False) -> None:
 
     global _loop
     if _loop is None:
-        async def update(pool: PoolKey, window_s: int, min_containers: int) -> None:
-            await model_pool(pool).update_autoscaler.aio(scaledown_window=window_s, min_containers=min_containers)
+        async def update(pool: PoolKey, window_s: int, min_containers: int, max_containers: int | None) -> None:
+            await model_pool(pool).update_autoscaler.aio(scaledown_window=window_s, min_containers=min_containers,
+                                                         max_containers=max_containers)
 
         store = ModalDictStore(state)
         # windows only: no model is loaded here; a plain `modal deploy`'s registry is seeded by whichever runs first

@@ -8,7 +8,8 @@ moment ago serves on its first request), with three Modal adapters whose network
 - `ModalPredictor` calls the pool of the experiment's current definition (pools.py: a changed
   experiment is a new pool, requests in flight finish on the old one) with the request's arrival
   time (so a container that starts for it reports the cold start), and answers a clear 503 +
-  `Retry-After` before Modal's web limit would turn a long cold start into a bare redirect;
+  `Retry-After` before Modal's web limit would turn a long cold start into a bare redirect — and
+  refuses (503) a request that would start a container beyond the deployment's cap (live_containers.py);
 - `PublishingTracker` is core's activity tracker that also publishes this container's arrivals, in
   batches, under its own key of the shared state, each batch naming the pool it was served by, then
   pokes the reconciler (arrival_publisher.py) — which alone applies windows
@@ -34,12 +35,14 @@ from fastapi import FastAPI
 from backends.modal_backend.arrival_publisher import ArrivalPublisher
 from backends.modal_backend.container_lives import UsageReader
 from backends.modal_backend.deploy_config import MODAL_WEB_WAIT_S, REMOTE_ROOT, deployed_mode
+from backends.modal_backend.live_containers import LiveContainers, per_experiment
 from backends.modal_backend.pools import PoolKey, pool_key
 from backends.modal_backend.registry_store import DictRegistrySource
 from backends.modal_backend.registry_sync import SeedingRegistrySource
 from backends.modal_backend.state_store import APPLIED, StateStore, activity_key
 from core.http.app import create_app
 from core.keepwarm.activity import ActivityTracker, ExperimentActivity
+from core.keepwarm.container_budget import ContainerBudget
 from core.keepwarm.controller import AppliedWindow, WindowController
 from core.keepwarm.histogram import Learner
 from core.keepwarm.ledger import UsageRecord
@@ -77,8 +80,10 @@ class ModalPredictor(Predictor):
     if none is warm."""
 
     def __init__(self, call: CallModel, settings: ModalSettings, applied: "AppliedWindows", tracker: "PublishingTracker",
-                 identity: IdentityFn = _fixed, usage: UsageReader | None = None):
+                 identity: IdentityFn = _fixed, usage: UsageReader | None = None, live: LiveContainers | None = None):
         self._call = call
+        #: The containers running across the deployment, and the admission of cold starts within its cap.
+        self.live = live
         self._usage = usage  # the model containers' published lives (container_lives.py)
         self.settings = settings
         self.applied = applied
@@ -90,6 +95,8 @@ class ModalPredictor(Predictor):
     async def predict(self, experiment: Experiment, inputs: list[str], params: Any) -> Prediction:
         request_at = time.time()
         pool = pool_key(experiment, await self._identity(experiment))
+        if self.live is not None:  # a request that would start a container beyond MODAL_MAX_CONTAINERS: 503
+            await self.live.admit(pool)
         self.tracker.served_by(pool)
         wait_s = min(self.settings.cold_start_timeout_s, MODAL_WEB_WAIT_S)
         web_limit = BackendUnavailable(
@@ -128,12 +135,13 @@ class ModalPredictor(Predictor):
         call.add_done_callback(finished)
 
     async def model_status(self) -> dict[str, ModelStatus]:
-        """Modal does not expose a pool's container count here: a pool is reported warm while the
-        window the reconciler applied has not run out since the experiment's last request (or while a
-        pre-warm pins a container)."""
+        """A pool is reported warm while the window the reconciler applied has not run out since the
+        experiment's last request (or while a pre-warm pins a container); its containers are those
+        beating now (live_containers.py)."""
         await self.applied.refresh()
         now = time.time()
         in_force = self.applied.in_force()
+        containers = None if self.live is None else per_experiment(await self.live.running())
         out = {}
         for activity in self.tracker.snapshot():
             applied = in_force.get(activity.experiment_id)
@@ -141,7 +149,8 @@ class ModalPredictor(Predictor):
             pinned = applied is not None and bool(applied.min_containers)
             warm = pinned or activity.idle_s < window
             pool = self.tracker.pool_of(activity.experiment_id)
-            out[activity.experiment_id] = ModelStatus(ModelState.WARM if warm else ModelState.COLD, replicas=None,
+            replicas = None if containers is None else containers.get(activity.experiment_id, 0)
+            out[activity.experiment_id] = ModelStatus(ModelState.WARM if warm else ModelState.COLD, replicas=replicas,
                                                       pool=PoolWindow(window, now, pool.version if pool else None))
         return out
 
@@ -292,7 +301,8 @@ def build_ingress_app(
     tracker = PublishingTracker(settings.activity_window, retention_s(settings, policy), store, poke,
                                 learner=policy.learner, flush_s=flush_s)
     applied = AppliedWindows(store)
-    predictor = ModalPredictor(call_model, settings, applied, tracker, identity, UsageReader(store))
+    live = LiveContainers(store, ContainerBudget.of(settings), starting_s=settings.cold_start_timeout_s)
+    predictor = ModalPredictor(call_model, settings, applied, tracker, identity, UsageReader(store), live)
 
     async def in_force() -> dict[str, AppliedWindow]:
         await applied.refresh()

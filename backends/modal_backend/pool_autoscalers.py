@@ -16,10 +16,12 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import Any, Awaitable, Callable
 
+from backends.modal_backend.live_containers import pool_name
 from backends.modal_backend.pools import PoolKey, pool_key
 from backends.modal_backend.registry_view import RegistryView
 from backends.modal_backend.state_store import APPLIED, StateStore
-from core.keepwarm.activity import ActivityTracker
+from core.keepwarm.activity import ActivityTracker, ExperimentActivity
+from core.keepwarm.container_budget import ContainerBudget
 from core.keepwarm.controller import AppliedWindow, plan_pool
 from core.keepwarm.decision import NamedPolicy
 from core.serving.live_registry import moves
@@ -28,8 +30,9 @@ from core.settings import MODAL_MIN_WINDOW_S
 
 log = logging.getLogger("hybrid_serve.modal.reconciler")
 
-#: `update(pool, scaledown_window, min_containers)`: Modal's update_autoscaler on that pool.
-UpdateFn = Callable[[PoolKey, int, int], Awaitable[Any]]
+#: `update(pool, scaledown_window, min_containers, max_containers)`: Modal's update_autoscaler on that
+#: pool (`max_containers` None: left as it is).
+UpdateFn = Callable[[PoolKey, int, int, "int | None"], Awaitable[Any]]
 #: A pool no longer current: no container pinned, idle ones go after this long (Modal's minimum).
 DRAIN_WINDOW_S = MODAL_MIN_WINDOW_S
 
@@ -57,39 +60,64 @@ class PoolAutoscalers:
     deployment: str
     policy: NamedPolicy
     prewarm_lead_s: float
+    #: The deployment's containers (MODAL_MAX_CONTAINERS) and one experiment's, shared out among the pools.
+    budget: ContainerBudget
+    activity_window_s: float
 
-    async def apply(self, tracker: ActivityTracker, now: float, served: dict[str, PoolKey]) -> float | None:
-        """Drain, then apply every current pool's plan. Returns the seconds until the next change is due."""
+    async def apply(self, tracker: ActivityTracker, now: float, served: dict[str, PoolKey],
+                    running: dict[str, int] | None = None) -> float | None:
+        """Drain, then apply every current pool's plan and its share of the deployment's containers
+        (`running`: the containers beating now, by pool name). Returns the seconds until the next change is due."""
         applied: dict[str, dict[str, Any]] = dict(await self.store.get(APPLIED) or {})
         next_change: float | None = None
         changed = await self._drain(applied, served)
+        current = self._current_pools(tracker, applied, served)
+        limits = self._limits(current, running or {})
+        for activity, experiment, pool in current:
+            state = plan_pool(activity, self.policy, self.prewarm_lead_s)
+            if state.changes_in_s is not None:
+                next_change = state.changes_in_s if next_change is None else min(next_change, state.changes_in_s)
+            max_containers = limits[pool_name(pool)]
+            record = applied.get(experiment.id)
+            if record is not None and (record["window_s"], record["min_containers"], record["deployment"],
+                                       record.get("pool"), record.get("max_containers")) == (
+                    state.scaledown_window_s, state.min_containers, self.deployment, pool.to_dict(), max_containers):
+                continue
+            try:
+                await self.update(pool, state.scaledown_window_s, state.min_containers, max_containers)
+            except Exception as exc:  # requests are unaffected; the next pass tries again
+                log.warning("update_autoscaler(%s, scaledown_window=%s, min_containers=%s, max_containers=%s) failed: "
+                            "%s: %s", experiment.id, state.scaledown_window_s, state.min_containers, max_containers,
+                            type(exc).__name__, exc)
+                continue
+            applied[experiment.id] = {**asdict(AppliedWindow.of(state, now, self.deployment)), "pool": pool.to_dict(),
+                                      "max_containers": max_containers}
+            changed = True
+        if changed:
+            await self.store.put(APPLIED, applied)
+        return next_change
+
+    def _current_pools(self, tracker: ActivityTracker, applied: dict[str, dict[str, Any]],
+                       served: dict[str, PoolKey]) -> list[tuple[ExperimentActivity, Experiment, PoolKey]]:
+        """Each registered experiment's activity and current pool (a moving source's new definition that
+        has served no request yet has none)."""
+        current = []
         for activity in tracker.snapshot():
             experiment = self.registry.get(activity.experiment_id)
             if experiment is None:
                 continue  # no longer registered: its pool is not ours to steer
             known = applied.get(experiment.id, {}).get("pool")
             pool = current_pool(experiment, served.get(experiment.id), PoolKey.from_dict(known) if known else None)
-            if pool is None:
-                continue  # a moving source's new definition has served no request yet
-            state = plan_pool(activity, self.policy, self.prewarm_lead_s)
-            if state.changes_in_s is not None:
-                next_change = state.changes_in_s if next_change is None else min(next_change, state.changes_in_s)
-            current = applied.get(experiment.id)
-            if current is not None and (current["window_s"], current["min_containers"], current["deployment"],
-                                        current.get("pool")) == (state.scaledown_window_s, state.min_containers,
-                                                                 self.deployment, pool.to_dict()):
-                continue
-            try:
-                await self.update(pool, state.scaledown_window_s, state.min_containers)
-            except Exception as exc:  # requests are unaffected; the next pass tries again
-                log.warning("update_autoscaler(%s, scaledown_window=%s, min_containers=%s) failed: %s: %s",
-                            experiment.id, state.scaledown_window_s, state.min_containers, type(exc).__name__, exc)
-                continue
-            applied[experiment.id] = {**asdict(AppliedWindow.of(state, now, self.deployment)), "pool": pool.to_dict()}
-            changed = True
-        if changed:
-            await self.store.put(APPLIED, applied)
-        return next_change
+            if pool is not None:
+                current.append((activity, experiment, pool))
+        return current
+
+    def _limits(self, current: list[tuple[ExperimentActivity, Experiment, PoolKey]], running: dict[str, int]) -> dict[str, int]:
+        """Each current pool's `max_containers`: the deployment's free slots go to the pools with a request
+        inside the activity window, the most recent first (container_budget.py)."""
+        recent = sorted((a for a, _, _ in current if a.idle_s < self.activity_window_s), key=lambda a: a.idle_s)
+        pools = {a.experiment_id: pool_name(p) for a, _, p in current}
+        return self.budget.shared_limits(running, list(pools.values()), [pools[a.experiment_id] for a in recent])
 
     async def _drain(self, applied: dict[str, dict[str, Any]], served: dict[str, PoolKey]) -> bool:
         """Drain (once) each pool applied before that is no longer its experiment's current pool."""
@@ -103,7 +131,7 @@ class PoolAutoscalers:
                 continue
             if old is not None:
                 try:
-                    await self.update(old, DRAIN_WINDOW_S, 0)
+                    await self.update(old, DRAIN_WINDOW_S, 0, None)
                 except Exception as exc:  # drained by the next pass
                     log.warning("draining %s's pool %s failed: %s: %s", experiment_id, old.version, type(exc).__name__, exc)
                     continue

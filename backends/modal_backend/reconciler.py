@@ -14,7 +14,9 @@ reconciler runs as one Modal function with at most one container (scheduled ever
    removed): `update_autoscaler(min_containers=0, scaledown_window=2)` once, then forgets it — its
    containers finish the requests they hold and go; a removed experiment's activity is dropped;
 5. asks core's policy for each experiment's decision and core's `plan_pool` (core.keepwarm.controller) for the autoscaler
-   at this moment (`scaledown_window`, `min_containers`);
+   at this moment (`scaledown_window`, `min_containers`), and shares the deployment's containers
+   (`MODAL_MAX_CONTAINERS`) among the pools from the containers beating now (`max_containers`:
+   live_containers.py, core.keepwarm.container_budget), removing the heartbeats of containers gone;
 6. calls `update_autoscaler` on the current pool only where that differs from what is applied under
    the current deployment — so it is idempotent, repairs a deploy's reset, and raises and lowers
    pre-warms from shared state, whatever happens to ingress containers (steps 3–6: pool_autoscalers.py);
@@ -34,12 +36,14 @@ from typing import Awaitable, Callable
 
 from backends.modal_backend.arrival_folding import ArrivalFolding
 from backends.modal_backend.keep_alive import keep_alive
+from backends.modal_backend.live_containers import running_containers
 from backends.modal_backend.pool_autoscalers import PoolAutoscalers, UpdateFn
 from backends.modal_backend.registry_store import DictRegistrySource
 from backends.modal_backend.registry_view import RegistryView
 from backends.modal_backend.settings import ModalSettings
 from backends.modal_backend.state_store import StateStore
 from backends.modal_backend.usage_folding import fold_usage
+from core.keepwarm.container_budget import ContainerBudget
 from core.keepwarm.policies import policy_from_settings
 
 log = logging.getLogger("hybrid_serve.modal.reconciler")
@@ -55,7 +59,8 @@ class WindowReconciler:
         self.registry = RegistryView(registry)
         self.store = store
         self.arrivals = ArrivalFolding(store, settings.activity_window, policy.learner)
-        self.autoscalers = PoolAutoscalers(self.registry, store, update, deployment, policy, settings.prewarm_lead_s)
+        self.autoscalers = PoolAutoscalers(self.registry, store, update, deployment, policy, settings.prewarm_lead_s,
+                                           ContainerBudget.of(settings), settings.activity_window)
         self._clock = clock
 
     async def reconcile(self) -> float | None:
@@ -66,7 +71,8 @@ class WindowReconciler:
         await fold_usage(self.store, keys, now)  # the cost ledger: stopped containers into durable totals
         folded = await self.arrivals.fold(keys, now)
         await self.arrivals.save(folded, self.registry.retired)
-        next_change = await self.autoscalers.apply(folded.activity, now, folded.served)
+        running = await running_containers(self.store, keys, now, drop_stale=True)  # the containers beating now
+        next_change = await self.autoscalers.apply(folded.activity, now, folded.served, running)
         try:  # modal drops entries untouched for 7 days: read them daily, after the windows are applied
             await keep_alive(self.store, keys, now)
         except Exception as exc:  # the next pass tries again

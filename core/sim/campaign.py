@@ -118,7 +118,7 @@ def _fine(trace: Path, fmt: TraceFormat, policies: list[NamedPolicy], settings: 
         for policy in policies:
             task = progress.add_task(policy.name, total=None)
             result = simulate_requests(
-                read_requests(trace, fmt), policy, settings.max_containers, default_duration_s, cold_start_s,
+                read_requests(trace, fmt), policy, settings.experiment_max_containers, default_duration_s, cold_start_s,
                 durations, settings.activity_window, progress=lambda: progress.advance(task),
             )
             rows.append(result.summary(price))

@@ -147,7 +147,7 @@ def advise(requests: list[Request], settings: Settings, price: Price, target: Ta
     span_s = requests[-1].time_s - requests[0].time_s
     days = max(span_s, MIN_SPAN_S) / DAY_S
     specs = candidate_specs(settings)
-    results = {spec: simulate_requests(requests, policy_named(spec, settings), settings.max_containers,
+    results = {spec: simulate_requests(requests, policy_named(spec, settings), settings.experiment_max_containers,
                                        default_duration_s, cold_start_s, None, settings.activity_window) for spec in specs}
     overall = [Outcome.of(spec, results[spec], days, price) for spec in specs]
     current = overall[0]

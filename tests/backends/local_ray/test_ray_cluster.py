@@ -214,7 +214,7 @@ def test_a_shared_two_node_cluster(cluster: dict[str, Any], tiny_models: dict[st
         # so (asked at once: the window, 10 s, runs from each replica's last request)
         full = httpx.post(f"{url}/predict/steady", json={"inputs": "x"}, timeout=240)
         assert full.status_code == 503 and full.headers["Retry-After"] == "10"
-        assert "HYBRID_MAX_REPLICAS" in full.json()["error"]["message"]
+        assert "MODAL_MAX_CONTAINERS" in full.json()["error"]["message"]
         deadline = time.monotonic() + 90
         while replicas(url, "wide"):  # 'wide' scales to zero at the end of its window
             assert time.monotonic() < deadline, "'wide' did not scale to zero"

@@ -3,6 +3,8 @@ the pool deployer) driven without Ray: Serve's handle and controller calls are t
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 import asyncio
 import threading
 from types import SimpleNamespace
@@ -11,7 +13,8 @@ import pytest
 
 from backends.local_ray.deployer import PoolDeployer
 from backends.local_ray.handles import Handles
-from backends.local_ray.ingress import RayPredictor, admit
+from backends.local_ray.ingress import RayPredictor
+from backends.local_ray.replica_slots import ReplicaSlots
 from backends.local_ray.settings import load_ray_settings
 from core.keepwarm.controller import plan_for
 from core.keepwarm.decision import WindowDecision, WindowReason
@@ -102,13 +105,36 @@ def test_a_replicas_load_error_is_kept_without_credentials(monkeypatch: pytest.M
 
 
 def test_a_cold_experiment_is_refused_at_once_when_every_replica_slot_is_taken() -> None:
-    with pytest.raises(Overloaded, match="HYBRID_MAX_REPLICAS") as refused:
-        admit("e", 2, {"a": {"RUNNING": 1}, "b": {"STARTING": 1}, "e": {}})
+    slots = ReplicaSlots(2)
+    with pytest.raises(Overloaded, match="MODAL_MAX_CONTAINERS") as refused:
+        with slots.taken("e", {"a": {"RUNNING": 1}, "b": {"STARTING": 1}, "e": {}}):
+            pass
     assert refused.value.retry_after_s and refused.value.retry_after_s > 0
-    admit("e", 2, {"a": {"RUNNING": 1}, "b": {"STARTING": 1}, "e": {"RUNNING": 1}})  # warm: served by its own replica
-    admit("e", 2, {"a": {"RUNNING": 1}, "e": {}})  # a slot is free
-    admit("e", 0, {"a": {"RUNNING": 1}, "b": {"RUNNING": 1}})  # no cap
+    with slots.taken("e", {"a": {"RUNNING": 1}, "b": {"STARTING": 1}, "e": {"RUNNING": 1}}):  # warm: its own replica
+        pass
+    with slots.taken("e", {"a": {"RUNNING": 1}, "e": {}}):  # a slot is free
+        pass
+    with ReplicaSlots(0).taken("e", {"a": {"RUNNING": 1}, "b": {"RUNNING": 1}}):  # no cap
+        pass
 
+
+def test_cold_starts_let_through_hold_their_slots_until_they_end() -> None:
+    """64 requests for 64 cold experiments at once, before any replica shows: exactly the free slots
+    go on (the hostile run that found the overshoot had 3 experiments start on a cap of 2)."""
+    slots, states = ReplicaSlots(3), {"a": {"RUNNING": 1}}
+    admitted, refused = [], 0
+    with ExitStack() as held:
+        for i in range(64):
+            try:
+                held.enter_context(slots.taken(f"e{i}", states))
+                admitted.append(f"e{i}")
+            except Overloaded:
+                refused += 1
+        assert (admitted, refused) == (["e0", "e1"], 62)
+        with slots.taken("e0", states):  # the same experiment's other requests follow its start
+            pass
+    with slots.taken("e5", states):  # the starts ended (their replicas show in the states from now): free again
+        pass
 
 
 def test_handles_of_pools_long_at_zero_are_closed() -> None:

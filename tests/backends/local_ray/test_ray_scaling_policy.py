@@ -10,7 +10,7 @@ import pytest
 
 from backends.local_ray import scaling
 from backends.local_ray.activity_store import ActivityStore
-from backends.local_ray.pool import deployment_settings
+from backends.local_ray.pool import autoscaling_config, deployment_settings
 from backends.local_ray.scaling import (
     ReplicaReport, ScalingInputs, Why, desired_replicas, pool_activity, reports_from_metrics,
 )
@@ -325,3 +325,36 @@ def test_pools_configured_at_once_on_many_threads_all_get_their_policy() -> None
     assert rebuilt.settings.base_warm_time == 1200 and rebuilt.settings.api_token is None
     with pytest.raises(ValueError, match="base_warm_time"):
         scaling.ScaledownWindowPolicy(**{**kwargs[0], "settings": {**kwargs[0]["settings"], "base_warm_time": -1}})
+
+
+# --- the deployment's cap across pools (MODAL_MAX_CONTAINERS) -------------------------------------
+
+def test_pools_under_load_share_the_deployments_cap_and_one_experiments_cap_holds(gcs: Any) -> None:
+    """MODAL_MAX_CONTAINERS=3 is the whole deployment's: with 'a' at 2 replicas under load, 'b' (also
+    under load, one experiment allowed 2) gets only the one slot left; when 'a' goes to zero, 'b' grows
+    into its slots, up to its own cap — never more than 3 together, whatever order the policies run in."""
+    values = load_ray_settings(env_file=None, max_containers=3, max_containers_per_experiment=2, replica_target_ongoing=1,
+                               base_warm_time=60, extension_time=0)
+    policies = []
+    for experiment in ("a", "b"):  # as Serve's controller gets each pool's policy: unpickled by value, apart
+        config = autoscaling_config(values, "capped", experiment).policy
+        config.serialize_policy()
+        policies.append(config.get_policy()(**config.policy_kwargs))
+    a, b = policies
+    for experiment in ("a", "b"):
+        ActivityStore("capped").write(DurableActivity(experiment, NOW, None, NOW, 1))
+    held: dict[str, int] = {}
+    busy = metrics(NOW, in_flight=1)
+
+    def run(policy: scaling.ScaledownWindowPolicy, at: float, running: int, ongoing: float, load: dict | None = busy) -> int:
+        context = ctx(at, [f"r{i + 1}" for i in range(running)], load, ongoing=ongoing)  # r1 reports
+        context.capacity_adjusted_max_replicas = values.experiment_max_containers  # as pool.py configures Serve
+        held[policy.experiment] = policy(context)[0]
+        return held[policy.experiment]
+
+    assert run(a, NOW, 1, ongoing=9) == 2  # one experiment's cap: 2 of the 3
+    assert run(b, NOW, 1, ongoing=9) == 1  # the one slot 'a' leaves
+    assert run(b, NOW + 1, 1, ongoing=9) == 1 and sum(held.values()) == 3
+    assert run(a, NOW + 200, 1, ongoing=0, load=metrics(NOW - 100)) == 0  # its 60 s window is over
+    assert run(b, NOW + 201, 1, ongoing=9) == 2  # the freed slots, up to one experiment's cap
+    assert run(a, NOW + 202, 0, ongoing=9) == 1 and sum(held.values()) == 3  # 'a' comes back into what is left

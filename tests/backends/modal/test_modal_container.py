@@ -94,11 +94,35 @@ def test_windows_are_applied_by_the_reconciler_from_published_arrivals(box: Moda
         time.sleep(3)  # the ingress publishes its arrivals every 2 s and pokes the reconciler
         report = box.command("reconcile")
         applied = client.get("/health").json()["scaling"]["experiments"]["fe-2"]["applied"]
-    updates = [{k: v for k, v in update.items() if k != "version"} for update in report["updates"]]
+    updates = [{k: v for k, v in update.items() if k not in ("version", "max_containers")} for update in report["updates"]]
+    assert all(1 <= u["max_containers"] <= 10 for u in report["updates"] if u["max_containers"] is not None)
     assert {"experiment": "fe-2", "gpu": None, "scaledown_window": 1800, "min_containers": 0} in updates
     assert {"experiment": "fe-l4", "gpu": "L4", "scaledown_window": 900, "min_containers": 0} in updates
     assert (applied["window_s"], applied["reason"], applied["min_containers"]) == (1800, "recent-activity", 0)
     assert {"activity/fe-2", "activity/fe-l4", "applied", "cursors"} <= set(report["keys"])
+
+
+def test_the_deployment_runs_at_most_modal_max_containers_across_experiments(tmp_path: Path, modal_registry: Path) -> None:
+    """MODAL_MAX_CONTAINERS=2 caps the deployment, not each pool: two experiments' containers hold both
+    slots; a request that would start a third is a JSON 503 with Retry-After naming the setting (the
+    containers are seen by their heartbeats in the shared state); the reconciler caps each pool at what
+    it runs (nothing is free); /health counts each experiment's containers."""
+    env = {"HYBRID_REGISTRY": str(modal_registry), "HYBRID_PUBLIC_ENDPOINT": "true", "MODAL_MAX_CONTAINERS": "2"}
+    with modal_container(tmp_path, env) as box, box.client() as client:
+        assert client.post("/predict/fe", json={"inputs": "a"}).status_code == 200
+        assert client.post("/predict/fe-2", json={"inputs": "b"}).status_code == 200
+        refused = client.post("/predict/clf", json={"inputs": "c"})
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "30", refused.text
+        assert "all 2 containers of the deployment (MODAL_MAX_CONTAINERS)" in refused.json()["error"]["message"]
+        assert client.post("/predict/fe", json={"inputs": "warm"}).status_code == 200  # a running pool still serves
+        time.sleep(2.5)  # the ingress reads the heartbeats at most every 2 s
+        experiments = client.get("/health").json()["scaling"]["experiments"]
+        report = box.command("reconcile")
+    assert (experiments["fe"]["replicas"], experiments["fe-2"]["replicas"]) == (1, 1)
+    assert report["starts"] == 2 and len([k for k in report["keys"] if k.startswith("live/")]) == 2
+    capped = {u["experiment"]: u["max_containers"] for u in report["updates"] if u["max_containers"] is not None}
+    # 'clf' runs none and gets Modal's least limit, 1 (0 would mean none): the ingress holds it at zero
+    assert capped == {"fe": 1, "fe-2": 1, "clf": 1}
 
 
 def test_a_memory_snapshot_loads_on_the_cpu_and_moves_to_the_gpu_after_restore(tmp_path: Path, modal_registry: Path) -> None:
@@ -249,13 +273,14 @@ import asyncio, json, sys
 from modal._partial_function import _find_callables_for_obj, _PartialFunctionFlags
 from modal._runtime.task_lifecycle_manager import _TaskLifecycleManager
 from modal._utils.async_utils import synchronizer
-from tests.backends.modal.modal_harness import refuse_network
+from tests.backends.modal.modal_harness import StrictDict, refuse_network
 
 refuse_network()
 _TaskLifecycleManager._singleton = object()  # inside a container: `modal.is_local()` is False
 import backends.modal_backend.inference_api as api
 
 api.weights = type("Volume", (), {"commit": lambda self: None})()
+api.state = StrictDict()  # the shared state, where the container's heartbeat lives while it runs
 obj = synchronizer._translate_in(api.ExperimentModel(experiment_id="fe", definition=sys.argv[1]))
 instance = obj._cached_user_cls_instance()
 for flag in (_PartialFunctionFlags.ENTER_PRE_SNAPSHOT, _PartialFunctionFlags.ENTER_POST_SNAPSHOT):
@@ -264,6 +289,7 @@ for flag in (_PartialFunctionFlags.ENTER_PRE_SNAPSHOT, _PartialFunctionFlags.ENT
 predict = _find_callables_for_obj(instance, _PartialFunctionFlags.CALLABLE_INTERFACE)["predict"]
 from core.serving.parameters import FeatureExtractionParams
 before = asyncio.run(predict(["hello"], FeatureExtractionParams(), None))
+beating = [k for k in api.state.data if k.startswith("live/")]
 exits = _find_callables_for_obj(instance, _PartialFunctionFlags.EXIT)
 for hook in exits.values():
     result = hook()
@@ -271,13 +297,15 @@ for hook in exits.values():
         asyncio.run(result)
 after = asyncio.run(predict(["hello"], FeatureExtractionParams(), None))
 print(json.dumps({"exits": sorted(exits), "served": "prediction" in before, "before": repr(before)[:300],
-                  "after": after["error"].to_plain(), "cached": instance.container.worker.engine.cache.cached_ids()}))
+                  "after": after["error"].to_plain(), "cached": instance.container.worker.engine.cache.cached_ids(),
+                  "beating": beating, "beating_after": [k for k in api.state.data if k.startswith("live/")]}))
 """
 
 
 def test_the_exit_hook_closes_the_engine_and_later_requests_are_refused(tmp_path: Path, modal_registry: Path) -> None:
-    """`@modal.exit` pairs `@modal.enter`: a stopping container releases its model, and what still
-    reaches it is refused with a 503 instead of running on a half-closed engine."""
+    """`@modal.exit` pairs `@modal.enter`: a stopping container releases its model, what still reaches
+    it is refused with a 503 instead of running on a half-closed engine, and it stops counting in the
+    deployment's containers (its heartbeat goes)."""
     import os
     import subprocess
     import sys
@@ -296,3 +324,5 @@ def test_the_exit_hook_closes_the_engine_and_later_requests_are_refused(tmp_path
     out = json.loads(proc.stdout.splitlines()[-1])
     assert out["exits"] == ["close"] and out["served"] is True, out["before"]
     assert out["after"]["kind"] == "overloaded" and out["cached"] == []
+    # its heartbeat (the deployment's container count) is there while it runs and goes with it
+    assert len(out["beating"]) == 1 and out["beating_after"] == [], out

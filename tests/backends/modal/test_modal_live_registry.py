@@ -106,7 +106,8 @@ def test_a_removed_experiment_answers_404_and_its_pool_is_drained(box: ModalCont
         box.command("registry-remove gone")
         assert until(lambda: client.post("/predict/gone", json={"inputs": "x"}).status_code == 404, 5)
     report = reconciled(box)
-    assert {"experiment": "gone", "version": version, "gpu": None, "scaledown_window": 2, "min_containers": 0} in report["updates"]
+    assert {"experiment": "gone", "version": version, "gpu": None, "scaledown_window": 2, "min_containers": 0,
+            "max_containers": None} in report["updates"]
     assert "gone" not in report["applied"] and "activity/gone" not in report["keys"] and "registry/gone" not in report["keys"]
 
 

@@ -35,13 +35,16 @@ class Autoscaler:
         self.clock, self.failures = clock, failures
         self.calls: list[tuple[float, str, int, int]] = []
         self.pools: list[tuple[PoolKey, int, int]] = []
+        self.max_containers: dict[str, int | None] = {}  # each pool's (by name) last max_containers
 
-    async def __call__(self, pool: PoolKey, window_s: int, min_containers: int) -> None:
+    async def __call__(self, pool: PoolKey, window_s: int, min_containers: int, max_containers: int | None) -> None:
         if self.failures:
             self.failures -= 1
             raise ConnectionError("Modal API unreachable")
         self.calls.append((self.clock.now, pool.experiment_id, window_s, min_containers))
         self.pools.append((pool, window_s, min_containers))
+        if max_containers is not None:
+            self.max_containers[pool.experiment_id] = max_containers
 
     def states(self, experiment_id: str) -> list[tuple[float, int, int]]:
         return [(t, w, m) for t, e, w, m in self.calls if e == experiment_id]

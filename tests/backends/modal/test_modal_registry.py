@@ -300,7 +300,7 @@ def test_an_alias_that_moves_sends_requests_to_a_new_pool_and_the_reconciler_dra
     settings = load_modal_settings(env_file=None, public_endpoint=True, mlflow_poll_s=1, registry_poll_s=0.1)
     updates: list[tuple[str | None, int, int]] = []
 
-    async def update(pool: PoolKey, window_s: int, min_containers: int) -> None:
+    async def update(pool: PoolKey, window_s: int, min_containers: int, max_containers: int | None) -> None:
         updates.append((pool.identity, window_s, min_containers))
 
     reconciler = WindowReconciler(settings, writer(store), store, update, "deploy-1")

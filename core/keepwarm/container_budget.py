@@ -1,0 +1,62 @@
+"""How many containers each experiment's pool may run, so that the deployment as a whole stays within
+`MODAL_MAX_CONTAINERS`.
+
+Why this module exists: the cap is the deployment's, but every platform caps one pool at a time —
+Modal's `max_containers` per pool (where 0 means no limit), Serve's `max_replicas` per deployment. So
+a pool may grow only into the slots the others leave free, within one experiment's own cap
+(`HYBRID_MAX_CONTAINERS_PER_EXPERIMENT`), and a request that would start the first container of a pool
+is admitted only while a slot is free. These are plain functions of the containers running now; each
+backend counts its containers and applies the answers (Ray's scaling policy, Modal's reconciler and
+ingress).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+from core.settings import Settings
+
+
+@dataclass(frozen=True)
+class ContainerBudget:
+    """The deployment's cap and one experiment's within it (`per_pool` ≤ `total`)."""
+
+    total: int
+    per_pool: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> "ContainerBudget":
+        return cls(settings.max_containers, settings.experiment_max_containers)
+
+    def free(self, running: Mapping[str, int]) -> int:
+        """Slots no pool holds now."""
+        return max(0, self.total - sum(running.values()))
+
+    def pool_limit(self, pool: str, running: Mapping[str, int]) -> int:
+        """The most containers `pool` may run now: its own and every slot the other pools leave free,
+        within one experiment's cap. Pools that ask one after another (Ray's policies, in its one
+        controller) never hold more than `total` together."""
+        others = sum(n for p, n in running.items() if p != pool)
+        return max(0, min(self.per_pool, self.total - others))
+
+    def admits(self, pool: str, running: Mapping[str, int]) -> bool:
+        """Whether a request to `pool` may go on: always to a pool that runs a container; to one that
+        runs none (its request would start one) only while a slot is free."""
+        return running.get(pool, 0) > 0 or sum(running.values()) < self.total
+
+    def shared_limits(self, running: Mapping[str, int], pools: Sequence[str], growing: Sequence[str]) -> dict[str, int]:
+        """Each pool's limit when every pool's limit is set at once (Modal's reconciler): its running
+        containers, plus the free slots shared out among the `growing` pools (those with recent requests)
+        in their order — the first ones get one more of the remainder. A pool's limit is at least 1:
+        Modal reads 0 as no limit, so a pool with no container and no share is held at 0 by `admits`
+        (the ingress) instead. Together the limits stay within `total` but for those floors."""
+        free = self.free(running)
+        growing = [p for p in growing if p in pools]
+        share, extra = divmod(free, len(growing)) if growing else (0, 0)
+        limits = {}
+        for pool in pools:
+            gets = (share + (growing.index(pool) < extra)) if pool in growing else 0
+            limits[pool] = max(1, min(self.per_pool, running.get(pool, 0) + gets))
+        return limits
+

@@ -1,0 +1,127 @@
+"""The deployment's container cap on Modal (MODAL_MAX_CONTAINERS): model containers' heartbeats in the
+shared state (a strict stand-in for `modal.Dict`), the ingress's admission of cold starts, and the
+reconciler's share of the free slots per pool — on a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from backends.modal_backend.live_containers import (
+    STALE_S, Heartbeat, LiveContainers, live_key, pool_name, running_containers,
+)
+from backends.modal_backend.pools import PoolKey, pool_key
+from backends.modal_backend.settings import load_modal_settings
+from backends.modal_backend.state_store import ModalDictStore
+from core.keepwarm.container_budget import ContainerBudget
+from core.serving.errors import Overloaded
+from core.serving.registry import Experiment
+from tests.backends.modal.modal_harness import StrictDict
+from tests.backends.modal.test_modal_reconciler import World
+from tests.conftest import FakeClock
+
+
+def pool(experiment_id: str) -> PoolKey:
+    return pool_key(Experiment(id=experiment_id, source="org/model", task="feature-extraction"), None)
+
+
+def beat(store: ModalDictStore, container: str, experiment_id: str, at: float) -> None:
+    """A container's record as its heartbeat writes it (the thread itself: `test_a_heartbeat_...`)."""
+    asyncio.run(store.put(live_key(container), {"experiment": experiment_id, "pool": pool_name(pool(experiment_id)), "at": at}))
+
+
+def test_a_heartbeat_writes_at_start_and_on_its_interval_and_its_stop_removes_the_record() -> None:
+    store = ModalDictStore(StrictDict())
+    heartbeat = Heartbeat(store, "c1", pool("a"), interval_s=0.05)
+    heartbeat.start()
+    deadline = time.monotonic() + 5
+    while asyncio.run(store.get(live_key("c1"))) is None:
+        assert time.monotonic() < deadline, "no first beat"
+        time.sleep(0.01)
+    first = asyncio.run(store.get(live_key("c1")))["at"]
+    time.sleep(0.3)
+    assert asyncio.run(store.get(live_key("c1")))["at"] > first  # it beats on
+    asyncio.run(heartbeat.stop())
+    assert asyncio.run(store.keys()) == []
+    time.sleep(0.15)
+    assert asyncio.run(store.keys()) == []  # no beat after the stop brings it back
+
+
+def test_a_container_gone_without_its_exit_hook_stops_counting_and_the_reconciler_removes_it() -> None:
+    store, now = ModalDictStore(StrictDict()), 10_000.0
+    beat(store, "c1", "a", now - 10)
+    beat(store, "c2", "a", now - STALE_S - 1)  # killed: it stopped beating
+    beat(store, "c3", "b", now)
+    keys = asyncio.run(store.keys())
+    assert asyncio.run(running_containers(store, keys, now)) == {pool_name(pool("a")): 1, pool_name(pool("b")): 1}
+    assert live_key("c2") in asyncio.run(store.keys())  # the ingress only reads
+    asyncio.run(running_containers(store, keys, now, drop_stale=True))
+    assert sorted(asyncio.run(store.keys())) == [live_key("c1"), live_key("c3")]
+
+
+def test_the_ingress_refuses_a_cold_start_while_every_slot_is_held_and_counts_those_it_let_through() -> None:
+    """Cap 3: 'a' runs 2. 'b' is let through (one slot free); 'c' — asked before b's container beats —
+    is refused: b's cold start holds the last slot. Once a's containers are gone, 'c' is let through."""
+    clock, store = FakeClock(10_000.0), ModalDictStore(StrictDict())
+    beat(store, "a1", "a", clock.now)
+    beat(store, "a2", "a", clock.now)
+    live = LiveContainers(store, ContainerBudget(3, 3), starting_s=300, ttl_s=2, clock=clock)
+
+    async def scenario() -> None:
+        await live.admit(pool("a"))  # running: always served
+        await live.admit(pool("b"))
+        with pytest.raises(Overloaded) as refused:
+            await live.admit(pool("c"))
+        assert refused.value.retry_after_s == 30 and "all 3 containers of the deployment (MODAL_MAX_CONTAINERS)" in str(refused.value)
+        await live.admit(pool("b"))  # its own cold start under way: not a second slot
+        assert await live.running() == {pool_name(pool("a")): 2, pool_name(pool("b")): 1}
+        clock.advance(STALE_S + 1)  # a's containers stopped beating (and b's start still counts)
+        await live.admit(pool("c"))
+        assert set(await live.running()) == {pool_name(pool("b")), pool_name(pool("c"))}
+
+    asyncio.run(scenario())
+
+
+def test_sixty_four_cold_requests_at_once_start_no_more_than_the_free_slots() -> None:
+    """64 clients, each for an experiment of its own, at once: exactly the free slots are let through."""
+    clock, store = FakeClock(10_000.0), ModalDictStore(StrictDict())
+    beat(store, "a1", "a", clock.now)
+    live = LiveContainers(store, ContainerBudget(5, 5), starting_s=300, clock=clock)
+
+    async def one(i: int) -> bool:
+        try:
+            await live.admit(pool(f"e{i}"))
+            return True
+        except Overloaded:
+            return False
+
+    async def scenario() -> list[bool]:
+        return list(await asyncio.gather(*(one(i) for i in range(64))))
+
+    assert sum(asyncio.run(scenario())) == 4
+
+
+def test_the_reconciler_shares_the_free_slots_among_recent_pools_within_the_cap() -> None:
+    """Cap 4 for the deployment: 'bursty' runs 2 containers, 'cron' 1; both had requests. Each pool's
+    max_containers is what it runs plus its share of the one free slot (the most recent gets it); 'e',
+    quiet, gets Modal's least, 1 (the ingress keeps it at zero while nothing is free)."""
+    world = World(load_modal_settings(env_file=None, max_containers=4))
+    ingress = world.ingress("i")
+    world.request(ingress, "e")
+    world.clock.advance(400)  # 'e' is no longer recent (MODAL_ACTIVITY_WINDOW 300 s)
+    world.request(ingress, "cron")
+    world.request(ingress, "bursty")  # the most recent
+    for name, experiment in (("b1", "bursty"), ("b2", "bursty"), ("c1", "cron")):
+        beat(world.store, name, experiment, world.clock.now)
+    world.run(ingress.flush())
+    world.run(world.reconciler.reconcile())
+    assert world.autoscaler.max_containers == {"bursty": 3, "cron": 1, "e": 1}
+    world.clock.advance(STALE_S + 1)  # every container gone: the slots are free again
+    world.request(ingress, "cron")
+    world.run(ingress.flush())
+    world.run(world.reconciler.reconcile())
+    assert world.autoscaler.max_containers == {"bursty": 2, "cron": 2, "e": 1}  # 4 free, both recent: 2 each
+    assert not [k for k in world.run(world.store.keys()) if k.startswith("live/")]  # the dead ones' records removed
