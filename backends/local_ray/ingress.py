@@ -28,7 +28,7 @@ from backends.local_ray.handles import Handles
 from backends.local_ray.idle_pools import IdlePools
 from backends.local_ray.in_flight import InFlight, Ticket
 from backends.local_ray.registry_keeper import NAMESPACE, KeeperSource, keeper_name
-from backends.local_ray.replica_slots import RETRY_AFTER_FULL_S, ReplicaSlots
+from backends.local_ray.replica_slots import RETRY_AFTER_FULL_S, ReplicaSlots, StartingBoard
 from backends.local_ray.replica_watch import ReplicaStates, ReplicaWatch, live, model_status, serve_replica_states
 from backends.local_ray.settings import RaySettings
 from core.auth import AuthMode
@@ -94,7 +94,7 @@ class RayPredictor(Predictor):
         #: Cold starts under way at once, across experiments (HYBRID_MAX_COLD_STARTS).
         self.starts = ColdStarts(settings.max_cold_starts)
         #: The deployment's replica slots (MODAL_MAX_CONTAINERS): a cold experiment waits for none.
-        self.slots = ReplicaSlots(settings.max_replicas)
+        self.slots = ReplicaSlots(settings.max_replicas, StartingBoard(app_name))
         #: Requests on their way to a replica: a retirement or a stop ends their wait.
         self.in_flight = InFlight()
 

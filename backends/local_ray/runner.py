@@ -38,6 +38,7 @@ from backends.local_ray.pool import SERVE_LOGGING, pool_app_name, ray_environmen
 from backends.local_ray.proxy import proxy_environment, wait_delivered
 from backends.local_ray.registry_keeper import NAMESPACE, RegistryKeeper, keeper_name
 from backends.local_ray.activity_store import ActivityStore
+from backends.local_ray.replica_slots import StartingBoard
 from backends.local_ray.usage_store import UsageStore
 #: Ray refuses a `working_dir` larger than this; local models beyond it must live on shared storage.
 MAX_SHIPPED_BYTES = 400 * 2**20
@@ -172,6 +173,7 @@ def start(settings: Settings, registry: Registry, host: str, port: int, app_name
             max_cold_starts=settings.max_cold_starts or max(1, int(ray.cluster_resources().get("CPU", 1))),
         )
         deploying = True  # from here on, what fails leaves something of ours to remove
+        StartingBoard(app_name).forget()  # cold starts a killed earlier run had under way hold no slot
         running.keeper = _start_keeper(settings, app_name, shipped)
         serve.run(build_application(settings, auth_mode(settings), app_name),
                   name=app_name, route_prefix="/", logging_config=SERVE_LOGGING)
@@ -256,6 +258,7 @@ def _remove_application(app_name: str, everything: bool) -> None:
         pass
     ActivityStore(app_name).forget()
     UsageStore(app_name).forget()
+    StartingBoard(app_name).forget()
 
 
 def drain(running: Running, timeout_s: float) -> None:

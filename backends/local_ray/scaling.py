@@ -292,7 +292,7 @@ class ScaledownWindowPolicy:
         #: The deployment's slots (MODAL_MAX_CONTAINERS, within what the cluster holds) and this pool's share.
         self.budget = ContainerBudget(self.settings.max_replicas or self.settings.max_containers,
                                       self.settings.experiment_max_containers)
-        self.held = replica_slots.held_by_pool(app_name or "")  # every pool's, shared in Serve's controller
+        self.slots, self.app_name = replica_slots, app_name or ""  # every pool's, shared in Serve's controller
 
     def plan(self, now: float, reports: list[ReplicaReport], fresh: bool = False) -> PoolPlan | None:
         """Core's plan for the pool at wall time `now` (None: no request yet); `fresh`: from the
@@ -311,7 +311,8 @@ class ScaledownWindowPolicy:
         state = dict(ctx.policy_state or {})
         inputs = ScalingInputs(
             now, reports, float(ctx.total_num_requests or 0), float(self.settings.target_ongoing), self.time_scale,
-            min(int(ctx.capacity_adjusted_max_replicas), self.budget.pool_limit(self.experiment, self.held)),
+            min(int(ctx.capacity_adjusted_max_replicas), self.budget.pool_limit(
+                self.experiment, self.slots.held(self.app_name, now, self.settings.cold_start_timeout_s))),
             plan=self.plan(now, reports),
             unreported=len(running) - len(reports),
             starting=self._starting(state, max(0, int(ctx.target_num_replicas) - len(running)), now),
@@ -322,7 +323,7 @@ class ScaledownWindowPolicy:
             inputs = replace(inputs, plan=self.plan(now, reports, fresh=True))
             decision = desired_replicas(inputs)
         replicas, previous = decision.replicas, ctx.target_num_replicas
-        self.held[self.experiment] = max(replicas, len(running))  # Serve's own start from zero included
+        self.slots.hold(self.app_name, self.experiment, max(replicas, len(running)), now)  # what runs, if more
         prewarm = decision.phase is PlanPhase.PREWARM and previous == 0 and replicas > 0
         try:  # the cost ledger never stands in the way of scaling
             self.lives.observe(now, [replica_id(r) for r in running], reports, replicas, prewarm,

@@ -95,9 +95,9 @@ class ModalPredictor(Predictor):
     async def predict(self, experiment: Experiment, inputs: list[str], params: Any) -> Prediction:
         request_at = time.time()
         pool = pool_key(experiment, await self._identity(experiment))
+        self.tracker.served_by(pool)  # named even when refused: the reconciler drains a moved alias's old pool
         if self.live is not None:  # a request that would start a container beyond MODAL_MAX_CONTAINERS: 503
             await self.live.admit(pool)
-        self.tracker.served_by(pool)
         wait_s = min(self.settings.cold_start_timeout_s, MODAL_WEB_WAIT_S)
         web_limit = BackendUnavailable(
             f"{experiment.id}: the model container is still starting after {wait_s:g}s (Modal ends a web request "
@@ -301,7 +301,8 @@ def build_ingress_app(
     tracker = PublishingTracker(settings.activity_window, retention_s(settings, policy), store, poke,
                                 learner=policy.learner, flush_s=flush_s)
     applied = AppliedWindows(store)
-    live = LiveContainers(store, ContainerBudget.of(settings), starting_s=settings.cold_start_timeout_s)
+    live = LiveContainers(store, ContainerBudget.of(settings), starting_s=settings.cold_start_timeout_s,
+                          container=tracker.container)
     predictor = ModalPredictor(call_model, settings, applied, tracker, identity, UsageReader(store), live)
 
     async def in_force() -> dict[str, AppliedWindow]:

@@ -8,7 +8,9 @@ writes `live/<container>` (its experiment and pool, and when) every `HEARTBEAT_S
 killed without its exit hook stops beating: its record counts for `STALE_S` more, then no longer, and
 the reconciler removes it. The reconciler shares the free slots among the pools from these counts
 (pool_autoscalers.py); the ingress refuses a request that would start a container while every slot
-is held (`LiveContainers.admit`), counting the cold starts it let through until their containers beat.
+is held (`LiveContainers.admit`), counting the cold starts it let through until their containers beat —
+and publishing them (`starting/<ingress container>`), so that the reconciler and the other ingress
+containers count them too.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import asyncio
 import logging
 import threading
 import time
-from typing import Any, Callable
+from typing import Callable
 
 from backends.modal_backend.pools import PoolKey
 from backends.modal_backend.state_store import StateStore
@@ -37,8 +39,15 @@ RETRY_AFTER_S = 30.0
 READ_TIMEOUT_S = 5.0
 
 
+STARTING = "starting/"
+
+
 def live_key(container: str) -> str:
     return LIVE + container
+
+
+def starting_key(ingress_container: str) -> str:
+    return STARTING + ingress_container
 
 
 def pool_name(pool: PoolKey) -> str:
@@ -48,7 +57,7 @@ def pool_name(pool: PoolKey) -> str:
 
 class Heartbeat:
     """This container's `live/` record, written at `start` and every `interval_s` after from a daemon
-    thread (each write on an event loop of its own), and removed at `stop`."""
+    thread (each write on an event loop of its own, given at most `interval_s`), and removed at `stop`."""
 
     def __init__(self, store: StateStore, container: str, pool: PoolKey, interval_s: float = HEARTBEAT_S,
                  clock: Callable[[], float] = time.time):
@@ -66,96 +75,152 @@ class Heartbeat:
     def _run(self) -> None:
         while not self._stopped.is_set():
             try:
-                asyncio.run(self._store.put(self.key, {**self._record, "at": self._clock()}))
-            except Exception as exc:  # the shared state a moment away: the next beat carries it
+                asyncio.run(asyncio.wait_for(self._store.put(self.key, {**self._record, "at": self._clock()}),
+                                             self._interval_s))
+            except Exception as exc:  # the shared state a moment away (or slow): the next beat carries it
                 log.warning("this container's heartbeat failed: %s: %s", type(exc).__name__, exc)
             self._stopped.wait(self._interval_s)
 
     async def stop(self) -> None:
-        """The container stops: no beat after this, and its record goes (a beat under way finishes first)."""
+        """The container stops: no beat after this, and its record goes — once a beat under way is over
+        (one still going after its time: the record is left to go stale, never written after its removal)."""
         self._stopped.set()
         if self._thread.is_alive():
-            await asyncio.to_thread(self._thread.join, 10)
+            await asyncio.to_thread(self._thread.join, self._interval_s + 1)
+        if self._thread.is_alive():
+            log.warning("a heartbeat still under way: this container's record goes stale in %gs", STALE_S)
+            return
         try:
             await self._store.pop(self.key)
         except Exception as exc:  # its record stops counting after STALE_S
             log.warning("could not remove this container's heartbeat: %s: %s", type(exc).__name__, exc)
 
 
-async def running_containers(store: StateStore, keys: list[str], now: float, drop_stale: bool = False) -> dict[str, int]:
-    """The containers beating now, by pool name; `drop_stale`: remove the records of containers gone
-    without their exit hook (the reconciler's job)."""
-    chosen = [k for k in keys if isinstance(k, str) and k.startswith(LIVE)]
+async def running_containers(store: StateStore, keys: list[str], now: float, starting_s: float,
+                             drop_stale: bool = False) -> dict[str, int]:
+    """The containers by pool name: those beating now, and one for each pool with no beating container
+    whose cold start an ingress let through less than `starting_s` ago. `drop_stale`: remove the records
+    of containers gone without their exit hook and ingresses' lists with nothing recent (the reconciler's job)."""
+    chosen = [k for k in keys if isinstance(k, str) and k.startswith((LIVE, STARTING))]
     records = await asyncio.gather(*(store.get(k) for k in chosen), return_exceptions=True)
     running: dict[str, int] = {}
+    starting: dict[str, float] = {}
+    stale = []
     for key, record in zip(chosen, records):
-        if not isinstance(record, dict) or not isinstance(record.get("at"), (int, float)):
+        if not isinstance(record, dict):
             continue  # unreadable now, or removed meanwhile
-        if now - record["at"] <= STALE_S:
+        if key.startswith(STARTING):
+            fresh = {pool: at for pool, at in record.items() if isinstance(at, (int, float)) and now - at < starting_s}
+            starting.update({pool: max(at, starting.get(pool, at)) for pool, at in fresh.items()})
+            if not fresh:
+                stale.append(key)
+        elif isinstance(record.get("at"), (int, float)) and now - record["at"] <= STALE_S:
             running[record["pool"]] = running.get(record["pool"], 0) + 1
-        elif drop_stale:
-            try:
-                await store.pop(key)
-            except Exception as exc:  # removed by the next pass
-                log.warning("could not remove the stale heartbeat %s: %s: %s", key, type(exc).__name__, exc)
+        else:
+            stale.append(key)
+    for pool in starting:
+        running.setdefault(pool, 1)
+    for key in stale if drop_stale else []:
+        try:
+            await store.pop(key)
+        except Exception as exc:  # removed by the next pass
+            log.warning("could not remove the stale record %s: %s: %s", key, type(exc).__name__, exc)
     return running
 
 
 class LiveContainers:
-    """The ingress's view of the running containers (read at most every `ttl_s`) and its admission of
-    requests that would start one: while every slot of the deployment is held, a request to a pool
-    with no container is refused (503 + Retry-After), never queued behind windows that may last an hour.
-    A cold start let through counts as its pool's container until the pool's heartbeat shows (or
-    `starting_s` passed), so that two cold starts never take the same free slot."""
+    """The ingress's view of the running containers and its admission of requests that would start one:
+    while every slot of the deployment is held, a request to a pool with no container is refused (503 +
+    Retry-After), never queued behind windows that may last an hour. A request to a running pool never
+    waits for the shared state (the reading, at most `ttl_s` old, is renewed in the background); one
+    that would start a container is decided on a fresh reading. A cold start let through counts as its
+    pool's container until the pool beats (or `starting_s` passed), here at once and, published, in the
+    reconciler and the other ingress containers."""
 
-    def __init__(self, store: StateStore, budget: ContainerBudget, starting_s: float, ttl_s: float = 2.0,
-                 clock: Callable[[], float] = time.time):
+    def __init__(self, store: StateStore, budget: ContainerBudget, starting_s: float, container: str = "ingress",
+                 ttl_s: float = 2.0, clock: Callable[[], float] = time.time):
         self._store = store
         self.budget = budget
         self._starting_s = starting_s
+        self._key = starting_key(container)
         self._ttl_s = ttl_s
         self._clock = clock
         self._running: dict[str, int] = {}
         self._read_at: float | None = None
         self._starting: dict[str, float] = {}  # pool name → when this ingress let its cold start through
-        self._lock = asyncio.Lock()
+        self._reading: asyncio.Task[None] | None = None
+        self._publishing: asyncio.Task[None] | None = None
+        self._unpublished = False
 
     async def running(self) -> dict[str, int]:
-        """Containers by pool name: beating, and cold starts let through that have not beaten yet."""
-        async with self._lock:
-            return await self._current()
+        """Containers by pool name: beating, and cold starts let through whose containers do not beat yet."""
+        await self._fresh()
+        return self._counts()
 
     async def admit(self, pool: PoolKey) -> None:
         """Let a request to `pool` through, or refuse it (`Overloaded`) when it would start a container
-        beyond the deployment's cap. One admission at a time: a cold start let through is counted
-        before the next request is looked at."""
+        beyond the deployment's cap. From the last reading to the count of a cold start let through
+        nothing waits: admissions are decided one at a time."""
         name = pool_name(pool)
-        async with self._lock:
-            running = await self._current()
-            if running.get(name):
-                return
-            if not self.budget.admits(name, running):
-                raise Overloaded(
-                    f"{pool.experiment_id}: all {self.budget.total} containers of the deployment (MODAL_MAX_CONTAINERS) "
-                    f"serve other experiments inside their windows; retry in {RETRY_AFTER_S:g}s",
-                    retry_after_s=RETRY_AFTER_S)
-            self._starting[name] = self._clock()
+        if self._counts().get(name):
+            self._renew()  # in the background: a running pool's request never waits for it
+        else:
+            await self._fresh()
+        running = self._counts()
+        if running.get(name):
+            return
+        if not self.budget.admits(name, running):
+            raise Overloaded(
+                f"{pool.experiment_id}: all {self.budget.total} containers of the deployment (MODAL_MAX_CONTAINERS) "
+                f"serve other experiments inside their windows; retry in {RETRY_AFTER_S:g}s", retry_after_s=RETRY_AFTER_S)
+        self._starting[name] = self._clock()
+        self._publish()
 
-    async def _current(self) -> dict[str, int]:
+    def _counts(self) -> dict[str, int]:
         now = self._clock()
-        if self._read_at is None or now - self._read_at >= self._ttl_s:
-            try:
-                self._running = await asyncio.wait_for(self._read(now), READ_TIMEOUT_S)
-                self._read_at = now
-            except Exception as exc:  # the shared state a moment away (or slow): the last reading holds
-                log.warning("reading the running containers failed: %s: %s", type(exc).__name__, exc)
         self._starting = {p: at for p, at in self._starting.items()
                           if not self._running.get(p) and now - at < self._starting_s}
         return {**self._running, **{p: 1 for p in self._starting}}
 
+    async def _fresh(self) -> None:
+        """A reading at most `ttl_s` old, waited for at most READ_TIMEOUT_S (then the last one holds)."""
+        reading = self._renew()
+        if reading is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(reading), READ_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("the running containers were not read within %gs: the last reading holds", READ_TIMEOUT_S)
 
-    async def _read(self, now: float) -> dict[str, int]:
-        return await running_containers(self._store, await self._store.keys(), now)
+    def _renew(self) -> asyncio.Task[None] | None:
+        """The reading under way, started when the last one is `ttl_s` old; None while it is recent."""
+        if self._reading is None or self._reading.done():
+            if self._read_at is not None and self._clock() - self._read_at < self._ttl_s:
+                return None
+            self._reading = asyncio.get_running_loop().create_task(self._read())
+        return self._reading
+
+    async def _read(self) -> None:
+        now = self._clock()
+        try:
+            self._running = await running_containers(self._store, await self._store.keys(), now, self._starting_s)
+        except Exception as exc:  # the shared state a moment away: the last reading holds until the next try
+            log.warning("reading the running containers failed: %s: %s", type(exc).__name__, exc)
+        finally:
+            self._read_at = now  # a failed reading is tried again `ttl_s` later, not by every request
+
+    def _publish(self) -> None:
+        """This ingress's cold starts under way, written under its own key (the latest list last)."""
+        self._unpublished = True
+        if self._publishing is None or self._publishing.done():
+            self._publishing = asyncio.get_running_loop().create_task(self._write())
+
+    async def _write(self) -> None:
+        while self._unpublished:
+            self._unpublished = False
+            try:
+                await self._store.put(self._key, dict(self._starting))
+            except Exception as exc:  # the next cold start publishes the list again
+                log.warning("publishing this ingress's cold starts failed: %s: %s", type(exc).__name__, exc)
 
 
 def per_experiment(running: dict[str, int]) -> dict[str, int]:

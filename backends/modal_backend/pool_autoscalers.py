@@ -13,7 +13,7 @@ Folding arrivals into activity is the other job (arrival_folding.py).
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Awaitable, Callable
 
 from backends.modal_backend.live_containers import pool_name
@@ -22,7 +22,7 @@ from backends.modal_backend.registry_view import RegistryView
 from backends.modal_backend.state_store import APPLIED, StateStore
 from core.keepwarm.activity import ActivityTracker, ExperimentActivity
 from core.keepwarm.container_budget import ContainerBudget
-from core.keepwarm.controller import AppliedWindow, plan_pool
+from core.keepwarm.controller import AppliedWindow, PoolPlan, plan_pool
 from core.keepwarm.decision import NamedPolicy
 from core.serving.live_registry import moves
 from core.serving.registry import Experiment
@@ -72,9 +72,12 @@ class PoolAutoscalers:
         next_change: float | None = None
         changed = await self._drain(applied, served)
         current = self._current_pools(tracker, applied, served)
-        limits = self._limits(current, running or {})
+        running = dict(running or {})
+        plans = {e.id: self._within_cap(plan_pool(a, self.policy, self.prewarm_lead_s), pool_name(p), running)
+                 for a, e, p in current}
+        limits = self._limits(current, running)
         for activity, experiment, pool in current:
-            state = plan_pool(activity, self.policy, self.prewarm_lead_s)
+            state = plans[experiment.id]
             if state.changes_in_s is not None:
                 next_change = state.changes_in_s if next_change is None else min(next_change, state.changes_in_s)
             max_containers = limits[pool_name(pool)]
@@ -111,6 +114,17 @@ class PoolAutoscalers:
             if pool is not None:
                 current.append((activity, experiment, pool))
         return current
+
+    def _within_cap(self, plan: PoolPlan, name: str, running: dict[str, int]) -> PoolPlan:
+        """A pre-warm starts a container that no request (no ingress admission) asked for: it takes a free
+        slot of the deployment (counted in `running` from here on), or waits for one (`min_containers` 0)."""
+        if not plan.min_containers or running.get(name):
+            return plan
+        if self.budget.free(running) >= plan.min_containers:
+            running[name] = plan.min_containers
+            return plan
+        log.info("%s's pre-warm waits: every container of the deployment (MODAL_MAX_CONTAINERS) is held", name)
+        return replace(plan, min_containers=0)
 
     def _limits(self, current: list[tuple[ExperimentActivity, Experiment, PoolKey]], running: dict[str, int]) -> dict[str, int]:
         """Each current pool's `max_containers`: the deployment's free slots go to the pools with a request

@@ -15,8 +15,9 @@ reconciler runs as one Modal function with at most one container (scheduled ever
    containers finish the requests they hold and go; a removed experiment's activity is dropped;
 5. asks core's policy for each experiment's decision and core's `plan_pool` (core.keepwarm.controller) for the autoscaler
    at this moment (`scaledown_window`, `min_containers`), and shares the deployment's containers
-   (`MODAL_MAX_CONTAINERS`) among the pools from the containers beating now (`max_containers`:
-   live_containers.py, core.keepwarm.container_budget), removing the heartbeats of containers gone;
+   (`MODAL_MAX_CONTAINERS`) among the pools from the containers beating now and the cold starts under
+   way (`max_containers`: live_containers.py, core.keepwarm.container_budget) — a pre-warm takes a free
+   slot or waits for one —, removing the records of containers gone;
 6. calls `update_autoscaler` on the current pool only where that differs from what is applied under
    the current deployment — so it is idempotent, repairs a deploy's reset, and raises and lowers
    pre-warms from shared state, whatever happens to ingress containers (steps 3–6: pool_autoscalers.py);
@@ -61,6 +62,7 @@ class WindowReconciler:
         self.arrivals = ArrivalFolding(store, settings.activity_window, policy.learner)
         self.autoscalers = PoolAutoscalers(self.registry, store, update, deployment, policy, settings.prewarm_lead_s,
                                            ContainerBudget.of(settings), settings.activity_window)
+        self.starting_s = settings.cold_start_timeout_s
         self._clock = clock
 
     async def reconcile(self) -> float | None:
@@ -71,7 +73,8 @@ class WindowReconciler:
         await fold_usage(self.store, keys, now)  # the cost ledger: stopped containers into durable totals
         folded = await self.arrivals.fold(keys, now)
         await self.arrivals.save(folded, self.registry.retired)
-        running = await running_containers(self.store, keys, now, drop_stale=True)  # the containers beating now
+        # the containers beating now, and the cold starts ingresses let through whose containers do not beat yet
+        running = await running_containers(self.store, keys, now, self.starting_s, drop_stale=True)
         next_change = await self.autoscalers.apply(folded.activity, now, folded.served, running)
         try:  # modal drops entries untouched for 7 days: read them daily, after the windows are applied
             await keep_alive(self.store, keys, now)

@@ -14,6 +14,7 @@ every key has exactly one writer and nothing is ever read-modified-written by tw
 | `registry-seeded` | whoever seeds the registry from a deploy's registry file first (`hybrid-serve deploy`, or the deployment's first container) | the deployment id last seeded: later containers of it never seed again (registry_sync.py) |
 | `kept-alive-at` | the reconciler only | when it last read every lasting entry, so that modal's 7-day expiry of untouched entries never drops one (keep_alive.py) |
 | `live/<container>` | that model container only (the reconciler removes it once it stopped beating: a container gone without its exit hook) | its experiment, its pool and when it last beat: the containers running now, for the deployment's cap (live_containers.py) |
+| `starting/<ingress container>` | that ingress container only (the reconciler removes it once nothing in it is recent) | the cold starts it let through, by pool, with when: counted as containers until their pools beat (live_containers.py) |
 | `usage/<experiment>/<container>` | that model container only | its life in the cost ledger: a `UsageRecord` as JSON (container_lives.py) |
 | `usage-total/<experiment>` | the reconciler only | its stopped containers' records folded into one, and the container keys its last passes folded (usage_folding.py) |
 

@@ -47,16 +47,18 @@ class ContainerBudget:
 
     def shared_limits(self, running: Mapping[str, int], pools: Sequence[str], growing: Sequence[str]) -> dict[str, int]:
         """Each pool's limit when every pool's limit is set at once (Modal's reconciler): its running
-        containers, plus the free slots shared out among the `growing` pools (those with recent requests)
-        in their order — the first ones get one more of the remainder. A pool's limit is at least 1:
+        containers, plus the free slots dealt out one by one among the `growing` pools (those with recent
+        requests) in their order, skipping a pool at one experiment's cap. A pool's limit is at least 1:
         Modal reads 0 as no limit, so a pool with no container and no share is held at 0 by `admits`
         (the ingress) instead. Together the limits stay within `total` but for those floors."""
-        free = self.free(running)
-        growing = [p for p in growing if p in pools]
-        share, extra = divmod(free, len(growing)) if growing else (0, 0)
-        limits = {}
-        for pool in pools:
-            gets = (share + (growing.index(pool) < extra)) if pool in growing else 0
-            limits[pool] = max(1, min(self.per_pool, running.get(pool, 0) + gets))
-        return limits
-
+        growing = [p for p in dict.fromkeys(growing) if p in pools]
+        extra = dict.fromkeys(growing, 0)
+        left = self.free(running)
+        while left:
+            open_pools = [p for p in growing if running.get(p, 0) + extra[p] < self.per_pool]
+            if not open_pools:
+                break
+            for pool in open_pools[:left]:
+                extra[pool] += 1
+            left -= min(left, len(open_pools))
+        return {pool: max(1, min(self.per_pool, running.get(pool, 0) + extra.get(pool, 0))) for pool in pools}

@@ -31,6 +31,8 @@ def test_shared_limits_give_the_free_slots_to_recent_pools_and_stay_within_the_c
     assert budget.shared_limits({"a": 10}, ["a", "b"], growing=["a", "b"]) == {"a": 10, "b": 1}  # b: held by admission
     one = ContainerBudget(total=10, per_pool=4)
     assert one.shared_limits({}, ["a"], growing=["a"]) == {"a": 4}
+    # a pool at one experiment's cap passes what it cannot take to the others
+    assert one.shared_limits({"a": 3}, ["a", "b", "c"], growing=["a", "b", "c"]) == {"a": 4, "b": 3, "c": 3}
 
 
 def test_one_experiments_cap_above_the_deployments_is_refused_naming_both() -> None:

@@ -15,6 +15,7 @@ class FakeGcs:
     def __init__(self) -> None:
         self.data: dict[tuple[str, bytes], bytes] = {}
         self.reads = 0
+        self.reads_in: dict[str | None, int] = {}  # reads by namespace
         self.writes = 0
         self.fail = False
 
@@ -32,6 +33,7 @@ class FakeGcs:
 
     def get(self, key: bytes, *, namespace: str | None = None) -> bytes | None:
         self.reads += 1
+        self.reads_in[namespace] = self.reads_in.get(namespace, 0) + 1
         return self.data.get(self._check(key, namespace))
 
     def delete(self, key: bytes, *, namespace: str | None = None) -> int:

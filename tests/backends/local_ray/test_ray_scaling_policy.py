@@ -251,16 +251,16 @@ def test_the_policy_reads_the_gcs_when_a_replica_was_busy_since_and_otherwise_se
     ActivityStore("app").write(published((NOW - 10) * 10))
     policy = policy_for()
     policy(ctx(NOW, ["r1"], metrics(NOW - 10)))
-    reads = gcs.reads
+    reads = gcs.reads_in.get("hybrid-serve", 0)
     for step in range(10):  # the controller's loop, 0.1 s apart, nothing new
         policy(ctx(NOW + 0.1 * (step + 1), ["r1"], metrics(NOW - 10)))
-    assert gcs.reads == reads
+    assert gcs.reads_in.get("hybrid-serve", 0) == reads
     ActivityStore("app").write(published((NOW + 1.5) * 10, previous=(NOW - 10) * 10))
     policy(ctx(NOW + 2, ["r1"], metrics(NOW + 1.9)))  # a request answered since: read at once
-    assert gcs.reads == reads + 1
+    assert gcs.reads_in.get("hybrid-serve", 0) == reads + 1
     assert policy.plan(NOW + 2, reports_from_metrics(metrics(NOW + 1.9), ["r1"])).reason is WindowReason.RECENT_ACTIVITY
     policy(ctx(NOW + 2 + scaling.REFRESH_S, ["r1"], metrics(NOW + 1.9)))
-    assert gcs.reads == reads + 2
+    assert gcs.reads_in.get("hybrid-serve", 0) == reads + 2
 
 
 def test_a_request_the_replicas_have_not_reported_yet_still_restarts_the_window(gcs: Any) -> None:
@@ -271,10 +271,10 @@ def test_a_request_the_replicas_have_not_reported_yet_still_restarts_the_window(
     policy = policy_for()
     assert policy(ctx(NOW, ["r1"], metrics(NOW - 50)))[0] == 1  # 500 s of 600 s idle
     ActivityStore("app").write(published((NOW + 5) * 10, previous=(NOW - 50) * 10))  # an arrival at NOW + 5
-    reads = gcs.reads
+    reads = gcs.reads_in.get("hybrid-serve", 0)
     assert policy(ctx(NOW + 9, ["r1"], metrics(NOW - 50)))[0] == 1  # the stale reports say 590 s: kept
     assert policy(ctx(NOW + 10.5, ["r1"], metrics(NOW - 50)))[0] == 1  # they say 605 s; the GCS 55 s: kept
-    assert gcs.reads == reads + 1
+    assert gcs.reads_in.get("hybrid-serve", 0) == reads + 1
     assert policy(ctx(NOW + 66, ["r1"], metrics(NOW - 50)))[0] == 0  # 610 s after the arrival: gone
 
 
@@ -358,3 +358,37 @@ def test_pools_under_load_share_the_deployments_cap_and_one_experiments_cap_hold
     assert run(a, NOW + 200, 1, ongoing=0, load=metrics(NOW - 100)) == 0  # its 60 s window is over
     assert run(b, NOW + 201, 1, ongoing=9) == 2  # the freed slots, up to one experiment's cap
     assert run(a, NOW + 202, 0, ongoing=9) == 1 and sum(held.values()) == 3  # 'a' comes back into what is left
+
+
+def test_a_cold_start_under_way_holds_its_slot_and_a_deleted_pool_frees_its_own(gcs: Any) -> None:
+    """Serve starts a pool's first replica itself, past the policies: the ingress publishes the cold
+    starts it let through, and another pool under load leaves their slots free; a pool whose policy
+    no longer runs (deleted) stops holding slots after HELD_S."""
+    import asyncio
+
+    from backends.local_ray import replica_slots
+    from backends.local_ray.replica_slots import ReplicaSlots, StartingBoard
+
+    values = load_ray_settings(env_file=None, max_containers=2, replica_target_ongoing=1, base_warm_time=60,
+                               extension_time=0)
+    config = autoscaling_config(values, "board", "b").policy
+    config.serialize_policy()
+    b = config.get_policy()(**config.policy_kwargs)
+    ActivityStore("board").write(DurableActivity("b", NOW, None, NOW, 1))
+
+    async def cold_start_of_c() -> dict[str, float]:
+        slots = ReplicaSlots(2, StartingBoard("board"), clock=lambda: NOW)
+        with slots.taken("c", {}):
+            await asyncio.sleep(0.2)  # published in the background
+            return StartingBoard("board").read()
+
+    assert asyncio.run(cold_start_of_c()) == {"c": NOW}
+    StartingBoard("board").write({"c": NOW})  # as it stands while c's replica loads
+    context = ctx(NOW, ["r1"], metrics(NOW, in_flight=1), ongoing=9)
+    context.capacity_adjusted_max_replicas = 2
+    assert b(context)[0] == 1  # the other slot is c's
+    StartingBoard("board").forget()
+    replica_slots.hold("board", "gone", 1, NOW - replica_slots.HELD_S - 1)  # a deleted pool's last word
+    context = ctx(NOW + 1, ["r1"], metrics(NOW + 1, in_flight=1), ongoing=9)
+    context.capacity_adjusted_max_replicas = 2
+    assert b(context)[0] == 2

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
+from typing import Any
 
 import pytest
 
 from backends.modal_backend.live_containers import (
-    STALE_S, Heartbeat, LiveContainers, live_key, pool_name, running_containers,
+    STALE_S, Heartbeat, LiveContainers, live_key, pool_name, running_containers, starting_key,
 )
 from backends.modal_backend.pools import PoolKey, pool_key
 from backends.modal_backend.settings import load_modal_settings
@@ -19,7 +19,7 @@ from backends.modal_backend.state_store import ModalDictStore
 from core.keepwarm.container_budget import ContainerBudget
 from core.serving.errors import Overloaded
 from core.serving.registry import Experiment
-from tests.backends.modal.modal_harness import StrictDict
+from tests.backends.modal.modal_harness import StrictDict, _Aio
 from tests.backends.modal.test_modal_reconciler import World
 from tests.conftest import FakeClock
 
@@ -55,20 +55,54 @@ def test_a_container_gone_without_its_exit_hook_stops_counting_and_the_reconcile
     beat(store, "c1", "a", now - 10)
     beat(store, "c2", "a", now - STALE_S - 1)  # killed: it stopped beating
     beat(store, "c3", "b", now)
+    asyncio.run(store.put(starting_key("ingress-1"), {pool_name(pool("c")): now - 5, pool_name(pool("d")): now - 400}))
+    asyncio.run(store.put(starting_key("ingress-2"), {pool_name(pool("d")): now - 400}))  # nothing recent
     keys = asyncio.run(store.keys())
-    assert asyncio.run(running_containers(store, keys, now)) == {pool_name(pool("a")): 1, pool_name(pool("b")): 1}
+    # 'c' is starting (let through 5 s ago, not beating yet); 'd''s start is older than the 300 s limit
+    expected = {pool_name(pool("a")): 1, pool_name(pool("b")): 1, pool_name(pool("c")): 1}
+    assert asyncio.run(running_containers(store, keys, now, 300)) == expected
     assert live_key("c2") in asyncio.run(store.keys())  # the ingress only reads
-    asyncio.run(running_containers(store, keys, now, drop_stale=True))
-    assert sorted(asyncio.run(store.keys())) == [live_key("c1"), live_key("c3")]
+    asyncio.run(running_containers(store, keys, now, 300, drop_stale=True))
+    assert sorted(asyncio.run(store.keys())) == [live_key("c1"), live_key("c3"), starting_key("ingress-1")]
+
+
+class SlowDict(StrictDict):
+    """The Dict a network hop away: every call waits `delay_s` first, yielding to the event loop
+    (`broken`: then fails)."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        super().__init__()
+        self.delay_s, self.broken, self.calls = delay_s, False, 0
+        inner = {name: getattr(self, name).aio for name in ("get", "put", "pop", "keys")}
+
+        async def hop() -> None:
+            self.calls += 1
+            await asyncio.sleep(self.delay_s)
+            if self.broken:
+                raise ConnectionError("the Dict is unreachable")
+
+        def call(name: str) -> Any:
+            async def method(*args: Any, **kwargs: Any) -> Any:
+                await hop()
+                return await inner[name](*args, **kwargs)
+            return method
+
+        async def keys() -> Any:
+            await hop()
+            async for key in inner["keys"]():
+                yield key
+
+        self.get, self.put, self.pop, self.keys = _Aio(call("get")), _Aio(call("put")), _Aio(call("pop")), _Aio(keys)
 
 
 def test_the_ingress_refuses_a_cold_start_while_every_slot_is_held_and_counts_those_it_let_through() -> None:
-    """Cap 3: 'a' runs 2. 'b' is let through (one slot free); 'c' — asked before b's container beats —
-    is refused: b's cold start holds the last slot. Once a's containers are gone, 'c' is let through."""
+    """Cap 3: 'a' runs 2. 'b' is let through (one slot free) and published for the reconciler; 'c' —
+    asked before b's container beats — is refused: b's cold start holds the last slot. Once a's
+    containers are gone, 'c' is let through."""
     clock, store = FakeClock(10_000.0), ModalDictStore(StrictDict())
     beat(store, "a1", "a", clock.now)
     beat(store, "a2", "a", clock.now)
-    live = LiveContainers(store, ContainerBudget(3, 3), starting_s=300, ttl_s=2, clock=clock)
+    live = LiveContainers(store, ContainerBudget(3, 3), starting_s=300, container="i1", ttl_s=2, clock=clock)
 
     async def scenario() -> None:
         await live.admit(pool("a"))  # running: always served
@@ -78,6 +112,8 @@ def test_the_ingress_refuses_a_cold_start_while_every_slot_is_held_and_counts_th
         assert refused.value.retry_after_s == 30 and "all 3 containers of the deployment (MODAL_MAX_CONTAINERS)" in str(refused.value)
         await live.admit(pool("b"))  # its own cold start under way: not a second slot
         assert await live.running() == {pool_name(pool("a")): 2, pool_name(pool("b")): 1}
+        await asyncio.sleep(0.01)  # the published list is written in the background
+        assert set(await store.get(starting_key("i1"))) == {pool_name(pool("b"))}
         clock.advance(STALE_S + 1)  # a's containers stopped beating (and b's start still counts)
         await live.admit(pool("c"))
         assert set(await live.running()) == {pool_name(pool("b")), pool_name(pool("c"))}
@@ -86,8 +122,9 @@ def test_the_ingress_refuses_a_cold_start_while_every_slot_is_held_and_counts_th
 
 
 def test_sixty_four_cold_requests_at_once_start_no_more_than_the_free_slots() -> None:
-    """64 clients, each for an experiment of its own, at once: exactly the free slots are let through."""
-    clock, store = FakeClock(10_000.0), ModalDictStore(StrictDict())
+    """64 clients, each for an experiment of its own, at once, with every Dict call yielding to the
+    others: exactly the free slots are let through."""
+    clock, store = FakeClock(10_000.0), ModalDictStore(SlowDict(delay_s=0.01))
     beat(store, "a1", "a", clock.now)
     live = LiveContainers(store, ContainerBudget(5, 5), starting_s=300, clock=clock)
 
@@ -102,6 +139,50 @@ def test_sixty_four_cold_requests_at_once_start_no_more_than_the_free_slots() ->
         return list(await asyncio.gather(*(one(i) for i in range(64))))
 
     assert sum(asyncio.run(scenario())) == 4
+
+
+def test_an_unreachable_shared_state_never_holds_up_a_warm_request_and_is_tried_again_later(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Dict hanging or failing: a running pool's requests go on at once on the last reading; a cold
+    one waits for a reading at most READ_TIMEOUT_S, then the last reading decides; a failed reading is
+    tried again after `ttl_s`, not by every request."""
+    from backends.modal_backend import live_containers
+
+    monkeypatch.setattr(live_containers, "READ_TIMEOUT_S", 0.3)
+    clock, slow = FakeClock(10_000.0), SlowDict()
+    store = ModalDictStore(slow)
+    beat(store, "a1", "a", clock.now)
+    live = LiveContainers(store, ContainerBudget(1, 1), starting_s=300, ttl_s=2, clock=clock)
+
+    async def scenario() -> None:
+        await live.admit(pool("a"))  # the first reading: 'a' runs and holds the one slot
+        clock.advance(3)
+        slow.delay_s = 60.0  # every call hangs from here on
+        await live.admit(pool("a"))  # starts a new reading in the background...
+        await asyncio.sleep(0.05)  # ...which hangs
+        started = time.monotonic()
+        for _ in range(20):
+            await live.admit(pool("a"))  # warm: never waits for it
+        assert time.monotonic() - started < 0.2
+        with pytest.raises(Overloaded):  # cold: one bounded wait, then the last reading decides
+            await live.admit(pool("b"))
+        assert 0.3 <= time.monotonic() - started < 5
+        slow.delay_s, slow.broken = 0.0, True  # now it fails at once
+        live._reading.cancel()  # type: ignore[union-attr]  (the hanging reading ends)
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded):  # a reading tried now, failed: the last good one decides
+            await live.admit(pool("b"))
+        calls = slow.calls
+        for _ in range(10):
+            with pytest.raises(Overloaded):
+                await live.admit(pool("b"))
+        assert slow.calls == calls  # backed off: tried again only after ttl_s
+        clock.advance(3)
+        with pytest.raises(Overloaded):
+            await live.admit(pool("b"))
+        assert slow.calls == calls + 1
+
+    asyncio.run(scenario())
 
 
 def test_the_reconciler_shares_the_free_slots_among_recent_pools_within_the_cap() -> None:
@@ -125,3 +206,23 @@ def test_the_reconciler_shares_the_free_slots_among_recent_pools_within_the_cap(
     world.run(world.reconciler.reconcile())
     assert world.autoscaler.max_containers == {"bursty": 2, "cron": 2, "e": 1}  # 4 free, both recent: 2 each
     assert not [k for k in world.run(world.store.keys()) if k.startswith("live/")]  # the dead ones' records removed
+
+
+def test_a_prewarm_takes_a_free_slot_or_waits_for_one() -> None:
+    """A pre-warm starts a container no ingress admitted: with every slot held it waits
+    (min_containers 0), and it pins one as soon as a slot is free."""
+    from core.keepwarm.decision import NamedPolicy, WindowDecision, WindowReason
+
+    world = World(load_modal_settings(env_file=None, max_containers=1))
+    world.reconciler.autoscalers.policy = NamedPolicy(
+        "learned", lambda a: WindowDecision(60, WindowReason.LEARNED, "", prewarm_after_s=600))
+    ingress = world.ingress("i")
+    world.request(ingress, "cron")
+    world.run(ingress.flush())
+    world.clock.advance(600 - 30)  # the pre-warm is due (its lead is inside the next 60 s)
+    beat(world.store, "o1", "bursty", world.clock.now)  # another experiment holds the one slot
+    world.run(world.reconciler.reconcile())
+    assert world.autoscaler.states("cron")[-1][2] == 0  # waits
+    world.clock.advance(STALE_S + 1)  # that container is gone
+    world.run(world.reconciler.reconcile())
+    assert world.autoscaler.states("cron")[-1][2] == 1 and world.autoscaler.max_containers["cron"] == 1
