@@ -22,13 +22,12 @@ import time
 from typing import Callable
 
 from backends.modal_backend.pools import PoolKey
-from backends.modal_backend.state_store import StateStore
+from backends.modal_backend.state_store import LIVE, STARTING, StateStore, live_key, starting_key
 from core.keepwarm.container_budget import ContainerBudget
 from core.serving.errors import Overloaded
 
 log = logging.getLogger("hybrid_serve.modal.live_containers")
 
-LIVE = "live/"
 #: A model container writes its record this often (seconds).
 HEARTBEAT_S = 15.0
 #: A record not written for this long is a container gone without its exit hook: no longer counted.
@@ -37,17 +36,6 @@ STALE_S = 3 * HEARTBEAT_S
 RETRY_AFTER_S = 30.0
 #: The ingress waits this long for the counts, then goes on with its last reading.
 READ_TIMEOUT_S = 5.0
-
-
-STARTING = "starting/"
-
-
-def live_key(container: str) -> str:
-    return LIVE + container
-
-
-def starting_key(ingress_container: str) -> str:
-    return STARTING + ingress_container
 
 
 def pool_name(pool: PoolKey) -> str:

@@ -40,6 +40,8 @@ REGISTRY = "registry/"
 REGISTRY_STAMP = "registry-stamp"
 REGISTRY_SEEDED = "registry-seeded"
 KEPT_ALIVE_AT = "kept-alive-at"
+LIVE = "live/"
+STARTING = "starting/"
 
 
 def arrivals_key(container: str) -> str:
@@ -52,6 +54,14 @@ def activity_key(experiment_id: str) -> str:
 
 def registry_key(experiment_id: str) -> str:
     return REGISTRY + experiment_id
+
+
+def live_key(container: str) -> str:
+    return LIVE + container
+
+
+def starting_key(ingress_container: str) -> str:
+    return STARTING + ingress_container
 
 
 class StateStore(Protocol):

@@ -10,12 +10,10 @@ from typing import Any
 
 import pytest
 
-from backends.modal_backend.live_containers import (
-    STALE_S, Heartbeat, LiveContainers, live_key, pool_name, running_containers, starting_key,
-)
+from backends.modal_backend.live_containers import STALE_S, Heartbeat, LiveContainers, pool_name, running_containers
 from backends.modal_backend.pools import PoolKey, pool_key
 from backends.modal_backend.settings import load_modal_settings
-from backends.modal_backend.state_store import ModalDictStore
+from backends.modal_backend.state_store import ModalDictStore, live_key, starting_key
 from core.keepwarm.container_budget import ContainerBudget
 from core.serving.errors import Overloaded
 from core.serving.registry import Experiment
