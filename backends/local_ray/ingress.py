@@ -94,7 +94,7 @@ class RayPredictor(Predictor):
         #: Cold starts under way at once, across experiments (HYBRID_MAX_COLD_STARTS).
         self.starts = ColdStarts(settings.max_cold_starts)
         #: The deployment's replica slots (MODAL_MAX_CONTAINERS): a cold experiment waits for none.
-        self.slots = ReplicaSlots(settings.max_replicas, StartingBoard(app_name))
+        self.slots = ReplicaSlots(settings.max_replicas or settings.max_containers, StartingBoard(app_name))
         #: Requests on their way to a replica: a retirement or a stop ends their wait.
         self.in_flight = InFlight()
 

@@ -1,8 +1,9 @@
 """One experiment's pool of replicas: its own Serve application, deployed on its first request.
 
 Why this module exists: it states, in one place, how Modal's per-experiment container pool is
-emulated — an application of one autoscaled deployment that starts at zero replicas, may grow to
-MODAL_MAX_CONTAINERS, and is scaled by `ScaledownWindowPolicy` with Serve's own delays turned off
+emulated — an application of one autoscaled deployment that starts at zero replicas, may grow to one
+experiment's container cap within the deployment's (replica_slots.py), and is scaled by
+`ScaledownWindowPolicy` with Serve's own delays turned off
 (the policy is the only clock), a short look-back so load is seen within a second, and a graceful
 shutdown that lets requests in flight finish. Each replica asks Ray for the CPUs and memory it uses
 (`HYBRID_REPLICA_CPUS`, `HYBRID_REPLICA_MEMORY_MB`). One application per experiment, so that adding,

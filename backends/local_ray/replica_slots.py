@@ -98,10 +98,10 @@ class ReplicaSlots:
                              f"within HYBRID_MAX_REPLICAS or what the cluster holds) hold other experiments' replicas "
                              f"inside their windows; retry in {RETRY_AFTER_FULL_S:g}s", retry_after_s=RETRY_AFTER_FULL_S)
         cold = not live(states.get(experiment_id, {}))
-        if cold:
-            self._cold.setdefault(experiment_id, []).append(self._clock())
-            self._publish()
         try:
+            if cold:
+                self._cold.setdefault(experiment_id, []).append(self._clock())
+                self._publish()
             yield
         finally:
             if cold:
@@ -112,11 +112,15 @@ class ReplicaSlots:
 
     def _publish(self) -> None:
         """The cold starts under way, written to the board in the background (the latest list last)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop (a synchronous caller): nothing to publish to the policies
+            return
         if self._board is None:
             return
         self._unwritten = True
         if self._writing is None or self._writing.done():
-            self._writing = asyncio.get_running_loop().create_task(self._write())
+            self._writing = loop.create_task(self._write())
 
     async def _write(self) -> None:
         assert self._board is not None

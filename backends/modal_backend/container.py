@@ -93,8 +93,8 @@ class ModelContainer:
 
     def beat(self) -> None:
         """From now until it stops, this container counts in the deployment's running containers
-        (live_containers.py): called as its start's first step — after a memory snapshot's restore,
-        never before the snapshot (a thread would be frozen into it)."""
+        (live_containers.py): called as its start's first step — with a memory snapshot, once it is
+        restored and its model is ready, never before the snapshot (a thread would be frozen into it)."""
         if self._store is not None and self.heartbeat is None:
             self.heartbeat = Heartbeat(self._store, self.container_id, self.pool)
             self.heartbeat.start()
@@ -103,9 +103,11 @@ class ModelContainer:
         """The container stops (`@modal.exit`): the worker's engine refuses what still waits, stops its
         batchers and releases the model; then its life's record is published a last time (after any
         publication still on its way, so the last one written is the final record)."""
-        await self.worker.close()
-        if self.heartbeat is not None:
-            await self.heartbeat.stop()
+        try:
+            await self.worker.close()
+        finally:
+            if self.heartbeat is not None:  # it stops counting in the deployment's containers whatever happened
+                await self.heartbeat.stop()
         if self._publishing is not None and not self._publishing.done():
             await asyncio.gather(self._publishing, return_exceptions=True)
         if self.life is not None:

@@ -236,6 +236,12 @@ class PublishingTracker(ActivityTracker):
     def forget_pool(self, experiment_id: str) -> None:
         self._pools.pop(experiment_id, None)
 
+    def in_flight(self, experiment_id: str) -> int:
+        """The experiment's requests under way at this ingress (recorded, not completed yet)."""
+        with self._lock:
+            state = self._experiments.get(experiment_id)
+            return 0 if state is None else state.in_flight
+
     def record_request(self, experiment_id: str, at: float | None = None) -> ExperimentActivity:
         activity = super().record_request(experiment_id, at)
         self._publisher.arrived(experiment_id, activity.last_request)
@@ -301,8 +307,11 @@ def build_ingress_app(
     tracker = PublishingTracker(settings.activity_window, retention_s(settings, policy), store, poke,
                                 learner=policy.learner, flush_s=flush_s)
     applied = AppliedWindows(store)
+    def demand(pool: str) -> int:  # the containers a pool's requests under way here need
+        return -(-tracker.in_flight(pool.rsplit("/", 1)[0]) // settings.modal_concurrent_inputs)
+
     live = LiveContainers(store, ContainerBudget.of(settings), starting_s=settings.cold_start_timeout_s,
-                          container=tracker.container)
+                          grants_s=3 * settings.reconcile_interval_s, container=tracker.container, demand=demand)
     predictor = ModalPredictor(call_model, settings, applied, tracker, identity, UsageReader(store), live)
 
     async def in_force() -> dict[str, AppliedWindow]:

@@ -7,8 +7,8 @@ writes `live/<container>` (its experiment and pool, and when) every `HEARTBEAT_S
 (an idle container runs none of our code otherwise), and removes the key when it stops. A container
 killed without its exit hook stops beating: its record counts for `STALE_S` more, then no longer, and
 the reconciler removes it. The reconciler shares the free slots among the pools from these counts
-(pool_autoscalers.py); the ingress refuses a request that would start a container while every slot
-is held (`LiveContainers.admit`), counting the cold starts it let through until their containers beat —
+(pool_autoscalers.py) and publishes what it granted each pool (`grants`); the ingress refuses a request
+that would start a container while every slot is held or granted (`LiveContainers.admit`), counting the cold starts it let through until their containers beat —
 and publishing them (`starting/<ingress container>`), so that the reconciler and the other ingress
 containers count them too.
 """
@@ -19,10 +19,11 @@ import asyncio
 import logging
 import threading
 import time
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from backends.modal_backend.pools import PoolKey
-from backends.modal_backend.state_store import LIVE, STARTING, StateStore, live_key, starting_key
+from backends.modal_backend.state_store import GRANTS, LIVE, STARTING, StateStore, live_key, starting_key
 from core.keepwarm.container_budget import ContainerBudget
 from core.serving.errors import Overloaded
 
@@ -84,56 +85,88 @@ class Heartbeat:
             log.warning("could not remove this container's heartbeat: %s: %s", type(exc).__name__, exc)
 
 
+@dataclass
+class Reading:
+    """What the shared state says runs: containers beating, by pool name, and the pools whose cold start
+    an ingress let through that do not beat yet."""
+
+    beating: dict[str, int] = field(default_factory=dict)
+    starting: set[str] = field(default_factory=set)
+
+    def running(self) -> dict[str, int]:
+        """Containers by pool name: those beating, and one for each pool still starting."""
+        return {**{pool: 1 for pool in self.starting}, **self.beating}
+
+
 async def running_containers(store: StateStore, keys: list[str], now: float, starting_s: float,
-                             drop_stale: bool = False) -> dict[str, int]:
-    """The containers by pool name: those beating now, and one for each pool with no beating container
-    whose cold start an ingress let through less than `starting_s` ago. `drop_stale`: remove the records
-    of containers gone without their exit hook and ingresses' lists with nothing recent (the reconciler's job)."""
-    chosen = [k for k in keys if isinstance(k, str) and k.startswith((LIVE, STARTING))]
+                             drop_stale: bool = False, skip: str | None = None) -> Reading:
+    """The containers beating now and the cold starts ingresses let through less than `starting_s` ago
+    (`skip`: an ingress's own list, which it knows better). `drop_stale`: remove the records of containers
+    gone without their exit hook and ingresses' lists with nothing recent (the reconciler's job)."""
+    chosen = [k for k in keys if isinstance(k, str) and k.startswith((LIVE, STARTING)) and k != skip]
     records = await asyncio.gather(*(store.get(k) for k in chosen), return_exceptions=True)
-    running: dict[str, int] = {}
-    starting: dict[str, float] = {}
-    stale = []
+    reading, stale = Reading(), []
     for key, record in zip(chosen, records):
         if not isinstance(record, dict):
             continue  # unreadable now, or removed meanwhile
-        if key.startswith(STARTING):
-            fresh = {pool: at for pool, at in record.items() if isinstance(at, (int, float)) and now - at < starting_s}
-            starting.update({pool: max(at, starting.get(pool, at)) for pool, at in fresh.items()})
-            if not fresh:
-                stale.append(key)
-        elif isinstance(record.get("at"), (int, float)) and now - record["at"] <= STALE_S:
-            running[record["pool"]] = running.get(record["pool"], 0) + 1
-        else:
+        if _stale(key, record, now, starting_s):
             stale.append(key)
-    for pool in starting:
-        running.setdefault(pool, 1)
+        elif key.startswith(STARTING):
+            reading.starting |= {pool for pool, at in record.items() if isinstance(at, (int, float)) and now - at < starting_s}
+        else:
+            reading.beating[record["pool"]] = reading.beating.get(record["pool"], 0) + 1
+    reading.starting -= set(reading.beating)
     for key in stale if drop_stale else []:
         try:
-            await store.pop(key)
+            if _stale(key, await store.get(key), now, starting_s):  # its writer may have written it since
+                await store.pop(key)
         except Exception as exc:  # removed by the next pass
             log.warning("could not remove the stale record %s: %s: %s", key, type(exc).__name__, exc)
-    return running
+    return reading
+
+
+def _stale(key: str, record: Any, now: float, starting_s: float) -> bool:
+    """A `live/` record not written for STALE_S (or malformed), or a `starting/` list with nothing recent."""
+    if not isinstance(record, dict):
+        return record is not None
+    if key.startswith(STARTING):
+        return not any(isinstance(at, (int, float)) and now - at < starting_s for at in record.values())
+    at = record.get("at")
+    return not (isinstance(at, (int, float)) and isinstance(record.get("pool"), str) and now - at <= STALE_S)
+
+
+def read_grants(value: Any, now: float, fresh_s: float) -> dict[str, int]:
+    """The slots the reconciler's last pass granted each pool (its containers and its share of the free
+    ones), unless that pass is `fresh_s` old (a reconciler that stopped grants nothing)."""
+    if not isinstance(value, dict) or not isinstance(value.get("at"), (int, float)) or now - value["at"] > fresh_s:
+        return {}
+    return {pool: int(n) for pool, n in dict(value.get("pools") or {}).items()}
 
 
 class LiveContainers:
     """The ingress's view of the running containers and its admission of requests that would start one:
-    while every slot of the deployment is held, a request to a pool with no container is refused (503 +
-    Retry-After), never queued behind windows that may last an hour. A request to a running pool never
-    waits for the shared state (the reading, at most `ttl_s` old, is renewed in the background); one
-    that would start a container is decided on a fresh reading. A cold start let through counts as its
-    pool's container until the pool beats (or `starting_s` passed), here at once and, published, in the
-    reconciler and the other ingress containers."""
+    while every slot of the deployment is held — by containers running or starting, or granted to a pool
+    by the reconciler that has the requests to grow into it — a request to a pool with none is refused
+    (503 + Retry-After), never queued behind windows that may last an hour. A request to a running pool never waits for the shared state (the
+    reading, at most `ttl_s` old, is renewed in the background); one that would start a container is
+    decided on a fresh reading. A cold start let through counts as its pool's container until the pool
+    beats (or `starting_s` passed), here at once and, published, in the reconciler and the other ingress
+    containers."""
 
-    def __init__(self, store: StateStore, budget: ContainerBudget, starting_s: float, container: str = "ingress",
-                 ttl_s: float = 2.0, clock: Callable[[], float] = time.time):
+    def __init__(self, store: StateStore, budget: ContainerBudget, starting_s: float, grants_s: float,
+                 container: str = "ingress", demand: Callable[[str], int] = lambda pool: 0, ttl_s: float = 2.0,
+                 clock: Callable[[], float] = time.time):
         self._store = store
+        #: The containers a pool's requests under way at this ingress need (by pool name).
+        self._demand = demand
         self.budget = budget
         self._starting_s = starting_s
+        self._grants_s = grants_s
         self._key = starting_key(container)
         self._ttl_s = ttl_s
         self._clock = clock
-        self._running: dict[str, int] = {}
+        self._reading_now = Reading()
+        self._grants: dict[str, int] = {}
         self._read_at: float | None = None
         self._starting: dict[str, float] = {}  # pool name → when this ingress let its cold start through
         self._reading: asyncio.Task[None] | None = None
@@ -143,33 +176,41 @@ class LiveContainers:
     async def running(self) -> dict[str, int]:
         """Containers by pool name: beating, and cold starts let through whose containers do not beat yet."""
         await self._fresh()
-        return self._counts()
+        return self._containers()
 
     async def admit(self, pool: PoolKey) -> None:
         """Let a request to `pool` through, or refuse it (`Overloaded`) when it would start a container
         beyond the deployment's cap. From the last reading to the count of a cold start let through
         nothing waits: admissions are decided one at a time."""
         name = pool_name(pool)
-        if self._counts().get(name):
+        if self._containers().get(name):
             self._renew()  # in the background: a running pool's request never waits for it
         else:
             await self._fresh()
-        running = self._counts()
-        if running.get(name):
+        if self._containers().get(name):  # running or starting: no new container
             return
-        if not self.budget.admits(name, running):
+        held = self._counts(name)
+        if not held.get(name) and not self.budget.admits(name, held):  # (a slot granted to it is its own)
             raise Overloaded(
                 f"{pool.experiment_id}: all {self.budget.total} containers of the deployment (MODAL_MAX_CONTAINERS) "
                 f"serve other experiments inside their windows; retry in {RETRY_AFTER_S:g}s", retry_after_s=RETRY_AFTER_S)
         self._starting[name] = self._clock()
         self._publish()
 
-    def _counts(self) -> dict[str, int]:
-        now = self._clock()
-        self._starting = {p: at for p, at in self._starting.items()
-                          if not self._running.get(p) and now - at < self._starting_s}
-        return {**self._running, **{p: 1 for p in self._starting}}
+    def _containers(self) -> dict[str, int]:
+        """Containers by pool: beating, or starting (this ingress's own cold starts until their pool beats)."""
+        now, beating = self._clock(), self._reading_now.beating
+        self._starting = {p: at for p, at in self._starting.items() if not beating.get(p) and now - at < self._starting_s}
+        return {**self._reading_now.running(), **{p: 1 for p in self._starting if p not in beating}}
 
+    def _counts(self, asking: str | None = None) -> dict[str, int]:
+        """The slots each pool holds: its containers running or starting, and of the slots the reconciler
+        granted it to grow into, those its requests under way here need — all of them for the `asking`
+        pool (a slot granted to a pool with nothing running is its cold start's)."""
+        held = self._containers()
+        for pool, granted in self._grants.items():
+            held[pool] = max(held.get(pool, 0), granted if pool == asking else min(granted, self._demand(pool)))
+        return held
     async def _fresh(self) -> None:
         """A reading at most `ttl_s` old, waited for at most READ_TIMEOUT_S (then the last one holds)."""
         reading = self._renew()
@@ -190,7 +231,9 @@ class LiveContainers:
     async def _read(self) -> None:
         now = self._clock()
         try:
-            self._running = await running_containers(self._store, await self._store.keys(), now, self._starting_s)
+            keys = await self._store.keys()
+            self._reading_now = await running_containers(self._store, keys, now, self._starting_s, skip=self._key)
+            self._grants = read_grants(await self._store.get(GRANTS) if GRANTS in keys else None, now, self._grants_s)
         except Exception as exc:  # the shared state a moment away: the last reading holds until the next try
             log.warning("reading the running containers failed: %s: %s", type(exc).__name__, exc)
         finally:

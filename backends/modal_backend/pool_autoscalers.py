@@ -19,7 +19,7 @@ from typing import Any, Awaitable, Callable
 from backends.modal_backend.live_containers import pool_name
 from backends.modal_backend.pools import PoolKey, pool_key
 from backends.modal_backend.registry_view import RegistryView
-from backends.modal_backend.state_store import APPLIED, StateStore
+from backends.modal_backend.state_store import APPLIED, GRANTS, StateStore
 from core.keepwarm.activity import ActivityTracker, ExperimentActivity
 from core.keepwarm.container_budget import ContainerBudget
 from core.keepwarm.controller import AppliedWindow, PoolPlan, plan_pool
@@ -65,22 +65,28 @@ class PoolAutoscalers:
     activity_window_s: float
 
     async def apply(self, tracker: ActivityTracker, now: float, served: dict[str, PoolKey],
-                    running: dict[str, int] | None = None) -> float | None:
+                    running: dict[str, int]) -> float | None:
         """Drain, then apply every current pool's plan and its share of the deployment's containers
-        (`running`: the containers beating now, by pool name). Returns the seconds until the next change is due."""
+        (`running`: the containers running or starting, by pool name), and publish the shares granted.
+        Returns the seconds until the next change is due."""
         applied: dict[str, dict[str, Any]] = dict(await self.store.get(APPLIED) or {})
         next_change: float | None = None
         changed = await self._drain(applied, served)
         current = self._current_pools(tracker, applied, served)
-        running = dict(running or {})
+        running = dict(running)
+        for experiment, record in applied.items():  # a pre-warm pinned by the last pass: its container starts
+            if record.get("min_containers") and record.get("pool"):
+                name = pool_name(PoolKey.from_dict(record["pool"]))
+                running[name] = max(running.get(name, 0), record["min_containers"])
         plans = {e.id: self._within_cap(plan_pool(a, self.policy, self.prewarm_lead_s), pool_name(p), running)
                  for a, e, p in current}
-        limits = self._limits(current, running)
+        grants = self._grants(current, running)
+        await self.store.put(GRANTS, {"at": now, "pools": grants})  # the ingresses hold these slots for the pools
         for activity, experiment, pool in current:
             state = plans[experiment.id]
             if state.changes_in_s is not None:
                 next_change = state.changes_in_s if next_change is None else min(next_change, state.changes_in_s)
-            max_containers = limits[pool_name(pool)]
+            max_containers = self.budget.modal_limit(grants[pool_name(pool)])
             record = applied.get(experiment.id)
             if record is not None and (record["window_s"], record["min_containers"], record["deployment"],
                                        record.get("pool"), record.get("max_containers")) == (
@@ -126,12 +132,12 @@ class PoolAutoscalers:
         log.info("%s's pre-warm waits: every container of the deployment (MODAL_MAX_CONTAINERS) is held", name)
         return replace(plan, min_containers=0)
 
-    def _limits(self, current: list[tuple[ExperimentActivity, Experiment, PoolKey]], running: dict[str, int]) -> dict[str, int]:
-        """Each current pool's `max_containers`: the deployment's free slots go to the pools with a request
-        inside the activity window, the most recent first (container_budget.py)."""
+    def _grants(self, current: list[tuple[ExperimentActivity, Experiment, PoolKey]], running: dict[str, int]) -> dict[str, int]:
+        """The slots each current pool may hold: its own, and the deployment's free slots dealt out among the
+        pools with a request inside the activity window, the most recent first (container_budget.py)."""
         recent = sorted((a for a, _, _ in current if a.idle_s < self.activity_window_s), key=lambda a: a.idle_s)
         pools = {a.experiment_id: pool_name(p) for a, _, p in current}
-        return self.budget.shared_limits(running, list(pools.values()), [pools[a.experiment_id] for a in recent])
+        return self.budget.grants(running, list(pools.values()), [pools[a.experiment_id] for a in recent])
 
     async def _drain(self, applied: dict[str, dict[str, Any]], served: dict[str, PoolKey]) -> bool:
         """Drain (once) each pool applied before that is no longer its experiment's current pool."""

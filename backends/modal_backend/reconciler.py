@@ -74,8 +74,8 @@ class WindowReconciler:
         folded = await self.arrivals.fold(keys, now)
         await self.arrivals.save(folded, self.registry.retired)
         # the containers beating now, and the cold starts ingresses let through whose containers do not beat yet
-        running = await running_containers(self.store, keys, now, self.starting_s, drop_stale=True)
-        next_change = await self.autoscalers.apply(folded.activity, now, folded.served, running)
+        reading = await running_containers(self.store, keys, now, self.starting_s, drop_stale=True)
+        next_change = await self.autoscalers.apply(folded.activity, now, folded.served, reading.running())
         try:  # modal drops entries untouched for 7 days: read them daily, after the windows are applied
             await keep_alive(self.store, keys, now)
         except Exception as exc:  # the next pass tries again

@@ -15,6 +15,7 @@ every key has exactly one writer and nothing is ever read-modified-written by tw
 | `kept-alive-at` | the reconciler only | when it last read every lasting entry, so that modal's 7-day expiry of untouched entries never drops one (keep_alive.py) |
 | `live/<container>` | that model container only (the reconciler removes it once it stopped beating: a container gone without its exit hook) | its experiment, its pool and when it last beat: the containers running now, for the deployment's cap (live_containers.py) |
 | `starting/<ingress container>` | that ingress container only (the reconciler removes it once nothing in it is recent) | the cold starts it let through, by pool, with when: counted as containers until their pools beat (live_containers.py) |
+| `grants` | the reconciler only | its last pass's time and the slots it granted each pool (`max_containers` without Modal's floor of 1): the ingresses count them as held (live_containers.py) |
 | `usage/<experiment>/<container>` | that model container only | its life in the cost ledger: a `UsageRecord` as JSON (container_lives.py) |
 | `usage-total/<experiment>` | the reconciler only | its stopped containers' records folded into one, and the container keys its last passes folded (usage_folding.py) |
 
@@ -42,6 +43,7 @@ REGISTRY_SEEDED = "registry-seeded"
 KEPT_ALIVE_AT = "kept-alive-at"
 LIVE = "live/"
 STARTING = "starting/"
+GRANTS = "grants"
 
 
 def arrivals_key(container: str) -> str:

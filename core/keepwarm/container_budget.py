@@ -45,20 +45,27 @@ class ContainerBudget:
         runs none (its request would start one) only while a slot is free."""
         return running.get(pool, 0) > 0 or sum(running.values()) < self.total
 
-    def shared_limits(self, running: Mapping[str, int], pools: Sequence[str], growing: Sequence[str]) -> dict[str, int]:
-        """Each pool's limit when every pool's limit is set at once (Modal's reconciler): its running
-        containers, plus the free slots dealt out one by one among the `growing` pools (those with recent
-        requests) in their order, skipping a pool at one experiment's cap. A pool's limit is at least 1:
-        Modal reads 0 as no limit, so a pool with no container and no share is held at 0 by `admits`
-        (the ingress) instead. Together the limits stay within `total` but for those floors."""
+    def grants(self, running: Mapping[str, int], pools: Sequence[str], growing: Sequence[str]) -> dict[str, int]:
+        """The slots each pool may hold until the next time every pool's share is set (Modal's reconciler):
+        its running containers, and for a `growing` pool (one with recent requests) room to double them
+        (at least one more), within one experiment's cap — the free slots dealt out one by one in the
+        `growing` order. The rest stays free for cold starts of other experiments: a pool never hoards
+        slots it may not need. Together the grants stay within `total`."""
         growing = [p for p in dict.fromkeys(growing) if p in pools]
+        wants = {p: min(self.per_pool, running.get(p, 0) + max(1, running.get(p, 0))) for p in growing}
         extra = dict.fromkeys(growing, 0)
         left = self.free(running)
         while left:
-            open_pools = [p for p in growing if running.get(p, 0) + extra[p] < self.per_pool]
+            open_pools = [p for p in growing if running.get(p, 0) + extra[p] < wants[p]]
             if not open_pools:
                 break
             for pool in open_pools[:left]:
                 extra[pool] += 1
             left -= min(left, len(open_pools))
-        return {pool: max(1, min(self.per_pool, running.get(pool, 0) + extra.get(pool, 0))) for pool in pools}
+        return {pool: min(self.per_pool, running.get(pool, 0) + extra.get(pool, 0)) for pool in pools}
+
+    @staticmethod
+    def modal_limit(granted: int) -> int:
+        """A pool's `max_containers` on Modal: its grant, at least 1 — Modal reads 0 as no limit, so a pool
+        granted nothing is held at zero by `admits` (the ingress) instead."""
+        return max(1, granted)

@@ -23,16 +23,16 @@ def test_a_cold_start_is_admitted_only_while_a_slot_is_free_and_a_running_pool_a
     assert budget.admits("a", {"a": 1, "b": 1})  # its containers serve it: no new one needed
 
 
-def test_shared_limits_give_the_free_slots_to_recent_pools_and_stay_within_the_cap() -> None:
+def test_grants_let_recent_pools_double_within_the_cap_and_leave_the_rest_free() -> None:
     budget = ContainerBudget(total=10, per_pool=10)
-    limits = budget.shared_limits({"a": 2, "b": 1}, ["a", "b", "c"], growing=["b", "a"])
-    assert limits == {"a": 2 + 3, "b": 1 + 4, "c": 1}  # 7 free: 4 to b (the most recent), 3 to a; c: Modal's least
-    assert limits["a"] + limits["b"] == 10
-    assert budget.shared_limits({"a": 10}, ["a", "b"], growing=["a", "b"]) == {"a": 10, "b": 1}  # b: held by admission
+    grants = budget.grants({"a": 2, "b": 1}, ["a", "b", "c"], growing=["b", "a"])
+    assert grants == {"a": 4, "b": 2, "c": 0}  # room to double; 4 of the 7 free slots stay free for cold starts
+    assert {p: budget.modal_limit(g) for p, g in grants.items()}["c"] == 1  # Modal's least: the ingress holds c
+    assert budget.grants({"a": 9}, ["a", "b"], growing=["a", "b"]) == {"a": 10, "b": 0}  # a first: the one left
+    tight = ContainerBudget(total=5, per_pool=5)
+    assert tight.grants({"a": 2, "b": 2}, ["a", "b"], growing=["b", "a"]) == {"a": 2, "b": 3}  # the most recent first
     one = ContainerBudget(total=10, per_pool=4)
-    assert one.shared_limits({}, ["a"], growing=["a"]) == {"a": 4}
-    # a pool at one experiment's cap passes what it cannot take to the others
-    assert one.shared_limits({"a": 3}, ["a", "b", "c"], growing=["a", "b", "c"]) == {"a": 4, "b": 3, "c": 3}
+    assert one.grants({"a": 3}, ["a", "b"], growing=["a", "b"]) == {"a": 4, "b": 1}  # one experiment's cap: 4
 
 
 def test_one_experiments_cap_above_the_deployments_is_refused_naming_both() -> None:

@@ -58,7 +58,7 @@ def test_a_container_gone_without_its_exit_hook_stops_counting_and_the_reconcile
     keys = asyncio.run(store.keys())
     # 'c' is starting (let through 5 s ago, not beating yet); 'd''s start is older than the 300 s limit
     expected = {pool_name(pool("a")): 1, pool_name(pool("b")): 1, pool_name(pool("c")): 1}
-    assert asyncio.run(running_containers(store, keys, now, 300)) == expected
+    assert asyncio.run(running_containers(store, keys, now, 300)).running() == expected
     assert live_key("c2") in asyncio.run(store.keys())  # the ingress only reads
     asyncio.run(running_containers(store, keys, now, 300, drop_stale=True))
     assert sorted(asyncio.run(store.keys())) == [live_key("c1"), live_key("c3"), starting_key("ingress-1")]
@@ -100,7 +100,8 @@ def test_the_ingress_refuses_a_cold_start_while_every_slot_is_held_and_counts_th
     clock, store = FakeClock(10_000.0), ModalDictStore(StrictDict())
     beat(store, "a1", "a", clock.now)
     beat(store, "a2", "a", clock.now)
-    live = LiveContainers(store, ContainerBudget(3, 3), starting_s=300, container="i1", ttl_s=2, clock=clock)
+    live = LiveContainers(store, ContainerBudget(3, 3), starting_s=300, grants_s=180, container="i1", ttl_s=2,
+                          clock=clock)
 
     async def scenario() -> None:
         await live.admit(pool("a"))  # running: always served
@@ -112,9 +113,42 @@ def test_the_ingress_refuses_a_cold_start_while_every_slot_is_held_and_counts_th
         assert await live.running() == {pool_name(pool("a")): 2, pool_name(pool("b")): 1}
         await asyncio.sleep(0.01)  # the published list is written in the background
         assert set(await store.get(starting_key("i1"))) == {pool_name(pool("b"))}
+        clock.advance(3)  # a new reading (with this ingress's own published list in it): b still holds its slot
+        with pytest.raises(Overloaded):
+            await live.admit(pool("c"))
         clock.advance(STALE_S + 1)  # a's containers stopped beating (and b's start still counts)
         await live.admit(pool("c"))
-        assert set(await live.running()) == {pool_name(pool("b")), pool_name(pool("c"))}
+        await live.admit(pool("d"))
+        clock.advance(3)  # read again: b, c and d hold the three slots, none of them beating yet
+        with pytest.raises(Overloaded):
+            await live.admit(pool("e"))
+        assert set(await live.running()) == {pool_name(pool(x)) for x in "bcd"}
+        assert set(await store.get(starting_key("i1"))) == {pool_name(pool(x)) for x in "bcd"}
+
+    asyncio.run(scenario())
+
+
+def test_slots_granted_to_a_busy_pool_are_held_against_cold_starts_and_an_idle_pools_are_not() -> None:
+    """Cap 3, 'a' runs 1 and was granted 3 by the reconciler's last pass (it may grow there without
+    asking anyone). While a's requests under way need 3 containers, a cold 'b' is refused; once they need
+    one, b is let through; a grant from a reconciler that stopped passing holds nothing."""
+    clock, store = FakeClock(10_000.0), ModalDictStore(StrictDict())
+    beat(store, "a1", "a", clock.now)
+    asyncio.run(store.put("grants", {"at": clock.now, "pools": {pool_name(pool("a")): 3, pool_name(pool("c")): 1}}))
+    need = {pool_name(pool("a")): 3}
+    live = LiveContainers(store, ContainerBudget(3, 3), starting_s=300, grants_s=180, demand=lambda p: need.get(p, 0),
+                          clock=clock)
+
+    async def scenario() -> None:
+        with pytest.raises(Overloaded):
+            await live.admit(pool("b"))
+        await live.admit(pool("c"))  # a slot granted to c itself: its cold start's
+        need[pool_name(pool("a"))] = 1
+        await live.admit(pool("b"))  # a, c and b: the three slots
+        need[pool_name(pool("a"))] = 3
+        clock.advance(181)  # the grants are old: the reconciler stopped passing
+        await store.put(live_key("a1"), {"experiment": "a", "pool": pool_name(pool("a")), "at": clock.now})
+        assert await live.running() == {pool_name(pool(x)): 1 for x in "abc"}
 
     asyncio.run(scenario())
 
@@ -124,7 +158,7 @@ def test_sixty_four_cold_requests_at_once_start_no_more_than_the_free_slots() ->
     others: exactly the free slots are let through."""
     clock, store = FakeClock(10_000.0), ModalDictStore(SlowDict(delay_s=0.01))
     beat(store, "a1", "a", clock.now)
-    live = LiveContainers(store, ContainerBudget(5, 5), starting_s=300, clock=clock)
+    live = LiveContainers(store, ContainerBudget(5, 5), starting_s=300, grants_s=180, clock=clock)
 
     async def one(i: int) -> bool:
         try:
@@ -150,7 +184,7 @@ def test_an_unreachable_shared_state_never_holds_up_a_warm_request_and_is_tried_
     clock, slow = FakeClock(10_000.0), SlowDict()
     store = ModalDictStore(slow)
     beat(store, "a1", "a", clock.now)
-    live = LiveContainers(store, ContainerBudget(1, 1), starting_s=300, ttl_s=2, clock=clock)
+    live = LiveContainers(store, ContainerBudget(1, 1), starting_s=300, grants_s=180, ttl_s=2, clock=clock)
 
     async def scenario() -> None:
         await live.admit(pool("a"))  # the first reading: 'a' runs and holds the one slot
@@ -186,7 +220,7 @@ def test_an_unreachable_shared_state_never_holds_up_a_warm_request_and_is_tried_
 def test_the_reconciler_shares_the_free_slots_among_recent_pools_within_the_cap() -> None:
     """Cap 4 for the deployment: 'bursty' runs 2 containers, 'cron' 1; both had requests. Each pool's
     max_containers is what it runs plus its share of the one free slot (the most recent gets it); 'e',
-    quiet, gets Modal's least, 1 (the ingress keeps it at zero while nothing is free)."""
+    quiet, gets Modal's least, 1 (granted nothing: the ingress keeps it at zero)."""
     world = World(load_modal_settings(env_file=None, max_containers=4))
     ingress = world.ingress("i")
     world.request(ingress, "e")
@@ -202,7 +236,10 @@ def test_the_reconciler_shares_the_free_slots_among_recent_pools_within_the_cap(
     world.request(ingress, "cron")
     world.run(ingress.flush())
     world.run(world.reconciler.reconcile())
-    assert world.autoscaler.max_containers == {"bursty": 2, "cron": 2, "e": 1}  # 4 free, both recent: 2 each
+    # nothing runs: each recent pool gets room for one (to double from there next pass); 2 stay free
+    assert world.autoscaler.max_containers == {"bursty": 1, "cron": 1, "e": 1}
+    grants = world.run(world.store.get("grants"))["pools"]
+    assert sorted(grants.values()) == [0, 1, 1] and grants[pool_name(pool("e"))] == 0
     assert not [k for k in world.run(world.store.keys()) if k.startswith("live/")]  # the dead ones' records removed
 
 
@@ -224,3 +261,12 @@ def test_a_prewarm_takes_a_free_slot_or_waits_for_one() -> None:
     world.clock.advance(STALE_S + 1)  # that container is gone
     world.run(world.reconciler.reconcile())
     assert world.autoscaler.states("cron")[-1][2] == 1 and world.autoscaler.max_containers["cron"] == 1
+
+
+def test_the_ingress_knows_each_experiments_requests_under_way_for_its_demand() -> None:
+    world = World(load_modal_settings(env_file=None))
+    ingress = world.ingress("i")
+    ingress.record_request("a")
+    ingress.record_request("a")
+    ingress.record_completion("a")
+    assert (ingress.in_flight("a"), ingress.in_flight("never-seen")) == (1, 0)
