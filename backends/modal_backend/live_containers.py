@@ -8,9 +8,9 @@ writes `live/<container>` (its experiment and pool, and when) every `HEARTBEAT_S
 killed without its exit hook stops beating: its record counts for `STALE_S` more, then no longer, and
 the reconciler removes it. The reconciler shares the free slots among the pools from these counts
 (pool_autoscalers.py) and publishes what it granted each pool (`grants`); the ingress refuses a request
-that would start a container while every slot is held or granted (`LiveContainers.admit`), counting the cold starts it let through until their containers beat —
-and publishing them (`starting/<ingress container>`), so that the reconciler and the other ingress
-containers count them too.
+that would start a container while every slot is held or granted (`LiveContainers.admit`), counting
+the cold starts it let through until their containers beat — and publishing them
+(`starting/<ingress container>`), so that the reconciler and the other ingress containers count them too.
 """
 
 from __future__ import annotations
@@ -147,9 +147,9 @@ class LiveContainers:
     """The ingress's view of the running containers and its admission of requests that would start one:
     while every slot of the deployment is held — by containers running or starting, or granted to a pool
     by the reconciler that has the requests to grow into it — a request to a pool with none is refused
-    (503 + Retry-After), never queued behind windows that may last an hour. A request to a running pool never waits for the shared state (the
-    reading, at most `ttl_s` old, is renewed in the background); one that would start a container is
-    decided on a fresh reading. A cold start let through counts as its pool's container until the pool
+    (503 + Retry-After), never queued behind windows that may last an hour. A request to a running pool
+    never waits for the shared state (the reading, at most `ttl_s` old, is renewed in the background);
+    one that would start a container is decided on a fresh reading. A cold start let through counts as its pool's container until the pool
     beats (or `starting_s` passed), here at once and, published, in the reconciler and the other ingress
     containers."""
 
