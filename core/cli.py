@@ -18,12 +18,24 @@ from core.cli_common import fail, settings_or_exit
 from core.experiments_cli import experiments_app
 from core.settings import allowed, env_name, setting_sources
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Per-experiment keep-warm model serving.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Per-experiment keep-warm model serving.",
+                  rich_markup_mode=None)  # plain help: it reads at 80 columns
 app.add_typer(experiments_app, name="experiments")
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version
+
+        typer.echo(f"hybrid-serve {version('hybrid-serve')}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    _version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                  help="Print hybrid-serve's version and exit."),
+) -> None:
     """Per-experiment keep-warm model serving: Modal in production, Ray Serve locally."""
 
 
@@ -60,6 +72,7 @@ def serve(
     """Run the HTTP API; prints the address and a ready-to-paste curl once it accepts requests."""
     settings = settings_or_exit()
     typer.echo(mode_line(settings))
+    _create_missing_registry(settings.registry_path)
     if backend == "inprocess":
         from core.http.app import build_inprocess_app
         from core.http.runner import ready_message, run_uvicorn
@@ -80,6 +93,17 @@ def serve(
         typer.echo(f"error: unknown backend {backend!r}; available: inprocess, {', '.join(sorted(backends))}", err=True)
         raise typer.Exit(code=2)
     raise typer.Exit(code=plugins.load(backends[backend])(settings=settings, host=host, port=port, name=name) or 0)
+
+
+def _create_missing_registry(path: Path | None) -> None:
+    """A HYBRID_REGISTRY file that does not exist yet starts empty — created now, and said so — so the
+    server starts and `hybrid-serve experiments add` (or the admin API) fills it while it runs."""
+    if path is None or path.exists() or not path.parent.is_dir():
+        return  # the shipped demo registry, an existing file, or a folder that is not there (said at load)
+    path.write_text("# hybrid-serve's experiment registry: `hybrid-serve experiments add ID --source ... --task ...`\n"
+                    "[experiments]\n", encoding="utf-8")
+    typer.echo(f"note: {path} did not exist: created it empty — no experiment is served (the shipped demo "
+               f"experiment is not in it) until `hybrid-serve experiments add` writes one there")
 
 
 @app.command()

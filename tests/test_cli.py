@@ -76,3 +76,57 @@ def template_variables() -> list[str]:
 
     return [line.split("=", 1)[0] for line in (REPO_ROOT / "env_template.txt").read_text().splitlines()
             if line and not line.startswith("#")]
+
+
+def test_version_prints_the_installed_version() -> None:
+    from importlib.metadata import version
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"hybrid-serve {version('hybrid-serve')}"
+
+
+def _commands(group: object, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    import typer.main
+
+    click_group = typer.main.get_command(app) if not path else group
+    found = [path]
+    for name, command in getattr(click_group, "commands", {}).items():
+        found += _commands(command, path + (name,)) if hasattr(command, "commands") else [path + (name,)]
+    return found
+
+
+def test_every_commands_help_reads_at_80_columns() -> None:
+    """Plain help that wraps at the terminal's width: no line past 80 columns, no boxes squeezing the
+    descriptions into a narrow column."""
+    commands = _commands(app)
+    assert ("simulate",) in commands and ("experiments", "add") in commands
+    for command in commands:
+        result = CliRunner().invoke(app, [*command, "--help"], terminal_width=80, env={"COLUMNS": "80"})
+        assert result.exit_code == 0, (command, result.output)
+        lines = result.output.splitlines()
+        assert max(len(line) for line in lines) <= 80, (command, [line for line in lines if len(line) > 80])
+        assert "│" not in result.output, command
+
+
+def test_a_registry_file_not_created_yet_lists_empty_starts_empty_and_says_so(
+        tmp_path: Path, tiny_models: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """HYBRID_REGISTRY naming a file that is not there yet: `list` says it is empty (not silence), `serve`
+    creates it empty and says the demo is not in it, the first `add` into a new file says the same."""
+    from core.cli import _create_missing_registry
+    from core.serving.registry import Registry
+
+    registry = tmp_path / "experiments.toml"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HYBRID_REGISTRY", str(registry))
+    listed = CliRunner().invoke(app, ["experiments", "list"])
+    assert listed.exit_code == 0 and "does not exist yet" in listed.output and not registry.exists()
+    added = CliRunner().invoke(app, ["experiments", "add", "mine", "--source", str(tiny_models["feature-extraction"]),
+                                     "--task", "feature-extraction"])
+    assert added.exit_code == 0 and "created" in added.output and "demo-embeddings" in added.output, added.output
+    assert "created" not in CliRunner().invoke(app, ["experiments", "add", "two", "--source", "org/m", "--task",
+                                                     "feature-extraction"]).output  # said once
+    fresh = tmp_path / "new.toml"
+    _create_missing_registry(fresh)  # what `serve` does first
+    assert list(Registry.load(fresh)) == [] and "created it empty" in capsys.readouterr().out
+    _create_missing_registry(registry)  # an existing file is left as it is
+    assert [e.id for e in Registry.load(registry)] == ["mine", "two"] and capsys.readouterr().out == ""

@@ -6,6 +6,9 @@ the API turns them into `{"error": {"type", "message"}}` JSON — never a stack 
 
 from __future__ import annotations
 
+import difflib
+from typing import Iterable
+
 
 class ServeError(Exception):
     status_code = 500
@@ -21,6 +24,13 @@ class ServeError(Exception):
 class UnknownExperiment(ServeError):
     status_code = 404
     error_type = "unknown_experiment"
+
+    @classmethod
+    def named(cls, experiment_id: str, known: Iterable[str]) -> "UnknownExperiment":
+        """The 404 for an id not registered, naming the closest registered id when one is close (a typo)."""
+        close = difflib.get_close_matches(experiment_id, list(known), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return cls(f"experiment {experiment_id!r} is not registered ({hint}GET /experiments lists them)")
 
 
 class InvalidInput(ServeError):

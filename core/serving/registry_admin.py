@@ -47,7 +47,7 @@ class RegistryAdmin:
         await self._current(experiment_id)  # 404 when unknown
         change = await self._change(self.registry.remove(experiment_id))
         if not change.removed:  # gone from the source since this server last read it
-            raise UnknownExperiment(f"experiment {experiment_id!r} is not registered (GET /experiments lists them)")
+            raise UnknownExperiment.named(experiment_id, (e.id for e in self.registry))
         return change
 
     async def _change(self, write: Awaitable[RegistryChange]) -> RegistryChange:

@@ -76,7 +76,7 @@ class RequestPath:
     def experiment(self, experiment_id: str) -> Experiment:
         experiment = self.registry.get(experiment_id)
         if experiment is None:
-            raise UnknownExperiment(f"experiment {experiment_id!r} is not registered (GET /experiments lists them)")
+            raise UnknownExperiment.named(experiment_id, (e.id for e in self.registry))
         return experiment
 
     async def current_experiment(self, experiment_id: str) -> Experiment:

@@ -116,7 +116,15 @@ def test_demo_model_serves_real_sentence_embeddings(monkeypatch: pytest.MonkeyPa
 
 # --- bad input, clear answers -------------------------------------------------------------------
 def test_unknown_experiment_is_404(client: TestClient) -> None:
-    assert_json_error(client.post("/predict/nope", json={"inputs": "x"}), 404, "unknown_experiment", "'nope'")
+    error = assert_json_error(client.post("/predict/nope", json={"inputs": "x"}), 404, "unknown_experiment", "'nope'")
+    assert "did you mean" not in error["message"]  # nothing registered is close
+
+
+def test_a_misspelt_experiment_id_is_a_404_that_names_the_closest_registered_one(client: TestClient) -> None:
+    for wrong in ("clff", "cl"):
+        assert_json_error(client.post(f"/predict/{wrong}", json={"inputs": "x"}), 404, "unknown_experiment",
+                          f"'{wrong}'", "did you mean 'clf'?")
+    assert_json_error(client.get("/experiments/clff"), 404, "unknown_experiment", "did you mean 'clf'?")
 
 
 @pytest.mark.parametrize("bad_id", ["bad$id", "a" * 129, "..%2F..%2Fetc%2Fpasswd", "sp ace"])
