@@ -26,10 +26,21 @@ if TYPE_CHECKING:
 MARKER = "hybrid_serve"
 
 
+#: Warnings a test session using the kit would otherwise show and no user can act on: Serve's own
+#: Pydantic fields, and the push period the emulator sets through a field Ray deprecates yet still reads
+#: (ray/serve/_private/replica.py, router.py) — the windows' fidelity depends on it.
+QUIET_WARNINGS = (
+    "ignore::pydantic.warnings.PydanticDeprecatedSince20:ray",
+    "ignore:The `metrics_interval_s` field in AutoscalingConfig is deprecated:DeprecationWarning",
+)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", f"{MARKER}(registry=None, settings=None, time_scale=1.0, backend='ray', name=None, "
                    "startup_timeout_s=300): how the hybrid_serve_endpoint fixture starts the local backend")
+    for line in QUIET_WARNINGS:
+        config.addinivalue_line("filterwarnings", line)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
