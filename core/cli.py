@@ -68,6 +68,7 @@ def serve(
         "ray", help="ray: Ray Serve emulating Modal's per-experiment containers; inprocess: this process runs the models."
     ),
     name: str = typer.Option("hybrid-serve", help="ray: the Serve application's name (two instances on one cluster need two)."),
+    verbose: bool = typer.Option(False, "--verbose", help="ray: show Ray's and Serve's own log lines too."),
 ) -> None:
     """Run the HTTP API; prints the address and a ready-to-paste curl once it accepts requests."""
     settings = settings_or_exit()
@@ -92,7 +93,8 @@ def serve(
     if backend not in backends:
         typer.echo(f"error: unknown backend {backend!r}; available: inprocess, {', '.join(sorted(backends))}", err=True)
         raise typer.Exit(code=2)
-    raise typer.Exit(code=plugins.load(backends[backend])(settings=settings, host=host, port=port, name=name) or 0)
+    raise typer.Exit(code=plugins.load(backends[backend])(settings=settings, host=host, port=port, name=name,
+                                                          verbose=verbose) or 0)
 
 
 def _create_missing_registry(path: Path | None) -> None:

@@ -15,6 +15,7 @@ as such a shared cluster: `stop` then removes only this application and leaves R
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -127,10 +128,11 @@ def ray_address() -> str:
 
 
 def start(settings: Settings, registry: Registry, host: str, port: int, app_name: str = APP_NAME,
-          keep_ray: bool = False) -> Running:
+          keep_ray: bool = False, verbose: bool = True) -> Running:
     """Start or join Ray (or use the Ray this driver already holds), start Serve's HTTP proxy on host:port
     (where Serve already runs: serve where it listens), deploy the application. `keep_ray`: `stop` leaves
-    Ray up for the next application of this driver. `settings` must carry the Ray keys (`ray_settings`)."""
+    Ray up for the next application of this driver. `settings` must carry the Ray keys (`ray_settings`).
+    `verbose` False: Ray's and Serve's own logs at warning level (quiet_ray)."""
     settings = ray_settings(settings)
     import ray
     from ray import serve
@@ -160,7 +162,10 @@ def start(settings: Settings, registry: Registry, host: str, port: int, app_name
         if shared and app_name in _applications():
             raise RayStartError(f"a Serve application named {app_name!r} already runs on this cluster; "
                                 "pick another with --name (it would be replaced otherwise)")
-        serve.start(http_options={"host": host, "port": port})
+        if not verbose:
+            quiet_ray()
+        serve.start(http_options={"host": host, "port": port},
+                    logging_config=None if verbose else {"log_level": "WARNING"})
         from ray.serve.context import _get_global_client
 
         http = _get_global_client().http_config
@@ -227,8 +232,10 @@ def stop(running: Running) -> None:
     (its ingress, its pools, its registry keeper, its experiments' published activity) — and Ray stays up when kept."""
     import ray
 
+    private = running.own_cluster and running.started_ray and not running.keep_ray
     try:
-        _remove_application(running.app_name, everything=running.owns_serve)
+        if not private:  # a private cluster's Serve goes with it: no controller killed under its own tasks
+            _remove_application(running.app_name, everything=running.owns_serve)
     finally:
         if running.started_ray and not running.keep_ray:
             ray.shutdown()
@@ -289,11 +296,21 @@ def wait_until_stopped(stopped: threading.Event, poll_s: float = 0.5) -> None:
         pass
 
 
-def run(settings: Settings, host: str, port: int, name: str = APP_NAME, **_: Any) -> int:
-    """The main job on the local Ray backend; 0 on a clean stop, 2 when Ray or Serve refused."""
+def quiet_ray() -> None:
+    """Ray's and Serve's own lines in this driver at warning level — the token-authentication notice of
+    a private cluster hybrid-serve starts itself included (its token protects it all the same)."""
+    for name in ("ray.serve", "ray._private.authentication.authentication_token_setup"):
+        logging.getLogger(name).setLevel(logging.ERROR if "authentication" in name else logging.WARNING)
+
+
+def run(settings: Settings, host: str, port: int, name: str = APP_NAME, verbose: bool = False, **_: Any) -> int:
+    """The main job on the local Ray backend; 0 on a clean stop, 2 when Ray or Serve refused. `verbose`:
+    Ray's and Serve's own logs as they come (quiet by default)."""
+    if not verbose:
+        quiet_ray()
     try:
         registry = Registry.load(settings.registry_path)
-        running = start(settings, registry, host, port, name)
+        running = start(settings, registry, host, port, name, verbose=verbose)
     except (RayStartError, RegistryError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2

@@ -79,13 +79,18 @@ def serve_and_stop(proc: subprocess.Popen[str], backend: str, port: int, mark: s
             assert ray_processes(mark) - before, "none of this server's Ray processes found"
             leaked = [pid for pid in ray_processes(mark) - before if TOKEN_SECRET in environ_of(pid) or TOKEN_ID in environ_of(pid)]
             assert not leaked, f"Ray processes with the Modal tokens in their environment: {leaked}"
-            ctrl_c_with_requests_on_their_way(proc, f"http://127.0.0.1:{port}")
+            lines.append(ctrl_c_with_requests_on_their_way(proc, f"http://127.0.0.1:{port}"))
     finally:
         proc.send_signal(signal.SIGINT)
         try:
             assert proc.wait(timeout=120) == 0
         finally:
             proc.kill()
+    console = "".join(lines) + proc.stdout.read()  # type: ignore[union-attr]
+    if production:  # from start to Ctrl-C: hybrid-serve's own lines only (Ray's and Serve's: --verbose)
+        noise = [line for line in console.splitlines()
+                 if " INFO " in line or "(raylet)" in line or "Token authentication" in line or "WARNING" in line]
+        assert not noise and console.rstrip().endswith("stopped."), console[-3000:]
 
 
 def in_flight(url: str) -> dict[str, int]:
@@ -93,9 +98,10 @@ def in_flight(url: str) -> dict[str, int]:
     return {e: a["in_flight"] for e, a in experiments.items() if a["in_flight"]}
 
 
-def ctrl_c_with_requests_on_their_way(proc: subprocess.Popen[str], url: str) -> None:
+def ctrl_c_with_requests_on_their_way(proc: subprocess.Popen[str], url: str) -> str:
     """Ctrl-C with 8 requests running on a replica and one waiting in a cold start that never ends:
-    the 8 finish (200), the waiting one gets 503 with Retry-After, and the server exits 0."""
+    the 8 finish (200), the waiting one gets 503 with Retry-After, and the server exits 0. Returns what
+    the server printed meanwhile."""
     assert httpx.post(f"{url}/predict/gen", json={"inputs": "load"}, timeout=120).status_code == 200
     results: dict[str, list[int]] = {"running": [], "waiting": []}
     retry_after: list[str | None] = []
@@ -125,3 +131,4 @@ def ctrl_c_with_requests_on_their_way(proc: subprocess.Popen[str], url: str) -> 
     print(f"after Ctrl-C: {results}; server said: {output.strip()}")
     assert results == {"running": [200] * 8, "waiting": [503]}, output
     assert retry_after == ["1"]
+    return output
