@@ -25,9 +25,12 @@ app.add_typer(experiments_app, name="experiments")
 
 def _print_version(asked: bool) -> None:
     if asked:
-        from importlib.metadata import version
+        from importlib.metadata import PackageNotFoundError, version
 
-        typer.echo(f"hybrid-serve {version('hybrid-serve')}")
+        try:
+            typer.echo(f"hybrid-serve {version('hybrid-serve')}")
+        except PackageNotFoundError:  # a checkout run without installing it
+            typer.echo("hybrid-serve (not installed: version unknown)")
         raise typer.Exit()
 
 
@@ -73,6 +76,10 @@ def serve(
     """Run the HTTP API; prints the address and a ready-to-paste curl once it accepts requests."""
     settings = settings_or_exit()
     typer.echo(mode_line(settings))
+    backends = plugins.entry_points("hybrid_serve.backends")
+    if backend != "inprocess" and backend not in backends:
+        typer.echo(f"error: unknown backend {backend!r}; available: inprocess, {', '.join(sorted(backends))}", err=True)
+        raise typer.Exit(code=2)
     _create_missing_registry(settings.registry_path)
     if backend == "inprocess":
         from core.http.app import build_inprocess_app
@@ -89,10 +96,6 @@ def serve(
         demo = registry.first_id()
         run_uvicorn(app_, host, port, on_ready=lambda: typer.echo(ready_message(host, port, demo, backend)))
         return
-    backends = plugins.entry_points("hybrid_serve.backends")
-    if backend not in backends:
-        typer.echo(f"error: unknown backend {backend!r}; available: inprocess, {', '.join(sorted(backends))}", err=True)
-        raise typer.Exit(code=2)
     raise typer.Exit(code=plugins.load(backends[backend])(settings=settings, host=host, port=port, name=name,
                                                           verbose=verbose) or 0)
 
@@ -102,8 +105,14 @@ def _create_missing_registry(path: Path | None) -> None:
     server starts and `hybrid-serve experiments add` (or the admin API) fills it while it runs."""
     if path is None or path.exists() or not path.parent.is_dir():
         return  # the shipped demo registry, an existing file, or a folder that is not there (said at load)
-    path.write_text("# hybrid-serve's experiment registry: `hybrid-serve experiments add ID --source ... --task ...`\n"
-                    "[experiments]\n", encoding="utf-8")
+    try:
+        with open(path, "x", encoding="utf-8") as created:  # never over a file written meanwhile (an `add`)
+            created.write("# hybrid-serve's experiment registry: `hybrid-serve experiments add ID --source ... "
+                          "--task ...`\n[experiments]\n")
+    except FileExistsError:
+        return
+    except OSError as exc:  # a read-only folder, ...: said as the load would say it
+        fail(f"{path}: registry file not found, and it cannot be created there: {exc.strerror or type(exc).__name__}")
     typer.echo(f"note: {path} did not exist: created it empty — no experiment is served (the shipped demo "
                f"experiment is not in it) until `hybrid-serve experiments add` writes one there")
 

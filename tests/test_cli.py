@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from core.cli import app
@@ -130,3 +131,16 @@ def test_a_registry_file_not_created_yet_lists_empty_starts_empty_and_says_so(
     assert list(Registry.load(fresh)) == [] and "created it empty" in capsys.readouterr().out
     _create_missing_registry(registry)  # an existing file is left as it is
     assert [e.id for e in Registry.load(registry)] == ["mine", "two"] and capsys.readouterr().out == ""
+    dangling = tmp_path / "link.toml"
+    dangling.symlink_to(tmp_path / "elsewhere" / "r.toml")
+    _create_missing_registry(dangling)  # never written through a link
+    assert not (tmp_path / "elsewhere").exists() and capsys.readouterr().out == ""
+    import core.cli
+
+    def read_only(*_: object, **__: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(core.cli, "open", read_only, raising=False)  # a folder it may not write in
+    with pytest.raises(typer.Exit) as refused:  # said, exit 2, no traceback
+        _create_missing_registry(tmp_path / "locked.toml")
+    assert refused.value.exit_code == 2 and "cannot be created there: Permission denied" in capsys.readouterr().err

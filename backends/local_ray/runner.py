@@ -132,7 +132,7 @@ def start(settings: Settings, registry: Registry, host: str, port: int, app_name
     """Start or join Ray (or use the Ray this driver already holds), start Serve's HTTP proxy on host:port
     (where Serve already runs: serve where it listens), deploy the application. `keep_ray`: `stop` leaves
     Ray up for the next application of this driver. `settings` must carry the Ray keys (`ray_settings`).
-    `verbose` False: Ray's and Serve's own logs at warning level (quiet_ray)."""
+    `verbose` False: on a private cluster started here, Serve's own logs at warning level."""
     settings = ray_settings(settings)
     import ray
     from ray import serve
@@ -162,10 +162,8 @@ def start(settings: Settings, registry: Registry, host: str, port: int, app_name
         if shared and app_name in _applications():
             raise RayStartError(f"a Serve application named {app_name!r} already runs on this cluster; "
                                 "pick another with --name (it would be replaced otherwise)")
-        if not verbose:
-            quiet_ray()
-        serve.start(http_options={"host": host, "port": port},
-                    logging_config=None if verbose else {"log_level": "WARNING"})
+        quiet = not verbose and own_cluster and started_ray  # a shared cluster's Serve keeps its own log level
+        serve.start(http_options={"host": host, "port": port}, logging_config={"log_level": "WARNING"} if quiet else None)
         from ray.serve.context import _get_global_client
 
         http = _get_global_client().http_config
@@ -186,7 +184,7 @@ def start(settings: Settings, registry: Registry, host: str, port: int, app_name
         if started_ray and not keep_ray:
             ray.shutdown()
         elif deploying:  # Ray stays up: remove what we deployed (never an application of that name before us)
-            _remove_application(app_name, everything=False)
+            _remove_application(app_name)
         raise
     running.url = f"{http.host}:{http.port}"
     running.capacity = (f"up to {settings.max_replicas} replicas across experiments (MODAL_MAX_CONTAINERS, within "
@@ -235,7 +233,7 @@ def stop(running: Running) -> None:
     private = running.own_cluster and running.started_ray and not running.keep_ray
     try:
         if not private:  # a private cluster's Serve goes with it: no controller killed under its own tasks
-            _remove_application(running.app_name, everything=running.owns_serve)
+            _remove_application(running.app_name)
     finally:
         if running.started_ray and not running.keep_ray:
             ray.shutdown()
@@ -243,15 +241,12 @@ def stop(running: Running) -> None:
             shutil.rmtree(running.staging, ignore_errors=True)
 
 
-def _remove_application(app_name: str, everything: bool) -> None:
-    """Shut Serve down (`everything`), or remove only `app_name`'s applications and actors."""
+def _remove_application(app_name: str) -> None:
+    """Remove `app_name`'s applications and actors (a shared cluster, or Ray kept for the next
+    application: Serve and its proxies are not ours)."""
     import ray
     from ray import serve
 
-    if everything:
-        serve.shutdown()
-        return
-    # a shared cluster, or Ray kept for the next application: Serve and its proxies are not ours
     if app_name in _applications():
         serve.delete(app_name)  # the ingress first: no new pool is deployed meanwhile
     pools = [name for name in _applications() if name.startswith(pool_app_name(app_name, ""))]
@@ -297,8 +292,9 @@ def wait_until_stopped(stopped: threading.Event, poll_s: float = 0.5) -> None:
 
 
 def quiet_ray() -> None:
-    """Ray's and Serve's own lines in this driver at warning level — the token-authentication notice of
-    a private cluster hybrid-serve starts itself included (its token protects it all the same)."""
+    """Ray's and Serve's own lines in this process (`hybrid-serve serve`'s, never a user's) at warning
+    level — the token-authentication notice of a private cluster hybrid-serve starts itself included
+    (its token protects it all the same)."""
     for name in ("ray.serve", "ray._private.authentication.authentication_token_setup"):
         logging.getLogger(name).setLevel(logging.ERROR if "authentication" in name else logging.WARNING)
 

@@ -30,7 +30,7 @@ MARKER = "hybrid_serve"
 #: Pydantic fields, and the push period the emulator sets through a field Ray deprecates yet still reads
 #: (ray/serve/_private/replica.py, router.py) — the windows' fidelity depends on it.
 QUIET_WARNINGS = (
-    "ignore::pydantic.warnings.PydanticDeprecatedSince20:ray",
+    "ignore::pydantic.warnings.PydanticDeprecatedSince20:ray\\.",
     "ignore:The `metrics_interval_s` field in AutoscalingConfig is deprecated:DeprecationWarning",
 )
 
