@@ -46,7 +46,6 @@ def test_requests_are_recorded_by_default_without_their_inputs(registry_file: Pa
         assert before <= r["time"] <= time.time() and 0 < r["duration_s"] < 60
         assert set(r) == {"time", "experiment", "event", "status", "duration_s", "cold", "queue_wait_s", "inputs",
                           "window_s", "reason"}
-    assert requests[0]["duration_s"] > requests[1]["duration_s"], "the cold request waited for the load"
     assert requests[1]["queue_wait_s"] >= 0 and requests[2]["queue_wait_s"] is None  # refused before any queue
     assert requests[0]["window_s"] == 900 and requests[0]["reason"]
     folder = clean_settings_env / "traffic"  # HYBRID_TRAFFIC_DIR of every test (tests/conftest.py)

@@ -50,7 +50,8 @@ def ray_backend(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathF
     ))
     settings = load_ray_settings(
         env_file=None, registry_path=registry_path, time_scale=TIME_SCALE, base_warm_time=600, extension_time=600,
-        activity_window=300, max_containers=3, replica_target_ongoing=1, event_log=root / "events.jsonl",
+        activity_window=300, max_containers=12, max_containers_per_experiment=3, replica_target_ongoing=1,
+        event_log=root / "events.jsonl",
         cold_start_timeout_s=COLD_START_LIMIT_S, replica_cpus=0.1, replica_memory_mb=0, max_replicas=12,
     )
     with ray_app(settings) as url:
