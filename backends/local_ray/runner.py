@@ -295,8 +295,8 @@ def quiet_ray() -> None:
     """Ray's and Serve's own lines in this process (`hybrid-serve serve`'s, never a user's) at warning
     level — the token-authentication notice of a private cluster hybrid-serve starts itself included
     (its token protects it all the same)."""
-    for name in ("ray.serve", "ray._private.authentication.authentication_token_setup"):
-        logging.getLogger(name).setLevel(logging.ERROR if "authentication" in name else logging.WARNING)
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
 
 
 def run(settings: Settings, host: str, port: int, name: str = APP_NAME, verbose: bool = False, **_: Any) -> int:

@@ -35,7 +35,7 @@ from fastapi import FastAPI
 from backends.modal_backend.arrival_publisher import ArrivalPublisher
 from backends.modal_backend.container_lives import UsageReader
 from backends.modal_backend.deploy_config import MODAL_WEB_WAIT_S, REMOTE_ROOT, deployed_mode
-from backends.modal_backend.live_containers import LiveContainers, per_experiment
+from backends.modal_backend.live_containers import LiveContainers, experiment_of, per_experiment
 from backends.modal_backend.pools import PoolKey, pool_key
 from backends.modal_backend.registry_store import DictRegistrySource
 from backends.modal_backend.registry_sync import SeedingRegistrySource
@@ -307,8 +307,9 @@ def build_ingress_app(
     tracker = PublishingTracker(settings.activity_window, retention_s(settings, policy), store, poke,
                                 learner=policy.learner, flush_s=flush_s)
     applied = AppliedWindows(store)
+
     def demand(pool: str) -> int:  # the containers a pool's requests under way here need
-        return -(-tracker.in_flight(pool.rsplit("/", 1)[0]) // settings.modal_concurrent_inputs)
+        return -(-tracker.in_flight(experiment_of(pool)) // settings.modal_concurrent_inputs)
 
     live = LiveContainers(store, ContainerBudget.of(settings), starting_s=settings.cold_start_timeout_s,
                           grants_s=3 * settings.reconcile_interval_s, container=tracker.container, demand=demand)

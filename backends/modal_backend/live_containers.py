@@ -44,6 +44,11 @@ def pool_name(pool: PoolKey) -> str:
     return f"{pool.experiment_id}/{pool.version}"
 
 
+def experiment_of(name: str) -> str:
+    """The experiment of a pool's name (`pool_name`)."""
+    return name.rsplit("/", 1)[0]
+
+
 class Heartbeat:
     """This container's `live/` record, written at `start` and every `interval_s` after from a daemon
     thread (each write on an event loop of its own, given at most `interval_s`), and removed at `stop`."""
@@ -258,6 +263,5 @@ def per_experiment(running: dict[str, int]) -> dict[str, int]:
     """Containers by experiment (every pool of it), from counts by pool name."""
     counts: dict[str, int] = {}
     for name, n in running.items():
-        experiment = name.rsplit("/", 1)[0]
-        counts[experiment] = counts.get(experiment, 0) + n
+        counts[experiment_of(name)] = counts.get(experiment_of(name), 0) + n
     return counts

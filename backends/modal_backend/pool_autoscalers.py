@@ -74,7 +74,7 @@ class PoolAutoscalers:
         changed = await self._drain(applied, served)
         current = self._current_pools(tracker, applied, served)
         running = dict(running)
-        for experiment, record in applied.items():  # a pre-warm pinned by the last pass: its container starts
+        for record in applied.values():  # a pre-warm pinned by the last pass: its container starts
             if record.get("min_containers") and record.get("pool"):
                 name = pool_name(PoolKey.from_dict(record["pool"]))
                 running[name] = max(running.get(name, 0), record["min_containers"])
