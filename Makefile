@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup run test bench clean browser
+.PHONY: setup run test bench docs docs-serve clean browser
 
 setup: $(STAMP)
 
@@ -29,7 +29,15 @@ browser:
 		|| echo "note: no chromium: the dashboard's browser test will fail (apt-get install chromium)"
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis site
+
+# The documentation site (docs/ and the README as its home page) into site/; --strict: a broken
+# link or a page missing from the navigation is an error.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+docs-serve: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m pytest benchmarks -n 0 -p no:randomly --benchmark-json=benchmarks/results/pytest-benchmark.json -s -q

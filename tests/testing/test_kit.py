@@ -3,7 +3,7 @@ for the module (the example test beside it starts it when run first), windows on
 (time scale 300: a 600 s window passes in 2 s). What is checked: a failing expectation names the
 window in force and the observed idle time; an exception inside `local_endpoint` leaves no process,
 application or actor of its own, and the next endpoint reuses the same Ray; the in-process backend;
-the end of the session stops Ray; the installed plugin is registered once; README shows the example."""
+the end of the session stops Ray; the installed plugin is registered once; the kit's page shows the example."""
 
 from __future__ import annotations
 
@@ -120,7 +120,9 @@ def test_the_inprocess_backend_serves_the_registry_and_has_no_windows_to_wait_fo
     with local_endpoint(registry, backend="inprocess", settings={"max_batch_size": 4}) as endpoint:
         assert endpoint.predict("fe")["cold_load"] is True
         assert endpoint.health()["configuration"]["HYBRID_MAX_BATCH_SIZE"] == 4
-        assert [e["event"] for e in endpoint.events("fe")] == ["request"]
+        assert [e["event"] for e in endpoint.events("fe")] == ["request", "cold_start"]  # its model loaded
+        assert endpoint.scaling_events("fe") == ["cold_start"] and endpoint.predict("fe")["cold_load"] is False
+        assert [e["event"] for e in endpoint.events("fe")] == ["request", "cold_start", "request"]
         with pytest.raises(AssertionError, match="does not emulate scaledown windows"):
             endpoint.wait_for_scale_to_zero("fe")
 
@@ -180,9 +182,9 @@ def test_once_installed_the_plugin_is_registered_once(tmp_path: Path, extra: lis
     assert "1 passed" in proc.stdout
 
 
-def test_the_readme_shows_the_example_test_as_it_is() -> None:
-    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-    assert f"```python\n{EXAMPLE.read_text(encoding='utf-8')}```" in readme
+def test_the_kit_s_page_shows_the_example_test_as_it_is() -> None:
+    page = (REPO_ROOT / "docs" / "testing-kit.md").read_text(encoding="utf-8")
+    assert f"```python\n{EXAMPLE.read_text(encoding='utf-8')}```" in page
 
 
 def test_a_session_with_the_kit_shows_no_warning_a_user_cannot_act_on(tmp_path: Path) -> None:
