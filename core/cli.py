@@ -72,8 +72,11 @@ def serve(
     ),
     name: str = typer.Option("hybrid-serve", help="ray: the Serve application's name (two instances on one cluster need two)."),
     verbose: bool = typer.Option(False, "--verbose", help="ray: show Ray's and Serve's own log lines too."),
+    log_requests: bool = typer.Option(False, "--log-requests",
+                                      help="A console line per request too (default: HYBRID_LOG_REQUESTS)."),
 ) -> None:
-    """Run the HTTP API; prints the address and a ready-to-paste curl once it accepts requests."""
+    """Run the HTTP API; prints the address and a ready-to-paste curl once it accepts requests, then a
+    line per cold start, pre-warm, scale-down and registry change."""
     settings = settings_or_exit()
     typer.echo(mode_line(settings))
     backends = plugins.entry_points("hybrid_serve.backends")
@@ -82,6 +85,7 @@ def serve(
         raise typer.Exit(code=2)
     _create_missing_registry(settings.registry_path)
     if backend == "inprocess":
+        from core.event_console import events_on_console
         from core.http.app import build_inprocess_app
         from core.http.runner import ready_message, run_uvicorn
         from core.serving.live_registry import LiveRegistry
@@ -92,12 +96,13 @@ def serve(
         except RegistryError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(code=2) from None
-        app_ = build_inprocess_app(settings, registry)
         demo = registry.first_id()
-        run_uvicorn(app_, host, port, on_ready=lambda: typer.echo(ready_message(host, port, demo, backend)))
+        with events_on_console(settings, log_requests or settings.log_requests) as settings:
+            app_ = build_inprocess_app(settings, registry)
+            run_uvicorn(app_, host, port, on_ready=lambda: typer.echo(ready_message(host, port, demo, backend)))
         return
     raise typer.Exit(code=plugins.load(backends[backend])(settings=settings, host=host, port=port, name=name,
-                                                          verbose=verbose) or 0)
+                                                          verbose=verbose, log_requests=log_requests) or 0)
 
 
 def _create_missing_registry(path: Path | None) -> None:

@@ -2,7 +2,8 @@
 
 Why this module exists: scale-to-zero happens in a controller process, decisions in the ingress,
 cold starts in replicas; one append-only JSON-lines file (path from `HYBRID_EVENT_LOG`) puts them on
-one timeline that a person can read, a test can assert on, and the simulator can replay. Lines are
+one timeline that a person can read (the console of `hybrid-serve serve` follows it:
+core.event_console), a test can assert on, and the simulator can replay. Lines are
 written with a single `write` on a file opened for appending, so processes never interleave lines.
 Every event's name is one of `EventName`: a typo is an error where it is written, not a line that
 no reader ever matches.
@@ -34,6 +35,8 @@ class EventName(StrEnum):
     SCALE_UP = "scale_up"
     SCALE_DOWN = "scale_down"
     SCALE_TO_ZERO = "scale_to_zero"
+    #: An experiment added, changed or removed while the server runs (`change`, and its `task`, `source`).
+    REGISTRY = "registry"
 
     @classmethod
     def of(cls, name: str) -> "EventName":
@@ -44,14 +47,14 @@ class EventName(StrEnum):
             raise ValueError(f"unknown event name {name!r}: one of {', '.join(e.value for e in cls)}") from None
 
 
-#: The events that start, stop or resize containers (every one but a request's arrival).
-SCALING_EVENTS = tuple(e for e in EventName if e is not EventName.REQUEST)
+#: The events that start, stop or resize containers (neither a request's arrival nor a registry change).
+SCALING_EVENTS = tuple(e for e in EventName if e not in (EventName.REQUEST, EventName.REGISTRY))
 
 
 class EventLog:
     """The append-only JSON-lines log at `path` (None: nothing is written, names are still checked); the
     scaling events also go to the traffic `recording` when one is kept (a request is recorded there at
-    its completion, with its duration, by core.serving.traffic)."""
+    its completion, with its duration, by core.serving.traffic; a registry change is the log's alone)."""
 
     def __init__(self, path: str | Path | None, recording: Recording | None = None):
         self.path = Path(path) if path else None
@@ -68,7 +71,7 @@ class EventLog:
         if self.path is None and self.recording is None:
             return
         record = {"time": time.time(), "experiment": experiment, "event": event.value, "window_s": window_s, "reason": reason, **extra}
-        if self.recording is not None and event is not EventName.REQUEST:
+        if self.recording is not None and event in SCALING_EVENTS:
             try:
                 self.recording.append(record)
             except OSError as exc:  # a full or unwritable disk loses a record, never the event's work

@@ -210,6 +210,10 @@ class Settings(_ModelServerKeys, _ModalWindowKeys):
         ge=1, le=3600,
     )
     event_log: Path | None = setting(None, "HYBRID_EVENT_LOG", "path of a JSON-lines scaling event log (unset: none)")
+    log_requests: bool = setting(
+        False, "HYBRID_LOG_REQUESTS", "true or false: the console of `hybrid-serve serve` shows a line per request too "
+        "(cold starts, scale-downs, pre-warms and registry changes it always shows)"
+    )
 
     # --- the traffic recording (core/recording.py, core/serving/traffic.py) ------------------------
     traffic_record: bool = setting(

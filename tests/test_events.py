@@ -45,10 +45,11 @@ def test_each_name_is_written_as_its_plain_string_and_read_back_as_the_member(tm
         log.write("a", name, 60.0, "why", replicas=1)
     lines = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert [line["event"] for line in lines] == [
-        "request", "cold_start", "prewarm", "scale_up", "scale_down", "scale_to_zero"]
+        "request", "cold_start", "prewarm", "scale_up", "scale_down", "scale_to_zero", "registry"]
     events = read_events(tmp_path / "events.jsonl")
     assert [e["event"] for e in events] == list(EventName) and all(isinstance(e["event"], EventName) for e in events)
-    assert EventName.REQUEST not in SCALING_EVENTS and len(SCALING_EVENTS) == len(EventName) - 1
+    assert EventName.REQUEST not in SCALING_EVENTS and EventName.REGISTRY not in SCALING_EVENTS
+    assert len(SCALING_EVENTS) == len(EventName) - 2
 
 
 @pytest.mark.parametrize("path", [None, "events.jsonl"])

@@ -28,6 +28,7 @@ from typing import Any
 
 from backends.local_ray.settings import RaySettings, ray_settings
 from core.auth import auth_mode
+from core.event_console import events_on_console
 from core.http.runner import ready_message
 from core.serving.weights import weights_file
 from core.serving.registry import PACKAGE_PREFIX, Experiment, Registry, RegistryError
@@ -299,11 +300,23 @@ def quiet_ray() -> None:
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
 
 
-def run(settings: Settings, host: str, port: int, name: str = APP_NAME, verbose: bool = False, **_: Any) -> int:
+def run(settings: Settings, host: str, port: int, name: str = APP_NAME, verbose: bool = False,
+        log_requests: bool = False, **_: Any) -> int:
     """The main job on the local Ray backend; 0 on a clean stop, 2 when Ray or Serve refused. `verbose`:
-    Ray's and Serve's own logs as they come (quiet by default)."""
+    Ray's and Serve's own logs as they come (quiet by default). The console shows the event log's new
+    events (`log_requests` or HYBRID_LOG_REQUESTS: requests too); a private log only on a private Ray
+    instance, whose processes all write this machine's files."""
     if not verbose:
         quiet_ray()
+    with events_on_console(settings, log_requests or settings.log_requests, private=ray_address() == "local") as settings:
+        code = _serve(settings, host, port, name, verbose)
+    if code == 0:  # after the console's last event
+        print("stopped.", flush=True)
+    return code
+
+
+def _serve(settings: Settings, host: str, port: int, name: str, verbose: bool) -> int:
+    """Start, announce, wait for Ctrl-C or SIGTERM, drain and stop; 0 once stopped."""
     try:
         registry = Registry.load(settings.registry_path)
         running = start(settings, registry, host, port, name, verbose=verbose)
@@ -324,5 +337,4 @@ def run(settings: Settings, host: str, port: int, name: str = APP_NAME, verbose:
         print(f"shutting down {'Serve and Ray' if running.owns_serve else 'our Serve application'} ...", flush=True)
         drain(running, settings.shutdown_timeout_s)
         stop(running)
-        print("stopped.", flush=True)
     return 0

@@ -72,4 +72,4 @@ def build_inprocess_app(settings: Settings, registry: Registry | LiveRegistry | 
 
     if registry is None:
         registry = LiveRegistry.from_file(settings.registry_path, settings.registry_poll_s, settings.mlflow_poll_s)
-    return create_app(RequestPath(settings, registry, InferenceEngine(settings)))
+    return create_app(RequestPath(settings, registry, InferenceEngine(settings), loads_here=True))

@@ -33,6 +33,7 @@ class CacheHit:
     model: LoadedModel
     cold: bool  # this request waited for a load (its own or a concurrent one)
     load_s: float
+    loaded: bool = False  # ... its own: the one request a load is counted for
 
 
 #: What `_begin` gives with a warm hit in place of a load to wait for.
@@ -64,7 +65,7 @@ class ModelCache:
             return hit
         if owner:
             self._load(experiment, future)
-        return CacheHit(future.result(), cold=True, load_s=self._clock() - start)
+        return CacheHit(future.result(), cold=True, load_s=self._clock() - start, loaded=owner)
 
     async def aget(self, experiment: Experiment) -> CacheHit:
         """Non-blocking for the event loop: loads run on the cache's loader threads."""
@@ -75,7 +76,7 @@ class ModelCache:
         if owner:
             self._executor.submit(self._load, experiment, future)
         loaded = await asyncio.wrap_future(future)
-        return CacheHit(loaded, cold=True, load_s=self._clock() - start)
+        return CacheHit(loaded, cold=True, load_s=self._clock() - start, loaded=owner)
 
     def state(self, experiment_id: str) -> LoadRecord:
         with self._lock:

@@ -104,7 +104,7 @@ class InferenceEngine:
             queue_ms=result.queue_s * 1000,
             inference_ms=result.inference_s * 1000,
             batch_inputs=result.batch_inputs,
-            replica=self.replica,
+            replica=self.replica, loaded=hit.loaded,
         )
 
     async def model_status(self) -> dict[str, ModelStatus]:

@@ -40,6 +40,8 @@ class Prediction:
     replica: str | None = None
     #: Set by backends that start containers, when this request waited for one to start.
     cold_start: ColdStart | None = None
+    #: The model was loaded for this request (not for a concurrent one it waited for), where it runs.
+    loaded: bool = False
 
 
 class Predictor(Protocol):

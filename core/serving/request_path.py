@@ -25,6 +25,7 @@ from core.serving.parameters import TaskParams, parse_parameters
 from core.serving.prediction import Prediction, Predictor
 from core.serving.registry_admin import RegistryAdmin
 from core.serving.registry import Experiment, Registry
+from core.serving.server_events import ServerEvents
 from core.serving.traffic import Traffic
 from core.settings import Settings
 
@@ -55,6 +56,7 @@ class RequestPath:
         controller: WindowController | None = None,
         metrics: ServerMetrics | None = None,
         applied: AppliedFn | None = None,
+        loads_here: bool = False,
     ):
         self.settings = settings
         self.registry = registry if isinstance(registry, LiveRegistry) else LiveRegistry.static(registry)
@@ -68,6 +70,8 @@ class RequestPath:
         self.applied = applied
         self.metrics = metrics or ServerMetrics()
         self.events = EventLog.for_settings(settings)
+        #: Cold starts and registry changes in the event log (`loads_here`: the models run in this process).
+        self.server_events = ServerEvents(self.events, loads_here)
         #: Every finished request of a registered experiment, recorded (no inputs, no outputs).
         self.traffic = Traffic(self.events.recording)
         #: Registry changes over the admin API (PUT / DELETE /experiments/{id}).
@@ -145,13 +149,12 @@ class RequestPath:
             self.metrics.cold_starts.labels(experiment_id).inc()
             self.metrics.cold_start_seconds.labels(experiment_id, "replica_start").observe(cold.replica_start_s)
             self.metrics.cold_start_seconds.labels(experiment_id, "model_load").observe(cold.model_load_s)
-            self.events.write(experiment_id, EventName.COLD_START, plan.window_s, None, replica=prediction.replica,
-                              replica_start_s=round(cold.replica_start_s, 4), model_load_s=round(cold.model_load_s, 4),
-                              total_s=round(cold.total_s, 4))
+        self.server_events.cold_start(experiment_id, prediction, plan)
 
     async def start(self) -> None:
         """Read the registry's latest state, then follow its changes (in the server's event loop)."""
         await self.registry.refresh()
+        self.registry.subscribe(self.server_events.registry_changed)  # changes from now on, not the first read
         self.registry.start()
 
     def begin_shutdown(self) -> None:

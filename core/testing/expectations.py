@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from core.events import EventName
+from core.events import SCALING_EVENTS, EventName
 from core.testing.client import EndpointClient
 from core.testing.clock import EmulatedClock
 
@@ -79,7 +79,7 @@ class Expectations(EndpointClient):
         window_text = "none yet (no request)" if window is None else self.clock.describe(window)
         idle_text = "no request yet" if idle is None else self.clock.describe(round(idle, 1))
         started = events[0]["time"] if events else time.time()
-        seen = [(e["event"].value, round(e["time"] - started, 2)) for e in events if e["event"] is not EventName.REQUEST]
+        seen = [(e["event"].value, round(e["time"] - started, 2)) for e in events if e["event"] in SCALING_EVENTS]
         return (f"the scaledown window in force is {window_text} ({state.get('window_reason')}); observed idle time "
                 f"since its latest request: {idle_text}; replicas now: {state['replicas']}; its events so far "
                 f"(s after the first): {seen}")

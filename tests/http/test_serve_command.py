@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -42,6 +43,8 @@ def test_serve_prints_a_working_curl_and_stops_on_ctrl_c(backend: str, registry_
         env.update(MODAL_TOKEN_ID=TOKEN_ID, MODAL_TOKEN_SECRET=TOKEN_SECRET)
         # a replica holds each request up to 1 s for others to batch with: they are still running at Ctrl-C
         env.update(HYBRID_BATCH_WAIT_MS="1000", HYBRID_SHUTDOWN_TIMEOUT_S="20", HYBRID_REPLICA_MEMORY_MB="0")
+        # an isolated request gets a 2 s window (the console soon shows fe's scale to zero), a second one 602 s
+        env.update(MODAL_BASE_WARM_TIME="2", MODAL_EXTENSION_TIME="600")
     exe = Path(sys.executable).parent / "hybrid-serve"
     before = ray_processes(mark)
     args = [str(exe), "serve", "--port", str(port)] + (["--backend", backend] if backend != "ray" else [])  # ray is the default
@@ -54,6 +57,44 @@ def test_serve_prints_a_working_curl_and_stops_on_ctrl_c(backend: str, registry_
         while ray_processes(mark) - before and time.monotonic() < deadline:
             time.sleep(0.5)
         assert not ray_processes(mark) - before, "Ray processes left behind after Ctrl-C"
+
+
+def test_the_inprocess_console_shows_cold_starts_registry_changes_and_requests_when_asked(
+        registry_file: Path, tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """The real `serve --backend inprocess` and `experiments add`, as an operator runs them: the console
+    says when a model loads for a request (its window and why), when the registry changes, and — with
+    HYBRID_LOG_REQUESTS — each request; without it, no request line."""
+    from core.testing.process import served
+
+    registry = tmp_path / "experiments.toml"
+    registry.write_text(registry_file.read_text())
+    env = {"HYBRID_REGISTRY": str(registry), "HYBRID_REGISTRY_POLL_S": "0.2", "HYBRID_TRAFFIC_RECORD": "false"}
+    for log_requests in (True, False):
+        with served("inprocess", {**env, "HYBRID_LOG_REQUESTS": str(log_requests).lower()}) as server:
+            assert httpx.post(f"{server.url}/predict/fe", json={"inputs": "hello"}, timeout=60).status_code == 200
+            console = lambda: "".join(server.output)  # noqa: E731
+            wait_until(lambda: " cold start " in console(), timeout_s=10, what="the cold start's line")
+            if log_requests:
+                new_id = "console-added"
+                added = subprocess.run([str(Path(sys.executable).parent / "hybrid-serve"), "experiments", "add", new_id,
+                                        "--source", str(tiny_models["feature-extraction"]), "--task", "feature-extraction"],
+                                       env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+                assert added.returncode == 0, added.stderr
+                wait_until(lambda: f"registry       {new_id}  added" in console(), timeout_s=15,
+                           what="the registry change's line")
+        lines = [line.rstrip("\n") for line in server.output]
+        cold = [line for line in lines if " cold start " in line]
+        assert len(cold) == 1 and re.fullmatch(r"\d\d:\d\d:\d\d cold start     fe  \d+\.\d s \(model load\), "
+                                                r"window 900 s \(isolated\)", cold[0]), lines
+        requests = [line for line in lines if " request " in line]
+        if log_requests:
+            assert [line[9:] for line in requests] == ["request        fe  window 900 s (isolated)"], lines
+            registry_lines = [line[9:] for line in lines if " registry " in line]
+            assert registry_lines == [f"registry       {new_id}  added (feature-extraction, "
+                                      f"{tiny_models['feature-extraction']})"], lines
+        else:
+            assert not requests, lines
+        assert not any("\x1b" in line for line in lines)
 
 
 def serve_and_stop(proc: subprocess.Popen[str], backend: str, port: int, mark: str, before: set[int]) -> None:
@@ -75,7 +116,12 @@ def serve_and_stop(proc: subprocess.Popen[str], backend: str, port: int, mark: s
         assert response.json()["cold_load"] is True
         configuration = httpx.get(f"http://127.0.0.1:{port}/health", timeout=30).json()["configuration"]
         assert configuration["MODAL_TOKEN_ID"] == ("set" if production else "unset")
-        if production:
+        if production:  # the console: the request's cold start, then (a 2 s window) its scale to zero
+            read_until(proc, lines, r"scale to zero  fe  after \d+\.\d s idle \(window 2 s, isolated\)", 60)
+            cold = [line.rstrip() for line in lines if " cold start " in line]
+            assert len(cold) == 1 and re.fullmatch(r"\d\d:\d\d:\d\d cold start     fe  \d+\.\d s \(replica \d+\.\d s "
+                                                    r"\+ model \d+\.\d s\), window 2 s \(isolated\)", cold[0]), lines
+            assert not [line for line in lines if " registry " in line], lines  # the first read is no change
             assert ray_processes(mark) - before, "none of this server's Ray processes found"
             leaked = [pid for pid in ray_processes(mark) - before if TOKEN_SECRET in environ_of(pid) or TOKEN_ID in environ_of(pid)]
             assert not leaked, f"Ray processes with the Modal tokens in their environment: {leaked}"
@@ -93,6 +139,19 @@ def serve_and_stop(proc: subprocess.Popen[str], backend: str, port: int, mark: s
         assert not noise and console.rstrip().endswith("stopped."), console[-3000:]
 
 
+def read_until(proc: subprocess.Popen[str], lines: list[str], pattern: str, timeout_s: float) -> None:
+    """Read the server's lines into `lines` until one matches `pattern`; fail (the server killed) after `timeout_s`."""
+    watchdog = threading.Timer(timeout_s, proc.kill)
+    watchdog.start()
+    try:
+        while not any(re.search(pattern, line) for line in lines):
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            assert line, f"no line matching {pattern!r} within {timeout_s:g} s:\n{''.join(lines)}"
+            lines.append(line)
+    finally:
+        watchdog.cancel()
+
+
 def in_flight(url: str) -> dict[str, int]:
     experiments = httpx.get(f"{url}/health", timeout=30).json()["activity"]["experiments"]
     return {e: a["in_flight"] for e, a in experiments.items() if a["in_flight"]}
@@ -102,7 +161,8 @@ def ctrl_c_with_requests_on_their_way(proc: subprocess.Popen[str], url: str) -> 
     """Ctrl-C with 8 requests running on a replica and one waiting in a cold start that never ends:
     the 8 finish (200), the waiting one gets 503 with Retry-After, and the server exits 0. Returns what
     the server printed meanwhile."""
-    assert httpx.post(f"{url}/predict/gen", json={"inputs": "load"}, timeout=120).status_code == 200
+    for _ in range(2):  # the second request's window (recent activity: 602 s) keeps the replica for the 8
+        assert httpx.post(f"{url}/predict/gen", json={"inputs": "load"}, timeout=120).status_code == 200
     results: dict[str, list[int]] = {"running": [], "waiting": []}
     retry_after: list[str | None] = []
 
