@@ -5,7 +5,7 @@ HTTP with three tiny real models.
 The user's path is the test's: the page asks for the token, lists the registered experiments, and a
 request changes its row within two refresh periods without a reload; the search filters on the server.
 Nothing the browser loads comes from another host, and its console shows no error. A screenshot is
-written to docs/img/dashboard.png on every run, for a person to look at (the README shows it).
+written to docs/img/dashboard.png on every run, for a person to look at (docs/dashboard.md shows it).
 """
 
 from __future__ import annotations

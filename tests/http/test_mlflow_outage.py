@@ -52,7 +52,7 @@ def test_no_answer_shows_the_tracking_servers_credentials(registry: Path) -> Non
     """MLflow names the URL it called, `http://alice:s3cret-pw@…` included: neither the 503 body, nor
     /health's resolve_errors, nor /experiments' last_error shows the user or the password."""
     uri = f"http://{USER}:{PASSWORD}@127.0.0.1:{free_port()}"  # refuses
-    env = server_env(registry, uri, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")  # fail fast, as README advises
+    env = server_env(registry, uri, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")  # fail fast, as docs/experiments.md advises
     with served("inprocess", env=env) as server, httpx.Client(base_url=server.url, headers=AUTH, timeout=60) as http:
         predicted = http.post("/predict/champ", json={"inputs": "x"})
         assert predicted.status_code == 503 and predicted.json()["error"]["type"] == "model_unavailable"

@@ -5,7 +5,7 @@ are scaled down with HYBRID_TIME_SCALE=300: base 600 s → 2 s, extension 600 s 
 window 300 s → 1 s. Scale-to-zero times are read from the scaling event log (written by the
 autoscaling policy in Serve's controller) and compared with the end of the last request as the
 client saw it. Measured error on this machine: +0.05..0.3 s; the asserted tolerance is ±1.0 s
-(WINDOW_TOLERANCE_S) to absorb CI noise — see README "Local Ray backend".
+(WINDOW_TOLERANCE_S) to absorb CI noise — see docs/local-ray.md.
 """
 
 from __future__ import annotations
