@@ -12,6 +12,7 @@ never changed.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -25,16 +26,22 @@ from core.settings import Settings
 
 #: How often the follower looks for new lines (an event shows at most this late).
 POLL_S = 0.2
+#: A private log is emptied once the console has read this much of it, so a server that runs for
+#: weeks (a line per request) keeps a small file; the events written between the last read and the
+#: truncation (microseconds) miss the console, never the server.
+PRIVATE_LOG_MAX_BYTES = 4 * 1024 * 1024
 
 
 class EventTail:
     """Calls `on_record` for each complete line appended to `path` after `offset` (None: its end now), in
     a daemon thread; a file truncated or replaced is read again from its start; a line that is not
-    JSON is skipped."""
+    JSON is skipped. With `empty_after` (a log this console owns), the file is emptied once that many
+    bytes were read."""
 
     def __init__(self, path: Path, on_record: Callable[[dict[str, Any]], None], offset: int | None = None,
-                 poll_s: float = POLL_S):
+                 poll_s: float = POLL_S, empty_after: int | None = None):
         self.path = path
+        self.empty_after = empty_after
         self.on_record = on_record
         self.offset = _size(path) if offset is None else offset
         self.poll_s = poll_s
@@ -77,6 +84,12 @@ class EventTail:
                 continue
             if isinstance(record, dict):
                 self.on_record(record)
+        if self.empty_after is not None and self.offset >= self.empty_after and not self._partial:
+            try:
+                os.truncate(self.path, 0)  # writers append (O_APPEND): their next line starts the file
+            except OSError:
+                return
+            self.offset = 0
 
 
 def _size(path: Path) -> int:
@@ -112,7 +125,8 @@ def events_on_console(settings: Settings, requests: bool, private: bool = True,
         folder = Path(tempfile.mkdtemp(prefix="hybrid-serve-events-"))
         settings = settings.model_copy(update={"event_log": folder / "events.jsonl"})
     assert settings.event_log is not None
-    tail = EventTail(Path(settings.event_log), printer(requests, out), offset=0 if folder else None).start()
+    tail = EventTail(Path(settings.event_log), printer(requests, out), offset=0 if folder else None,
+                     empty_after=PRIVATE_LOG_MAX_BYTES if folder else None).start()
     try:
         yield settings
     finally:

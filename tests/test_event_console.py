@@ -124,3 +124,22 @@ def test_a_users_event_log_is_followed_not_replaced(tmp_path: Path) -> None:
 def test_not_private_and_no_event_log_follows_nothing(tmp_path: Path) -> None:
     with events_on_console(load_settings(env_file=None), requests=True, private=False) as served:
         assert served.event_log is None
+
+
+def test_a_private_log_is_emptied_once_read_so_a_long_run_keeps_a_small_file(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    log = EventLog(path)
+    seen: list[str] = []
+    tail = EventTail(path, lambda record: seen.append(record["experiment"]), offset=0, empty_after=1000)
+    for i in range(40):  # ~100 bytes a line: emptied about every ten lines, none lost
+        log.write(f"e{i}", EventName.REQUEST, 900, "isolated")
+        if i % 3 == 2:
+            tail.read_new()
+    tail.read_new()
+    assert seen == [f"e{i}" for i in range(40)]
+    assert path.stat().st_size < 1000 + 400
+    kept = EventTail(path, lambda record: None, offset=0)  # a user's log (no empty_after) is never emptied
+    log.write("x", EventName.REQUEST, 900, "isolated")
+    size = path.stat().st_size
+    kept.read_new()
+    assert path.stat().st_size == size > 0
