@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 run: $(STAMP)
-	$(VENV)/bin/hybrid-serve serve
+	@$(VENV)/bin/hybrid-serve serve
 
 test: $(STAMP) browser
 	$(VENV)/bin/python -m pytest

@@ -58,6 +58,8 @@ class ArrivalPublisher:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no event loop (a synchronous caller): published by the next async request
+            if asyncio.iscoroutine(work):
+                work.close()  # never run: closed, not left for the garbage collector to warn about
             return
         if work is not None:
             loop.create_task(work)
