@@ -32,6 +32,7 @@ experiments_app = typer.Typer(no_args_is_help=True, help="Add, change, remove an
 REGISTRIES = "hybrid_serve.registries"
 
 MODAL_OPTION = typer.Option(False, "--modal", help="Change the deployed Modal app's registry (needs Modal credentials).")
+DTYPE_HELP = "float32 | bfloat16 | float16: the precision its model loads in (default: the checkpoint's; a CPU falls back to float32 where the precision does not run)."
 
 
 def _source(settings: Settings, modal: bool) -> RegistrySource:
@@ -92,9 +93,9 @@ def _run(coro: Any) -> Any:
 
 
 def _fields(source: Optional[str], task: Optional[str], revision: Optional[str], sha256: Optional[str],
-            gpu: Optional[str]) -> dict[str, Any]:
+            gpu: Optional[str], dtype: Optional[str] = None) -> dict[str, Any]:
     given = {"source": _absolute(source) if source else None, "task": task, "revision": revision,
-             "sha256": sha256, "gpu": gpu}
+             "sha256": sha256, "gpu": gpu, "dtype": dtype}
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -106,6 +107,7 @@ def add(
     revision: Optional[str] = typer.Option(None, help="Hub sources: a branch, tag or commit."),
     sha256: Optional[str] = typer.Option(None, help="The weights file must hash to this."),
     gpu: Optional[str] = typer.Option(None, help="Modal only: this experiment's GPU (default MODAL_GPU)."),
+    dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP),
     modal: bool = MODAL_OPTION,
 ) -> None:
     """Register a new experiment; running servers serve it on its first request."""
@@ -114,7 +116,7 @@ def add(
     async def work() -> None:
         if (await _read(store)).get(experiment_id) is not None:
             _fail(f"experiment {experiment_id!r} is already registered; change it with `experiments update`")
-        await store.put(_checked(experiment_id, _fields(source, task, revision, sha256, gpu), store.base_dir, modal))
+        await store.put(_checked(experiment_id, _fields(source, task, revision, sha256, gpu, dtype), store.base_dir, modal))
 
     new_file = not modal and not store.file.path.exists()
     _run(work())
@@ -131,6 +133,7 @@ def update(
     revision: Optional[str] = typer.Option(None),
     sha256: Optional[str] = typer.Option(None),
     gpu: Optional[str] = typer.Option(None),
+    dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP),
     modal: bool = MODAL_OPTION,
 ) -> None:
     """Change a registered experiment (only the options given); a new model swaps in live."""
@@ -141,7 +144,7 @@ def update(
         if current is None:
             _fail(f"experiment {experiment_id!r} is not registered; register it with `experiments add`")
         fields = {**entry_fields(current),
-                  **_fields(source, task, revision, sha256, gpu)}
+                  **_fields(source, task, revision, sha256, gpu, dtype)}
         if source is not None and "revision" in fields and revision is None:
             fields.pop("revision")  # a new source does not inherit the old one's revision
         experiment = _checked(experiment_id, fields, current.base_dir, modal, current)

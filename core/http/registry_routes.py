@@ -31,6 +31,8 @@ class ExperimentBody(BaseModel):
     revision: str | None = Field(default=None, description="Hugging Face sources: a branch, tag or commit.")
     sha256: str | None = Field(default=None, description="The weights file must hash to this.")
     gpu: str | None = Field(default=None, description="Modal only: this experiment's GPU (default MODAL_GPU).")
+    dtype: str | None = Field(default=None, description="float32 | bfloat16 | float16: the precision its model "
+                                                         "loads in (default: the checkpoint's).")
 
 
 async def _experiment_body(request: Request) -> ExperimentBody:

@@ -141,6 +141,8 @@ class StateViews:
             "window_reason": (plan or sources.unused).reason.value,
             "idle_s": round(plan.idle_s, 3) if plan else None,
             "resolved": self.path.registry.identity(experiment.id),
+            "dtype_in_use": model.dtype_in_use,
+            "dtype_note": model.dtype_note,
             "model": {} if model is NEVER_LOADED else model.to_json(),
             "cost_today": today(sources.usage, experiment.id, price_of(self.path, experiment.id), sources.now),
         }

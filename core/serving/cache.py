@@ -146,7 +146,7 @@ class ModelCache:
                 future.set_result(model)
                 return
             del self._loading[experiment.id]
-            self._records.loaded(experiment.id, elapsed, model.size_bytes)
+            self._records.loaded(experiment.id, elapsed, model.size_bytes, model.precision.in_use, model.precision.note)
             self.lives.loaded(future, experiment.id)
             for victim in self.models.add(experiment.id, model):
                 self._records.evicted(victim)

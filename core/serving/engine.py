@@ -122,7 +122,7 @@ class InferenceEngine:
                 size_bytes=record.size_bytes,
             )
             out[experiment_id] = ModelStatus(record.state, replicas=1 if record.state is ModelState.WARM else 0,
-                                             last_error=record.last_error, loads=loads)
+                                             last_error=record.last_error, loads=loads, **record.precision())
         return out
 
     async def cached_models(self) -> list[str]:

@@ -25,6 +25,13 @@ class LoadRecord:
     evictions: int = 0
     last_error: str | None = None
     size_bytes: int | None = None
+    #: The precision its last load runs in, and why it is not the registry's dtype (None: it is).
+    dtype_in_use: str | None = None
+    dtype_note: str | None = None
+
+    def precision(self) -> dict[str, str | None]:
+        """`ModelStatus`'s precision fields."""
+        return {"dtype_in_use": self.dtype_in_use, "dtype_note": self.dtype_note}
 
 
 class LoadRecords:
@@ -52,12 +59,14 @@ class LoadRecords:
         record.warm_hits += 1
         record.last_warm_lookup_s = lookup_s
 
-    def loaded(self, experiment_id: str, load_s: float, size_bytes: int) -> None:
+    def loaded(self, experiment_id: str, load_s: float, size_bytes: int, dtype_in_use: str | None = None,
+               dtype_note: str | None = None) -> None:
         record = self._record(experiment_id)
         record.state, record.last_error = ModelState.WARM, None
         record.cold_loads += 1
         record.last_cold_load_s = load_s
         record.size_bytes = size_bytes
+        record.dtype_in_use, record.dtype_note = dtype_in_use, dtype_note
 
     def failed(self, experiment_id: str, error: str) -> None:
         record = self._record(experiment_id)

@@ -63,6 +63,10 @@ class ModelStatus:
     replica_states: dict[str, int] | None = None
     #: Modal only.
     pool: PoolWindow | None = None
+    #: The precision its model runs in and why it is not the registry's dtype (None: not reported —
+    #: not loaded here yet, or a backend whose containers do not report it).
+    dtype_in_use: str | None = None
+    dtype_note: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The API's view: the fields every backend reports, then this backend's own, flattened."""

@@ -4,7 +4,8 @@ Why this module exists: it is the only code that touches transformers. A model i
 local directory (a package folder, a local folder, a Hugging Face snapshot, or a model downloaded from
 an MLflow Model Registry by `mlflow_source`), its weights file is
 checked against the registry's sha256 *before* anything is deserialised, and it is wrapped in a
-`LoadedModel` whose `predict` takes a batch of strings and one set of task parameters.
+`LoadedModel` whose `predict` takes a batch of strings and one set of task parameters. It runs in
+the registry's `dtype` where its device can (core.serving.precision decides, and says why not).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import torch
 from core.serving import mlflow_source
 from core.serving.errors import InvalidInput, ModelUnavailable
 from core.serving.parameters import FeatureExtractionParams, TextClassificationParams, TextGenerationParams
-from core.serving.registry import Experiment, Task
+from core.serving.precision import Precision, load_kwargs, settle
+from core.serving.registry import Dtype, Experiment, Task
 from core.serving.weights import verify_weights
 
 try:  # progress bars on every load are noise in a server log
@@ -78,6 +80,10 @@ class LoadedModel:
     module: torch.nn.Module
     #: Raises InvalidInput, naming the input and the limit, for inputs this model cannot take.
     check: CheckFn = _accepts_anything
+    #: The registry's dtype and the one in use (float32 where the device cannot run it).
+    precision: Precision = Precision(None, "float32")
+    #: One tiny forward pass (what decides the precision on a device).
+    probe: Callable[[], Any] | None = None
 
     def predict(self, inputs: list[str], params: Any) -> list[Any]:
         with torch.inference_mode():
@@ -88,8 +94,11 @@ class LoadedModel:
         return str(next(self.module.parameters()).device)
 
     def move_to(self, device: str) -> None:
-        """Move the weights (the task code sends inputs to wherever the weights are)."""
+        """Move the weights (the task code sends inputs to wherever the weights are); a model that fell
+        back to float32 tries its registry's dtype again on the new device."""
         self.module.to(device)
+        if self.precision.fell_back and self.probe is not None:
+            self.precision = settle(self.module, self.precision.requested, device, self.probe, self.experiment.id)
 
 
 def best_device() -> str:
@@ -107,11 +116,11 @@ def _max_length(tokenizer: Any, model: Any) -> int:
     return int(min(x for x in limits if isinstance(x, int) and x > 0))
 
 
-def _feature_extraction(model_dir: Path) -> tuple[torch.nn.Module, RunFn, CheckFn]:
+def _feature_extraction(model_dir: Path, dtype: Dtype | None = None) -> tuple[torch.nn.Module, RunFn, CheckFn]:
     from transformers import AutoModel, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModel.from_pretrained(model_dir).eval()
+    model = AutoModel.from_pretrained(model_dir, **load_kwargs(dtype)).eval()
     max_length = _max_length(tokenizer, model)
 
     def run(inputs: list[str], params: FeatureExtractionParams) -> list[list[float]]:
@@ -126,11 +135,11 @@ def _feature_extraction(model_dir: Path) -> tuple[torch.nn.Module, RunFn, CheckF
     return model, run, _accepts_anything
 
 
-def _text_classification(model_dir: Path) -> tuple[torch.nn.Module, RunFn, CheckFn]:
+def _text_classification(model_dir: Path, dtype: Dtype | None = None) -> tuple[torch.nn.Module, RunFn, CheckFn]:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, **load_kwargs(dtype)).eval()
     max_length = _max_length(tokenizer, model)
     labels = model.config.id2label
 
@@ -147,13 +156,13 @@ def _text_classification(model_dir: Path) -> tuple[torch.nn.Module, RunFn, Check
     return model, run, _accepts_anything
 
 
-def _text_generation(model_dir: Path) -> tuple[torch.nn.Module, RunFn, CheckFn]:
+def _text_generation(model_dir: Path, dtype: Dtype | None = None) -> tuple[torch.nn.Module, RunFn, CheckFn]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, **load_kwargs(dtype)).eval()
 
     def run(inputs: list[str], params: TextGenerationParams) -> list[dict[str, str]]:
         batch = tokenizer(inputs, padding=True, return_tensors="pt").to(model.device)
@@ -184,6 +193,12 @@ _BUILDERS = {
     Task.TEXT_CLASSIFICATION: _text_classification,
     Task.TEXT_GENERATION: _text_generation,
 }
+#: The precision probe: one short input, the task's cheapest parameters.
+_PROBE_PARAMS: dict[Task, Any] = {
+    Task.FEATURE_EXTRACTION: FeatureExtractionParams(),
+    Task.TEXT_CLASSIFICATION: TextClassificationParams(),
+    Task.TEXT_GENERATION: TextGenerationParams(max_new_tokens=1),
+}
 
 
 def load_model(experiment: Experiment, device: str | None = None) -> LoadedModel:
@@ -191,11 +206,18 @@ def load_model(experiment: Experiment, device: str | None = None) -> LoadedModel
     `ModelUnavailable` says why when it cannot."""
     model_dir = resolve_model_dir(experiment)
     verify_weights(experiment, model_dir)
+    device = device or best_device()
     try:
-        model, run, check = _BUILDERS[experiment.task](model_dir)
-        model.to(device or best_device())
+        model, run, check = _BUILDERS[experiment.task](model_dir, experiment.dtype)
+        model.to(device)
+
+        def probe() -> list[Any]:
+            return run(["hello world"], _PROBE_PARAMS[experiment.task])
+
+        precision = settle(model, experiment.dtype, device, probe, experiment.id)
     except ModelUnavailable:
         raise
     except Exception as exc:
         raise ModelUnavailable(f"{experiment.id}: loading {experiment.task.value} model failed: {type(exc).__name__}: {exc}") from None
-    return LoadedModel(experiment=experiment, size_bytes=_size_bytes(model), run=run, module=model, check=check)
+    return LoadedModel(experiment=experiment, size_bytes=_size_bytes(model), run=run, module=model, check=check,
+                       precision=precision, probe=probe)

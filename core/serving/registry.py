@@ -17,6 +17,7 @@ Format (`[experiments.<id>]` tables):
     task = "feature-extraction"                     # | text-classification | text-generation
     sha256 = "…"                                    # optional: the weights file must hash to this
     gpu = "L4"                                      # optional, Modal only: this experiment's GPU (default MODAL_GPU)
+    dtype = "bfloat16"                              # optional: float32 | bfloat16 | float16 (default: the checkpoint's)
 """
 
 from __future__ import annotations
@@ -54,6 +55,14 @@ class Task(StrEnum):
     TEXT_GENERATION = "text-generation"
 
 
+class Dtype(StrEnum):
+    """The precisions a model may be loaded in (core.serving.precision turns them into torch's)."""
+
+    FLOAT32 = "float32"
+    BFLOAT16 = "bfloat16"
+    FLOAT16 = "float16"
+
+
 class RegistryError(ValueError):
     """The registry file is missing or malformed; the message names the file and the entry."""
 
@@ -74,6 +83,9 @@ class Experiment(BaseModel):
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
     #: The GPU of this experiment's containers on Modal (e.g. "L4", "A100:2"); None: MODAL_GPU.
     gpu: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,32}$")
+    #: The precision its weights are loaded in; None: as the checkpoint was saved. Part of the
+    #: definition: a new dtype is a new model (a swap, a new pool).
+    dtype: Dtype | None = None
     #: Directory that relative local sources are resolved against (the registry file's folder).
     base_dir: Path = Field(default=Path("."), exclude=True)
 
@@ -134,7 +146,8 @@ class Experiment(BaseModel):
 
     def describe(self) -> dict[str, object]:
         return {"id": self.id, "task": self.task.value, "source": self.source, "revision": self.revision,
-                "sha256": self.sha256, "gpu": self.gpu}
+                "sha256": self.sha256, "gpu": self.gpu,
+                "dtype": self.dtype.value if self.dtype else None}
 
 
 def plain_text(value: str) -> str:
