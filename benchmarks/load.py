@@ -2,38 +2,19 @@
 fixed time — what a busy integration test or a traffic spike does to a server.
 
 Why this module exists: throughput and latency under load are measured the same way against every
-backend (in-process, Ray), so their numbers compare within one run.
+backend (in-process, Ray), so their numbers compare within one run. The summary (`LoadResult`:
+throughput, percentiles) is `hybrid-serve bench`'s own (core.bench.stats); this client stays on aiohttp,
+the client the published load figures were measured with.
 """
 
 from __future__ import annotations
 
 import asyncio
-import statistics
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 
 import aiohttp
 
-
-@dataclass
-class LoadResult:
-    seconds: float
-    latencies: list[float] = field(default_factory=list)  # of answered requests, seconds
-    statuses: Counter[int] = field(default_factory=Counter)  # -1: no answer (connection error)
-
-    @property
-    def throughput(self) -> float:
-        return self.statuses[200] / self.seconds
-
-    @property
-    def errors(self) -> int:
-        return sum(n for status, n in self.statuses.items() if status != 200)
-
-    def percentile_ms(self, q: int) -> float:
-        if len(self.latencies) < 2:
-            return float("nan")
-        return statistics.quantiles(self.latencies, n=100)[q - 1] * 1000
+from core.bench.stats import LoadResult
 
 
 async def _load(url: str, experiment: str, clients: int, seconds: float) -> LoadResult:

@@ -14,6 +14,7 @@ import typer
 
 from core import plugins
 from core.auth import mode_line
+from core.bench_cli import bench
 from core.cli_common import fail, settings_or_exit
 from core.experiments_cli import experiments_app
 from core.settings import allowed, env_name, setting_sources
@@ -21,6 +22,7 @@ from core.settings import allowed, env_name, setting_sources
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Per-experiment keep-warm model serving.",
                   rich_markup_mode=None)  # plain help: it reads at 80 columns
 app.add_typer(experiments_app, name="experiments")
+app.command()(bench)
 
 
 def _print_version(asked: bool) -> None:

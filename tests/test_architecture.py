@@ -20,6 +20,7 @@ ALLOWED = {
     "http": {"http", "serving", "keepwarm"},
     "sim": {"sim", "keepwarm"},
     "testing": {"testing", "serving"},  # the testing kit reaches backends through entry points only
+    "bench": {"bench", "serving", "testing"},  # `hybrid-serve bench`: the registry, and `served` to start the emulator
 }
 TOP = {"settings", "auth", "metrics", "events", "plugins", "prices", "recording", "cli", "cli_common"}
 

@@ -61,13 +61,16 @@ def _interrupt(proc: subprocess.Popen[str], timeout_s: float) -> int | None:
 
 @contextmanager
 def served(backend: str = "inprocess", env: dict[str, str] | None = None, timeout_s: float = 180,
-           port: int | None = None) -> Iterator[Served]:
+           port: int | None = None, hub_offline: bool = True) -> Iterator[Served]:
     """Start `hybrid-serve serve --backend BACKEND` on a free port with the settings in `env` (no
     hybrid-serve variable of this process leaks in); yield it once it announced readiness; Ctrl-C it
-    after, however the block ends."""
+    after, however the block ends. `hub_offline` (tests, benchmarks): never reach the Hugging Face
+    Hub; False (a user's own models, `hybrid-serve bench`): as this process's environment says."""
     port = port or free_port()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("MODAL_", "HYBRID_"))}
-    full_env.update(env or {}, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
+    full_env.update(env or {}, PYTHONUNBUFFERED="1")
+    if hub_offline:
+        full_env["HF_HUB_OFFLINE"] = "1"
     exe = Path(sys.executable).parent / "hybrid-serve"
     command = [str(exe)] if exe.exists() else [sys.executable, "-m", "core.cli"]
     proc = subprocess.Popen(
