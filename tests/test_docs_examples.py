@@ -6,7 +6,7 @@ first thing a new user trips over. Each ```bash / ```console block is preceded b
 - `<!-- docs-test: run -->`: run as written (bash, `set -eu`) in a scratch folder that
   holds the repository's files by link, so it may create files without touching the checkout;
 - `<!-- docs-test: server -->`: the same, while `hybrid-serve serve` (in-process, the shipped demo
-  registry) answers on the address the example names (`127.0.0.1:8000`, rewritten to a free port);
+  registry plus a text-generation experiment `my-generator`) answers on the address the example names (`127.0.0.1:8000`, rewritten to a free port);
 - `<!-- docs-test: skip: REASON -->`: not runnable here (a Modal account, a GPU, a cluster), with why.
 
 In a ```console block each `$ command` line runs and the lines after it, up to the next `$`, are its
@@ -27,7 +27,7 @@ import pytest
 
 from core.testing.process import Served, served
 from tests.conftest import REPO_ROOT
-from tests.tiny_models import build_feature_extraction
+from tests.tiny_models import build_feature_extraction, build_text_generation
 
 DOCUMENTED_ADDRESS = "127.0.0.1:8000"
 SHELL_LANGUAGES = ("bash", "sh", "shell", "console")
@@ -105,6 +105,7 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "models").mkdir()
     for name in ("my-model", "my-model-v2"):
         build_feature_extraction(root / "models" / name)
+    build_text_generation(root / "models" / "my-generator")
     return root
 
 
@@ -117,7 +118,13 @@ def example_env(scratch: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def server(scratch: Path) -> Iterator[Served]:
-    with served("inprocess", env=example_env(scratch)) as running:
+    """`hybrid-serve serve` on the shipped demo registry plus `my-generator`, the text-generation
+    experiment the streaming example names (a tiny model)."""
+    registry = scratch / "server-experiments.toml"
+    shipped = (REPO_ROOT / "core" / "serving" / "experiments.toml").read_text(encoding="utf-8")
+    registry.write_text(shipped + f'\n[experiments.my-generator]\nsource = "{scratch / "models" / "my-generator"}"\n'
+                        'task = "text-generation"\n', encoding="utf-8")
+    with served("inprocess", env={**example_env(scratch), "HYBRID_REGISTRY": str(registry)}) as running:
         yield running
 
 

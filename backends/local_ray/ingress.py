@@ -14,51 +14,37 @@ or delete pools), keeps each experiment's last cold start, and reads replica cou
 from __future__ import annotations
 
 import asyncio
-import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Collection
 
 from backends.local_ray.activity_sink import PublishedActivity
+from backends.local_ray.admission import Admission
 from backends.local_ray.activity_store import ActivityStore
 from backends.local_ray.usage_store import UsageStore
-from backends.local_ray.cold_starts import ColdStarts, NoStartSlot
+from backends.local_ray.cold_starts import ColdStarts
 from backends.local_ray.deployer import PoolDeployer
 from backends.local_ray.handles import Handles
 from backends.local_ray.idle_pools import IdlePools
 from backends.local_ray.in_flight import InFlight, Ticket
 from backends.local_ray.registry_keeper import NAMESPACE, KeeperSource, keeper_name
-from backends.local_ray.replica_slots import RETRY_AFTER_FULL_S, ReplicaSlots, StartingBoard
-from backends.local_ray.replica_watch import ReplicaStates, ReplicaWatch, live, model_status, serve_replica_states
+from backends.local_ray.replica_calls import ReplicaCalls
+from backends.local_ray.replica_slots import ReplicaSlots, StartingBoard
+from backends.local_ray.replica_watch import ReplicaStates, ReplicaWatch, model_status, serve_replica_states
 from backends.local_ray.settings import RaySettings
 from core.auth import AuthMode
 from core.http.app import create_app
 from core.keepwarm.controller import PoolPlan, WindowController
 from core.keepwarm.ledger import UsageRecord
 from core.keepwarm.policies import policy_from_settings
-from core.serving.errors import ModelUnavailable, Overloaded
 from core.serving.live_registry import LiveRegistry, RegistryChange
 from core.serving.model_status import ModelStatus
-from core.serving.prediction import Prediction, Predictor
+from core.serving.prediction import Prediction, Predictor, StreamingPrediction
 from core.serving.registry import Experiment, Registry
-from core.serving.remote import answered_prediction, await_worker
+from core.serving.remote import answered_prediction
 from core.serving.request_path import RequestPath
-from core.serving.scrub import scrub
 
 APP_NAME = "hybrid-serve"
-
-
-async def _answer(call: Any, ticket: Ticket | None) -> Any:
-    """A deployment handle call's answer; `ticket` learns when Serve has given the call to a running
-    replica (the end of any cold start). Cancelled, the call is cancelled too."""
-    try:
-        await call._fetch_future_result_async()  # Serve's assignment: no public way to await it alone
-        if ticket is not None:
-            ticket.take()
-        return await call
-    except asyncio.CancelledError:
-        call.cancel()
-        raise
 
 
 async def _nothing_to_publish(experiment_id: str) -> None:
@@ -91,54 +77,54 @@ class RayPredictor(Predictor):
         self.replicas.followers += [self.handles.close_idle, self.idle_pools.park]
         self.cold_starts: dict[str, dict[str, float]] = {}
         self.load_errors: dict[str, str] = {}  # the model failed to load in its replica, last we heard
+        self.precisions: dict[str, dict[str, str | None]] = {}  # the precision its replicas' model runs in
         #: Cold starts under way at once, across experiments (HYBRID_MAX_COLD_STARTS).
         self.starts = ColdStarts(settings.max_cold_starts)
         #: The deployment's replica slots (MODAL_MAX_CONTAINERS): a cold experiment waits for none.
         self.slots = ReplicaSlots(settings.max_replicas or settings.max_containers, StartingBoard(app_name))
         #: Requests on their way to a replica: a retirement or a stop ends their wait.
         self.in_flight = InFlight()
+        #: The calls to a pool's replicas, each holding the pool's handle while it runs.
+        self.calls = ReplicaCalls(self.handles, self.idle_pools, self.load_errors)
+        #: What a request goes through before a replica may take it (a slot, a turn, its pool deployed).
+        self.admission = Admission(settings.cold_start_timeout_s, publish, self.replicas, self.slots, self.starts,
+                                   deployer, identity)
 
     async def predict(self, experiment: Experiment, inputs: list[str], params: Any) -> Prediction:
         """The replica's answer; a retirement of the experiment (404) or a stop (503) ends the wait for
         one at once (in_flight.py)."""
         return await self.in_flight.run(experiment.id, lambda ticket: self._predict(experiment, inputs, params, ticket))
 
+    async def stream(self, experiment: Experiment, prompt: str, params: Any) -> StreamingPrediction:
+        """A streamed generation from the experiment's pool (`RemoteWorker.stream` in a replica), admitted
+        as a prediction is; the handle stays in use until the stream ends."""
+        return await self.in_flight.run(experiment.id, lambda ticket: self.admission.run(
+            experiment, lambda request_at, left_s: self._open_stream(experiment, prompt, params, request_at, left_s, ticket)))
+
     async def _predict(self, experiment: Experiment, inputs: list[str], params: Any, ticket: Ticket) -> Prediction:
-        await self.publish(experiment.id)  # its policy sees this arrival before any replica does
-        states = await self.replicas.current()
-        cold = not live(states.get(experiment.id, {}))
-        timeout_s, arrived = self.settings.cold_start_timeout_s, time.monotonic()
-        try:
-            with self.slots.taken(experiment.id, states):  # beyond MODAL_MAX_CONTAINERS: refused at once
-                async with self.starts.admit(experiment.id, cold, timeout_s):
-                    # its first request deploys the pool; a request after a swap waits for the new model
-                    await self.deployer.ensure(experiment, self.identity(experiment.id))
-                    request_at = time.time()
-                    left_s = max(0.1, timeout_s - (time.monotonic() - arrived))
-                    result = await self._call(experiment, inputs, params, request_at, left_s, ticket)
-        except NoStartSlot:
-            raise Overloaded(f"{experiment.id}: {self.starts.limit} other experiments' cold starts (HYBRID_MAX_COLD_STARTS) "
-                             f"kept every slot for {timeout_s:g}s; retry in {RETRY_AFTER_FULL_S:g}s",
-                             retry_after_s=RETRY_AFTER_FULL_S) from None
+        return await self.admission.run(experiment, lambda request_at, left_s: self._call(
+            experiment, inputs, params, request_at, left_s, ticket))
+
+    def _answered(self, experiment: Experiment, prediction: Prediction, request_at: float) -> Prediction:
+        """A replica answered: the experiment's pool runs, and a cold start it reported is its last."""
         self.load_errors.pop(experiment.id, None)
         self.replicas.running(experiment.id)
-        prediction = answered_prediction(result, request_at)
+        if prediction.precision is not None:
+            self.precisions[experiment.id] = prediction.precision
         if prediction.cold_start is not None and prediction.cold_start.first:
             self.cold_starts[experiment.id] = {**asdict(prediction.cold_start), "at": request_at}
         return prediction
 
     async def _call(self, experiment: Experiment, inputs: list[str], params: Any, request_at: float,
-                    timeout_s: float, ticket: Ticket | None = None) -> dict[str, Any]:
-        handle = self.handles.acquire(experiment.id)
-        try:
-            call = handle.predict.remote(inputs, params, request_at)
-            return await await_worker(_answer(call, ticket), experiment.id, timeout_s, "replica")
-        except ModelUnavailable as exc:
-            self.load_errors[experiment.id] = scrub(exc.message)
-            raise
-        finally:
-            self.handles.release(experiment.id)
-            self.idle_pools.served(experiment.id)
+                    timeout_s: float, ticket: Ticket | None = None) -> Prediction:
+        result = await self.calls.predict(experiment.id, inputs, params, request_at, timeout_s, ticket)
+        return self._answered(experiment, answered_prediction(result, request_at), request_at)
+
+    async def _open_stream(self, experiment: Experiment, prompt: str, params: Any, request_at: float,
+                           timeout_s: float, ticket: Ticket) -> StreamingPrediction:
+        streaming = await self.calls.stream(experiment.id, prompt, params, request_at, timeout_s, ticket)
+        self._answered(experiment, streaming.start, request_at)
+        return streaming
 
     async def registry_changed(self, change: RegistryChange, registry: Registry) -> None:
         """A removed experiment's pool is deleted (and its published activity), a changed one's
@@ -149,6 +135,7 @@ class RayPredictor(Predictor):
             self.deployer.retire(experiment_id)
             await self.handles.drop(experiment_id)
             self.cold_starts.pop(experiment_id, None)
+            self.precisions.pop(experiment_id, None)
             self.load_errors.pop(experiment_id, None)
             if self.store is not None:
                 await asyncio.to_thread(self.store.clear, experiment_id)
@@ -156,12 +143,13 @@ class RayPredictor(Predictor):
             experiment = registry.get(experiment_id)
             if experiment is not None:
                 self.load_errors.pop(experiment_id, None)
+                self.precisions.pop(experiment_id, None)
                 self.deployer.swap(experiment, self.identity(experiment_id))
 
     async def model_status(self) -> dict[str, ModelStatus]:
         deployed = await self.replicas.current()
         parked: ReplicaStates = {e: {} for e in [*self.cold_starts, *self.load_errors] if e not in deployed}
-        return {e: model_status(states, self.cold_starts.get(e), self.load_errors.get(e))
+        return {e: replace(model_status(states, self.cold_starts.get(e), self.load_errors.get(e)), **self.precisions.get(e, {}))
                 for e, states in {**deployed, **parked}.items()}
 
     async def cached_models(self) -> list[str]:

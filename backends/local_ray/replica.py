@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from contextlib import aclosing
+from typing import Any, AsyncIterator
 
 from core.serving.mlflow_source import MLFLOW_PREFIX
 from core.serving.registry import Experiment
@@ -62,18 +63,35 @@ class ExperimentReplica:
 
     async def predict(self, inputs: list[str], params: Any, request_at: float) -> dict[str, Any]:
         """Run a prediction (`request_at`: wall time it reached the ingress, for the cold start's parts)."""
+        self._began()
+        try:
+            return await self.worker.predict(inputs, params, request_at)
+        finally:
+            self._ended()
+
+    async def stream(self, prompt: str, params: Any, request_at: float) -> AsyncIterator[Any]:
+        """A streamed generation (`RemoteWorker.stream`), called through a streaming handle: the replica is
+        busy until its last item; cancelled (the client hung up), the generation stops."""
+        self._began()
+        try:
+            async with aclosing(self.worker.stream(prompt, params, request_at)) as items:
+                async for item in items:
+                    yield item
+        finally:
+            self._ended()
+
+    def _began(self) -> None:
         if not self._in_flight:
             self._busy_since = time.time()
         self._in_flight += 1
         self._served = True
-        try:
-            return await self.worker.predict(inputs, params, request_at)
-        finally:
-            self._in_flight -= 1
-            self._last_busy = time.time()
-            if not self._in_flight:
-                self._busy_s += self._last_busy - self._busy_since
-            self._failed = self.worker.load_failed
+
+    def _ended(self) -> None:
+        self._in_flight -= 1
+        self._last_busy = time.time()
+        if not self._in_flight:
+            self._busy_s += self._last_busy - self._busy_since
+        self._failed = self.worker.load_failed
 
     def record_autoscaling_stats(self) -> dict[str, float]:
         """What the policy needs from this replica (scaling.ReplicaReport)."""

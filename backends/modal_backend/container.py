@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from contextlib import aclosing, contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable, Iterator
 
 from backends.modal_backend.container_lives import ContainerLife, container_id, process_started_at
 from backends.modal_backend.deploy_config import REMOTE_ROOT
@@ -114,11 +115,24 @@ class ModelContainer:
             await self.life.stopped()
 
     async def predict(self, inputs: list[str], params: Any, request_at: float | None) -> dict[str, Any]:
+        with self._serving():
+            return await self.worker.predict(inputs, params, request_at)
+
+    async def stream(self, prompt: str, params: Any, request_at: float | None) -> AsyncIterator[Any]:
+        """A streamed generation (`RemoteWorker.stream`): the container is busy until its last item."""
+        with self._serving():
+            async with aclosing(self.worker.stream(prompt, params, request_at)) as items:
+                async for item in items:
+                    yield item
+
+    @contextmanager
+    def _serving(self) -> Iterator[None]:
+        """A request runs: busy time in the container's life, published after it (off the answer's path)."""
         life = self.life
         if life is None:
-            return await self.worker.predict(inputs, params, request_at)
+            yield
+            return
         with life.serving():
-            result = await self.worker.predict(inputs, params, request_at)
-        if self._publishing is None or self._publishing.done():  # off the answer's path
+            yield
+        if self._publishing is None or self._publishing.done():
             self._publishing = asyncio.get_running_loop().create_task(life.publish_due())
-        return result

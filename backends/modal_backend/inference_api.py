@@ -115,6 +115,11 @@ class ExperimentModel:
     async def predict(self, inputs: list[str], params: object, request_at: float | None = None) -> dict:
         return await self.container.predict(inputs, params, request_at)
 
+    @modal.method()  # a generator: the ingress reads a streamed generation with `stream.remote_gen.aio`
+    async def stream(self, prompt: str, params: object, request_at: float | None = None):  # noqa: ANN201
+        async for item in self.container.stream(prompt, params, request_at):
+            yield item
+
 
 def model_pool(pool: PoolKey):  # noqa: ANN201  (a modal.Cls instance)
     """The pool of one experiment definition — on its own GPU type when the entry names one."""
@@ -175,9 +180,12 @@ def web():
     async def call_model(pool: PoolKey, inputs: list[str], params: object, request_at: float) -> dict:
         return await model_pool(pool).predict.remote.aio(inputs, params, request_at)
 
+    def stream_model(pool: PoolKey, prompt: str, params: object, request_at: float):  # noqa: ANN202
+        return model_pool(pool).stream.remote_gen.aio(prompt, params, request_at)
+
     async def poke() -> None:
         await reconcile_windows.spawn.aio(poke=True)
 
     # the deploy's registry file seeds the shared registry before the first read (a plain `modal deploy` too)
     return build_ingress_app(settings, call_model, ModalDictStore(state), poke,
-                             seed=(config.registry.registry, config.deployment))
+                             seed=(config.registry.registry, config.deployment), stream_model=stream_model)

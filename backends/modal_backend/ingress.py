@@ -26,7 +26,7 @@ import logging
 import os
 import time
 import uuid
-from typing import Any, Awaitable, Callable, Collection
+from typing import Any, AsyncIterator, Awaitable, Callable, Collection
 
 from pathlib import Path
 
@@ -51,22 +51,30 @@ from core.keepwarm.shared_activity import DurableActivity
 from core.serving.errors import BackendUnavailable, ModelUnavailable
 from core.serving.live_registry import LiveRegistry, RegistryChange, moves
 from core.serving.model_status import ModelState, ModelStatus, PoolWindow
-from core.serving.prediction import Prediction, Predictor
+from core.serving.prediction import Prediction, Predictor, StreamingPrediction
 from core.serving.registry import Experiment, Registry
-from core.serving.remote import answered_prediction, await_worker
+from core.serving.remote import answered_prediction, await_worker, error_value, streamed_prediction
 from core.serving.request_path import RequestPath
+from backends.modal_backend.calls_apart import CallsApart
 from backends.modal_backend.settings import ModalSettings
 
 log = logging.getLogger("hybrid_serve.modal.ingress")
 
 #: `call(pool, inputs, params, request_at)`: ExperimentModel(experiment_id=E, definition=D).predict.remote.aio.
 CallModel = Callable[[PoolKey, list[str], Any, float], Awaitable[dict[str, Any]]]
+#: `stream(pool, prompt, params, request_at)`: ExperimentModel(...).stream.remote_gen.aio — a streamed generation.
+CallStream = Callable[[PoolKey, str, Any, float], AsyncIterator[Any]]
 #: The concrete model a moving source (an MLflow alias) resolves to now; None for sources that never move.
 IdentityFn = Callable[[Experiment], Awaitable["str | None"]]
 
 
 async def _fixed(_: Experiment) -> str | None:
     return None
+
+
+async def _no_stream(pool: PoolKey, prompt: str, params: Any, request_at: float) -> AsyncIterator[Any]:
+    """An ingress built without a stream call (a test's): every stream is refused, as a value."""
+    yield error_value(BackendUnavailable(f"{pool.experiment_id}: this ingress does not stream", retry_after_s=None))
 
 
 #: The registry's stamp before anything was read: the first refresh always reads.
@@ -80,8 +88,10 @@ class ModalPredictor(Predictor):
     if none is warm."""
 
     def __init__(self, call: CallModel, settings: ModalSettings, applied: "AppliedWindows", tracker: "PublishingTracker",
-                 identity: IdentityFn = _fixed, usage: UsageReader | None = None, live: LiveContainers | None = None):
+                 identity: IdentityFn = _fixed, usage: UsageReader | None = None, live: LiveContainers | None = None,
+                 stream: "CallStream | None" = None):
         self._call = call
+        self._stream = stream or _no_stream
         #: The containers running across the deployment, and the admission of cold starts within its cap.
         self.live = live
         self._usage = usage  # the model containers' published lives (container_lives.py)
@@ -90,10 +100,14 @@ class ModalPredictor(Predictor):
         self.tracker = tracker
         self._identity = identity
         #: Model calls whose clients were told to retry, still going on for their containers' sake.
-        self._apart: set[asyncio.Future[Any]] = set()
+        self._apart = CallsApart()
+        #: The precision each experiment's model runs in, as its container last said (this ingress's view).
+        self._precisions: dict[str, dict[str, str | None]] = {}
 
-    async def predict(self, experiment: Experiment, inputs: list[str], params: Any) -> Prediction:
-        request_at = time.time()
+    async def _admitted(self, experiment: Experiment) -> tuple[PoolKey, float, BackendUnavailable | None]:
+        """The experiment's pool once a request may go there (beyond MODAL_MAX_CONTAINERS: 503), the wait
+        its answer is given, and the error for a cold start that outlasts Modal's web limit (None: the
+        cold-start timeout comes first)."""
         pool = pool_key(experiment, await self._identity(experiment))
         self.tracker.served_by(pool)  # named even when refused: the reconciler drains a moved alias's old pool
         if self.live is not None:  # a request that would start a container beyond MODAL_MAX_CONTAINERS: 503
@@ -103,6 +117,11 @@ class ModalPredictor(Predictor):
             f"{experiment.id}: the model container is still starting after {wait_s:g}s (Modal ends a web request "
             f"at 150s); it keeps starting: retry in {RETRY_AFTER_S:g}s", retry_after_s=RETRY_AFTER_S,
         ) if wait_s < self.settings.cold_start_timeout_s else None
+        return pool, wait_s, web_limit
+
+    async def predict(self, experiment: Experiment, inputs: list[str], params: Any) -> Prediction:
+        request_at = time.time()
+        pool, wait_s, web_limit = await self._admitted(experiment)
         call = asyncio.ensure_future(self._call(pool, inputs, params, request_at))
         if web_limit is None:
             result = await await_worker(call, experiment.id, wait_s, "model container")
@@ -111,28 +130,27 @@ class ModalPredictor(Predictor):
                 result = await await_worker(asyncio.shield(call), experiment.id, wait_s, "model container",
                                             timeout_error=web_limit)
             except BackendUnavailable:
-                self._finish_apart(call, self.settings.cold_start_timeout_s - wait_s)
+                self._apart.keep(call, self.settings.cold_start_timeout_s - wait_s)
                 raise
             except asyncio.CancelledError:  # the client hung up: its input goes too
                 call.cancel()
                 raise
-        return answered_prediction(result, request_at)
+        return self._answered(experiment, answered_prediction(result, request_at))
 
-    def _finish_apart(self, call: "asyncio.Future[Any]", limit_s: float) -> None:
-        """A call whose client was told to retry: it goes on (its answer is dropped) until its container
-        answers or the cold-start limit (HYBRID_COLD_START_TIMEOUT_S) runs out."""
-        if call.done():
-            return
-        self._apart.add(call)
-        timer = asyncio.get_running_loop().call_later(max(0.0, limit_s), call.cancel)
+    def _answered(self, experiment: Experiment, prediction: Prediction) -> Prediction:
+        if prediction.precision is not None:
+            self._precisions[experiment.id] = prediction.precision
+        return prediction
 
-        def finished(done: "asyncio.Future[Any]") -> None:
-            timer.cancel()
-            self._apart.discard(done)
-            if not done.cancelled() and done.exception() is not None:
-                log.warning("a model call finished apart from its request failed: %s", done.exception())
-
-        call.add_done_callback(finished)
+    async def stream(self, experiment: Experiment, prompt: str, params: Any) -> StreamingPrediction:
+        """A streamed generation from the experiment's pool (`ExperimentModel.stream`, a generator method); a
+        cold start past Modal's web limit answers 503 + Retry-After (the container keeps starting)."""
+        request_at = time.time()
+        pool, wait_s, web_limit = await self._admitted(experiment)
+        streaming = await streamed_prediction(self._stream(pool, prompt, params, request_at), experiment.id, wait_s,
+                                              "model container", request_at, timeout_error=web_limit)
+        self._answered(experiment, streaming.start)
+        return streaming
 
     async def model_status(self) -> dict[str, ModelStatus]:
         """A pool is reported warm while the window the reconciler applied has not run out since the
@@ -151,7 +169,8 @@ class ModalPredictor(Predictor):
             pool = self.tracker.pool_of(activity.experiment_id)
             replicas = None if containers is None else containers.get(activity.experiment_id, 0)
             out[activity.experiment_id] = ModelStatus(ModelState.WARM if warm else ModelState.COLD, replicas=replicas,
-                                                      pool=PoolWindow(window, now, pool.version if pool else None))
+                                                      pool=PoolWindow(window, now, pool.version if pool else None),
+                                                      **self._precisions.get(activity.experiment_id, {}))
         return out
 
     async def cached_models(self) -> list[str]:
@@ -166,16 +185,15 @@ class ModalPredictor(Predictor):
     async def registry_changed(self, change: RegistryChange, registry: Registry) -> None:
         """Nothing to drop here: the next request of a changed experiment names its new pool (the
         reconciler drains the old one); a removed one is no longer served."""
+        for experiment_id in change.removed + change.changed:
+            self._precisions.pop(experiment_id, None)
         for experiment_id in change.removed:
             self.tracker.forget_pool(experiment_id)
 
     async def close(self) -> None:
         """The ingress stops: calls still going on apart from their requests are cancelled (their inputs
         go; the containers they started stay, as Modal keeps them for their windows)."""
-        for call in list(self._apart):
-            call.cancel()
-        if self._apart:
-            await asyncio.gather(*self._apart, return_exceptions=True)
+        await self._apart.cancel_all()
 
 
 class AppliedWindows:
@@ -280,6 +298,7 @@ def build_ingress_app(
     flush_s: float = 2.0,
     base_dir: Path | None = None,
     seed: tuple[Registry, str] | None = None,
+    stream_model: CallStream | None = None,
 ) -> FastAPI:
     """The ingress app, serving the registry in `store` (read when the app starts, then followed).
     `base_dir`: where model directories shipped with the deploy lie (default: beside the container's
@@ -313,7 +332,7 @@ def build_ingress_app(
 
     live = LiveContainers(store, ContainerBudget.of(settings), starting_s=settings.cold_start_timeout_s,
                           grants_s=3 * settings.reconcile_interval_s, container=tracker.container, demand=demand)
-    predictor = ModalPredictor(call_model, settings, applied, tracker, identity, UsageReader(store), live)
+    predictor = ModalPredictor(call_model, settings, applied, tracker, identity, UsageReader(store), live, stream_model)
 
     async def in_force() -> dict[str, AppliedWindow]:
         await applied.refresh()

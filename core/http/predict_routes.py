@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import asyncio
+
 from fastapi import FastAPI, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.http.disconnect import unless_disconnected
 from core.http.error_shape import documented_errors
+from core.http.event_stream import EventStream, events
 from core.serving.registry import EXPERIMENT_ID_PATTERN
 from core.serving.request_path import RequestPath
 
@@ -24,18 +27,27 @@ class PredictRequest(BaseModel):
 
     inputs: str | list[str] = Field(description="One input, or a list of inputs (one output each).")
     parameters: dict[str, Any] = Field(default_factory=dict, description="Task parameters, e.g. top_k, max_new_tokens.")
+    stream: bool = Field(False, description="Text generation only: answer with server-sent events, token by token "
+                                             "(`start`, `token`…, then `end` or `error`).")
 
 
 def add_predict_routes(app: FastAPI, path: RequestPath) -> None:
     """`POST /predict/{experiment_id}`, served by `path`."""
 
-    @app.post("/predict/{experiment_id}", responses=documented_errors(401, 404, 408, 413, 422, 500, 503, 504))
+    @app.post("/predict/{experiment_id}", response_model=None, responses={
+        **documented_errors(401, 404, 408, 413, 422, 500, 503, 504),
+        200: {"description": "The outputs, or with `stream`: server-sent events", "content": {"text/event-stream": {}}}})
     async def predict(
         request: Request,
         experiment_id: Annotated[str, Path(pattern=EXPERIMENT_ID_PATTERN, description="A registered experiment id.")],
         body: PredictRequest,
-    ) -> JSONResponse:
-        """Run the experiment's model on the inputs; reports timing and whether this request paid a cold load."""
+    ) -> JSONResponse | EventStream:
+        """Run the experiment's model on the inputs; reports timing and whether this request paid a cold load.
+        With `"stream": true` (text generation, one input): server-sent events, token by token."""
+        if body.stream:
+            arrived = asyncio.get_running_loop().time()
+            streaming = await unless_disconnected(request, path.streams.stream(experiment_id, body.inputs, body.parameters))
+            return EventStream(events(streaming, arrived))
         answer = await unless_disconnected(request, path.predict(experiment_id, body.inputs, body.parameters))
         prediction = answer.prediction
         # A plain JSONResponse: the outputs are already JSON types, so FastAPI's encoder walk is skipped.

@@ -14,14 +14,16 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Collection
 
 from core.keepwarm.ledger import UsageRecord
-from core.serving.batching import BatcherClosed, MicroBatcher, QueueFull
-from core.serving.cache import ModelCache
-from core.serving.errors import ModelFailed, Overloaded, ServeError
+from core.serving.batchers import Batchers
+from core.serving.batching import BatcherClosed, QueueFull
+from core.serving.cache import CacheHit, ModelCache
+from core.serving.errors import InvalidInput, ModelFailed, Overloaded, ServeError
 from core.serving.models import LoadedModel, load_model
 from core.serving.live_registry import RegistryChange
 from core.serving.model_status import LoadHistory, ModelState, ModelStatus
-from core.serving.prediction import Prediction
+from core.serving.prediction import Prediction, StreamingPrediction
 from core.serving.registry import Experiment, Registry
+from core.serving.streaming import start_generation
 from core.settings import Settings
 
 
@@ -41,51 +43,32 @@ class InferenceEngine:
         )
         # One inference thread: forward passes of different experiments do not fight over the cores.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-        self._batchers: dict[str, tuple[LoadedModel, MicroBatcher]] = {}
+        self.batchers = Batchers(settings, self._executor)
         self._closing = False
-
-    def _batcher(self, experiment_id: str, model: LoadedModel) -> MicroBatcher:
-        current = self._batchers.get(experiment_id)
-        if current is None or current[0] is not model:  # a reload after eviction gets a fresh batcher
-            if current is not None:
-                current[1].drain()
-            batcher = MicroBatcher(
-                model.predict,
-                max_batch_size=self.settings.max_batch_size,
-                max_wait_s=self.settings.batch_wait_ms / 1000,
-                executor=self._executor,
-                max_queue=self.settings.max_queue,
-            )
-            current = self._batchers[experiment_id] = (model, batcher)
-        return current[1]
-
-    def _release_evicted(self) -> None:
-        """Drain the batchers of models the cache no longer holds: they are what kept them alive (the
-        requests already waiting in them still run)."""
-        cached = set(self.cache.cached_ids())
-        for experiment_id in [e for e in self._batchers if e not in cached]:
-            self._batchers.pop(experiment_id)[1].drain()
 
     async def registry_changed(self, change: RegistryChange, registry: Registry) -> None:
         """A removed or changed experiment's model is let go now: requests already queued for it
         finish on it, the next request of a changed one loads the new model."""
         for experiment_id in change.removed + change.changed:
             self.cache.forget(experiment_id)
-            current = self._batchers.pop(experiment_id, None)
-            if current is not None:
-                current[1].drain()
+            self.batchers.drop(experiment_id)
 
-    async def predict(self, experiment: Experiment, inputs: list[str], params: Any) -> Prediction:
-        """Run the model here (this process is the one container, kept while it runs)."""
+    async def _model(self, experiment: Experiment, inputs: list[str], params: Any) -> CacheHit:
+        """The experiment's model, loaded if it must be, once the inputs were checked against it."""
         if self._closing:
             raise Overloaded("the server is shutting down; retry on another instance", retry_after_s=1)
         hit = await self.cache.aget(experiment)
         if hit.cold:  # a load may have evicted another model
-            self._release_evicted()
+            self.batchers.keep_only(self.cache.cached_ids())  # an evicted model's batcher goes with it
         hit.model.check(inputs, params)  # an input the model cannot take fails here, before it joins a batch
+        return hit
+
+    async def predict(self, experiment: Experiment, inputs: list[str], params: Any) -> Prediction:
+        """Run the model here (this process is the one container, kept while it runs)."""
+        hit = await self._model(experiment, inputs, params)
         try:
             with self.cache.lives.serving(experiment.id):  # busy time in the cost ledger
-                result = await self._batcher(experiment.id, hit.model).submit(inputs, params, key=params)
+                result = await self.batchers.of(experiment.id, hit.model).submit(inputs, params, key=params)
         except QueueFull:
             raise Overloaded(f"{experiment.id}: {self.settings.max_queue} requests already wait (HYBRID_MAX_QUEUE); "
                              "retry shortly", retry_after_s=1) from None
@@ -106,6 +89,20 @@ class InferenceEngine:
             batch_inputs=result.batch_inputs,
             replica=self.replica, loaded=hit.loaded,
         )
+
+    async def stream(self, experiment: Experiment, prompt: str, params: Any) -> StreamingPrediction:
+        """Generate from `prompt` on the inference thread, token by token; returns once the thread has
+        taken it up. A stream holds the thread (its experiment's batch slot) until its last token, or
+        until its reader leaves: the generation then stops at its next token."""
+        hit = await self._model(experiment, [prompt], params)
+        generate = hit.model.stream
+        if generate is None:
+            raise InvalidInput(f"stream: {experiment.id} is a {experiment.task.value} experiment; only text generation streams")
+        queue_s, items = await start_generation(self._executor, generate, prompt, params,
+                                                self.cache.lives.serving(experiment.id))
+        start = Prediction(outputs=[], cold_load=hit.cold, load_ms=hit.load_s * 1000, inference_ms=0.0,
+                           queue_ms=queue_s * 1000, batch_inputs=1, replica=self.replica, loaded=hit.loaded)
+        return StreamingPrediction(start, items)
 
     async def model_status(self) -> dict[str, ModelStatus]:
         """Every experiment this process tried to load; this process is its one container, so it runs
@@ -136,12 +133,10 @@ class InferenceEngine:
     def begin_shutdown(self) -> None:
         """Refuse new requests and the queued ones (503); passes already running finish."""
         self._closing = True
-        for _, batcher in self._batchers.values():
-            batcher.close()
+        self.batchers.close()
 
     async def close(self) -> None:
         self.begin_shutdown()
-        self._batchers.clear()
         self.cache.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
 

@@ -11,6 +11,7 @@ the registry's `dtype` where its device can (core.serving.precision decides, and
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -84,6 +85,9 @@ class LoadedModel:
     precision: Precision = Precision(None, "float32")
     #: One tiny forward pass (what decides the precision on a device).
     probe: Callable[[], Any] | None = None
+    #: Text generation: `stream(prompt, params, emit, stop) -> (text, tokens)`, each new piece of text to
+    #: `emit` as it is made (core.serving.generation_stream); None for tasks that do not stream.
+    stream: Callable[[str, Any, Callable[[str], None], Any], tuple[str, int]] | None = None
 
     def predict(self, inputs: list[str], params: Any) -> list[Any]:
         with torch.inference_mode():
@@ -220,4 +224,19 @@ def load_model(experiment: Experiment, device: str | None = None) -> LoadedModel
     except Exception as exc:
         raise ModelUnavailable(f"{experiment.id}: loading {experiment.task.value} model failed: {type(exc).__name__}: {exc}") from None
     return LoadedModel(experiment=experiment, size_bytes=_size_bytes(model), run=run, module=model, check=check,
-                       precision=precision, probe=probe)
+                       precision=precision, probe=probe, stream=_streaming(experiment, model_dir, model))
+
+
+def _streaming(experiment: Experiment, model_dir: Path, model: torch.nn.Module) -> Callable[..., tuple[str, int]] | None:
+    """A text-generation model's streamed generation (with a tokenizer of its own, used on the inference
+    thread only)."""
+    if experiment.task is not Task.TEXT_GENERATION:
+        return None
+    from transformers import AutoTokenizer
+
+    from core.serving.generation_stream import stream_generation
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return partial(stream_generation, model, tokenizer)

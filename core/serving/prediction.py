@@ -8,13 +8,14 @@ stack.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Collection, Protocol
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Collection, Protocol
 
 from core.keepwarm.ledger import UsageRecord
 from core.serving.live_registry import RegistryChange
 from core.serving.model_status import ModelStatus
 from core.serving.registry import Experiment, Registry
+
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,18 @@ class Prediction:
     cold_start: ColdStart | None = None
     #: The model was loaded for this request (not for a concurrent one it waited for), where it runs.
     loaded: bool = False
+    #: Set by backends whose models run elsewhere: the precision the container's model runs in
+    #: (`dtype_in_use`, `dtype_note`), for /experiments.
+    precision: dict[str, str | None] | None = None
+
+
+@dataclass
+class StreamingPrediction:
+    """A streamed generation under way: how it started (cold or warm, the wait, the container; no outputs),
+    then its items — `Token`s and a `StreamEnd` (core.serving.streaming) — which, closed early, stop it."""
+
+    start: Prediction
+    items: AsyncIterator[Any] = field(repr=False)
 
 
 class Predictor(Protocol):
@@ -49,6 +62,10 @@ class Predictor(Protocol):
 
     async def predict(self, experiment: Experiment, inputs: list[str], params: Any) -> Prediction:
         """Run the experiment's model (its pool's window is the controller's business, not the request's)."""
+
+    async def stream(self, experiment: Experiment, prompt: str, params: Any) -> StreamingPrediction:
+        """Generate from `prompt` token by token (text generation): returns once the generation has
+        started, with how it started and its items (core.serving.streaming)."""
 
     async def model_status(self) -> dict[str, ModelStatus]:
         """Each experiment the backend knows of, and its model's state (one with none is cold)."""

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from typing import Any, Awaitable
+from typing import Any, AsyncIterator, Awaitable
 
 from core.serving.errors import BackendUnavailable, ServeError, UpstreamTimeout
-from core.serving.prediction import ColdStart, Prediction
+from core.serving.prediction import ColdStart, Prediction, StreamingPrediction
 from core.serving.remote_error import RemoteError, error_from_answer
+from core.serving.streaming import Guarded, StreamItem
 
 
 def error_value(exc: ServeError) -> dict[str, RemoteError]:
@@ -57,10 +58,41 @@ async def await_worker(call: Awaitable[Any], experiment_id: str, timeout_s: floa
 def answered_prediction(result: dict[str, Any], request_at: float) -> Prediction:
     """The worker's prediction; for a request that waited for its container to start, the start's
     timing (replica start and model load) and `cold_load` — the container's first answer marks it."""
-    prediction: Prediction = result["prediction"]
+    prediction: Prediction = replace(result["prediction"], precision=result.get("precision"))
     cold = result.get("cold_start")
     if not cold:
         return prediction
     total_s = max(0.0, cold["ready_at"] - request_at)
     cold_start = ColdStart(max(0.0, cold["started_at"] - request_at), cold["model_load_s"], total_s, bool(cold["first"]))
     return replace(prediction, cold_load=True, load_ms=total_s * 1000, cold_start=cold_start)
+
+
+async def streamed_prediction(items: AsyncIterator[Any], experiment_id: str, timeout_s: float, worker: str,
+                              request_at: float, timeout_error: ServeError | None = None) -> StreamingPrediction:
+    """A worker's stream (`RemoteWorker.stream`, through the backend's transport) as the request path
+    takes it: its first item awaited as `await_worker` awaits an answer (the same errors), then its
+    items, an error value among them raised as that error. Closed early, the transport's stream is closed."""
+    try:
+        first = await await_worker(anext(items), experiment_id, timeout_s, worker, timeout_error)
+    except BaseException:
+        await _close(items)
+        raise
+
+    async def ended(_: BaseException | None) -> None:
+        await _close(items)
+
+    return StreamingPrediction(answered_prediction(first, request_at), Guarded(_values(items, worker), ended))
+
+
+async def _values(items: AsyncIterator[Any], worker: str) -> AsyncIterator[StreamItem]:
+    async for item in items:
+        if isinstance(item, dict):
+            raise_error_value(item, worker)
+            continue
+        yield item
+
+
+async def _close(items: AsyncIterator[Any]) -> None:
+    close = getattr(items, "aclose", None)
+    if close is not None:
+        await close()

@@ -5,8 +5,9 @@ request of a registered experiment it records the arrival (the activity tracker:
 which publishes it where the backend's window controller runs), sends the request to the backend's
 `Predictor`, and records the completion. The window a response reports is the controller's plan for
 that arrival (core.keepwarm.controller: the same pure function every backend's controller applies);
-nothing here applies a window. The request's metrics and its lines of the event log are written here
-and nowhere else; the HTTP layer only maps this to routes.
+nothing here applies a window. The request's metrics, traffic record and event-log lines are written
+by this path (through core.serving.request_records) and nowhere else; a streamed generation takes the
+same steps in core.serving.stream_path; the HTTP layer only maps them to routes.
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ from core.events import EventLog, EventName
 from core.keepwarm.controller import AppliedWindow, PoolPlan, WindowController
 from core.keepwarm.decision import NamedPolicy
 from core.metrics import ServerMetrics
-from core.serving.errors import InvalidInput, PayloadTooLarge, ServeError, UnknownExperiment
+from core.serving.errors import InvalidInput, PayloadTooLarge, UnknownExperiment
 from core.serving.live_registry import LiveRegistry
 from core.serving.parameters import TaskParams, parse_parameters
 from core.serving.prediction import Prediction, Predictor
 from core.serving.registry_admin import RegistryAdmin
 from core.serving.registry import Experiment, Registry
 from core.serving.server_events import ServerEvents
+from core.serving.request_records import RequestRecords, status_of
+from core.serving.stream_path import StreamPath
 from core.serving.traffic import Traffic
 from core.settings import Settings
 
@@ -74,6 +77,10 @@ class RequestPath:
         self.server_events = ServerEvents(self.events, loads_here)
         #: Every finished request of a registered experiment, recorded (no inputs, no outputs).
         self.traffic = Traffic(self.events.recording)
+        #: A finished request's metrics and traffic record; a cold start's metrics and event.
+        self.records = RequestRecords(self.metrics, self.traffic, self.server_events)
+        #: Streamed generations (`"stream": true`) take this path too, held open until their last token.
+        self.streams = StreamPath(self)
         #: Registry changes over the admin API (PUT / DELETE /experiments/{id}).
         self.admin = RegistryAdmin(self.registry, self.current_experiment)
 
@@ -107,7 +114,6 @@ class RequestPath:
     async def predict(self, experiment_id: str, inputs: str | list[str], parameters: dict[str, Any] | None) -> Answer:
         started, arrived_at = time.perf_counter(), time.time()
         experiment = await self.current_experiment(experiment_id)  # an unknown id is not counted: no label per typo
-        status = "499"  # until it is answered: a client that hangs up first never gets an answer
         plan: PoolPlan | None = None
         prediction: Prediction | None = None
         try:
@@ -118,38 +124,12 @@ class RequestPath:
                 prediction = await self.predictor.predict(experiment, batch, params)
             finally:
                 self.controller.finished(experiment.id)
-            status = "200"
-        except ServeError as exc:
-            status = str(exc.status_code)
+        except BaseException as exc:
+            self.records.finished(experiment.id, arrived_at, started, status_of(exc), prediction, plan, inputs)
             raise
-        except Exception:
-            status = "500"  # answered by the unexpected-error handler; 499 is only for a client that hung up
-            raise
-        finally:
-            elapsed = time.perf_counter() - started
-            self.metrics.requests.labels(experiment.id, status).inc()
-            self.metrics.latency.labels(experiment.id).observe(elapsed)
-            self.traffic.request(
-                experiment.id, arrived_at, int(status), elapsed,
-                cold=prediction is not None and (prediction.cold_load or prediction.cold_start is not None),
-                queue_wait_s=None if prediction is None else prediction.queue_ms / 1000,
-                inputs=len(inputs) if isinstance(inputs, list) else 1,
-                window_s=None if plan is None else plan.window_s, reason=None if plan is None else plan.reason.value,
-            )
-        assert plan is not None and prediction is not None  # set on the way to status 200
-        self._record_cold(experiment.id, prediction, plan)
+        self.records.finished(experiment.id, arrived_at, started, "200", prediction, plan, inputs)
+        self.records.cold(experiment.id, prediction, plan)
         return Answer(experiment, prediction, plan, time.perf_counter() - started)
-
-    def _record_cold(self, experiment_id: str, prediction: Prediction, plan: PoolPlan) -> None:
-        if prediction.cold_load:
-            self.metrics.cold_loads.labels(experiment_id).inc()
-            self.metrics.load_seconds.labels(experiment_id).observe(prediction.load_ms / 1000)
-        cold = prediction.cold_start
-        if cold is not None and cold.first:  # a container started for this request (counted once)
-            self.metrics.cold_starts.labels(experiment_id).inc()
-            self.metrics.cold_start_seconds.labels(experiment_id, "replica_start").observe(cold.replica_start_s)
-            self.metrics.cold_start_seconds.labels(experiment_id, "model_load").observe(cold.model_load_s)
-        self.server_events.cold_start(experiment_id, prediction, plan)
 
     async def start(self) -> None:
         """Read the registry's latest state, then follow its changes (in the server's event loop)."""

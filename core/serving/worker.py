@@ -11,14 +11,16 @@ weights to the GPU once the container is restored. The backend's class only adds
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, AsyncIterator
 
 from core.serving.cache import ModelState
 from core.serving.engine import InferenceEngine
 from core.serving.errors import ServeError
 from core.serving.models import LoadedModel, best_device, load_model
 from core.serving.registry import Experiment
+from core.serving.prediction import Prediction
 from core.serving.remote import error_value
+from core.serving.streaming import StreamItem
 from core.settings import Settings
 
 
@@ -83,9 +85,31 @@ class RemoteWorker:
             prediction = await self.engine.predict(self.experiment, inputs, params)
         except ServeError as exc:
             return error_value(exc)
+        return self._answer(prediction, request_at)
+
+    async def stream(self, prompt: str, params: Any, request_at: float | None = None) -> AsyncIterator[dict[str, Any] | StreamItem]:
+        """A streamed generation: first its start as `predict` answers (`{"prediction": …, "cold_start": …}`,
+        the prediction without outputs) or `{"error": …}`, then its items; an error that ends it midway is
+        its last item, as a value. Left early (the client hung up), the generation stops."""
+        try:
+            streaming = await self.engine.stream(self.experiment, prompt, params)
+        except ServeError as exc:
+            yield error_value(exc)
+            return
+        yield self._answer(streaming.start, request_at)
+        try:
+            async for item in streaming.items:
+                yield item
+        except ServeError as exc:
+            yield error_value(exc)
+        finally:
+            await streaming.items.aclose()  # type: ignore[attr-defined]
+
+    def _answer(self, prediction: Prediction, request_at: float | None) -> dict[str, Any]:
         first = self._served == 0
         self._served += 1
         waited = first if request_at is None else request_at < self.ready_at
         cold_start = {"started_at": self.started_at, "ready_at": self.ready_at, "model_load_s": self.model_load_s,
                       "first": first}
-        return {"prediction": prediction, "cold_start": cold_start if waited else None}
+        return {"prediction": prediction, "cold_start": cold_start if waited else None,
+                "precision": self.engine.cache.state(self.experiment.id).precision()}

@@ -22,6 +22,7 @@ import pytest
 from core.events import read_events
 from backends.local_ray.settings import load_ray_settings
 from tests.backends.local_ray.conftest import ray_app
+from tests.sse import read_sse
 
 pytestmark = pytest.mark.session_ray  # on this session's Ray instance (tests/conftest.py)
 
@@ -45,9 +46,9 @@ def ray_backend(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathF
             ("busy", fe, "feature-extraction"), ("quiet", fe, "feature-extraction"),
             ("burst", gen, "text-generation"), ("victim", fe, "feature-extraction"),
             ("contract", fe, "feature-extraction"), ("pair", fe, "feature-extraction"),
-            ("broken", root / "no-such-model", "feature-extraction"),
+            ("broken", root / "no-such-model", "feature-extraction"), ("stream", gen, "text-generation"),
         ]
-    ))
+    ) + 'dtype = "bfloat16"\n')  # the last entry's, "stream": its replicas run the model in bfloat16
     settings = load_ray_settings(
         env_file=None, registry_path=registry_path, time_scale=TIME_SCALE, base_warm_time=600, extension_time=600,
         activity_window=300, max_containers=12, max_containers_per_experiment=3, replica_target_ongoing=1,
@@ -261,3 +262,34 @@ def test_a_ray_instance_of_its_own_collects_no_ray_metrics(ray_backend: dict[str
 
     setting = ray.remote(num_cpus=0)(lambda: os.environ.get("RAY_enable_metrics_collection"))
     assert ray.get(setting.remote(), timeout=60) == "0"
+
+
+def test_a_stream_comes_token_by_token_from_a_replica_and_a_hang_up_leaves_nothing_in_flight(ray_backend: dict[str, Any]) -> None:
+    url = ray_backend["url"]
+    body = {"inputs": "hello world", "parameters": {"max_new_tokens": 12}, "stream": True}
+    with httpx.stream("POST", f"{url}/predict/stream", json=body, timeout=COLD_START_LIMIT_S) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        events = list(read_sse(response))
+    names = [name for name, _ in events]
+    assert names[0] == "start" and names[-1] == "end" and set(names[1:-1]) == {"token"}, names
+    start, end = events[0][1], events[-1][1]
+    assert start["cold_load"] is True and start["replica"] and start["timing"]["load_ms"] > 0  # a replica started
+    tokens = "".join(data["text"] for name, data in events if name == "token")
+    assert end["generated_text"] == "hello world" + tokens
+    plain, _ = predict(url, "stream", max_new_tokens=12)  # the replica's batch path: the same greedy text
+    assert plain["outputs"][0]["generated_text"] == end["generated_text"] and plain["cold_load"] is False
+    row = experiment_state(url, "stream")
+    assert (row["dtype"], row["dtype_in_use"], row["dtype_note"]) == ("bfloat16", "bfloat16", None)  # as its replica said
+    refused = httpx.post(f"{url}/predict/stream", json={**body, "inputs": ["a", "b"]}, timeout=30)
+    assert refused.status_code == 422 and "one input" in refused.json()["error"]["message"]
+    with httpx.stream("POST", f"{url}/predict/stream", json={**body, "parameters": {"max_new_tokens": 100}},
+                      timeout=COLD_START_LIMIT_S) as response:
+        assert next(read_sse(response))[0] == "start"  # then the client hangs up
+    again, _ = predict(url, "stream", max_new_tokens=2)
+    assert again["cold_load"] is False
+    health = httpx.get(f"{url}/health", timeout=30).json()
+    deadline = time.time() + 10
+    while health["activity"]["in_flight"] and time.time() < deadline:
+        time.sleep(0.1)
+        health = httpx.get(f"{url}/health", timeout=30).json()
+    assert health["activity"]["in_flight"] == 0

@@ -103,6 +103,7 @@ def modal_registry(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPa
         f'[experiments.fe-2]\nsource = "{fe}"\ntask = "feature-extraction"\n\n'
         f'[experiments.fe-l4]\nsource = "{fe}"\ntask = "feature-extraction"\ngpu = "L4"\n\n'
         f'[experiments.clf]\nsource = "{tiny_models["text-classification"]}"\ntask = "text-classification"\n\n'
-        f'[experiments.bad-sha]\nsource = "{fe}"\ntask = "feature-extraction"\nsha256 = "{"0" * 64}"\n'
+        f'[experiments.bad-sha]\nsource = "{fe}"\ntask = "feature-extraction"\nsha256 = "{"0" * 64}"\n\n'
+        f'[experiments.gen]\nsource = "{tiny_models["text-generation"]}"\ntask = "text-generation"\n'
     )
     return path

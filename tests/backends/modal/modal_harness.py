@@ -155,10 +155,7 @@ class Pools:
         pools, key = self, (experiment_id, definition, self.gpu)
         version = hashlib.sha256(definition.encode()).hexdigest()[:12]
 
-        async def remote(inputs: list[str], params: Any, request_at: float | None = None) -> Any:
-            import cloudpickle
-
-            call = {"experiment": experiment_id, "version": version, "done": False}
+        async def container_for(call: dict[str, Any]) -> Any:
             pools.calls.append(call)
             if key not in pools.containers:  # Modal starts a container; it starts whatever happens to this input
                 pools.containers[key] = asyncio.ensure_future(asyncio.to_thread(pools.start, experiment_id, definition))
@@ -168,16 +165,39 @@ class Pools:
                 pools.hold.update(next=None, holding=held)
                 call["held"] = True
                 await asyncio.to_thread(held.wait, 60)
-            method = container["methods"]["predict"]
+            return container
+
+        async def remote(inputs: list[str], params: Any, request_at: float | None = None) -> Any:
+            import cloudpickle
+
+            call = {"experiment": experiment_id, "version": version, "done": False}
+            method = (await container_for(call))["methods"]["predict"]
             result = cloudpickle.loads(cloudpickle.dumps(await method(inputs, params, request_at)))
             call["done"] = True
             return result
+
+        async def remote_gen(prompt: str, params: Any, request_at: float | None = None) -> Any:
+            """A generator method's items, each crossing cloudpickle; closed early, the method's generator is
+            closed in its container (Modal cancels the input)."""
+            import cloudpickle
+
+            call = {"experiment": experiment_id, "version": version, "done": False, "stream": True}
+            method = (await container_for(call))["methods"]["stream"]
+            items = method(prompt, params, request_at)
+            try:
+                async for item in items:
+                    yield cloudpickle.loads(cloudpickle.dumps(item))
+                call["done"] = True
+            finally:
+                call["closed"] = True
+                await items.aclose()
 
         async def update_autoscaler(**settings: Any) -> None:
             pools.updates.append({"experiment": experiment_id, "version": version, "gpu": pools.gpu, **settings})
 
         predict = type("Method", (), {"remote": _Aio(remote)})()
-        return type("Obj", (), {"predict": predict, "update_autoscaler": _Aio(update_autoscaler)})()
+        stream = type("Method", (), {"remote_gen": _Aio(remote_gen)})()
+        return type("Obj", (), {"predict": predict, "stream": stream, "update_autoscaler": _Aio(update_autoscaler)})()
 
     def start(self, experiment_id: str, definition: str) -> dict[str, Any]:
         """A container: Modal's helpers build the instance and run its enter hooks, in Modal's order

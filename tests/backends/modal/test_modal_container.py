@@ -14,6 +14,7 @@ import pytest
 
 from tests.backends.modal.conftest import ModalContainer, modal_container
 from tests.contract import check_contract
+from tests.sse import read_sse
 
 pytestmark = pytest.mark.long  # scheduled early (tests/conftest.py)
 
@@ -41,6 +42,28 @@ def test_the_containers_start_and_serve_the_shared_contract(box: ModalContainer)
         refused = client.post("/predict/bad-sha", json={"inputs": "x"})
         assert refused.status_code == 503 and "sha256" in refused.json()["error"]["message"]
     assert box.command("report")["commits"] == 0  # nothing was downloaded: the volume is not committed
+
+
+def test_a_stream_comes_from_the_generator_method_token_by_token_and_a_hang_up_closes_it(box: ModalContainer) -> None:
+    """`"stream": true` reaches the model container's generator method (`stream.remote_gen`), each item
+    crossing cloudpickle; a client that hangs up closes the generator in the container."""
+    body = {"inputs": "hello world", "parameters": {"max_new_tokens": 10}, "stream": True}
+    with box.client() as client:
+        with client.stream("POST", "/predict/gen", json=body) as response:
+            assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+            events = list(read_sse(response))
+        names = [name for name, _ in events]
+        assert names[0] == "start" and names[-1] == "end" and set(names[1:-1]) == {"token"}, names
+        assert events[0][1]["cold_load"] is True  # a container started for it
+        tokens = "".join(data["text"] for name, data in events if name == "token")
+        assert events[-1][1]["generated_text"] == "hello world" + tokens
+        plain = client.post("/predict/gen", json={**body, "stream": False}).json()
+        assert plain["outputs"][0]["generated_text"] == events[-1][1]["generated_text"]
+        with client.stream("POST", "/predict/gen", json={**body, "parameters": {"max_new_tokens": 100}}) as response:
+            assert next(read_sse(response))[0] == "start"  # then the client hangs up
+        time.sleep(1)
+    streams = [c for c in box.command("report")["calls"] if c["experiment"] == "gen" and c.get("stream")]
+    assert len(streams) == 2 and all(c.get("closed") for c in streams), streams
 
 
 def test_each_model_container_publishes_its_life_and_the_ingress_adds_them_up(box: ModalContainer) -> None:

@@ -50,7 +50,7 @@ def reconciled(box: ModalContainer) -> dict[str, Any]:
 
 def test_the_deploy_seeds_the_shared_registry_and_an_experiment_added_live_serves_at_once(box: ModalContainer) -> None:
     """No redeploy: the entry written a moment ago serves on its very first request."""
-    assert box.command("report")["registry"] == ["bad-sha", "clf", "fe", "fe-2", "fe-l4"]
+    assert box.command("report")["registry"] == ["bad-sha", "clf", "fe", "fe-2", "fe-l4", "gen"]
     with box.client() as client:
         assert client.post("/predict/live-1", json={"inputs": "x"}).status_code == 404
         put(box, "live-1", **FE)

@@ -17,6 +17,7 @@ def test_the_container_of_a_bfloat16_pool_loads_its_model_in_bfloat16(tmp_path: 
     from backends.modal_backend.settings import load_modal_settings
     from core.serving.parameters import FeatureExtractionParams
     from core.serving.registry import Registry
+    from core.serving.remote import answered_prediction
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     registry_path = tmp_path / "experiments.toml"
@@ -32,5 +33,7 @@ def test_the_container_of_a_bfloat16_pool_loads_its_model_in_bfloat16(tmp_path: 
     assert {p.dtype for p in model.module.parameters()} == {torch.bfloat16}
     answer = asyncio.run(container.worker.predict(["hello world"], FeatureExtractionParams(), None))
     assert len(answer["prediction"].outputs[0]) == 32, answer
+    assert answer["precision"] == {"dtype_in_use": "bfloat16", "dtype_note": None}  # what the ingress shows
+    assert answered_prediction(answer, 0.0).precision == {"dtype_in_use": "bfloat16", "dtype_note": None}
     status = asyncio.run(container.worker.engine.model_status())["fe-bf16"]
     assert (status.dtype_in_use, status.dtype_note) == ("bfloat16", None)

@@ -1,0 +1,51 @@
+"""What a request goes through on Ray before a replica may take it.
+
+Why this module exists: a request for a cold experiment must not start a replica the deployment has
+no slot for (MODAL_MAX_CONTAINERS: 503 at once), must take its turn among cold starts
+(HYBRID_MAX_COLD_STARTS), and must find its pool deployed (a first request deploys it, a request
+after a swap waits for the new model) — after its arrival is published, so that the pool's scaling
+policy sees it before any replica does. A prediction and a streamed generation are admitted alike.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Awaitable, Callable, TypeVar
+
+from backends.local_ray.cold_starts import ColdStarts, NoStartSlot
+from backends.local_ray.deployer import PoolDeployer
+from backends.local_ray.replica_slots import RETRY_AFTER_FULL_S, ReplicaSlots
+from backends.local_ray.replica_watch import ReplicaWatch, live
+from core.serving.errors import Overloaded
+from core.serving.registry import Experiment
+
+T = TypeVar("T")
+
+
+class Admission:
+    def __init__(self, timeout_s: float, publish: Callable[[str], Awaitable[None]], replicas: ReplicaWatch,
+                 slots: ReplicaSlots, starts: ColdStarts, deployer: PoolDeployer, identity: Callable[[str], str | None]):
+        self.timeout_s = timeout_s  # HYBRID_COLD_START_TIMEOUT_S: the whole wait, admission and start
+        self.publish = publish
+        self.replicas = replicas
+        self.slots = slots
+        self.starts = starts
+        self.deployer = deployer
+        self.identity = identity
+
+    async def run(self, experiment: Experiment, call: Callable[[float, float], Awaitable[T]]) -> T:
+        """`call(request_at, seconds left of the timeout)` once the request is admitted."""
+        await self.publish(experiment.id)  # its policy sees this arrival before any replica does
+        states = await self.replicas.current()
+        cold = not live(states.get(experiment.id, {}))
+        arrived = time.monotonic()
+        try:
+            with self.slots.taken(experiment.id, states):  # beyond MODAL_MAX_CONTAINERS: refused at once
+                async with self.starts.admit(experiment.id, cold, self.timeout_s):
+                    await self.deployer.ensure(experiment, self.identity(experiment.id))
+                    left_s = max(0.1, self.timeout_s - (time.monotonic() - arrived))
+                    return await call(time.time(), left_s)
+        except NoStartSlot:
+            raise Overloaded(f"{experiment.id}: {self.starts.limit} other experiments' cold starts (HYBRID_MAX_COLD_STARTS) "
+                             f"kept every slot for {self.timeout_s:g}s; retry in {RETRY_AFTER_FULL_S:g}s",
+                             retry_after_s=RETRY_AFTER_FULL_S) from None

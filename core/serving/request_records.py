@@ -1,0 +1,61 @@
+"""What the server keeps of each finished request: its metrics, its traffic record, its cold start.
+
+Why this module exists: a request ends in one of many ways — answered, refused, failed, cancelled by
+a client that hung up, or (a stream) after its last token — and each must be counted exactly once,
+with the status it got. The request path and the stream path both end their requests here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from core.keepwarm.controller import PoolPlan
+from core.metrics import ServerMetrics
+from core.serving.errors import ServeError
+from core.serving.prediction import Prediction
+from core.serving.server_events import ServerEvents
+from core.serving.traffic import Traffic
+
+
+def status_of(exc: BaseException) -> str:
+    """The status a request that ended with `exc` got: an error's own, 499 for a client that hung up (the
+    request was cancelled), 500 for anything unexpected (the unexpected-error handler answers it)."""
+    if isinstance(exc, ServeError):
+        return str(exc.status_code)
+    if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+        return "499"
+    return "500"
+
+
+class RequestRecords:
+    def __init__(self, metrics: ServerMetrics, traffic: Traffic, server_events: ServerEvents):
+        self.metrics = metrics
+        self.traffic = traffic
+        self.server_events = server_events
+
+    def finished(self, experiment_id: str, arrived_at: float, started: float, status: str,
+                 prediction: Prediction | None, plan: PoolPlan | None, inputs: str | list[str]) -> None:
+        """A request of a registered experiment ended with `status` (`started`: its perf_counter)."""
+        elapsed = time.perf_counter() - started
+        self.metrics.requests.labels(experiment_id, status).inc()
+        self.metrics.latency.labels(experiment_id).observe(elapsed)
+        self.traffic.request(
+            experiment_id, arrived_at, int(status), elapsed,
+            cold=prediction is not None and (prediction.cold_load or prediction.cold_start is not None),
+            queue_wait_s=None if prediction is None else prediction.queue_ms / 1000,
+            inputs=len(inputs) if isinstance(inputs, list) else 1,
+            window_s=None if plan is None else plan.window_s, reason=None if plan is None else plan.reason.value,
+        )
+
+    def cold(self, experiment_id: str, prediction: Prediction, plan: PoolPlan) -> None:
+        """A served request that loaded a model or waited for a container: its metrics and event."""
+        if prediction.cold_load:
+            self.metrics.cold_loads.labels(experiment_id).inc()
+            self.metrics.load_seconds.labels(experiment_id).observe(prediction.load_ms / 1000)
+        cold = prediction.cold_start
+        if cold is not None and cold.first:  # a container started for this request (counted once)
+            self.metrics.cold_starts.labels(experiment_id).inc()
+            self.metrics.cold_start_seconds.labels(experiment_id, "replica_start").observe(cold.replica_start_s)
+            self.metrics.cold_start_seconds.labels(experiment_id, "model_load").observe(cold.model_load_s)
+        self.server_events.cold_start(experiment_id, prediction, plan)
