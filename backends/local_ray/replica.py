@@ -42,17 +42,20 @@ def actor_started_at() -> float | None:
 
 class ExperimentReplica:
     def __init__(self, experiment: dict[str, Any], settings: RaySettings, identity: str | None = None):
+        importing = time.perf_counter()
         import torch  # here, not at the top: the ingress deploys this class and never runs a model
         from ray import serve
 
         from core.serving.worker import RemoteWorker
+
+        imports_s = time.perf_counter() - importing  # ~0 in a process that imported them already
 
         torch.set_num_threads(max(1, math.floor(settings.replica_cpus)))  # the CPUs Ray reserved, no more
         replica_id = serve.get_replica_context().replica_id.unique_id
         self._started_at = actor_started_at()  # before the model loads: the whole cold start
         if identity is not None:  # a moving source (an MLflow alias): load what it resolved to when deployed
             experiment = {**experiment, "source": MLFLOW_PREFIX + identity}
-        self.worker = RemoteWorker(settings, Experiment(**experiment), replica=replica_id)
+        self.worker = RemoteWorker(settings, Experiment(**experiment), replica=replica_id, imports_s=imports_s)
         self.worker.load()
         self._last_busy = self.worker.ready_at
         self._served = False

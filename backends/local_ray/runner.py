@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from backends.local_ray.warm_workers import WarmWorkers, raylet_environment
 from backends.local_ray.settings import RaySettings, ray_settings
 from core.auth import auth_mode
 from core.event_console import events_on_console
@@ -75,6 +76,8 @@ class Running:
     keep_ray: bool = False
     #: The registry keeper's handle: a named actor that is not detached lives while a handle does.
     keeper: Any = None
+    #: The idle workers kept ready on a Ray instance this start brought up (warm_workers.py).
+    warm: WarmWorkers | None = None
 
     @property
     def owns_serve(self) -> bool:
@@ -105,16 +108,26 @@ def _ship_models(registry: Registry) -> tuple[dict[str, tuple[Experiment, Experi
     return {e.id: (e, e.model_copy(update={"source": f"./models/{e.id}", "base_dir": Path(".")})) for e in local}, staging
 
 
-def _runtime_env(own_cluster: bool, staging: Path | None) -> dict[str, Any]:
-    env: dict[str, Any] = {"env_vars": ray_environment()}
-    if not own_cluster:  # other nodes have neither this project's code nor its local models
-        import backends
-        import core
+def _runtime_env(own_cluster: bool, staging: Path | None) -> dict[str, Any] | None:
+    """None on a Ray instance of our own: its processes inherit this one's environment, and a replica
+    with no runtime environment of its own may take a warm worker (Ray reuses a worker only for the same
+    environment). On a cluster: the environment, the project's code and its local models."""
+    if own_cluster:
+        return None
+    import backends
+    import core
 
-        env["py_modules"] = [core, backends]
-        if staging is not None:
-            env["working_dir"] = str(staging)
+    env: dict[str, Any] = {"env_vars": ray_environment(), "py_modules": [core, backends]}
+    if staging is not None:  # other nodes have neither this project's code nor its local models
+        env["working_dir"] = str(staging)
     return env
+
+
+def _warm_workers(settings: RaySettings) -> int:
+    """HYBRID_WARM_WORKERS, or as many as cold starts may run at once."""
+    if settings.warm_workers is not None:
+        return settings.warm_workers
+    return settings.max_cold_starts or os.cpu_count() or 1
 
 
 #: A Ray instance of our own collects no Ray metrics: they feed Ray's dashboard, which it does not start
@@ -143,8 +156,10 @@ def start(settings: Settings, registry: Registry, host: str, port: int, app_name
     started_ray = not ray.is_initialized()
     for key, value in ray_environment().items():
         os.environ.setdefault(key, value)  # processes of a local Ray instance inherit this environment
+    warm = _warm_workers(settings) if own_cluster and started_ray else 0
     if own_cluster and started_ray:  # ... Serve's proxies too: ours only on a Ray instance of our own
-        for key, value in {**proxy_environment(), **OWN_INSTANCE_ENVIRONMENT}.items():
+        raylet = raylet_environment(warm, settings.max_containers)
+        for key, value in {**proxy_environment(), **OWN_INSTANCE_ENVIRONMENT, **raylet}.items():
             os.environ.setdefault(key, value)
     for secret in SECRET_VARIABLES:  # ... so secrets leave it first: the settings already hold them
         os.environ.pop(secret, None)
@@ -188,10 +203,12 @@ def start(settings: Settings, registry: Registry, host: str, port: int, app_name
             _remove_application(app_name)
         raise
     running.url = f"{http.host}:{http.port}"
+    running.warm = WarmWorkers(warm).start() if warm else None
     running.capacity = (f"up to {settings.max_replicas} replicas across experiments (MODAL_MAX_CONTAINERS, within "
                         f"what the cluster holds or HYBRID_MAX_REPLICAS), {settings.experiment_max_containers} for one "
                         f"(HYBRID_MAX_CONTAINERS_PER_EXPERIMENT), "
-                        f"{settings.max_cold_starts} cold starts at once (HYBRID_MAX_COLD_STARTS)")
+                        f"{settings.max_cold_starts} cold starts at once (HYBRID_MAX_COLD_STARTS), "
+                        f"{warm} warm worker{'' if warm == 1 else 's'} (HYBRID_WARM_WORKERS)")
     return running
 
 
@@ -232,6 +249,8 @@ def stop(running: Running) -> None:
     import ray
 
     private = running.own_cluster and running.started_ray and not running.keep_ray
+    if running.warm is not None and not running.keep_ray:
+        running.warm.stop()
     try:
         if not private:  # a private cluster's Serve goes with it: no controller killed under its own tasks
             _remove_application(running.app_name)

@@ -43,6 +43,12 @@ class RaySettings(Settings):
         0, "HYBRID_MAX_COLD_STARTS", "integer ≥ 0: cold starts under way at once across experiments (0: the cluster's CPUs)",
         ge=0
     )
+    warm_workers: int | None = setting(
+        None, "HYBRID_WARM_WORKERS",
+        "integer ≥ 0: idle Ray worker processes kept ready with torch imported (a Ray instance of our own only), so "
+        "a cold start pays for its model alone; ~300 MB each at rest (unset: as many as cold starts at once; 0: none)",
+        ge=0,
+    )
 
     @property
     def target_ongoing(self) -> int:

@@ -29,9 +29,10 @@ class ColdRound:
     cold: bool  # the server said this request paid a cold start
     client_s: float
     server_wait_s: float | None
-    container_start_s: float | None
+    container_start_s: float | None  # the container's start up to our code, imports included
     model_load_s: float | None
     note: str = ""
+    imports_s: float | None = None  # the part of the container's start spent importing the model stack
 
     def to_json(self) -> dict[str, Any]:
         return {k: finite(v) if isinstance(v, float) else v for k, v in asdict(self).items()}
@@ -97,7 +98,8 @@ async def cold_round(http: httpx.AsyncClient, plan: Plan, task: str) -> ColdRoun
     model = (await experiment_row(http, plan)).get("model") or {}
     split = model.get("last_cold_start") or {}
     if split.get("replica_start_s") is not None:
-        return ColdRound(True, client_s, server_wait_s, split["replica_start_s"], split.get("model_load_s"))
+        return ColdRound(True, client_s, server_wait_s, split["replica_start_s"], split.get("model_load_s"),
+                         imports_s=split.get("imports_s"))
     if model.get("last_cold_load_ms") is not None:  # in-process: the server is the container, already up
         return ColdRound(True, client_s, server_wait_s, None, model["last_cold_load_ms"] / 1000,
                          "in-process: no container starts, the model loads in the server")

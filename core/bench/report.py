@@ -43,7 +43,8 @@ def rows(result: dict[str, Any]) -> list[Row]:
                 ("  server's wait", *seconds(median["server_wait_s"])),
                 ("  container start", *seconds(median["container_start_s"], "n/a (in-process)"
                                                 if "in-process" in cold["note"] else "not reported")),
-                (f"  imports: {cold['imports']}", "", ""),
+                *([("    of which imports", *seconds(median["imports_s"]))] if median.get("imports_s") is not None
+                  else [(f"  imports: {cold['imports']}", "", "")]),
                 ("  model load", *seconds(median["model_load_s"], "not reported"))]
     else:
         out.append(("cold start", "not measured", ""))

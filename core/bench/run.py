@@ -113,6 +113,6 @@ def cold_summary(rounds: list[ColdRound]) -> dict[str, Any]:
         values = [v for r in cold if (v := getattr(r, name)) is not None]
         return finite(statistics.median(values)) if values else None
 
-    parts = ("client_s", "server_wait_s", "container_start_s", "model_load_s")
+    parts = ("client_s", "server_wait_s", "container_start_s", "imports_s", "model_load_s")
     return {"measured": len(cold), "rounds": [r.to_json() for r in rounds], "median": {p: median(p) for p in parts},
             "imports": IMPORTS_INCLUDED, "note": next((r.note for r in cold if r.note), "")}

@@ -26,6 +26,8 @@ class ColdStart:
     model_load_s: float
     total_s: float  # from the request's arrival until the container was ready
     first: bool  # the container's first answer: counts the container's start once
+    #: Part of `replica_start_s`: importing the model stack (torch …) in the container, where it says (None: not).
+    imports_s: float | None = None
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,8 @@ def answered_prediction(result: dict[str, Any], request_at: float) -> Prediction
     if not cold:
         return prediction
     total_s = max(0.0, cold["ready_at"] - request_at)
-    cold_start = ColdStart(max(0.0, cold["started_at"] - request_at), cold["model_load_s"], total_s, bool(cold["first"]))
+    cold_start = ColdStart(max(0.0, cold["started_at"] - request_at), cold["model_load_s"], total_s, bool(cold["first"]),
+                           cold.get("imports_s"))
     return replace(prediction, cold_load=True, load_ms=total_s * 1000, cold_start=cold_start)
 
 

@@ -27,8 +27,11 @@ from core.settings import Settings
 class RemoteWorker:
     """One container's model: loaded at start, served through the engine, errors as values."""
 
-    def __init__(self, settings: Settings, experiment: Experiment, replica: str | None = None):
+    def __init__(self, settings: Settings, experiment: Experiment, replica: str | None = None,
+                 imports_s: float | None = None):
         self.started_at = time.time()
+        #: How long the container took to import the model stack before this (None: not measured).
+        self.imports_s = imports_s
         self.experiment = experiment
         self.device: str | None = None  # None: the best device when the model loads
         self.engine = InferenceEngine(settings, loader=self._load_model, replica=replica)
@@ -110,6 +113,6 @@ class RemoteWorker:
         self._served += 1
         waited = first if request_at is None else request_at < self.ready_at
         cold_start = {"started_at": self.started_at, "ready_at": self.ready_at, "model_load_s": self.model_load_s,
-                      "first": first}
+                      "first": first, "imports_s": self.imports_s}
         return {"prediction": prediction, "cold_start": cold_start if waited else None,
                 "precision": self.engine.cache.state(self.experiment.id).precision()}

@@ -66,8 +66,10 @@ def test_the_table_gives_every_figure_a_unit() -> None:
                  rows(result(cold, ttft={"available": True, "p50_ms": 42.0})))
     assert table["cold start, median of 2: client's wait"] == ("10.0", "s")
     assert table["container start"] == ("3.50", "s") and table["model load"] == ("5.50", "s")
-    assert table[f"imports: {IMPORTS_INCLUDED}"] == ("", "")
+    assert table[f"imports: {IMPORTS_INCLUDED}"] == ("", "")  # the server did not say
     assert table["warm, 8 clients: latency p50"] == ("20.0", "ms")
+    split = dict((f.strip(), v) for f, v, _ in rows(result([ColdRound(True, 9.0, 8.5, 3.0, 5.0, imports_s=1.5)])))
+    assert split["of which imports"] == "1.50" and split["container start"] == "3.00"  # the replica says
     assert table["throughput"][1] == "req/s"
     assert table["batching gain (8 clients ÷ 1)"] == ("4.00", "×")
     assert table["time to first token p50"] == ("42.0", "ms")
@@ -92,7 +94,8 @@ def test_the_json_file_holds_every_figure(tmp_path: Path) -> None:
     written = tmp_path / "out" / "bench.json"
     write_json(written, result([ColdRound(True, 9.0, 8.5, 3.0, 5.0)]))
     data = json.loads(written.read_text())
-    assert data["cold_start"]["median"] == {"client_s": 9.0, "server_wait_s": 8.5, "container_start_s": 3.0, "model_load_s": 5.0}
+    assert data["cold_start"]["median"] == {"client_s": 9.0, "server_wait_s": 8.5, "container_start_s": 3.0, "imports_s": None,
+                                            "model_load_s": 5.0}
     assert data["cold_start"]["imports"] == IMPORTS_INCLUDED
     assert set(data["warm"]) >= {"throughput_rps", "latency_ms", "errors", "mean_batch_inputs", "duration_s"}
 

@@ -99,6 +99,7 @@ def test_first_request_is_a_cold_start_and_the_second_is_warm(ray_backend: dict[
     split = after["model"]["last_cold_start"]
     assert split["replica_start_s"] > 0 and split["model_load_s"] > 0
     assert split["replica_start_s"] + split["model_load_s"] <= split["total_s"] + 0.5
+    assert 0 < split["imports_s"] < split["replica_start_s"]  # the model stack's import, part of the replica's start
     second, _ = predict(url, "cold")
     assert second["cold_load"] is False and second["replica"] == first["replica"]
     assert wait_for_event(ray_backend["events"], "cold", "cold_start", 0)["replica"] == first["replica"]
