@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from typing import Awaitable, Callable, TypeVar
 
+from core.serving.streaming import close_if_orphaned
 from core.serving.errors import BackendUnavailable, Overloaded, ServeError, UnknownExperiment, UpstreamTimeout
 
 T = TypeVar("T")
@@ -75,6 +76,7 @@ class InFlight:
             await asyncio.wait({task, ticket.ended}, return_when=asyncio.FIRST_COMPLETED)
             if not task.done():
                 task.cancel()  # it unwinds at once: the handle call is cancelled, a deploy runs on unawaited
+                close_if_orphaned(task)  # ... and a stream it started meanwhile is closed
                 await asyncio.gather(task, return_exceptions=True)
                 raise ticket.ended.result()
             try:
@@ -85,6 +87,7 @@ class InFlight:
                 raise
         except asyncio.CancelledError:  # the client hung up
             task.cancel()
+            close_if_orphaned(task)
             raise
         finally:
             self._tickets.discard(ticket)

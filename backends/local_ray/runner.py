@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backends.local_ray.warm_workers import WarmWorkers, raylet_environment
+from backends.local_ray.warm_workers import DEFAULT_MAX, WarmWorkers, raylet_environment
 from backends.local_ray.settings import RaySettings, ray_settings
 from core.auth import auth_mode
 from core.event_console import events_on_console
@@ -124,10 +124,12 @@ def _runtime_env(own_cluster: bool, staging: Path | None) -> dict[str, Any] | No
 
 
 def _warm_workers(settings: RaySettings) -> int:
-    """HYBRID_WARM_WORKERS, or as many as cold starts may run at once."""
+    """HYBRID_WARM_WORKERS, or as many as cold starts may run at once — within the replica cap, and a
+    few at most (memory at rest)."""
     if settings.warm_workers is not None:
         return settings.warm_workers
-    return settings.max_cold_starts or os.cpu_count() or 1
+    cap = min(settings.max_containers, settings.max_replicas or settings.max_containers)
+    return min(settings.max_cold_starts or os.cpu_count() or 1, cap, DEFAULT_MAX)
 
 
 #: A Ray instance of our own collects no Ray metrics: they feed Ray's dashboard, which it does not start
@@ -154,8 +156,11 @@ def start(settings: Settings, registry: Registry, host: str, port: int, app_name
     address = ray_address()
     own_cluster = address == "local"  # never join a cluster nobody asked for
     started_ray = not ray.is_initialized()
-    for key, value in ray_environment().items():
-        os.environ.setdefault(key, value)  # processes of a local Ray instance inherit this environment
+    for key, value in ray_environment().items():  # processes of a local Ray instance inherit this environment
+        if own_cluster and started_ray:
+            os.environ[key] = value  # the emulator's own (a cluster's workers get them in their runtime env)
+        else:
+            os.environ.setdefault(key, value)
     warm = _warm_workers(settings) if own_cluster and started_ray else 0
     if own_cluster and started_ray:  # ... Serve's proxies too: ours only on a Ray instance of our own
         raylet = raylet_environment(warm, settings.max_containers)

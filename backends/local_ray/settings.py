@@ -46,7 +46,8 @@ class RaySettings(Settings):
     warm_workers: int | None = setting(
         None, "HYBRID_WARM_WORKERS",
         "integer ≥ 0: idle Ray worker processes kept ready with torch imported (a Ray instance of our own only), so "
-        "a cold start pays for its model alone; ~300 MB each at rest (unset: as many as cold starts at once; 0: none)",
+        "a cold start pays for its model alone; ~300 MB each at rest (unset: as many as cold starts at once, "
+        "within MODAL_MAX_CONTAINERS, 4 at most; 0: none)",
         ge=0,
     )
 

@@ -21,8 +21,11 @@ log = logging.getLogger("hybrid_serve.ray.warm_workers")
 
 #: Imported by every worker the raylet starts: what a replica's constructor would import.
 PRELOADED = "torch,transformers,core.serving.models"
-#: A worker asked for counts as on its way for this long (it starts, imports, registers).
-STARTING_S = 20.0
+#: A worker asked for counts as on its way for this long (it starts, imports and registers — slowly
+#: when ten cold starts share two cores), so a slow start is never asked for twice.
+STARTING_S = 120.0
+#: Never more than this many kept ready by default: each costs ~300 MB at rest.
+DEFAULT_MAX = 4
 #: How long the raylet keeps an idle warm worker alive before it may kill it (an hour, renewed as used).
 KEEP_ALIVE_S = 3600
 #: A worker taken is replaced only once none was taken for this long: starting one imports torch at

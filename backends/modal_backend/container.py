@@ -132,7 +132,9 @@ class ModelContainer:
         if life is None:
             yield
             return
-        with life.serving():
-            yield
-        if self._publishing is None or self._publishing.done():
-            self._publishing = asyncio.get_running_loop().create_task(life.publish_due())
+        try:
+            with life.serving():
+                yield
+        finally:  # also for a stream its client left
+            if self._publishing is None or self._publishing.done():
+                self._publishing = asyncio.get_running_loop().create_task(life.publish_due())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from contextlib import aclosing
 from typing import Any, AsyncIterator
 
@@ -22,6 +23,8 @@ from core.http.error_shape import error_body
 from core.serving.errors import ServeError
 from core.serving.stream_path import StreamAnswer
 from core.serving.streaming import StreamEnd, Token
+
+log = logging.getLogger("hybrid_serve.http")
 
 HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
            (b"x-accel-buffering", b"no")]
@@ -70,6 +73,9 @@ async def _item_events(answer: StreamAnswer, started: float) -> AsyncIterator[by
                 })
     except ServeError as exc:
         yield event("error", error_body(exc.error_type, exc.message))
+    except Exception as exc:  # nothing else may end a stream whose headers are sent without its last event
+        log.error("a stream failed midway: %s: %s", type(exc).__name__, exc)
+        yield event("error", error_body("internal_error", "the stream failed midway; retry"))
 
 
 class EventStream(Response):

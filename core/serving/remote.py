@@ -86,11 +86,16 @@ async def streamed_prediction(items: AsyncIterator[Any], experiment_id: str, tim
 
 
 async def _values(items: AsyncIterator[Any], worker: str) -> AsyncIterator[StreamItem]:
-    async for item in items:
-        if isinstance(item, dict):
-            raise_error_value(item, worker)
-            continue
-        yield item
+    try:
+        async for item in items:
+            if isinstance(item, dict):
+                raise_error_value(item, worker)
+                continue
+            yield item
+    except (ServeError, asyncio.CancelledError, GeneratorExit):
+        raise
+    except Exception as exc:  # the worker died midway, its deployment went, ...: as `await_worker` says it
+        raise BackendUnavailable(f"the {worker} failed while streaming ({type(exc).__name__}); retry") from None
 
 
 async def _close(items: AsyncIterator[Any]) -> None:

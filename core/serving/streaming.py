@@ -44,6 +44,20 @@ StreamItem = Token | StreamEnd
 Emit = Callable[[str], None]
 
 
+def close_if_orphaned(task: "asyncio.Future[object]") -> None:
+    """For a task whose caller has left: once it ends, a stream it started (an answer with `items`) is
+    closed — its generation stops and what it holds is released — since nobody will read it."""
+
+    def closed(done: "asyncio.Future[object]") -> None:
+        if done.cancelled() or done.exception() is not None:
+            return
+        close = getattr(getattr(done.result(), "items", None), "aclose", None)
+        if close is not None:
+            asyncio.ensure_future(close())
+
+    task.add_done_callback(closed)
+
+
 class _Started:
     """The inference thread took the generation up (the end of its wait for the thread)."""
 
@@ -154,7 +168,9 @@ async def start_generation(executor: Executor, generate: Callable[..., tuple[str
     """Run `generate(prompt, params, emit, stop)` on `executor` (the inference thread); once the thread has
     taken it up: how long it waited for the thread, and its items. `busy` is held until the stream ends."""
     pipe = TokenPipe()
-    asyncio.get_running_loop().run_in_executor(executor, _generate, generate, prompt, params, pipe)
+    queued = asyncio.get_running_loop().run_in_executor(executor, _generate, generate, prompt, params, pipe)
+    queued.add_done_callback(lambda f: f.cancelled() and pipe.fail(  # the engine closed before the thread took it
+        Overloaded("the server is shutting down: this stream never started; retry", retry_after_s=1)))
     try:
         await pipe.wait_started()
     except BaseException:  # the client left while it waited for the thread: it never starts

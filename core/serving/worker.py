@@ -99,8 +99,8 @@ class RemoteWorker:
         except ServeError as exc:
             yield error_value(exc)
             return
-        yield self._answer(streaming.start, request_at)
         try:
+            yield self._answer(streaming.start, request_at)
             async for item in streaming.items:
                 yield item
         except ServeError as exc:

@@ -11,16 +11,18 @@ from backends.local_ray.warm_workers import PRELOADED, WarmWorkers, raylet_envir
 
 
 @pytest.mark.parametrize("overrides, expected", [
-    ({}, None),  # unset: as many as cold starts at once (the machine's CPUs when that is 0)
+    ({}, None),  # unset: as many as cold starts at once (the machine's CPUs when that is 0), 4 at most
     ({"max_cold_starts": 3}, 3),
+    ({"max_cold_starts": 16}, 4),  # a big machine keeps a few, not 16 × 300 MB
+    ({"max_cold_starts": 3, "max_containers": 2}, 2),  # never more than could ever be taken
     ({"warm_workers": 0, "max_cold_starts": 3}, 0),
-    ({"warm_workers": 5}, 5),
+    ({"warm_workers": 5}, 5),  # asked for: as many
 ])
 def test_how_many_warm_workers(overrides: dict[str, int], expected: int | None) -> None:
     import os
 
     settings = load_ray_settings(env_file=None, **overrides)
-    assert _warm_workers(settings) == (expected if expected is not None else (os.cpu_count() or 1))
+    assert _warm_workers(settings) == (expected if expected is not None else min(os.cpu_count() or 1, 4))
 
 
 def test_the_raylet_imports_the_model_stack_and_keeps_enough_workers_alive() -> None:
