@@ -11,6 +11,7 @@ an evicted model's batcher so that the cache's limits are the memory's.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from typing import Any, Callable, Collection
 
 from core.keepwarm.ledger import UsageRecord
@@ -23,7 +24,7 @@ from core.serving.live_registry import RegistryChange
 from core.serving.model_status import LoadHistory, ModelState, ModelStatus
 from core.serving.prediction import Prediction, StreamingPrediction
 from core.serving.registry import Experiment, Registry
-from core.serving.streaming import start_generation
+from core.serving.streaming import OpenStreams, start_generation
 from core.settings import Settings
 
 
@@ -45,6 +46,8 @@ class InferenceEngine:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self.batchers = Batchers(settings, self._executor)
         self._closing = False
+        #: Streams open per experiment, bounded as a batcher's queue.
+        self.streams = OpenStreams(settings.max_queue)
 
     async def registry_changed(self, change: RegistryChange, registry: Registry) -> None:
         """A removed or changed experiment's model is let go now: requests already queued for it
@@ -91,15 +94,20 @@ class InferenceEngine:
         )
 
     async def stream(self, experiment: Experiment, prompt: str, params: Any) -> StreamingPrediction:
-        """Generate from `prompt` on the inference thread, token by token; returns once the thread has
-        taken it up. A stream holds the thread (its experiment's batch slot) until its last token, or
-        until its reader leaves: the generation then stops at its next token."""
+        """Generate from `prompt` on the inference thread, token by token, once the thread takes it up; it
+        holds the thread until its last token, or until its reader leaves (it stops at its next token)."""
         hit = await self._model(experiment, [prompt], params)
         generate = hit.model.stream
         if generate is None:
             raise InvalidInput(f"stream: {experiment.id} is a {experiment.task.value} experiment; only text generation streams")
-        queue_s, items = await start_generation(self._executor, generate, prompt, params,
-                                                self.cache.lives.serving(experiment.id))
+        held = ExitStack()  # until the stream ends: an open stream of the experiment, its busy time
+        held.callback(self.streams.take(experiment.id))
+        held.enter_context(self.cache.lives.serving(experiment.id))
+        try:
+            queue_s, items = await start_generation(self._executor, generate, prompt, params, held)
+        except BaseException:
+            held.close()
+            raise
         start = Prediction(outputs=[], cold_load=hit.cold, load_ms=hit.load_s * 1000, inference_ms=0.0,
                            queue_ms=queue_s * 1000, batch_inputs=1, replica=self.replica, loaded=hit.loaded)
         return StreamingPrediction(start, items)

@@ -44,6 +44,31 @@ StreamItem = Token | StreamEnd
 Emit = Callable[[str], None]
 
 
+class OpenStreams:
+    """Streams open per experiment — waiting for the inference thread or generating — bounded as a
+    batcher's queue is (HYBRID_MAX_QUEUE): one more is refused with 503 + Retry-After."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._open: dict[str, int] = {}
+
+    def take(self, experiment_id: str) -> Callable[[], None]:
+        """Count one more open stream of the experiment; the function that releases it (once)."""
+        if self._open.get(experiment_id, 0) >= self.limit:
+            raise Overloaded(f"{experiment_id}: {self.limit} streams already open (HYBRID_MAX_QUEUE); retry shortly",
+                             retry_after_s=1)
+        self._open[experiment_id] = self._open.get(experiment_id, 0) + 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._open[experiment_id] -= 1
+
+        return release
+
+
 def close_if_orphaned(task: "asyncio.Future[object]") -> None:
     """For a task whose caller has left: once it ends, a stream it started (an answer with `items`) is
     closed — its generation stops and what it holds is released — since nobody will read it."""

@@ -140,3 +140,24 @@ def test_a_stream_is_in_flight_until_its_last_token(served: tuple[str, RequestPa
     wait_until(lambda: activity_of(path.tracker, "gen").in_flight == 0, 10, "the stream no longer in flight")
     metrics = httpx.get(f"{url}/metrics").text
     assert 'hybrid_requests_total{experiment="gen",status="200"} 1.0' in metrics
+
+
+def test_streams_beyond_the_queue_bound_are_refused_with_a_retry(registry_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """HYBRID_MAX_QUEUE bounds the streams open per experiment, as it bounds a batcher's queue: one more
+    gets 503 + Retry-After before any event; once one ends, a new one is taken."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    generations = Generations()
+    generations.pace_s = 0.05
+    settings = make_settings(registry_path=registry_file, max_queue=1)
+    path = RequestPath(settings, Registry.load(registry_file), InferenceEngine(settings, loader=generations))
+    body = {"inputs": PROMPT, "parameters": {"max_new_tokens": 40}, "stream": True}
+    with live_server(create_app(path)) as url:
+        with httpx.stream("POST", f"{url}/predict/gen", json=body, timeout=60) as first:
+            events = read_sse(first)  # held: a reader dropped would close the stream
+            assert next(events)[0] == "start"
+            second = httpx.post(f"{url}/predict/gen", json=body, timeout=60)
+            assert second.status_code == 503 and "HYBRID_MAX_QUEUE" in second.json()["error"]["message"]
+            assert second.headers["retry-after"]
+        wait_until(lambda: activity_of(path.tracker, "gen").in_flight == 0, 10, "the first stream closed")
+        third = httpx.post(f"{url}/predict/gen", json={**body, "parameters": {"max_new_tokens": 2}}, timeout=60)
+        assert third.status_code == 200 and "event: end" in third.text
