@@ -41,6 +41,8 @@ class EventName(StrEnum):
     @classmethod
     def of(cls, name: str) -> "EventName":
         """The event named `name`; a name that is none of them is refused (ValueError, naming them all)."""
+        if type(name) is cls:  # already one of them (the request path's case): nothing to look up
+            return name
         try:
             return cls(name)
         except ValueError:
@@ -68,8 +70,8 @@ class EventLog:
 
     def write(self, experiment: str, event: EventName, window_s: float | None = None, reason: str | None = None, **extra: Any) -> None:
         event = EventName.of(event)  # refused even when no log is kept: a wrong name fails in every test
-        if self.path is None and self.recording is None:
-            return
+        if self.path is None and (self.recording is None or event not in SCALING_EVENTS):
+            return  # nothing to write it to (a request's own record is core.serving.traffic's)
         record = {"time": time.time(), "experiment": experiment, "event": event.value, "window_s": window_s, "reason": reason, **extra}
         if self.recording is not None and event in SCALING_EVENTS:
             try:

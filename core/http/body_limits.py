@@ -42,7 +42,8 @@ class BodyLimits:
             if body_done:  # after the body: only a disconnect can come, whenever it comes
                 return await receive()
             try:
-                message = await asyncio.wait_for(receive(), self.timeout_s)
+                async with asyncio.timeout(self.timeout_s):  # a timer, not a task per chunk (wait_for's)
+                    message = await receive()
             except TimeoutError:
                 failed = (408, "request_timeout", f"the request body stalled for {self.timeout_s:g}s (HYBRID_BODY_TIMEOUT_S)")
                 raise _BodyRefused from None

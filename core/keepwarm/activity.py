@@ -135,6 +135,10 @@ class ActivityTracker:
             self._experiments.move_to_end(experiment_id)
             self._total_completions += 1
 
+    def remembered(self) -> frozenset[str]:  # the ids remembered now: a snapshot without its activities
+        with self._lock:
+            return frozenset(self._experiments)
+
     def snapshot(self) -> list[ExperimentActivity]:
         """Every remembered experiment's activity now, most recently active last."""
         with self._lock:
@@ -144,13 +148,9 @@ class ActivityTracker:
 
     def stats(self) -> ActivityStats:
         with self._lock:
-            return ActivityStats(
-                total_requests=self._total_requests,
-                total_completions=self._total_completions,
-                tracked_experiments=len(self._experiments),
-                forgotten_experiments=self._forgotten,
-                in_flight=sum(s.in_flight for s in self._experiments.values()),
-            )
+            return ActivityStats(total_requests=self._total_requests, total_completions=self._total_completions,
+                                 tracked_experiments=len(self._experiments), forgotten_experiments=self._forgotten,
+                                 in_flight=sum(s.in_flight for s in self._experiments.values()))
 
     def _forget_idle(self, now: float) -> None:
         """Forget experiments untouched for `retention_s` (lock held); one still busy is kept."""

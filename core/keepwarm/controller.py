@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Callable, Iterable
 
@@ -104,6 +104,12 @@ class AppliedWindow:
     deployment: str | None = None
     #: The plan's phase (`PlanPhase`'s value).
     phase: str = PlanPhase.KEEP_WARM.value
+
+    def holds(self, plan: "PoolPlan", deployment: str | None = None) -> bool:
+        """This is what `plan` applies (whenever it was applied): re-applying it changes nothing."""
+        return (self.window_s == plan.scaledown_window_s and self.reason == plan.reason.value
+                and self.prewarm_after_s == plan.decision.prewarm_after_s and self.min_containers == plan.min_containers
+                and self.deployment == deployment and self.phase == plan.phase.value)
 
     @classmethod
     def of(cls, plan: "PoolPlan", applied_at: float, deployment: str | None = None) -> "AppliedWindow":
@@ -223,14 +229,15 @@ class WindowController:
 
     def _record(self, plans: dict[str, PoolPlan]) -> None:
         now = self._wall()
+        remembered = self.tracker.remembered()
         with self._lock:
-            for experiment_id in set(self._applied) - {a.experiment_id for a in self.tracker.snapshot()} - set(plans):
+            for experiment_id in [e for e in self._applied if e not in remembered and e not in plans]:
                 del self._applied[experiment_id]  # forgotten by the tracker
                 self._latest.pop(experiment_id, None)
             for experiment_id, plan in plans.items():
-                current, fresh = self._applied.get(experiment_id), AppliedWindow.of(plan, now)
-                if current is None or replace(current, applied_at=now) != fresh:
-                    self._applied[experiment_id] = fresh
+                current = self._applied.get(experiment_id)
+                if current is None or not current.holds(plan):
+                    self._applied[experiment_id] = AppliedWindow.of(plan, now)
 
     def unused(self, experiment_id: str) -> PoolPlan:
         return unused_plan(experiment_id, self.policy)

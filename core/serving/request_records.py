@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from core.keepwarm.controller import PoolPlan
 from core.metrics import ServerMetrics
@@ -33,13 +34,23 @@ class RequestRecords:
         self.metrics = metrics
         self.traffic = traffic
         self.server_events = server_events
+        #: The labelled series of each experiment (and status), looked up once: `labels()` costs a lock
+        #: and a tuple build at every request.
+        self._counted: dict[tuple[str, str], Any] = {}
+        self._timed: dict[str, Any] = {}
 
     def finished(self, experiment_id: str, arrived_at: float, started: float, status: str,
                  prediction: Prediction | None, plan: PoolPlan | None, inputs: str | list[str]) -> None:
         """A request of a registered experiment ended with `status` (`started`: its perf_counter)."""
         elapsed = time.perf_counter() - started
-        self.metrics.requests.labels(experiment_id, status).inc()
-        self.metrics.latency.labels(experiment_id).observe(elapsed)
+        counter = self._counted.get((experiment_id, status))
+        if counter is None:
+            counter = self._counted[experiment_id, status] = self.metrics.requests.labels(experiment_id, status)
+        timer = self._timed.get(experiment_id)
+        if timer is None:
+            timer = self._timed[experiment_id] = self.metrics.latency.labels(experiment_id)
+        counter.inc()
+        timer.observe(elapsed)
         self.traffic.request(
             experiment_id, arrived_at, int(status), elapsed,
             cold=prediction is not None and (prediction.cold_load or prediction.cold_start is not None),
