@@ -58,7 +58,9 @@ async def await_worker(call: Awaitable[Any], experiment_id: str, timeout_s: floa
 def answered_prediction(result: dict[str, Any], request_at: float) -> Prediction:
     """The worker's prediction; for a request that waited for its container to start, the start's
     timing (replica start and model load) and `cold_load` — the container's first answer marks it."""
-    prediction: Prediction = replace(result["prediction"], precision=result.get("precision"))
+    prediction: Prediction = result["prediction"]
+    if result.get("precision") is not None:  # the precision the container's model runs in, for /experiments
+        prediction = replace(prediction, precision=result["precision"])
     cold = result.get("cold_start")
     if not cold:
         return prediction

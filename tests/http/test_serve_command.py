@@ -182,6 +182,7 @@ def ctrl_c_with_requests_on_their_way(proc: subprocess.Popen[str], url: str) -> 
         thread.start()
     wait_until(lambda: in_flight(url) == {"gen": 8, "offline-hub": 1}, timeout_s=60, poll_s=0.02,
                what="every request on its way")
+    time.sleep(0.3)  # ... and handed to the replica (each is held there 1 s for a batch): running, not waiting
     assert results == {"running": [], "waiting": []}  # else the check below would prove nothing
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=120) == 0

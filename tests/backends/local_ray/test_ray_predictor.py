@@ -302,7 +302,7 @@ def test_pools_idle_at_zero_past_the_ttl_are_parked_unless_busy_or_planned() -> 
 def test_a_request_starts_its_pools_time_at_zero_again() -> None:
     """A replica can start, serve and stop between two status reads: the request itself restarts the
     count, so a pool used a second ago is never deleted as if idle since long."""
-    predictor = predictor_with(_Call({"prediction": {"outputs": []}}), timeout_s=5)
+    predictor = predictor_with(_Call({"prediction": Prediction([], False, 0.0, 0.0, 0.0, 0)}), timeout_s=5)  # as a worker answers
     predictor.idle_pools.empty_since["e"] = 0.0  # at zero for ages, as the last read saw it
     asyncio.run(predictor._call(EXPERIMENT, ["x"], None, NOW, 5.0))
     assert "e" not in predictor.idle_pools.empty_since
