@@ -22,7 +22,7 @@ ALLOWED = {
     "testing": {"testing", "serving"},  # the testing kit reaches backends through entry points only
     "bench": {"bench", "serving", "testing"},  # `hybrid-serve bench`: the registry, and `served` to start the emulator
 }
-TOP = {"settings", "auth", "metrics", "events", "plugins", "prices", "recording", "cli", "cli_common"}
+TOP = {"settings", "auth", "metrics", "events", "percentile", "plugins", "prices", "recording", "cli", "cli_common"}
 
 
 def imports_of(path: Path) -> set[str]:

@@ -1,4 +1,4 @@
-"""Percentiles and the result of a load phase (answers by status, latencies, throughput).
+"""The result of a load phase (answers by status, latencies, throughput).
 
 Why this module exists: `hybrid-serve bench` and the project's load benchmark (`benchmarks/load.py`)
 summarise closed-loop load the same way, so their figures mean the same thing.
@@ -9,21 +9,8 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Sequence
 
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The `q`-th percentile (0..100) of `values`, linearly interpolated between the closest ranks (as
-    numpy's default); NaN for no values."""
-    if not 0 <= q <= 100:
-        raise ValueError(f"percentile {q} is not in 0..100")
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+from core.percentile import percentile
 
 
 @dataclass

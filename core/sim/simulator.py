@@ -26,13 +26,13 @@ its length; a container that will not be reused is stopped at once).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import numpy as np
 
 from core.keepwarm.activity import ActivityTracker, ExperimentActivity
+from core.percentile import percentile as shared_percentile
 from core.keepwarm.decision import NamedPolicy, WindowDecision
 from core.keepwarm.histogram import LearnedGaps
 from core.sim.traces import MinuteSeries, Request
@@ -83,13 +83,8 @@ class SimResult:
 
 
 def percentile(values: list[float], q: float) -> float:
-    """Linear-interpolation percentile (numpy's default method)."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100
-    low, high = math.floor(position), math.ceil(position)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+    """Linear-interpolation percentile (numpy's default method); 0 for no values (no experiment)."""
+    return shared_percentile(values, q, empty=0.0)
 
 
 # --- minute mode ----------------------------------------------------------------------------------
