@@ -104,7 +104,7 @@ class InferenceEngine:
         held.callback(self.streams.take(experiment.id))
         held.enter_context(self.cache.lives.serving(experiment.id))
         try:
-            queue_s, items = await start_generation(self._executor, generate, prompt, params, held)
+            queue_s, items = await start_generation(self._executor, generate, prompt, params, held.close)
         except BaseException:
             held.close()
             raise

@@ -16,7 +16,7 @@ from typing import Any, AsyncIterator, Awaitable
 from core.serving.errors import BackendUnavailable, ServeError, UpstreamTimeout
 from core.serving.prediction import ColdStart, Prediction, StreamingPrediction
 from core.serving.remote_error import RemoteError, error_from_answer
-from core.serving.streaming import Guarded, StreamItem
+from core.serving.streaming import Guarded, StreamItem, aclose
 
 
 def error_value(exc: ServeError) -> dict[str, RemoteError]:
@@ -78,11 +78,11 @@ async def streamed_prediction(items: AsyncIterator[Any], experiment_id: str, tim
     try:
         first = await await_worker(anext(items), experiment_id, timeout_s, worker, timeout_error)
     except BaseException:
-        await _close(items)
+        await aclose(items)
         raise
 
     async def ended(_: BaseException | None) -> None:
-        await _close(items)
+        await aclose(items)
 
     return StreamingPrediction(answered_prediction(first, request_at), Guarded(_values(items, worker), ended))
 
@@ -98,9 +98,3 @@ async def _values(items: AsyncIterator[Any], worker: str) -> AsyncIterator[Strea
         raise
     except Exception as exc:  # the worker died midway, its deployment went, ...: as `await_worker` says it
         raise BackendUnavailable(f"the {worker} failed while streaming ({type(exc).__name__}); retry") from None
-
-
-async def _close(items: AsyncIterator[Any]) -> None:
-    close = getattr(items, "aclose", None)
-    if close is not None:
-        await close()

@@ -14,9 +14,8 @@ import asyncio
 import threading
 import time
 from concurrent.futures import Executor
-from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, ContextManager
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from core.serving.errors import ModelFailed, Overloaded
 
@@ -69,6 +68,13 @@ class OpenStreams:
         return release
 
 
+async def aclose(items: object) -> None:
+    """Close an async iterator that can be closed (a generator, a `Guarded`, a transport's stream)."""
+    close = getattr(items, "aclose", None)
+    if close is not None:
+        await close()
+
+
 def close_if_orphaned(task: "asyncio.Future[object]") -> None:
     """For a task whose caller has left: once it ends, a stream it started (an answer with `items`) is
     closed — its generation stops and what it holds is released — since nobody will read it."""
@@ -76,9 +82,9 @@ def close_if_orphaned(task: "asyncio.Future[object]") -> None:
     def closed(done: "asyncio.Future[object]") -> None:
         if done.cancelled() or done.exception() is not None:
             return
-        close = getattr(getattr(done.result(), "items", None), "aclose", None)
-        if close is not None:
-            asyncio.ensure_future(close())
+        items = getattr(done.result(), "items", None)
+        if items is not None:
+            asyncio.ensure_future(aclose(items))
 
     task.add_done_callback(closed)
 
@@ -181,17 +187,16 @@ class Guarded:
             return
         self._ended = True
         try:
-            close = getattr(self._items, "aclose", None)
-            if close is not None:
-                await close()
+            await aclose(self._items)
         finally:
             await self._on_end(error)
 
 
 async def start_generation(executor: Executor, generate: Callable[..., tuple[str, int]], prompt: str, params: Any,
-                           busy: ContextManager[Any]) -> tuple[float, Guarded]:
+                           release: Callable[[], None]) -> tuple[float, Guarded]:
     """Run `generate(prompt, params, emit, stop)` on `executor` (the inference thread); once the thread has
-    taken it up: how long it waited for the thread, and its items. `busy` is held until the stream ends."""
+    taken it up: how long it waited for the thread, and its items. `release` (what the caller holds for
+    the stream) runs when the stream ends; if it never starts, the caller releases it."""
     pipe = TokenPipe()
     queued = asyncio.get_running_loop().run_in_executor(executor, _generate, generate, prompt, params, pipe)
     queued.add_done_callback(lambda f: f.cancelled() and pipe.fail(  # the engine closed before the thread took it
@@ -201,12 +206,10 @@ async def start_generation(executor: Executor, generate: Callable[..., tuple[str
     except BaseException:  # the client left while it waited for the thread: it never starts
         pipe.stop.set()
         raise
-    held = ExitStack()
-    held.enter_context(busy)
 
     async def ended(_: BaseException | None) -> None:
         pipe.stop.set()  # a generation still running stops at its next token
-        held.close()
+        release()
 
     return pipe.started_after_s or 0.0, Guarded(pipe.items(), ended)
 

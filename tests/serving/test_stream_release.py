@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from types import SimpleNamespace
+from typing import Awaitable, Callable
 
 from core.serving.streaming import Guarded, StreamEnd, close_if_orphaned
 
@@ -13,11 +14,18 @@ async def _items():
     yield StreamEnd("text", 1, 1.0)
 
 
-def test_a_stream_started_for_a_caller_that_left_is_closed() -> None:
+def _recorder() -> tuple[list[BaseException | None], Callable[[BaseException | None], Awaitable[None]]]:
+    """What a stream's `on_end` was called with, each time, and the `on_end` that records it."""
     ended: list[BaseException | None] = []
 
     async def on_end(error: BaseException | None) -> None:
         ended.append(error)
+
+    return ended, on_end
+
+
+def test_a_stream_started_for_a_caller_that_left_is_closed() -> None:
+    ended, on_end = _recorder()
 
     async def scenario() -> None:
         async def start() -> SimpleNamespace:
@@ -34,10 +42,7 @@ def test_a_stream_started_for_a_caller_that_left_is_closed() -> None:
 
 
 def test_a_guarded_stream_never_read_still_ends_once_when_closed() -> None:
-    ended: list[BaseException | None] = []
-
-    async def on_end(error: BaseException | None) -> None:
-        ended.append(error)
+    ended, on_end = _recorder()
 
     async def scenario() -> None:
         guarded = Guarded(_items(), on_end)
@@ -50,10 +55,7 @@ def test_a_guarded_stream_never_read_still_ends_once_when_closed() -> None:
 
 
 def test_a_guarded_stream_read_to_its_end_ends_without_an_error() -> None:
-    ended: list[BaseException | None] = []
-
-    async def on_end(error: BaseException | None) -> None:
-        ended.append(error)
+    ended, on_end = _recorder()
 
     async def scenario() -> None:
         guarded = Guarded(_items(), on_end)
