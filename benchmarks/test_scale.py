@@ -19,6 +19,7 @@ import pytest
 
 from benchmarks.probes import idle_cores, median_get_ms
 from core.events import read_events
+from backends.local_ray.warm_workers import idle_workers
 from core.testing import served
 
 TIME_SCALE = 450  # base window 900 s → 2 s real
@@ -97,14 +98,10 @@ def test_1_10_100_experiments(benchmark, tiny_models, summary) -> None:  # type:
 
 
 def _idle_workers() -> int:
-    """Ray's idle worker processes on this machine (named `ray::IDLE`)."""
+    """Ray's idle worker processes on this machine."""
     import psutil
 
-    count = 0
-    for process in psutil.process_iter(["cmdline"]):
-        cmdline = process.info.get("cmdline") or [""]
-        count += bool(cmdline and cmdline[0].startswith("ray::IDLE"))
-    return count
+    return idle_workers(psutil.process_iter())
 
 
 def _ten_cold_starts(fe: str, max_cold_starts: int, warm_workers: int) -> dict[str, float]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any, Iterable
 
 log = logging.getLogger("hybrid_serve.ray.warm_workers")
 
@@ -109,9 +110,14 @@ def _raylet() -> tuple[object, object, object]:
 
 
 def _idle_workers(raylet: object) -> int:
-    """Idle workers of this raylet (Ray names an idle worker's process `ray::IDLE`)."""
+    """Idle workers of this raylet."""
+    return idle_workers(raylet.children())  # type: ignore[attr-defined]
+
+
+def idle_workers(processes: Iterable[Any]) -> int:
+    """How many of `processes` (psutil's) are idle Ray workers (Ray names one's process `ray::IDLE`)."""
     count = 0
-    for child in raylet.children():  # type: ignore[attr-defined]
+    for child in processes:
         try:
             if (child.cmdline() or [""])[0].startswith("ray::IDLE"):
                 count += 1
