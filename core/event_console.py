@@ -123,7 +123,8 @@ def events_on_console(settings: Settings, requests: bool, private: bool = True,
             yield settings
             return
         folder = Path(tempfile.mkdtemp(prefix="hybrid-serve-events-"))
-        settings = settings.model_copy(update={"event_log": folder / "events.jsonl"})
+        # Request lines only when they are printed: writing and reading one per request costs the API.
+        settings = settings.model_copy(update={"event_log": folder / "events.jsonl", "event_log_requests": requests})
     assert settings.event_log is not None
     tail = EventTail(Path(settings.event_log), printer(requests, out), offset=0 if folder else None,
                      empty_after=PRIVATE_LOG_MAX_BYTES if folder else None).start()

@@ -20,7 +20,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Iterable, TextIO
 
-from core.recording import Limits, Recording, recording_for
+from core.recording import Limits, Recording, json_line, recording_for
 from core.settings import Settings
 
 log = logging.getLogger("hybrid_serve.events")
@@ -58,19 +58,23 @@ class EventLog:
     scaling events also go to the traffic `recording` when one is kept (a request is recorded there at
     its completion, with its duration, by core.serving.traffic; a registry change is the log's alone)."""
 
-    def __init__(self, path: str | Path | None, recording: Recording | None = None):
+    def __init__(self, path: str | Path | None, recording: Recording | None = None, requests: bool = True):
         self.path = Path(path) if path else None
         self.recording = recording
+        #: Whether a request's arrival gets a line (the console's private log leaves them out unless it prints them).
+        self.requests = requests
         self._lock = threading.Lock()
 
     @classmethod
     def for_settings(cls, settings: Settings) -> "EventLog":
-        """HYBRID_EVENT_LOG's log, beside the traffic recording of HYBRID_TRAFFIC_*."""
-        return cls(settings.event_log, recording_for(settings))
+        """HYBRID_EVENT_LOG's log (with requests as HYBRID_EVENT_LOG_REQUESTS says), beside the traffic
+        recording of HYBRID_TRAFFIC_*."""
+        return cls(settings.event_log, recording_for(settings), settings.event_log_requests)
 
     def write(self, experiment: str, event: EventName, window_s: float | None = None, reason: str | None = None, **extra: Any) -> None:
         event = EventName.of(event)  # refused even when no log is kept: a wrong name fails in every test
-        if self.path is None and (self.recording is None or event not in SCALING_EVENTS):
+        if (self.path is None or (event is EventName.REQUEST and not self.requests)) and (
+                self.recording is None or event not in SCALING_EVENTS):
             return  # nothing to write it to (a request's own record is core.serving.traffic's)
         record = {"time": time.time(), "experiment": experiment, "event": event.value, "window_s": window_s, "reason": reason, **extra}
         if self.recording is not None and event in SCALING_EVENTS:
@@ -80,7 +84,7 @@ class EventLog:
                 log.warning("traffic recording: could not write to %s: %s", self.recording.directory, exc)
         if self.path is None:
             return
-        line = (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
+        line = json_line(record).encode()
         with self._lock:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:

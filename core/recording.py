@@ -7,7 +7,7 @@ the directory, on Modal a Volume) appends to segments of its own, named by its s
 random token, so writers never interleave or rename each other's files. A segment is closed at a
 size (an eighth of the budget) or an age; at each rotation the oldest segments are deleted while the
 directory holds more than `max_bytes` or they are older than the retention. A line is one `write` of
-an already-open file: recording costs a JSON encoding and a system call per record.
+an already-open file: recording costs a JSON encoding per record and a system call per `extend`.
 
 What is recorded is the caller's business (core.serving.traffic: never inputs or outputs).
 """
@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 if TYPE_CHECKING:
     from core.settings import Settings
@@ -31,6 +31,13 @@ SUFFIX = ".jsonl"
 #: A segment is closed after this many seconds at most (and the retention is kept to about this).
 MAX_SEGMENT_AGE_S = 3600.0
 MIN_SEGMENT_BYTES = 64 * 1024
+#: One encoder for every line (json.dumps with options builds a new one at each call).
+_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
+def json_line(record: dict[str, Any]) -> str:
+    """A record as one compact JSON line, its newline included (anything not JSON as its `str`)."""
+    return _encode(record) + "\n"
 
 
 @dataclass(frozen=True)
@@ -61,11 +68,15 @@ class Recording:
 
     def append(self, record: dict[str, Any]) -> None:
         """Write one record as one line of this writer's current segment (opened, rotated as needed)."""
-        line = (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
+        self.extend((record,))
+
+    def extend(self, records: Iterable[dict[str, Any]]) -> None:
+        """Write records as lines of this writer's current segment, in one `write`."""
+        lines = "".join([json_line(record) for record in records]).encode()
         with self._lock:
-            fd = self._writable(len(line))
-            os.write(fd, line)
-            self._size += len(line)
+            fd = self._writable(len(lines))
+            os.write(fd, lines)
+            self._size += len(lines)
 
     def _writable(self, coming: int) -> int:
         fd = self._fd

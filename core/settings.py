@@ -210,6 +210,10 @@ class Settings(_ModelServerKeys, _ModalWindowKeys):
         ge=1, le=3600,
     )
     event_log: Path | None = setting(None, "HYBRID_EVENT_LOG", "path of a JSON-lines scaling event log (unset: none)")
+    event_log_requests: bool = setting(
+        True, "HYBRID_EVENT_LOG_REQUESTS", "true or false: the event log (HYBRID_EVENT_LOG) gets a line per request's "
+        "arrival too, besides the scaling events and registry changes"
+    )
     log_requests: bool = setting(
         False, "HYBRID_LOG_REQUESTS", "true or false: the console of `hybrid-serve serve` shows a line per request too "
         "(cold starts, scale-downs, pre-warms and registry changes it always shows)"

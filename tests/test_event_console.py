@@ -143,3 +143,24 @@ def test_a_private_log_is_emptied_once_read_so_a_long_run_keeps_a_small_file(tmp
     size = path.stat().st_size
     kept.read_new()
     assert path.stat().st_size == size > 0
+
+
+@pytest.mark.parametrize("printed", [False, True])
+def test_a_private_log_gets_request_lines_only_when_the_console_prints_them(printed: bool) -> None:
+    with events_on_console(load_settings(env_file=None), requests=printed, out=io.StringIO()) as served:
+        assert served.event_log_requests is printed
+        log = EventLog.for_settings(served)  # as every process of the server builds it
+        log.write("demo", EventName.REQUEST, 900, "isolated")
+        log.write("demo", EventName.SCALE_TO_ZERO, 900, "isolated")
+        written = [json.loads(text)["event"] for text in Path(served.event_log).read_text().splitlines()]
+    assert written == (["request", "scale_to_zero"] if printed else ["scale_to_zero"])
+
+
+def test_a_users_event_log_keeps_request_lines_unless_told_otherwise(tmp_path: Path) -> None:
+    path = tmp_path / "mine.jsonl"
+    with events_on_console(load_settings(env_file=None, event_log=path), requests=False, out=io.StringIO()) as served:
+        assert served.event_log_requests is True
+    quiet = load_settings(env_file=None, event_log=path, event_log_requests=False)
+    EventLog.for_settings(quiet).write("demo", EventName.REQUEST, 900, "isolated")
+    EventLog.for_settings(quiet).write("demo", EventName.PREWARM, 900, "pre-warm")
+    assert [json.loads(text)["event"] for text in path.read_text().splitlines()] == ["prewarm"]

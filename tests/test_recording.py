@@ -175,3 +175,44 @@ def test_a_recording_exports_its_answered_requests_in_time_order_for_the_simulat
     (tmp_path / "trace.csv").write_text(out.getvalue())
     assert detect_format(tmp_path / "trace.csv") is TraceFormat.CSV
     assert [r.experiment_id for r in read_requests(tmp_path / "trace.csv", TraceFormat.CSV)] == ["a", "b", "b", "a"]
+
+
+def test_a_servers_records_are_written_after_its_turn_of_the_event_loop_in_one_write(tmp_path: Path,
+                                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from core.serving.traffic import Traffic
+
+    rec = Recording(tmp_path, Limits(10**8, 86400))
+    writes: list[int] = []
+    real_write = os.write
+    traffic = Traffic(rec)
+
+    def request(n: int) -> None:
+        traffic.request(f"e{n}", time.time(), 200, 0.001, cold=False, queue_wait_s=0.0, inputs=1, window_s=900.0,
+                        reason="isolated")
+
+    async def turn() -> tuple[int, int]:
+        for n in range(3):
+            request(n)
+        unwritten = sum(1 for _ in tmp_path.glob("*.jsonl"))  # nothing on disk during the requests' own turn
+        await asyncio.sleep(0)
+        return unwritten, len(list(rec.read()))
+
+    def counting_write(fd: int, data: bytes) -> int:
+        writes.append(len(data))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", counting_write)
+    assert asyncio.run(turn()) == (0, 3)
+    monkeypatch.undo()
+    assert len(writes) == 1  # the three records of that turn went in one system call
+    assert traffic.per_minute(time.time() - 60)["e0"][0]["requests"] == 1  # counted at once, as before
+
+    async def read_at_once() -> list[str]:
+        request(7)
+        return [r["experiment"] for r in traffic.records()]  # a reader gets the records not written yet too
+
+    assert asyncio.run(read_at_once())[-1] == "e7"
+    request(8)  # no event loop: written now
+    assert [r["experiment"] for r in rec.read()][-1] == "e8"

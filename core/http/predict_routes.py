@@ -12,12 +12,12 @@ from typing import Annotated, Any
 import asyncio
 
 from fastapi import FastAPI, Path, Request
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.http.disconnect import unless_disconnected
 from core.http.error_shape import documented_errors
 from core.http.event_stream import EventStream, events
+from core.http.json_response import FastJSONResponse
 from core.serving.registry import EXPERIMENT_ID_PATTERN
 from core.serving.request_path import RequestPath
 
@@ -41,7 +41,7 @@ def add_predict_routes(app: FastAPI, path: RequestPath) -> None:
         request: Request,
         experiment_id: Annotated[str, Path(pattern=EXPERIMENT_ID_PATTERN, description="A registered experiment id.")],
         body: PredictRequest,
-    ) -> JSONResponse | EventStream:
+    ) -> FastJSONResponse | EventStream:
         """Run the experiment's model on the inputs; reports timing and whether this request paid a cold load.
         With `"stream": true` (text generation, one input): server-sent events, token by token."""
         if body.stream:
@@ -50,8 +50,8 @@ def add_predict_routes(app: FastAPI, path: RequestPath) -> None:
             return EventStream(events(streaming, arrived))
         answer = await unless_disconnected(request, path.predict(experiment_id, body.inputs, body.parameters))
         prediction = answer.prediction
-        # A plain JSONResponse: the outputs are already JSON types, so FastAPI's encoder walk is skipped.
-        return JSONResponse({
+        # The outputs are already JSON types: FastAPI's encoder walk is skipped, pydantic-core renders them.
+        return FastJSONResponse({
             "experiment_id": experiment_id,
             "task": answer.experiment.task.value,
             "outputs": prediction.outputs,

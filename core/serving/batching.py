@@ -5,7 +5,9 @@ than 32 passes over one. A `MicroBatcher` queues requests; its worker takes ever
 queued, waits at most `max_wait_s` for more while the batch has room, groups requests with equal
 parameters, runs each group as one call on a worker thread, and hands each caller exactly its own
 outputs. One pass runs at a time per batcher; requests that arrive meanwhile form the next batch.
-When the batcher is idle and no wait is configured, a request runs at once, without a hand-off.
+When the batcher is idle and no wait is configured, a request runs at once, without a hand-off to
+the worker — and a short pass of a lone request without one to the inference thread either
+(core.serving.inference_thread).
 
 Under load and bad input it holds: at most `max_queue` requests wait (beyond that `QueueFull`, for
 a 503 with Retry-After); a caller that gave up (cancelled: its client disconnected) is skipped
@@ -48,6 +50,11 @@ class MicroBatcher:
         self._closed = False
         self._draining = False
         self._idle = True  # the worker waits for a request (it holds none)
+        self._joining = 0  # callers giving others a turn before a pass on the event loop
+
+    def _idle_now(self) -> bool:
+        assert self._queue is not None
+        return self._queue.empty() and not self._running.locked()
 
     async def submit(self, inputs: list[str], params: Any, key: Hashable | None = None) -> BatchResult:
         """Run `inputs` with `params` (possibly together with other callers') and return this caller's outputs."""
@@ -59,11 +66,23 @@ class MicroBatcher:
             self._running = asyncio.Lock()
             self._worker = loop.create_task(self._run(), name="micro-batcher")
         pending = Pending(list(inputs), params, key if key is not None else params, time.perf_counter(), loop.create_future())
-        if self._forming.max_wait_s == 0 and self._queue.empty() and not self._running.locked():
-            # Idle and nothing to wait for: run now in this task, skipping the hand-off to the worker.
-            async with self._running:
-                await self._pass.run([pending])
-            return await pending.future
+        if self._forming.max_wait_s == 0 and self._idle_now():
+            # Idle and nothing to wait for: run now in this task, skipping the hand-off to the worker —
+            # a short pass on this very loop, if the requests that came with this one leave it alone.
+            inline, alone = self._pass.may_run_inline(len(pending.inputs)), True
+            if inline:
+                self._joining += 1
+                try:
+                    await asyncio.sleep(0)  # one turn of the loop: requests that arrived with this one get here
+                finally:
+                    self._joining -= 1
+                # Any came (one still gives a turn, or waits in the queue): all of them join one batch on the thread.
+                alone = self._joining == 0 and self._idle_now()
+                inline = alone and self._pass.may_run_inline(len(pending.inputs))
+            if alone and self._idle_now():
+                async with self._running:
+                    await self._pass.run([pending], inline=inline)
+                return await pending.future
         if self.max_queue is not None and self._waiting >= self.max_queue:
             raise QueueFull(f"{self._waiting} requests already wait")
         self._waiting += 1

@@ -10,7 +10,6 @@ an evicted model's batcher so that the cache's limits are the memory's.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from typing import Any, Callable, Collection
 
@@ -18,6 +17,7 @@ from core.keepwarm.ledger import UsageRecord
 from core.serving.batchers import Batchers
 from core.serving.batching import BatcherClosed, QueueFull
 from core.serving.cache import CacheHit, ModelCache
+from core.serving.inference_thread import InferenceThread
 from core.serving.errors import InvalidInput, ModelFailed, Overloaded, ServeError
 from core.serving.models import LoadedModel, load_model
 from core.serving.live_registry import RegistryChange
@@ -43,7 +43,7 @@ class InferenceEngine:
             loader, max_models=settings.cache_max_models, max_bytes=settings.cache_max_memory_mb * 1024 * 1024
         )
         # One inference thread: forward passes of different experiments do not fight over the cores.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._executor = InferenceThread()
         self.batchers = Batchers(settings, self._executor)
         self._closing = False
         #: Streams open per experiment, bounded as a batcher's queue.

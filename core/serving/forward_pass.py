@@ -3,7 +3,9 @@
 Why this module exists: running a batch is where a micro-batcher can hurt its callers — a caller
 that gave up must not cost compute, a poisoned input must fail only its own request, and each
 caller must get exactly its own slice of the outputs with honest timings. A `ForwardPass` does
-that for one group at a time, on the executor it was given; the batcher decides what forms a group.
+that for one group at a time, on the executor it was given (or, when the group is one request of
+a model whose lone passes are short and that thread is idle, on the event loop itself:
+core.serving.inference_thread); the batcher decides what forms a group.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
+
+from core.serving.inference_thread import INLINE_MAX_S, InferenceThread
 
 BatchFn = Callable[[list[str], Any], list[Any]]
 
@@ -46,14 +50,24 @@ class ForwardPass:
     def __init__(self, fn: BatchFn, executor: Executor | None = None):
         self._fn: BatchFn | None = fn
         self._executor = executor
+        #: The latest pass of one caller alone: (its inputs, its seconds); None before the first.
+        self._lone: tuple[int, float] | None = None
+
+    def may_run_inline(self, inputs: int) -> bool:
+        """A pass of `inputs` may run on the event loop: the inference thread is idle, and this model's
+        latest lone pass was short and had at least as many inputs."""
+        lone = self._lone
+        return (lone is not None and inputs <= lone[0] and lone[1] <= INLINE_MAX_S
+                and isinstance(self._executor, InferenceThread) and self._executor.idle)
 
     def release(self) -> None:
         """Drop the function (and the model it holds): later groups are refused with `BatcherClosed`."""
         self._fn = None
 
-    async def run(self, group: list[Pending]) -> None:
+    async def run(self, group: list[Pending], inline: bool = False) -> None:
         """Answer every caller of the group still waiting: one call over all their inputs, or — when
-        that call fails — one call each, so that only the caller whose input broke it fails."""
+        that call fails — one call each, so that only the caller whose input broke it fails. `inline`:
+        the call runs on the event loop (see `may_run_inline`)."""
         live = [p for p in group if not p.future.done()]  # callers that gave up are skipped
         fn = self._fn
         if not live:
@@ -65,9 +79,12 @@ class ForwardPass:
         inputs = [text for p in live for text in p.inputs]
         started = time.perf_counter()
         try:
-            outputs, elapsed = await asyncio.get_running_loop().run_in_executor(
-                self._executor, _timed, fn, inputs, live[0].params
-            )
+            if inline:
+                outputs, elapsed = _timed(fn, inputs, live[0].params)
+            else:
+                outputs, elapsed = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, _timed, fn, inputs, live[0].params
+                )
         except Exception as exc:
             if len(live) == 1:
                 if not live[0].future.done():
@@ -76,6 +93,8 @@ class ForwardPass:
             for p in live:  # one caller's input broke the pass: run each alone, so only that caller fails
                 await self.run([p])
             return
+        if len(live) == 1:
+            self._lone = (len(inputs), elapsed)
         offset = 0
         for p in live:
             mine = outputs[offset : offset + len(p.inputs)]

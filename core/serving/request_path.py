@@ -142,5 +142,6 @@ class RequestPath:
         self.predictor.begin_shutdown()
 
     async def close(self) -> None:
+        self.traffic.flush()
         await self.registry.close()
         await self.predictor.close()

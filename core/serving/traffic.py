@@ -5,11 +5,15 @@ from an endpoint's own traffic. The request path hands every finished request of
 experiment to `Traffic.request`; it goes, as one line, to the recording (core.recording: bounded,
 rotating, on by default) and into per-minute counts of the last hour that the dashboard reads
 without touching the disk. Only what is listed above is kept — never a request's inputs or outputs.
-A recording that cannot be written (a full disk) costs a warning, never a request.
+A record is written at the event loop's next turn — after the request's answer went out, together
+with the other records of that turn — so that the disk is off the request's own time; whatever reads
+the recording through `records` gets them all. A recording that cannot be written (a full disk) costs
+a warning, never a request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import defaultdict
@@ -34,6 +38,8 @@ class Traffic:
         #: experiment → minute start → [requests, those that waited for a cold start, the last window planned in it]
         self._minutes: dict[str, dict[float, list[Any]]] = defaultdict(dict)
         self._warned = False
+        #: Records of this turn of the event loop, written together at its next turn (or by `flush`).
+        self._pending: list[dict[str, Any]] = []
         if recording is not None:
             for record in recording.read(since=clock() - KEPT_MINUTES * MINUTE_S):  # what a restart left
                 if record.get("event") == EventName.REQUEST.value and isinstance(record.get("experiment"), str):
@@ -51,8 +57,20 @@ class Traffic:
         self._count(record)
         if self.recording is None:
             return
+        self._pending.append(record)
+        if len(self._pending) == 1:
+            try:  # written at the loop's next turn, after this request's answer went out
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no event loop here: written now
+                self.flush()
+
+    def flush(self) -> None:
+        """Write the records not written yet (one system call for all of them)."""
+        pending, self._pending = self._pending, []
+        if not pending or self.recording is None:
+            return
         try:
-            self.recording.append(record)
+            self.recording.extend(pending)
         except OSError as exc:
             if not self._warned:  # once: a full disk must not flood the log at every request
                 log.warning("traffic recording: could not write to %s (%s); requests are served, not recorded",
@@ -88,4 +106,5 @@ class Traffic:
 
     def records(self, since: float | None = None) -> Iterator[dict[str, Any]]:
         """The recording's requests and scaling events (every writer's) since `since`; none when off."""
+        self.flush()
         return iter(()) if self.recording is None else self.recording.read(since)

@@ -231,3 +231,83 @@ def test_queue_time_is_reported() -> None:
     results = asyncio.run(gather(batcher, [(["a"], "p"), (["b"], "p")]))
     assert results[1].queue_s >= 0.04 > results[0].queue_s
     assert results[0].inference_s == pytest.approx(0.05, abs=0.04)
+
+
+class ThreadRecorder(Recorder):
+    """A Recorder that also notes which thread ran each call."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        super().__init__(delay_s)
+        self.threads: list[str] = []
+
+    def __call__(self, inputs: list[str], params: Any) -> list[str]:
+        self.threads.append(threading.current_thread().name)
+        return super().__call__(inputs, params)
+
+
+def test_a_short_lone_pass_runs_on_the_event_loop_once_the_model_is_known_to_be_short() -> None:
+    from core.serving.inference_thread import InferenceThread
+
+    fn = ThreadRecorder()
+    batcher = MicroBatcher(fn, max_batch_size=32, executor=InferenceThread())
+
+    async def scenario() -> list[Any]:
+        return [await batcher.submit([f"x{i}"], "p") for i in range(3)]
+
+    results = asyncio.run(scenario())
+    assert [r.outputs for r in results] == [["p:X0"], ["p:X1"], ["p:X2"]]
+    # The first pass is measured on the inference thread; the short ones after it skip the hand-off.
+    assert fn.threads[0].startswith("inference") and fn.threads[1:] == [threading.current_thread().name] * 2
+    # A request with more inputs than the measured lone pass goes to the thread again.
+    asyncio.run(batcher.submit(["a", "b", "c"], "p"))
+    assert fn.threads[-1].startswith("inference")
+
+
+def test_a_slow_model_keeps_the_inference_thread() -> None:
+    from core.serving.inference_thread import INLINE_MAX_S, InferenceThread
+
+    fn = ThreadRecorder(delay_s=INLINE_MAX_S * 2)
+    batcher = MicroBatcher(fn, max_batch_size=32, executor=InferenceThread())
+
+    async def scenario() -> None:
+        for i in range(3):
+            await batcher.submit([f"x{i}"], "p")
+
+    asyncio.run(scenario())
+    assert all(name.startswith("inference") for name in fn.threads) and len(fn.threads) == 3
+
+
+def test_requests_that_arrive_together_still_batch_on_the_thread_when_lone_passes_are_short() -> None:
+    from core.serving.inference_thread import InferenceThread
+
+    fn = ThreadRecorder()
+    batcher = MicroBatcher(fn, max_batch_size=32, executor=InferenceThread())
+
+    async def scenario() -> list[Any]:
+        await batcher.submit(["warm"], "p")  # measured: short
+        return await gather(batcher, [([f"x{i}"], "p") for i in range(6)])
+
+    results = asyncio.run(scenario())
+    assert [r.outputs for r in results] == [[f"p:X{i}"] for i in range(6)]
+    assert [len(inputs) for inputs, _ in fn.calls[1:]] == [6]  # one pass for all six, none alone on the loop
+    assert fn.threads[1].startswith("inference")
+
+
+def test_a_short_pass_waits_for_the_thread_busy_with_another_model() -> None:
+    from core.serving.inference_thread import InferenceThread
+
+    thread = InferenceThread()
+    short, slow = ThreadRecorder(), ThreadRecorder(delay_s=0.2)
+    quick, busy = MicroBatcher(short, executor=thread), MicroBatcher(slow, executor=thread)
+
+    async def scenario() -> None:
+        await quick.submit(["warm"], "p")  # measured: short
+        running = asyncio.create_task(busy.submit(["long"], "p"))
+        await asyncio.sleep(0.05)  # the other model's pass holds the thread now
+        assert not thread.idle
+        await quick.submit(["x"], "p")
+        await running
+
+    asyncio.run(scenario())
+    assert short.threads[1].startswith("inference")  # it queued behind the other pass, never beside it
+    assert short.calls[1][0] == ["x"]
