@@ -1,9 +1,11 @@
 """64 clients for 60 s on the demo model, the in-process backend and the local Ray backend in one run
-(issues 12 and 13): throughput, latency, errors, memory, and how the Ray pool scaled. Measured,
-never asserted."""
+(issues 12 and 13): throughput, latency, errors, memory, and how the Ray pool scaled; beside them, in
+the same run, Serve's own floors — its path with no model, and a bare Serve deployment of the same
+model (issue 24: Ray ≥ 0.8× that). Measured, never asserted."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -55,26 +57,74 @@ sys.stdin.read()
 """
 
 
-def _serve_floor(summary) -> float:  # type: ignore[no-untyped-def]
-    """The same path with no model at all (proxy → FastAPI ingress → handle → replica): what Ray Serve
-    itself costs per request on this machine, the ceiling of any Serve-based backend here."""
+MODEL_FLOOR_APP = """
+import asyncio
+import sys
+from pathlib import Path
+
+from fastapi import FastAPI
+import ray
+from ray import serve
+
+app = FastAPI()
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=128, num_replicas=int(sys.argv[2]))
+@serve.ingress(app)
+class Model:
+    def __init__(self):
+        from core.serving.models import load_model
+        from core.serving.registry_file import RegistryFile
+        import core.serving
+
+        from core.serving.parameters import parse_parameters
+
+        _, registry = RegistryFile(Path(core.serving.__file__).parent / "experiments.toml").read()
+        experiment = registry.get("demo-embeddings")
+        self.model, self.params = load_model(experiment), parse_parameters(experiment.task, {}, 64)
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0)
+    async def run(self, inputs):
+        return await asyncio.to_thread(self.model.predict, inputs, self.params)
+
+    @app.post("/predict/{experiment}")
+    async def predict(self, experiment: str, body: dict):
+        return {"outputs": [await self.run(body["inputs"])]}
+
+
+ray.init(address="local", include_dashboard=False, logging_level="ERROR")
+serve.start(http_options={"host": "127.0.0.1", "port": int(sys.argv[1])})
+serve.run(Model.bind(), name="floor", route_prefix="/", logging_config={"enable_access_log": False, "log_level": "WARNING"})
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def _bare_serve(app: str, seconds: float, replicas: int = 1) -> float:
+    """Throughput of a bare Serve app (the script `app`, with `replicas` where it takes a count) under the
+    load's clients, after a short warm-up."""
     import subprocess
     import sys
 
     from tests.conftest import free_port
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", FLOOR_APP, str(port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", app, str(port), str(replicas)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     try:
         assert proc.stdout is not None and "ready" in proc.stdout.readline()
         closed_loop(f"http://127.0.0.1:{port}", "x", clients=4, seconds=3)
-        floor = closed_loop(f"http://127.0.0.1:{port}", "x", CLIENTS, 30)
+        return closed_loop(f"http://127.0.0.1:{port}", "x", CLIENTS, seconds).throughput
     finally:
         proc.communicate("", timeout=60)
-    summary.add("load_ray", "Serve's own floor: the same path without a model", floor.throughput, "req/s", "",
-                "bare Serve app, 30 s")
-    return floor.throughput
+
+
+def _serve_floor(summary) -> float:  # type: ignore[no-untyped-def]
+    """The same path with no model at all (proxy → FastAPI ingress → handle → replica): what Ray Serve
+    itself costs per request on this machine, the ceiling of any Serve-based backend here."""
+    floor = _bare_serve(FLOOR_APP, 30)
+    summary.add("load_ray", "Serve's own floor: the same path without a model", floor, "req/s", "", "bare Serve app, 30 s")
+    return floor
 
 
 def test_64_clients_for_60_s_in_process_and_on_ray(benchmark, summary) -> None:  # type: ignore[no-untyped-def]
@@ -87,7 +137,7 @@ def test_64_clients_for_60_s_in_process_and_on_ray(benchmark, summary) -> None: 
     _report(summary, "load_inprocess", inprocess, (rss_before, rss_after))
 
     events = Path(tempfile.mkdtemp()) / "events.jsonl"
-    with served("ray", env={"HYBRID_MAX_BATCH_SIZE": "32", "HYBRID_EVENT_LOG": str(events)}) as server:
+    with served("ray", env={"HYBRID_MAX_BATCH_SIZE": "32", "HYBRID_EVENT_LOG": str(events), "HYBRID_EVENT_LOG_REQUESTS": "false"}) as server:
         closed_loop(server.url, "demo-embeddings", clients=4, seconds=10)  # the cold start is not part of it
         before = len(read_events(events))
         ray = closed_loop(server.url, "demo-embeddings", CLIENTS, SECONDS)
@@ -99,4 +149,11 @@ def test_64_clients_for_60_s_in_process_and_on_ray(benchmark, summary) -> None: 
     summary.add("load_ray", "throughput Ray / in-process", ray.throughput / inprocess.throughput, "×", "≥ 0.5×")
     floor = _serve_floor(summary)
     summary.add("load_ray", "Serve floor / in-process", floor / inprocess.throughput, "×")
-    benchmark.extra_info.update(inprocess=inprocess.throughput, ray=ray.throughput, ups=ups, downs=downs, floor=floor)
+    replicas = 1 + ups  # what the pool ran during the load: the bare deployment gets as many
+    bare = _bare_serve(MODEL_FLOOR_APP, SECONDS, replicas)
+    summary.add("load_ray", f"bare Serve deployment of the demo model, {CLIENTS} clients", bare, "req/s", "",
+                f"{replicas} replica(s), as ours ran; FastAPI ingress, @serve.batch ≤ 32, the model on a thread")
+    summary.add("load_ray", "throughput Ray / bare Serve deployment of the same model", ray.throughput / bare, "×", "≥ 0.8×",
+                "same run")
+    benchmark.extra_info.update(inprocess=inprocess.throughput, ray=ray.throughput, ups=ups, downs=downs, floor=floor,
+                                bare_serve_model=bare)
