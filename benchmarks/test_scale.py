@@ -105,11 +105,11 @@ def _idle_workers() -> int:
 
 
 def _ten_cold_starts(fe: str, max_cold_starts: int, warm_workers: int) -> dict[str, float]:
-    """One server: a lone cold start, then ten experiments' first requests sent at once (a cold pool
-    each) — once its warm workers are ready. Client latencies, seconds."""
+    """One server: its first cold start, a lone cold start, then ten experiments' first requests sent at
+    once (a cold pool each) — each once its warm workers are ready. Client latencies, seconds."""
     root = Path(tempfile.mkdtemp())
     registry = root / "experiments.toml"
-    registry.write_text("".join(f'[experiments.c{i}]\nsource = "{fe}"\ntask = "feature-extraction"\n\n' for i in range(11)))
+    registry.write_text("".join(f'[experiments.c{i}]\nsource = "{fe}"\ntask = "feature-extraction"\n\n' for i in range(12)))
     env = {"HYBRID_REGISTRY": str(registry), "HYBRID_MAX_COLD_STARTS": str(max_cold_starts),
            "HYBRID_WARM_WORKERS": str(warm_workers), "MODAL_MAX_CONTAINERS": "12"}
     with served("ray", env=env, timeout_s=600) as server:
@@ -125,12 +125,15 @@ def _ten_cold_starts(fe: str, max_cold_starts: int, warm_workers: int) -> dict[s
             time.sleep(10)
 
         settled()
+        first = timed(11)  # the server's first cold start pays once for Serve's first pool (~6 s more)
+        settled()
         lone = timed(10)
         settled()
         started = time.monotonic()
         with ThreadPoolExecutor(10) as pool:
             latencies = sorted(pool.map(timed, range(10)))
-        return {"lone": lone, "p50": statistics.median(latencies), "max": latencies[-1], "all": time.monotonic() - started}
+        return {"first": first, "lone": lone, "p50": statistics.median(latencies), "max": latencies[-1],
+                "all": time.monotonic() - started}
 
 
 def test_ten_cold_starts_at_once(benchmark, tiny_models, summary) -> None:  # type: ignore[no-untyped-def]
@@ -143,7 +146,7 @@ def test_ten_cold_starts_at_once(benchmark, tiny_models, summary) -> None:  # ty
             "10 warm workers, all ten at once": _ten_cold_starts(fe, 10, 10)}
     name = "ray_ten_cold_starts"
     for label, run in runs.items():
-        summary.add(name, f"lone cold start, {label}", run["lone"], "s", "", "client latency, same server")
+        summary.add(name, f"lone cold start, {label}", run["lone"], "s", "", f"client latency, same server; its first: {run['first']:.1f} s")
         summary.add(name, f"ten at once: p50 / lone, {label}", run["p50"] / run["lone"], "×", "≤ 3×", f"p50 {run['p50']:.1f} s")
         summary.add(name, f"ten at once: last / lone, {label}", run["max"] / run["lone"], "×", "≤ 5×", f"last {run['max']:.1f} s")
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)

@@ -46,6 +46,8 @@ class ExperimentReplica:
         import torch  # here, not at the top: the ingress deploys this class and never runs a model
         from ray import serve
 
+        import core.serving.model_stack  # noqa: F401  (what a first load would import: counted as imports)
+
         from core.serving.worker import RemoteWorker
 
         imports_s = time.perf_counter() - importing  # ~0 in a process that imported them already

@@ -7,13 +7,15 @@ idle worker of its job when one fits (same job, same runtime environment), so on
 its own the emulator keeps `HYBRID_WARM_WORKERS` idle workers ready: the raylet imports the model
 stack into every worker it starts (`RAY_preload_python_modules`), and a thread of the driver asks the
 raylet for a new worker (its `PrestartWorkers` call, one worker a call) whenever fewer are idle. A cold
-start then pays for its model only. The cost is memory at rest (~300 MB a warm worker) and every Ray
-process of the instance carrying the imports. Never on a cluster it joins: its raylets are not ours.
+start then pays for its model only (core.serving.model_stack: torch, and the parts of transformers that
+a first load would import lazily, 2.2 s of its time). The cost is memory at rest (~380 MB a warm
+worker) and every Ray process of the instance carrying the imports. Never on a cluster it joins: its raylets are not ours.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Any, Iterable
@@ -21,11 +23,11 @@ from typing import Any, Iterable
 log = logging.getLogger("hybrid_serve.ray.warm_workers")
 
 #: Imported by every worker the raylet starts: what a replica's constructor would import.
-PRELOADED = "torch,transformers,core.serving.models"
-#: A worker asked for counts as on its way for this long (it starts, imports and registers — slowly
-#: when ten cold starts share two cores), so a slow start is never asked for twice.
-STARTING_S = 120.0
-#: Never more than this many kept ready by default: each costs ~300 MB at rest.
+PRELOADED = "core.serving.model_stack,core.serving.models"
+#: How many workers the raylet starts at once (Ray's `maximum_startup_concurrency`: the node's CPUs); it
+#: drops a request for one more while that many are starting, so more are never asked for at once.
+STARTUP_CONCURRENCY = os.cpu_count() or 1
+#: Never more than this many kept ready by default: each costs ~380 MB at rest.
 DEFAULT_MAX = 4
 #: How long the raylet keeps an idle warm worker alive before it may kill it (an hour, renewed as used).
 KEEP_ALIVE_S = 3600
@@ -48,7 +50,6 @@ class WarmWorkers:
     def __init__(self, count: int, poll_s: float = 1.0):
         self.count = count
         self.poll_s = poll_s
-        self._asked: list[float] = []  # when each worker still on its way was asked for
         self._idle = 0  # idle workers at the last look
         self._taken_at = float("-inf")  # when a look last found fewer idle than the one before
         self._stop = threading.Event()
@@ -75,22 +76,28 @@ class WarmWorkers:
         while not self._stop.is_set() and ray.is_initialized():
             now = time.monotonic()
             try:
-                idle = _idle_workers(raylet)
+                idle, starting = worker_counts(raylet.children())  # type: ignore[attr-defined]
             except Exception:  # the raylet is gone: Ray shut down
                 return
             if idle < self._idle:
                 self._taken_at = now
             self._idle = idle
-            self._asked = [t for t in self._asked if now - t < STARTING_S][: max(0, self.count - idle)]
-            missing = self.count - idle - len(self._asked) if now - self._taken_at >= QUIET_S else 0
-            for _ in range(missing):
+            for _ in range(workers_to_ask(self.count, idle, starting, quiet=now - self._taken_at >= QUIET_S)):
                 try:
                     stub.PrestartWorkers(request, timeout=10)
                 except Exception as exc:
                     log.warning("the raylet refused a warm worker (%s): retrying", type(exc).__name__)
                     break
-                self._asked.append(now)
             self._stop.wait(self.poll_s)
+
+
+def workers_to_ask(count: int, idle: int, starting: int, quiet: bool, concurrency: int = STARTUP_CONCURRENCY) -> int:
+    """How many workers to ask the raylet for now, to keep `count` idle: none while cold starts are taking
+    them (not `quiet`: a new worker's imports would slow their model loads), and never more than it
+    starts at once (a request beyond that is dropped, and asked again at the next look)."""
+    if not quiet:
+        return 0
+    return max(0, min(count - idle - starting, concurrency - starting))
 
 
 def _raylet() -> tuple[object, object, object]:
@@ -109,18 +116,23 @@ def _raylet() -> tuple[object, object, object]:
     return raylet, stub, request
 
 
-def _idle_workers(raylet: object) -> int:
-    """Idle workers of this raylet."""
-    return idle_workers(raylet.children())  # type: ignore[attr-defined]
-
 
 def idle_workers(processes: Iterable[Any]) -> int:
-    """How many of `processes` (psutil's) are idle Ray workers (Ray names one's process `ray::IDLE`)."""
-    count = 0
+    """How many of `processes` (psutil's) are idle Ray workers."""
+    return worker_counts(processes)[0]
+
+
+def worker_counts(processes: Iterable[Any]) -> tuple[int, int]:
+    """Among `processes` (psutil's): Ray workers idle (Ray names one's process `ray::IDLE`), and workers
+    still starting (the worker script, not named yet: it imports the preloaded modules first)."""
+    idle = starting = 0
     for child in processes:
         try:
-            if (child.cmdline() or [""])[0].startswith("ray::IDLE"):
-                count += 1
+            command = child.cmdline() or [""]
         except Exception:  # gone meanwhile
             continue
-    return count
+        if command[0].startswith("ray::IDLE"):
+            idle += 1
+        elif any(part.endswith("default_worker.py") for part in command):
+            starting += 1
+    return idle, starting
