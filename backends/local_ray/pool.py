@@ -108,10 +108,16 @@ DRAIN_TIMEOUT_S = 60
 
 
 def deploy_pool(settings: RaySettings, app_name: str, experiment: Experiment, identity: str | None) -> None:
-    """Deploy (or redeploy) one experiment's pool and wait until Serve runs it (at zero replicas)."""
+    """Deploy (or redeploy) one experiment's pool and wait until Serve runs it (at zero replicas). Only
+    the build and the hand-over to Serve's controller hold the pickling lock; the wait for the pool to
+    run does not, so that pools deployed at once (ten cold starts) wait for the controller together."""
+    from ray.serve.context import _get_global_client
+
+    name = pool_app_name(app_name, experiment.id)
     with _POLICY_PICKLING:
-        serve.run(pool_application(settings, app_name, experiment, identity), name=pool_app_name(app_name, experiment.id),
-                  route_prefix=None, logging_config=SERVE_LOGGING)
+        serve._run(pool_application(settings, app_name, experiment, identity), _blocking=False, name=name,
+                   route_prefix=None, logging_config=SERVE_LOGGING)
+    _get_global_client()._wait_for_application_running(name)
 
 
 def pool_application(settings: RaySettings, app_name: str, experiment: Experiment, identity: str | None) -> Any:
