@@ -149,7 +149,8 @@ def test_64_clients_for_60_s_in_process_and_on_ray(benchmark, summary) -> None: 
     summary.add("load_ray", "throughput Ray / in-process", ray.throughput / inprocess.throughput, "×", "≥ 0.5×")
     floor = _serve_floor(summary)
     summary.add("load_ray", "Serve floor / in-process", floor / inprocess.throughput, "×")
-    replicas = 1 + ups  # what the pool ran during the load: the bare deployment gets as many
+    scaled = read_events(events)[: before + len(during)]  # the warm-up's too: what the pool ran at the load's end
+    replicas = max(1, 1 + sum(e["event"] == "scale_up" for e in scaled) - sum(e["event"] == "scale_down" for e in scaled))
     bare = _bare_serve(MODEL_FLOOR_APP, SECONDS, replicas)
     summary.add("load_ray", f"bare Serve deployment of the demo model, {CLIENTS} clients", bare, "req/s", "",
                 f"{replicas} replica(s), as ours ran; FastAPI ingress, @serve.batch ≤ 32, the model on a thread")

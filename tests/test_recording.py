@@ -216,3 +216,32 @@ def test_a_servers_records_are_written_after_its_turn_of_the_event_loop_in_one_w
     assert asyncio.run(read_at_once())[-1] == "e7"
     request(8)  # no event loop: written now
     assert [r["experiment"] for r in rec.read()][-1] == "e8"
+
+
+def test_records_a_finished_loop_left_behind_are_written_with_the_next_one(tmp_path: Path) -> None:
+    import asyncio
+
+    from core.serving.traffic import Traffic
+
+    rec = Recording(tmp_path, Limits(10**8, 86400))
+    traffic = Traffic(rec)
+
+    def request(n: int) -> None:
+        traffic.request(f"e{n}", time.time(), 200, 0.001, cold=False, queue_wait_s=0.0, inputs=1, window_s=900.0,
+                        reason="isolated")
+
+    loop = asyncio.new_event_loop()
+    loop.call_soon(request, 1)
+    loop.call_soon(loop.stop)  # its loop ends before the turn that would write it
+    loop.run_forever()
+    loop.close()
+    assert list(rec.read()) == []
+    request(2)  # no loop: written now, with the one left behind
+    assert [r["experiment"] for r in rec.read()] == ["e1", "e2"]
+
+    async def in_another_loop() -> None:
+        request(3)
+        await asyncio.sleep(0)
+
+    asyncio.run(in_another_loop())
+    assert [r["experiment"] for r in rec.read()][-1] == "e3"

@@ -108,9 +108,9 @@ DRAIN_TIMEOUT_S = 60
 
 
 def deploy_pool(settings: RaySettings, app_name: str, experiment: Experiment, identity: str | None) -> None:
-    """Deploy (or redeploy) one experiment's pool and wait until Serve runs it (at zero replicas). Only
-    the build and the hand-over to Serve's controller hold the pickling lock; the wait for the pool to
-    run does not, so that pools deployed at once (ten cold starts) wait for the controller together."""
+    """Deploy (or redeploy) one experiment's pool and wait until Serve runs it (at zero replicas). The
+    build and the hand-over to Serve's controller hold the pickling lock; the wait for the pool to run
+    does not, so that pools deployed at once (ten cold starts) wait for the controller together."""
     from ray.serve.context import _get_global_client
 
     name = pool_app_name(app_name, experiment.id)

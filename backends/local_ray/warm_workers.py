@@ -24,8 +24,9 @@ log = logging.getLogger("hybrid_serve.ray.warm_workers")
 
 #: Imported by every worker the raylet starts: what a replica's constructor would import.
 PRELOADED = "core.serving.model_stack,core.serving.models"
-#: How many workers the raylet starts at once (Ray's `maximum_startup_concurrency`: the node's CPUs); it
-#: drops a request for one more while that many are starting, so more are never asked for at once.
+#: How many workers a raylet starts at once when its command line does not say (Ray's
+#: `--maximum_startup_concurrency`: the node's CPUs); it drops a request for one more while that many
+#: are starting, so more are never asked for at once.
 STARTUP_CONCURRENCY = os.cpu_count() or 1
 #: Never more than this many kept ready by default: each costs ~380 MB at rest.
 DEFAULT_MAX = 4
@@ -73,6 +74,7 @@ class WarmWorkers:
             return
         import ray
 
+        concurrency = startup_concurrency(raylet.cmdline())  # type: ignore[attr-defined]
         while not self._stop.is_set() and ray.is_initialized():
             now = time.monotonic()
             try:
@@ -82,13 +84,23 @@ class WarmWorkers:
             if idle < self._idle:
                 self._taken_at = now
             self._idle = idle
-            for _ in range(workers_to_ask(self.count, idle, starting, quiet=now - self._taken_at >= QUIET_S)):
+            for _ in range(workers_to_ask(self.count, idle, starting, quiet=now - self._taken_at >= QUIET_S,
+                                          concurrency=concurrency)):
                 try:
                     stub.PrestartWorkers(request, timeout=10)
                 except Exception as exc:
                     log.warning("the raylet refused a warm worker (%s): retrying", type(exc).__name__)
                     break
             self._stop.wait(self.poll_s)
+
+
+def startup_concurrency(raylet_command: list[str]) -> int:
+    """How many workers the raylet starts at once: its `--maximum_startup_concurrency`, else this machine's CPUs."""
+    for part in raylet_command:
+        name, _, value = part.partition("=")
+        if name == "--maximum_startup_concurrency" and value.isdigit():
+            return max(1, int(value))
+    return STARTUP_CONCURRENCY
 
 
 def workers_to_ask(count: int, idle: int, starting: int, quiet: bool, concurrency: int = STARTUP_CONCURRENCY) -> int:

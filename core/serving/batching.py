@@ -69,19 +69,22 @@ class MicroBatcher:
         if self._forming.max_wait_s == 0 and self._idle_now():
             # Idle and nothing to wait for: run now in this task, skipping the hand-off to the worker —
             # a short pass on this very loop, if the requests that came with this one leave it alone.
-            inline, alone = self._pass.may_run_inline(len(pending.inputs)), True
+            inline, alone = self._pass.may_run_inline(pending), True
             if inline:
                 self._joining += 1
                 try:
                     await asyncio.sleep(0)  # one turn of the loop: requests that arrived with this one get here
                 finally:
                     self._joining -= 1
+                if self._closed and not self._draining:  # closed meanwhile: refused like every caller waiting
+                    raise BatcherClosed("the batcher closed before this request ran")
                 # Any came (one still gives a turn, or waits in the queue): all of them join one batch on the thread.
                 alone = self._joining == 0 and self._idle_now()
-                inline = alone and self._pass.may_run_inline(len(pending.inputs))
+                inline = alone and self._pass.may_run_inline(pending)
             if alone and self._idle_now():
                 async with self._running:
                     await self._pass.run([pending], inline=inline)
+                self._let_go_if_drained()  # drained meanwhile: this caller was the last one waiting
                 return await pending.future
         if self.max_queue is not None and self._waiting >= self.max_queue:
             raise QueueFull(f"{self._waiting} requests already wait")
@@ -111,7 +114,12 @@ class MicroBatcher:
         if self._closed:
             return
         self._closed = self._draining = True
-        if (self._queue is None or self._queue.empty()) and self._idle:  # else the worker ends after what it holds
+        self._let_go_if_drained()  # else the worker (or a caller giving a turn) ends after what it holds
+
+    def _let_go_if_drained(self) -> None:
+        """A draining batcher with nothing left to run — nothing queued, no caller giving the others a turn,
+        its worker idle — stops the worker and drops the function."""
+        if self._draining and self._joining == 0 and (self._queue is None or self._queue.empty()) and self._idle:
             if self._worker is not None:
                 self._worker.cancel()
             self._pass.release()

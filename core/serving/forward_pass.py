@@ -50,14 +50,16 @@ class ForwardPass:
     def __init__(self, fn: BatchFn, executor: Executor | None = None):
         self._fn: BatchFn | None = fn
         self._executor = executor
-        #: The latest pass of one caller alone: (its inputs, its seconds); None before the first.
-        self._lone: tuple[int, float] | None = None
+        #: The latest pass of one caller alone: (its key, inputs, characters, seconds); None before the first.
+        self._lone: tuple[Hashable, int, int, float] | None = None
 
-    def may_run_inline(self, inputs: int) -> bool:
-        """A pass of `inputs` may run on the event loop: the inference thread is idle, and this model's
-        latest lone pass was short and had at least as many inputs."""
+    def may_run_inline(self, caller: Pending) -> bool:
+        """The caller's pass alone may run on the event loop: the inference thread is idle, and this model's
+        latest lone pass was short, with the same parameters (a generation's token budget is one) and at
+        least as many inputs and characters — so this pass is no longer than that one, about."""
         lone = self._lone
-        return (lone is not None and inputs <= lone[0] and lone[1] <= INLINE_MAX_S
+        return (lone is not None and lone[3] <= INLINE_MAX_S and caller.key == lone[0]
+                and len(caller.inputs) <= lone[1] and sum(map(len, caller.inputs)) <= lone[2]
                 and isinstance(self._executor, InferenceThread) and self._executor.idle)
 
     def release(self) -> None:
@@ -94,7 +96,7 @@ class ForwardPass:
                 await self.run([p])
             return
         if len(live) == 1:
-            self._lone = (len(inputs), elapsed)
+            self._lone = (live[0].key, len(inputs), sum(map(len, inputs)), elapsed)
         offset = 0
         for p in live:
             mine = outputs[offset : offset + len(p.inputs)]

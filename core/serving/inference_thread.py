@@ -3,14 +3,16 @@
 Why this module exists: passes run on one thread so that experiments do not fight over the cores,
 and so that the event loop keeps answering while a model runs. Handing a pass to that thread and
 back costs two thread wake-ups (about 0.1 ms here) — nothing beside a 20 ms pass, a third of the
-API's own overhead beside a 1 ms one. So a pass that is short (its previous lone pass took at most
-`INLINE_MAX_S`), for a batcher with nothing else to do, while this thread is idle, may run on the
-event loop itself: it holds the loop no longer than a few requests' own handling would. The thread
+API's own overhead beside a 1 ms one. So a lone pass that is short — its model's latest lone pass,
+with the same parameters and at least as many inputs and characters, took at most `INLINE_MAX_S`
+(core.serving.forward_pass) — for a batcher with nothing else to do, while this thread is idle, may
+run on the event loop itself: it holds the loop about as long as a few requests' own handling. The thread
 counts what it was given and has not finished, so that such a pass never runs beside another.
 """
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -23,19 +25,22 @@ class InferenceThread(ThreadPoolExecutor):
 
     def __init__(self) -> None:
         super().__init__(max_workers=1, thread_name_prefix="inference")
-        self._given = 0  # written by the submitting (event-loop) thread only
-        self._done = 0  # written by the worker thread only
+        self._count_lock = threading.Lock()  # work finishes on the worker, or (cancelled) on the caller's thread
+        self._given = 0
+        self._done = 0
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        self._given += 1
         future = super().submit(fn, *args, **kwargs)
+        with self._count_lock:
+            self._given += 1
         future.add_done_callback(self._finished)
         return future
 
     def _finished(self, _: Future[Any]) -> None:
-        self._done += 1
+        with self._count_lock:
+            self._done += 1
 
     @property
     def idle(self) -> bool:
         """Nothing given to the thread is running or waiting."""
-        return self._given == self._done
+        return self._done >= self._given

@@ -11,9 +11,23 @@ replica in its constructor (where it is reported as imports, not as model load).
 
 from __future__ import annotations
 
+from importlib import import_module
+
 import torch  # noqa: F401
-import transformers.generation.utils  # noqa: F401
-import transformers.modeling_utils  # noqa: F401
-import transformers.models.auto.modeling_auto  # noqa: F401
-import transformers.models.auto.tokenization_auto  # noqa: F401
-import transformers.tokenization_utils_fast  # noqa: F401
+
+#: What a first `from_pretrained` imports, heaviest first; a module a transformers version does not have
+#: (names move between versions) is skipped — this only moves imports earlier, it never decides them.
+MODULES = (
+    "transformers.modeling_utils",
+    "transformers.models.auto.modeling_auto",
+    "transformers.models.auto.tokenization_auto",
+    "transformers.tokenization_utils_tokenizers",  # transformers 5 (4.x: tokenization_utils_fast)
+    "transformers.tokenization_utils_fast",
+    "transformers.generation.utils",
+)
+
+for _name in MODULES:
+    try:
+        import_module(_name)
+    except ImportError:
+        pass

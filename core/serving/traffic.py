@@ -40,6 +40,7 @@ class Traffic:
         self._warned = False
         #: Records of this turn of the event loop, written together at its next turn (or by `flush`).
         self._pending: list[dict[str, Any]] = []
+        self._flush_on: asyncio.AbstractEventLoop | None = None  # the loop whose next turn writes them
         if recording is not None:
             for record in recording.read(since=clock() - KEPT_MINUTES * MINUTE_S):  # what a restart left
                 if record.get("event") == EventName.REQUEST.value and isinstance(record.get("experiment"), str):
@@ -58,14 +59,18 @@ class Traffic:
         if self.recording is None:
             return
         self._pending.append(record)
-        if len(self._pending) == 1:
-            try:  # written at the loop's next turn, after this request's answer went out
-                asyncio.get_running_loop().call_soon(self.flush)
-            except RuntimeError:  # no event loop here: written now
-                self.flush()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop here: written now (with any a finished loop left behind)
+            self.flush()
+            return
+        if self._flush_on is not loop:  # written at this loop's next turn, after this request's answer went out
+            self._flush_on = loop
+            loop.call_soon(self.flush)
 
     def flush(self) -> None:
         """Write the records not written yet (one system call for all of them)."""
+        self._flush_on = None
         pending, self._pending = self._pending, []
         if not pending or self.recording is None:
             return

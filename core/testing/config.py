@@ -69,6 +69,7 @@ def endpoint_settings(config: EndpointConfig, registry: Path | None, event_log: 
         overrides["registry_path"] = registry
     if not ({"event_log", "HYBRID_EVENT_LOG"} & set(overrides)):
         overrides["event_log"] = event_log
+    overrides["event_log_requests"] = True  # the expectations read the requests' lines, whatever the environment says
     if not ({"traffic_dir", "HYBRID_TRAFFIC_DIR"} & set(overrides)):  # the test's folder, not the user's home
         overrides["traffic_dir"] = event_log.parent / "traffic"
     return load_settings(env_file=None, **overrides)

@@ -311,3 +311,73 @@ def test_a_short_pass_waits_for_the_thread_busy_with_another_model() -> None:
     asyncio.run(scenario())
     assert short.threads[1].startswith("inference")  # it queued behind the other pass, never beside it
     assert short.calls[1][0] == ["x"]
+
+
+async def _short_batcher(fn: ThreadRecorder) -> MicroBatcher:
+    from core.serving.inference_thread import InferenceThread
+
+    batcher = MicroBatcher(fn, max_batch_size=32, executor=InferenceThread())
+    await batcher.submit(["warm"], "p")  # measured: short, so the next lone callers give a turn first
+    return batcher
+
+
+def test_callers_giving_a_turn_when_the_batcher_closes_are_refused_not_left_hanging() -> None:
+    from core.serving.batching import BatcherClosed
+
+    fn = ThreadRecorder()
+
+    async def scenario() -> list[Any]:
+        batcher = await _short_batcher(fn)
+        callers = [asyncio.create_task(batcher.submit([f"x{i}"], "p")) for i in range(3)]
+        await asyncio.sleep(0)  # each started and now gives the others a turn
+        batcher.close()
+        return await asyncio.wait_for(asyncio.gather(*callers, return_exceptions=True), 5)
+
+    results = asyncio.run(scenario())
+    assert all(isinstance(r, BatcherClosed) for r in results) and len(fn.calls) == 1
+
+
+@pytest.mark.parametrize("callers", [1, 3])
+def test_callers_giving_a_turn_when_the_batcher_drains_still_run_then_the_model_goes(callers: int) -> None:
+    fn = ThreadRecorder()
+
+    async def scenario() -> tuple[list[Any], MicroBatcher]:
+        batcher = await _short_batcher(fn)
+        tasks = [asyncio.create_task(batcher.submit([f"x{i}"], "p")) for i in range(callers)]
+        await asyncio.sleep(0)
+        batcher.drain()  # a registry change: those already waiting run on the old model
+        return await asyncio.wait_for(asyncio.gather(*tasks), 5), batcher
+
+    results, batcher = asyncio.run(scenario())
+    assert [r.outputs for r in results] == [[f"p:X{i}"] for i in range(callers)]
+    assert batcher._pass._fn is None  # then the model was let go
+
+
+def test_a_pass_unlike_the_measured_one_keeps_the_thread() -> None:
+    fn = ThreadRecorder()
+
+    async def scenario() -> None:
+        batcher = await _short_batcher(fn)
+        await batcher.submit(["warm"], "other parameters")  # e.g. a larger max_new_tokens
+        await batcher.submit(["a much longer input than the measured one"], "other parameters")
+
+    asyncio.run(scenario())
+    assert all(name.startswith("inference") for name in fn.threads)
+
+
+def test_an_inline_pass_that_fails_fails_its_own_caller_only() -> None:
+    from core.serving.inference_thread import InferenceThread
+
+    def fragile(inputs: list[str], params: Any) -> list[str]:
+        if "bad" in inputs:
+            raise ValueError("poisoned input")
+        return [text.upper() for text in inputs]
+
+    async def scenario() -> tuple[Any, Any]:
+        batcher = MicroBatcher(fragile, executor=InferenceThread())
+        await batcher.submit(["ok"], "p")
+        bad = await asyncio.gather(batcher.submit(["bad"], "p"), return_exceptions=True)
+        return bad[0], await batcher.submit(["fine"], "p")
+
+    bad, fine = asyncio.run(scenario())
+    assert isinstance(bad, ValueError) and fine.outputs == ["FINE"]

@@ -92,6 +92,8 @@ def test_a_regular_experiment_is_prewarmed_between_requests(adaptive_ray: dict[s
     if answers[1]["cold_load"]:
         # It met the pre-warmed replica still loading: on this machine under the whole suite's load a cold start
         # can take longer than the lead (17 s seen). The request then waits for the rest of that start only —
-        # the replica's start began before the request (a container started for it begins after it).
+        # the replica's start began before the request (a container started for it begins after it), so it
+        # waits less than a whole cold start (the first request's).
         met = next(e for e in log if e["event"] == "cold_start" and e["time"] > requests[1])
-        assert met["replica_start_s"] == 0 and met["total_s"] < GAP_S, story
+        own = next(e for e in log if e["event"] == "cold_start")  # the first request's, a whole cold start
+        assert met["total_s"] < min(own["total_s"], GAP_S), story

@@ -7,7 +7,8 @@ import pytest
 
 from backends.local_ray.runner import _runtime_env, _warm_workers
 from backends.local_ray.settings import load_ray_settings
-from backends.local_ray.warm_workers import PRELOADED, WarmWorkers, raylet_environment, worker_counts, workers_to_ask
+from backends.local_ray.warm_workers import (
+    PRELOADED, STARTUP_CONCURRENCY, WarmWorkers, raylet_environment, startup_concurrency, worker_counts, workers_to_ask)
 
 
 @pytest.mark.parametrize("overrides, expected", [
@@ -55,7 +56,7 @@ def test_the_model_stack_holds_what_a_first_load_would_import() -> None:
     script = ("import sys; import core.serving.model_stack; "
               "print(all(m in sys.modules for m in ('torch', 'transformers.modeling_utils', "
               "'transformers.models.auto.modeling_auto', 'transformers.models.auto.tokenization_auto', "
-              "'transformers.tokenization_utils_fast', 'transformers.generation.utils')))")
+              "'transformers.tokenization_utils_tokenizers', 'transformers.generation.utils')))")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                          cwd=Path(__file__).parents[3])
     assert out.stdout.strip() == "True", out.stderr
@@ -90,3 +91,9 @@ def test_idle_and_starting_workers_are_told_apart() -> None:
 def test_workers_are_asked_for_within_the_raylets_startup_concurrency(idle: int, starting: int, quiet: bool,
                                                                      expected: int) -> None:
     assert workers_to_ask(10, idle, starting, quiet, concurrency=2) == expected
+
+
+def test_the_raylets_startup_concurrency_is_read_from_its_command_line() -> None:
+    assert startup_concurrency(["/ray/raylet", "--node_ip_address=x", "--maximum_startup_concurrency=3"]) == 3
+    assert startup_concurrency(["/ray/raylet", "--maximum_startup_concurrency=0"]) == 1
+    assert startup_concurrency(["/ray/raylet"]) == STARTUP_CONCURRENCY  # not said: this machine's CPUs
