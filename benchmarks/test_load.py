@@ -60,7 +60,6 @@ sys.stdin.read()
 MODEL_FLOOR_APP = """
 import asyncio
 import sys
-from pathlib import Path
 
 from fastapi import FastAPI
 import ray
@@ -74,12 +73,10 @@ app = FastAPI()
 class Model:
     def __init__(self):
         from core.serving.models import load_model
-        from core.serving.registry_file import RegistryFile
-        import core.serving
-
         from core.serving.parameters import parse_parameters
+        from core.serving.registry_file import RegistryFile
 
-        _, registry = RegistryFile(Path(core.serving.__file__).parent / "experiments.toml").read()
+        _, registry = RegistryFile(None).read()  # the shipped registry, read-only
         experiment = registry.get("demo-embeddings")
         self.model, self.params = load_model(experiment), parse_parameters(experiment.task, {}, 64)
 
