@@ -128,7 +128,6 @@ def _raylet() -> tuple[object, object, object]:
     return raylet, stub, request
 
 
-
 def idle_workers(processes: Iterable[Any]) -> int:
     """How many of `processes` (psutil's) are idle Ray workers."""
     return worker_counts(processes)[0]

@@ -81,7 +81,7 @@ class MicroBatcher:
                 # Any came (one still gives a turn, or waits in the queue): all of them join one batch on the thread.
                 alone = self._joining == 0 and self._idle_now()
                 inline = alone and self._pass.may_run_inline(pending)
-            if alone and self._idle_now():
+            if alone:  # (idle: checked above, with no await since)
                 async with self._running:
                     await self._pass.run([pending], inline=inline)
                 self._let_go_if_drained()  # drained meanwhile: this caller was the last one waiting
