@@ -16,7 +16,8 @@ restarts knows them without any memory of its own.
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Awaitable, Callable
 
 from backends.local_ray.pool_changes import PoolChanges
 from backends.local_ray.settings import RaySettings
@@ -25,6 +26,10 @@ from core.serving.registry import Experiment
 #: (the experiment as its replicas read it, its resolved identity) → deployed (blocking).
 DeployFn = Callable[[Experiment, "str | None"], None]
 DeleteFn = Callable[[str], None]
+#: Deploys and deletions under way at once, each on a thread of its own pool: a deploy waits seconds for
+#: Serve's controller, and ten cold experiments deploy at once — on the event loop's default threads
+#: they would hold up the ingress's other blocking calls (publishing an arrival, reading replica counts).
+CHANGES_AT_ONCE = 16
 
 
 class PoolDeployer:
@@ -42,6 +47,7 @@ class PoolDeployer:
         self._deployed: set[str] = set()
         self._deleting: set[str] = set()
         self._changes = PoolChanges()
+        self._threads = ThreadPoolExecutor(CHANGES_AT_ONCE, thread_name_prefix="hybrid-pool-changes")
 
     def seen(self, experiment_ids: set[str]) -> None:
         """Pools Serve reports (deployed by this ingress, or by one before it)."""
@@ -93,7 +99,7 @@ class PoolDeployer:
             try:
                 if unless_redeployed and (experiment_id in self._deployed or self._changes.is_pending(experiment_id)):
                     return  # a request deployed it again (or is deploying it) before the deletion began: it serves
-                await asyncio.to_thread(self._delete, experiment_id)
+                await self._in_thread(self._delete, experiment_id)
                 self._deployed.discard(experiment_id)  # a deploy that was under way when it was retired
             finally:
                 self._deleting.discard(experiment_id)
@@ -105,8 +111,11 @@ class PoolDeployer:
 
     async def _run(self, experiment: Experiment, identity: str | None) -> None:
         replica_view = await self._for_replicas(experiment)
-        await asyncio.to_thread(self._deploy, replica_view, identity)
+        await self._in_thread(self._deploy, replica_view, identity)
         self._deployed.add(experiment.id)
+
+    async def _in_thread(self, call: Callable[..., None], *args: Any) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._threads, call, *args)
 
     async def settle(self) -> None:
         """Wait for background swaps and deletions (tests, shutdown)."""

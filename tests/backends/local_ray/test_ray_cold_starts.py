@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 
@@ -124,3 +125,47 @@ def test_a_request_that_cannot_get_a_slot_in_time_gets_no_start_slot() -> None:
 def _set(event: asyncio.Event) -> asyncio.Event:
     event.set()
     return event
+
+
+def test_pools_deploy_at_once_while_their_replicas_take_turns() -> None:
+    """Ten cold experiments on a two-core machine: a pool deployed at zero replicas starts nothing until
+    its request reaches it, so every deploy overlaps; only the replica starts wait for a turn."""
+    from backends.local_ray.admission import Admission
+    from backends.local_ray.deployer import PoolDeployer
+    from backends.local_ray.replica_slots import ReplicaSlots
+    from backends.local_ray.replica_watch import ReplicaWatch
+    from backends.local_ray.settings import load_ray_settings
+    from core.serving.registry import Experiment
+
+    async def scenario() -> None:
+        all_deploying = threading.Barrier(4, timeout=5)  # three deploys on worker threads, and this test
+        deployed: list[str] = []
+
+        def deploy(experiment: Experiment, identity: str | None) -> None:
+            all_deploying.wait()  # returns only once all three deploys are under way at once
+            deployed.append(experiment.id)
+
+        async def same(experiment: Experiment) -> Experiment:
+            return experiment
+
+        settings = load_ray_settings(env_file=None)
+        deployer = PoolDeployer(settings, "app", same, deploy=deploy)
+        admission = Admission(5.0, publish=lambda e: asyncio.sleep(0), replicas=ReplicaWatch("app", read_states=lambda app: {}),
+                              slots=ReplicaSlots(0), starts=ColdStarts(1), deployer=deployer, identity=lambda e: None)
+        calls, release = [], asyncio.Event()
+
+        async def call(request_at: float, left_s: float) -> None:
+            calls.append(admission.starts.starting)
+            await release.wait()
+
+        tasks = [asyncio.create_task(admission.run(Experiment(id=e, source="./x", task="feature-extraction"), call))
+                 for e in "abc"]
+        await asyncio.to_thread(all_deploying.wait)
+        await asyncio.sleep(0.1)
+        assert sorted(deployed) == ["a", "b", "c"]
+        assert len(calls) == 1 and len(calls[0]) == 1  # one replica start at a time
+        release.set()
+        await asyncio.gather(*tasks)
+        assert len(calls) == 3 and admission.starts.starting == []
+
+    asyncio.run(scenario())

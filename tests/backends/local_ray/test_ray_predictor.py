@@ -332,3 +332,27 @@ def test_a_request_goes_to_a_replica_only_once_its_arrival_is_published() -> Non
     assert order == ["published e", "called"]
     [(inputs, params, request_at)] = calls
     assert inputs == ["x"] and params is None and request_at > NOW
+
+
+
+def test_deploys_waiting_on_serve_leave_the_event_loops_threads_free() -> None:
+    """Cold experiments deploy at once, each waiting seconds for Serve's controller: the ingress's
+    other blocking calls (publishing an arrival, reading replica counts) still get a thread."""
+    serve_busy = threading.Event()
+    deployer = PoolDeployer(load_ray_settings(env_file=None), "app", _same,
+                            deploy=lambda experiment, identity: serve_busy.wait(10))
+
+    async def scenario() -> None:
+        deploys = [asyncio.create_task(deployer.ensure(EXPERIMENT.model_copy(update={"id": f"e{i}"}), None))
+                   for i in range(12)]  # more than the event loop's default threads on any small machine
+        await asyncio.sleep(0.1)
+        assert await asyncio.wait_for(asyncio.to_thread(lambda: "published"), 2) == "published"
+        assert not any(d.done() for d in deploys)
+        serve_busy.set()
+        await asyncio.gather(*deploys)
+        assert all(deployer.deployed(f"e{i}") for i in range(12))
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        serve_busy.set()
