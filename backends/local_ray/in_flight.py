@@ -6,15 +6,19 @@ events must end that wait at once rather than after HYBRID_COLD_START_TIMEOUT_S:
 retired (404: it will never be served) and the server stopping (503 + Retry-After: retry elsewhere).
 A request a replica has taken runs on: a retirement lets it finish (should the pool's deletion fail
 it nonetheless, it answers 404 too, not 503), a stop gives it HYBRID_SHUTDOWN_TIMEOUT_S (`drain`)
-and then answers it 503 — so every client has its status before Serve goes down.
+and then answers it 503 — so every client has its status before Serve goes down. A streamed
+generation stays in flight until its last token: a stop lets it finish within the same deadline, then
+ends it with an `error` event (503) rather than cutting the connection.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable, TypeVar
+from dataclasses import replace
+from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
-from core.serving.streaming import close_if_orphaned
+from core.serving.prediction import StreamingPrediction
+from core.serving.streaming import Guarded, aclose, close_if_orphaned
 from core.serving.errors import BackendUnavailable, Overloaded, ServeError, UnknownExperiment, UpstreamTimeout
 
 T = TypeVar("T")
@@ -72,6 +76,7 @@ class InFlight:
         self._tickets.add(ticket)
         self._none.clear()
         task = asyncio.ensure_future(work(ticket))
+        followed = False
         try:
             await asyncio.wait({task, ticket.ended}, return_when=asyncio.FIRST_COMPLETED)
             if not task.done():
@@ -80,19 +85,29 @@ class InFlight:
                 await asyncio.gather(task, return_exceptions=True)
                 raise ticket.ended.result()
             try:
-                return task.result()
+                result = task.result()
             except (BackendUnavailable, UpstreamTimeout):  # its pool was deleted under it
                 if ticket.retired:
                     raise retired_error(experiment_id, ran=True) from None
                 raise
+            if isinstance(result, StreamingPrediction):  # in flight until its last token
+                async def ended(_: BaseException | None) -> None:
+                    self._release(ticket)
+
+                result, followed = replace(result, items=Guarded(_until_ended(result.items, ticket), ended)), True
+            return result
         except asyncio.CancelledError:  # the client hung up
             task.cancel()
             close_if_orphaned(task)
             raise
         finally:
-            self._tickets.discard(ticket)
-            if not self._tickets:
-                self._none.set()
+            if not followed:
+                self._release(ticket)
+
+    def _release(self, ticket: Ticket) -> None:
+        self._tickets.discard(ticket)
+        if not self._tickets:
+            self._none.set()
 
     def retire(self, experiment_id: str) -> None:
         """The experiment was removed: its waiting requests answer 404 now; running ones finish."""
@@ -123,3 +138,25 @@ class InFlight:
         except TimeoutError:
             pass
         return len(left)
+
+
+async def _until_ended(items: AsyncIterator[Any], ticket: Ticket) -> AsyncIterator[Any]:
+    """A stream's items until they end — or until its ticket is ended (a stop's deadline), which stops
+    the generation and raises the ticket's error for the stream's `error` event."""
+    reading: asyncio.Future[Any] | None = None
+    try:
+        while True:
+            reading = asyncio.ensure_future(anext(items))
+            await asyncio.wait({reading, ticket.ended}, return_when=asyncio.FIRST_COMPLETED)
+            if not reading.done():
+                raise ticket.ended.result()
+            try:
+                item = reading.result()
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:  # ended, closed, or its reader cancelled (the client hung up): the generation stops
+        if reading is not None and not reading.done():
+            reading.cancel()
+            await asyncio.gather(reading, return_exceptions=True)
+        await aclose(items)

@@ -5,11 +5,13 @@ has taken finishes, and only a stop's deadline cuts it (503)."""
 from __future__ import annotations
 
 import asyncio
+from typing import AsyncIterator
 
 import pytest
 
 from backends.local_ray.in_flight import InFlight, Ticket
 from core.serving.errors import BackendUnavailable, Overloaded, UnknownExperiment
+from core.serving.prediction import Prediction, StreamingPrediction
 
 
 async def _request(taken: asyncio.Event | None, answer: asyncio.Future[str], ticket: Ticket) -> str:
@@ -75,5 +77,86 @@ def test_a_stop_refuses_new_and_waiting_requests_and_gives_running_ones_the_dead
         with pytest.raises(Overloaded, match="HYBRID_SHUTDOWN_TIMEOUT_S"):
             await tasks[2]
         assert len(flight) == 0
+
+    asyncio.run(scenario())
+
+
+class _Tokens:
+    """A replica's stream: the tokens put in it, until `None`; closing it stops the generation."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self.closed = False
+
+    def __aiter__(self) -> "_Tokens":
+        return self
+
+    async def __anext__(self) -> str:
+        token = await self.queue.get()
+        if token is None:
+            raise StopAsyncIteration
+        return token
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def _streamed(tokens: _Tokens, ticket: Ticket) -> StreamingPrediction:
+    ticket.take()
+    return StreamingPrediction(Prediction([], cold_load=False, load_ms=0, queue_ms=0, inference_ms=0, batch_inputs=1), tokens)
+
+
+async def _read(items: AsyncIterator[str], into: list[str]) -> None:
+    async for token in items:
+        into.append(token)
+
+
+def test_a_stop_lets_a_stream_finish_its_tokens_within_the_deadline() -> None:
+    async def scenario() -> None:
+        flight, tokens, read = InFlight(), _Tokens(), []
+        answer = await flight.run("gen", lambda t: _streamed(tokens, t))
+        reader = asyncio.create_task(_read(answer.items, read))
+        tokens.queue.put_nowait("a")
+        flight.stop_taking()
+        draining = asyncio.create_task(flight.drain(2.0))
+        await asyncio.sleep(0.05)
+        assert len(flight) == 1 and not draining.done()  # still in flight: the stop waits for its last token
+        tokens.queue.put_nowait("b")
+        tokens.queue.put_nowait(None)
+        assert await draining == 0
+        await reader
+        assert read == ["a", "b"] and len(flight) == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_stream_past_the_stop_deadline_ends_with_a_503_and_its_generation_stops() -> None:
+    async def scenario() -> None:
+        flight, tokens, read = InFlight(), _Tokens(), []
+        answer = await flight.run("gen", lambda t: _streamed(tokens, t))
+        reader = asyncio.create_task(_read(answer.items, read))
+        tokens.queue.put_nowait("a")
+        flight.stop_taking()
+        assert await flight.drain(0.1) == 1
+        with pytest.raises(Overloaded, match="HYBRID_SHUTDOWN_TIMEOUT_S"):
+            await reader
+        assert read == ["a"] and tokens.closed and len(flight) == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_client_hanging_up_mid_stream_stops_its_generation_and_leaves_nothing_in_flight() -> None:
+    async def scenario() -> None:
+        flight, tokens, read = InFlight(), _Tokens(), []
+        answer = await flight.run("gen", lambda t: _streamed(tokens, t))
+        reader = asyncio.create_task(_read(answer.items, read))
+        tokens.queue.put_nowait("a")
+        await asyncio.sleep(0.05)
+        assert len(flight) == 1
+        reader.cancel()  # the response's sending task, cancelled when its client hangs up
+        await asyncio.gather(reader, return_exceptions=True)
+        await answer.items.aclose()  # as the response's `aclosing` does
+        assert read == ["a"] and tokens.closed and len(flight) == 0
+        assert await flight.drain(0.1) == 0
 
     asyncio.run(scenario())
