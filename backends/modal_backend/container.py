@@ -24,6 +24,7 @@ from backends.modal_backend.live_containers import Heartbeat
 from backends.modal_backend.pools import PoolKey
 from backends.modal_backend.settings import ModalSettings
 from backends.modal_backend.state_store import StateStore
+from backends.modal_backend.stream_calls import named
 from core.serving.worker import RemoteWorker
 
 log = logging.getLogger("hybrid_serve.modal.container")
@@ -118,12 +119,17 @@ class ModelContainer:
         with self._serving():
             return await self.worker.predict(inputs, params, request_at)
 
-    async def stream(self, prompt: str, params: Any, request_at: float | None) -> AsyncIterator[Any]:
-        """A streamed generation (`RemoteWorker.stream`): the container is busy until its last item."""
+    async def stream(self, prompt: str, params: Any, request_at: float | None,
+                     call_id: str | None = None) -> AsyncIterator[Any]:
+        """A streamed generation (`RemoteWorker.stream`): the container is busy until its last item; its
+        first item names the input's function call (`call_id`), which the ingress cancels should its
+        client leave early (stream_calls.py)."""
         with self._serving():
             async with aclosing(self.worker.stream(prompt, params, request_at)) as items:
+                first = True
                 async for item in items:
-                    yield item
+                    yield named(item, call_id) if first and isinstance(item, dict) else item
+                    first = False
 
     @contextmanager
     def _serving(self) -> Iterator[None]:

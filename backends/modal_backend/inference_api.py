@@ -117,7 +117,8 @@ class ExperimentModel:
 
     @modal.method()  # a generator: the ingress reads a streamed generation with `stream.remote_gen.aio`
     async def stream(self, prompt: str, params: object, request_at: float | None = None):  # noqa: ANN201
-        async for item in self.container.stream(prompt, params, request_at):
+        # the first item names this input's call: the ingress cancels it if its client leaves early
+        async for item in self.container.stream(prompt, params, request_at, modal.current_function_call_id()):
             yield item
 
 
@@ -183,9 +184,13 @@ def web():
     def stream_model(pool: PoolKey, prompt: str, params: object, request_at: float):  # noqa: ANN202
         return model_pool(pool).stream.remote_gen.aio(prompt, params, request_at)
 
+    async def cancel_stream(call_id: str) -> None:  # closing a remote_gen stops only the reading
+        await modal.FunctionCall.from_id(call_id).cancel.aio()
+
     async def poke() -> None:
         await reconcile_windows.spawn.aio(poke=True)
 
     # the deploy's registry file seeds the shared registry before the first read (a plain `modal deploy` too)
     return build_ingress_app(settings, call_model, ModalDictStore(state), poke,
-                             seed=(config.registry.registry, config.deployment), stream_model=stream_model)
+                             seed=(config.registry.registry, config.deployment), stream_model=stream_model,
+                             cancel_stream=cancel_stream)

@@ -40,6 +40,7 @@ from backends.modal_backend.pools import PoolKey, pool_key
 from backends.modal_backend.registry_store import DictRegistrySource
 from backends.modal_backend.registry_sync import SeedingRegistrySource
 from backends.modal_backend.state_store import APPLIED, StateStore, activity_key
+from backends.modal_backend.stream_calls import CancelCall, StreamCalls
 from core.http.app import create_app
 from core.keepwarm.activity import ActivityTracker, ExperimentActivity
 from core.keepwarm.container_budget import ContainerBudget
@@ -89,9 +90,11 @@ class ModalPredictor(Predictor):
 
     def __init__(self, call: CallModel, settings: ModalSettings, applied: "AppliedWindows", tracker: "PublishingTracker",
                  identity: IdentityFn = _fixed, usage: UsageReader | None = None, live: LiveContainers | None = None,
-                 stream: "CallStream | None" = None):
+                 stream: "CallStream | None" = None, cancel: CancelCall | None = None):
         self._call = call
         self._stream = stream or _no_stream
+        #: A stream left before its end cancels its call in the container (stream_calls.py).
+        self._streams = StreamCalls(cancel)
         #: The containers running across the deployment, and the admission of cold starts within its cap.
         self.live = live
         self._usage = usage  # the model containers' published lives (container_lives.py)
@@ -147,7 +150,7 @@ class ModalPredictor(Predictor):
         cold start past Modal's web limit answers 503 + Retry-After (the container keeps starting)."""
         request_at = time.time()
         pool, wait_s, web_limit = await self._admitted(experiment)
-        streaming = await streamed_prediction(self._stream(pool, prompt, params, request_at), experiment.id, wait_s,
+        streaming = await streamed_prediction(self._streams.followed(self._stream(pool, prompt, params, request_at)), experiment.id, wait_s,
                                               "model container", request_at, timeout_error=web_limit)
         self._answered(experiment, streaming.start)
         return streaming
@@ -192,8 +195,10 @@ class ModalPredictor(Predictor):
 
     async def close(self) -> None:
         """The ingress stops: calls still going on apart from their requests are cancelled (their inputs
-        go; the containers they started stay, as Modal keeps them for their windows)."""
+        go; the containers they started stay, as Modal keeps them for their windows), and the streams
+        left meanwhile have their calls cancelled."""
         await self._apart.cancel_all()
+        await self._streams.settle()
 
 
 class AppliedWindows:
@@ -299,11 +304,13 @@ def build_ingress_app(
     base_dir: Path | None = None,
     seed: tuple[Registry, str] | None = None,
     stream_model: CallStream | None = None,
+    cancel_stream: CancelCall | None = None,
 ) -> FastAPI:
     """The ingress app, serving the registry in `store` (read when the app starts, then followed).
     `base_dir`: where model directories shipped with the deploy lie (default: beside the container's
     registry file); `seed`: the deploy's registry and deployment id, seeded into `store` before the
-    first read unless that deployment was seeded already (registry_sync.py)."""
+    first read unless that deployment was seeded already (registry_sync.py); `cancel_stream`: cancels
+    a streamed generation's function call by its id (stream_calls.py)."""
     if base_dir is None:
         base_dir = settings.registry_path.parent if settings.registry_path else Path(REMOTE_ROOT)
     source = DictRegistrySource(store, base_dir) if seed is None else SeedingRegistrySource(store, base_dir, *seed)
@@ -332,7 +339,8 @@ def build_ingress_app(
 
     live = LiveContainers(store, ContainerBudget.of(settings), starting_s=settings.cold_start_timeout_s,
                           grants_s=3 * settings.reconcile_interval_s, container=tracker.container, demand=demand)
-    predictor = ModalPredictor(call_model, settings, applied, tracker, identity, UsageReader(store), live, stream_model)
+    predictor = ModalPredictor(call_model, settings, applied, tracker, identity, UsageReader(store), live, stream_model,
+                               cancel_stream)
 
     async def in_force() -> dict[str, AppliedWindow]:
         await applied.refresh()

@@ -12,7 +12,10 @@ It imports `inference_api.py` from the layout and replaces only Modal's network 
   `.predict.remote.aio` runs the *real* class in a "container" of this process — Modal's own helpers create the instance
   and run its `@modal.enter` hooks (pre- then post-snapshot; with `HYBRID_MEMORY_SNAPSHOT` the
   pre-snapshot phase sees no GPU and the restored one does) — and results cross cloudpickle;
-  `.update_autoscaler.aio` is recorded;
+  `.stream.remote_gen.aio` runs the real generator method as an input of its own, which — as in Modal
+  1.6 — runs on when its reader closes the generator; only `modal.FunctionCall.from_id(id).cancel`
+  (→ `FunctionCall` here) cancels it, the id being the one `modal.current_function_call_id()` gives
+  the method; `.update_autoscaler.aio` is recorded;
 - `reconcile_windows.spawn.aio` → runs the real reconciler function's body in this process.
 
 Nothing seeds the shared registry before the container starts, as after a plain `modal deploy`: the
@@ -27,7 +30,8 @@ JSON line `{"port": …, "torch_loaded": …}`; on stdin, `reconcile` runs one r
 `report` prints what the stand-ins saw, each as one JSON line. Registry commands change the shared
 registry as `hybrid-serve experiments … --modal` does (the same `DictRegistrySource`):
 `registry-put {"id": …, fields}`, `registry-remove ID`; `dict-put KEY JSON` writes a raw value (a
-hand-made entry); `hold` makes the next model call wait (a request in flight) until `release`.
+hand-made entry); `hold` makes the next model call wait (a request in flight) until `release`;
+`stream-pace S` makes each streamed item take S seconds in its container.
 """
 
 from __future__ import annotations
@@ -126,6 +130,28 @@ class Volume:
         self.commits += 1
 
 
+#: The streamed inputs running in "containers", by function call id (`FunctionCall.cancel` cancels one).
+INPUTS: dict[str, "asyncio.Future[None]"] = {}
+_INPUT_DONE = object()
+
+
+class FunctionCall:
+    """Stands for `modal.FunctionCall`: `from_id(id).cancel.aio()` cancels that input's task, as Modal's
+    container does on a cancellation (an unknown id, or one that ended, is a no-op)."""
+
+    def __init__(self, call_id: str) -> None:
+        async def cancel(terminate_containers: bool = False) -> None:
+            task = INPUTS.get(call_id)
+            if task is not None:
+                task.cancel()
+
+        self.cancel = _Aio(cancel)
+
+    @classmethod
+    def from_id(cls, function_call_id: str, client: Any = None) -> "FunctionCall":
+        return cls(function_call_id)
+
+
 class Pools:
     """Stands for `ExperimentModel`: one container per (experiment, gpu) pool, running the real class."""
 
@@ -142,6 +168,8 @@ class Pools:
         self.starts = 0
         #: "next": set by `hold`, taken by the next model call; "holding": the call held (shared by variants).
         self.hold: dict[str, threading.Event | None] = {"next": None, "holding": None}
+        #: Seconds each streamed item takes in its container (`stream-pace S`; shared by variants).
+        self.pace = {"s": 0.0}
 
     def with_options(self, gpu: str | None = None, **_: Any) -> "Pools":
         variant = Pools.__new__(Pools)
@@ -177,20 +205,36 @@ class Pools:
             return result
 
         async def remote_gen(prompt: str, params: Any, request_at: float | None = None) -> Any:
-            """A generator method's items, each crossing cloudpickle; closed early, the method's generator is
-            closed in its container (Modal cancels the input)."""
+            """A generator method's items, each crossing cloudpickle. As in Modal 1.6, the input runs in its
+            container whether or not anyone reads its items: closing this generator only stops reading;
+            `FunctionCall.from_id(id).cancel` cancels the input's task (Modal's container does so)."""
             import cloudpickle
+            from modal._runtime.execution_context import _set_current_context_ids
 
-            call = {"experiment": experiment_id, "version": version, "done": False, "stream": True}
+            call_id = f"fc-{len(pools.calls)}"
+            call = {"experiment": experiment_id, "version": version, "done": False, "stream": True, "call_id": call_id}
             method = (await container_for(call))["methods"]["stream"]
-            items = method(prompt, params, request_at)
-            try:
-                async for item in items:
-                    yield cloudpickle.loads(cloudpickle.dumps(item))
-                call["done"] = True
-            finally:
-                call["closed"] = True
-                await items.aclose()
+            outputs: asyncio.Queue[Any] = asyncio.Queue()
+
+            async def run_input() -> None:
+                _set_current_context_ids([f"in-{call_id}"], [call_id], ["attempt"])
+                items = method(prompt, params, request_at)
+                try:
+                    async for item in items:
+                        await asyncio.sleep(pools.pace["s"])  # `stream-pace`: a slow GPU's tokens
+                        outputs.put_nowait(cloudpickle.loads(cloudpickle.dumps(item)))
+                        call["items"] = call.get("items", 0) + 1
+                    call["done"] = True
+                except asyncio.CancelledError:
+                    call["cancelled"] = True
+                finally:
+                    call["closed"] = True
+                    await items.aclose()
+                    outputs.put_nowait(_INPUT_DONE)
+
+            INPUTS[call_id] = asyncio.ensure_future(run_input())
+            while (item := await outputs.get()) is not _INPUT_DONE:
+                yield item
 
         async def update_autoscaler(**settings: Any) -> None:
             pools.updates.append({"experiment": experiment_id, "version": version, "gpu": pools.gpu, **settings})
@@ -251,6 +295,7 @@ def main() -> None:
 
         ingress.MODAL_WEB_WAIT_S = float(os.environ["HARNESS_WEB_WAIT_S"])
     api.state, api.weights, api.ExperimentModel = store, volume, pools
+    api.modal.FunctionCall = FunctionCall  # the ingress cancels a stream its client left (a network call)
 
     async def spawn(poke: bool = False) -> None:
         asyncio.get_running_loop().create_task(reconcile(poke=poke))
@@ -282,11 +327,14 @@ def main() -> None:
                 asyncio.run_coroutine_threadsafe(store.put.aio(key, json.loads(value)), loop).result(60)
             elif name == "hold":
                 pools.hold["next"] = threading.Event()
+            elif name == "stream-pace":
+                pools.pace["s"] = float(argument)
             elif name == "release" and pools.hold["holding"] is not None:
                 pools.hold["holding"].set()
             if command == "reconcile":
                 asyncio.run_coroutine_threadsafe(reconcile(poke=True), loop).result(60)
-            if command in ("reconcile", "report") or name in ("registry-put", "registry-remove", "dict-put", "hold", "release"):
+            if command in ("reconcile", "report") or name in ("registry-put", "registry-remove", "dict-put", "hold", "release",
+                                                                          "stream-pace"):
                 keys = sorted(str(k) for k in store.data)
                 print(json.dumps({"updates": pools.updates, "commits": volume.commits, "devices": pools.devices,
                                   "keys": keys, "applied": pickle.loads(store.data["applied"]) if "applied" in store.data else None,

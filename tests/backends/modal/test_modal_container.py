@@ -44,9 +44,10 @@ def test_the_containers_start_and_serve_the_shared_contract(box: ModalContainer)
     assert box.command("report")["commits"] == 0  # nothing was downloaded: the volume is not committed
 
 
-def test_a_stream_comes_from_the_generator_method_token_by_token_and_a_hang_up_closes_it(box: ModalContainer) -> None:
+def test_a_stream_comes_from_the_generator_method_token_by_token_and_a_hang_up_cancels_it(box: ModalContainer) -> None:
     """`"stream": true` reaches the model container's generator method (`stream.remote_gen`), each item
-    crossing cloudpickle; a client that hangs up closes the generator in the container."""
+    crossing cloudpickle; a client that hangs up has the input cancelled by its function call's id
+    (closing `remote_gen` alone would leave the container generating to the end)."""
     body = {"inputs": "hello world", "parameters": {"max_new_tokens": 10}, "stream": True}
     with box.client() as client:
         with client.stream("POST", "/predict/gen", json=body) as response:
@@ -59,11 +60,17 @@ def test_a_stream_comes_from_the_generator_method_token_by_token_and_a_hang_up_c
         assert events[-1][1]["generated_text"] == "hello world" + tokens
         plain = client.post("/predict/gen", json={**body, "stream": False}).json()
         assert plain["outputs"][0]["generated_text"] == events[-1][1]["generated_text"]
-        with client.stream("POST", "/predict/gen", json={**body, "parameters": {"max_new_tokens": 100}}) as response:
-            assert next(read_sse(response))[0] == "start"  # then the client hangs up
-        time.sleep(1)
+        box.command("stream-pace 0.05")  # a slow GPU: the 100 tokens would take 5 s
+        try:
+            with client.stream("POST", "/predict/gen", json={**body, "parameters": {"max_new_tokens": 100}}) as response:
+                assert next(read_sse(response))[0] == "start"  # then the client hangs up
+            time.sleep(1)
+        finally:
+            box.command("stream-pace 0")
     streams = [c for c in box.command("report")["calls"] if c["experiment"] == "gen" and c.get("stream")]
     assert len(streams) == 2 and all(c.get("closed") for c in streams), streams
+    assert streams[0]["done"] and not streams[0].get("cancelled"), streams
+    assert streams[1].get("cancelled") and not streams[1]["done"] and streams[1]["items"] < 40, streams
 
 
 def test_each_model_container_publishes_its_life_and_the_ingress_adds_them_up(box: ModalContainer) -> None:
