@@ -104,14 +104,18 @@ def _idle_workers() -> int:
     return idle_workers(psutil.process_iter())
 
 
-def _ten_cold_starts(fe: str, max_cold_starts: int, warm_workers: int) -> dict[str, float]:
-    """One server: its first cold start, a lone cold start, then ten experiments' first requests sent at
-    once (a cold pool each) — each once its warm workers are ready. Client latencies, seconds."""
+def _ten_cold_starts(fe: str, max_cold_starts: int, warm_workers: int | None) -> dict[str, float]:
+    """One server: its first cold start, three lone cold starts (their median is the lone figure: one
+    alone varied by ±10 % here), then ten experiments' first requests sent at once (a cold pool each) —
+    each once its warm workers are ready. Client latencies, seconds."""
     root = Path(tempfile.mkdtemp())
     registry = root / "experiments.toml"
-    registry.write_text("".join(f'[experiments.c{i}]\nsource = "{fe}"\ntask = "feature-extraction"\n\n' for i in range(12)))
-    env = {"HYBRID_REGISTRY": str(registry), "HYBRID_MAX_COLD_STARTS": str(max_cold_starts),
-           "HYBRID_WARM_WORKERS": str(warm_workers), "MODAL_MAX_CONTAINERS": "12"}
+    registry.write_text("".join(f'[experiments.c{i}]\nsource = "{fe}"\ntask = "feature-extraction"\n\n' for i in range(14)))
+    env = {"HYBRID_REGISTRY": str(registry), "HYBRID_MAX_COLD_STARTS": str(max_cold_starts), "MODAL_MAX_CONTAINERS": "14"}
+    if warm_workers is None:  # the default: as many as cold starts at once
+        warm_workers = max_cold_starts or os.cpu_count() or 1
+    else:
+        env["HYBRID_WARM_WORKERS"] = str(warm_workers)
     with served("ray", env=env, timeout_s=600) as server:
         def timed(i: int) -> float:
             started = time.monotonic()
@@ -125,9 +129,12 @@ def _ten_cold_starts(fe: str, max_cold_starts: int, warm_workers: int) -> dict[s
             time.sleep(10)
 
         settled()
-        first = timed(11)  # the server's first cold start pays once for Serve's first pool (~6 s more)
-        settled()
-        lone = timed(10)
+        first = timed(13)  # with many warm workers, some may still be importing (Ray names them idle first)
+        lone_starts = []
+        for i in (10, 11, 12):
+            settled()
+            lone_starts.append(timed(i))
+        lone = statistics.median(lone_starts)
         settled()
         started = time.monotonic()
         with ThreadPoolExecutor(10) as pool:
@@ -136,17 +143,20 @@ def _ten_cold_starts(fe: str, max_cold_starts: int, warm_workers: int) -> dict[s
                 "all": time.monotonic() - started}
 
 
+@pytest.mark.timeout(1500)  # four servers, each with 14 cold starts
 def test_ten_cold_starts_at_once(benchmark, tiny_models, summary) -> None:  # type: ignore[no-untyped-def]
     """Issue 24 part 5: ten experiments cold at once against a lone cold start of the same server —
-    with the workers started ahead (HYBRID_WARM_WORKERS) and without."""
+    without workers started ahead, with the default number (as many as cold starts at once) and with
+    as many as the burst (HYBRID_WARM_WORKERS=10)."""
     fe = tiny_models["feature-extraction"]
     cores = os.cpu_count() or 1
     runs = {f"no warm workers, {cores} cold starts at once": _ten_cold_starts(fe, 0, 0),
+            f"{cores} warm workers (the default), {cores} cold starts at once": _ten_cold_starts(fe, 0, None),
             f"10 warm workers, {cores} cold starts at once": _ten_cold_starts(fe, 0, 10),
             "10 warm workers, all ten at once": _ten_cold_starts(fe, 10, 10)}
     name = "ray_ten_cold_starts"
     for label, run in runs.items():
-        summary.add(name, f"lone cold start, {label}", run["lone"], "s", "", f"client latency, same server; its first: {run['first']:.1f} s")
+        summary.add(name, f"lone cold start (median of 3), {label}", run["lone"], "s", "", f"client latency, same server; its first: {run['first']:.1f} s")
         summary.add(name, f"ten at once: p50 / lone, {label}", run["p50"] / run["lone"], "×", "≤ 3×", f"p50 {run['p50']:.1f} s")
         summary.add(name, f"ten at once: last / lone, {label}", run["max"] / run["lone"], "×", "≤ 5×", f"last {run['max']:.1f} s")
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
