@@ -150,8 +150,9 @@ class ModalPredictor(Predictor):
         cold start past Modal's web limit answers 503 + Retry-After (the container keeps starting)."""
         request_at = time.time()
         pool, wait_s, web_limit = await self._admitted(experiment)
-        streaming = await streamed_prediction(self._streams.followed(self._stream(pool, prompt, params, request_at)), experiment.id, wait_s,
-                                              "model container", request_at, timeout_error=web_limit)
+        items = self._streams.followed(self._stream(pool, prompt, params, request_at))
+        streaming = await streamed_prediction(items, experiment.id, wait_s, "model container", request_at,
+                                              timeout_error=web_limit)
         self._answered(experiment, streaming.start)
         return streaming
 

@@ -111,12 +111,19 @@ async def _read(items: AsyncIterator[str], into: list[str]) -> None:
         into.append(token)
 
 
+async def _reading(flight: InFlight) -> tuple[_Tokens, list[str], AsyncIterator[str], "asyncio.Task[None]"]:
+    """A stream a replica has started, its first token sent, and a reader (the response) on it."""
+    tokens, read = _Tokens(), []
+    answer = await flight.run("gen", lambda t: _streamed(tokens, t))
+    reader = asyncio.create_task(_read(answer.items, read))
+    tokens.queue.put_nowait("a")
+    return tokens, read, answer.items, reader
+
+
 def test_a_stop_lets_a_stream_finish_its_tokens_within_the_deadline() -> None:
     async def scenario() -> None:
-        flight, tokens, read = InFlight(), _Tokens(), []
-        answer = await flight.run("gen", lambda t: _streamed(tokens, t))
-        reader = asyncio.create_task(_read(answer.items, read))
-        tokens.queue.put_nowait("a")
+        flight = InFlight()
+        tokens, read, _, reader = await _reading(flight)
         flight.stop_taking()
         draining = asyncio.create_task(flight.drain(2.0))
         await asyncio.sleep(0.05)
@@ -132,10 +139,8 @@ def test_a_stop_lets_a_stream_finish_its_tokens_within_the_deadline() -> None:
 
 def test_a_stream_past_the_stop_deadline_ends_with_a_503_and_its_generation_stops() -> None:
     async def scenario() -> None:
-        flight, tokens, read = InFlight(), _Tokens(), []
-        answer = await flight.run("gen", lambda t: _streamed(tokens, t))
-        reader = asyncio.create_task(_read(answer.items, read))
-        tokens.queue.put_nowait("a")
+        flight = InFlight()
+        tokens, read, _, reader = await _reading(flight)
         flight.stop_taking()
         assert await flight.drain(0.1) == 1
         with pytest.raises(Overloaded, match="HYBRID_SHUTDOWN_TIMEOUT_S"):
@@ -147,15 +152,13 @@ def test_a_stream_past_the_stop_deadline_ends_with_a_503_and_its_generation_stop
 
 def test_a_client_hanging_up_mid_stream_stops_its_generation_and_leaves_nothing_in_flight() -> None:
     async def scenario() -> None:
-        flight, tokens, read = InFlight(), _Tokens(), []
-        answer = await flight.run("gen", lambda t: _streamed(tokens, t))
-        reader = asyncio.create_task(_read(answer.items, read))
-        tokens.queue.put_nowait("a")
+        flight = InFlight()
+        tokens, read, items, reader = await _reading(flight)
         await asyncio.sleep(0.05)
         assert len(flight) == 1
         reader.cancel()  # the response's sending task, cancelled when its client hangs up
         await asyncio.gather(reader, return_exceptions=True)
-        await answer.items.aclose()  # as the response's `aclosing` does
+        await items.aclose()  # type: ignore[attr-defined]  # as the response's `aclosing` does
         assert read == ["a"] and tokens.closed and len(flight) == 0
         assert await flight.drain(0.1) == 0
 
