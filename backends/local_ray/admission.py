@@ -6,8 +6,10 @@ no slot for (MODAL_MAX_CONTAINERS: 503 at once), must take its turn among cold s
 after a swap waits for the new model) — after its arrival is published, so that the pool's scaling
 policy sees it before any replica does. The deploy comes before the turn: a pool deployed at zero
 replicas starts nothing until its request reaches it, so the deploys of ten cold experiments overlap
-and only their replica starts take turns (the p50 of ten cold starts at once on two cores fell from
-3.5× to 2.8× a lone one). A prediction and a streamed generation are admitted alike.
+and only their replica starts take turns (ten cold starts at once on two cores, ten warm workers:
+the p50 went from 3.8× to 2.6–3.0× a lone one, the last from 6.6× to 4.3–4.9×). A pool parked
+(idle_pools.py) while its request waited for a turn is deployed again when the turn comes. A
+prediction and a streamed generation are admitted alike.
 """
 
 from __future__ import annotations
@@ -44,12 +46,14 @@ class Admission:
         arrived = time.monotonic()
         try:
             with self.slots.taken(experiment.id, states):  # beyond MODAL_MAX_CONTAINERS: refused at once
-                await self.deployer.ensure(experiment, self.identity(experiment.id))  # no turn needed: starts nothing
+                identity = self.identity(experiment.id)
+                await self.deployer.ensure(experiment, identity)  # no turn needed: a pool at zero starts nothing
                 async with self.starts.admit(experiment.id, cold, self._left_s(arrived)):
+                    await self.deployer.ensure(experiment, identity)  # parked meanwhile? (else no wait at all)
                     return await call(time.time(), self._left_s(arrived))
         except NoStartSlot:
             raise Overloaded(f"{experiment.id}: {self.starts.limit} other experiments' cold starts (HYBRID_MAX_COLD_STARTS) "
-                             f"kept every slot for the rest of its {self.timeout_s:g}s wait; retry in {RETRY_AFTER_FULL_S:g}s",
+                             f"kept every slot for the rest of its {self.timeout_s:g}s wait (its pool's deploy included); retry in {RETRY_AFTER_FULL_S:g}s",
                              retry_after_s=RETRY_AFTER_FULL_S) from None
 
     def _left_s(self, arrived: float) -> float:

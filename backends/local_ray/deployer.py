@@ -121,6 +121,10 @@ class PoolDeployer:
         """Wait for background swaps and deletions (tests, shutdown)."""
         await self._changes.settle()
 
+    def close(self) -> None:
+        """The ingress stops: no deploy or deletion starts any more (one under way finishes)."""
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
     def _serve_run(self, experiment: Experiment, identity: str | None) -> None:
         from backends.local_ray.pool import deploy_pool
 

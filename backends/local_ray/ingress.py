@@ -61,8 +61,7 @@ class RayPredictor(Predictor):
                  handles: Handles | None = None, identity: Callable[[str], str | None] = lambda _: None,
                  publish: Callable[[str], Awaitable[None]] = _nothing_to_publish,
                  store: ActivityStore | None = None, plans: Callable[[], dict[str, PoolPlan]] = dict):
-        self.settings = settings
-        self.deployer = deployer
+        self.settings, self.deployer = settings, deployer
         #: The model a moving source (an MLflow alias) resolved to, by experiment (the live registry's).
         self.identity = identity
         #: Publishes the experiment's activity for its scaling policy (before its request goes on).
@@ -170,6 +169,7 @@ class RayPredictor(Predictor):
     async def close(self) -> None:
         self.replicas.close()
         await self.handles.close()
+        self.deployer.close()  # no more pool changes
 
 
 class HybridIngress:

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Callable
 
 import pytest
 
+from backends.local_ray.admission import Admission
 from backends.local_ray.cold_starts import ColdStarts, NoStartSlot
+from backends.local_ray.deployer import PoolDeployer
+from backends.local_ray.replica_slots import ReplicaSlots
+from backends.local_ray.replica_watch import ReplicaWatch
+from backends.local_ray.settings import load_ray_settings
+from core.serving.registry import Experiment
 
 
 async def _start(starts: ColdStarts, experiment: str, log: list[str], done: asyncio.Event, cold: bool = True) -> None:
@@ -127,15 +134,24 @@ def _set(event: asyncio.Event) -> asyncio.Event:
     return event
 
 
+def _admission(deploy: Callable[[Experiment, "str | None"], None], delete: Callable[[str], None] = lambda e: None) -> Admission:
+    """The Ray ingress's admission with one cold start at a time; Serve's deploy and delete are the fakes."""
+
+    async def same(experiment: Experiment) -> Experiment:
+        return experiment
+
+    deployer = PoolDeployer(load_ray_settings(env_file=None), "app", same, deploy=deploy, delete=delete)
+    return Admission(5.0, publish=lambda e: asyncio.sleep(0), replicas=ReplicaWatch("app", read_states=lambda app: {}),
+                     slots=ReplicaSlots(0), starts=ColdStarts(1), deployer=deployer, identity=lambda e: None)
+
+
+def _experiment(experiment_id: str) -> Experiment:
+    return Experiment(id=experiment_id, source="./x", task="feature-extraction")
+
+
 def test_pools_deploy_at_once_while_their_replicas_take_turns() -> None:
     """Ten cold experiments on a two-core machine: a pool deployed at zero replicas starts nothing until
     its request reaches it, so every deploy overlaps; only the replica starts wait for a turn."""
-    from backends.local_ray.admission import Admission
-    from backends.local_ray.deployer import PoolDeployer
-    from backends.local_ray.replica_slots import ReplicaSlots
-    from backends.local_ray.replica_watch import ReplicaWatch
-    from backends.local_ray.settings import load_ray_settings
-    from core.serving.registry import Experiment
 
     async def scenario() -> None:
         all_deploying = threading.Barrier(4, timeout=5)  # three deploys on worker threads, and this test
@@ -145,21 +161,14 @@ def test_pools_deploy_at_once_while_their_replicas_take_turns() -> None:
             all_deploying.wait()  # returns only once all three deploys are under way at once
             deployed.append(experiment.id)
 
-        async def same(experiment: Experiment) -> Experiment:
-            return experiment
-
-        settings = load_ray_settings(env_file=None)
-        deployer = PoolDeployer(settings, "app", same, deploy=deploy)
-        admission = Admission(5.0, publish=lambda e: asyncio.sleep(0), replicas=ReplicaWatch("app", read_states=lambda app: {}),
-                              slots=ReplicaSlots(0), starts=ColdStarts(1), deployer=deployer, identity=lambda e: None)
+        admission = _admission(deploy)
         calls, release = [], asyncio.Event()
 
         async def call(request_at: float, left_s: float) -> None:
             calls.append(admission.starts.starting)
             await release.wait()
 
-        tasks = [asyncio.create_task(admission.run(Experiment(id=e, source="./x", task="feature-extraction"), call))
-                 for e in "abc"]
+        tasks = [asyncio.create_task(admission.run(_experiment(e), call)) for e in "abc"]
         await asyncio.to_thread(all_deploying.wait)
         await asyncio.sleep(0.1)
         assert sorted(deployed) == ["a", "b", "c"]
@@ -167,5 +176,36 @@ def test_pools_deploy_at_once_while_their_replicas_take_turns() -> None:
         release.set()
         await asyncio.gather(*tasks)
         assert len(calls) == 3 and admission.starts.starting == []
+
+    asyncio.run(scenario())
+
+
+def test_a_pool_parked_while_its_request_waits_for_a_turn_is_deployed_again_before_the_request_goes() -> None:
+    """A turn may take longer than HYBRID_IDLE_POOL_TTL_S: the idle pools' sweep deletes the pool deployed
+    ahead of it meanwhile, and the request must not meet a deleted pool."""
+
+    async def scenario() -> None:
+        serve: dict[str, int] = {}
+
+        def deploy(experiment: Experiment, identity: str | None) -> None:
+            serve[experiment.id] = serve.get(experiment.id, 0) + 1
+
+        admission = _admission(deploy, delete=lambda experiment_id: serve.pop(experiment_id))
+        release, met = asyncio.Event(), []
+
+        async def call(request_at: float, left_s: float) -> None:
+            met.append(dict(serve))
+            await release.wait()
+
+        first = asyncio.create_task(admission.run(_experiment("a"), call))
+        waiting = asyncio.create_task(admission.run(_experiment("b"), call))
+        await asyncio.sleep(0.1)
+        assert len(met) == 1 and serve == {"a": 1, "b": 1}  # b deployed, waiting for its turn
+        assert admission.deployer.park("b")
+        await admission.deployer.settle()
+        assert "b" not in serve
+        release.set()
+        await asyncio.gather(first, waiting)
+        assert met[1] == {"a": 1, "b": 1} and admission.deployer.deployed("b")  # deployed again before its call
 
     asyncio.run(scenario())
