@@ -24,7 +24,7 @@ from backends.modal_backend.live_containers import Heartbeat
 from backends.modal_backend.pools import PoolKey
 from backends.modal_backend.settings import ModalSettings
 from backends.modal_backend.state_store import StateStore
-from backends.modal_backend.stream_calls import named
+from backends.modal_backend.stream_calls import call_named
 from core.serving.worker import RemoteWorker
 
 log = logging.getLogger("hybrid_serve.modal.container")
@@ -121,15 +121,15 @@ class ModelContainer:
 
     async def stream(self, prompt: str, params: Any, request_at: float | None,
                      call_id: str | None = None) -> AsyncIterator[Any]:
-        """A streamed generation (`RemoteWorker.stream`): the container is busy until its last item; its
-        first item names the input's function call (`call_id`), which the ingress cancels should its
-        client leave early (stream_calls.py)."""
+        """A streamed generation (`RemoteWorker.stream`): the container is busy until its last item. It
+        begins by naming the input's function call (`call_id`), before the generation waits for the
+        model, so that the ingress can cancel it should its client leave at any point (stream_calls.py)."""
         with self._serving():
+            if call_id is not None:
+                yield call_named(call_id)
             async with aclosing(self.worker.stream(prompt, params, request_at)) as items:
-                first = True
                 async for item in items:
-                    yield named(item, call_id) if first and isinstance(item, dict) else item
-                    first = False
+                    yield item
 
     @contextmanager
     def _serving(self) -> Iterator[None]:

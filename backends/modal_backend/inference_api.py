@@ -117,7 +117,7 @@ class ExperimentModel:
 
     @modal.method()  # a generator: the ingress reads a streamed generation with `stream.remote_gen.aio`
     async def stream(self, prompt: str, params: object, request_at: float | None = None):  # noqa: ANN201
-        # the first item names this input's call: the ingress cancels it if its client leaves early
+        # the stream begins by naming this input's call: the ingress cancels it if its client leaves early
         async for item in self.container.stream(prompt, params, request_at, modal.current_function_call_id()):
             yield item
 
