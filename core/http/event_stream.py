@@ -79,26 +79,30 @@ async def _item_events(answer: StreamAnswer, started: float) -> AsyncIterator[by
 
 
 class EventStream(Response):
-    """The response that sends `body`'s events, and closes it when the client hangs up."""
+    """The response that sends the answer's events, and closes its stream when the client hangs up."""
 
     media_type = "text/event-stream"
 
-    def __init__(self, body: AsyncIterator[bytes]):
+    def __init__(self, answer: StreamAnswer, started: float):
         super().__init__(status_code=200)
-        self.body_events = body
+        self.answer = answer
+        self.body_events = events(answer, started)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async with aclosing(self.body_events) as body:  # however this ends, the stream is closed: the model stops
-            sending = asyncio.ensure_future(self._send_all(body, send))
-            hang_up = asyncio.ensure_future(_disconnected(receive))
-            try:
-                await asyncio.wait({sending, hang_up}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in (sending, hang_up):
-                    task.cancel()
-                await asyncio.gather(sending, hang_up, return_exceptions=True)
-            if sending.done() and not sending.cancelled() and sending.exception() is not None:
-                raise sending.exception()  # type: ignore[misc]
+        try:
+            async with aclosing(self.body_events) as body:
+                sending = asyncio.ensure_future(self._send_all(body, send))
+                hang_up = asyncio.ensure_future(_disconnected(receive))
+                try:
+                    await asyncio.wait({sending, hang_up}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for task in (sending, hang_up):
+                        task.cancel()
+                    await asyncio.gather(sending, hang_up, return_exceptions=True)
+                if sending.done() and not sending.cancelled() and sending.exception() is not None:
+                    raise sending.exception()  # type: ignore[misc]
+        finally:  # however this ends — also before the events began — the stream is closed: the model stops
+            await self.answer.items.aclose()
 
     @staticmethod
     async def _send_all(body: AsyncIterator[bytes], send: Send) -> None:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core.http.disconnect import unless_disconnected
 from core.http.error_shape import documented_errors
-from core.http.event_stream import EventStream, events
+from core.http.event_stream import EventStream
 from core.http.json_response import FastJSONResponse
 from core.serving.registry import EXPERIMENT_ID_PATTERN
 from core.serving.request_path import RequestPath
@@ -47,7 +47,7 @@ def add_predict_routes(app: FastAPI, path: RequestPath) -> None:
         if body.stream:
             arrived = asyncio.get_running_loop().time()
             streaming = await unless_disconnected(request, path.streams.stream(experiment_id, body.inputs, body.parameters))
-            return EventStream(events(streaming, arrived))
+            return EventStream(streaming, arrived)
         answer = await unless_disconnected(request, path.predict(experiment_id, body.inputs, body.parameters))
         prediction = answer.prediction
         # The outputs are already JSON types: FastAPI's encoder walk is skipped, pydantic-core renders them.

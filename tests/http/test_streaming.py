@@ -161,3 +161,46 @@ def test_streams_beyond_the_queue_bound_are_refused_with_a_retry(registry_file: 
         wait_until(lambda: activity_of(path.tracker, "gen").in_flight == 0, 10, "the first stream closed")
         third = httpx.post(f"{url}/predict/gen", json={**body, "parameters": {"max_new_tokens": 2}}, timeout=60)
         assert third.status_code == 200 and "event: end" in third.text
+
+
+def test_a_response_cancelled_before_its_first_event_still_closes_the_stream() -> None:
+    """The server may cancel a streamed response before it sent anything (its client gone while the
+    headers waited on the socket): the stream is closed all the same — else its request would stay in
+    flight, and a stopping server would wait for it."""
+    import asyncio
+
+    from core.http.event_stream import EventStream
+    from core.keepwarm.controller import PoolPlan
+    from core.serving.prediction import Prediction
+    from core.serving.registry import Experiment
+    from core.serving.stream_path import StreamAnswer
+    from core.serving.streaming import Guarded
+
+    async def scenario() -> list[BaseException | None]:
+        ended: list[BaseException | None] = []
+
+        async def tokens() -> Any:
+            yield "never read"
+
+        async def on_end(error: BaseException | None) -> None:
+            ended.append(error)
+
+        start = Prediction([], cold_load=False, load_ms=0, queue_ms=0, inference_ms=0, batch_inputs=1)
+        answer = StreamAnswer(Experiment(id="gen", source="./x", task="text-generation"), start,
+                              PoolPlan.__new__(PoolPlan), Guarded(tokens(), on_end))
+        stuck = asyncio.Event()
+
+        async def send(message: Any) -> None:
+            await stuck.wait()  # the headers never leave: the socket is full
+
+        async def receive() -> Any:
+            await asyncio.Event().wait()
+
+        response = asyncio.create_task(EventStream(answer, 0.0)({"type": "http"}, receive, send))
+        await asyncio.sleep(0.05)
+        response.cancel()
+        await asyncio.gather(response, return_exceptions=True)
+        return ended
+
+    ended = asyncio.run(scenario())
+    assert len(ended) == 1 and isinstance(ended[0], GeneratorExit)
