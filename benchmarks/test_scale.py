@@ -19,7 +19,7 @@ import pytest
 
 from benchmarks.probes import idle_cores, median_get_ms
 from core.events import read_events
-from backends.local_ray.warm_workers import idle_workers
+from backends.local_ray.warm_workers import DEFAULT_MAX, idle_workers
 from core.testing import served
 
 TIME_SCALE = 450  # base window 900 s → 2 s real
@@ -112,8 +112,8 @@ def _ten_cold_starts(fe: str, max_cold_starts: int, warm_workers: int | None) ->
     registry = root / "experiments.toml"
     registry.write_text("".join(f'[experiments.c{i}]\nsource = "{fe}"\ntask = "feature-extraction"\n\n' for i in range(14)))
     env = {"HYBRID_REGISTRY": str(registry), "HYBRID_MAX_COLD_STARTS": str(max_cold_starts), "MODAL_MAX_CONTAINERS": "14"}
-    if warm_workers is None:  # the default: as many as cold starts at once
-        warm_workers = max_cold_starts or os.cpu_count() or 1
+    if warm_workers is None:  # the default: as many as cold starts at once, a few at most (runner._warm_workers)
+        warm_workers = min(max_cold_starts or os.cpu_count() or 1, DEFAULT_MAX)
     else:
         env["HYBRID_WARM_WORKERS"] = str(warm_workers)
     with served("ray", env=env, timeout_s=600) as server:
