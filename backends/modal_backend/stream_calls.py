@@ -16,6 +16,7 @@ import asyncio
 import logging
 from typing import Any, AsyncIterator, Awaitable, Callable
 
+from core.serving.remote import is_error_value
 from core.serving.streaming import StreamEnd, aclose
 
 log = logging.getLogger("hybrid_serve.modal.streams")
@@ -35,7 +36,7 @@ def call_named(call_id: str) -> dict[str, str]:
 
 def _last(item: Any) -> bool:
     """The stream's last item: its end, or an error as a value (the container's generator ends there)."""
-    return isinstance(item, StreamEnd) or isinstance(item, dict) and "error" in item
+    return isinstance(item, StreamEnd) or is_error_value(item)
 
 
 class StreamCalls:

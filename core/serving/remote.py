@@ -24,9 +24,14 @@ def error_value(exc: ServeError) -> dict[str, RemoteError]:
     return {"error": RemoteError.of(exc)}
 
 
+def is_error_value(value: object) -> bool:
+    """The value is a worker's error (`error_value`), not an answer or a stream's item."""
+    return isinstance(value, dict) and "error" in value
+
+
 def raise_error_value(value: dict[str, object], worker: str = "worker") -> None:
     """Raise the ServeError a worker returned as a value (no-op when the answer holds no error)."""
-    if "error" in value:
+    if is_error_value(value):
         raise error_from_answer(value["error"], worker)
 
 
