@@ -45,14 +45,11 @@ def start_event(answer: StreamAnswer) -> bytes:
 
 
 async def events(answer: StreamAnswer, started: float) -> AsyncIterator[bytes]:
-    """The stream's events, the start first (`started`: the request's arrival, loop time). Closed at any
-    point, the stream is closed: its generation stops and the request is no longer in flight."""
-    try:
-        yield start_event(answer)
-        async for chunk in _item_events(answer, started):
-            yield chunk
-    finally:
-        await answer.items.aclose()
+    """The stream's events, the start first (`started`: the request's arrival, loop time); `EventStream`
+    closes the stream however they end."""
+    yield start_event(answer)
+    async for chunk in _item_events(answer, started):
+        yield chunk
 
 
 async def _item_events(answer: StreamAnswer, started: float) -> AsyncIterator[bytes]:
