@@ -202,7 +202,7 @@ class WindowController:
     def arrived(self, experiment_id: str) -> PoolPlan:
         """Record one request's arrival; the experiment's plan right after it."""
         plan = plan_pool(self.tracker.record_request(experiment_id), self.policy, self.lead_s)
-        self._record({experiment_id: plan})
+        self._adopt({experiment_id: plan})  # an arrival forgets no one: the next pass (`plans`) does
         self._latest[experiment_id] = plan
         return plan
 
@@ -228,12 +228,16 @@ class WindowController:
             return dict(self._applied)
 
     def _record(self, plans: dict[str, PoolPlan]) -> None:
-        now = self._wall()
         remembered = self.tracker.remembered()
         with self._lock:
             for experiment_id in [e for e in self._applied if e not in remembered and e not in plans]:
                 del self._applied[experiment_id]  # forgotten by the tracker
                 self._latest.pop(experiment_id, None)
+        self._adopt(plans)
+
+    def _adopt(self, plans: dict[str, PoolPlan]) -> None:
+        now = self._wall()
+        with self._lock:
             for experiment_id, plan in plans.items():
                 current = self._applied.get(experiment_id)
                 if current is None or not current.holds(plan):

@@ -3,13 +3,18 @@
 Why this module exists: a request ends in one of many ways — answered, refused, failed, cancelled by
 a client that hung up, or (a stream) after its last token — and each must be counted exactly once,
 with the status it got. The request path and the stream path both end their requests here.
+
+A finished request is counted at the event loop's next turn, after its answer went out (its duration
+is taken when it ends): its metrics and traffic record are off the request's own time, and whatever
+comes next on the loop — the client's next request, a scrape of /metrics — sees them. A cold start is
+written at once (rare, and its event-log line is read as soon as its answer arrives).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, Callable
 
 from core.keepwarm.controller import PoolPlan
 from core.metrics import ServerMetrics
@@ -41,8 +46,12 @@ class RequestRecords:
 
     def finished(self, experiment_id: str, arrived_at: float, started: float, status: str,
                  prediction: Prediction | None, plan: PoolPlan | None, inputs: str | list[str]) -> None:
-        """A request of a registered experiment ended with `status` (`started`: its perf_counter)."""
-        elapsed = time.perf_counter() - started
+        """A request of a registered experiment ended with `status` (`started`: its perf_counter); counted
+        at the loop's next turn, after its answer went out."""
+        after_answer(self._count, experiment_id, arrived_at, time.perf_counter() - started, status, prediction, plan, inputs)
+
+    def _count(self, experiment_id: str, arrived_at: float, elapsed: float, status: str,
+               prediction: Prediction | None, plan: PoolPlan | None, inputs: str | list[str]) -> None:
         counter = self._counted.get((experiment_id, status))
         if counter is None:
             counter = self._counted[experiment_id, status] = self.metrics.requests.labels(experiment_id, status)
@@ -70,3 +79,14 @@ class RequestRecords:
             self.metrics.cold_start_seconds.labels(experiment_id, "replica_start").observe(cold.replica_start_s)
             self.metrics.cold_start_seconds.labels(experiment_id, "model_load").observe(cold.model_load_s)
         self.server_events.cold_start(experiment_id, prediction, plan)
+
+
+def after_answer(fn: Callable[..., None], *args: Any) -> None:
+    """`fn(*args)` at the running event loop's next turn — after the answer being sent in this turn went
+    out — or now, where no loop runs."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        fn(*args)
+        return
+    loop.call_soon(fn, *args)

@@ -67,3 +67,20 @@ def test_the_controller_answers_the_same_plan_for_an_arrival_as_for_the_pass_aft
     assert controller.plans()["e"].idle_s == 10.0
     assert unused_plan("new", HYBRID).reason is WindowReason.NO_ACTIVITY
     assert controller.unused("new").window_s == 900
+
+
+def test_an_arrival_touches_its_own_experiment_only_and_the_next_pass_forgets_the_idle_ones() -> None:
+    clock = FakeClock(0.0)
+    tracker = ActivityTracker(300, retention_s=600, clock=clock)
+    scans = []
+    remembered = tracker.remembered
+    tracker.remembered = lambda: scans.append(1) or remembered()  # type: ignore[method-assign]
+    controller = WindowController(tracker, HYBRID)
+    for i in range(500):
+        controller.arrived(f"e{i}")
+        controller.finished(f"e{i}")
+    assert scans == []  # an arrival does not go over every remembered experiment (its cost: one experiment's)
+    clock.advance(700)  # all of them idle past the retention
+    controller.arrived("fresh")
+    assert set(controller.applied()) == {"fresh"} and scans  # the pass forgot the others
+    assert controller.latest("e0") is None and controller.latest("fresh") is not None
