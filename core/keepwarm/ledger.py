@@ -135,26 +135,24 @@ class CostLedger:
         self._records: dict[str, UsageRecord] = {}
 
     # --- lifecycle -----------------------------------------------------------------------------
-    def started(self, experiment_id: str, container: str, prewarm: bool = False, at: float | None = None,
-                busy_seen: float = 0.0) -> None:
+    def started(self, experiment_id: str, container: str, prewarm: bool = False, at: float | None = None, busy_seen: float = 0.0) -> None:
         """A container began its cold start (`prewarm`: ahead of traffic; `busy_seen`: busy seconds counted already)."""
-        at = self._at(at)
+        at = self.now(at)
         with self._lock:
             self._close(container, at)
             self._record(experiment_id)
-            self._containers[container] = _Container(experiment_id, ContainerState.COLD_START, at, prewarm=prewarm,
-                                                     busy_seen=busy_seen)
+            self._containers[container] = _Container(experiment_id, ContainerState.COLD_START, at, prewarm=prewarm, busy_seen=busy_seen)
 
     def ready(self, container: str, at: float | None = None) -> None:
         """Its model is loaded: busy if requests wait for it, else idle."""
-        self._move(container, self._at(at), lambda c: ContainerState.BUSY if c.in_flight else c.idle_state())
+        self._move(container, self.now(at), lambda c: ContainerState.BUSY if c.in_flight else c.idle_state())
 
     def request_started(self, container: str, at: float | None = None) -> None:
         def start(c: _Container) -> ContainerState:
             c.in_flight += 1
             c.served = True
             return c.state if c.state is ContainerState.COLD_START else ContainerState.BUSY
-        self._move(container, self._at(at), start)
+        self._move(container, self.now(at), start)
 
     def request_finished(self, container: str, at: float | None = None) -> None:
         def finish(c: _Container) -> ContainerState:
@@ -162,14 +160,14 @@ class CostLedger:
             if c.state is ContainerState.COLD_START or c.in_flight:
                 return c.state
             return c.idle_state()
-        self._move(container, self._at(at), finish)
+        self._move(container, self.now(at), finish)
 
     def sampled(self, container: str, busy_s: float, in_flight: int, served: bool, at: float | None = None) -> None:
         """For a controller that samples its containers instead of seeing each request: the container
         had been busy `busy_s` seconds in all (its own count) and runs `in_flight` requests now. The
         busy seconds not counted yet are counted at the end of the interval (what does not fit in it — a
         report newer than the last sample's — carries to the next), the rest as idle."""
-        at = self._at(at)
+        at = self.now(at)
         with self._lock:
             c = self._containers.get(container)
             if c is None or c.state is ContainerState.COLD_START or at <= c.since:
@@ -189,11 +187,11 @@ class CostLedger:
 
     def stopped(self, container: str, at: float | None = None) -> None:
         with self._lock:
-            self._close(container, self._at(at))
+            self._close(container, self.now(at))
 
     def stop_all(self, at: float | None = None) -> None:
         for container in list(self._containers):
-            self.stopped(container, self._at(at))
+            self.stopped(container, self.now(at))
 
     # --- reading (records: every experiment up to `now`, or `only` a page of them: each snapshot costs) ---
     def record(self, experiment_id: str, now: float | None = None) -> UsageRecord | None:
@@ -202,13 +200,15 @@ class CostLedger:
 
     def records(self, now: float | None = None, only: Iterable[str] | None = None) -> dict[str, UsageRecord]:
         with self._lock:
-            now, chosen = self._at(now), self._records if only is None else {e: self._records[e] for e in only if e in self._records}
+            now, chosen = self.now(now), self._records if only is None else {e: self._records[e] for e in only if e in self._records}
             running = _by_experiment(self._containers.values())  # grouped once: not experiments × containers
             return {e: self._snapshot(r, now, running.get(e, ())) for e, r in chosen.items()}
 
-    # --- internals -----------------------------------------------------------------------------
-    def _at(self, at: float | None) -> float:
+    def now(self, at: float | None = None) -> float:
+        """`at`, or when None the ledger's clock now (the clock every `at` is given in)."""
         return self._clock() if at is None else at
+
+    # --- internals -----------------------------------------------------------------------------
 
     def _record(self, experiment_id: str) -> UsageRecord:
         record = self._records.get(experiment_id)

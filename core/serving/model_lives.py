@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Hashable
 
 from core.keepwarm.ledger import CostLedger
+from core.serving.after_answer import after_answer
 
 
 class ModelLives:
@@ -69,5 +70,5 @@ class Serving:
             self.ledger.request_started(self.container)
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        if self.container is not None:
-            self.ledger.request_finished(self.container)
+        if self.container is not None:  # its end, stamped now, counted after the answer went out
+            after_answer(self.ledger.request_finished, self.container, self.ledger.now())

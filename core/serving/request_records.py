@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Callable
+from typing import Any
 
 from core.keepwarm.controller import PoolPlan
 from core.metrics import ServerMetrics
+from core.serving.after_answer import after_answer
 from core.serving.errors import ServeError
 from core.serving.prediction import Prediction
 from core.serving.server_events import ServerEvents
@@ -80,13 +81,3 @@ class RequestRecords:
             self.metrics.cold_start_seconds.labels(experiment_id, "model_load").observe(cold.model_load_s)
         self.server_events.cold_start(experiment_id, prediction, plan)
 
-
-def after_answer(fn: Callable[..., None], *args: Any) -> None:
-    """`fn(*args)` at the running event loop's next turn — after the answer being sent in this turn went
-    out — or now, where no loop runs."""
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        fn(*args)
-        return
-    loop.call_soon(fn, *args)
