@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
 
 from core.serving.inference_thread import INLINE_MAX_S, InferenceThread
+
+#: How many of a model's latest lone passes decide whether its next one is short.
+LONE_PASSES = 5
 
 BatchFn = Callable[[list[str], Any], list[Any]]
 
@@ -50,15 +54,19 @@ class ForwardPass:
     def __init__(self, fn: BatchFn, executor: Executor | None = None):
         self._fn: BatchFn | None = fn
         self._executor = executor
-        #: The latest pass of one caller alone: (its key, inputs, characters, seconds); None before the first.
-        self._lone: tuple[Hashable, int, int, float] | None = None
+        #: The latest pass of one caller alone: (its key, inputs, characters); None before the first.
+        self._lone: tuple[Hashable, int, int] | None = None
+        #: The seconds of the latest lone passes with that key (their upper median is the model's lone pass).
+        self._lone_s: deque[float] = deque(maxlen=LONE_PASSES)
 
     def may_run_inline(self, caller: Pending) -> bool:
         """The caller's pass alone may run on the event loop: the inference thread is idle, and this model's
-        latest lone pass was short, with the same parameters (a generation's token budget is one) and at
-        least as many inputs and characters — so this pass is no longer than that one, about."""
-        lone = self._lone
-        return (lone is not None and lone[3] <= INLINE_MAX_S and caller.key == lone[0]
+        lone passes are short — the upper median of the latest few, so that one slow pass (a busy
+        machine) does not send the next ones to the thread — the latest with the same parameters (a
+        generation's token budget is one) and at least as many inputs and characters: so this pass is
+        no longer than those, about."""
+        lone, times = self._lone, self._lone_s
+        return (lone is not None and caller.key == lone[0] and sorted(times)[len(times) // 2] <= INLINE_MAX_S
                 and len(caller.inputs) <= lone[1] and sum(map(len, caller.inputs)) <= lone[2]
                 and isinstance(self._executor, InferenceThread) and self._executor.idle)
 
@@ -96,7 +104,10 @@ class ForwardPass:
                 await self.run([p])
             return
         if len(live) == 1:
-            self._lone = (live[0].key, len(inputs), sum(map(len, inputs)), elapsed)
+            if self._lone is None or self._lone[0] != live[0].key:
+                self._lone_s.clear()  # other parameters: another pass length
+            self._lone = (live[0].key, len(inputs), sum(map(len, inputs)))
+            self._lone_s.append(elapsed)
         offset = 0
         for p in live:
             mine = outputs[offset : offset + len(p.inputs)]

@@ -3,9 +3,10 @@
 Why this module exists: passes run on one thread so that experiments do not fight over the cores,
 and so that the event loop keeps answering while a model runs. Handing a pass to that thread and
 back costs two thread wake-ups (about 0.1 ms here) — nothing beside a 20 ms pass, a third of the
-API's own overhead beside a 1 ms one. So a lone pass that is short — its model's latest lone pass,
-with the same parameters and at least as many inputs and characters, took at most `INLINE_MAX_S`
-(core.serving.forward_pass) — for a batcher with nothing else to do, while this thread is idle, may
+API's own overhead beside a 1 ms one. So a lone pass that is short — its model's latest lone passes
+took at most `INLINE_MAX_S` (their upper median: one slow pass on a busy machine changes nothing), the
+latest with the same parameters and at least as many inputs and characters (core.serving.forward_pass)
+— for a batcher with nothing else to do, while this thread is idle, may
 run on the event loop itself: it holds the loop about as long as a few requests' own handling. The thread
 counts what it was given and has not finished, so that such a pass never runs beside another.
 """

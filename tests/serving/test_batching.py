@@ -381,3 +381,21 @@ def test_an_inline_pass_that_fails_fails_its_own_caller_only() -> None:
 
     bad, fine = asyncio.run(scenario())
     assert isinstance(bad, ValueError) and fine.outputs == ["FINE"]
+
+
+def test_one_slow_lone_pass_among_short_ones_keeps_the_next_on_the_loop_and_a_run_of_slow_ones_does_not() -> None:
+    from core.serving.inference_thread import INLINE_MAX_S, InferenceThread
+
+    fn = ThreadRecorder()
+    batcher = MicroBatcher(fn, max_batch_size=32, executor=InferenceThread())
+
+    async def submit(delays: list[float]) -> None:
+        for delay in delays:
+            fn.delay_s = delay
+            await batcher.submit(["x"], "p")
+
+    on_loop = threading.current_thread().name
+    asyncio.run(submit([0.0, 0.0, 0.0, INLINE_MAX_S * 3, 0.0]))  # a machine busy for one pass
+    assert fn.threads[0].startswith("inference") and fn.threads[1:] == [on_loop] * 4
+    asyncio.run(submit([INLINE_MAX_S * 3] * 3 + [0.0]))  # the model got slow: its passes go to the thread
+    assert fn.threads[5:7] == [on_loop] * 2 and fn.threads[7:] == ["inference_0"] * 2
