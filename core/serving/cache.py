@@ -109,7 +109,8 @@ class ModelCache:
         """(the warm hit, a done future, False) | (None, the load to wait for, whether this caller runs it)."""
         with self._lock:
             model = self.models.use(experiment.id)
-            if model is not None and model.experiment != experiment:  # a new definition: the old model goes
+            # A new definition: the old model goes (the registry's own object is the same one: no field compared).
+            if model is not None and model.experiment is not experiment and model.experiment != experiment:
                 self._evict(experiment.id)
                 model = None
             if model is not None:

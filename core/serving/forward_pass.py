@@ -54,10 +54,14 @@ class ForwardPass:
     def __init__(self, fn: BatchFn, executor: Executor | None = None):
         self._fn: BatchFn | None = fn
         self._executor = executor
+        #: Where a short pass may skip the hand-off: the inference thread (whose idleness is known); else None.
+        self._thread = executor if isinstance(executor, InferenceThread) else None
         #: The latest pass of one caller alone: (its key, inputs, characters); None before the first.
         self._lone: tuple[Hashable, int, int] | None = None
         #: The seconds of the latest lone passes with that key (their upper median is the model's lone pass).
         self._lone_s: deque[float] = deque(maxlen=LONE_PASSES)
+        #: That upper median is at most `INLINE_MAX_S` (decided when a lone pass ends, not at each request).
+        self._lone_short = False
 
     def may_run_inline(self, caller: Pending) -> bool:
         """The caller's pass alone may run on the event loop: the inference thread is idle, and this model's
@@ -65,10 +69,10 @@ class ForwardPass:
         machine) does not send the next ones to the thread — the latest with the same parameters (a
         generation's token budget is one) and at least as many inputs and characters: so this pass is
         no longer than those, about."""
-        lone, times = self._lone, self._lone_s
-        return (lone is not None and caller.key == lone[0] and sorted(times)[len(times) // 2] <= INLINE_MAX_S
+        lone, thread = self._lone, self._thread
+        return (self._lone_short and lone is not None and (caller.key is lone[0] or caller.key == lone[0])
                 and len(caller.inputs) <= lone[1] and sum(map(len, caller.inputs)) <= lone[2]
-                and isinstance(self._executor, InferenceThread) and self._executor.idle)
+                and thread is not None and thread.idle)
 
     def release(self) -> None:
         """Drop the function (and the model it holds): later groups are refused with `BatcherClosed`."""
@@ -108,6 +112,7 @@ class ForwardPass:
                 self._lone_s.clear()  # other parameters: another pass length
             self._lone = (live[0].key, len(inputs), sum(map(len, inputs)))
             self._lone_s.append(elapsed)
+            self._lone_short = sorted(self._lone_s)[len(self._lone_s) // 2] <= INLINE_MAX_S
         offset = 0
         for p in live:
             mine = outputs[offset : offset + len(p.inputs)]

@@ -36,12 +36,14 @@ PARAMS_BY_TASK: dict[Task, type[TaskParams]] = {
     Task.TEXT_CLASSIFICATION: TextClassificationParams,
     Task.TEXT_GENERATION: TextGenerationParams,
 }
+#: Each task's parameters when a request gives none (most requests): validated once, shared (frozen).
+DEFAULTS: dict[Task, TaskParams] = {task: params() for task, params in PARAMS_BY_TASK.items()}
 
 
 def parse_parameters(task: Task, raw: dict[str, Any] | None, max_new_tokens: int) -> TaskParams:
     """Validate a request's `parameters` for the task; `InvalidInput` says which key is wrong and why."""
     try:
-        params = PARAMS_BY_TASK[task].model_validate(raw or {})
+        params = PARAMS_BY_TASK[task].model_validate(raw) if raw else DEFAULTS[task]
     except ValidationError as exc:
         reasons = "; ".join(f"parameters.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise InvalidInput(f"invalid parameters for task {task.value}: {reasons}") from None

@@ -93,9 +93,11 @@ class RequestPath:
     async def current_experiment(self, experiment_id: str) -> Experiment:
         """The experiment, also when it was registered elsewhere a moment ago: an id not known here
         costs one look at the registry's stamp (a re-read only when it moved) before the 404."""
-        if self.registry.get(experiment_id) is None:
+        experiment = self.registry.get(experiment_id)
+        if experiment is None:
             await self.registry.refresh_shared()
-        return self.experiment(experiment_id)
+            return self.experiment(experiment_id)
+        return experiment
 
     def validate(self, experiment: Experiment, inputs: str | list[str], parameters: dict[str, Any] | None) -> tuple[list[str], TaskParams]:
         batch = [inputs] if isinstance(inputs, str) else list(inputs)
