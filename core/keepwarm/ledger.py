@@ -209,7 +209,6 @@ class CostLedger:
         return self._clock() if at is None else at
 
     # --- internals -----------------------------------------------------------------------------
-
     def _record(self, experiment_id: str) -> UsageRecord:
         record = self._records.get(experiment_id)
         if record is None:

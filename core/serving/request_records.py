@@ -80,4 +80,3 @@ class RequestRecords:
             self.metrics.cold_start_seconds.labels(experiment_id, "replica_start").observe(cold.replica_start_s)
             self.metrics.cold_start_seconds.labels(experiment_id, "model_load").observe(cold.model_load_s)
         self.server_events.cold_start(experiment_id, prediction, plan)
-
