@@ -41,13 +41,28 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "long: the module takes half a minute or more (scheduled early)")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which would schedule by file alone
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """One xdist worker runs every test on the session's Ray instance (tests/scheduling.py)."""
+    from tests.scheduling import SessionRayScheduling
+
+    return SessionRayScheduling(config, log)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The long modules run first, so that the run does not end with one worker busy on a long module
-    while the other idles; then the modules on the session's Ray instance, one after the other, so
-    that an xdist worker pays Ray's start once and is done with Ray early. Each xdist worker takes
-    whole files in this order (`--no-loadscope-reorder`: xdist would otherwise order files by their
-    number of tests)."""
-    items.sort(key=lambda item: (item.get_closest_marker("long") is None, not uses_session_ray(item)))  # stable
+    """The session-Ray tests run first, together (one unit of work for xdist, tests/scheduling.py: about
+    half of the suite, so it starts first), and the Ray instance stops after the last of them; then the
+    long modules, so that the run does not end with one worker busy on a long module while the other
+    idles; then the rest. xdist hands out its units in this order (`--no-loadscope-reorder`: it would
+    otherwise order them by their number of tests)."""
+    from tests.scheduling import marked_session_ray
+
+    for item in items:
+        if uses_session_ray(item) != marked_session_ray(item.path):
+            raise pytest.UsageError(f"{item.nodeid}: mark a module that runs on the session's Ray instance with a "
+                                    "module-level `pytestmark = pytest.mark.session_ray` (or `hybrid_serve`), so "
+                                    "that xdist's controller, which reads the source, sends it to the Ray worker")
+    items.sort(key=lambda item: (not uses_session_ray(item), item.get_closest_marker("long") is None))  # stable
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -147,27 +148,43 @@ UNREACHABLE = ("NewConnectionError", "Failed to establish a new connection", "Te
                "Network is unreachable", "Could not fetch URL", "ConnectTimeout", "ReadTimeoutError")
 
 
+@pytest.fixture(scope="module")
+def resolutions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[subprocess.Popen[str], Path]]]:
+    """Both images' resolutions, started at once (each waits mostly on the package index): image → (pip,
+    the folder of its report.json and stderr.txt)."""
+    config = deploy_config(load_modal_settings(env_file=None))
+    platforms = [f"--platform=manylinux_2_{n}_x86_64" for n in range(5, 40)] + [
+        "--platform=manylinux2014_x86_64", "--platform=manylinux2010_x86_64", "--platform=manylinux1_x86_64",
+        "--platform=linux_x86_64", "--platform=any"]
+    started = {}
+    for image, packages in (("model", config.model_packages), ("ingress", config.ingress_packages)):
+        root = tmp_path_factory.mktemp(f"resolve-{image}")
+        with (root / "stderr.txt").open("w") as stderr:  # a file, not a pipe: nothing blocks pip while a test waits
+            started[image] = (subprocess.Popen(
+                [sys.executable, "-m", "pip", "--isolated", "install", "--dry-run", "--ignore-installed", "--only-binary=:all:",
+                 "--python-version=3.11", "--implementation=cp", f"--target={root / 'target'}",
+                 f"--report={root / 'report.json'}", "--quiet", "--disable-pip-version-check", "--retries=1", "--timeout=30",
+                 *platforms, *packages],
+                stdout=subprocess.DEVNULL, stderr=stderr, text=True, cwd=root), root)
+    yield started
+    for proc, _ in started.values():
+        proc.kill()
+        proc.wait()
+
+
 @pytest.mark.parametrize("image", ["model", "ingress"])
-def test_each_image_resolves_for_a_linux_gpu_machine(image: str, tmp_path: Path) -> None:
+def test_each_image_resolves_for_a_linux_gpu_machine(
+        image: str, resolutions: dict[str, tuple[subprocess.Popen[str], Path]]) -> None:
     """What Modal's builder will do, short of downloading: resolve each image's pinned packages with
     their dependencies for Linux x86-64 / CPython 3.11 from the public package index (pip --isolated:
     no machine-local wheels or index settings). The model image's torch must be the CUDA build; the
     ingress image carries no torch. Skipped — saying so — only when the index cannot be reached at all."""
-    config = deploy_config(load_modal_settings(env_file=None))
-    packages = config.model_packages if image == "model" else config.ingress_packages
-    platforms = [f"--platform=manylinux_2_{n}_x86_64" for n in range(5, 40)] + [
-        "--platform=manylinux2014_x86_64", "--platform=manylinux2010_x86_64", "--platform=manylinux1_x86_64",
-        "--platform=linux_x86_64", "--platform=any"]
-    report = tmp_path / "report.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "--isolated", "install", "--dry-run", "--ignore-installed", "--only-binary=:all:",
-         "--python-version=3.11", "--implementation=cp", f"--target={tmp_path / 'target'}", f"--report={report}",
-         "--quiet", "--disable-pip-version-check", "--retries=1", "--timeout=30", *platforms, *packages],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
-    )
-    if proc.returncode != 0 and any(marker in proc.stderr for marker in UNREACHABLE):
-        pytest.skip(f"the public package index cannot be reached from here: {proc.stderr.strip().splitlines()[-1][:200]}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc, folder = resolutions[image]
+    proc.wait(timeout=600)
+    stderr, report = (folder / "stderr.txt").read_text(), folder / "report.json"
+    if proc.returncode != 0 and any(marker in stderr for marker in UNREACHABLE):
+        pytest.skip(f"the public package index cannot be reached from here: {stderr.strip().splitlines()[-1][:200]}")
+    assert proc.returncode == 0, stderr[-3000:]
     installed = {i["metadata"]["name"].lower().replace("_", "-"): i["metadata"]
                  for i in json.loads(report.read_text())["install"]}
     assert "matplotlib" not in installed
