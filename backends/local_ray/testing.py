@@ -6,6 +6,11 @@ instance and Serve and keeps them; each endpoint deploys its own uniquely named 
 it ends, removes only that application, its pools, its registry keeper and its experiments' published activity; the
 kit's `close` (the end of the test session) shuts Serve and Ray down. Found by the kit through the
 `hybrid_serve.test_backends` entry point, so core never imports it.
+
+The kit's Ray instance keeps no warm workers unless `HYBRID_WARM_WORKERS` says so (the server's
+default keeps a few): with warm workers every process of the instance imports the model stack, and a
+test session starts many (each endpoint's ingress and registry keeper, each pool's replicas) — the
+kit's and the hostile Ray tests took 148 CPU-seconds with them, 92 without.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from core.settings import Settings
 from core.testing.backends import Started
 
 from backends.local_ray import runner
+from backends.local_ray.settings import ray_settings
 
 
 class RayTestBackend:
@@ -30,6 +36,8 @@ class RayTestBackend:
         import ray
 
         began = time.monotonic()
+        if getattr(settings, "warm_workers", None) is None:  # unset: none for a test session (module docstring)
+            settings = ray_settings(settings, warm_workers=0)
         was_up = ray.is_initialized()
         try:
             running = runner.start(settings, Registry.load(settings.registry_path), host, port, name, keep_ray=True,

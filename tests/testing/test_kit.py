@@ -88,6 +88,7 @@ def test_a_scale_to_zero_expected_too_early_fails_naming_the_window_and_the_idle
 
 
 def test_an_exception_inside_leaves_nothing_of_its_own_and_the_next_endpoint_reuses_ray(registry: dict[str, Any]) -> None:
+    import ray
     from ray import serve
 
     from backends.local_ray.registry_keeper import NAMESPACE, keeper_name
@@ -98,11 +99,13 @@ def test_an_exception_inside_leaves_nothing_of_its_own_and_the_next_endpoint_reu
             assert len(processes_named("ServeReplica:kit-interrupted--fe")) == 1  # its experiment's replica
             assert processes_named("ServeReplica:kit-interrupted:ingress")
             instance = ray_instance_processes(first.details["node_id"])
+            # no warm workers on the kit's instance: Serve's own processes never import torch
+            controller = ray.get_actor("SERVE_CONTROLLER_ACTOR", namespace="serve")
+            pid = ray.get(controller.__ray_call__.remote(lambda _: os.getpid()))
+            assert "libtorch" not in Path(f"/proc/{pid}/maps").read_text()
             raise KeyboardInterrupt
     assert not [name for name in serve.status().applications if name.startswith("kit-interrupted")]
     assert wait_until(lambda: not processes_named("ServeReplica:kit-interrupted")), processes_named("kit-interrupted")
-    import ray
-
     with pytest.raises(ValueError):
         ray.get_actor(keeper_name("kit-interrupted"), namespace=NAMESPACE)
     with local_endpoint(registry, settings=WINDOWS, time_scale=TIME_SCALE) as second:
