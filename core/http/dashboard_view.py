@@ -127,13 +127,18 @@ def timeline(record: UsageRecord | None, traffic: TrafficMinutes, first_minute: 
     """One experiment's last hour, a point a minute from `first_minute` (its index since the epoch):
     replicas (the minute's container-seconds over its seconds so far), requests, requests that waited
     for a cold start, and the window planned at the latest request so far (None before the hour's first
-    request)."""
+    request). The ledger counted seconds up to its reading (`record.as_of`: a moment before `now`, or
+    seconds before where a backend publishes it); the containers running then count on to `now`, so
+    that the current minute never shows none when the reading fell in the minute before."""
     minutes = range(first_minute, first_minute + TIMELINE_MINUTES)
     replicas = []
     for minute in minutes:
-        seconds = record.minutes.get(minute) if record is not None else None
-        span = min(float(BUCKET_S), now - minute * BUCKET_S)
-        replicas.append(round(sum(seconds.values()) / span, 3) if seconds and span > 0 else 0.0)
+        start = minute * BUCKET_S
+        span = min(float(BUCKET_S), now - start)
+        seconds = sum((record.minutes.get(minute) or {}).values()) if record is not None else 0.0
+        if record is not None and record.containers:
+            seconds += record.containers * max(0.0, min(start + BUCKET_S, now) - max(start, record.as_of))
+        replicas.append(round(seconds / span, 3) if seconds > 0 and span > 0 else 0.0)
     by_minute = {int(point["minute"] // BUCKET_S): point for point in traffic}
     points = [by_minute.get(minute) for minute in minutes]
     windows: list[float | None] = []

@@ -182,3 +182,18 @@ def test_the_data_endpoint_is_in_the_openapi_document(registry_file: Path) -> No
     with TestClient(create_app(make_path(registry_file))) as client:
         paths = client.get("/openapi.json").json()["paths"]
     assert "/dashboard/data" in paths and "/dashboard" not in paths
+
+
+def test_the_current_minute_counts_the_containers_running_at_the_ledgers_reading() -> None:
+    """The ledger is read a moment before the page's `now` (on Ray: as last published, seconds before);
+    a reading just before a minute's end must not show the new minute with no replica."""
+    from core.http.dashboard_view import timeline
+    from core.keepwarm.ledger import ContainerState, UsageRecord
+
+    record = UsageRecord("fe", as_of=5999.5, containers=1)  # minute 99 ends at 6000 s
+    record.add(ContainerState.WARM_IDLE, 5940.0, 5999.5)
+    points = timeline(record, [], first_minute=41, now=6000.3)["replicas"]
+    assert points[-2:] == [1.0, 1.0]  # minute 99 in full, and the 0.3 s of minute 100 so far
+    stopped = UsageRecord("fe", as_of=5999.5, containers=0)
+    stopped.add(ContainerState.WARM_IDLE, 5940.0, 5970.0)
+    assert timeline(stopped, [], first_minute=41, now=6000.3)["replicas"][-2:] == [0.5, 0.0]
