@@ -316,11 +316,26 @@ def wait_until_stopped(stopped: threading.Event, poll_s: float = 0.5) -> None:
         pass
 
 
+class _LateQueueLengths(logging.Filter):
+    """Serve's router warns when a replica answers its queue-length probe later than 0.1 s: on a busy
+    machine, this process's own calls to its ingress at Ctrl-C (the drain) meet it, and an operator
+    can do nothing about it — the call goes on and answers."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Failed to get queue length from")
+
+
+LATE_QUEUE_LENGTHS = _LateQueueLengths()
+
+
 def quiet_ray() -> None:
     """Ray's and Serve's own lines in this process (`hybrid-serve serve`'s, never a user's) at warning
-    level — the token-authentication notice of a private cluster hybrid-serve starts itself included
-    (its token protects it all the same)."""
-    logging.getLogger("ray.serve").setLevel(logging.WARNING)
+    level, less the late queue-length probes of its own calls — the token-authentication notice of a
+    private cluster hybrid-serve starts itself included (its token protects it all the same)."""
+    serve_logger = logging.getLogger("ray.serve")
+    serve_logger.setLevel(logging.WARNING)
+    if LATE_QUEUE_LENGTHS not in serve_logger.filters:
+        serve_logger.addFilter(LATE_QUEUE_LENGTHS)
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
 
 

@@ -46,3 +46,29 @@ def test_sigint_delivered_to_another_thread_stops_the_runner() -> None:
         assert proc.stdout.read().strip() == "stopped"
     finally:
         proc.kill()
+
+
+def test_the_quiet_console_drops_serves_late_queue_length_notes_and_keeps_other_warnings() -> None:
+    """Seen on a loaded machine at Ctrl-C: the drain's calls to the ingress met Serve's router warning
+    that a replica answered its queue-length probe late — noise in the console of `hybrid-serve serve`."""
+    import logging
+
+    from backends.local_ray.runner import quiet_ray
+
+    serve_logger = logging.getLogger("ray.serve")
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    serve_logger.addHandler(handler)
+    filters, level = list(serve_logger.filters), serve_logger.level
+    try:
+        quiet_ray()
+        quiet_ray()  # once is enough: no second filter
+        assert len(serve_logger.filters) == len(filters) + 1
+        serve_logger.warning("Failed to get queue length from Replica(id='x', deployment='ingress') within 0.1s.")
+        serve_logger.warning("Replica x failed its health check.")
+    finally:
+        serve_logger.removeHandler(handler)
+        serve_logger.filters[:] = filters
+        serve_logger.setLevel(level)
+    assert seen == ["Replica x failed its health check."]
