@@ -373,6 +373,8 @@ def test_pokes_never_pile_up_on_the_one_reconciler() -> None:
         waited.append(time.monotonic() - started)
         in_flight -= 1
 
+    began = time.monotonic()
+
     async def scenario() -> float:
         tasks = []
         for _ in range(240):
@@ -385,7 +387,8 @@ def test_pokes_never_pile_up_on_the_one_reconciler() -> None:
     last_poke = asyncio.run(scenario())
     assert most <= 2, f"a poke found {most} others in flight"
     assert max(waited) < 2 * (10 + 3) * scale + 0.5, max(waited)  # this pass and the next, with room for a busy machine
-    assert 5 <= len(passes) <= 120 / 10 + 2, len(passes)
+    # at most one pass per 10 s (scaled) of the time the pokes really took: a busy machine stretches the sleeps
+    assert 5 <= len(passes) <= (passes[-1] - began) / (10 * scale) + 2, (len(passes), passes[-1] - began)
     assert passes[-1] >= last_poke - 3 * scale, "the last poke's arrivals are read by a pass that started after it"
 
 
