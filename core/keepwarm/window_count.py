@@ -18,12 +18,13 @@ BUCKETS_PER_WINDOW = 64
 class WindowCount:
     """Requests in the last `window_s`, counted per bucket of `window_s / BUCKETS_PER_WINDOW`."""
 
-    __slots__ = ("window_s", "_bucket_s", "_buckets")
+    __slots__ = ("window_s", "_bucket_s", "_buckets", "_total")
 
     def __init__(self, window_s: float):
         self.window_s = window_s
         self._bucket_s = window_s / BUCKETS_PER_WINDOW
         self._buckets: deque[list[float | int]] = deque()  # [bucket_start, count], oldest first
+        self._total = 0  # the buckets' counts summed: read per request, so never summed again
 
     def __len__(self) -> int:
         """Buckets held (the memory it takes)."""
@@ -39,13 +40,14 @@ class WindowCount:
             self._buckets.append([start, requests])
         else:
             self._buckets[-1][1] += requests
+        self._total += requests
         self._expire(at)
 
     def total(self, now: float) -> int:
         """Requests in the window ending at `now`."""
         self._expire(now)
-        return int(sum(int(c) for _, c in self._buckets))
+        return int(self._total)
 
     def _expire(self, now: float) -> None:
         while self._buckets and self._buckets[0][0] + self._bucket_s <= now - self.window_s:
-            self._buckets.popleft()
+            self._total -= self._buckets.popleft()[1]

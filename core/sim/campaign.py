@@ -119,7 +119,7 @@ def _fine(trace: Path, fmt: TraceFormat, policies: list[NamedPolicy], settings: 
             task = progress.add_task(policy.name, total=None)
             result = simulate_requests(
                 read_requests(trace, fmt), policy, settings.experiment_max_containers, default_duration_s, cold_start_s,
-                durations, settings.activity_window, progress=lambda: progress.advance(task),
+                durations, settings.activity_window, progress=lambda replayed: progress.advance(task, replayed),
             )
             rows.append(result.summary(price))
     return rows

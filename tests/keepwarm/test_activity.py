@@ -119,3 +119,21 @@ def test_bucket_memory_bounded_for_a_hot_experiment() -> None:
 def test_rejects_non_positive_window() -> None:
     with pytest.raises(ValueError):
         ActivityTracker(activity_window_s=0)
+
+
+def test_the_window_count_kept_as_a_running_total_equals_its_buckets_summed() -> None:
+    """The count is read per request (fine-mode simulations read it millions of times), so it is kept
+    as a running total: after every arrival, fold and read, it equals the buckets' counts summed."""
+    import random
+
+    from core.keepwarm.window_count import WindowCount
+
+    rng = random.Random(7)
+    count, t = WindowCount(64.0), 0.0
+    for _ in range(5000):
+        t += rng.expovariate(2.0) if rng.random() < 0.95 else rng.uniform(30, 200)  # bursts and gaps
+        count.add(t, rng.choice((1, 1, 1, 3)))
+        assert count.total(t) == sum(int(c) for _, c in count._buckets) > 0
+        if rng.random() < 0.3:  # a read later on (buckets expire; a later arrival counts again)
+            t += rng.uniform(0, 100)
+            assert count.total(t) == sum(int(c) for _, c in count._buckets)

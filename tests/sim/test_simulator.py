@@ -192,6 +192,15 @@ def test_fine_mode_queues_at_the_container_limit_and_scales_out_below_it() -> No
     assert simulate_requests(iter(burst), fixed(60), max_containers=3).cold_starts == 3
 
 
+def test_fine_mode_tells_its_progress_in_steps_that_add_up_to_every_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.sim import simulator
+
+    monkeypatch.setattr(simulator, "PROGRESS_EVERY", 4)
+    told: list[int] = []
+    simulate_requests((Request(t, "e", 1.0) for t in range(10)), fixed(60), max_containers=1, progress=told.append)
+    assert told == [4, 4, 2]
+
+
 # --- trace readers --------------------------------------------------------------------------------------
 def test_formats_are_detected(tmp_path: Path) -> None:
     assert detect_format(functions_trace(tmp_path / "f.csv", {"a": {1: 1}}, 3)) is TraceFormat.AZURE_FUNCTIONS_2019
