@@ -294,10 +294,8 @@ def simulate_requests(
         end = max(end, t)
         state = states.setdefault(request.experiment_id, _ExperimentState())
         duration = request.duration_s if request.duration_s is not None else durations.get(request.experiment_id, default_duration_s)
-        _expire(state, t)
-        idle = [c for c in state.containers if c.free_at <= t]
-        if idle:
-            container = max(idle, key=lambda c: c.free_at)  # the most recently used one
+        container = _take_idle(state, t)
+        if container is not None:
             state.idle_s += t - container.free_at
             container.free_at = t + duration
         elif len(state.containers) < max_containers:
@@ -328,13 +326,20 @@ def simulate_requests(
     return result
 
 
-def _expire(state: _ExperimentState, now: float) -> None:
-    """Scale down containers idle for the window in force; count their idle time until then."""
-    kept = []
+def _take_idle(state: _ExperimentState, now: float) -> _Container | None:
+    """Scale down the containers idle for the window in force (their idle time counted until then) and
+    return, of the idle ones left, the most recently used (None: every container is busy). One pass, and
+    a new list only when one goes: this runs for every request of a replay."""
+    window, chosen, expired = state.window_s, None, 0
     for container in state.containers:
-        if container.free_at <= now and now - container.free_at > state.window_s:
-            state.idle_s += state.window_s
-        else:
-            kept.append(container)
-    state.containers = kept
+        if container.free_at <= now:
+            if now - container.free_at > window:
+                expired += 1
+            elif chosen is None or container.free_at > chosen.free_at:
+                chosen = container
+    if expired:
+        state.containers = [c for c in state.containers if not (c.free_at <= now and now - c.free_at > window)]
+        for _ in range(expired):
+            state.idle_s += window
+    return chosen
 
