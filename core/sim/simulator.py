@@ -18,6 +18,11 @@ maximum, else waits for the first to free up; a container that stays idle for th
 (the latest decision) scales down; idle time is counted until then (or the end of the trace; what the
 windows still open at the end cost after it is reported apart, `idle_after_end_minutes`, in both modes). A
 pre-warm decision (adaptive policy) is applied conservatively here: kept warm for delay + window.
+Each request's activity is what the servers' tracker (`ActivityTracker`) would give: the same
+experiment records (`ExperimentRecord`), a request's arrival then its completion, and an experiment
+idle for the retention forgotten — a time-ordered replay needs none of the tracker's lock or order of
+use, so it keeps the records itself (a record is forgotten when the request before this one came
+`retention` after it was last touched, which is when the tracker forgets it).
 
 Oracle: the fewest cold starts possible at a given idle budget when the future is known and nothing
 is pre-warmed — bridge the shortest idle gaps first (each bridged gap saves one cold start and costs
@@ -31,7 +36,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from core.keepwarm.activity import ActivityTracker, ExperimentActivity
+from core.keepwarm.activity import ExperimentActivity
+from core.keepwarm.experiment_record import ExperimentRecord
 from core.percentile import percentile as shared_percentile
 from core.keepwarm.decision import NamedPolicy, WindowDecision
 from core.keepwarm.histogram import LearnedGaps
@@ -255,6 +261,8 @@ def simulate_minute_trace(
 # --- fine mode --------------------------------------------------------------------------------------
 #: Fine mode tells its progress every this many requests.
 PROGRESS_EVERY = 10_000
+#: An experiment idle this long is forgotten, as the servers' activity tracker forgets it.
+RETENTION_S = 7 * 24 * 3600
 
 
 @dataclass
@@ -285,9 +293,10 @@ def simulate_requests(
     """Fine mode over a time-ordered request stream (memory ∝ experiments × containers). `progress` is
     told how many requests were replayed since it was last told, every `PROGRESS_EVERY` and at the end
     (once per request cost a twentieth of the replay)."""
-    tracker = ActivityTracker(activity_window_s, retention_s=7 * 24 * 3600, clock=lambda: 0.0, learner=policy.learner)
+    records: dict[str, ExperimentRecord] = {}
+    retention_s = max(RETENTION_S, activity_window_s)
     states: dict[str, _ExperimentState] = {}
-    end, replayed = 0.0, 0
+    end, previous, replayed = 0.0, float("-inf"), 0
     durations = durations or {}
     for request in requests:
         t = request.time_s
@@ -305,8 +314,14 @@ def simulate_requests(
             container = min(state.containers, key=lambda c: c.free_at)
             container.free_at += duration
         state.invocations += 1
-        activity = tracker.record_request(request.experiment_id, at=t)
-        tracker.record_completion(request.experiment_id, at=t)
+        record = records.get(request.experiment_id)
+        first = record is None or record.touched <= previous - retention_s  # forgotten since (module docstring)
+        if first:
+            record = records[request.experiment_id] = ExperimentRecord(t, activity_window_s, policy.learner)
+        record.arrive(t, first)
+        activity = record.snapshot(request.experiment_id, t)
+        record.complete(t)
+        previous = t
         decision = policy.decide(activity)
         # fine mode applies a pre-warm plan conservatively: kept warm through the pre-warm delay too
         state.window_s = decision.window_s + (decision.prewarm_after_s or 0)

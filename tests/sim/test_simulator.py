@@ -165,6 +165,35 @@ def test_fine_mode_decisions_are_cores_decisions_on_a_real_tracker() -> None:
     assert seen == expected == [900, 1800, 900, 1800, 900]
 
 
+@hsettings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([0.0, 0.5, 40.0, 700.0, 9000.0, 8 * 24 * 3600.0]), st.sampled_from("abc")),
+                min_size=1, max_size=40))
+def test_fine_mode_activity_is_the_servers_trackers_forgetting_included(steps: list[tuple[float, str]]) -> None:
+    """The replay keeps the experiment records itself (no lock, no order of use): every request's
+    activity, which its decision is made from, is the one a real tracker gives — with a learning
+    policy, and gaps past the tracker's 7-day retention (an experiment forgotten there starts again)."""
+    from core.sim.simulator import RETENTION_S
+
+    adaptive = parse_policy("adaptive", make_settings())
+    seen = []
+
+    def recording(activity):  # type: ignore[no-untyped-def]
+        seen.append(activity)
+        return adaptive.decide(activity)
+
+    t, requests = 0.0, []
+    for gap, experiment in steps:
+        t += gap
+        requests.append(Request(t, experiment, 1.0))
+    simulate_requests(iter(requests), NamedPolicy("adaptive", recording, adaptive.learner), max_containers=2)
+    tracker = ActivityTracker(300, retention_s=RETENTION_S, clock=lambda: 0.0, learner=adaptive.learner)
+    expected = []
+    for request in requests:
+        expected.append(tracker.record_request(request.experiment_id, at=request.time_s))
+        tracker.record_completion(request.experiment_id, at=request.time_s)
+    assert seen == expected  # every field: times, counts, requests in flight, what was learned
+
+
 def test_fine_mode_by_hand() -> None:
     requests = [Request(0, "e", 1), Request(30, "e", 1), Request(100, "e", 1)]
     out = simulate_requests(iter(requests), fixed(60), max_containers=1)
