@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 LLM_EXPERIMENT = "conversation"
 #: The LLM trace has no execution times: a request is taken to last this long per generated token.
@@ -48,8 +48,11 @@ class MinuteSeries:
     minutes: list[tuple[int, int]]
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):
+    """One request of a trace: when (seconds), for which experiment, and how long it runs (None: the
+    trace does not say). A named tuple: a replay makes millions (a frozen dataclass's construction cost
+    a tenth of fine mode's time)."""
+
     time_s: float
     experiment_id: str
     duration_s: float | None = None
@@ -189,12 +192,15 @@ def _parse_time(path: Path, line: int, value: str) -> float:
 
 
 def _spread_minutes(path: Path) -> Iterator[Request]:
-    import heapq
-
-    def times(series: MinuteSeries) -> Iterator[tuple[float, str]]:
+    """Minute by minute: the minute's invocations of every function spread over it, sorted (the order a
+    merge of the functions' streams gives; sorting each minute's requests at once costs a fraction of it)."""
+    by_minute: dict[int, list[tuple[str, int]]] = {}
+    for series in _functions_minutes(path):
         for minute, count in series.minutes:
-            for k in range(count):
-                yield ((minute - 1) * 60 + (k + 0.5) * 60 / count, series.experiment_id)
-
-    for t, experiment_id in heapq.merge(*(times(s) for s in _functions_minutes(path))):
-        yield Request(t, experiment_id)
+            by_minute.setdefault(minute, []).append((series.experiment_id, count))
+    for minute in sorted(by_minute):
+        start = (minute - 1) * 60
+        spread = [Request(start + (k + 0.5) * 60 / count, experiment_id)
+                  for experiment_id, count in by_minute[minute] for k in range(count)]
+        spread.sort()
+        yield from spread
