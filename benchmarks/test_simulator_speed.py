@@ -3,7 +3,8 @@
 Targets: 6.2 M invocations through one policy in minute mode in under 10 s on this 2-core machine,
 memory independent of the number of invocations; the adaptive policy (the one that learns, with its
 plan recomputations) through the same sample in under 1 s, with ≤ 2 KB of learned state per
-experiment. Memory is checked by running the same trace with every count multiplied by 1000
+experiment; the adaptive policy in fine mode (every request, its duration, the containers it needs)
+in ≤ 20 s (issue 25). Memory is checked by running the same trace with every count multiplied by 1000
 (6.2 G invocations, same minutes): the peak must not grow with it.
 """
 
@@ -21,9 +22,9 @@ from core.keepwarm.decision import NamedPolicy
 from core.keepwarm.histogram import LearnedGaps
 from core.keepwarm.hybrid import fixed_window
 from core.settings import load_settings
-from core.sim.simulator import simulate_minute_trace
+from core.sim.simulator import SimResult, simulate_minute_trace, simulate_requests
 from core.sim.specs import parse_policy
-from core.sim.traces import TraceFormat, read_minute_series
+from core.sim.traces import TraceFormat, read_function_durations, read_minute_series, read_requests
 from tests.conftest import SHARED_2019 as TRACE
 
 
@@ -63,6 +64,23 @@ def test_adaptive_policy_on_the_full_2019_sample(benchmark, summary) -> None:  #
                 "s", "< 1 s", "trace read included; best of 5: " + f"{benchmark.stats.stats.min:.3f} s")
     summary.add("simulator", "learned state of one experiment after 100,000 requests", float(_learned_state_bytes(policy)),
                 "B", "≤ 2 KB", "histogram, counters, cached plan and decision")
+
+
+def test_adaptive_policy_on_the_full_2019_sample_in_fine_mode(benchmark, summary) -> None:  # type: ignore[no-untyped-def]
+    """Fine mode (issue 25): every request at its time, with the trace's function durations and up to
+    the settings' containers per experiment — as `hybrid-serve simulate --mode fine` replays it."""
+    settings = load_settings(env_file=None)
+    policy = parse_policy("adaptive", settings)
+    durations = read_function_durations(TRACE.with_name("function_durations.csv"))
+
+    def replay() -> SimResult:
+        return simulate_requests(read_requests(TRACE, TraceFormat.AZURE_FUNCTIONS_2019), policy,
+                                 settings.experiment_max_containers, durations=durations,
+                                 activity_window_s=settings.activity_window)
+
+    result = benchmark.pedantic(replay, rounds=1, iterations=1)
+    summary.add("simulator", "full 2019 sample, adaptive policy, fine mode", benchmark.stats.stats.median, "s", "≤ 20 s",
+                f"{result.invocations:,} requests, {result.cold_starts:,} cold starts; trace read included")
 
 
 def _learned_state_bytes(policy: NamedPolicy) -> int:
