@@ -231,6 +231,21 @@ def test_fine_mode_tells_its_progress_in_steps_that_add_up_to_every_request(monk
 
 
 # --- trace readers --------------------------------------------------------------------------------------
+def test_the_2019_minutes_sorted_at_once_or_merged_give_the_same_requests(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A minute's requests are sorted at once up to SORTED_MINUTE_MAX, merged function by function above
+    it (bounded memory): the same requests in the same time order either way."""
+    from core.sim import traces
+
+    trace = functions_trace(tmp_path / "f.csv", {"a": {1: 3, 2: 7}, "b": {1: 5, 3: 1}, "c": {2: 7, 3: 2}}, 3)
+    sorted_at_once = list(read_requests(trace, TraceFormat.AZURE_FUNCTIONS_2019))
+    monkeypatch.setattr(traces, "SORTED_MINUTE_MAX", 4)  # minutes 1 and 2 merged, minute 3 sorted
+    merged = list(read_requests(trace, TraceFormat.AZURE_FUNCTIONS_2019))
+    assert merged == sorted_at_once and len(merged) == 25
+    assert [r.time_s for r in merged] == sorted(r.time_s for r in merged)
+    assert [(r.experiment_id, r.time_s) for r in merged[:3]] == [("b", 6.0), ("a", 10.0), ("b", 18.0)]
+
+
 def test_formats_are_detected(tmp_path: Path) -> None:
     assert detect_format(functions_trace(tmp_path / "f.csv", {"a": {1: 1}}, 3)) is TraceFormat.AZURE_FUNCTIONS_2019
     (tmp_path / "llm.csv").write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,374,44\n")
