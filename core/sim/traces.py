@@ -195,7 +195,7 @@ def _parse_time(path: Path, line: int, value: str) -> float:
 
 def _spread_minutes(path: Path) -> Iterator[Request]:
     """Minute by minute: the minute's invocations of every function spread over it, in time order —
-    sorted at once (a merge of 500 functions' streams took a quarter of a fine-mode replay), or, for a
+    sorted at once (a merge of 500 functions' streams took a fifth of a fine-mode replay), or, for a
     minute of more than `SORTED_MINUTE_MAX` requests, merged function by function (memory ∝ functions)."""
     import heapq
 
