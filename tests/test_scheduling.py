@@ -30,3 +30,32 @@ def test_the_session_ray_files_make_one_unit_and_every_other_file_its_own() -> N
         "tests/backends/local_ray/test_ray_cluster.py::test_a_shared_two_node_cluster")}
     assert list(units.values()) == [SESSION_RAY, SESSION_RAY, SESSION_RAY, "tests/keepwarm/test_ledger.py",
                                     "tests/backends/local_ray/test_ray_cluster.py"]
+
+
+def test_a_test_marked_for_the_session_ray_in_a_way_the_scheduler_cannot_read_stops_the_run(tmp_path: Path) -> None:
+    """xdist's controller reads the module-level mark from the source; each worker checks that pytest's
+    own marks agree. A session-Ray mark on one test only (the scheduler would send its file to the other
+    worker, which would start a second Ray instance) stops the run naming the file; agreeing marks pass
+    and put the session-Ray tests first."""
+    import pytest
+
+    from tests.conftest import pytest_collection_modifyitems
+
+    (tmp_path / "test_marked.py").write_text("import pytest\npytestmark = pytest.mark.session_ray\n")
+    (tmp_path / "test_plain.py").write_text("import pytest\n")
+
+    class Item:
+        def __init__(self, file: str, *marks: str):
+            self.path, self.nodeid, self.marks = tmp_path / file, f"{file}::test_x", set(marks)
+
+        def get_closest_marker(self, name: str) -> object | None:
+            return name if name in self.marks else None
+
+    plain, marked = Item("test_plain.py"), Item("test_marked.py", "session_ray")
+    items = [plain, marked]
+    pytest_collection_modifyitems(items)  # type: ignore[arg-type]
+    assert items == [marked, plain]
+    with pytest.raises(pytest.UsageError, match="test_plain.py::test_x: mark a module"):
+        pytest_collection_modifyitems([Item("test_plain.py", "session_ray")])  # type: ignore[list-item]
+    with pytest.raises(pytest.UsageError, match="test_marked.py::test_x"):
+        pytest_collection_modifyitems([Item("test_marked.py")])  # type: ignore[list-item]
