@@ -261,7 +261,8 @@ def simulate_minute_trace(
 # --- fine mode --------------------------------------------------------------------------------------
 #: Fine mode tells its progress every this many requests.
 PROGRESS_EVERY = 10_000
-#: An experiment idle this long is forgotten, as the servers' activity tracker forgets it.
+#: The replay forgets an experiment idle this long (a week), as an activity tracker built with this
+#: retention would. The servers forget sooner (`policies.retention_s`: 4 h for a learning policy).
 RETENTION_S = 7 * 24 * 3600
 
 
