@@ -148,6 +148,8 @@ def simulate(
     out: Path = typer.Option(Path("simulation-results"), help="Folder for simulation.json, simulation.md (and sweep.png)."),
     cold_start_s: float = typer.Option(0.0, help="Fine mode: seconds a cold start adds before the request runs."),
     default_duration_ms: float = typer.Option(1000.0, help="Fine mode: execution time when the trace gives none."),
+    concurrent_inputs: Optional[int] = typer.Option(
+        None, min=1, max=1000, help="Fine mode: requests one container takes at once (default: MODAL_CONCURRENT_INPUTS)."),
 ) -> None:
     """Replay a trace through keep-warm policies: cold starts vs idle container-minutes."""
     import json as json_module
@@ -155,6 +157,8 @@ def simulate(
     from core.sim import campaign
 
     settings = settings_or_exit()
+    if concurrent_inputs is not None:
+        settings = settings.model_copy(update={"modal_concurrent_inputs": concurrent_inputs})
     try:
         rows, artefacts = campaign.run(
             settings, trace, trace_format, mode, policy, sweep, gpu_price_per_hour, out, cold_start_s, default_duration_ms / 1000

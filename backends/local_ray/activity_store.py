@@ -24,17 +24,23 @@ def activity_key(app_name: str, experiment_id: str) -> str:
     return f"{app_name}/{experiment_id}"
 
 
+#: The fields of a durable record that are bytes (histograms): base64 in the GCS's JSON.
+HISTOGRAMS = ("idle_gaps", "burst_gaps")
+
+
 def encode(record: DurableActivity) -> bytes:
     data = record.to_dict()
-    if record.idle_gaps is not None:
-        data["idle_gaps"] = base64.b64encode(record.idle_gaps).decode()
+    for name in HISTOGRAMS:
+        if data.get(name) is not None:
+            data[name] = base64.b64encode(data[name]).decode()
     return json.dumps(data).encode()
 
 
 def decode(value: bytes) -> DurableActivity:
     data: dict[str, Any] = json.loads(value)
-    if data.get("idle_gaps") is not None:
-        data["idle_gaps"] = base64.b64decode(data["idle_gaps"])
+    for name in HISTOGRAMS:
+        if data.get(name) is not None:
+            data[name] = base64.b64decode(data[name])
     return DurableActivity.from_dict(data)
 
 

@@ -188,7 +188,10 @@ def _unbounded(inputs: ScalingInputs) -> ScaleDecision:
     # already), also while that replica's report (pushed every few tenths of a second) still shows the
     # time before it.
     latest = int(inputs.current > 0 and plan.idle_s < plan.scaledown_window_s and any(not r.failed for r in reports))
-    replicas = max(load, warm, latest, plan.min_containers)
+    # two windows' hold keeps the last replica of a running pool and starts none (`PoolPlan.holds_only`)
+    pinned = 0 if plan.holds_only and not (inputs.current and (reports or inputs.unreported or inputs.starting)) \
+        else plan.min_containers
+    replicas = max(load, warm, latest, pinned)
     if replicas == 0 and reports and inputs.ongoing_requests > 0 and echo:
         # The handles' load figure (averaged over Serve's look-back) still echoes the last request: at
         # zero replicas, Serve's cold-start path — which bypasses this policy — would start one at once
@@ -198,7 +201,7 @@ def _unbounded(inputs: ScalingInputs) -> ScaleDecision:
         why = Why.LOAD_FAILED
     elif replicas == 0:
         why = Why.IDLE
-    elif load > max(warm, plan.min_containers):
+    elif load > max(warm, pinned):
         why = Why.LOAD
     else:
         why = Why.PLAN

@@ -15,6 +15,7 @@ from typing import Any, Awaitable, Callable
 
 from backends.modal_backend.pools import PoolKey
 from backends.modal_backend.state_store import StateStore, arrivals_key
+from core.keepwarm.burst_levels import BurstLevels
 from core.keepwarm.shared_activity import ArrivalBatch
 
 log = logging.getLogger("hybrid_serve.modal.ingress")
@@ -27,14 +28,19 @@ class ArrivalPublisher:
     """This container's batches not yet published, those published lately, and the flush under way."""
 
     def __init__(self, store: StateStore, poke: Callable[[], Awaitable[Any]], container: str, flush_s: float,
-                 pool_of: Callable[[str], PoolKey | None], clock: Callable[[], float]):
+                 pool_of: Callable[[str], PoolKey | None], clock: Callable[[], float], per_container: int = 1):
         self._store = store
         self._poke = poke
         self.container = container
         self._flush_s = flush_s
         self._pool_of = pool_of
         self._wall = clock
+        #: Requests one container takes at once (MODAL_CONCURRENT_INPUTS): the burst gaps' container levels.
+        self.per_container = per_container
         self._batches: dict[str, ArrivalBatch] = {}
+        #: Each experiment's requests in flight here, for the burst gaps its batches carry (kept across
+        #: flushes; one per registered experiment at most).
+        self._levels: dict[str, BurstLevels] = {}
         self._published: list[dict[str, Any]] = []
         self._seq = 0
         self._task: asyncio.Task[None] | None = None
@@ -42,9 +48,16 @@ class ArrivalPublisher:
     def arrived(self, experiment_id: str, at: float) -> None:
         batch = self._batches.get(experiment_id)
         if batch is None:
-            self._batches[experiment_id] = ArrivalBatch.starting(at)
+            batch = self._batches[experiment_id] = ArrivalBatch.starting(at)
         else:
             batch.arrive(at)
+        levels = self._levels.get(experiment_id)
+        if levels is None:
+            levels = self._levels[experiment_id] = BurstLevels(self.per_container)
+        burst_gap = levels.arrive(at)
+        if burst_gap is not None:
+            batch.burst(burst_gap)
+        batch.width = levels.width
 
     def finished(self, experiment_id: str, at: float | None) -> None:
         batch = self._batches.get(experiment_id)
@@ -52,6 +65,9 @@ class ArrivalPublisher:
         if batch is None:
             batch = self._batches[experiment_id] = ArrivalBatch(first_at=finished, last_at=finished, count=0)
         batch.finish(finished)
+        levels = self._levels.get(experiment_id)
+        if levels is not None:
+            levels.complete(finished)
 
     def schedule(self, work: Awaitable[None] | None) -> None:
         """Run `work` (if any) in the background, and flush within `flush_s` unless a flush is due already."""

@@ -243,7 +243,8 @@ class PublishingTracker(ActivityTracker):
         self._seen: set[str] = set()
         self._pools: dict[str, PoolKey] = {}
         self._publisher = ArrivalPublisher(store, poke, container or os.environ.get("MODAL_TASK_ID") or uuid.uuid4().hex,
-                                           flush_s, self.pool_of, clock)
+                                           flush_s, self.pool_of, clock,
+                                           learner.per_container if learner is not None else 1)
 
     @property
     def container(self) -> str:

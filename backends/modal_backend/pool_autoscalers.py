@@ -90,6 +90,8 @@ class PoolAutoscalers:
             if state.changes_in_s is not None:
                 next_change = state.changes_in_s if next_change is None else min(next_change, state.changes_in_s)
             max_containers = self.budget.modal_limit(grants[pool_name(pool)])
+            if max_containers is not None and state.min_containers > max_containers:  # Modal refuses min > max
+                state = replace(state, min_containers=max_containers)
             record = applied.get(experiment.id)
             if record is not None and (record["window_s"], record["min_containers"], record["deployment"],
                                        record.get("pool"), record.get("max_containers")) == (
@@ -125,15 +127,20 @@ class PoolAutoscalers:
         return current
 
     def _within_cap(self, plan: PoolPlan, name: str, running: dict[str, int]) -> PoolPlan:
-        """A pre-warm starts a container that no request (no ingress admission) asked for: it takes a free
-        slot of the deployment (counted in `running` from here on), or waits for one (`min_containers` 0)."""
-        if not plan.min_containers or running.get(name):
+        """A pre-warm (or a spell's width) starts containers no request (no ingress admission) asked for: each
+        takes a free slot of the deployment (counted in `running` from here on), or waits for one. Two windows'
+        hold keeps the pool's last running container and starts none: with none, the pool keeps the one window."""
+        have = running.get(name, 0)
+        if plan.min_containers <= have:
             return plan
-        if self.budget.free(running) >= plan.min_containers:
-            running[name] = plan.min_containers
-            return plan
-        log.info("%s's pre-warm waits: every container of the deployment (MODAL_MAX_CONTAINERS) is held", name)
-        return replace(plan, min_containers=0)
+        if plan.holds_only:
+            return replace(plan, min_containers=0, scaledown_window_s=plan.window_s)
+        granted = have + min(plan.min_containers - have, self.budget.free(running))
+        if granted < plan.min_containers:
+            log.info("%s's pre-warm of %d waits for %d: every container of the deployment (MODAL_MAX_CONTAINERS) "
+                     "is held", name, plan.min_containers, plan.min_containers - granted)
+        running[name] = granted
+        return replace(plan, min_containers=granted)
 
     def _grants(self, current: list[tuple[ExperimentActivity, Experiment, PoolKey]], running: dict[str, int]) -> dict[str, int]:
         """The slots each current pool may hold: its own, and the deployment's free slots dealt out among the

@@ -27,13 +27,21 @@ is known of the experiment's gaps. `adaptive_window` turns the plan into a decis
    turns every shorter gap into a cold start, so p must be an idle time the experiment has shown at
    least `prewarm_evidence` (3) times — one or two equal gaps are a coincidence, not a period.
 
+4. **An extra container has its own window.** A burst's extra containers are needed again only when
+   the experiment runs as many requests at once again — after its *burst gap*
+   (core.keepwarm.burst_levels), usually far shorter or far longer than its idle gaps. Keeping an
+   extra container for w minutes bridges the burst gaps up to w and costs w for each longer one, so
+   `best_burst_minutes` minimises the same  idle + κ_e · cold starts  over the burst gaps, and a window
+   shorter than the last container's becomes the plan's burst window (plans without pre-warm: a
+   pre-warm plan lets every container go at once).
+
 κ (HYBRID_ADAPTIVE_KAPPA) is the one knob: the price of a cold start of an unknown experiment, in
 idle container-minutes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache, partial
 
 import numpy as np
@@ -75,6 +83,10 @@ class AdaptiveParams:
     prior: float = 2.0
     #: A pre-warm point must be an idle time seen at least this many times.
     prewarm_evidence: int = 3
+    #: An extra container's cold start, priced as this many of the experiment's first container's (κ_e).
+    burst_price: float = 1.0
+    #: Requests one container takes at once (MODAL_CONCURRENT_INPUTS): more in flight need another container.
+    concurrent_inputs: int = 1
     #: The decision when nothing is remembered of the experiment (no activity, or no learner ran).
     fallback: HybridParams = HybridParams(900, 900, 300)
 
@@ -97,7 +109,7 @@ def cold_start_price(hist: IdleHistogram, params: AdaptiveParams) -> float:
     return params.kappa * (tau + mean_gap_minutes(hist, params.prior)) / (tau + PRIOR_MEAN_GAP_MIN)
 
 
-def best_plan(hist: IdleHistogram, params: AdaptiveParams) -> Plan:
+def best_plan(hist: IdleHistogram, params: AdaptiveParams, prewarm: bool = True) -> Plan:
     """argmin over (p, w) of  idle + κ_e·cold  on the experiment's gaps g (whole minutes, ≥ 1) and the
     prior's pseudo-gaps, with the simulator's minute-mode rules: no pre-warm (p = 0): g ≤ w warm with
     idle g − 1, else cold with idle w; pre-warm after p ≥ 2 minutes: g < p cold (no idle),
@@ -109,7 +121,7 @@ def best_plan(hist: IdleHistogram, params: AdaptiveParams) -> Plan:
     S[h] − S[p−1] − p(C[h] − C[p−1]) + w(T − C[h]) + κ_e(C[p−1] + T − C[h])."""
     if not hist.total:
         return _prior_plan(params)
-    return _solve(hist, params, f"{hist.total} gap{'s' if hist.total > 1 else ''}")
+    return _solve(hist, params, f"{hist.total} gap{'s' if hist.total > 1 else ''}", prewarm)
 
 
 @lru_cache(maxsize=64)
@@ -118,7 +130,7 @@ def _prior_plan(params: AdaptiveParams) -> Plan:
     return _solve(IdleHistogram(), params, "the prior alone")
 
 
-def _solve(hist: IdleHistogram, params: AdaptiveParams, source: str) -> Plan:
+def _solve(hist: IdleHistogram, params: AdaptiveParams, source: str, prewarm: bool = True) -> Plan:
     counts = np.frombuffer(hist.counts, dtype=np.uint32).astype(np.float64)
     counts[0] = 0.0  # gaps under a minute never leave the minute: no cost either way
     prior_count, prior_minutes = _scaled_prior(params.prior)
@@ -136,7 +148,7 @@ def _solve(hist: IdleHistogram, params: AdaptiveParams, source: str) -> Plan:
     evident = counts[2:] >= params.prewarm_evidence
     first = int(evident.argmax()) + 2
     # every pre-warm at p ≥ first leaves the gaps shorter than `first` cold: worth trying only if that is cheaper
-    if evident[first - 2] and kappa * c[first - 1] < best:
+    if prewarm and evident[first - 2] and kappa * c[first - 1] < best:
         starts = np.flatnonzero(evident) + 2
         c_before, s_before = c[starts - 1], s[starts - 1]
         end = _PREWARM_END[starts]
@@ -149,6 +161,21 @@ def _solve(hist: IdleHistogram, params: AdaptiveParams, source: str) -> Plan:
     return AdaptivePlan.of(keep_min, prewarm_min, source, kappa, mean_gap_minutes(hist, params.prior))
 
 
+def best_burst_minutes(bursts: IdleHistogram, hist: IdleHistogram, keep_min: int, params: AdaptiveParams) -> int | None:
+    """The burst window in whole minutes: argmin over w ≤ `keep_min` of  Σ bridged gaps + (w + κ_e)·(gaps
+    longer than w)  on the experiment's burst gaps (a gap in bin g, [g, g + 1) minutes, is bridged by
+    w ≥ g + 1 and idles g + ½ on average). None: keeping extra containers as long as the last pays best."""
+    if not bursts.total:
+        return None
+    keep_min = min(keep_min, MAX_WINDOW_MIN)
+    counts = np.frombuffer(bursts.counts, dtype=np.uint32)[:keep_min].astype(np.float64)
+    bridged = counts.cumsum()
+    idle = (counts * (_MINUTES[:keep_min] + 0.5)).cumsum()
+    cost = idle + (bursts.total - bridged) * (_WINDOWS[:keep_min] + params.burst_price * cold_start_price(hist, params))
+    j = int(cost.argmin())
+    return j + 1 if j + 1 < keep_min else None
+
+
 @dataclass(frozen=True, slots=True)
 class AdaptivePlan(Plan):
     """A plan with the decision it makes, built once per recomputation: a request costs no allocation."""
@@ -159,7 +186,7 @@ class AdaptivePlan(Plan):
     def of(cls, keep_min: int, prewarm_min: int, source: str, price: float, mean_gap_min: float) -> "AdaptivePlan":
         plan = f"pre-warm after {prewarm_min} min, keep {keep_min} min" if prewarm_min else f"keep {keep_min} min"
         detail = f"learned from {source}: {plan}; a cold start priced {price:.0f} idle min, mean gap {mean_gap_min:.0f} min"
-        return cls(keep_min, prewarm_min, True, detail, _learned_decision(keep_min, prewarm_min, detail))
+        return cls(keep_min, prewarm_min, True, detail, decision=_learned_decision(keep_min, prewarm_min, detail))
 
 
 def _learned_decision(keep_min: int, prewarm_min: int, detail: str) -> WindowDecision:
@@ -173,8 +200,20 @@ class AdaptiveLearner:
 
     params: AdaptiveParams
 
-    def plan(self, histogram: IdleHistogram) -> Plan:
-        return best_plan(histogram, self.params)
+    @property
+    def per_container(self) -> int:
+        return self.params.concurrent_inputs
+
+    def plan(self, histogram: IdleHistogram, bursts: IdleHistogram | None = None) -> Plan:
+        plan = best_plan(histogram, self.params)
+        if bursts is None or plan.prewarm_min:
+            return plan
+        burst_min = best_burst_minutes(bursts, histogram, plan.keep_min, self.params)
+        if burst_min is None:
+            return plan
+        detail = f"{plan.detail}; extra containers {burst_min} min (learned from {bursts.total} burst gaps)"
+        return replace(plan, burst_keep_min=burst_min, detail=detail,
+                       decision=replace(plan.decision, detail=detail, burst_window_s=_bounded(burst_min * 60)))
 
 
 def adaptive_window(activity: ExperimentActivity | None, params: AdaptiveParams) -> WindowDecision:
@@ -186,7 +225,10 @@ def adaptive_window(activity: ExperimentActivity | None, params: AdaptiveParams)
     plan = learned.plan
     if isinstance(plan, AdaptivePlan):
         return plan.decision
-    return _learned_decision(plan.keep_min, plan.prewarm_min, plan.detail)  # another learner's plan
+    decision = _learned_decision(plan.keep_min, plan.prewarm_min, plan.detail)  # another learner's plan
+    if plan.burst_keep_min is None or plan.prewarm_min or plan.burst_keep_min >= plan.keep_min:
+        return decision
+    return replace(decision, burst_window_s=_bounded(plan.burst_keep_min * 60))
 
 
 def _bounded(seconds: float) -> int:

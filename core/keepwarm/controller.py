@@ -10,9 +10,12 @@ controller; Modal: the reconciler — runs `plan_pool`, a pure function of the e
 are that plan; why a pool is in its state is a `PlanPhase` and the policy's `WindowReason` — enums,
 never text to parse.
 
-A plan turns a decision ("keep warm for W", or "scale to zero, pre-warm after P, keep for W") into
-the two numbers a platform's autoscaler wants at this moment: the scaledown window of idle
-containers and how many containers to keep regardless of traffic (`min_containers`).
+A plan turns a decision ("keep warm for W", "keep extra containers B and the last one W", or "scale
+to zero, pre-warm after P, keep for W") into the two numbers a platform's autoscaler wants at this
+moment: the scaledown window of idle containers and how many containers to keep regardless of
+traffic (`min_containers`). Two windows are the pool's scaledown window B with the last container
+held (`min_containers` 1) until the experiment has idled W: a hold keeps a running container and
+never starts one (`PoolPlan.holds_only`), where a pre-warm's pin starts one.
 """
 
 from __future__ import annotations
@@ -26,17 +29,26 @@ from typing import Callable, Iterable
 from core.keepwarm.activity import ActivityTracker, ExperimentActivity, emulated_clock
 from core.keepwarm.decision import NamedPolicy, WindowDecision, WindowReason
 from core.keepwarm.policies import policy_from_settings, retention_s
-from core.settings import MODAL_MIN_WINDOW_S, Settings
+from core.keepwarm.burst_levels import SPELL_BREAK_S
+from core.settings import Settings
+
+#: The scaledown window of a pre-warm plan's pool: a minute (a spell's pause), so that the requests of
+#: one minute share their containers. The learning policies plan by the minute (a gap under a minute
+#: costs nothing either way); Modal's shortest window (2 s) made every request of a busy minute a cold start.
+PREWARM_PLAN_WINDOW_S = SPELL_BREAK_S
 
 
 class PlanPhase(StrEnum):
     """Where an experiment's pool is in its plan."""
 
-    #: Idle containers are kept for the decision's window (the plain plan).
+    #: Idle containers are kept for the decision's window (the plain plan); with a burst window, the
+    #: extra ones for that and the last one, held, for the decision's window.
     KEEP_WARM = "keep-warm"
-    #: A pre-warm plan, before its pre-warm; the pool scales down at once (Modal's shortest window).
+    #: A pre-warm plan within a minute of its latest request: the pool is held at the experiment's width.
+    SPELL = "spell"
+    #: A pre-warm plan, before its pre-warm; the pool scales down a minute after its requests.
     AWAIT_PREWARM = "await-prewarm"
-    #: A pre-warm plan, pre-warming: one container is pinned, a request is expected.
+    #: A pre-warm plan, pre-warming: the experiment's width is pinned, a request is expected.
     PREWARM = "prewarm"
     #: A pre-warm plan whose keep time is over: nothing pinned until the next request.
     PREWARM_OVER = "prewarm-over"
@@ -56,7 +68,7 @@ class PoolPlan:
     min_containers: int
     #: Seconds the experiment has been idle (0 while a request runs).
     idle_s: float
-    #: Seconds (of idle time) until the plan changes by itself; None: it holds until the next request.
+    #: Seconds until the plan changes by itself if nothing arrives; None: it holds until the next request.
     changes_in_s: float | None
 
     @property
@@ -73,19 +85,30 @@ class PoolPlan:
         return max(0.0, self.decision.window_s - self.idle_s)
 
     @property
+    def holds_only(self) -> bool:
+        """Its pinned container is the last one of a running pool, kept (two windows): an applier starts
+        none for it — where the pool has none running, nothing is left to keep."""
+        return self.phase is PlanPhase.KEEP_WARM
+
+    @property
     def nothing_ahead(self) -> bool:
         """Nothing is planned but the next request: no container pinned now, no change to come."""
         return self.min_containers == 0 and self.changes_in_s is None
 
     def describe(self) -> str:
         """The plan in words, for logs and `/health` (derived from the enums, never parsed back)."""
+        if self.phase is PlanPhase.KEEP_WARM and self.decision.burst_window_s is not None:
+            return (f"keep extra containers {self.decision.burst_window_s}s, the last one "
+                    f"{self.decision.window_s}s")
         if self.phase is PlanPhase.KEEP_WARM:
             return f"keep idle containers {self.scaledown_window_s}s"
+        if self.phase is PlanPhase.SPELL:
+            return f"holding {self.min_containers} for the spell, then scaled down until the pre-warm"
         if self.phase is PlanPhase.AWAIT_PREWARM:
             return f"scaled down until the pre-warm in {self.changes_in_s or 0.0:.1f}s"
         if self.phase is PlanPhase.PREWARM:
-            due_s = (self.decision.prewarm_after_s or 0) - self.idle_s
-            return f"pre-warming, the request expected in {max(0.0, due_s):.1f}s"
+            due_s = (self.changes_in_s or 0.0) - self.decision.window_s  # the keep time runs on from the due time
+            return f"pre-warming {self.min_containers}, the request expected in {max(0.0, due_s):.1f}s"
         return "pre-warm over"
 
 
@@ -124,29 +147,43 @@ class PoolState:
     phase: PlanPhase
     scaledown_window_s: int
     min_containers: int
-    #: Seconds (of idle time) until this state changes by itself; None: it holds until the next request.
+    #: Seconds until this state changes by itself if nothing arrives; None: it holds until the next request.
     changes_in_s: float | None
 
 
-def pool_state(window_s: float, prewarm_after_s: float | None, idle_s: float, lead_s: float) -> PoolState:
-    """The autoscaler state for a decision (`window_s`, and `prewarm_after_s` for a pre-warm plan) once
-    the experiment has been idle for `idle_s` (0 while a request runs). A plain window keeps idle
-    containers for the window. A pre-warm plan lets the pool go at once (Modal's shortest window),
-    pins one container from `lead_s` before the next request is due until the plan's keep time is
-    over, then lets it go again."""
+def pool_state(window_s: float, prewarm_after_s: float | None, idle_s: float, lead_s: float,
+               burst_window_s: float | None = None, since_request_s: float | None = None, width: int = 1) -> PoolState:
+    """The autoscaler state for a decision (`window_s`, and `prewarm_after_s` for a pre-warm plan or
+    `burst_window_s` for two windows) once the experiment has been idle for `idle_s` (0 while a request
+    runs). A plain window keeps idle containers for the window. Two windows keep idle containers for the
+    burst window and hold one until the experiment has idled the window. A pre-warm plan keeps idle
+    containers a minute (`PREWARM_PLAN_WINDOW_S`: the requests of one minute share them) and holds the
+    pool at `width` containers — as many as its latest spells ran at once — through the minute after a
+    request and again from `lead_s` before the next request is due until the plan's keep time is over.
+    The next request is due `prewarm_after_s` after the latest one arrived (`since_request_s` ago; the
+    policies learn the gaps between arrivals), whatever the requests' length."""
+    if prewarm_after_s is None and burst_window_s is not None and burst_window_s < window_s:
+        if idle_s < window_s:
+            return PoolState(PlanPhase.KEEP_WARM, int(burst_window_s), 1, window_s - idle_s)
+        return PoolState(PlanPhase.KEEP_WARM, int(burst_window_s), 0, None)
     if prewarm_after_s is None:
         return PoolState(PlanPhase.KEEP_WARM, int(window_s), 0, None)
+    since = idle_s if since_request_s is None else since_request_s
     start, end = prewarm_after_s - lead_s, prewarm_after_s + window_s
-    if idle_s < start:
-        return PoolState(PlanPhase.AWAIT_PREWARM, MODAL_MIN_WINDOW_S, 0, start - idle_s)
-    if idle_s < end:
-        return PoolState(PlanPhase.PREWARM, MODAL_MIN_WINDOW_S, 1, end - idle_s)
-    return PoolState(PlanPhase.PREWARM_OVER, MODAL_MIN_WINDOW_S, 0, None)
+    if since < min(start, PREWARM_PLAN_WINDOW_S):
+        return PoolState(PlanPhase.SPELL, PREWARM_PLAN_WINDOW_S, max(1, width), PREWARM_PLAN_WINDOW_S - since)
+    if since < start:
+        return PoolState(PlanPhase.AWAIT_PREWARM, PREWARM_PLAN_WINDOW_S, 0, start - since)
+    if since < end:
+        return PoolState(PlanPhase.PREWARM, PREWARM_PLAN_WINDOW_S, max(1, width), end - since)
+    return PoolState(PlanPhase.PREWARM_OVER, PREWARM_PLAN_WINDOW_S, 0, None)
 
 
-def plan_for(experiment_id: str, decision: WindowDecision, idle_s: float, lead_s: float) -> PoolPlan:
+def plan_for(experiment_id: str, decision: WindowDecision, idle_s: float, lead_s: float,
+             since_request_s: float | None = None, width: int = 1) -> PoolPlan:
     """The plan of `decision` once the experiment has been idle for `idle_s` (`pool_state`)."""
-    state = pool_state(decision.window_s, decision.prewarm_after_s, idle_s, lead_s)
+    state = pool_state(decision.window_s, decision.prewarm_after_s, idle_s, lead_s, decision.burst_window_s,
+                       since_request_s, width)
     return PoolPlan(experiment_id, decision, state.phase, state.scaledown_window_s, state.min_containers, idle_s,
                     state.changes_in_s)
 
@@ -155,7 +192,8 @@ def plan_pool(activity: ExperimentActivity, policy: NamedPolicy, lead_s: float) 
     """The controller's decision for one experiment: the policy's window for its activity, as the
     autoscaler state at the activity's `now` (`lead_s`: a pre-warm starts this long before the
     request is due — a cold start's time, in the activity's clock)."""
-    return plan_for(activity.experiment_id, policy.decide(activity), activity.idle_s, lead_s)
+    return plan_for(activity.experiment_id, policy.decide(activity), activity.idle_s, lead_s,
+                    max(0.0, activity.now - activity.last_request), activity.width)
 
 
 def plan_pools(activities: Iterable[ExperimentActivity], policy: NamedPolicy, lead_s: float) -> dict[str, PoolPlan]:

@@ -35,6 +35,9 @@ class WindowDecision:
     #: Pre-warm: scale to zero after the request and bring one container back this many seconds
     #: after it, kept for `window_s` (None: keep warm for `window_s` right after the request).
     prewarm_after_s: int | None = None
+    #: Two windows: the extra (burst) containers idle this long, the last one `window_s` (None: every
+    #: container keeps `window_s`). Only for a plan without pre-warm, and always shorter than `window_s`.
+    burst_window_s: int | None = None
 
     def expires_at(self, activity: ExperimentActivity | None) -> float | None:
         """When E's containers may scale down if nothing else arrives (tracker clock), or None if never used."""

@@ -3,7 +3,7 @@
 Why this module exists: an experiment's activity changes four ways — a request arrives here, one
 completes, another process's arrivals are folded in (Modal's reconciler), a durable record from an
 earlier process is taken in — and each must keep the latest two arrivals, the count in the activity
-window and the learned idle gaps consistent, whatever order they come in. `ExperimentRecord` is that
+window and the learned idle and burst gaps consistent, whatever order they come in. `ExperimentRecord` is that
 one experiment's state and those rules; the tracker only finds records, locks and forgets them.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.keepwarm.burst_levels import SPELL_BREAK_S, BurstLevels
 from core.keepwarm.histogram import IdleHistogram, Learned, LearnedGaps, Learner
 from core.keepwarm.shared_activity import ArrivalBatch, DurableActivity
 from core.keepwarm.window_count import WindowCount
@@ -30,6 +31,9 @@ class ExperimentActivity:
     last_completion: float | None
     #: What the tracker's learner learned from the experiment's idle gaps (None: no learner).
     learned: Learned | None = None
+    #: The most requests in flight at once in its latest spell (core.keepwarm.burst_levels; 0: not kept,
+    #: no learner): how many containers a pre-warm brings back.
+    width: int = 0
 
     @property
     def idle_s(self) -> float:
@@ -37,6 +41,10 @@ class ExperimentActivity:
         if self.in_flight:
             return 0.0
         return max(0.0, self.now - max(self.last_request, self.last_completion or self.last_request))
+
+
+def _histogram(data: bytes | None) -> IdleHistogram | None:
+    return None if data is None else IdleHistogram.from_bytes(data)
 
 
 def _latest_two(*times: float | None) -> tuple[float, float | None]:
@@ -49,10 +57,10 @@ class ExperimentRecord:
     """One experiment's activity (not thread-safe: its tracker holds the lock)."""
 
     __slots__ = ("last_request", "previous_request", "total_requests", "in_flight", "last_completion", "touched",
-                 "in_window", "gaps")
+                 "in_window", "gaps", "levels")
 
     def __init__(self, first_request: float, window_s: float, learner: Learner | None = None,
-                 gaps: IdleHistogram | None = None):
+                 gaps: IdleHistogram | None = None, bursts: IdleHistogram | None = None):
         self.last_request = first_request
         self.previous_request: float | None = None
         self.total_requests = 0
@@ -61,15 +69,18 @@ class ExperimentRecord:
         #: When it last changed: an experiment untouched for the tracker's retention is forgotten.
         self.touched = first_request
         self.in_window = WindowCount(window_s)
-        self.gaps = None if learner is None else LearnedGaps(learner, gaps)
+        self.gaps = None if learner is None else LearnedGaps(learner, gaps, bursts)
+        #: Requests in flight by level, for the burst gaps a learner learns (None: nothing is learned).
+        self.levels = None if learner is None else BurstLevels(learner.per_container)
 
     @classmethod
     def restored(cls, record: DurableActivity, window_s: float, learner: Learner | None) -> "ExperimentRecord":
         """The record a durable one describes (an experiment this process has not seen yet)."""
-        gaps = None if record.idle_gaps is None else IdleHistogram.from_bytes(record.idle_gaps)
-        state = cls(record.last_request, window_s, learner, gaps)
+        state = cls(record.last_request, window_s, learner, _histogram(record.idle_gaps), _histogram(record.burst_gaps))
         state.previous_request, state.last_completion = record.previous_request, record.last_completion
         state.total_requests = record.total_requests
+        if state.levels is not None:
+            state.levels.widen(record.width)
         state.touched = max(record.last_request, record.last_completion or 0.0)
         return state
 
@@ -84,19 +95,26 @@ class ExperimentRecord:
         self.in_flight += 1
         self.touched = now
         self.in_window.add(now)
+        if self.levels is not None and (burst_gap := self.levels.arrive(now)) is not None:
+            self.gaps.add_burst(burst_gap)  # type: ignore[union-attr]  # learning: both or neither
 
     def complete(self, now: float) -> bool:
         """One of its requests finished at `now`; False when none was in flight."""
         if self.in_flight == 0:
             return False
         self.in_flight -= 1
+        if self.levels is not None:
+            self.levels.complete(now)
         self.last_completion = self.touched = now
         return True
 
     def fold(self, batch: ArrivalBatch, first: bool) -> None:
         """Take in arrivals another process saw. A batch older than what is known (a late publication)
         still counts, without inventing the gap to it; a batch of completions only (`count` 0) moves
-        only the latest completion. `first`: this record was made for the batch."""
+        only the latest completion; the batch's width widens the experiment's. `first`: this record was made for the batch."""
+        if self.levels is not None and batch.width:  # the publisher's width: its latest spell's or the one before
+            latest = max(self.last_request, self.last_completion or self.last_request)
+            self.levels.widen(batch.width, new_spell=not first and batch.first_at - latest >= SPELL_BREAK_S)
         if batch.count and first:
             self.last_request, self.previous_request = batch.last_at, batch.previous_at
         elif batch.count and batch.first_at >= self.last_request:
@@ -109,8 +127,9 @@ class ExperimentRecord:
                 self.previous_request, self.last_request, batch.previous_at, batch.last_at)
         if self.gaps is not None:
             for minute, count in batch.gap_minutes.items():
-                for _ in range(count):
-                    self.gaps.add(minute * 60.0)
+                self.gaps.add(minute * 60.0, count)
+            for minute, count in batch.burst_gap_minutes.items():
+                self.gaps.add_burst(minute * 60.0, count)
         if batch.finished_at is not None:
             self.last_completion = max(self.last_completion or batch.finished_at, batch.finished_at)
         self.total_requests += batch.count
@@ -125,13 +144,18 @@ class ExperimentRecord:
         if record.last_completion is not None:
             self.last_completion = max(self.last_completion or record.last_completion, record.last_completion)
         self.total_requests += record.total_requests
+        if self.levels is not None:
+            self.levels.widen(record.width)
         if self.gaps is not None and record.idle_gaps is not None:
-            self.gaps.merge(IdleHistogram.from_bytes(record.idle_gaps))
+            self.gaps.merge(IdleHistogram.from_bytes(record.idle_gaps), _histogram(record.burst_gaps))
 
     def export(self, experiment_id: str) -> DurableActivity:
         """What must outlive this process of the experiment's activity."""
+        gaps = self.gaps
         return DurableActivity(experiment_id, self.last_request, self.previous_request, self.last_completion,
-                               self.total_requests, None if self.gaps is None else self.gaps.histogram.to_bytes())
+                               self.total_requests, None if gaps is None else gaps.histogram.to_bytes(),
+                               None if gaps is None or gaps.bursts is None else gaps.bursts.to_bytes(),
+                               0 if self.levels is None else self.levels.width)
 
     def snapshot(self, experiment_id: str, now: float) -> ExperimentActivity:
         return ExperimentActivity(
@@ -144,4 +168,5 @@ class ExperimentRecord:
             in_flight=self.in_flight,
             last_completion=self.last_completion,
             learned=None if self.gaps is None else self.gaps.learned(),
+            width=0 if self.levels is None else self.levels.width,
         )

@@ -9,6 +9,10 @@ recomputes the plan only once the gaps, or the idle times of a minute or more am
 ≥ 1/8 since the last computation — O(log n) recomputations over n requests, O(1) amortised per
 request, and a busy experiment's sub-minute gaps cannot hold back what its idle times teach — and
 hands out an immutable `Learned` view, so a policy never writes into the activity it reads.
+
+An experiment's *burst gaps* are kept in a second histogram, made at its first: the time an extra
+container would idle before the experiment needs it again (core.keepwarm.burst_levels), from which a
+learner may choose a shorter window for the extra containers than for the last one.
 """
 
 from __future__ import annotations
@@ -94,6 +98,8 @@ class Plan:
     #: False: the history does not support a learned plan (the policy's fallback applies).
     representative: bool = True
     detail: str = ""
+    #: Minutes an extra (burst) container is kept idle, shorter than `keep_min`; None: as long as the last.
+    burst_keep_min: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,44 +110,70 @@ class Learned:
     plan: Plan
     #: Of `gaps`, those of a minute or more.
     idle_times: int = 0
+    #: Burst gaps the plan was computed from.
+    burst_gaps: int = 0
 
 
 class Learner(Protocol):
-    def plan(self, histogram: IdleHistogram) -> Plan:
-        """The plan this histogram supports (a pure function of the histogram)."""
+    #: Requests one container takes at once: what a burst gap's container level counts in.
+    per_container: int
+
+    def plan(self, histogram: IdleHistogram, bursts: IdleHistogram | None = None) -> Plan:
+        """The plan these histograms support (a pure function of the idle gaps and the burst gaps;
+        None: no burst seen yet)."""
 
 
 class LearnedGaps:
-    """One experiment's histogram and its cached plan (the tracker holds it under its lock)."""
+    """One experiment's histograms and its cached plan (the tracker holds it under its lock)."""
 
-    __slots__ = ("histogram", "_learner", "_learned", "_next_total", "_next_idle_times")
+    __slots__ = ("histogram", "bursts", "_learner", "_learned", "_next_total", "_next_idle_times", "_next_bursts")
 
-    def __init__(self, learner: Learner, histogram: IdleHistogram | None = None) -> None:
+    def __init__(self, learner: Learner, histogram: IdleHistogram | None = None,
+                 bursts: IdleHistogram | None = None) -> None:
         self.histogram = histogram or IdleHistogram()
+        #: Burst gaps (None until the first: most experiments never run two requests at once).
+        self.bursts = bursts
         self._learner = learner
         self._learned: Learned | None = None
-        self._next_total = self._next_idle_times = 0  # recompute once either count reaches its mark
+        # recompute once any count reaches its mark
+        self._next_total = self._next_idle_times = self._next_bursts = 0
 
     def add(self, gap_s: float, times: int = 1) -> None:
         self.histogram.add(gap_s, times)
 
-    def merge(self, other: IdleHistogram) -> None:
+    def add_burst(self, gap_s: float, times: int = 1) -> None:
+        if self.bursts is None:
+            self.bursts = IdleHistogram()
+        self.bursts.add(gap_s, times)
+
+    def merge(self, other: IdleHistogram, bursts: IdleHistogram | None = None) -> None:
         """Add another history of the same experiment (learned elsewhere) to this one."""
-        for minute, count in enumerate(other.counts):
-            self.histogram.counts[minute] += count
-        self.histogram.out_of_range += other.out_of_range
-        self.histogram.total += other.total
-        self.histogram.seconds += other.seconds
+        _add_into(self.histogram, other)
+        if bursts is not None:
+            if self.bursts is None:
+                self.bursts = IdleHistogram()
+            _add_into(self.bursts, bursts)
 
     def learned(self) -> Learned:
-        """The plan, recomputed once the gaps or the idle times grew by ≥ 1/8 since it was last computed."""
+        """The plan, recomputed once the gaps, the idle times or the burst gaps grew by ≥ 1/8 since it
+        was last computed."""
         hist = self.histogram
         total = hist.total
         idle_times = total - hist.counts[0]
-        if self._learned is None or total >= self._next_total or idle_times >= self._next_idle_times:
-            self._learned = Learned(total, self._learner.plan(hist), idle_times)
-            self._next_total, self._next_idle_times = _mark(total), _mark(idle_times)
+        bursts = 0 if self.bursts is None else self.bursts.total
+        if (self._learned is None or total >= self._next_total or idle_times >= self._next_idle_times
+                or bursts >= self._next_bursts):
+            self._learned = Learned(total, self._learner.plan(hist, self.bursts), idle_times, bursts)
+            self._next_total, self._next_idle_times, self._next_bursts = _mark(total), _mark(idle_times), _mark(bursts)
         return self._learned
+
+
+def _add_into(into: IdleHistogram, other: IdleHistogram) -> None:
+    for minute, count in enumerate(other.counts):
+        into.counts[minute] += count
+    into.out_of_range += other.out_of_range
+    into.total += other.total
+    into.seconds += other.seconds
 
 
 def _mark(count: int) -> int:

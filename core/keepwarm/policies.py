@@ -50,7 +50,8 @@ def policy_named(spec: str, settings: Settings) -> NamedPolicy:
             raise PolicySpecError(f"--policy {spec!r}: adaptive:KAPPA needs a number (cold-start price in idle minutes)") from None
         if kappa <= 0:
             raise PolicySpecError(f"--policy {spec!r}: KAPPA must be > 0")
-        return adaptive_policy(AdaptiveParams(kappa=kappa, fallback=HybridParams.from_settings(settings)), name=spec)
+        return adaptive_policy(AdaptiveParams(kappa=kappa, fallback=HybridParams.from_settings(settings),
+                                              concurrent_inputs=settings.modal_concurrent_inputs), name=spec)
     raise UnknownPolicy(f"--policy {spec!r}: expected {POLICY_NAMES}")
 
 

@@ -12,7 +12,7 @@ bytes), safe to store and to read back by another version of the code.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 
@@ -27,6 +27,10 @@ class ArrivalBatch:
     #: Idle gaps between the batch's own arrivals, by whole minutes (almost always {0: count - 1}).
     gap_minutes: dict[int, int] = field(default_factory=dict)
     finished_at: float | None = None  # the latest completion of a request of this experiment
+    #: Burst gaps (core.keepwarm.burst_levels) of the batch's arrivals, by whole minutes.
+    burst_gap_minutes: dict[int, int] = field(default_factory=dict)
+    #: The most requests in flight at once in this process's latest spell of the experiment.
+    width: int = 0
 
     @classmethod
     def starting(cls, at: float) -> "ArrivalBatch":
@@ -38,6 +42,11 @@ class ArrivalBatch:
         self.previous_at, self.last_at = self.last_at, max(self.last_at, at)
         self.count += 1
 
+    def burst(self, gap_s: float) -> None:
+        """One of the batch's arrivals reached a level of requests in flight left `gap_s` before."""
+        minute = int(gap_s // 60)
+        self.burst_gap_minutes[minute] = self.burst_gap_minutes.get(minute, 0) + 1
+
     def finish(self, at: float) -> None:
         self.finished_at = at if self.finished_at is None else max(self.finished_at, at)
 
@@ -46,13 +55,20 @@ class ArrivalBatch:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ArrivalBatch":
-        return cls(**{**data, "gap_minutes": {int(k): int(v) for k, v in data.get("gap_minutes", {}).items()}})
+        return cls(**{**_known(cls, data), "gap_minutes": _minutes(data.get("gap_minutes")),
+                      "burst_gap_minutes": _minutes(data.get("burst_gap_minutes"))})
+
+
+def _minutes(counts: dict[Any, Any] | None) -> dict[int, int]:
+    """A minutes → count mapping read back (JSON keys are strings)."""
+    return {int(k): int(v) for k, v in (counts or {}).items()}
 
 
 @dataclass(frozen=True)
 class DurableActivity:
     """What must survive of one experiment's activity: the latest two requests, the latest completion,
-    the count and the learned idle-gap histogram (`IdleHistogram.to_bytes()`, ≈ 1 KB)."""
+    the count, the learned idle-gap and burst-gap histograms (`IdleHistogram.to_bytes()`, ≈ 1 KB each)
+    and the latest spell's width."""
 
     experiment_id: str
     last_request: float
@@ -60,10 +76,19 @@ class DurableActivity:
     last_completion: float | None
     total_requests: int
     idle_gaps: bytes | None = None
+    burst_gaps: bytes | None = None
+    #: The most requests in flight at once in its latest spell (what a pre-warm brings back).
+    width: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "DurableActivity":
-        return cls(**data)
+        return cls(**_known(cls, data))
+
+
+def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """The fields of `cls` in `data`: a record a newer version wrote, with fields this one lacks, still reads."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in names}

@@ -120,6 +120,7 @@ def _fine(trace: Path, fmt: TraceFormat, policies: list[NamedPolicy], settings: 
             result = simulate_requests(
                 read_requests(trace, fmt), policy, settings.experiment_max_containers, default_duration_s, cold_start_s,
                 durations, settings.activity_window, progress=lambda replayed: progress.advance(task, replayed),
+                concurrent_inputs=settings.modal_concurrent_inputs,
             )
             rows.append(result.summary(price))
     return rows

@@ -148,7 +148,8 @@ def advise(requests: list[Request], settings: Settings, price: Price, target: Ta
     days = max(span_s, MIN_SPAN_S) / DAY_S
     specs = candidate_specs(settings)
     results = {spec: simulate_requests(requests, policy_named(spec, settings), settings.experiment_max_containers,
-                                       default_duration_s, cold_start_s, None, settings.activity_window) for spec in specs}
+                                       default_duration_s, cold_start_s, None, settings.activity_window,
+                                       concurrent_inputs=settings.modal_concurrent_inputs) for spec in specs}
     overall = [Outcome.of(spec, results[spec], days, price) for spec in specs]
     current = overall[0]
     advised, why = choose(overall, current, target)

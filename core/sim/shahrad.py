@@ -66,7 +66,10 @@ def _percentile_bin(counts: list[int], q: float) -> int:
 
 @dataclass(frozen=True)
 class ShahradLearner:
-    def plan(self, hist: IdleHistogram) -> Plan:
+    per_container: int = 1  # burst gaps are not used
+
+    def plan(self, hist: IdleHistogram, bursts: IdleHistogram | None = None) -> Plan:
+        """The paper's plan (it keeps every container alike: burst gaps are not used)."""
         counts = idle_time_counts(hist)
         in_range = sum(counts)
         if hist.out_of_range > in_range:  # most ITs beyond the range: forecast the next one

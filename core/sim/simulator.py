@@ -32,7 +32,8 @@ its length; a container that will not be reused is stopped at once).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from heapq import heappop, heappush
+from typing import Callable, Iterable, NamedTuple
 
 import numpy as np
 
@@ -41,6 +42,7 @@ from core.keepwarm.experiment_record import ExperimentRecord
 from core.percentile import percentile as shared_percentile
 from core.keepwarm.decision import NamedPolicy, WindowDecision
 from core.keepwarm.histogram import LearnedGaps
+from core.keepwarm.controller import PREWARM_PLAN_WINDOW_S
 from core.sim.traces import MinuteSeries, Request
 
 
@@ -53,15 +55,20 @@ class SimResult:
     #: Idle container-minutes of the windows still open when the trace ends: what the last requests'
     #: windows cost after it (not in `idle_container_minutes`, which counts the trace's span only).
     idle_after_end_minutes: float = 0.0
+    #: Fine mode: the part of `idle_container_minutes` of the extra (burst) containers — every container
+    #: but the pool's last; the rest is the last container's. None: minute mode (one container).
+    burst_idle_minutes: float | None = None
     experiment_cold_pct: list[float] = field(default_factory=list, repr=False)
     #: Fine mode: each experiment's own result (`hybrid-serve recommend` advises experiment by experiment).
     by_experiment: dict[str, "SimResult"] = field(default_factory=dict, repr=False)
 
     def add_experiment(self, invocations: int, cold: int, idle_minutes: float, after_end_minutes: float = 0.0,
-                       experiment_id: str | None = None) -> None:
+                       experiment_id: str | None = None, burst_idle_minutes: float | None = None) -> None:
         if experiment_id is not None:
             self.by_experiment[experiment_id] = own = SimResult(self.policy)
-            own.add_experiment(invocations, cold, idle_minutes, after_end_minutes)
+            own.add_experiment(invocations, cold, idle_minutes, after_end_minutes, None, burst_idle_minutes)
+        if burst_idle_minutes is not None:
+            self.burst_idle_minutes = (self.burst_idle_minutes or 0.0) + burst_idle_minutes
         self.invocations += invocations
         self.cold_starts += cold
         self.idle_container_minutes += idle_minutes
@@ -83,6 +90,9 @@ class SimResult:
             "idle_container_minutes": round(self.idle_container_minutes, 3),
             "idle_after_end_minutes": round(self.idle_after_end_minutes, 3),
         }
+        if self.burst_idle_minutes is not None:
+            out["burst_idle_minutes"] = round(self.burst_idle_minutes, 3)
+            out["last_container_idle_minutes"] = round(self.idle_container_minutes - self.burst_idle_minutes, 3)
         if gpu_price_per_hour is not None:
             out["idle_cost"] = round(self.idle_container_minutes / 60 * gpu_price_per_hour, 2)
         return out
@@ -269,15 +279,48 @@ RETENTION_S = 7 * 24 * 3600
 @dataclass
 class _Container:
     free_at: float  # when its current work ends (it idles from then on)
+    #: Started by a plan (a pre-warm, a spell's width), not by a request, and no request yet: it idles
+    #: from its start (`free_at`) and takes a request once its cold start is over.
+    fresh: bool = False
+    #: When its requests in flight end (a heap; ended ones are dropped when it is next looked at).
+    running: list[float] = field(default_factory=list)
+
+    def in_flight(self, now: float) -> int:
+        """Its requests still running at `now` (those ended are dropped)."""
+        running = self.running
+        while running and running[0] <= now:
+            heappop(running)
+        return len(running)
+
+    def room(self, now: float, per_container: int) -> bool:
+        """It is busy at `now` and takes another request (fewer than `per_container` in flight)."""
+        return 0 < self.in_flight(now) < per_container
+
+    def take(self, start: float, duration: float) -> float:
+        """Run a request from `start` (when it arrives, or when its container is ready); when it ends."""
+        self.in_flight(start)
+        end = start + duration
+        heappush(self.running, end)
+        self.free_at = max(self.free_at, end)
+        self.fresh = False
+        return end
 
 
 @dataclass
 class _ExperimentState:
     containers: list[_Container] = field(default_factory=list)
-    window_s: float = 0.0
+    #: The decision in force (made at the latest request) and when the latest request ends.
+    decision: WindowDecision | None = None
+    busy_until: float = float("-inf")
+    last_arrival: float = float("-inf")
+    #: The latest spell's width (`ExperimentActivity.width`): how many containers a pre-warm brings back.
+    width: int = 1
+    #: When its requests in flight end (a heap): completions reach its record in time order.
+    ends: list[float] = field(default_factory=list)
     invocations: int = 0
     cold: int = 0
-    idle_s: float = 0.0
+    burst_idle_s: float = 0.0
+    last_idle_s: float = 0.0
     after_end_s: float = 0.0
 
 
@@ -290,42 +333,57 @@ def simulate_requests(
     durations: dict[str, float] | None = None,
     activity_window_s: float = 300.0,
     progress: Callable[[int], None] | None = None,
+    prewarm_lead_s: float | None = None,
+    concurrent_inputs: int = 1,
 ) -> SimResult:
     """Fine mode over a time-ordered request stream (memory ∝ experiments × containers). `progress` is
     told how many requests were replayed since it was last told, every `PROGRESS_EVERY` and at the end
-    (once per request cost a twentieth of the replay)."""
+    (once per request cost a twentieth of the replay). A pre-warm starts `prewarm_lead_s` (default: the
+    cold start) before the request is due. A container takes `concurrent_inputs` requests at once
+    (MODAL_CONCURRENT_INPUTS): a request goes to a busy container with room, else the most recently
+    used idle one, else a new one (a cold start) below `max_containers`, else waits for the first slot."""
     records: dict[str, ExperimentRecord] = {}
     retention_s = max(RETENTION_S, activity_window_s)
+    per_container = max(1, concurrent_inputs)
+    lead_s = cold_start_s if prewarm_lead_s is None else prewarm_lead_s
     states: dict[str, _ExperimentState] = {}
     end, previous, replayed = 0.0, float("-inf"), 0
     durations = durations or {}
     for request in requests:
         t = request.time_s
         end = max(end, t)
-        state = states.setdefault(request.experiment_id, _ExperimentState())
-        duration = request.duration_s if request.duration_s is not None else durations.get(request.experiment_id, default_duration_s)
-        container = _take_idle(state, t)
+        experiment_id = request.experiment_id
+        state = states.get(experiment_id)
+        if state is None:
+            state = states[experiment_id] = _ExperimentState()
+        duration = request.duration_s if request.duration_s is not None else durations.get(experiment_id, default_duration_s)
+        container = _settle(state, t, lead_s, per_container)
         if container is not None:
-            state.idle_s += t - container.free_at
-            container.free_at = t + duration
+            finish = container.take(max(t, container.free_at + cold_start_s) if container.fresh else t, duration)
         elif len(state.containers) < max_containers:
             state.cold += 1
-            state.containers.append(_Container(free_at=t + cold_start_s + duration))
-        else:  # all busy at the maximum: wait for the first to free up (warm, but queued)
-            container = min(state.containers, key=lambda c: c.free_at)
-            container.free_at += duration
+            container = _Container(free_at=t)
+            state.containers.append(container)
+            finish = container.take(t + cold_start_s, duration)
+        else:  # every slot busy at the maximum: wait for the first to free up (warm, but queued)
+            container = min(state.containers, key=lambda c: c.running[0] if c.in_flight(t) else t)
+            finish = container.take(heappop(container.running) if container.running else t, duration)
+        state.busy_until = max(state.busy_until, container.free_at)
+        state.last_arrival = t
         state.invocations += 1
-        record = records.get(request.experiment_id)
+        record = records.get(experiment_id)
+        ends = state.ends
+        while ends and ends[0] <= t:  # its requests that ended since: the record learns in time order
+            record.complete(heappop(ends))  # type: ignore[union-attr]  # a request ended: its record exists
+        heappush(ends, finish)
         first = record is None or record.touched <= previous - retention_s  # forgotten since (module docstring)
         if first:
-            record = records[request.experiment_id] = ExperimentRecord(t, activity_window_s, policy.learner)
-        record.arrive(t, first)
-        activity = record.snapshot(request.experiment_id, t)
-        record.complete(t)
+            record = records[experiment_id] = ExperimentRecord(t, activity_window_s, policy.learner)
+        record.arrive(t, first)  # type: ignore[union-attr]  # made above when missing
         previous = t
-        decision = policy.decide(activity)
-        # fine mode applies a pre-warm plan conservatively: kept warm through the pre-warm delay too
-        state.window_s = decision.window_s + (decision.prewarm_after_s or 0)
+        activity = record.snapshot(experiment_id, t)  # type: ignore[union-attr]
+        state.decision, state.width = policy.decide(activity), min(max(1, activity.width), max_containers)
+        _top_up(state, t)
         replayed += 1
         if progress and replayed == PROGRESS_EVERY:
             progress(replayed)
@@ -334,28 +392,116 @@ def simulate_requests(
         progress(replayed)
     result = SimResult(policy.name)
     for experiment_id, state in states.items():
-        for container in state.containers:
-            within = max(0.0, min(state.window_s, end - container.free_at))
-            state.idle_s += within
-            state.after_end_s += state.window_s - within
-        result.add_experiment(state.invocations, state.cold, state.idle_s / 60, state.after_end_s / 60, experiment_id)
+        _close(state, end, lead_s)
+        result.add_experiment(state.invocations, state.cold, (state.burst_idle_s + state.last_idle_s) / 60,
+                              state.after_end_s / 60, experiment_id, state.burst_idle_s / 60)
     return result
 
 
-def _take_idle(state: _ExperimentState, now: float) -> _Container | None:
-    """Scale down the containers idle for the window in force (their idle time counted until then) and
-    return, of the idle ones left, the most recently used (None: every container is busy). One pass, and
-    a new list only when one goes: this runs for every request of a replay."""
-    window, chosen, expired = state.window_s, None, 0
+class _Plan(NamedTuple):
+    """What the plan in force (`pool_state`'s rules) does with an experiment's pool after its latest request."""
+
+    burst_s: float  # how long an idle container other than the last is kept
+    latest: _Container | None  # the last container: the most recently used
+    latest_until: float  # until when the last container is kept
+    pin_from: float  # a pre-warm plan's pin: from when (inf: none) ...
+    pin_until: float  # ... until when (the containers still there when it starts are held as long)
+    new: int  # containers the pin starts (it brings the pool to the experiment's width), when it starts
+    held_until: float = float("-inf")  # a pre-warm plan holds every container until then (the spell's minute)
+
+
+def _plan(state: _ExperimentState, lead_s: float) -> _Plan:
+    """One window for every container; two windows (the last container held for the longer); or a
+    pre-warm plan: idle containers go after `PREWARM_PLAN_WINDOW_S`, the pool is held through the minute
+    after the latest arrival (topped up to the experiment's width at it: `_top_up`), and again from
+    `lead_s` before the next request is due — `prewarm_after_s` after the latest arrival — to the end of
+    its keep time, at the width: the containers still there, and new ones for the rest."""
+    decision = state.decision
+    latest = max(state.containers, key=lambda c: c.free_at) if state.containers else None
+    none = float("inf")
+    if decision is None:
+        return _Plan(0.0, latest, float("-inf"), none, none, 0)
+    if decision.prewarm_after_s is None:
+        burst = decision.burst_window_s
+        burst_s = burst if burst is not None and burst < decision.window_s else decision.window_s
+        latest_until = float("-inf") if latest is None else latest.free_at + decision.window_s
+        return _Plan(burst_s, latest, latest_until, none, none, 0)
+    held = state.last_arrival + PREWARM_PLAN_WINDOW_S  # the spell's hold
+    due = state.last_arrival + decision.prewarm_after_s
+    start, until = due - lead_s, due + decision.window_s
+    there = sum(1 for c in state.containers if max(c.free_at + PREWARM_PLAN_WINDOW_S, held) > start)
+    latest_until = float("-inf") if latest is None else max(latest.free_at + PREWARM_PLAN_WINDOW_S, held)
+    return _Plan(PREWARM_PLAN_WINDOW_S, latest, latest_until, start, until, max(0, state.width - there), held)
+
+
+def _until(plan: _Plan, container: _Container) -> float:
+    """Until when `container`, idle, is kept under `plan`."""
+    until = plan.latest_until if container is plan.latest else max(container.free_at + plan.burst_s, plan.held_until)
+    return max(until, plan.pin_until) if until > plan.pin_from else until
+
+
+def _top_up(state: _ExperimentState, now: float) -> None:
+    """A pre-warm plan holds its pool at the experiment's width from each request on (`pool_state`):
+    the containers missing start now."""
+    missing = state.width - len(state.containers)
+    if missing > 0 and state.decision is not None and state.decision.prewarm_after_s is not None:
+        state.containers.extend(_Container(now, fresh=True) for _ in range(missing))
+
+
+def _settle(state: _ExperimentState, now: float, lead_s: float, per_container: int = 1) -> _Container | None:
+    """Bring the pool to `now` under the plan in force (what happened since the latest request): idle
+    containers past their window are gone, their idle time counted (burst or last container); a
+    pre-warm that came due started its containers. Returns the container the request at `now` takes —
+    a busy one with room, the most recently used idle one, or one a plan is still starting — or None
+    (all full, or none left). One pass, and a new list only when a container goes: this runs for every
+    request."""
+    plan = _plan(state, lead_s)
+    started: list[_Container] = []
+    if plan.new and now >= plan.pin_from:
+        if now <= plan.pin_until:  # the pre-warm's containers are there (or starting)
+            started = [_Container(plan.pin_from, fresh=True) for _ in range(plan.new)]
+            state.containers = state.containers + started
+        else:  # they came and went unused
+            for i in range(plan.new):
+                _count_idle(state, plan.pin_until - plan.pin_from, i == 0 and plan.latest is None)
+    chosen, roomy, expired = None, None, False
     for container in state.containers:
         if container.free_at <= now:
-            if now - container.free_at > window:
-                expired += 1
+            if now > _until(plan, container):
+                expired = True
             elif chosen is None or container.free_at > chosen.free_at:
                 chosen = container
+        elif per_container > 1 and not container.fresh and container.room(now, per_container):
+            if roomy is None or container.free_at > roomy.free_at:
+                roomy = container
     if expired:
-        state.containers = [c for c in state.containers if not (c.free_at <= now and now - c.free_at > window)]
-        for _ in range(expired):
-            state.idle_s += window
+        kept = []
+        for container in state.containers:
+            if container.free_at <= now and now > (until := _until(plan, container)):
+                _count_idle(state, until - container.free_at, container is plan.latest)
+            else:
+                kept.append(container)
+        state.containers = kept
+    if roomy is not None:
+        return roomy
+    if chosen is not None:
+        _count_idle(state, max(0.0, now - chosen.free_at), chosen is plan.latest or chosen is (started or [None])[0])
     return chosen
 
+
+def _count_idle(state: _ExperimentState, seconds: float, last: bool) -> None:
+    if last:
+        state.last_idle_s += seconds
+    else:
+        state.burst_idle_s += seconds
+
+
+def _close(state: _ExperimentState, end: float, lead_s: float) -> None:
+    """Count the idle time of what the plan in force keeps after the trace's last request: inside the
+    trace up to `end`, after it apart (`idle_after_end_minutes`)."""
+    plan = _plan(state, lead_s)
+    spans = [(c.free_at, _until(plan, c), c is plan.latest) for c in state.containers]
+    spans += [(plan.pin_from, plan.pin_until, i == 0 and plan.latest is None) for i in range(plan.new)]
+    for start, until, last in spans:
+        _count_idle(state, max(0.0, min(until, end) - start), last)
+        state.after_end_s += max(0.0, until - max(start, end))

@@ -171,7 +171,9 @@ def test_a_plan_is_recomputed_after_its_gaps_or_its_idle_times_grew_by_an_eighth
     computed: list[tuple[int, int]] = []
 
     class Recording:
-        def plan(self, histogram: IdleHistogram):  # type: ignore[no-untyped-def]
+        per_container = 1
+
+        def plan(self, histogram: IdleHistogram, bursts: IdleHistogram | None = None):  # type: ignore[no-untyped-def]
             computed.append((histogram.total, histogram.idle_times))
             return best_plan(histogram, PARAMS)
 
@@ -187,6 +189,9 @@ def test_a_plan_is_recomputed_after_its_gaps_or_its_idle_times_grew_by_an_eighth
     gaps.learned()
     assert computed == [(n, n) for n in range(1, 9)] + [(1008, 8), (1009, 9)]
     assert sys.getsizeof(gaps.histogram.counts) + 8 * 8 <= 2048
+    gaps.add_burst(30.0)  # the first burst gap: a plan for the extra containers too
+    gaps.learned()
+    assert computed[-1] == (1010, 10)
 
 
 def test_health_shows_which_policy_decided_and_why(registry_file, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]

@@ -185,13 +185,18 @@ def test_fine_mode_activity_is_the_servers_trackers_forgetting_included(steps: l
     for gap, experiment in steps:
         t += gap
         requests.append(Request(t, experiment, 1.0))
-    simulate_requests(iter(requests), NamedPolicy("adaptive", recording, adaptive.learner), max_containers=2)
+    simulate_requests(iter(requests), NamedPolicy("adaptive", recording, adaptive.learner), max_containers=40)
     tracker = ActivityTracker(300, retention_s=RETENTION_S, clock=lambda: 0.0, learner=adaptive.learner)
     expected = []
-    for request in requests:
-        expected.append(tracker.record_request(request.experiment_id, at=request.time_s))
-        tracker.record_completion(request.experiment_id, at=request.time_s)
-    assert seen == expected  # every field: times, counts, requests in flight, what was learned
+    # each request runs 1 s (below the cap: none waits); a completion at the time of an arrival comes first
+    events = sorted([(r.time_s, 1, r.experiment_id) for r in requests] + [(r.time_s + 1.0, 0, r.experiment_id) for r in requests],
+                    key=lambda event: event[:2])  # stable: arrivals at one time in the trace's order
+    for at, arrival, experiment_id in events:
+        if arrival:
+            expected.append(tracker.record_request(experiment_id, at=at))
+        else:
+            tracker.record_completion(experiment_id, at=at)
+    assert seen == expected  # every field: times, counts, requests in flight, what was learned, the width
 
 
 def test_fine_mode_by_hand() -> None:
@@ -325,14 +330,23 @@ def test_simulate_sweep_writes_the_pareto_plot(tmp_path: Path) -> None:
 
 
 def test_simulate_fine_mode_on_the_llm_trace(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["simulate", "--trace", str(SHARED_LLM), "--mode", "fine", "--policy", "fixed:60",
-                                      "--json", "--out", str(tmp_path)])
-    assert result.exit_code == 0, result.output
-    row = json.loads(result.stdout)[0]
-    assert row["invocations"] == 19_366 and row["cold_starts"] >= 1
+    rows = {}
+    for inputs in ("1", "32"):  # one request a container, or MODAL_CONCURRENT_INPUTS' default
+        result = CliRunner().invoke(app, ["simulate", "--trace", str(SHARED_LLM), "--mode", "fine", "--policy", "fixed:60",
+                                          "--json", "--out", str(tmp_path), "--concurrent-inputs", inputs])
+        assert result.exit_code == 0, result.output
+        rows[inputs] = json.loads(result.stdout)[0]
+        assert rows[inputs]["invocations"] == 19_366 and rows[inputs]["cold_starts"] >= 1
     # ten containers' 1-minute windows still open when the trace ends: said, not silently dropped
-    assert row["idle_after_end_minutes"] == pytest.approx(10.0, abs=1.0)
+    assert rows["1"]["idle_after_end_minutes"] == pytest.approx(10.0, abs=1.0)
     assert "idle_after_end_minutes" in (tmp_path / "simulation.md").read_text()
+    # containers taking 32 requests at once: one is left at the end, not ten (the one-request containers
+    # are all busy, queueing, the whole trace: they idle under a minute in all)
+    assert rows["32"]["idle_after_end_minutes"] == pytest.approx(1.0, abs=0.1)
+    assert rows["1"]["idle_container_minutes"] < 1 < rows["32"]["idle_container_minutes"]
+    for row in rows.values():  # the two kinds of idle time, apart: they add up
+        assert row["burst_idle_minutes"] + row["last_container_idle_minutes"] == pytest.approx(
+            row["idle_container_minutes"], abs=0.01)
 
 
 def test_simulate_prints_a_table_a_person_reads_at_100_columns_and_says_what_is_degenerate(tmp_path: Path) -> None:

@@ -114,17 +114,17 @@ def test_a_request_waiting_for_a_replica_that_just_started_keeps_it() -> None:
 
 def test_the_last_replica_stays_while_the_handles_load_still_echoes_the_last_request() -> None:
     """Serve starts a replica at once, bypassing the policy, for a pool at zero whose averaged load is
-    above 0: scaling to zero during the echo would start a replica for nothing (a pre-warm plan
-    scales down right after its request). One stays until the echo is gone."""
+    above 0: scaling to zero during the echo would start a replica for nothing (a short window scales
+    down right after its request). One stays until the echo is gone."""
     from backends.local_ray.pool import LOOK_BACK_PERIOD_S, METRICS_PUSH_INTERVAL_S
 
     assert scaling.ECHO_S > LOOK_BACK_PERIOD_S + 2 * METRICS_PUSH_INTERVAL_S  # what Serve averages, as pushed
-    just_done = prewarm(idle_s=5)  # 0.5 s real at scale 10: past Modal's shortest window (2 s), inside the echo
+    just_done = plain(2, idle_s=5)  # 0.5 s real at scale 10: past Modal's shortest window (2 s), inside the echo
     decision = decide([idle(0.5)], just_done, ongoing=0.4, scale=10)
     assert (decision.replicas, decision.why) == (1, Why.LOAD_ECHO)
     assert decide([idle(0.5)], just_done, ongoing=0, scale=10).replicas == 0
-    assert decide([idle(2.0)], prewarm(idle_s=20), ongoing=0, scale=10).replicas == 0  # past the echo: not held
-    assert decide([idle(2.0)], prewarm(idle_s=20), ongoing=0.4, scale=10).why is Why.LOAD  # ... but a request waits
+    assert decide([idle(2.0)], plain(2, idle_s=20), ongoing=0, scale=10).replicas == 0  # past the echo: not held
+    assert decide([idle(2.0)], plain(2, idle_s=20), ongoing=0.4, scale=10).why is Why.LOAD  # ... but a request waits
     assert decide([], just_done, ongoing=0.4, scale=10).replicas == 1  # none left: the load is a request's (Serve's path)
 
 
@@ -141,14 +141,33 @@ def test_replicas_still_starting_count_as_capacity() -> None:
     assert decide([], plain(900, idle_s=5000), starting=1).replicas == 1  # e.g. a recovering controller
 
 
-def test_a_prewarm_plan_scales_to_zero_then_pins_one_replica_until_its_keep_time_ends() -> None:
+def test_a_prewarm_plan_holds_the_spell_scales_to_zero_then_pins_the_width_until_its_keep_time_ends() -> None:
     # pre-warm 600 s after the last request, keep 120 s; lead 50 s (all emulated)
-    assert decide([idle(3)], prewarm(3)).replicas == 0  # idle past Modal's shortest window: let it go at once
+    held = decide([idle(3)], prewarm(3))
+    assert held.replicas == 1 and held.phase is PlanPhase.SPELL  # the minute after a request: its spell's width held
+    assert decide([idle(61)], prewarm(61)).replicas == 0  # idle past a minute: let it go
     assert decide([], prewarm(300)).replicas == 0  # waiting for the pre-warm
     pinned = decide([], prewarm(555))
     assert pinned.replicas == 1 and pinned.phase is PlanPhase.PREWARM  # 45 s before the request is due
-    assert decide([idle(10, served=False)], prewarm(650)).replicas == 1  # kept during the keep window
-    assert decide([idle(10, served=False)], prewarm(725)).replicas == 0  # keep time over
+    assert decide([idle(95, served=False)], prewarm(650)).replicas == 1  # kept during the keep window (up since 555)
+    assert decide([idle(170, served=False)], prewarm(725)).replicas == 0  # keep time over
+    wide = plan_for("e", WindowDecision(120, WindowReason.LEARNED, "", prewarm_after_s=600), 555, 50.0, width=3)
+    assert decide([], wide).replicas == 3  # as many as its latest spells ran at once
+
+
+def test_two_windows_let_the_extra_replicas_go_after_the_burst_window_and_hold_the_last() -> None:
+    def two(idle_s: float):  # type: ignore[no-untyped-def]  # keep the last 900 s, the extra ones 120 s
+        return plan_for("e", WindowDecision(900, WindowReason.LEARNED, "", burst_window_s=120), idle_s, 0.0)
+
+    burst = [idle(100), idle(150), idle(200)]
+    assert decide(burst, two(100)).replicas == 1  # two idle past 120 s: gone; the pool's last held
+    assert decide([idle(100)], two(100)).replicas == 1
+    assert decide([idle(90)], two(90)).replicas == 1
+    assert decide([idle(500)], two(500)).replicas == 1  # past the burst window: the hold keeps it
+    assert decide([idle(901)], two(901)).replicas == 0  # past the window: gone
+    assert decide([idle(60), idle(70)], two(60)).replicas == 2  # inside the burst window: both stay
+    # the hold keeps a running replica and starts none: a pool at zero stays there
+    assert decide([], two(500), current=0).replicas == 0
 
 
 def test_a_request_in_flight_is_never_cut_by_a_prewarm_plan() -> None:

@@ -15,7 +15,8 @@ from backends.modal_backend.ingress import PublishingTracker
 from backends.modal_backend.pools import PoolKey, pool_key
 from backends.modal_backend.reconciler import ReconcilerLoop, WindowReconciler
 from backends.modal_backend.registry_store import DictRegistrySource
-from backends.modal_backend.state_store import ModalDictStore, arrivals_key
+from backends.modal_backend.live_containers import pool_name
+from backends.modal_backend.state_store import ModalDictStore, arrivals_key, live_key
 from core.keepwarm.controller import plan_for, pool_state
 from core.keepwarm.decision import WindowDecision, WindowReason
 from core.keepwarm.policies import policy_from_settings
@@ -183,17 +184,19 @@ def test_a_day_of_a_cron_job_and_a_bursty_experiment() -> None:
 
     world.run(day())
     cron = world.autoscaler.states("cron")
-    raises = [t for t, w, m in cron if m == 1]
+    first_request = 1_000_000.0
+    pinned = [t for t, w, m in cron if m == 1]
+    # pinned only within a minute before a request due at a multiple of 30 minutes (the pre-warm) or
+    # within a minute after one (the spell's hold)
+    for t in pinned:
+        assert (first_request - t) % 1800 <= 61 or (t - first_request) % 1800 <= 61, t - first_request
+    raises = [t for t in pinned if 0 < (first_request - t) % 1800 <= 61]
     assert len(raises) >= 30  # learned within the first hours: then a pre-warm before every request
     for (t, w, m), (t2, w2, m2) in zip(cron, cron[1:]):
         assert MODAL_MIN_WINDOW_S <= w <= 3600
-        if m == 1:  # raised before the request was due ...
-            assert m2 == 0  # ... and the next state lowers it again
-    assert cron[-1][2] == 0  # nothing pinned at the end of the day
-    first_request = 1_000_000.0
-    for t in raises:  # raised within a minute before a request due at a multiple of 30 minutes
-        lead = (first_request - t) % 1800
-        assert 0 <= lead <= 61, lead
+        if m == 1 and m2 == 1:  # the pre-warm's pin, then the spell's hold from the request on ...
+            assert (t2 - first_request) % 1800 <= 61
+    assert cron[-1][2] == 0  # ... and nothing pinned between them, nor at the end of the day
     bursty = world.autoscaler.states("bursty")
     assert bursty and all(MODAL_MIN_WINDOW_S <= w <= 3600 for _, w, _ in bursty)
     assert bursty[-1][2] == 0
@@ -207,21 +210,70 @@ def test_a_request_on_schedule_lowers_the_pinned_container() -> None:
     pinned_at_request: list[int] = []
 
     async def scenario() -> None:
-        for _ in range(20):  # every 20 minutes: a pre-warm is learned within a few hours
+        start = world.clock.now
+        for i in range(20):  # every 20 minutes: a pre-warm is learned within a few hours
+            world.clock.now = start + 1200 * i
             world.request(ingress, "cron")
             await ingress.flush()
             await world.reconciler.reconcile()  # the ingress's poke, right after the request
+            world.clock.now = start + 1200 * i + 61
+            await world.reconciler.reconcile()  # the wake-up the plan asked for: the spell's minute is over
             pinned_at_request.append(world.autoscaler.states("cron")[-1][2])
-            world.clock.advance(19 * 60)
+            world.clock.now = start + 1200 * (i + 1) - 59.5
             await world.reconciler.reconcile()  # a minute before the next request is due
-            world.clock.advance(60 - 0.5)
 
     world.run(scenario())
     states = world.autoscaler.states("cron")
     raises = [i for i, (_, _, m) in enumerate(states) if m == 1]
     assert len(raises) >= 3
-    assert all(states[i + 1][2] == 0 for i in raises if i + 1 < len(states))  # each raise is followed by a lowering
-    assert pinned_at_request[-5:] == [0] * 5  # the request found a pre-warmed container and released the pin
+    pins = "".join(str(m) for _, _, m in states)
+    assert "111" not in pins  # at most the pre-warm's pin, then the spell's hold: then lowered
+    assert pinned_at_request[-5:] == [0] * 5  # the request found a pre-warmed container; a minute on, the pin is gone
+
+
+def test_two_windows_the_pools_window_is_the_burst_window_and_min_containers_holds_the_last_one() -> None:
+    """A pool whose bursts (3 requests at once, one a container) come back after longer than any window:
+    its extra containers go after a minute, its last one is held for the learned hour — Modal's
+    scaledown window is the burst window, `min_containers` 1 holds the last container while it runs,
+    and is let go once the hour is over. A pool with no container running gets the one window: the
+    hold starts no container."""
+    world = World(adaptive(modal_concurrent_inputs=1))
+    ingress = world.ingress("i")
+    name = pool_name(pool_key(REGISTRY.get("e"), None))
+
+    async def beat() -> None:  # the pool's container says it lives (its heartbeat)
+        await world.store.put(live_key("model-1"), {"experiment": "e", "pool": name, "at": world.clock.now})
+
+    async def scenario() -> list[tuple[int, int]]:
+        gaps = [60, 600, 900, 120, 780]  # irregular: no pre-warm; a burst every 8th request
+        for i in range(40):
+            n = 3 if i % 8 == 0 else 1
+            for _ in range(n):
+                ingress.record_request("e")
+            world.clock.advance(20)
+            for _ in range(n):
+                ingress.record_completion("e")
+            await beat()
+            await ingress.flush()
+            await world.reconciler.reconcile()
+            world.clock.advance(gaps[i % 5] - 20)
+        after_requests = world.autoscaler.states("e")[-1][1:]
+        world.clock.advance(3600 - gaps[39 % 5] + 20)  # the last request's hour is over
+        await beat()
+        await world.reconciler.reconcile()
+        hour_over = world.autoscaler.states("e")[-1][1:]
+        await world.store.pop(live_key("model-1"))  # the container went: the next request starts one
+        ingress.record_request("e")
+        world.clock.advance(1)
+        ingress.record_completion("e")
+        await ingress.flush()
+        await world.reconciler.reconcile()
+        return [after_requests, hour_over, world.autoscaler.states("e")[-1][1:]]
+
+    after_requests, hour_over, none_running = world.run(scenario())
+    assert after_requests == (60, 1)  # extra containers: 1 minute; the last one held
+    assert hour_over == (60, 0)
+    assert none_running == (3600, 0)  # nothing to hold: the one window, no container started for it
 
 
 def test_windows_are_reapplied_after_a_deploy_and_not_before() -> None:
