@@ -60,7 +60,11 @@ def hybrid_policy(params: HybridParams) -> Policy:
     return lambda activity: hybrid_window(activity, params)
 
 
-def fixed_window(seconds: int) -> Policy:
-    """A policy that always answers the same window."""
-    decision = WindowDecision(seconds, WindowReason.FIXED, f"fixed window {seconds}s")
+def fixed_window(seconds: int, burst_s: int | None = None) -> Policy:
+    """A policy that always answers the same window (and, with `burst_s`, a shorter one for the extra containers)."""
+    if burst_s is not None and burst_s < seconds:
+        decision = WindowDecision(seconds, WindowReason.FIXED, f"fixed windows: the last container {seconds}s, "
+                                  f"extra ones {burst_s}s", burst_window_s=burst_s)
+    else:
+        decision = WindowDecision(seconds, WindowReason.FIXED, f"fixed window {seconds}s")
     return lambda activity: decision

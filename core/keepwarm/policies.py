@@ -1,5 +1,5 @@
-"""The one place that turns a policy's name into a policy: `fixed:600`, `hybrid`, `hybrid:performance`,
-`adaptive`, `adaptive:80`.
+"""The one place that turns a policy's name into a policy: `fixed:600`, `fixed:600:60` (extra containers
+60 s), `hybrid`, `hybrid:performance`, `adaptive`, `adaptive:80`.
 
 Why this module exists: the servers read `HYBRID_POLICY`, the simulator and the benchmarks name
 policies on the command line; both must get the very same policy for the same name, with a clear
@@ -13,7 +13,7 @@ from core.keepwarm.decision import NamedPolicy
 from core.keepwarm.hybrid import HybridParams, fixed_window, hybrid_policy
 from core.settings import PRESETS, Settings
 
-POLICY_NAMES = "fixed:SECONDS, hybrid, hybrid:PRESET, adaptive[:KAPPA]"
+POLICY_NAMES = "fixed:SECONDS[:BURST_SECONDS], hybrid, hybrid:PRESET, adaptive[:KAPPA]"
 
 
 class PolicySpecError(ValueError):
@@ -28,13 +28,16 @@ def policy_named(spec: str, settings: Settings) -> NamedPolicy:
     """The policy `spec` names; parameters it leaves out come from the settings."""
     kind, _, arg = spec.partition(":")
     if kind == "fixed":
+        window, _, burst = arg.partition(":")
         try:
-            seconds = int(arg)
+            seconds, burst_s = int(window), int(burst) if burst else None
         except ValueError:
-            raise PolicySpecError(f"--policy {spec!r}: fixed needs whole seconds, e.g. fixed:600") from None
-        if seconds <= 0:
-            raise PolicySpecError(f"--policy {spec!r}: the window must be > 0 seconds")
-        return NamedPolicy(spec, fixed_window(seconds))
+            raise PolicySpecError(f"--policy {spec!r}: fixed needs whole seconds, e.g. fixed:600 or fixed:600:60 "
+                                  "(the last container 600 s, extra ones 60 s)") from None
+        if seconds <= 0 or (burst_s is not None and not 0 < burst_s <= seconds):
+            raise PolicySpecError(f"--policy {spec!r}: the window must be > 0 seconds, an extra containers' one "
+                                  "between 1 and the window")
+        return NamedPolicy(spec, fixed_window(seconds, burst_s))
     if kind == "hybrid":
         if not arg:
             params = HybridParams.from_settings(settings)

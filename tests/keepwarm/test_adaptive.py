@@ -207,6 +207,31 @@ def test_health_shows_which_policy_decided_and_why(registry_file, monkeypatch: p
     assert health["configuration"]["HYBRID_POLICY"] == "adaptive"
 
 
+def test_health_and_experiments_show_the_burst_window(registry_file, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """An experiment whose bursts (three requests at once, one a container) never come back within its
+    window: `/health` shows its plan's two windows, `/experiments` its burst window."""
+    monkeypatch.setenv("HYBRID_POLICY", "adaptive")
+    monkeypatch.setenv("MODAL_CONCURRENT_INPUTS", "1")
+    settings = make_settings(registry_path=registry_file)
+    with TestClient(build_inprocess_app(settings)) as client:
+        tracker = client.app.state.request_path.controller.tracker  # type: ignore[attr-defined]
+        gaps = [60, 600, 900, 120, 780] * 8  # irregular (no pre-warm); a burst every 8th request
+        t = tracker._clock() - sum(gaps)  # the history: 40 requests up to now
+        for i, gap in enumerate(gaps):
+            n = 3 if i % 8 == 0 else 1
+            for _ in range(n):
+                tracker.record_request("fe", at=t)
+            for _ in range(n):
+                tracker.record_completion("fe", at=t + 20)
+            t += gap
+        health = client.get("/health").json()
+        rows = {row["id"]: row for row in client.get("/experiments").json()}
+    window = health["scaling"]["experiments"]["fe"]
+    assert window["burst_window_s"] == 60 and window["scaledown_window_s"] > 60, window
+    assert window["plan"].startswith("keep extra containers 60s, the last one")
+    assert rows["fe"]["burst_window_s"] == 60
+
+
 def test_the_default_policy_stays_the_hybrid_one() -> None:
     settings = make_settings()
     policy = policy_from_settings(settings)

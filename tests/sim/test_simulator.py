@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from core.cli import app
 from core.keepwarm.activity import ActivityTracker
-from core.keepwarm.decision import NamedPolicy
+from core.keepwarm.adaptive import AdaptiveParams, adaptive_policy
+from core.keepwarm.decision import NamedPolicy, WindowDecision, WindowReason
 from core.keepwarm.hybrid import HybridParams, fixed_window, hybrid_policy, hybrid_window
 from core.keepwarm.policies import PolicySpecError
 
@@ -226,6 +227,66 @@ def test_fine_mode_queues_at_the_container_limit_and_scales_out_below_it() -> No
     assert simulate_requests(iter(burst), fixed(60), max_containers=3).cold_starts == 3
 
 
+def always(decision: WindowDecision, learner=None) -> NamedPolicy:  # type: ignore[no-untyped-def]
+    return NamedPolicy("always", lambda activity: decision, learner)
+
+
+def test_fine_mode_two_windows_by_hand() -> None:
+    """Extra containers go after the burst window, the last one after the window; their idle apart."""
+    two = always(WindowDecision(600, WindowReason.LEARNED, "", burst_window_s=60))
+    requests = [Request(0, "e", 10), Request(1, "e", 10), Request(200, "e", 1)]
+    out = simulate_requests(iter(requests), two, max_containers=2)
+    # A busy 0..10, B (cold) 1..11; at 200 A, idle since 10, went at 70 (60 s, burst); B, the last one,
+    # takes the request (idle 189 s); B's window runs past the end
+    assert out.cold_starts == 2
+    assert round(out.idle_container_minutes * 60, 6) == 249.0 and round(out.burst_idle_minutes * 60, 6) == 60.0
+    assert out.summary()["last_container_idle_minutes"] == round(189 / 60, 3)
+    assert round(out.idle_after_end_minutes * 60, 6) == 600.0
+    named = simulate_requests(iter(requests), parse_policy("fixed:600:60", make_settings()), max_containers=2)
+    assert named.summary() | {"policy": "always"} == out.summary()  # `--policy fixed:600:60` names the same plan
+    one = simulate_requests(iter(requests), fixed(600), max_containers=2)
+    assert one.cold_starts == 2 and round(one.burst_idle_minutes * 60, 6) == 190.0  # one window: A stays, idle
+
+
+def test_fine_mode_prewarm_plans_by_hand() -> None:
+    """Timed from the latest arrival: the pool is held the minute after it, goes, and comes back at the
+    pre-warm (`prewarm_after_s` after the arrival) for the keep time; a request before it is cold."""
+    prewarm = always(WindowDecision(120, WindowReason.LEARNED, "", prewarm_after_s=300))
+    on_time = simulate_requests(iter([Request(0, "e", 1), Request(30, "e", 1), Request(400, "e", 1)]), prewarm, 2)
+    # 30: inside the spell, warm (idle 29); the container goes at 91 (the spell's minute after 30 and its
+    # own after 31: idle 60); the pre-warm at 330 is taken at 400 (idle 70)
+    assert on_time.cold_starts == 1 and round(on_time.idle_container_minutes * 60, 6) == 29 + 60 + 70
+    # after the end: the last container's minute, then the next pre-warm, 700..820
+    assert round(on_time.idle_after_end_minutes * 60, 6) == 60 + 120
+    early = simulate_requests(iter([Request(0, "e", 1), Request(30, "e", 1), Request(200, "e", 1)]), prewarm, 2)
+    assert early.cold_starts == 2  # due at 330: at 200 nothing is warm
+    late = simulate_requests(iter([Request(0, "e", 1), Request(30, "e", 1), Request(500, "e", 1)]), prewarm, 2)
+    assert late.cold_starts == 2  # the pre-warm ran 330..450 unused (idle 120) and went
+    assert round(late.idle_container_minutes * 60, 6) == 29 + 60 + 120
+
+
+def test_fine_mode_prewarms_the_experiments_width() -> None:
+    """A burst of three, each on its own container: the pre-warm brings three back (the width its
+    tracker measured), so the next burst finds them all warm."""
+    prewarm = always(WindowDecision(120, WindowReason.LEARNED, "", prewarm_after_s=300),
+                     adaptive_policy(AdaptiveParams(concurrent_inputs=1)).learner)
+    burst = [Request(t, "e", 10) for t in (0.0, 0.1, 0.2)] + [Request(t, "e", 10) for t in (310.0, 310.1, 310.2)]
+    out = simulate_requests(iter(burst), prewarm, max_containers=5)
+    assert out.cold_starts == 3
+    narrow = simulate_requests(iter(burst), always(WindowDecision(120, WindowReason.LEARNED, "", prewarm_after_s=300)),
+                               max_containers=5)
+    assert narrow.cold_starts == 5  # no width known (no learner): one container comes back
+
+
+def test_fine_mode_containers_take_several_requests_at_once() -> None:
+    burst = [Request(t, "e", 10) for t in (0.0, 0.1, 0.2)]
+    assert simulate_requests(iter(burst), fixed(60), max_containers=5, concurrent_inputs=2).cold_starts == 2
+    assert simulate_requests(iter(burst), fixed(60), max_containers=5, concurrent_inputs=3).cold_starts == 1
+    assert simulate_requests(iter(burst), fixed(60), max_containers=5).cold_starts == 3
+    # at the cap, full: the request waits for the first slot (warm, queued)
+    assert simulate_requests(iter(burst), fixed(60), max_containers=1, concurrent_inputs=2).cold_starts == 1
+
+
 def test_fine_mode_tells_its_progress_in_steps_that_add_up_to_every_request(monkeypatch: pytest.MonkeyPatch) -> None:
     from core.sim import simulator
 
@@ -373,6 +434,8 @@ def test_a_trace_whose_gaps_tell_the_policies_apart_gets_no_such_note(tmp_path: 
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--policy", "fixed:abc"], "whole seconds"),
+    (["--policy", "fixed:60:120"], "between 1 and the window"),
+    (["--policy", "fixed:600:x"], "fixed:600:60"),
     (["--policy", "hybrid:turbo"], "unknown preset"),
     (["--policy", "lru"], "expected fixed:SECONDS"),
     (["--mode", "fine", "--policy", "oracle"], "minute mode"),

@@ -120,3 +120,23 @@ def test_retired_and_stopped_applications_leave_no_activity_behind(gcs: Any) -> 
     assert [r.experiment_id for r in ActivityStore("app").read_all()] == ["b"]
     ActivityStore("app").forget()
     assert ActivityStore("app").read_all() == [] and ActivityStore("other").read("a") is not None
+
+
+def test_the_burst_gaps_and_the_width_reach_the_controller_through_the_gcs(gcs: Any) -> None:
+    """The controller plans from what the ingress published: without the burst gaps and the width a
+    pool's extra replicas would keep the last one's window and a pre-warm would bring back one replica."""
+    ingress = tracker_for(policy_name="adaptive", modal_concurrent_inputs=1)
+    for start in (0.0, 900.0):  # three requests at once, twice
+        for i in range(3):
+            ingress.record_request("e", at=start + i)
+        for i in range(3):
+            ingress.record_completion("e", at=start + 30 + i)
+    asyncio.run(ingress.published("e"))
+    published = ActivityStore("app").read("e")
+    assert published is not None and published.width == 3 and published.burst_gaps
+    from backends.local_ray.scaling import pool_activity
+    from core.keepwarm.adaptive import AdaptiveParams, AdaptiveLearner
+
+    activity = pool_activity("e", published, [], 1000.0, 300, AdaptiveLearner(AdaptiveParams(concurrent_inputs=1)))
+    assert activity is not None and activity.width == 3
+    assert activity.learned is not None and activity.learned.burst_gaps == 2  # levels 2 and 3, once each
