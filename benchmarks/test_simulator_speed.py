@@ -68,7 +68,8 @@ def test_adaptive_policy_on_the_full_2019_sample(benchmark, summary) -> None:  #
 
 def test_adaptive_policy_on_the_full_2019_sample_in_fine_mode(benchmark, summary) -> None:  # type: ignore[no-untyped-def]
     """Fine mode (issue 25): every request at its time, with the trace's function durations and up to
-    the settings' containers per experiment — as `hybrid-serve simulate --mode fine` replays it."""
+    the settings' containers per experiment, each taking MODAL_CONCURRENT_INPUTS requests at once — as
+    `hybrid-serve simulate --mode fine` replays it."""
     settings = load_settings(env_file=None)
     policy = parse_policy("adaptive", settings)
     durations = read_function_durations(TRACE.with_name("function_durations.csv"))
@@ -76,7 +77,8 @@ def test_adaptive_policy_on_the_full_2019_sample_in_fine_mode(benchmark, summary
     def replay() -> SimResult:
         return simulate_requests(read_requests(TRACE, TraceFormat.AZURE_FUNCTIONS_2019), policy,
                                  settings.experiment_max_containers, durations=durations,
-                                 activity_window_s=settings.activity_window)
+                                 activity_window_s=settings.activity_window,
+                                 concurrent_inputs=settings.modal_concurrent_inputs)
 
     result = benchmark.pedantic(replay, rounds=1, iterations=1)
     summary.add("simulator", "full 2019 sample, adaptive policy, fine mode", benchmark.stats.stats.median, "s", "≤ 20 s",

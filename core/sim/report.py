@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 COLUMNS = ("policy", "invocations", "cold_starts", "cold_start_pct", "p75_experiment_cold_start_pct",
-           "idle_container_minutes", "idle_after_end_minutes", "idle_cost", "cold_starts_x_oracle", "p75_x_oracle",
+           "idle_container_minutes", "idle_after_end_minutes", "burst_idle_minutes", "last_container_idle_minutes",
+           "idle_cost", "cold_starts_x_oracle", "p75_x_oracle",
            "idle_x_fixed_10min")
 #: Ratios get three decimals: targets such as "≤ 1.15× the oracle" are read off them.
 RATIOS = ("cold_starts_x_oracle", "p75_x_oracle", "idle_x_fixed_10min")
@@ -57,6 +58,13 @@ def terminal_report(rows: Sequence[dict[str, Any]], mode: str) -> str:
           _cell(r["idle_after_end_minutes"]), _cell(r.get("idle_cost"))] for r in rows])
     out.append("ctr-min: container-minutes; p75 cold: the 75th percentile of the experiments' own cold-start "
                "rates; after end: what the windows still open at the trace's end cost after it")
+    split = [r for r in rows if r.get("burst_idle_minutes") is not None]
+    if split:
+        out += ["", "Idle time by container: the extra (burst) containers' and the pool's last one's:"]
+        out += text_table(["policy", "burst idle (ctr-min)", "last container idle (ctr-min)", "burst share (%)"],
+                          [[str(r["policy"])[:28], _cell(r["burst_idle_minutes"]), _cell(r["last_container_idle_minutes"]),
+                            _cell(100 * r["burst_idle_minutes"] / r["idle_container_minutes"] if r["idle_container_minutes"] else 0.0, 1)]
+                           for r in split])
     compared = [r for r in rows if r.get("cold_starts_x_oracle") is not None or r.get("idle_x_fixed_10min") is not None]
     if compared:
         out += ["", "Against the oracle at the same idle budget, and idle against a fixed 10-minute keep-alive:"]

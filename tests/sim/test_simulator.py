@@ -410,6 +410,24 @@ def test_simulate_fine_mode_on_the_llm_trace(tmp_path: Path) -> None:
             row["idle_container_minutes"], abs=0.01)
 
 
+def test_fine_mode_prints_the_burst_and_the_last_containers_idle_apart(tmp_path: Path) -> None:
+    trace = tmp_path / "t.csv"  # bursts of three (one request a container) every 10 minutes, 30 s each
+    trace.write_text("timestamp,experiment_id,duration_ms\n" + "".join(
+        f"{start + i},e,30000\n" for start in range(0, 6000, 600) for i in range(3)))
+    result = CliRunner().invoke(app, ["simulate", "--trace", str(trace), "--mode", "fine", "--policy", "fixed:600",
+                                      "--policy", "fixed:600:60", "--concurrent-inputs", "1", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 100
+    header = lines.index(next(line for line in lines if line.startswith("policy") and "burst idle (ctr-min)" in line))
+    rows = {line.split()[0]: line.split()[1:] for line in lines[header + 2:header + 4]}
+    # one window: between two bursts the extra containers idle from 31 and 30 s to 601 and 602 s (the most
+    # recently used is taken first); two windows: a minute each (the last burst's still busy at the end)
+    assert rows["fixed:600"][0] == f"{9 * (570 + 572) / 60:,.2f}" and rows["fixed:600:60"][0] == f"{9 * 2 * 60 / 60:,.2f}"
+    assert rows["fixed:600"][1] == rows["fixed:600:60"][1]  # the last container's idle is the same
+    assert "last_container_idle_minutes" in (tmp_path / "o" / "simulation.md").read_text()
+
+
 def test_simulate_prints_a_table_a_person_reads_at_100_columns_and_says_what_is_degenerate(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["simulate", "--trace", str(SHARED_LLM), "--policy", "hybrid", "--policy", "fixed:60",
                                       "--policy", "oracle", "--out", str(tmp_path)])
