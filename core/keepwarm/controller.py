@@ -171,7 +171,7 @@ def pool_state(window_s: float, prewarm_after_s: float | None, idle_s: float, le
     since = idle_s if since_request_s is None else since_request_s
     start, end = prewarm_after_s - lead_s, prewarm_after_s + window_s
     if since < min(start, PREWARM_PLAN_WINDOW_S):
-        return PoolState(PlanPhase.SPELL, PREWARM_PLAN_WINDOW_S, max(1, width), PREWARM_PLAN_WINDOW_S - since)
+        return PoolState(PlanPhase.SPELL, PREWARM_PLAN_WINDOW_S, max(1, width), min(start, PREWARM_PLAN_WINDOW_S) - since)
     if since < start:
         return PoolState(PlanPhase.AWAIT_PREWARM, PREWARM_PLAN_WINDOW_S, 0, start - since)
     if since < end:

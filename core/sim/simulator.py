@@ -13,13 +13,19 @@ gap, W for a gap that went cold, and min(W, minutes left in the trace) after the
 the first invocation is cold.
 
 Fine mode: per-request times and execution durations, up to `max_containers` containers per
-experiment; a request takes an idle warm container, else starts one (a cold start) while below the
-maximum, else waits for the first to free up; a container that stays idle for the window in force
-(the latest decision) scales down; idle time is counted until then (or the end of the trace; what the
-windows still open at the end cost after it is reported apart, `idle_after_end_minutes`, in both modes). A
-pre-warm decision (adaptive policy) is applied conservatively here: kept warm for delay + window.
+experiment, each taking `concurrent_inputs` requests at once; a request takes a busy container with
+room, else the most recently used idle one, else starts one (a cold start) while below the maximum,
+else waits for the first free slot. The plan in force (the latest decision) is applied as the servers
+apply it (core.keepwarm.controller's `pool_state`), worked out at each request for the time since
+the one before: one window for every idle container; two windows (extra containers the burst window,
+the pool's last one the window); a pre-warm plan (idle containers go after a minute; the pool held at
+the experiment's width through the minute after a request, and pinned at it from the lead before the
+next request is due, `prewarm_after_s` after the latest arrival, to the end of the keep time). Idle
+time is counted until a container goes (or the end of the trace; what the plans still keep at the
+end cost after it is reported apart, `idle_after_end_minutes`, in both modes), the extra containers'
+apart from the last one's; a container a plan starts idles from its start.
 Each request's activity is what the servers' tracker (`ActivityTracker`) would give: the same
-experiment records (`ExperimentRecord`), a request's arrival then its completion, and an experiment
+experiment records (`ExperimentRecord`), arrivals and completions in time order, and an experiment
 idle for the retention forgotten — a time-ordered replay needs none of the tracker's lock or order of
 use, so it keeps the records itself (a record is forgotten when the request before this one came
 `retention` after it was last touched, which is when the tracker forgets it).
@@ -301,7 +307,8 @@ class _Container:
         self.in_flight(start)
         end = start + duration
         heappush(self.running, end)
-        self.free_at = max(self.free_at, end)
+        if end > self.free_at:
+            self.free_at = end
         self.fresh = False
         return end
 
@@ -351,7 +358,8 @@ def simulate_requests(
     durations = durations or {}
     for request in requests:
         t = request.time_s
-        end = max(end, t)
+        if t > end:
+            end = t
         experiment_id = request.experiment_id
         state = states.get(experiment_id)
         if state is None:
@@ -368,7 +376,8 @@ def simulate_requests(
         else:  # every slot busy at the maximum: wait for the first to free up (warm, but queued)
             container = min(state.containers, key=lambda c: c.running[0] if c.in_flight(t) else t)
             finish = container.take(heappop(container.running) if container.running else t, duration)
-        state.busy_until = max(state.busy_until, container.free_at)
+        if container.free_at > state.busy_until:
+            state.busy_until = container.free_at
         state.last_arrival = t
         state.invocations += 1
         record = records.get(experiment_id)
@@ -416,8 +425,8 @@ def _plan(state: _ExperimentState, lead_s: float) -> _Plan:
     after the latest arrival (topped up to the experiment's width at it: `_top_up`), and again from
     `lead_s` before the next request is due — `prewarm_after_s` after the latest arrival — to the end of
     its keep time, at the width: the containers still there, and new ones for the rest."""
-    decision = state.decision
-    latest = max(state.containers, key=lambda c: c.free_at) if state.containers else None
+    decision, containers = state.decision, state.containers
+    latest = (containers[0] if len(containers) == 1 else max(containers, key=_free_at)) if containers else None
     none = float("inf")
     if decision is None:
         return _Plan(0.0, latest, float("-inf"), none, none, 0)
@@ -432,6 +441,10 @@ def _plan(state: _ExperimentState, lead_s: float) -> _Plan:
     there = sum(1 for c in state.containers if max(c.free_at + PREWARM_PLAN_WINDOW_S, held) > start)
     latest_until = float("-inf") if latest is None else max(latest.free_at + PREWARM_PLAN_WINDOW_S, held)
     return _Plan(PREWARM_PLAN_WINDOW_S, latest, latest_until, start, until, max(0, state.width - there), held)
+
+
+def _free_at(container: _Container) -> float:
+    return container.free_at
 
 
 def _until(plan: _Plan, container: _Container) -> float:

@@ -48,6 +48,14 @@ def test_a_prewarm_plan_holds_the_spell_lets_go_then_pins_the_experiments_width_
         assert plan.describe().endswith(f"expected in {max(0.0, 600 - since):.1f}s")
 
 
+def test_a_prewarm_due_within_the_spells_minute_follows_the_spell_at_once() -> None:
+    soon = WindowDecision(120, WindowReason.LEARNED, "", prewarm_after_s=120)  # lead 90 s: the pin from 30 s
+    spell = plan_for("e", soon, 10.0, lead_s=90, since_request_s=10.0, width=2)
+    assert (spell.phase, spell.min_containers, spell.changes_in_s) == (PlanPhase.SPELL, 2, 20.0)
+    pinned = plan_for("e", soon, 30.0, lead_s=90, since_request_s=30.0, width=2)
+    assert (pinned.phase, pinned.min_containers, pinned.changes_in_s) == (PlanPhase.PREWARM, 2, 210.0)
+
+
 @pytest.mark.parametrize(("idle", "pinned", "changes_in"), [
     (0.0, 1, 900.0),  # busy or just idle: the last container is held for the long window ...
     (899.0, 1, 1.0),

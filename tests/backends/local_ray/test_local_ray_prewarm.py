@@ -1,13 +1,14 @@
 """Pre-warming end to end on the local Ray backend (adaptive policy), over real HTTP.
 
-Time scale 6 (one emulated minute = 10 s real); 25 s real (2.5 emulated minutes) idle between requests.
-The experiment's first four requests are history: written to the GCS as an earlier ingress would
+Time scale 6 (one emulated minute = 10 s real); 45 s real (4.5 emulated minutes) between requests.
+The experiment's first 24 requests are history: written to the GCS as an earlier ingress would
 have published them (with Ray up, before the application starts — the ingress takes them in at its
-start). Its fifth request, the first one sent, makes the fourth gap: the adaptive policy learns a
-pre-warm — scale to zero right after the request, bring one replica back HYBRID_PREWARM_LEAD_S = 12 s
-(real, longer than a cold start on an idle machine) before the next request is due — so the sixth
-request finds a warm replica although the experiment had no replica in between (under the whole suite's
-load, one still finishing its start: never one started for it). Takes about 45 s.
+start). From them the adaptive policy has learned a pre-warm 4 minutes after each arrival (so many
+gaps: scaling to zero turns the shorter pauses its prior still expects into cold starts) — the pool let go a minute after the request, one replica
+brought back HYBRID_PREWARM_LEAD_S = 12 s (real, longer than a cold start on an idle machine) before
+the next request is due (28 s real after the arrival) — so the sixth request finds a warm replica
+although the experiment had no replica in between (under the whole suite's load, one still finishing
+its start: never one started for it). Takes about 65 s.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from tests.backends.local_ray.conftest import ray_app
 
 pytestmark = pytest.mark.session_ray  # on this session's Ray instance (tests/conftest.py)
 
-GAP_S = 25.0
+GAP_S = 45.0
 TIME_SCALE = 6
 
 
@@ -59,7 +60,7 @@ def adaptive_ray(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPath
         with ray_app(settings):
             pass
     next_due = time.time() + 15  # time enough for the application to start
-    publish_history(settings, "cron", [next_due - GAP_S * k for k in (4, 3, 2, 1)])
+    publish_history(settings, "cron", [next_due - GAP_S * k for k in range(24, 0, -1)])
     with ray_app(settings) as url:
         yield {"url": url, "events": root / "events.jsonl", "next_due": next_due}
 
@@ -70,25 +71,25 @@ def test_a_regular_experiment_is_prewarmed_between_requests(adaptive_ray: dict[s
     with httpx.Client(base_url=url, timeout=120) as http:
         time.sleep(max(0.0, adaptive_ray["next_due"] - time.time()))
         answers.append(http.post("/predict/cron", json={"inputs": "beat 0"}).json())
-        done = time.time()  # its cold start took seconds: the idle gap the policy learned runs from here
+        done = time.time()  # after its cold start (seconds); the pre-warm is timed from its arrival
         time.sleep(GAP_S)
         answers.append(http.post("/predict/cron", json={"inputs": "beat 1"}).json())
         health = http.get("/health").json()
     learned = answers[0]
-    assert learned["window_reason"] == "learned", learned  # the history was taken in: this is the fourth gap
+    assert learned["window_reason"] == "learned", learned  # the history was taken in
     window = health["scaling"]["experiments"]["cron"]
-    assert window["policy"] == "adaptive" and window["prewarm_after_s"] == 120 and "pre-warm after 2 min" in window["detail"]
+    assert window["policy"] == "adaptive" and window["prewarm_after_s"] == 240 and "pre-warm after 4 min" in window["detail"]
     log = read_events(events)
     requests = [e["time"] for e in log if e["event"] == "request"]
     assert len(requests) == 2  # the history's requests were never sent
     after = [e for e in log if e["time"] > requests[0]]
     kinds = [e["event"] for e in after if e["event"] in ("scale_to_zero", "prewarm", "cold_start")]
-    # its own cold start (no replica was left), gone right after the request, back before the next one
+    # its own cold start (no replica was left), gone a minute (emulated) after the request, back before the next one
     story = "\n".join(f'{e["time"] - requests[0]:7.2f} {e["event"].value:14} replicas={e.get("replicas")} '
                       f'phase={e.get("phase")} {e.get("reason") or ""} {e.get("replica_start_s", "")} {e.get("total_s", "")}' for e in log)
     assert kinds[:3] == ["cold_start", "scale_to_zero", "prewarm"], story
     prewarm = next(e for e in after if e["event"] == "prewarm")
-    assert 0 < prewarm["time"] - done < GAP_S - 5, story
+    assert 0 < prewarm["time"] - done < GAP_S - 5 and prewarm["time"] - requests[0] == pytest.approx(28, abs=3), story
     if answers[1]["cold_load"]:
         # It met the pre-warmed replica still loading: on this machine under the whole suite's load a cold start
         # can take longer than the lead (17 s seen). The request then waits for the rest of that start only —

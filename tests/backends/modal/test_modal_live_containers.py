@@ -263,6 +263,36 @@ def test_a_prewarm_takes_a_free_slot_or_waits_for_one() -> None:
     assert world.autoscaler.states("cron")[-1][2] == 1 and world.autoscaler.max_containers["cron"] == 1
 
 
+def test_a_prewarm_of_a_wide_experiment_pins_its_width_within_the_free_slots() -> None:
+    """Three requests at once (one a container): the pre-warm brings back three — as many as the
+    deployment's free slots allow, the rest as slots free up."""
+    from core.keepwarm.decision import NamedPolicy, WindowDecision, WindowReason
+
+    world = World(load_modal_settings(env_file=None, max_containers=3, policy_name="adaptive", modal_concurrent_inputs=1))
+    learner = world.reconciler.autoscalers.policy.learner
+    world.reconciler.autoscalers.policy = NamedPolicy(
+        "learned", lambda a: WindowDecision(60, WindowReason.LEARNED, "", prewarm_after_s=600), learner)
+    ingress = world.ingress("i")
+    for _ in range(3):
+        ingress.record_request("cron")
+    world.clock.advance(5)
+    for _ in range(3):
+        ingress.record_completion("cron")
+    world.run(ingress.flush())
+    world.run(world.reconciler.reconcile())
+    assert world.autoscaler.states("cron")[-1][2] == 3  # the spell's width, held the minute after the requests
+    world.clock.advance(61)
+    world.run(world.reconciler.reconcile())  # the wake-up the plan asked for: the minute is over
+    assert world.autoscaler.states("cron")[-1][2] == 0
+    world.clock.advance(600 - 30 - 61)  # the pre-warm is due (its lead is inside the next 60 s)
+    beat(world.store, "o1", "bursty", world.clock.now)  # another experiment holds one of the three slots
+    world.run(world.reconciler.reconcile())
+    assert world.autoscaler.states("cron")[-1][2] == 2  # two of three now ...
+    world.clock.advance(STALE_S + 1)  # that container is gone
+    world.run(world.reconciler.reconcile())
+    assert world.autoscaler.states("cron")[-1][2] == 3  # ... the third when its slot is free
+
+
 def test_the_ingress_knows_each_experiments_requests_under_way_for_its_demand() -> None:
     world = World(load_modal_settings(env_file=None))
     ingress = world.ingress("i")
