@@ -374,7 +374,8 @@ def simulate_requests(
             state.containers.append(container)
             finish = container.take(t + cold_start_s, duration)
         else:  # every slot busy at the maximum: wait for the first to free up (warm, but queued)
-            container = min(state.containers, key=lambda c: c.running[0] if c.in_flight(t) else t)
+            # busy containers were looked at (`room`: their ended requests dropped) unless one takes one request
+            container = min(state.containers, key=_next_end if per_container > 1 else lambda c: c.running[0] if c.in_flight(t) else t)
             finish = container.take(heappop(container.running) if container.running else t, duration)
         if container.free_at > state.busy_until:
             state.busy_until = container.free_at
@@ -447,10 +448,21 @@ def _free_at(container: _Container) -> float:
     return container.free_at
 
 
+def _next_end(container: _Container) -> float:
+    return container.running[0]
+
+
 def _until(plan: _Plan, container: _Container) -> float:
     """Until when `container`, idle, is kept under `plan`."""
-    until = plan.latest_until if container is plan.latest else max(container.free_at + plan.burst_s, plan.held_until)
-    return max(until, plan.pin_until) if until > plan.pin_from else until
+    if container is plan.latest:
+        until = plan.latest_until
+    else:
+        until = container.free_at + plan.burst_s
+        if until < plan.held_until:
+            until = plan.held_until
+    if until > plan.pin_from and until < plan.pin_until:
+        return plan.pin_until
+    return until
 
 
 def _top_up(state: _ExperimentState, now: float) -> None:
