@@ -33,7 +33,7 @@ is known of the experiment's gaps. `adaptive_window` turns the plan into a decis
    extra container for w minutes bridges the burst gaps up to w and costs w for each longer one, so
    `best_burst_minutes` minimises the same  idle + κ_e · cold starts  over the burst gaps, and a window
    shorter than the last container's becomes the plan's burst window (plans without pre-warm: a
-   pre-warm plan lets every container go at once).
+   pre-warm plan brings back the experiment's width instead, core.keepwarm.controller).
 
 κ (HYBRID_ADAPTIVE_KAPPA) is the one knob: the price of a cold start of an unknown experiment, in
 idle container-minutes.
@@ -109,7 +109,7 @@ def cold_start_price(hist: IdleHistogram, params: AdaptiveParams) -> float:
     return params.kappa * (tau + mean_gap_minutes(hist, params.prior)) / (tau + PRIOR_MEAN_GAP_MIN)
 
 
-def best_plan(hist: IdleHistogram, params: AdaptiveParams, prewarm: bool = True) -> Plan:
+def best_plan(hist: IdleHistogram, params: AdaptiveParams) -> Plan:
     """argmin over (p, w) of  idle + κ_e·cold  on the experiment's gaps g (whole minutes, ≥ 1) and the
     prior's pseudo-gaps, with the simulator's minute-mode rules: no pre-warm (p = 0): g ≤ w warm with
     idle g − 1, else cold with idle w; pre-warm after p ≥ 2 minutes: g < p cold (no idle),
@@ -121,7 +121,7 @@ def best_plan(hist: IdleHistogram, params: AdaptiveParams, prewarm: bool = True)
     S[h] − S[p−1] − p(C[h] − C[p−1]) + w(T − C[h]) + κ_e(C[p−1] + T − C[h])."""
     if not hist.total:
         return _prior_plan(params)
-    return _solve(hist, params, f"{hist.total} gap{'s' if hist.total > 1 else ''}", prewarm)
+    return _solve(hist, params, f"{hist.total} gap{'s' if hist.total > 1 else ''}")
 
 
 @lru_cache(maxsize=64)
@@ -130,7 +130,7 @@ def _prior_plan(params: AdaptiveParams) -> Plan:
     return _solve(IdleHistogram(), params, "the prior alone")
 
 
-def _solve(hist: IdleHistogram, params: AdaptiveParams, source: str, prewarm: bool = True) -> Plan:
+def _solve(hist: IdleHistogram, params: AdaptiveParams, source: str) -> Plan:
     counts = np.frombuffer(hist.counts, dtype=np.uint32).astype(np.float64)
     counts[0] = 0.0  # gaps under a minute never leave the minute: no cost either way
     prior_count, prior_minutes = _scaled_prior(params.prior)
@@ -148,7 +148,7 @@ def _solve(hist: IdleHistogram, params: AdaptiveParams, source: str, prewarm: bo
     evident = counts[2:] >= params.prewarm_evidence
     first = int(evident.argmax()) + 2
     # every pre-warm at p ≥ first leaves the gaps shorter than `first` cold: worth trying only if that is cheaper
-    if prewarm and evident[first - 2] and kappa * c[first - 1] < best:
+    if evident[first - 2] and kappa * c[first - 1] < best:
         starts = np.flatnonzero(evident) + 2
         c_before, s_before = c[starts - 1], s[starts - 1]
         end = _PREWARM_END[starts]
