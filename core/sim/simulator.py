@@ -366,8 +366,11 @@ def simulate_requests(
             state = states[experiment_id] = _ExperimentState()
         duration = request.duration_s if request.duration_s is not None else durations.get(experiment_id, default_duration_s)
         container = _settle(state, t, lead_s, per_container)
-        if container is not None:
-            finish = container.take(max(t, container.free_at + cold_start_s) if container.fresh else t, duration)
+        if container is not None and container.fresh and container.free_at + cold_start_s > t:
+            state.cold += 1  # it waits for the rest of a start a plan began: a cold start, as the servers report it
+            finish = container.take(container.free_at + cold_start_s, duration)
+        elif container is not None:
+            finish = container.take(t, duration)
         elif len(state.containers) < max_containers:
             state.cold += 1
             container = _Container(free_at=t)

@@ -265,6 +265,17 @@ def test_fine_mode_prewarm_plans_by_hand() -> None:
     assert round(late.idle_container_minutes * 60, 6) == 29 + 60 + 120
 
 
+def test_fine_mode_a_request_that_meets_a_prewarm_still_starting_is_cold() -> None:
+    """A pre-warm started `lead` before the request is due is ready when it comes if the lead covers the
+    cold start; with a shorter lead the request waits for the rest of that start — cold, as the servers
+    report it (though shorter than its own would have been)."""
+    prewarm = always(WindowDecision(120, WindowReason.LEARNED, "", prewarm_after_s=300))
+    requests = [Request(0, "e", 1), Request(300, "e", 1)]
+    covered = simulate_requests(iter(requests), prewarm, 2, cold_start_s=30)  # lead: the cold start
+    short = simulate_requests(iter(requests), prewarm, 2, cold_start_s=30, prewarm_lead_s=10)
+    assert (covered.cold_starts, short.cold_starts) == (1, 2)
+
+
 def test_fine_mode_prewarms_the_experiments_width() -> None:
     """A burst of three, each on its own container: the pre-warm brings three back (the width its
     tracker measured), so the next burst finds them all warm."""
