@@ -32,8 +32,9 @@ class WindowDecision:
     window_s: int
     reason: WindowReason
     detail: str
-    #: Pre-warm: scale to zero after the request and bring one container back this many seconds
-    #: after it, kept for `window_s` (None: keep warm for `window_s` right after the request).
+    #: Pre-warm: let the pool go a minute after the request and bring it back (its width) this many
+    #: seconds after the request arrived, kept for `window_s` (None: keep warm for `window_s` right
+    #: after the request).
     prewarm_after_s: int | None = None
     #: Two windows: the extra (burst) containers idle this long, the last one `window_s` (None: every
     #: container keeps `window_s`). Only for a plan without pre-warm, and always shorter than `window_s`.

@@ -92,8 +92,8 @@ class Plan:
     """What a learner concluded: keep one container `keep_min` minutes, after a pre-warm delay."""
 
     keep_min: int
-    #: 0: keep warm right after the request; else scale to zero and bring a container back this many
-    #: minutes after the request (for regular, cron-like experiments).
+    #: 0: keep warm right after the request; else let the pool go and bring it back this many minutes
+    #: after the request arrived (for regular, cron-like experiments).
     prewarm_min: int = 0
     #: False: the history does not support a learned plan (the policy's fallback applies).
     representative: bool = True
