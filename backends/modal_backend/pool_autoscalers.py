@@ -90,7 +90,7 @@ class PoolAutoscalers:
             if state.changes_in_s is not None:
                 next_change = state.changes_in_s if next_change is None else min(next_change, state.changes_in_s)
             max_containers = self.budget.modal_limit(grants[pool_name(pool)])
-            if max_containers is not None and state.min_containers > max_containers:  # Modal refuses min > max
+            if state.min_containers > max_containers:  # Modal refuses min > max
                 state = replace(state, min_containers=max_containers)
             record = applied.get(experiment.id)
             if record is not None and (record["window_s"], record["min_containers"], record["deployment"],

@@ -111,7 +111,8 @@ class ExperimentRecord:
     def fold(self, batch: ArrivalBatch, first: bool) -> None:
         """Take in arrivals another process saw. A batch older than what is known (a late publication)
         still counts, without inventing the gap to it; a batch of completions only (`count` 0) moves
-        only the latest completion; the batch's width widens the experiment's. `first`: this record was made for the batch."""
+        only the latest completion; the batch's width widens the experiment's. `first`: this record was
+        made for the batch."""
         if self.levels is not None and batch.width:  # the publisher's width: its latest spell's or the one before
             latest = max(self.last_request, self.last_completion or self.last_request)
             self.levels.widen(batch.width, new_spell=not first and batch.first_at - latest >= SPELL_BREAK_S)

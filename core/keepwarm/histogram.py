@@ -142,17 +142,19 @@ class LearnedGaps:
         self.histogram.add(gap_s, times)
 
     def add_burst(self, gap_s: float, times: int = 1) -> None:
-        if self.bursts is None:
-            self.bursts = IdleHistogram()
-        self.bursts.add(gap_s, times)
+        self._burst_histogram().add(gap_s, times)
 
     def merge(self, other: IdleHistogram, bursts: IdleHistogram | None = None) -> None:
         """Add another history of the same experiment (learned elsewhere) to this one."""
         _add_into(self.histogram, other)
         if bursts is not None:
-            if self.bursts is None:
-                self.bursts = IdleHistogram()
-            _add_into(self.bursts, bursts)
+            _add_into(self._burst_histogram(), bursts)
+
+    def _burst_histogram(self) -> IdleHistogram:
+        """The burst gaps' histogram, made at the first."""
+        if self.bursts is None:
+            self.bursts = IdleHistogram()
+        return self.bursts
 
     def learned(self) -> Learned:
         """The plan, recomputed once the gaps, the idle times or the burst gaps grew by ≥ 1/8 since it

@@ -37,15 +37,13 @@ class ArrivalBatch:
         return cls(first_at=at, last_at=at)
 
     def arrive(self, at: float) -> None:
-        minute = int(max(0.0, at - self.last_at) // 60)
-        self.gap_minutes[minute] = self.gap_minutes.get(minute, 0) + 1
+        _count_minute(self.gap_minutes, max(0.0, at - self.last_at))
         self.previous_at, self.last_at = self.last_at, max(self.last_at, at)
         self.count += 1
 
     def burst(self, gap_s: float) -> None:
         """One of the batch's arrivals reached a level of requests in flight left `gap_s` before."""
-        minute = int(gap_s // 60)
-        self.burst_gap_minutes[minute] = self.burst_gap_minutes.get(minute, 0) + 1
+        _count_minute(self.burst_gap_minutes, gap_s)
 
     def finish(self, at: float) -> None:
         self.finished_at = at if self.finished_at is None else max(self.finished_at, at)
@@ -57,6 +55,12 @@ class ArrivalBatch:
     def from_dict(cls, data: dict[str, Any]) -> "ArrivalBatch":
         return cls(**{**_known(cls, data), "gap_minutes": _minutes(data.get("gap_minutes")),
                       "burst_gap_minutes": _minutes(data.get("burst_gap_minutes"))})
+
+
+def _count_minute(counts: dict[int, int], gap_s: float) -> None:
+    """Count one gap of `gap_s` seconds in its whole minute."""
+    minute = int(gap_s // 60)
+    counts[minute] = counts.get(minute, 0) + 1
 
 
 def _minutes(counts: dict[Any, Any] | None) -> dict[int, int]:
