@@ -91,3 +91,7 @@ class PublishedActivity(ActivityTracker):
     def record_completion(self, experiment_id: str, at: float | None = None) -> None:
         super().record_completion(experiment_id, at)
         self.publisher.soon(experiment_id)
+
+    def record_cold_start(self, experiment_id: str, seconds: float) -> None:
+        super().record_cold_start(experiment_id, seconds)
+        self.publisher.soon(experiment_id)

@@ -25,6 +25,7 @@ from typing import Any, Mapping
 from backends.local_ray.activity_store import ActivityStore
 from core.events import EventName
 from core.keepwarm.container_budget import ContainerBudget
+from core.keepwarm.cold_start_time import PrewarmLead
 from core.keepwarm.controller import PlanPhase, PoolPlan, plan_pool
 from core.keepwarm.experiment_record import ExperimentActivity, ExperimentRecord
 from core.keepwarm.histogram import Learner
@@ -305,7 +306,7 @@ class ScaledownWindowPolicy:
             self.experiment, self.published.current(now, reports, fresh),
             [replace(r, last_busy=r.last_busy * scale) for r in reports], now * scale,
             settings.activity_window, self.policy.learner)
-        return None if activity is None else plan_pool(activity, self.policy, settings.prewarm_lead_s * scale)
+        return None if activity is None else plan_pool(activity, self.policy, PrewarmLead(settings.prewarm_lead_s, scale))
 
     def __call__(self, ctx: Any) -> tuple[int, dict[str, Any]]:
         now = ctx.current_time or time.time()

@@ -60,14 +60,22 @@ class ArrivalPublisher:
         batch.width = levels.width
 
     def finished(self, experiment_id: str, at: float | None) -> None:
-        batch = self._batches.get(experiment_id)
         finished = self._wall() if at is None else at
-        if batch is None:
-            batch = self._batches[experiment_id] = ArrivalBatch(first_at=finished, last_at=finished, count=0)
-        batch.finish(finished)
+        self._batch_of(experiment_id, finished).finish(finished)
         levels = self._levels.get(experiment_id)
         if levels is not None:
             levels.complete(finished)
+
+    def cold_started(self, experiment_id: str, seconds: float) -> None:
+        """A container of the experiment answered its first request `seconds` after that request arrived."""
+        self._batch_of(experiment_id, self._wall()).cold_started(seconds)
+
+    def _batch_of(self, experiment_id: str, at: float) -> ArrivalBatch:
+        """The experiment's batch, a batch of no arrivals (`count` 0) if none arrived since the last flush."""
+        batch = self._batches.get(experiment_id)
+        if batch is None:
+            batch = self._batches[experiment_id] = ArrivalBatch(first_at=at, last_at=at, count=0)
+        return batch
 
     def schedule(self, work: Awaitable[None] | None) -> None:
         """Run `work` (if any) in the background, and flush within `flush_s` unless a flush is due already."""

@@ -283,6 +283,11 @@ class PublishingTracker(ActivityTracker):
         # flush of its arrival (an alias resolved under load) names its pool only now.
         self._publisher.schedule(None)
 
+    def record_cold_start(self, experiment_id: str, seconds: float) -> None:
+        super().record_cold_start(experiment_id, seconds)
+        self._publisher.cold_started(experiment_id, seconds)
+        self._publisher.schedule(None)
+
     async def _take_in(self, experiment_id: str) -> None:
         try:
             record = await self._store.get(activity_key(experiment_id))

@@ -22,6 +22,7 @@ from backends.modal_backend.registry_view import RegistryView
 from backends.modal_backend.state_store import APPLIED, GRANTS, StateStore
 from core.keepwarm.activity import ActivityTracker, ExperimentActivity
 from core.keepwarm.container_budget import ContainerBudget
+from core.keepwarm.cold_start_time import PrewarmLead
 from core.keepwarm.controller import AppliedWindow, PoolPlan, plan_pool
 from core.keepwarm.decision import NamedPolicy
 from core.serving.live_registry import moves
@@ -59,7 +60,8 @@ class PoolAutoscalers:
     update: UpdateFn
     deployment: str
     policy: NamedPolicy
-    prewarm_lead_s: float
+    #: How early a pre-warm starts (HYBRID_PREWARM_LEAD_S, or the experiment's measured cold start if longer).
+    prewarm_lead: PrewarmLead
     #: The deployment's containers (MODAL_MAX_CONTAINERS) and one experiment's, shared out among the pools.
     budget: ContainerBudget
     activity_window_s: float
@@ -78,7 +80,7 @@ class PoolAutoscalers:
             if record.get("min_containers") and record.get("pool"):
                 name = pool_name(PoolKey.from_dict(record["pool"]))
                 running[name] = max(running.get(name, 0), record["min_containers"])
-        plans = {e.id: self._within_cap(plan_pool(a, self.policy, self.prewarm_lead_s), pool_name(p), running)
+        plans = {e.id: self._within_cap(plan_pool(a, self.policy, self.prewarm_lead), pool_name(p), running)
                  for a, e, p in current}
         grants = self._grants(current, running)
         try:  # the ingresses hold these slots for the pools; the windows go on whatever happens to it

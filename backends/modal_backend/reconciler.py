@@ -44,6 +44,7 @@ from backends.modal_backend.registry_view import RegistryView
 from backends.modal_backend.settings import ModalSettings
 from backends.modal_backend.state_store import StateStore
 from backends.modal_backend.usage_folding import fold_usage
+from core.keepwarm.cold_start_time import PrewarmLead
 from core.keepwarm.container_budget import ContainerBudget
 from core.keepwarm.policies import policy_from_settings
 
@@ -60,7 +61,7 @@ class WindowReconciler:
         self.registry = RegistryView(registry)
         self.store = store
         self.arrivals = ArrivalFolding(store, settings.activity_window, policy.learner)
-        self.autoscalers = PoolAutoscalers(self.registry, store, update, deployment, policy, settings.prewarm_lead_s,
+        self.autoscalers = PoolAutoscalers(self.registry, store, update, deployment, policy, PrewarmLead(settings.prewarm_lead_s),
                                            ContainerBudget.of(settings), settings.activity_window)
         self.starting_s = settings.cold_start_timeout_s
         self._clock = clock

@@ -69,6 +69,8 @@ class StateViews:
                 "detail": plan.decision.detail,
                 "prewarm_after_s": plan.decision.prewarm_after_s,
                 "burst_window_s": plan.decision.burst_window_s,
+                "cold_start_s": plan.cold_start_s,
+                "prewarm_lead_s": plan.prewarm_lead_s,
                 "phase": plan.phase.value,
                 "plan": plan.describe(),
                 "min_containers": plan.min_containers,
@@ -128,7 +130,7 @@ class StateViews:
         of a snapshot the caller took: a page of the dashboard), the controller's plan of those alone."""
         status = await self.path.predictor.model_status()
         controller = self.path.controller
-        plans = controller.plans() if only is None else plan_pools(only, controller.policy, controller.lead_s)
+        plans = controller.plans() if only is None else plan_pools(only, controller.policy, controller.lead)
         return RowSources(status, plans, usage, time.time(), controller.unused(""))
 
     def row(self, experiment: Experiment, sources: RowSources) -> dict[str, Any]:
@@ -140,6 +142,7 @@ class StateViews:
             "replicas": model.replicas,
             "scaledown_window_s": (plan or sources.unused).window_s,
             "burst_window_s": (plan or sources.unused).decision.burst_window_s,
+            "cold_start_s": plan.cold_start_s if plan else None,
             "window_reason": (plan or sources.unused).reason.value,
             "idle_s": round(plan.idle_s, 3) if plan else None,
             "resolved": self.path.registry.identity(experiment.id),

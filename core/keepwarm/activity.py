@@ -135,6 +135,14 @@ class ActivityTracker:
             self._experiments.move_to_end(experiment_id)
             self._total_completions += 1
 
+    def record_cold_start(self, experiment_id: str, seconds: float) -> None:
+        """Record a measured cold start: a container of the experiment answered its first request
+        `seconds` (real time) after that request arrived."""
+        with self._lock:
+            state = self._experiments.get(experiment_id)
+            if state is not None:
+                state.cold_started(seconds)
+
     def remembered(self) -> frozenset[str]:  # the ids remembered now: a snapshot without its activities
         with self._lock:
             return frozenset(self._experiments)

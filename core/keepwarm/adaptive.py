@@ -34,6 +34,11 @@ is known of the experiment's gaps. `adaptive_window` turns the plan into a decis
    `best_burst_minutes` minimises the same  idle + κ_e · cold starts  over the burst gaps, and a window
    shorter than the last container's becomes the plan's burst window (plans without pre-warm: a
    pre-warm plan brings back the experiment's width instead, core.keepwarm.controller).
+5. **A slow start costs more.** κ_e is scaled by the experiment's measured cold start, c seconds:
+   (T + c) / 2T with T = 30 s (core.keepwarm.cold_start_time) — a 90 s start is priced twice a typical
+   one, a 2 s start about half. A slow-loading experiment is therefore kept longer and pre-warmed sooner
+   (a pre-warm's lead covers the measured start too: core.keepwarm.controller); an experiment not
+   measured yet is priced as typical.
 
 κ (HYBRID_ADAPTIVE_KAPPA) is the one knob: the price of a cold start of an unknown experiment, in
 idle container-minutes.
@@ -47,6 +52,7 @@ from functools import lru_cache, partial
 import numpy as np
 
 from core.keepwarm.activity import ExperimentActivity
+from core.keepwarm.cold_start_time import price_factor
 from core.keepwarm.decision import NamedPolicy, WindowDecision, WindowReason
 from core.keepwarm.histogram import BINS, IdleHistogram, Plan
 from core.keepwarm.hybrid import HybridParams, hybrid_window
@@ -103,13 +109,15 @@ def mean_gap_minutes(hist: IdleHistogram, prior: float) -> float:
     return (hist.seconds / 60 + prior * PRIOR_MEAN_GAP_MIN) / weight if weight else PRIOR_MEAN_GAP_MIN
 
 
-def cold_start_price(hist: IdleHistogram, params: AdaptiveParams) -> float:
-    """κ_e = κ · (τ + ḡ_e) / (τ + ḡ₀): what one cold start of this experiment costs, in idle minutes."""
+def cold_start_price(hist: IdleHistogram, params: AdaptiveParams, cold_start_s: float | None = None) -> float:
+    """κ_e = κ · (τ + ḡ_e) / (τ + ḡ₀) · (T + c) / 2T: what one cold start of this experiment costs, in
+    idle minutes (c: its measured cold start in seconds; None: not measured, priced as typical)."""
     tau = params.owner_minutes
-    return params.kappa * (tau + mean_gap_minutes(hist, params.prior)) / (tau + PRIOR_MEAN_GAP_MIN)
+    return (params.kappa * (tau + mean_gap_minutes(hist, params.prior)) / (tau + PRIOR_MEAN_GAP_MIN)
+            * price_factor(cold_start_s))
 
 
-def best_plan(hist: IdleHistogram, params: AdaptiveParams) -> Plan:
+def best_plan(hist: IdleHistogram, params: AdaptiveParams, cold_start_s: float | None = None) -> Plan:
     """argmin over (p, w) of  idle + κ_e·cold  on the experiment's gaps g (whole minutes, ≥ 1) and the
     prior's pseudo-gaps, with the simulator's minute-mode rules: no pre-warm (p = 0): g ≤ w warm with
     idle g − 1, else cold with idle w; pre-warm after p ≥ 2 minutes: g < p cold (no idle),
@@ -120,17 +128,18 @@ def best_plan(hist: IdleHistogram, params: AdaptiveParams) -> Plan:
     S[w] − C[w] + (w + κ_e)(T − C[w]); pre-warming at p for w, with h = p + w,
     S[h] − S[p−1] − p(C[h] − C[p−1]) + w(T − C[h]) + κ_e(C[p−1] + T − C[h])."""
     if not hist.total:
-        return _prior_plan(params)
-    return _solve(hist, params, f"{hist.total} gap{'s' if hist.total > 1 else ''}")
+        return _prior_plan(params, cold_start_s)
+    return _solve(hist, params, f"{hist.total} gap{'s' if hist.total > 1 else ''}", cold_start_s)
 
 
 @lru_cache(maxsize=64)
-def _prior_plan(params: AdaptiveParams) -> Plan:
-    """The plan for an experiment with no gap yet: the prior's alone (the same for every such experiment)."""
-    return _solve(IdleHistogram(), params, "the prior alone")
+def _prior_plan(params: AdaptiveParams, cold_start_s: float | None) -> Plan:
+    """The plan for an experiment with no gap yet: the prior's alone (the same for every such experiment
+    of the same measured cold start)."""
+    return _solve(IdleHistogram(), params, "the prior alone", cold_start_s)
 
 
-def _solve(hist: IdleHistogram, params: AdaptiveParams, source: str) -> Plan:
+def _solve(hist: IdleHistogram, params: AdaptiveParams, source: str, cold_start_s: float | None) -> Plan:
     counts = np.frombuffer(hist.counts, dtype=np.uint32).astype(np.float64)
     counts[0] = 0.0  # gaps under a minute never leave the minute: no cost either way
     prior_count, prior_minutes = _scaled_prior(params.prior)
@@ -139,7 +148,7 @@ def _solve(hist: IdleHistogram, params: AdaptiveParams, source: str) -> Plan:
     s = (counts * _MINUTES).cumsum()
     s += prior_minutes
     total = float(c[-1]) + hist.out_of_range
-    kappa = cold_start_price(hist, params)
+    kappa = cold_start_price(hist, params, cold_start_s)
     kept = c[1:MAX_WINDOW_MIN + 1]
     price_per_window = _WINDOWS + kappa
     cost = s[1:MAX_WINDOW_MIN + 1] - kept + price_per_window * (total - kept)
@@ -158,10 +167,11 @@ def _solve(hist: IdleHistogram, params: AdaptiveParams, source: str) -> Plan:
         i, j = divmod(int(prewarm_cost.argmin()), MAX_WINDOW_MIN)
         if prewarm_cost[i, j] < best:
             prewarm_min, keep_min = int(starts[i]), j + 1
-    return AdaptivePlan.of(keep_min, prewarm_min, source, kappa, mean_gap_minutes(hist, params.prior))
+    return AdaptivePlan.of(keep_min, prewarm_min, source, kappa, mean_gap_minutes(hist, params.prior), cold_start_s)
 
 
-def best_burst_minutes(bursts: IdleHistogram, hist: IdleHistogram, keep_min: int, params: AdaptiveParams) -> int | None:
+def best_burst_minutes(bursts: IdleHistogram, hist: IdleHistogram, keep_min: int, params: AdaptiveParams,
+                       cold_start_s: float | None = None) -> int | None:
     """The burst window in whole minutes: argmin over w ≤ `keep_min` of  Σ bridged gaps + (w + κ_e)·(gaps
     longer than w)  on the experiment's burst gaps (a gap in bin g, [g, g + 1) minutes, is bridged by
     w ≥ g + 1 and idles g + ½ on average). None: keeping extra containers as long as the last pays best."""
@@ -171,7 +181,7 @@ def best_burst_minutes(bursts: IdleHistogram, hist: IdleHistogram, keep_min: int
     counts = np.frombuffer(bursts.counts, dtype=np.uint32)[:keep_min].astype(np.float64)
     bridged = counts.cumsum()
     idle = (counts * (_MINUTES[:keep_min] + 0.5)).cumsum()
-    cost = idle + (bursts.total - bridged) * (_WINDOWS[:keep_min] + params.burst_price * cold_start_price(hist, params))
+    cost = idle + (bursts.total - bridged) * (_WINDOWS[:keep_min] + params.burst_price * cold_start_price(hist, params, cold_start_s))
     j = int(cost.argmin())
     return j + 1 if j + 1 < keep_min else None
 
@@ -183,9 +193,12 @@ class AdaptivePlan(Plan):
     decision: WindowDecision = WindowDecision(MODAL_MIN_WINDOW_S, WindowReason.LEARNED, "")
 
     @classmethod
-    def of(cls, keep_min: int, prewarm_min: int, source: str, price: float, mean_gap_min: float) -> "AdaptivePlan":
+    def of(cls, keep_min: int, prewarm_min: int, source: str, price: float, mean_gap_min: float,
+           cold_start_s: float | None = None) -> "AdaptivePlan":
         plan = f"pre-warm after {prewarm_min} min, keep {keep_min} min" if prewarm_min else f"keep {keep_min} min"
-        detail = f"learned from {source}: {plan}; a cold start priced {price:.0f} idle min, mean gap {mean_gap_min:.0f} min"
+        start = "" if cold_start_s is None else f" ({cold_start_s:.1f} s measured)"
+        detail = (f"learned from {source}: {plan}; a cold start{start} priced {price:.0f} idle min, "
+                  f"mean gap {mean_gap_min:.0f} min")
         return cls(keep_min, prewarm_min, True, detail, decision=_learned_decision(keep_min, prewarm_min, detail))
 
 
@@ -204,11 +217,12 @@ class AdaptiveLearner:
     def per_container(self) -> int:
         return self.params.concurrent_inputs
 
-    def plan(self, histogram: IdleHistogram, bursts: IdleHistogram | None = None) -> Plan:
-        plan = best_plan(histogram, self.params)
+    def plan(self, histogram: IdleHistogram, bursts: IdleHistogram | None = None,
+             cold_start_s: float | None = None) -> Plan:
+        plan = best_plan(histogram, self.params, cold_start_s)
         if bursts is None or plan.prewarm_min:
             return plan
-        burst_min = best_burst_minutes(bursts, histogram, plan.keep_min, self.params)
+        burst_min = best_burst_minutes(bursts, histogram, plan.keep_min, self.params, cold_start_s)
         if burst_min is None:
             return plan
         detail = f"{plan.detail}; extra containers {burst_min} min (learned from {bursts.total} burst gaps)"

@@ -30,6 +30,7 @@ from core.keepwarm.activity import ActivityTracker, ExperimentActivity, emulated
 from core.keepwarm.decision import NamedPolicy, WindowDecision, WindowReason
 from core.keepwarm.policies import policy_from_settings, retention_s
 from core.keepwarm.burst_levels import SPELL_BREAK_S
+from core.keepwarm.cold_start_time import PrewarmLead
 from core.settings import Settings
 
 #: The scaledown window of a pre-warm plan's pool: a minute (a spell's pause), so that the requests of
@@ -70,6 +71,10 @@ class PoolPlan:
     idle_s: float
     #: Seconds until the plan changes by itself if nothing arrives; None: it holds until the next request.
     changes_in_s: float | None
+    #: The experiment's measured cold start, real seconds (core.keepwarm.cold_start_time; None: none measured).
+    cold_start_s: float | None = None
+    #: A pre-warm plan's lead: it starts this long before the request is due (None: no pre-warm planned).
+    prewarm_lead_s: float | None = None
 
     @property
     def window_s(self) -> int:
@@ -180,25 +185,25 @@ def pool_state(window_s: float, prewarm_after_s: float | None, idle_s: float, le
 
 
 def plan_for(experiment_id: str, decision: WindowDecision, idle_s: float, lead_s: float,
-             since_request_s: float | None = None, width: int = 1) -> PoolPlan:
+             since_request_s: float | None = None, width: int = 1, cold_start_s: float | None = None) -> PoolPlan:
     """The plan of `decision` once the experiment has been idle for `idle_s` (`pool_state`)."""
     state = pool_state(decision.window_s, decision.prewarm_after_s, idle_s, lead_s, decision.burst_window_s,
                        since_request_s, width)
     return PoolPlan(experiment_id, decision, state.phase, state.scaledown_window_s, state.min_containers, idle_s,
-                    state.changes_in_s)
+                    state.changes_in_s, cold_start_s, None if decision.prewarm_after_s is None else lead_s)
 
 
-def plan_pool(activity: ExperimentActivity, policy: NamedPolicy, lead_s: float) -> PoolPlan:
+def plan_pool(activity: ExperimentActivity, policy: NamedPolicy, lead: PrewarmLead) -> PoolPlan:
     """The controller's decision for one experiment: the policy's window for its activity, as the
-    autoscaler state at the activity's `now` (`lead_s`: a pre-warm starts this long before the
-    request is due — a cold start's time, in the activity's clock)."""
-    return plan_for(activity.experiment_id, policy.decide(activity), activity.idle_s, lead_s,
-                    max(0.0, activity.now - activity.last_request), activity.width)
+    autoscaler state at the activity's `now` (`lead`: a pre-warm starts this long before the request
+    is due — the configured lead or the experiment's measured cold start, in the activity's clock)."""
+    return plan_for(activity.experiment_id, policy.decide(activity), activity.idle_s, lead.of(activity.cold_start_s),
+                    max(0.0, activity.now - activity.last_request), activity.width, activity.cold_start_s)
 
 
-def plan_pools(activities: Iterable[ExperimentActivity], policy: NamedPolicy, lead_s: float) -> dict[str, PoolPlan]:
+def plan_pools(activities: Iterable[ExperimentActivity], policy: NamedPolicy, lead: PrewarmLead) -> dict[str, PoolPlan]:
     """Every remembered experiment's plan (one controller pass)."""
-    return {a.experiment_id: plan_pool(a, policy, lead_s) for a in activities}
+    return {a.experiment_id: plan_pool(a, policy, lead) for a in activities}
 
 
 def unused_plan(experiment_id: str, policy: NamedPolicy) -> PoolPlan:
@@ -211,12 +216,12 @@ class WindowController:
     every arrival itself (in-process; the ingress's view on Ray and Modal, whose response reports the
     plan of the very arrival it served)."""
 
-    def __init__(self, tracker: ActivityTracker, policy: NamedPolicy, lead_s: float = 0.0,
+    def __init__(self, tracker: ActivityTracker, policy: NamedPolicy, lead: PrewarmLead = PrewarmLead(),
                  wall: Callable[[], float] = time.time):
         self.tracker = tracker
         self.policy = policy
-        #: A pre-warm starts this long before the request is due (the tracker's clock).
-        self.lead_s = lead_s
+        #: How long before the request is due a pre-warm starts.
+        self.lead = lead
         self._wall = wall
         self._lock = threading.Lock()
         self._applied: dict[str, AppliedWindow] = {}
@@ -226,7 +231,7 @@ class WindowController:
     def for_settings(cls, settings: Settings, tracker: ActivityTracker, policy: NamedPolicy) -> "WindowController":
         """The controller of these settings: its pre-warm lead (real seconds) in the tracker's
         emulated clock."""
-        return cls(tracker, policy, settings.prewarm_lead_s * settings.time_scale)
+        return cls(tracker, policy, PrewarmLead(settings.prewarm_lead_s, settings.time_scale))
 
     @classmethod
     def in_memory(cls, settings: Settings) -> "WindowController":
@@ -239,7 +244,7 @@ class WindowController:
 
     def arrived(self, experiment_id: str) -> PoolPlan:
         """Record one request's arrival; the experiment's plan right after it."""
-        plan = plan_pool(self.tracker.record_request(experiment_id), self.policy, self.lead_s)
+        plan = plan_pool(self.tracker.record_request(experiment_id), self.policy, self.lead)
         self._adopt({experiment_id: plan})  # an arrival forgets no one: the next pass (`plans`) does
         self._latest[experiment_id] = plan
         return plan
@@ -252,9 +257,14 @@ class WindowController:
         """Record one request's completion (the experiment's idle time starts when none runs)."""
         self.tracker.record_completion(experiment_id)
 
+    def cold_started(self, experiment_id: str, seconds: float) -> None:
+        """A container of the experiment answered its first request `seconds` (real time) after that
+        request arrived: the experiment's measured cold start (its plans' price and pre-warm lead)."""
+        self.tracker.record_cold_start(experiment_id, seconds)
+
     def plans(self) -> dict[str, PoolPlan]:
         """Every remembered experiment's plan now."""
-        plans = plan_pools(self.tracker.snapshot(), self.policy, self.lead_s)
+        plans = plan_pools(self.tracker.snapshot(), self.policy, self.lead)
         self._record(plans)
         return plans
 

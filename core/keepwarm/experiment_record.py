@@ -1,9 +1,10 @@
 """What is remembered of one experiment's requests, and the snapshot a policy decides on.
 
-Why this module exists: an experiment's activity changes four ways — a request arrives here, one
-completes, another process's arrivals are folded in (Modal's reconciler), a durable record from an
-earlier process is taken in — and each must keep the latest two arrivals, the count in the activity
-window and the learned idle and burst gaps consistent, whatever order they come in. `ExperimentRecord` is that
+Why this module exists: an experiment's activity changes five ways — a request arrives here, one
+completes, a container's cold start is measured, another process's arrivals are folded in (Modal's
+reconciler), a durable record from an earlier process is taken in — and each must keep the latest two
+arrivals, the count in the activity window, the learned idle and burst gaps and the measured cold start
+consistent, whatever order they come in. `ExperimentRecord` is that
 one experiment's state and those rules; the tracker only finds records, locks and forgets them.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from core.keepwarm.burst_levels import SPELL_BREAK_S, BurstLevels
+from core.keepwarm.cold_start_time import measured, merged
 from core.keepwarm.histogram import IdleHistogram, Learned, LearnedGaps, Learner
 from core.keepwarm.shared_activity import ArrivalBatch, DurableActivity
 from core.keepwarm.window_count import WindowCount
@@ -34,6 +36,8 @@ class ExperimentActivity:
     #: The most requests in flight at once in its latest spell (core.keepwarm.burst_levels; 0: not kept,
     #: no learner): how many containers a pre-warm brings back.
     width: int = 0
+    #: Its measured cold start in seconds of real time (core.keepwarm.cold_start_time; None: none measured).
+    cold_start_s: float | None = None
 
     @property
     def idle_s(self) -> float:
@@ -57,7 +61,7 @@ class ExperimentRecord:
     """One experiment's activity (not thread-safe: its tracker holds the lock)."""
 
     __slots__ = ("last_request", "previous_request", "total_requests", "in_flight", "last_completion", "touched",
-                 "in_window", "gaps", "levels")
+                 "in_window", "gaps", "levels", "cold_start_s")
 
     def __init__(self, first_request: float, window_s: float, learner: Learner | None = None,
                  gaps: IdleHistogram | None = None, bursts: IdleHistogram | None = None):
@@ -72,6 +76,7 @@ class ExperimentRecord:
         self.gaps = None if learner is None else LearnedGaps(learner, gaps, bursts)
         #: Requests in flight by level, for the burst gaps a learner learns (None: nothing is learned).
         self.levels = None if learner is None else BurstLevels(learner.per_container)
+        self.cold_start_s: float | None = None
 
     @classmethod
     def restored(cls, record: DurableActivity, window_s: float, learner: Learner | None) -> "ExperimentRecord":
@@ -79,6 +84,7 @@ class ExperimentRecord:
         state = cls(record.last_request, window_s, learner, _histogram(record.idle_gaps), _histogram(record.burst_gaps))
         state.previous_request, state.last_completion = record.previous_request, record.last_completion
         state.total_requests = record.total_requests
+        state.cold_start_s = record.cold_start_s
         if state.levels is not None:
             state.levels.widen(record.width)
         state.touched = max(record.last_request, record.last_completion or 0.0)
@@ -108,6 +114,10 @@ class ExperimentRecord:
         self.last_completion = self.touched = now
         return True
 
+    def cold_started(self, seconds: float) -> None:
+        """A container of the experiment answered its first request `seconds` after that request arrived."""
+        self.cold_start_s = measured(self.cold_start_s, seconds)
+
     def fold(self, batch: ArrivalBatch, first: bool) -> None:
         """Take in arrivals another process saw. A batch older than what is known (a late publication)
         still counts, without inventing the gap to it; a batch of completions only (`count` 0) moves
@@ -131,6 +141,8 @@ class ExperimentRecord:
                 self.gaps.add(minute * 60.0, count)
             for minute, count in batch.burst_gap_minutes.items():
                 self.gaps.add_burst(minute * 60.0, count)
+        if batch.cold_start_s is not None:
+            self.cold_start_s = measured(self.cold_start_s, batch.cold_start_s)
         if batch.finished_at is not None:
             self.last_completion = max(self.last_completion or batch.finished_at, batch.finished_at)
         self.total_requests += batch.count
@@ -145,6 +157,7 @@ class ExperimentRecord:
         if record.last_completion is not None:
             self.last_completion = max(self.last_completion or record.last_completion, record.last_completion)
         self.total_requests += record.total_requests
+        self.cold_start_s = merged(self.cold_start_s, record.cold_start_s)
         if self.levels is not None:
             self.levels.widen(record.width)
         if self.gaps is not None and record.idle_gaps is not None:
@@ -156,7 +169,7 @@ class ExperimentRecord:
         return DurableActivity(experiment_id, self.last_request, self.previous_request, self.last_completion,
                                self.total_requests, None if gaps is None else gaps.histogram.to_bytes(),
                                None if gaps is None or gaps.bursts is None else gaps.bursts.to_bytes(),
-                               0 if self.levels is None else self.levels.width)
+                               0 if self.levels is None else self.levels.width, self.cold_start_s)
 
     def snapshot(self, experiment_id: str, now: float) -> ExperimentActivity:
         return ExperimentActivity(
@@ -168,6 +181,7 @@ class ExperimentRecord:
             total_requests=self.total_requests,
             in_flight=self.in_flight,
             last_completion=self.last_completion,
-            learned=None if self.gaps is None else self.gaps.learned(),
+            learned=None if self.gaps is None else self.gaps.learned(self.cold_start_s),
             width=0 if self.levels is None else self.levels.width,
+            cold_start_s=self.cold_start_s,
         )

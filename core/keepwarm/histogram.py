@@ -12,7 +12,9 @@ hands out an immutable `Learned` view, so a policy never writes into the activit
 
 An experiment's *burst gaps* are kept in a second histogram, made at its first: the time an extra
 container would idle before the experiment needs it again (core.keepwarm.burst_levels), from which a
-learner may choose a shorter window for the extra containers than for the last one.
+learner may choose a shorter window for the extra containers than for the last one. The plan also
+depends on the experiment's measured cold start (core.keepwarm.cold_start_time), which changes far
+more rarely than the gaps: a plan is recomputed whenever it does.
 """
 
 from __future__ import annotations
@@ -118,15 +120,17 @@ class Learner(Protocol):
     #: Requests one container takes at once: what a burst gap's container level counts in.
     per_container: int
 
-    def plan(self, histogram: IdleHistogram, bursts: IdleHistogram | None = None) -> Plan:
-        """The plan these histograms support (a pure function of the idle gaps and the burst gaps;
-        None: no burst seen yet)."""
+    def plan(self, histogram: IdleHistogram, bursts: IdleHistogram | None = None,
+             cold_start_s: float | None = None) -> Plan:
+        """The plan these histograms support (a pure function of the idle gaps, the burst gaps — None:
+        no burst seen yet — and the measured cold start in seconds, None: not measured)."""
 
 
 class LearnedGaps:
     """One experiment's histograms and its cached plan (the tracker holds it under its lock)."""
 
-    __slots__ = ("histogram", "bursts", "_learner", "_learned", "_next_total", "_next_idle_times", "_next_bursts")
+    __slots__ = ("histogram", "bursts", "_learner", "_learned", "_next_total", "_next_idle_times", "_next_bursts",
+                 "_cold_start_s")
 
     def __init__(self, learner: Learner, histogram: IdleHistogram | None = None,
                  bursts: IdleHistogram | None = None) -> None:
@@ -137,6 +141,7 @@ class LearnedGaps:
         self._learned: Learned | None = None
         # recompute once any count reaches its mark
         self._next_total = self._next_idle_times = self._next_bursts = 0
+        self._cold_start_s: float | None = None  # the measured cold start the plan was computed with
 
     def add(self, gap_s: float, times: int = 1) -> None:
         self.histogram.add(gap_s, times)
@@ -156,16 +161,17 @@ class LearnedGaps:
             self.bursts = IdleHistogram()
         return self.bursts
 
-    def learned(self) -> Learned:
+    def learned(self, cold_start_s: float | None = None) -> Learned:
         """The plan, recomputed once the gaps, the idle times or the burst gaps grew by ≥ 1/8 since it
-        was last computed."""
+        was last computed, or the measured cold start (`cold_start_s`) changed."""
         hist = self.histogram
         total = hist.total
         idle_times = total - hist.counts[0]
         bursts = 0 if self.bursts is None else self.bursts.total
         if (self._learned is None or total >= self._next_total or idle_times >= self._next_idle_times
-                or bursts >= self._next_bursts):
-            self._learned = Learned(total, self._learner.plan(hist, self.bursts), idle_times, bursts)
+                or bursts >= self._next_bursts or cold_start_s != self._cold_start_s):
+            self._learned = Learned(total, self._learner.plan(hist, self.bursts, cold_start_s), idle_times, bursts)
+            self._cold_start_s = cold_start_s
             self._next_total, self._next_idle_times, self._next_bursts = _mark(total), _mark(idle_times), _mark(bursts)
         return self._learned
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from core.keepwarm.cold_start_time import measured
+
 
 @dataclass
 class ArrivalBatch:
@@ -31,6 +33,8 @@ class ArrivalBatch:
     burst_gap_minutes: dict[int, int] = field(default_factory=dict)
     #: The most requests in flight at once in this process's latest spell of the experiment.
     width: int = 0
+    #: The cold starts this process measured of the experiment, as one estimate (core.keepwarm.cold_start_time).
+    cold_start_s: float | None = None
 
     @classmethod
     def starting(cls, at: float) -> "ArrivalBatch":
@@ -47,6 +51,9 @@ class ArrivalBatch:
 
     def finish(self, at: float) -> None:
         self.finished_at = at if self.finished_at is None else max(self.finished_at, at)
+
+    def cold_started(self, seconds: float) -> None:
+        self.cold_start_s = measured(self.cold_start_s, seconds)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,8 +78,8 @@ def _minutes(counts: dict[Any, Any] | None) -> dict[int, int]:
 @dataclass(frozen=True)
 class DurableActivity:
     """What must survive of one experiment's activity: the latest two requests, the latest completion,
-    the count, the learned idle-gap and burst-gap histograms (`IdleHistogram.to_bytes()`, ≈ 1 KB each)
-    and the latest spell's width."""
+    the count, the learned idle-gap and burst-gap histograms (`IdleHistogram.to_bytes()`, ≈ 1 KB each),
+    the latest spell's width and the measured cold start."""
 
     experiment_id: str
     last_request: float
@@ -83,6 +90,8 @@ class DurableActivity:
     burst_gaps: bytes | None = None
     #: The most requests in flight at once in its latest spell (what a pre-warm brings back).
     width: int = 0
+    #: Its measured cold start, seconds (core.keepwarm.cold_start_time; None: none measured).
+    cold_start_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -29,6 +29,13 @@ class ColdStart:
     #: Part of `replica_start_s`: importing the model stack (torch …) in the container, where it says (None: not).
     imports_s: float | None = None
 
+    @property
+    def start_s(self) -> float:
+        """How long a start of this container takes, as far as measured: the request's wait, or the
+        container's own imports and model load where longer (a pre-warmed container still starting when
+        the request came: the request waited for part of its start only)."""
+        return max(self.total_s, self.model_load_s + (self.imports_s or 0.0))
+
 
 @dataclass(frozen=True)
 class Prediction:

@@ -130,8 +130,16 @@ class RequestPath:
             self.records.finished(experiment.id, arrived_at, started, status_of(exc), prediction, plan, inputs)
             raise
         self.records.finished(experiment.id, arrived_at, started, "200", prediction, plan, inputs)
-        self.records.cold(experiment.id, prediction, plan)
+        self.answered(experiment.id, prediction, plan)
         return Answer(experiment, prediction, plan, time.perf_counter() - started)
+
+    def answered(self, experiment_id: str, prediction: Prediction, plan: PoolPlan) -> None:
+        """A container answered: a started one's first answer measures the experiment's cold start (its
+        plans' price and pre-warm lead) and is counted (metrics, event)."""
+        cold = prediction.cold_start
+        if cold is not None and cold.first:
+            self.controller.cold_started(experiment_id, cold.start_s)
+        self.records.cold(experiment_id, prediction, plan)
 
     async def start(self) -> None:
         """Read the registry's latest state, then follow its changes (in the server's event loop)."""

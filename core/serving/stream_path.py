@@ -75,7 +75,7 @@ class StreamPath:
         except BaseException as exc:
             path.records.finished(experiment.id, arrived_at, started, status_of(exc), None, plan, inputs)
             raise
-        path.records.cold(experiment.id, streaming.start, plan)
+        path.answered(experiment.id, streaming.start, plan)
 
         async def ended(error: BaseException | None) -> None:  # after the last token, or the client left
             status = "200" if isinstance(follow.last, StreamEnd) else status_of(error or GeneratorExit())

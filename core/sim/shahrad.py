@@ -68,8 +68,9 @@ def _percentile_bin(counts: list[int], q: float) -> int:
 class ShahradLearner:
     per_container: int = 1  # burst gaps are not used
 
-    def plan(self, hist: IdleHistogram, bursts: IdleHistogram | None = None) -> Plan:
-        """The paper's plan (it keeps every container alike: burst gaps are not used)."""
+    def plan(self, hist: IdleHistogram, bursts: IdleHistogram | None = None, cold_start_s: float | None = None) -> Plan:
+        """The paper's plan (it keeps every container alike and prices no cold start: burst gaps and the
+        measured cold start are not used)."""
         counts = idle_time_counts(hist)
         in_range = sum(counts)
         if hist.out_of_range > in_range:  # most ITs beyond the range: forecast the next one

@@ -44,6 +44,7 @@ from typing import Callable, Iterable, NamedTuple
 import numpy as np
 
 from core.keepwarm.activity import ExperimentActivity
+from core.keepwarm.cold_start_time import lead_s as cold_start_lead
 from core.keepwarm.experiment_record import ExperimentRecord
 from core.percentile import percentile as shared_percentile
 from core.keepwarm.decision import NamedPolicy, WindowDecision
@@ -345,14 +346,19 @@ def simulate_requests(
 ) -> SimResult:
     """Fine mode over a time-ordered request stream (memory ∝ experiments × containers). `progress` is
     told how many requests were replayed since it was last told, every `PROGRESS_EVERY` and at the end
-    (once per request cost a twentieth of the replay). A pre-warm starts `prewarm_lead_s` (default: the
-    cold start) before the request is due. A container takes `concurrent_inputs` requests at once
+    (once per request cost a twentieth of the replay). A cold start of `cold_start_s` > 0 is measured by
+    its experiment's record, as the servers measure theirs: the adaptive policy prices its plans for it,
+    and a pre-warm starts `prewarm_lead_s` (default: the cold start), or the cold start where longer,
+    before the request is due. A container takes `concurrent_inputs` requests at once
     (MODAL_CONCURRENT_INPUTS): a request goes to a busy container with room, else the most recently
     used idle one, else a new one (a cold start) below `max_containers`, else waits for the first slot."""
     records: dict[str, ExperimentRecord] = {}
     retention_s = max(RETENTION_S, activity_window_s)
     per_container = max(1, concurrent_inputs)
-    lead_s = cold_start_s if prewarm_lead_s is None else prewarm_lead_s
+    # every experiment's first request measures its cold start (ExperimentRecord.cold_started): a pre-warm
+    # covers it, and its plans are priced for it (core.keepwarm.cold_start_time)
+    measured_s = cold_start_s if cold_start_s > 0 else None
+    lead_s = cold_start_lead(cold_start_s if prewarm_lead_s is None else prewarm_lead_s, measured_s)
     states: dict[str, _ExperimentState] = {}
     end, previous, replayed = 0.0, float("-inf"), 0
     durations = durations or {}
@@ -366,13 +372,14 @@ def simulate_requests(
             state = states[experiment_id] = _ExperimentState()
         duration = request.duration_s if request.duration_s is not None else durations.get(experiment_id, default_duration_s)
         container = _settle(state, t, lead_s, per_container)
+        cold = False
         if container is not None and container.fresh and container.free_at + cold_start_s > t:
-            state.cold += 1  # it waits for the rest of a start a plan began: a cold start, as the servers report it
+            cold = True  # it waits for the rest of a start a plan began: a cold start, as the servers report it
             finish = container.take(container.free_at + cold_start_s, duration)
         elif container is not None:
             finish = container.take(t, duration)
         elif len(state.containers) < max_containers:
-            state.cold += 1
+            cold = True
             container = _Container(free_at=t)
             state.containers.append(container)
             finish = container.take(t + cold_start_s, duration)
@@ -393,6 +400,10 @@ def simulate_requests(
         if first:
             record = records[experiment_id] = ExperimentRecord(t, activity_window_s, policy.learner)
         record.arrive(t, first)  # type: ignore[union-attr]  # made above when missing
+        if cold:
+            state.cold += 1
+            if measured_s is not None:
+                record.cold_started(measured_s)  # type: ignore[union-attr]
         previous = t
         activity = record.snapshot(experiment_id, t)  # type: ignore[union-attr]
         state.decision, state.width = policy.decide(activity), min(max(1, activity.width), max_containers)

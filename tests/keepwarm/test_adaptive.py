@@ -173,7 +173,8 @@ def test_a_plan_is_recomputed_after_its_gaps_or_its_idle_times_grew_by_an_eighth
     class Recording:
         per_container = 1
 
-        def plan(self, histogram: IdleHistogram, bursts: IdleHistogram | None = None):  # type: ignore[no-untyped-def]
+        def plan(self, histogram: IdleHistogram, bursts: IdleHistogram | None = None,  # type: ignore[no-untyped-def]
+                 cold_start_s: float | None = None):
             computed.append((histogram.total, histogram.idle_times))
             return best_plan(histogram, PARAMS)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.keepwarm.activity import ActivityTracker
+from core.keepwarm.cold_start_time import PrewarmLead
 from core.keepwarm.controller import PREWARM_PLAN_WINDOW_S, PlanPhase, WindowController, plan_for, plan_pool, unused_plan
 from core.keepwarm.decision import NamedPolicy, WindowDecision, WindowReason
 from core.keepwarm.hybrid import HybridParams, hybrid_policy
@@ -87,25 +88,25 @@ def test_the_pool_plan_reads_the_time_since_the_latest_arrival_and_the_width_fro
             tracker.record_completion("e", at=start + 200 + i)
     activity = tracker.record_request("e", at=6000.0)
     assert activity.width == 3  # 5 requests in flight, 2 a container
-    plan = plan_pool(activity, policy, lead_s=30)
+    plan = plan_pool(activity, policy, PrewarmLead(30))
     # the period is learned: the gap from a burst's last arrival to the next (596 s) is in minute 9
     assert plan.decision.prewarm_after_s == 540
-    later = plan_pool(tracker.snapshot()[0], policy, lead_s=30)
+    later = plan_pool(tracker.snapshot()[0], policy, PrewarmLead(30))
     assert later.phase is PlanPhase.SPELL and later.min_containers == 3
 
 
 def test_the_plan_is_the_policys_decision_for_the_activity_at_its_clock() -> None:
     clock = FakeClock(0.0)
     tracker = ActivityTracker(300, clock=clock)
-    first = plan_pool(tracker.record_request("e"), HYBRID, 0)
+    first = plan_pool(tracker.record_request("e"), HYBRID, PrewarmLead())
     assert (first.window_s, first.reason, first.idle_s) == (900, WindowReason.ISOLATED, 0.0)
     tracker.record_completion("e")
     clock.advance(100)
-    second = plan_pool(tracker.record_request("e"), HYBRID, 0)  # a second request inside the activity window
+    second = plan_pool(tracker.record_request("e"), HYBRID, PrewarmLead())  # a second request inside the activity window
     assert (second.window_s, second.scaledown_window_s, second.reason) == (1800, 1800, WindowReason.RECENT_ACTIVITY)
     tracker.record_completion("e")
     clock.advance(50)
-    later = plan_pool(tracker.snapshot()[0], HYBRID, 0)
+    later = plan_pool(tracker.snapshot()[0], HYBRID, PrewarmLead())
     assert (later.idle_s, later.expires_in_s) == (50.0, 1750.0)
 
 

@@ -266,14 +266,18 @@ def test_fine_mode_prewarm_plans_by_hand() -> None:
 
 
 def test_fine_mode_a_request_that_meets_a_prewarm_still_starting_is_cold() -> None:
-    """A pre-warm started `lead` before the request is due is ready when it comes if the lead covers the
-    cold start; with a shorter lead the request waits for the rest of that start — cold, as the servers
-    report it (though shorter than its own would have been)."""
+    """A pre-warm started `lead` before the request is due is ready when it comes: the lead covers the
+    measured cold start, however short the configured lead (as on the servers). A request that comes
+    early, while that start is under way, waits for the rest of it — cold, as the servers report it
+    (though shorter than its own would have been)."""
     prewarm = always(WindowDecision(120, WindowReason.LEARNED, "", prewarm_after_s=300))
-    requests = [Request(0, "e", 1), Request(300, "e", 1)]
-    covered = simulate_requests(iter(requests), prewarm, 2, cold_start_s=30)  # lead: the cold start
-    short = simulate_requests(iter(requests), prewarm, 2, cold_start_s=30, prewarm_lead_s=10)
-    assert (covered.cold_starts, short.cold_starts) == (1, 2)
+    on_time = [Request(0, "e", 1), Request(300, "e", 1)]
+    covered = simulate_requests(iter(on_time), prewarm, 2, cold_start_s=30)  # lead: the cold start
+    short = simulate_requests(iter(on_time), prewarm, 2, cold_start_s=30, prewarm_lead_s=10)
+    early = simulate_requests(iter([Request(0, "e", 1), Request(285, "e", 1)]), prewarm, 2, cold_start_s=30)
+    assert (covered.cold_starts, short.cold_starts, early.cold_starts) == (1, 1, 2)
+    # the first container held through the spell's minute (31 → 91 s), the pre-warm's from its start (270 → 285 s)
+    assert early.idle_container_minutes == pytest.approx((60 + 15) / 60)
 
 
 def test_fine_mode_prewarms_the_experiments_width() -> None:
