@@ -201,7 +201,7 @@ class Settings(_ModelServerKeys, _ModalWindowKeys):
     )
 
     prewarm_lead_s: float = setting(  # the adaptive policy's pre-warms, as both remote backends apply them
-        60.0, "HYBRID_PREWARM_LEAD_S", "seconds ≥ 0 (real time): start a pre-warm this much before the request is due", ge=0
+        60.0, "HYBRID_PREWARM_LEAD_S", "seconds ≥ 0 (real time): start a pre-warm this much before the request is due (or the experiment's measured cold start, if longer)", ge=0
     )
 
     # --- emulated time and the event log (core.serving.request_path, core.testing) -------------

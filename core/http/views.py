@@ -16,7 +16,7 @@ from typing import Any, Collection
 
 from core.auth import AuthMode
 from core.keepwarm.activity import ExperimentActivity
-from core.keepwarm.controller import PoolPlan, plan_pools
+from core.keepwarm.controller import AppliedWindow, PoolPlan, plan_pools
 from core.keepwarm.cost_report import Usage, cost_section, experiment_cost, today, totals
 from core.http.iso_times import with_iso_times
 from core.prices import Price
@@ -59,26 +59,7 @@ class StateViews:
         path = self.path
         plans = path.controller.plans()
         in_force = await path.applied() if path.applied is not None else path.controller.applied()
-        out: dict[str, dict[str, Any]] = {}
-        for experiment_id, plan in plans.items():
-            applied = in_force.get(experiment_id)
-            out[experiment_id] = {
-                "scaledown_window_s": plan.window_s,
-                "policy": path.settings.policy_name,
-                "reason": plan.reason.value,
-                "detail": plan.decision.detail,
-                "prewarm_after_s": plan.decision.prewarm_after_s,
-                "burst_window_s": plan.decision.burst_window_s,
-                "cold_start_s": plan.cold_start_s,
-                "prewarm_lead_s": plan.prewarm_lead_s,
-                "phase": plan.phase.value,
-                "plan": plan.describe(),
-                "min_containers": plan.min_containers,
-                "idle_s": round(plan.idle_s, 3),
-                "expires_in_s": round(plan.expires_in_s, 3),
-                "applied": None if applied is None else asdict(applied),
-            }
-        return out
+        return {e: window_view(plan, path.settings.policy_name, in_force.get(e)) for e, plan in plans.items()}
 
     async def health(self) -> dict[str, Any]:
         settings = self.path.settings
@@ -167,6 +148,26 @@ class StateViews:
         usage = totals(await read_usage(self.path))
         metrics.usage.update(usage, {e: price_of(self.path, e).per_second for e in usage})
         return metrics.render()
+
+
+def window_view(plan: PoolPlan, policy_name: str, applied: AppliedWindow | None) -> dict[str, Any]:
+    """`/health`'s view of one experiment's plan, and what its backend's controller applied."""
+    return {
+        "scaledown_window_s": plan.window_s,
+        "policy": policy_name,
+        "reason": plan.reason.value,
+        "detail": plan.decision.detail,
+        "prewarm_after_s": plan.decision.prewarm_after_s,
+        "burst_window_s": plan.decision.burst_window_s,
+        "cold_start_s": plan.cold_start_s,
+        "prewarm_lead_s": plan.prewarm_lead_s,
+        "phase": plan.phase.value,
+        "plan": plan.describe(),
+        "min_containers": plan.min_containers,
+        "idle_s": round(plan.idle_s, 3),
+        "expires_in_s": round(plan.expires_in_s, 3),
+        "applied": None if applied is None else asdict(applied),
+    }
 
 
 def activity_view(path: RequestPath) -> dict[str, Any]:

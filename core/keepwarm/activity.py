@@ -66,9 +66,7 @@ class ActivityTracker:
         self.learner = learner
         self._lock = threading.Lock()
         self._experiments: OrderedDict[str, ExperimentRecord] = OrderedDict()  # least recently touched first
-        self._total_requests = 0
-        self._total_completions = 0
-        self._forgotten = 0
+        self._total_requests = self._total_completions = self._forgotten = 0
 
     def record_request(self, experiment_id: str, at: float | None = None) -> ExperimentActivity:
         """Record the arrival of one request and return the experiment's activity right after it."""
@@ -136,8 +134,7 @@ class ActivityTracker:
             self._total_completions += 1
 
     def record_cold_start(self, experiment_id: str, seconds: float) -> None:
-        """Record a measured cold start: a container of the experiment answered its first request
-        `seconds` (real time) after that request arrived."""
+        """Record a measured cold start (real seconds: `ExperimentRecord.cold_started`)."""
         with self._lock:
             state = self._experiments.get(experiment_id)
             if state is not None:
@@ -161,17 +158,23 @@ class ActivityTracker:
                                  in_flight=sum(s.in_flight for s in self._experiments.values()))
 
     def _forget_idle(self, now: float) -> None:
-        """Forget experiments untouched for `retention_s` (lock held); one still busy is kept."""
-        horizon = now - self.retention_s
-        examined, limit = 0, len(self._experiments)
-        while self._experiments and examined < limit:
-            experiment_id, state = next(iter(self._experiments.items()))
-            if state.touched > horizon:
-                break
-            examined += 1
-            if state.in_flight:  # still busy: keep it, look again later
-                state.touched = now
-                self._experiments.move_to_end(experiment_id)
-                continue
-            del self._experiments[experiment_id]
-            self._forgotten += 1
+        """Forget experiments untouched for `retention_s` (lock held)."""
+        self._forgotten += _forget_untouched(self._experiments, now, now - self.retention_s)
+
+
+def _forget_untouched(experiments: OrderedDict[str, ExperimentRecord], now: float, horizon: float) -> int:
+    """Drop the records (least recently touched first) untouched since `horizon`; one still busy is kept
+    and looked at again later. Returns how many were dropped."""
+    examined, forgotten, limit = 0, 0, len(experiments)
+    while experiments and examined < limit:
+        experiment_id, state = next(iter(experiments.items()))
+        if state.touched > horizon:
+            break
+        examined += 1
+        if state.in_flight:  # still busy: keep it, look again later
+            state.touched = now
+            experiments.move_to_end(experiment_id)
+            continue
+        del experiments[experiment_id]
+        forgotten += 1
+    return forgotten

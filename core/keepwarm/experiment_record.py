@@ -57,6 +57,18 @@ def _latest_two(*times: float | None) -> tuple[float, float | None]:
     return latest[-1], (latest[-2] if len(latest) > 1 else None)
 
 
+def _learn_from_batch(record: "ExperimentRecord", batch: ArrivalBatch) -> None:
+    """What a batch teaches besides its arrivals: the idle and burst gaps among them, and the cold starts
+    its process measured."""
+    if record.gaps is not None:
+        for minute, count in batch.gap_minutes.items():
+            record.gaps.add(minute * 60.0, count)
+        for minute, count in batch.burst_gap_minutes.items():
+            record.gaps.add_burst(minute * 60.0, count)
+    if batch.cold_start_s is not None:
+        record.cold_start_s = measured(record.cold_start_s, batch.cold_start_s)
+
+
 class ExperimentRecord:
     """One experiment's activity (not thread-safe: its tracker holds the lock)."""
 
@@ -67,9 +79,8 @@ class ExperimentRecord:
                  gaps: IdleHistogram | None = None, bursts: IdleHistogram | None = None):
         self.last_request = first_request
         self.previous_request: float | None = None
-        self.total_requests = 0
-        self.in_flight = 0
         self.last_completion: float | None = None
+        self.total_requests = self.in_flight = 0
         #: When it last changed: an experiment untouched for the tracker's retention is forgotten.
         self.touched = first_request
         self.in_window = WindowCount(window_s)
@@ -83,8 +94,7 @@ class ExperimentRecord:
         """The record a durable one describes (an experiment this process has not seen yet)."""
         state = cls(record.last_request, window_s, learner, _histogram(record.idle_gaps), _histogram(record.burst_gaps))
         state.previous_request, state.last_completion = record.previous_request, record.last_completion
-        state.total_requests = record.total_requests
-        state.cold_start_s = record.cold_start_s
+        state.total_requests, state.cold_start_s = record.total_requests, record.cold_start_s
         if state.levels is not None:
             state.levels.widen(record.width)
         state.touched = max(record.last_request, record.last_completion or 0.0)
@@ -114,8 +124,7 @@ class ExperimentRecord:
         self.last_completion = self.touched = now
         return True
 
-    def cold_started(self, seconds: float) -> None:
-        """A container of the experiment answered its first request `seconds` after that request arrived."""
+    def cold_started(self, seconds: float) -> None:  # a container's first answer, `seconds` after its request arrived
         self.cold_start_s = measured(self.cold_start_s, seconds)
 
     def fold(self, batch: ArrivalBatch, first: bool) -> None:
@@ -136,13 +145,7 @@ class ExperimentRecord:
         elif batch.count:  # out of order: keep the two latest arrivals of both
             self.last_request, self.previous_request = _latest_two(
                 self.previous_request, self.last_request, batch.previous_at, batch.last_at)
-        if self.gaps is not None:
-            for minute, count in batch.gap_minutes.items():
-                self.gaps.add(minute * 60.0, count)
-            for minute, count in batch.burst_gap_minutes.items():
-                self.gaps.add_burst(minute * 60.0, count)
-        if batch.cold_start_s is not None:
-            self.cold_start_s = measured(self.cold_start_s, batch.cold_start_s)
+        _learn_from_batch(self, batch)
         if batch.finished_at is not None:
             self.last_completion = max(self.last_completion or batch.finished_at, batch.finished_at)
         self.total_requests += batch.count

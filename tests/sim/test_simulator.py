@@ -500,3 +500,16 @@ def test_the_event_log_exports_a_replayable_trace(tmp_path: Path) -> None:
     trace.write_text(result.stdout)
     replay = CliRunner().invoke(app, ["simulate", "--trace", str(trace), "--policy", "fixed:600", "--json", "--out", str(tmp_path)])
     assert replay.exit_code == 0 and json.loads(replay.stdout)[0]["invocations"] == 3
+
+
+def test_fine_mode_prices_each_experiments_plans_by_the_cold_start_it_measured() -> None:
+    """The same idle times (3 min to over 3 h, a request of 1 s after each), its containers starting in
+    2 s or in 2 minutes: the record measures the start at the first request, as a server's does, and
+    the slow one is kept longer — fewer cold starts for more idle — than the fast one."""
+    gaps = [m * 60.0 for m in (3, 6, 10, 15, 22, 30, 40, 55, 75, 100, 140, 200)] * 6
+    times = [sum(gaps[:i]) for i in range(len(gaps) + 1)]
+    policy = adaptive_policy(AdaptiveParams(kappa=40, prewarm_evidence=10**6))
+    fast, slow = (simulate_requests(iter([Request(t, "e", 1.0) for t in times]), policy, 2, cold_start_s=c)
+                  for c in (2.0, 120.0))
+    assert slow.cold_starts < fast.cold_starts
+    assert slow.idle_container_minutes > fast.idle_container_minutes

@@ -3,6 +3,7 @@ Serve's context by hand (no Ray needed; the GCS is the fake at its network call)
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 from typing import Any
 
@@ -262,6 +263,31 @@ def test_a_restarted_controller_keeps_warm_pools_and_pending_prewarms(gcs: Any) 
     restarted.policy = learned
     assert restarted(ctx(NOW + 30))[0] == 0  # 400 s emulated after the request: waiting for the pre-warm
     assert restarted(ctx(NOW + 56.5))[0] == 1  # 4.5 s (real) before the request is due: one comes back
+
+
+def test_a_prewarm_starts_the_cold_start_the_ingress_measured_before_the_request_is_due(gcs: Any) -> None:
+    """The ingress measured a 12 s start (real seconds) and published it with the activity: the pool's
+    policy pins a replica 120 s (emulated, scale 10) before the request is due, not the configured
+    lead's 50 s — the pre-warm is ready when the request comes."""
+    from backends.local_ray.activity_sink import PublishedActivity
+
+    values = load_ray_settings(env_file=None, time_scale=10, prewarm_lead_s=5)
+    learned = NamedPolicy("learned", lambda a: WindowDecision(120, WindowReason.LEARNED, "", prewarm_after_s=600))
+    ingress = PublishedActivity(values, learned, ActivityStore("app"))
+    ingress.record_request("e", at=NOW * 10)
+    ingress.record_completion("e", at=NOW * 10 + 1)
+
+    def replicas_at(real_s: float) -> int:
+        policy = policy_for()
+        policy.policy = learned
+        return policy(ctx(NOW + real_s))[0]
+
+    asyncio.run(ingress.published("e"))
+    assert [replicas_at(s) for s in (47, 56)] == [0, 1]  # not measured: 5 s (50 emulated) before it is due
+    ingress.record_cold_start("e", 12.0)
+    asyncio.run(ingress.published("e"))
+    assert ActivityStore("app").read("e").cold_start_s == 12.0  # type: ignore[union-attr]
+    assert [replicas_at(s) for s in (47, 49)] == [0, 1]  # 12 s (120 emulated) before it is due
 
 
 def test_the_policy_reads_the_gcs_when_a_replica_was_busy_since_and_otherwise_seldom(gcs: Any) -> None:

@@ -73,3 +73,33 @@ def _params() -> Any:
     from core.serving.parameters import FeatureExtractionParams
 
     return FeatureExtractionParams()
+
+
+def test_a_containers_measured_start_reaches_health_and_the_reconciler(registry_file: Path) -> None:
+    """The container's first answer says it started 40 s after the request arrived: the ingress keeps
+    that as the experiment's cold start (`/health`, `/experiments`) and publishes it with its arrivals,
+    where the reconciler takes it in (the pre-warm lead and the plans' price: test_modal_reconciler)."""
+    registry = Registry.load(registry_file)
+    worker = RemoteWorker(load_modal_settings(env_file=None), registry.get("fe"))  # type: ignore[arg-type]
+    worker.load()
+
+    async def slow_start(pool: Any, inputs: list[str], params: Any, request_at: float) -> dict[str, Any]:
+        worker.started_at, worker.ready_at = request_at + 3, request_at + 40  # as the container measured it
+        return await worker.predict(inputs, params, request_at)
+
+    settings = load_modal_settings(env_file=None, registry_path=registry_file, policy_name="adaptive")
+    store = seeded(registry)
+    app = build_ingress_app(settings, slow_start, store, no_poke, flush_s=0.05)
+    with TestClient(app) as client:
+        answer = client.post("/predict/fe", json={"inputs": "x"})
+        client.post("/predict/fe", json={"inputs": "x"})  # not its first answer: no other measurement
+        window = client.get("/health").json()["scaling"]["experiments"]["fe"]
+        row = {r["id"]: r for r in client.get("/experiments").json()}["fe"]
+        time.sleep(0.2)  # the flush
+        client.get("/health")
+    assert answer.status_code == 200 and answer.json()["cold_load"] is True
+    assert window["cold_start_s"] == pytest.approx(40, abs=0.5) and row["cold_start_s"] == window["cold_start_s"]
+    assert "measured" in window["detail"]
+    batches = [entry["batch"] for key in asyncio.run(store.keys()) if key.startswith("arrivals")
+               for entry in asyncio.run(store.get(key))["batches"]]
+    assert [round(b["cold_start_s"]) for b in batches if b["cold_start_s"] is not None] == [40]

@@ -231,6 +231,36 @@ def test_a_request_on_schedule_lowers_the_pinned_container() -> None:
     assert pinned_at_request[-5:] == [0] * 5  # the request found a pre-warmed container; a minute on, the pin is gone
 
 
+def test_a_prewarm_starts_the_cold_start_an_ingress_measured_before_the_request_is_due() -> None:
+    """A cron job every 20 minutes whose containers take 100 s to start, as an ingress measured (lead
+    60 s): once the pre-warm pays (later than for a typical start: it is kept warm through its gaps
+    until then), the reconciler pins its pool 100 s before each request is due."""
+    def pinned_before_due(measure: bool) -> list[int]:
+        world = World(adaptive())
+        ingress = world.ingress("i")
+        out: list[int] = []
+
+        async def scenario() -> None:
+            start = world.clock.now
+            for i in range(30):  # a pre-warm is learned within a few hours
+                world.clock.now = start + 1200 * i
+                world.request(ingress, "cron")
+                if measure and i == 0:
+                    ingress.record_cold_start("cron", 100.0)
+                await ingress.flush()
+                await world.reconciler.reconcile()
+                for before_due in (105, 95):
+                    world.clock.now = start + 1200 * (i + 1) - before_due
+                    await world.reconciler.reconcile()
+                    out.append(world.autoscaler.states("cron")[-1][2])
+
+        world.run(scenario())
+        return out
+
+    assert pinned_before_due(measure=True)[-6:] == [0, 1] * 3
+    assert pinned_before_due(measure=False)[-6:] == [0, 0] * 3  # the configured 60 s: not yet at 145 s
+
+
 def test_two_windows_the_pools_window_is_the_burst_window_and_min_containers_holds_the_last_one() -> None:
     """A pool whose bursts (3 requests at once, one a container) come back after longer than any window:
     its extra containers go after a minute, its last one is held for the learned hour — Modal's
