@@ -4,7 +4,9 @@ and drain the pools that are no longer current.
 Why this module exists: `update_autoscaler` is the only lever there is, a deploy resets it, and a
 changed or removed experiment leaves a pool behind. So each pass drains (once) every pool it applied a
 window to that is no longer its experiment's current pool (pools.py), asks core's `plan_pool` for each
-current pool's autoscaler at this moment, and calls `update_autoscaler` only where that differs from
+current pool's autoscaler at this moment — with the experiment's warm schedule on top (`with_schedule`;
+a scheduled experiment with no remembered request gets its first request's plan and the schedule) —
+and calls `update_autoscaler` only where that differs from
 what is applied under the current deployment — idempotent, and repairing a deploy's reset. What it
 applied, to which pool, is in the shared state's `applied` key, so a restarted reconciler still drains.
 Folding arrivals into activity is the other job (arrival_folding.py).
@@ -23,7 +25,7 @@ from backends.modal_backend.state_store import APPLIED, GRANTS, StateStore
 from core.keepwarm.activity import ActivityTracker, ExperimentActivity
 from core.keepwarm.container_budget import ContainerBudget
 from core.keepwarm.cold_start_time import PrewarmLead
-from core.keepwarm.controller import AppliedWindow, PoolPlan, plan_pool
+from core.keepwarm.controller import AppliedWindow, PoolPlan, plan_pool, unused_plan, with_schedule
 from core.keepwarm.decision import NamedPolicy
 from core.serving.live_registry import moves
 from core.serving.registry import Experiment
@@ -80,8 +82,7 @@ class PoolAutoscalers:
             if record.get("min_containers") and record.get("pool"):
                 name = pool_name(PoolKey.from_dict(record["pool"]))
                 running[name] = max(running.get(name, 0), record["min_containers"])
-        plans = {e.id: self._within_cap(plan_pool(a, self.policy, self.prewarm_lead), pool_name(p), running)
-                 for a, e, p in current}
+        plans = {e.id: self._within_cap(self._plan(a, e, now), pool_name(p), running) for a, e, p in current}
         grants = self._grants(current, running)
         try:  # the ingresses hold these slots for the pools; the windows go on whatever happens to it
             await self.store.put(GRANTS, {"at": now, "pools": grants})
@@ -89,8 +90,8 @@ class PoolAutoscalers:
             log.warning("publishing the pools' grants failed: %s: %s", type(exc).__name__, exc)
         for activity, experiment, pool in current:
             state = plans[experiment.id]
-            if state.changes_in_s is not None:
-                next_change = state.changes_in_s if next_change is None else min(next_change, state.changes_in_s)
+            if state.next_change_s is not None:
+                next_change = state.next_change_s if next_change is None else min(next_change, state.next_change_s)
             max_containers = self.budget.modal_limit(grants[pool_name(pool)])
             if state.min_containers > max_containers:  # Modal refuses min > max
                 state = replace(state, min_containers=max_containers)
@@ -113,19 +114,28 @@ class PoolAutoscalers:
             await self.store.put(APPLIED, applied)
         return next_change
 
+    def _plan(self, activity: ExperimentActivity | None, experiment: Experiment, now: float) -> PoolPlan:
+        """The experiment's plan now (no remembered request: its first request's), its warm schedule on top."""
+        plan = (plan_pool(activity, self.policy, self.prewarm_lead) if activity is not None
+                else unused_plan(experiment.id, self.policy))
+        return with_schedule(plan, experiment.warm, now, self.prewarm_lead.real_s(plan.cold_start_s))
+
     def _current_pools(self, tracker: ActivityTracker, applied: dict[str, dict[str, Any]],
-                       served: dict[str, PoolKey]) -> list[tuple[ExperimentActivity, Experiment, PoolKey]]:
+                       served: dict[str, PoolKey]) -> list[tuple[ExperimentActivity | None, Experiment, PoolKey]]:
         """Each registered experiment's activity and current pool (a moving source's new definition that
-        has served no request yet has none)."""
-        current = []
-        for activity in tracker.snapshot():
-            experiment = self.registry.get(activity.experiment_id)
+        has served no request yet has none); with no activity remembered, those with a warm schedule, and
+        those it pinned containers of (a schedule removed since)."""
+        current: list[tuple[ExperimentActivity | None, Experiment, PoolKey]] = []
+        remembered = {a.experiment_id: a for a in tracker.snapshot()}
+        pinned = [e for e, record in applied.items() if record.get("min_containers")]
+        for experiment_id in dict.fromkeys([*remembered, *self.registry.registry.schedules(), *pinned]):
+            experiment = self.registry.get(experiment_id)
             if experiment is None:
                 continue  # no longer registered: its pool is not ours to steer
             known = applied.get(experiment.id, {}).get("pool")
             pool = current_pool(experiment, served.get(experiment.id), PoolKey.from_dict(known) if known else None)
             if pool is not None:
-                current.append((activity, experiment, pool))
+                current.append((remembered.get(experiment_id), experiment, pool))
         return current
 
     def _within_cap(self, plan: PoolPlan, name: str, running: dict[str, int]) -> PoolPlan:
@@ -144,11 +154,12 @@ class PoolAutoscalers:
         running[name] = granted
         return replace(plan, min_containers=granted)
 
-    def _grants(self, current: list[tuple[ExperimentActivity, Experiment, PoolKey]], running: dict[str, int]) -> dict[str, int]:
+    def _grants(self, current: list[tuple[ExperimentActivity | None, Experiment, PoolKey]], running: dict[str, int]) -> dict[str, int]:
         """The slots each current pool may hold: its own, and the deployment's free slots dealt out among the
         pools with a request inside the activity window, the most recent first (container_budget.py)."""
-        recent = sorted((a for a, _, _ in current if a.idle_s < self.activity_window_s), key=lambda a: a.idle_s)
-        pools = {a.experiment_id: pool_name(p) for a, _, p in current}
+        recent = sorted((a for a, _, _ in current if a is not None and a.idle_s < self.activity_window_s),
+                        key=lambda a: a.idle_s)
+        pools = {e.id: pool_name(p) for _, e, p in current}
         return self.budget.grants(running, list(pools.values()), [pools[a.experiment_id] for a in recent])
 
     async def _drain(self, applied: dict[str, dict[str, Any]], served: dict[str, PoolKey]) -> bool:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from core.serving.mlflow_source import MLFLOW_PREFIX
-from core.serving.registry import Experiment, entry_fields, experiment_entry
+from core.serving.registry import Experiment, entry_fields, experiment_entry, model_entry
 
 #: Modal's limit on all parameters of a class together is 16 KiB; the id is at most 128 bytes.
 MAX_DEFINITION_BYTES = 8 * 1024
@@ -64,7 +64,7 @@ class PoolKey:
 
     def serves(self, experiment: Experiment) -> bool:
         """This pool was made from the experiment's current entry (any identity of a moving source)."""
-        return experiment.id == self.experiment_id and self.entry == entry_fields(experiment)
+        return experiment.id == self.experiment_id and self.entry == model_entry(experiment)
 
     def to_dict(self) -> dict[str, str]:
         return {"experiment": self.experiment_id, "definition": self.definition}
@@ -75,7 +75,7 @@ class PoolKey:
 
 
 def pool_key(experiment: Experiment, identity: str | None) -> PoolKey:
-    definition = json.dumps({"entry": entry_fields(experiment), "identity": identity}, sort_keys=True,
+    definition = json.dumps({"entry": model_entry(experiment), "identity": identity}, sort_keys=True,
                             separators=(",", ":"), ensure_ascii=False)
     return PoolKey(experiment.id, definition)
 

@@ -33,6 +33,8 @@ class ExperimentBody(BaseModel):
     gpu: str | None = Field(default=None, description="Modal only: this experiment's GPU (default MODAL_GPU).")
     dtype: str | None = Field(default=None, description="float32 | bfloat16 | float16: the precision its model "
                                                          "loads in (default: the checkpoint's).")
+    warm: list[dict[str, Any]] | None = Field(default=None, description="A warm schedule: windows of days, hours "
+                                              "(HH:MM-HH:MM), containers (default 1) and timezone (default UTC).")
 
 
 async def _experiment_body(request: Request) -> ExperimentBody:
@@ -65,7 +67,8 @@ def add_registry_routes(app: FastAPI, path: RequestPath) -> None:
         cold-starts the new model); 201 when it is new. Needs the bearer token."""
         body = await _experiment_body(request)  # read after the admin check: a refused caller learns nothing
         experiment, change = await path.admin.register(experiment_id, body.model_dump(exclude_none=True))
-        outcome = "added" if change.added else "changed" if change.changed else "unchanged"
+        outcome = ("added" if change.added else "changed" if change.changed
+                   else "rescheduled" if change.rescheduled else "unchanged")
         return JSONResponse({"experiment": experiment.describe(), "change": outcome},
                             status_code=201 if change.added else 200)
 

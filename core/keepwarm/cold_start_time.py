@@ -64,4 +64,8 @@ class PrewarmLead:
 
     def of(self, cold_start_s: float | None) -> float:
         """The lead for an experiment of this measured cold start, in the activity's clock."""
-        return lead_s(self.base_s, cold_start_s) * self.time_scale
+        return self.real_s(cold_start_s) * self.time_scale
+
+    def real_s(self, cold_start_s: float | None) -> float:
+        """The lead for an experiment of this measured cold start, in real seconds."""
+        return lead_s(self.base_s, cold_start_s)

@@ -15,22 +15,25 @@ to zero, pre-warm after P, keep for W") into the two numbers a platform's autosc
 moment: the scaledown window of idle containers and how many containers to keep regardless of
 traffic (`min_containers`). Two windows are the pool's scaledown window B with the last container
 held (`min_containers` 1) until the experiment has idled W: a hold keeps a running container and
-never starts one (`PoolPlan.holds_only`), where a pre-warm's pin starts one.
+never starts one (`PoolPlan.holds_only`), where a pre-warm's pin starts one. An experiment's warm
+schedule (core.keepwarm.warm_schedule) raises `min_containers` to what it asks for now, on top of
+any plan (`with_schedule`), and starts its containers whatever the pool runs.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 from core.keepwarm.activity import ActivityTracker, ExperimentActivity, emulated_clock
 from core.keepwarm.decision import NamedPolicy, WindowDecision, WindowReason
 from core.keepwarm.policies import policy_from_settings, retention_s
 from core.keepwarm.burst_levels import SPELL_BREAK_S
 from core.keepwarm.cold_start_time import PrewarmLead
+from core.keepwarm.warm_schedule import WarmWindow, scheduled
 from core.settings import Settings
 
 #: The scaledown window of a pre-warm plan's pool: a minute (a spell's pause), so that the requests of
@@ -75,6 +78,11 @@ class PoolPlan:
     cold_start_s: float | None = None
     #: A pre-warm plan's lead: it starts this long before the request is due (None: no pre-warm planned).
     prewarm_lead_s: float | None = None
+    #: Containers the experiment's warm schedule asks for now (included in `min_containers`) ...
+    scheduled_containers: int = 0
+    #: ... and seconds until that changes (None: no schedule). Not in `changes_in_s`: a pool with nothing
+    #: else ahead may be parked until its schedule comes due (`nothing_ahead`).
+    schedule_changes_in_s: float | None = None
 
     @property
     def window_s(self) -> int:
@@ -92,16 +100,29 @@ class PoolPlan:
     @property
     def holds_only(self) -> bool:
         """Its pinned container is the last one of a running pool, kept (two windows): an applier starts
-        none for it — where the pool has none running, nothing is left to keep."""
-        return self.phase is PlanPhase.KEEP_WARM
+        none for it — where the pool has none running, nothing is left to keep (a warm schedule's
+        containers are started)."""
+        return self.phase is PlanPhase.KEEP_WARM and not self.scheduled_containers
 
     @property
     def nothing_ahead(self) -> bool:
-        """Nothing is planned but the next request: no container pinned now, no change to come."""
+        """Nothing is planned but the next request (or the warm schedule's next window): no container
+        pinned now, no change of the policy's plan to come."""
         return self.min_containers == 0 and self.changes_in_s is None
+
+    @property
+    def next_change_s(self) -> float | None:
+        """Seconds until the plan or the warm schedule changes by itself (None: neither will)."""
+        times = [t for t in (self.changes_in_s, self.schedule_changes_in_s) if t is not None]
+        return min(times) if times else None
 
     def describe(self) -> str:
         """The plan in words, for logs and `/health` (derived from the enums, never parsed back)."""
+        if self.scheduled_containers:
+            return f"{self._describe()}; {self.scheduled_containers} kept warm by the schedule"
+        return self._describe()
+
+    def _describe(self) -> str:
         if self.phase is PlanPhase.KEEP_WARM and self.decision.burst_window_s is not None:
             return (f"keep extra containers {self.decision.burst_window_s}s, the last one "
                     f"{self.decision.window_s}s")
@@ -206,6 +227,18 @@ def plan_pools(activities: Iterable[ExperimentActivity], policy: NamedPolicy, le
     return {a.experiment_id: plan_pool(a, policy, lead) for a in activities}
 
 
+def with_schedule(plan: PoolPlan, windows: tuple[WarmWindow, ...] | None, wall_s: float, lead_s: float,
+                  time_scale: float = 1.0) -> PoolPlan:
+    """`plan` with the experiment's warm schedule on top: at least the containers the schedule asks for
+    at unix time `wall_s` (each window from `lead_s` real seconds before it opens, so they are warm when
+    it does), and a change due when the schedule's is (in the plan's clock, `time_scale` times faster)."""
+    if not windows:
+        return plan
+    now = scheduled(windows, wall_s, lead_s)
+    return replace(plan, min_containers=max(plan.min_containers, now.containers), scheduled_containers=now.containers,
+                   schedule_changes_in_s=None if now.changes_in_s is None else now.changes_in_s * time_scale)
+
+
 def unused_plan(experiment_id: str, policy: NamedPolicy) -> PoolPlan:
     """The plan of an experiment with no remembered request (what its first request starts from)."""
     return plan_for(experiment_id, policy.decide(None), 0.0, 0.0)
@@ -222,6 +255,8 @@ class WindowController:
         self.policy = policy
         #: How long before the request is due a pre-warm starts.
         self.lead = lead
+        #: The registered experiments' warm schedules, by id (set by the request path: its registry's).
+        self.schedules: Callable[[], Mapping[str, tuple[WarmWindow, ...]]] = dict
         self._wall = wall
         self._lock = threading.Lock()
         self._applied: dict[str, AppliedWindow] = {}
@@ -244,7 +279,8 @@ class WindowController:
 
     def arrived(self, experiment_id: str) -> PoolPlan:
         """Record one request's arrival; the experiment's plan right after it."""
-        plan = plan_pool(self.tracker.record_request(experiment_id), self.policy, self.lead)
+        plan = self._scheduled(plan_pool(self.tracker.record_request(experiment_id), self.policy, self.lead),
+                               self.schedules())
         self._adopt({experiment_id: plan})  # an arrival forgets no one: the next pass (`plans`) does
         self._latest[experiment_id] = plan
         return plan
@@ -263,10 +299,19 @@ class WindowController:
         self.tracker.record_cold_start(experiment_id, seconds)
 
     def plans(self) -> dict[str, PoolPlan]:
-        """Every remembered experiment's plan now."""
-        plans = plan_pools(self.tracker.snapshot(), self.policy, self.lead)
+        """Every remembered experiment's plan now, and every scheduled one's, with its warm schedule."""
+        schedules = self.schedules()
+        plans = {e: self._scheduled(plan, schedules)
+                 for e, plan in plan_pools(self.tracker.snapshot(), self.policy, self.lead).items()}
+        for experiment_id in schedules:
+            if experiment_id not in plans:
+                plans[experiment_id] = self._scheduled(unused_plan(experiment_id, self.policy), schedules)
         self._record(plans)
         return plans
+
+    def _scheduled(self, plan: PoolPlan, schedules: Mapping[str, tuple[WarmWindow, ...]]) -> PoolPlan:
+        return with_schedule(plan, schedules.get(plan.experiment_id), self._wall(),
+                             self.lead.real_s(plan.cold_start_s), self.lead.time_scale)
 
     def applied(self) -> dict[str, AppliedWindow]:
         """What this controller applied, per remembered experiment: each plan, stamped when it last

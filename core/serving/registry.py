@@ -18,6 +18,12 @@ Format (`[experiments.<id>]` tables):
     sha256 = "…"                                    # optional: the weights file must hash to this
     gpu = "L4"                                      # optional, Modal only: this experiment's GPU (default MODAL_GPU)
     dtype = "bfloat16"                              # optional: float32 | bfloat16 | float16 (default: the checkpoint's)
+
+    [[experiments.demo-embeddings.warm]]            # optional, repeatable: a warm schedule (core/keepwarm/warm_schedule.py)
+    days = "mon-fri"                                # daily | weekdays | weekends | mon-fri | sat,sun | ...
+    hours = "09:00-18:00"                           # local time; 22:00-02:00 runs past midnight
+    containers = 1                                  # at least this many, from the pre-warm lead before it opens
+    timezone = "Europe/Berlin"                      # IANA name (default UTC)
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from typing import Iterator, Mapping
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from core.keepwarm.warm_schedule import WarmWindow
 from core.serving import mlflow_source
 
 #: Letters, digits, ".", "_", "-"; starting with a letter or digit, so that no id reads as a path
@@ -86,8 +93,16 @@ class Experiment(BaseModel):
     #: The precision its weights are loaded in; None: as the checkpoint was saved. Part of the
     #: definition: a new dtype is a new model (a swap, a new pool).
     dtype: Dtype | None = None
+    #: Hours its containers are kept warm whatever the traffic (None: none). Not part of the model: a new
+    #: schedule changes no pool (`model_entry`), it is applied by the window controller.
+    warm: tuple[WarmWindow, ...] | None = Field(default=None, max_length=32)
     #: Directory that relative local sources are resolved against (the registry file's folder).
     base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @field_validator("warm")
+    @classmethod
+    def _none_when_empty(cls, value: tuple[WarmWindow, ...] | None) -> tuple[WarmWindow, ...] | None:
+        return value or None
 
     @field_validator("sha256")
     @classmethod
@@ -147,7 +162,8 @@ class Experiment(BaseModel):
     def describe(self) -> dict[str, object]:
         return {"id": self.id, "task": self.task.value, "source": self.source, "revision": self.revision,
                 "sha256": self.sha256, "gpu": self.gpu,
-                "dtype": self.dtype.value if self.dtype else None}
+                "dtype": self.dtype.value if self.dtype else None,
+                "warm": [w.describe() for w in self.warm] if self.warm else None}
 
 
 def plain_text(value: str) -> str:
@@ -181,6 +197,11 @@ class Registry:
 
     def __init__(self, experiments: Mapping[str, Experiment]):
         self._experiments = dict(experiments)
+        self._schedules = {e.id: e.warm for e in self._experiments.values() if e.warm}
+
+    def schedules(self) -> dict[str, tuple[WarmWindow, ...]]:
+        """The warm schedules of the experiments that have one, by id (made once: the registry is immutable)."""
+        return self._schedules
 
     def get(self, experiment_id: str) -> Experiment | None:
         return self._experiments.get(experiment_id)
@@ -264,6 +285,11 @@ def read_registry_text(path: Path) -> str:
 def entry_fields(experiment: Experiment) -> dict[str, object]:
     """An experiment's fields as written in its `[experiments.<id>]` table."""
     return experiment.model_dump(exclude={"id", "base_dir"}, exclude_none=True, mode="json")
+
+
+def model_entry(experiment: Experiment) -> dict[str, object]:
+    """The fields that say which model an experiment serves, and how: its entry without its warm schedule."""
+    return experiment.model_dump(exclude={"id", "base_dir", "warm"}, exclude_none=True, mode="json")
 
 
 def experiment_entry(experiment_id: str, fields: Mapping[str, object], base_dir: Path, where: str = "") -> Experiment:

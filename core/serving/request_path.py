@@ -68,6 +68,7 @@ class RequestPath:
         #: The plan of every experiment, as its backend's controller makes it (each backend builds its
         #: own around the tracker it publishes through; the in-process server's keeps it in memory).
         self.controller = controller or WindowController.in_memory(settings)
+        self.controller.schedules = lambda: self.registry.current.schedules()  # the registry's, as it changes
         self.policy: NamedPolicy = self.controller.policy
         self.tracker = self.controller.tracker
         self.applied = applied

@@ -40,7 +40,8 @@ class ServerEvents:
 
     async def registry_changed(self, change: RegistryChange, registry: Registry) -> None:
         """One line per experiment the change concerns (a live registry's listener)."""
-        for kind, ids in (("added", change.added), ("changed", change.changed), ("removed", change.removed)):
+        for kind, ids in (("added", change.added), ("changed", change.changed), ("removed", change.removed),
+                          ("rescheduled", change.rescheduled)):
             for experiment_id in ids:
                 experiment = registry.get(experiment_id)
                 self.events.write(experiment_id, EventName.REGISTRY, None, kind, change=kind,

@@ -514,3 +514,35 @@ def test_the_same_plan_drives_the_ray_emulator() -> None:
             # a pool at zero: a pre-warm's pin starts a container, two windows' hold starts none (as on Modal)
             assert scaled_to_zero == (0 if plan.holds_only else state.min_containers), (window_s, prewarm_s, idle)
             assert running == max(state.min_containers, int(idle < state.scaledown_window_s)), (window_s, prewarm_s, idle)
+
+
+def test_a_warm_schedule_pins_its_pool_through_its_hours_with_no_request_at_all() -> None:
+    """An experiment never requested, warm on weekdays 09:00–18:00 in Berlin (2 containers): the
+    reconciler pins its pool from the lead (60 s) before 09:00, asks to be woken for each change,
+    lets it go at 18:00, and does nothing on Saturday; with the schedule removed, the pin goes too."""
+    from datetime import datetime
+
+    from core.keepwarm.warm_schedule import WarmWindow
+
+    world = World(adaptive())
+    office = Experiment(id="office", source="org/model", task="feature-extraction",
+                        warm=(WarmWindow(days="mon-fri", hours="09:00-18:00", containers=2, timezone="Europe/Berlin"),))
+    world.run(world.registry.put(office))
+
+    def pass_at(iso: str) -> tuple[int | None, float | None]:
+        world.clock.now = datetime.fromisoformat(iso).timestamp()
+        due = world.run(world.reconciler.reconcile())
+        states = world.autoscaler.states("office")
+        return (states[-1][2] if states else None), due
+
+    assert pass_at("2026-12-07T07:58:00+00:00") == (0, 60.0)  # Monday 08:58 Berlin: due at 08:59
+    assert pass_at("2026-12-07T07:59:00+00:00") == (2, 9 * 3600.0 + 60)  # the lead before 09:00: pinned until 18:00
+    assert pass_at("2026-12-07T12:00:00+00:00")[0] == 2
+    assert pass_at("2026-12-07T17:00:00+00:00")[0] == 0  # 18:00 in Berlin
+    assert pass_at("2026-12-12T10:00:00+00:00")[0] == 0  # Saturday
+    world.clock.now = datetime.fromisoformat("2026-12-14T10:00:00+00:00").timestamp()  # Monday again
+    world.run(world.reconciler.reconcile())
+    assert world.autoscaler.states("office")[-1][2] == 2
+    world.run(world.registry.put(office.model_copy(update={"warm": None})))  # the schedule removed
+    world.run(world.reconciler.reconcile())
+    assert world.autoscaler.states("office")[-1][2] == 0
