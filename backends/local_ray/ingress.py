@@ -31,7 +31,9 @@ from backends.local_ray.registry_keeper import NAMESPACE, KeeperSource, keeper_n
 from backends.local_ray.replica_calls import ReplicaCalls
 from backends.local_ray.replica_slots import ReplicaSlots, StartingBoard
 from backends.local_ray.replica_watch import ReplicaStates, ReplicaWatch, model_status, serve_replica_states
+from backends.local_ray.schedule_store import ScheduleStore
 from backends.local_ray.settings import RaySettings
+from backends.local_ray.warm_schedules import WarmSchedules
 from core.auth import AuthMode
 from core.http.app import create_app
 from core.keepwarm.controller import PoolPlan, WindowController
@@ -198,6 +200,9 @@ class HybridIngress:
         self.predictor = RayPredictor(self.settings, app_name, deployer, identity=registry.identity,
                                       publish=tracker.published, store=store, plans=controller.plans)
         self.path = RequestPath(self.settings, registry, self.predictor, controller=controller)
+        #: Each experiment's warm schedule published for its pool's policy; a parked pool it asks containers of, deployed.
+        self.schedules = WarmSchedules(ScheduleStore(app_name), deployer, controller.plans, registry.identity)
+        registry.subscribe(self.schedules.registry_changed)
 
     def __serve_build_asgi_app__(self) -> Any:
         return create_app(self.path, backend="ray", mode=self.mode)

@@ -23,10 +23,11 @@ from enum import StrEnum
 from typing import Any, Mapping
 
 from backends.local_ray.activity_store import ActivityStore
+from backends.local_ray.schedule_store import ScheduleReader, ScheduleStore
 from core.events import EventName
 from core.keepwarm.container_budget import ContainerBudget
 from core.keepwarm.cold_start_time import PrewarmLead
-from core.keepwarm.controller import PlanPhase, PoolPlan, plan_pool
+from core.keepwarm.controller import PlanPhase, PoolPlan, plan_pool, unused_plan, with_schedule
 from core.keepwarm.experiment_record import ExperimentActivity, ExperimentRecord
 from core.keepwarm.histogram import Learner
 from core.keepwarm.shared_activity import DurableActivity
@@ -291,6 +292,8 @@ class ScaledownWindowPolicy:
         self.time_scale = self.settings.time_scale
         self.events = EventLog.for_settings(self.settings)
         self.published = ActivityReader(ActivityStore(app_name) if app_name else None, experiment)
+        #: The experiment's warm schedule, as the ingress published it (warm_schedules.py).
+        self.schedule = ScheduleReader(ScheduleStore(app_name) if app_name else None, experiment)
         #: The pool's replicas in the cost ledger (published for the ingress).
         self.lives = ReplicaLives(experiment, UsageStore(app_name) if app_name else None, time.time)
         #: The deployment's slots (MODAL_MAX_CONTAINERS, within what the cluster holds) and this pool's share.
@@ -299,14 +302,18 @@ class ScaledownWindowPolicy:
         self.slots, self.app_name = replica_slots, app_name or ""  # every pool's, shared in Serve's controller
 
     def plan(self, now: float, reports: list[ReplicaReport], fresh: bool = False) -> PoolPlan | None:
-        """Core's plan for the pool at wall time `now` (None: no request yet); `fresh`: from the
-        activity as published now, not as last read."""
+        """Core's plan for the pool at wall time `now`, with the experiment's warm schedule on top (None:
+        no request yet and no schedule); `fresh`: from the activity as published now, not as last read."""
         scale, settings = self.time_scale, self.settings
         activity = pool_activity(
             self.experiment, self.published.current(now, reports, fresh),
             [replace(r, last_busy=r.last_busy * scale) for r in reports], now * scale,
             settings.activity_window, self.policy.learner)
-        return None if activity is None else plan_pool(activity, self.policy, PrewarmLead(settings.prewarm_lead_s, scale))
+        windows, lead = self.schedule.current(now), PrewarmLead(settings.prewarm_lead_s, scale)
+        if activity is None and not windows:
+            return None
+        plan = unused_plan(self.experiment, self.policy) if activity is None else plan_pool(activity, self.policy, lead)
+        return with_schedule(plan, windows, now, lead.real_s(plan.cold_start_s), scale)
 
     def __call__(self, ctx: Any) -> tuple[int, dict[str, Any]]:
         now = ctx.current_time or time.time()

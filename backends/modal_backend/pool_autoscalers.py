@@ -53,6 +53,33 @@ def current_pool(experiment: Experiment | None, served: PoolKey | None, known: P
     return None
 
 
+def scheduled_plan(activity: ExperimentActivity | None, experiment: Experiment, policy: NamedPolicy,
+                   lead: PrewarmLead, now: float) -> PoolPlan:
+    """The experiment's plan at unix time `now` (no remembered request: its first request's), its warm
+    schedule on top."""
+    plan = plan_pool(activity, policy, lead) if activity is not None else unused_plan(experiment.id, policy)
+    return with_schedule(plan, experiment.warm, now, lead.real_s(plan.cold_start_s))
+
+
+def current_pools(registry: RegistryView, tracker: ActivityTracker, applied: dict[str, dict[str, Any]],
+              served: dict[str, PoolKey]) -> list[tuple[ExperimentActivity | None, Experiment, PoolKey]]:
+    """Each registered experiment's activity and current pool (a moving source's new definition that
+    has served no request yet has none); with no activity remembered, those with a warm schedule, and
+    those it pinned containers of (a schedule removed since)."""
+    current: list[tuple[ExperimentActivity | None, Experiment, PoolKey]] = []
+    remembered = {a.experiment_id: a for a in tracker.snapshot()}
+    pinned = [e for e, record in applied.items() if record.get("min_containers")]
+    for experiment_id in dict.fromkeys([*remembered, *registry.registry.schedules(), *pinned]):
+        experiment = registry.get(experiment_id)
+        if experiment is None:
+            continue  # no longer registered: its pool is not ours to steer
+        known = applied.get(experiment.id, {}).get("pool")
+        pool = current_pool(experiment, served.get(experiment.id), PoolKey.from_dict(known) if known else None)
+        if pool is not None:
+            current.append((remembered.get(experiment_id), experiment, pool))
+    return current
+
+
 @dataclass
 class PoolAutoscalers:
     """Every experiment pool's autoscaler, as this deployment's reconciler applies it."""
@@ -76,13 +103,14 @@ class PoolAutoscalers:
         applied: dict[str, dict[str, Any]] = dict(await self.store.get(APPLIED) or {})
         next_change: float | None = None
         changed = await self._drain(applied, served)
-        current = self._current_pools(tracker, applied, served)
+        current = current_pools(self.registry, tracker, applied, served)
         running = dict(running)
         for record in applied.values():  # a pre-warm pinned by the last pass: its container starts
             if record.get("min_containers") and record.get("pool"):
                 name = pool_name(PoolKey.from_dict(record["pool"]))
                 running[name] = max(running.get(name, 0), record["min_containers"])
-        plans = {e.id: self._within_cap(self._plan(a, e, now), pool_name(p), running) for a, e, p in current}
+        plans = {e.id: self._within_cap(scheduled_plan(a, e, self.policy, self.prewarm_lead, now), pool_name(p), running)
+                 for a, e, p in current}
         grants = self._grants(current, running)
         try:  # the ingresses hold these slots for the pools; the windows go on whatever happens to it
             await self.store.put(GRANTS, {"at": now, "pools": grants})
@@ -113,30 +141,6 @@ class PoolAutoscalers:
         if changed:
             await self.store.put(APPLIED, applied)
         return next_change
-
-    def _plan(self, activity: ExperimentActivity | None, experiment: Experiment, now: float) -> PoolPlan:
-        """The experiment's plan now (no remembered request: its first request's), its warm schedule on top."""
-        plan = (plan_pool(activity, self.policy, self.prewarm_lead) if activity is not None
-                else unused_plan(experiment.id, self.policy))
-        return with_schedule(plan, experiment.warm, now, self.prewarm_lead.real_s(plan.cold_start_s))
-
-    def _current_pools(self, tracker: ActivityTracker, applied: dict[str, dict[str, Any]],
-                       served: dict[str, PoolKey]) -> list[tuple[ExperimentActivity | None, Experiment, PoolKey]]:
-        """Each registered experiment's activity and current pool (a moving source's new definition that
-        has served no request yet has none); with no activity remembered, those with a warm schedule, and
-        those it pinned containers of (a schedule removed since)."""
-        current: list[tuple[ExperimentActivity | None, Experiment, PoolKey]] = []
-        remembered = {a.experiment_id: a for a in tracker.snapshot()}
-        pinned = [e for e, record in applied.items() if record.get("min_containers")]
-        for experiment_id in dict.fromkeys([*remembered, *self.registry.registry.schedules(), *pinned]):
-            experiment = self.registry.get(experiment_id)
-            if experiment is None:
-                continue  # no longer registered: its pool is not ours to steer
-            known = applied.get(experiment.id, {}).get("pool")
-            pool = current_pool(experiment, served.get(experiment.id), PoolKey.from_dict(known) if known else None)
-            if pool is not None:
-                current.append((remembered.get(experiment_id), experiment, pool))
-        return current
 
     def _within_cap(self, plan: PoolPlan, name: str, running: dict[str, int]) -> PoolPlan:
         """A pre-warm (or a spell's width) starts containers no request (no ingress admission) asked for: each
