@@ -290,6 +290,35 @@ def test_a_prewarm_starts_the_cold_start_the_ingress_measured_before_the_request
     assert [replicas_at(s) for s in (47, 49)] == [0, 1]  # 12 s (120 emulated) before it is due
 
 
+def test_a_warm_schedule_the_ingress_published_pins_its_replicas_without_any_request(gcs: Any) -> None:
+    """Weekdays 09:00–18:00 UTC, two replicas, nothing ever requested: the pool's policy pins two from
+    the lead (5 s real) before 09:00 until 18:00 and none on a Saturday; a request's plan gets the
+    schedule on top; a schedule cleared is gone within `READ_EVERY_S`."""
+    from datetime import datetime
+
+    from backends.local_ray.schedule_store import READ_EVERY_S, ScheduleStore
+    from core.keepwarm.warm_schedule import WarmWindow
+
+    def at(iso: str) -> float:
+        return datetime.fromisoformat(iso).timestamp()
+
+    store = ScheduleStore("app")
+    office = (WarmWindow(days="mon-fri", hours="09:00-18:00", containers=2),)
+    store.write("e", office)
+    assert store.read("e") == office and store.read("other") is None
+    policy = policy_for()
+    monday = at("2026-12-07T09:00:00+00:00")
+    assert [policy(ctx(monday + s))[0] for s in (-6, -4, 3600, 9 * 3600 - 1, 9 * 3600 + 1)] == [0, 2, 2, 2, 0]
+    plan = policy.plan(monday + 60, [])
+    assert plan is not None and plan.scheduled_containers == 2 and plan.min_containers == 2 and plan.window_s == 600
+    assert policy_for()(ctx(at("2026-12-12T10:00:00+00:00")))[0] == 0  # Saturday
+    ActivityStore("app").write(published((monday - 20) * 10, completion=(monday - 20) * 10))
+    requested = policy_for()
+    assert requested(ctx(monday + 30, ["r1"], metrics(monday - 20)))[0] == 2  # the request's window, and the schedule
+    store.write("e", None)
+    assert requested(ctx(monday + 30 + READ_EVERY_S, ["r1"], metrics(monday - 20)))[0] == 1  # the window alone
+
+
 def test_the_policy_reads_the_gcs_when_a_replica_was_busy_since_and_otherwise_seldom(gcs: Any) -> None:
     """The ingress publishes an arrival before its request reaches a replica: a replica busy since
     the policy's last read means news; nothing new costs one read per REFRESH_S."""
