@@ -150,6 +150,8 @@ def simulate(
     default_duration_ms: float = typer.Option(1000.0, help="Fine mode: execution time when the trace gives none."),
     concurrent_inputs: Optional[int] = typer.Option(
         None, min=1, max=1000, help="Fine mode: requests one container takes at once (default: MODAL_CONCURRENT_INPUTS)."),
+    warm: list[str] = typer.Option([], "--warm", help="Fine mode: a warm schedule every experiment keeps, 'DAYS HH:MM-HH:MM [xN] [TIMEZONE]' (e.g. 'mon-fri 09:00-18:00 x1 UTC'; repeatable)."),
+    trace_start: Optional[str] = typer.Option(None, "--trace-start", help="With --warm: the wall-clock time of the trace's time 0 (ISO 8601; default 2019-07-15T00:00Z, a Monday)."),
 ) -> None:
     """Replay a trace through keep-warm policies: cold starts vs idle container-minutes."""
     import json as json_module
@@ -161,8 +163,8 @@ def simulate(
         settings = settings.model_copy(update={"modal_concurrent_inputs": concurrent_inputs})
     try:
         rows, artefacts = campaign.run(
-            settings, trace, trace_format, mode, policy, sweep, gpu_price_per_hour, out, cold_start_s, default_duration_ms / 1000
-        )
+            settings, trace, trace_format, mode, policy, sweep, gpu_price_per_hour, out, cold_start_s, default_duration_ms / 1000,
+            warm, trace_start)
     except campaign.UsageError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None

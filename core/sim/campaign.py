@@ -4,24 +4,28 @@ oracle), write the reports.
 Why this module exists: the CLI function only parses options; this runs the campaign — minute or
 fine mode, each policy's distance to the oracle at its own idle budget (total cold starts and p75
 per-experiment cold-start rate), its idle time against the fixed 10-minute keep-alive (the unit
-Shahrad et al. report in), the oracle entries, the sweep with its two-panel Pareto plot — with a
+Shahrad et al. report in), the oracle entries, the sweep with its two-panel Pareto plot, a warm schedule priced in fine mode — with a
 progress bar on standard error, and returns the rows every output is made from.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from core.keepwarm.decision import NamedPolicy
 from core.keepwarm.policies import PolicySpecError
+from core.keepwarm.warm_schedule import WarmWindow
 from core.settings import Settings
 from core.sim.report import pareto_plot, write_results
 from core.sim.simulator import Oracle, OracleDistance, simulate_minute_trace, simulate_requests
 from core.sim.specs import ORACLE, PAPER_BASELINE, SWEEP_MINUTES, parse_policy, sweep_specs
+from core.sim.warm_spans import DEFAULT_TRACE_START, WarmSpans
 from core.sim.traces import (TraceError, TraceFormat, count_minutes, detect_format, read_function_durations,
                              read_minute_series, read_requests)
 
@@ -36,7 +40,11 @@ def _progress() -> Progress:
 
 
 def run(settings: Settings, trace: Path, trace_format: str | None, mode: str, specs: list[str], sweep: bool,
-        gpu_price_per_hour: float, out: Path, cold_start_s: float, default_duration_s: float) -> tuple[list[dict[str, Any]], list[Path]]:
+        gpu_price_per_hour: float, out: Path, cold_start_s: float, default_duration_s: float,
+        warm: list[str] | None = None, trace_start: str | None = None) -> tuple[list[dict[str, Any]], list[Path]]:
+    schedule = _warm_spans(warm or [], trace_start, cold_start_s)
+    if schedule is not None and mode != "fine":
+        raise UsageError("--warm: a warm schedule holds containers; price it in fine mode (--mode fine)")
     try:
         fmt = TraceFormat(trace_format) if trace_format else detect_format(trace)
     except ValueError as exc:
@@ -57,7 +65,8 @@ def run(settings: Settings, trace: Path, trace_format: str | None, mode: str, sp
         else:
             if want_oracle:
                 raise UsageError("the oracle is defined for minute mode; use --mode minute")
-            rows, oracle = _fine(trace, fmt, policies, settings, cold_start_s, default_duration_s, gpu_price_per_hour), None
+            rows, oracle = _fine(trace, fmt, policies, settings, cold_start_s, default_duration_s, gpu_price_per_hour,
+                                 schedule), None
     except TraceError as exc:
         raise UsageError(str(exc)) from None
     artefacts = write_results(out, rows)
@@ -107,8 +116,23 @@ def _rounded(ratio: float | None) -> float | None:
     return None if ratio is None else round(ratio, 4)
 
 
+def _warm_spans(specs: list[str], trace_start: str | None, lead_s: float) -> WarmSpans | None:
+    """The `--warm` windows on the trace's clock (`--trace-start`, default a Monday 00:00 UTC); None: none."""
+    try:
+        windows = tuple(WarmWindow.parse(spec) for spec in specs)
+        start = datetime.fromisoformat(trace_start) if trace_start else DEFAULT_TRACE_START
+    except ValidationError as exc:
+        raise UsageError("--warm: " + "; ".join(f"{e['loc'][0]}: {e['msg'].removeprefix('Value error, ')}"
+                                                for e in exc.errors())) from None
+    except ValueError as exc:
+        raise UsageError(f"--warm/--trace-start: {exc}") from None
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=timezone.utc)
+    return WarmSpans(windows, start.timestamp(), lead_s) if windows else None
+
+
 def _fine(trace: Path, fmt: TraceFormat, policies: list[NamedPolicy], settings: Settings, cold_start_s: float,
-          default_duration_s: float, price: float) -> list[dict[str, Any]]:
+          default_duration_s: float, price: float, warm: WarmSpans | None = None) -> list[dict[str, Any]]:
     durations = None
     if fmt is TraceFormat.AZURE_FUNCTIONS_2019:
         sibling = trace.with_name("function_durations.csv")
@@ -120,7 +144,10 @@ def _fine(trace: Path, fmt: TraceFormat, policies: list[NamedPolicy], settings: 
             result = simulate_requests(
                 read_requests(trace, fmt), policy, settings.experiment_max_containers, default_duration_s, cold_start_s,
                 durations, settings.activity_window, progress=lambda replayed: progress.advance(task, replayed),
-                concurrent_inputs=settings.modal_concurrent_inputs,
+                concurrent_inputs=settings.modal_concurrent_inputs, warm=warm,
             )
-            rows.append(result.summary(price))
+            row = result.summary(price)
+            if warm is not None:
+                row |= {"policy": f"{policy.name} + warm", "warm": [w.describe() for w in warm.windows]}
+            rows.append(row)
     return rows

@@ -50,6 +50,7 @@ from core.percentile import percentile as shared_percentile
 from core.keepwarm.decision import NamedPolicy, WindowDecision
 from core.keepwarm.histogram import LearnedGaps
 from core.keepwarm.controller import PREWARM_PLAN_WINDOW_S
+from core.sim.warm_spans import WarmSpans
 from core.sim.traces import MinuteSeries, Request
 
 
@@ -323,6 +324,8 @@ class _ExperimentState:
     last_arrival: float = float("-inf")
     #: The latest spell's width (`ExperimentActivity.width`): how many containers a pre-warm brings back.
     width: int = 1
+    #: Trace time through which its warm schedule's segments were opened (`_warm_up`).
+    warm_seen: float = float("-inf")
     #: When its requests in flight end (a heap): completions reach its record in time order.
     ends: list[float] = field(default_factory=list)
     invocations: int = 0
@@ -343,6 +346,7 @@ def simulate_requests(
     progress: Callable[[int], None] | None = None,
     prewarm_lead_s: float | None = None,
     concurrent_inputs: int = 1,
+    warm: WarmSpans | None = None,
 ) -> SimResult:
     """Fine mode over a time-ordered request stream (memory ∝ experiments × containers). `progress` is
     told how many requests were replayed since it was last told, every `PROGRESS_EVERY` and at the end
@@ -351,7 +355,10 @@ def simulate_requests(
     and a pre-warm starts `prewarm_lead_s` (default: the cold start), or the cold start where longer,
     before the request is due. A container takes `concurrent_inputs` requests at once
     (MODAL_CONCURRENT_INPUTS): a request goes to a busy container with room, else the most recently
-    used idle one, else a new one (a cold start) below `max_containers`, else waits for the first slot."""
+    used idle one, else a new one (a cold start) below `max_containers`, else waits for the first slot.
+    `warm`: a warm schedule every experiment keeps (`with_schedule` on the servers): when a segment opens,
+    the experiment's pool is topped up to its containers (started then, idle from then), and its most
+    recently used containers, as many, are held to the segment's end."""
     records: dict[str, ExperimentRecord] = {}
     retention_s = max(RETENTION_S, activity_window_s)
     per_container = max(1, concurrent_inputs)
@@ -371,7 +378,9 @@ def simulate_requests(
         if state is None:
             state = states[experiment_id] = _ExperimentState()
         duration = request.duration_s if request.duration_s is not None else durations.get(experiment_id, default_duration_s)
-        container = _settle(state, t, lead_s, per_container)
+        if warm is not None:
+            _warm_up(state, warm, t, lead_s)
+        container = _settle(state, t, lead_s, per_container, warm)
         cold = False
         if container is not None and container.fresh and container.free_at + cold_start_s > t:
             cold = True  # it waits for the rest of a start a plan began: a cold start, as the servers report it
@@ -416,7 +425,9 @@ def simulate_requests(
         progress(replayed)
     result = SimResult(policy.name)
     for experiment_id, state in states.items():
-        _close(state, end, lead_s)
+        if warm is not None:
+            _warm_up(state, warm, end, lead_s)
+        _close(state, end, lead_s, warm)
         result.add_experiment(state.invocations, state.cold, (state.burst_idle_s + state.last_idle_s) / 60,
                               state.after_end_s / 60, experiment_id, state.burst_idle_s / 60)
     return result
@@ -432,6 +443,17 @@ class _Plan(NamedTuple):
     pin_until: float  # ... until when (the containers still there when it starts are held as long)
     new: int  # containers the pin starts (it brings the pool to the experiment's width), when it starts
     held_until: float = float("-inf")  # a pre-warm plan holds every container until then (the spell's minute)
+    warm: WarmSpans | None = None  # the warm schedule, holding ...
+    warm_held: frozenset[int] = frozenset()  # ... these containers (ids: the most recently used) to its segments' ends
+
+
+def _held(plan: _Plan, state: _ExperimentState, warm: WarmSpans) -> _Plan:
+    """`plan` with the warm schedule holding the experiment's most recently used containers, as many as
+    its segments ask for at most."""
+    if not warm.containers:
+        return plan
+    recent = sorted(state.containers, key=_free_at, reverse=True)[:max(warm.containers)]
+    return plan._replace(warm=warm, warm_held=frozenset(map(id, recent)))
 
 
 def _plan(state: _ExperimentState, lead_s: float) -> _Plan:
@@ -467,7 +489,7 @@ def _next_end(container: _Container) -> float:
 
 
 def _until(plan: _Plan, container: _Container) -> float:
-    """Until when `container`, idle, is kept under `plan`."""
+    """Until when `container`, idle, is kept under `plan` (and the warm schedule)."""
     if container is plan.latest:
         until = plan.latest_until
     else:
@@ -475,8 +497,20 @@ def _until(plan: _Plan, container: _Container) -> float:
         if until < plan.held_until:
             until = plan.held_until
     if until > plan.pin_from and until < plan.pin_until:
-        return plan.pin_until
+        until = plan.pin_until
+    if plan.warm is not None and id(container) in plan.warm_held:
+        return plan.warm.held_until(max(until, container.free_at))
     return until
+
+
+def _warm_up(state: _ExperimentState, warm: WarmSpans, now: float, lead_s: float) -> None:
+    """Open the warm schedule's segments that began since the experiment was last looked at, up to
+    `now`: each tops the pool up to its containers — those missing start when it opens."""
+    for opens, containers in warm.starting(state.warm_seen, now):
+        plan = _held(_plan(state, lead_s), state, warm)
+        alive = sum(1 for c in state.containers if c.free_at > opens or _until(plan, c) >= opens)
+        state.containers.extend(_Container(opens, fresh=True) for _ in range(containers - alive))
+    state.warm_seen = now
 
 
 def _top_up(state: _ExperimentState, now: float) -> None:
@@ -487,7 +521,8 @@ def _top_up(state: _ExperimentState, now: float) -> None:
         state.containers.extend(_Container(now, fresh=True) for _ in range(missing))
 
 
-def _settle(state: _ExperimentState, now: float, lead_s: float, per_container: int = 1) -> _Container | None:
+def _settle(state: _ExperimentState, now: float, lead_s: float, per_container: int = 1,
+            warm: WarmSpans | None = None) -> _Container | None:
     """Bring the pool to `now` under the plan in force (what happened since the latest request): idle
     containers past their window are gone, their idle time counted (burst or last container); a
     pre-warm that came due started its containers. Returns the container the request at `now` takes —
@@ -495,6 +530,8 @@ def _settle(state: _ExperimentState, now: float, lead_s: float, per_container: i
     (all full, or none left). One pass, and a new list only when a container goes: this runs for every
     request."""
     plan = _plan(state, lead_s)
+    if warm is not None:
+        plan = _held(plan, state, warm)
     started: list[_Container] = []
     if plan.new and now >= plan.pin_from:
         if now <= plan.pin_until:  # the pre-warm's containers are there (or starting)
@@ -535,10 +572,10 @@ def _count_idle(state: _ExperimentState, seconds: float, last: bool) -> None:
         state.burst_idle_s += seconds
 
 
-def _close(state: _ExperimentState, end: float, lead_s: float) -> None:
+def _close(state: _ExperimentState, end: float, lead_s: float, warm: WarmSpans | None = None) -> None:
     """Count the idle time of what the plan in force keeps after the trace's last request: inside the
     trace up to `end`, after it apart (`idle_after_end_minutes`)."""
-    plan = _plan(state, lead_s)
+    plan = _plan(state, lead_s) if warm is None else _held(_plan(state, lead_s), state, warm)
     spans = [(c.free_at, _until(plan, c), c is plan.latest) for c in state.containers]
     spans += [(plan.pin_from, plan.pin_until, i == 0 and plan.latest is None) for i in range(plan.new)]
     for start, until, last in spans:

@@ -513,3 +513,55 @@ def test_fine_mode_prices_each_experiments_plans_by_the_cold_start_it_measured()
                   for c in (2.0, 120.0))
     assert slow.cold_starts < fast.cold_starts
     assert slow.idle_container_minutes > fast.idle_container_minutes
+
+
+def test_fine_mode_prices_a_warm_schedule_as_the_servers_apply_it() -> None:
+    """Daily 09:00–10:00 (the trace starts a Monday 00:00 UTC), a 60 s window, requests at 00:00 and
+    09:30: the schedule starts a container at 09:00 (idle 30 min until the request takes it warm) and
+    holds it to 10:00 (29 min 59 s after the trace's end); without it, the second request is cold."""
+    from core.keepwarm.warm_schedule import WarmWindow
+    from core.sim.warm_spans import DEFAULT_TRACE_START, WarmSpans
+
+    requests = [Request(0.0, "e", 1.0), Request(34200.0, "e", 1.0)]
+    office = WarmSpans((WarmWindow(days="daily", hours="09:00-10:00"),), DEFAULT_TRACE_START.timestamp())
+    plain = simulate_requests(iter(requests), always(WindowDecision(60, WindowReason.FIXED, "")), 5)
+    warm = simulate_requests(iter(requests), always(WindowDecision(60, WindowReason.FIXED, "")), 5, warm=office)
+    assert (plain.cold_starts, plain.idle_container_minutes) == (2, 1.0)
+    assert (warm.cold_starts, warm.idle_container_minutes) == (1, 31.0)
+    assert warm.summary(0.0)["idle_after_end_minutes"] == pytest.approx(1799 / 60, abs=0.01)
+    # led 120 s (a cold start's time): opened at 08:58; a Saturday-only schedule does nothing on this Monday
+    early = WarmSpans((WarmWindow(days="daily", hours="09:00-10:00"),), DEFAULT_TRACE_START.timestamp(), lead_s=120)
+    assert simulate_requests(iter(requests), always(WindowDecision(60, WindowReason.FIXED, "")), 5, warm=early).idle_container_minutes == 33.0
+    saturday = WarmSpans((WarmWindow(days="sat", hours="09:00-10:00"),), DEFAULT_TRACE_START.timestamp())
+    assert simulate_requests(iter(requests), always(WindowDecision(60, WindowReason.FIXED, "")), 5, warm=saturday).cold_starts == 2
+
+
+def test_warm_spans_merge_windows_into_segments_of_the_most_containers() -> None:
+    from core.keepwarm.warm_schedule import WarmWindow
+    from core.sim.warm_spans import DEFAULT_TRACE_START, WarmSpans
+
+    spans = WarmSpans((WarmWindow(days="mon", hours="09:00-12:00"), WarmWindow(days="mon", hours="11:00-13:00", containers=3),
+                       WarmWindow(days="mon", hours="13:00-14:00")), DEFAULT_TRACE_START.timestamp())
+    hour = 3600.0
+    assert list(zip(spans.starts, spans.ends, spans.containers))[:3] == [(9 * hour, 11 * hour, 1), (11 * hour, 13 * hour, 3),
+                                                                         (13 * hour, 14 * hour, 1)]
+    assert spans.held_until(10 * hour) == 14 * hour  # adjoining segments hold on
+    assert spans.held_until(8 * hour) == 8 * hour and spans.containers_at(12 * hour) == 3
+    assert spans.starting(9 * hour, 13 * hour) == [(11 * hour, 3), (13 * hour, 1)]
+    assert spans.starts[3] == 9 * hour + 7 * 24 * hour  # the next Monday
+
+
+def test_simulate_prices_a_warm_schedule_from_the_command_line(tmp_path: Path) -> None:
+    trace = tmp_path / "t.csv"
+    trace.write_text("timestamp,experiment_id\n0,e\n34200,e\n")
+    runner = CliRunner()
+    out = runner.invoke(app, ["simulate", "--trace", str(trace), "--mode", "fine", "--policy", "fixed:60", "--json",
+                              "--warm", "daily 09:00-10:00 x1 UTC", "--out", str(tmp_path / "out")])
+    assert out.exit_code == 0, out.output
+    row = json.loads(out.stdout)[0]
+    assert row["policy"] == "fixed:60 + warm" and row["warm"] == ["daily 09:00-10:00 x1 UTC"] and row["cold_starts"] == 1
+    for args, message in [(["--mode", "minute", "--warm", "daily 09:00-10:00"], "fine mode"),
+                          (["--mode", "fine", "--warm", "daily 9-10"], "hours '9-10'"),
+                          (["--mode", "fine", "--warm", "daily 09:00-10:00", "--trace-start", "yesterday"], "--trace-start")]:
+        refused = runner.invoke(app, ["simulate", "--trace", str(trace), *args, "--out", str(tmp_path / "out")])
+        assert refused.exit_code == 2 and message in refused.output, refused.output
