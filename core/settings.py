@@ -24,10 +24,10 @@ import os
 from functools import lru_cache
 from importlib.metadata import EntryPoint
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping, Self, TypeVar
+from typing import Annotated, Any, Iterable, Literal, Mapping, Self, TypeVar
 
 from dotenv import dotenv_values
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -62,6 +62,15 @@ SETTINGS_GROUP = "hybrid_serve.settings"
 
 class SettingsError(ValueError):
     """Invalid settings; the message names each variable, its value (never a secret's) and the allowed range."""
+
+
+def _fixed_windows_in_modals_range(value: str) -> str:
+    """HYBRID_POLICY=fixed:SECONDS[:BURST_SECONDS]: both windows within Modal's range, the burst one no longer."""
+    windows = [int(w) for w in value.split(":")[1:]]
+    if windows and not all(MODAL_MIN_WINDOW_S <= w <= MODAL_MAX_WINDOW_S for w in windows) or windows[1:2] > windows[:1]:
+        raise ValueError(f"{value!r}: windows in {MODAL_MIN_WINDOW_S}..{MODAL_MAX_WINDOW_S} s, the extra containers' "
+                         "no longer than the last one's")
+    return value
 
 
 def setting(default: Any, env: str, allowed: str, **constraints: Any) -> Any:
@@ -193,8 +202,11 @@ class Settings(_ModelServerKeys, _ModalWindowKeys):
     )
 
     # --- keep-warm policy (core/keepwarm) -------------------------------------------------------
-    policy_name: Literal["hybrid", "adaptive"] = setting(
-        "hybrid", "HYBRID_POLICY", "hybrid (the guide's base/extension policy) or adaptive (learned per experiment)"
+    policy_name: Annotated[str, AfterValidator(_fixed_windows_in_modals_range)] = setting(
+        "hybrid", "HYBRID_POLICY", "hybrid (the guide's base/extension policy), adaptive (learned per experiment) or "
+        f"fixed:SECONDS[:BURST_SECONDS] (one window for every experiment, {MODAL_MIN_WINDOW_S} ≤ BURST_SECONDS ≤ SECONDS ≤ "
+        f"{MODAL_MAX_WINDOW_S}; BURST_SECONDS: the extra containers' shorter window)",
+        pattern=r"^(hybrid|adaptive|fixed:[0-9]{1,4}(:[0-9]{1,4})?)$",
     )
     adaptive_kappa: float = setting(
         320.0, "HYBRID_ADAPTIVE_KAPPA", "number > 0: price of one cold start in idle container-minutes (for an experiment of typical gaps; scaled per experiment)", gt=0

@@ -276,3 +276,26 @@ def test_a_misspelt_variable_is_named_with_the_one_it_meant(tmp_path: Path, monk
     assert any("MODAL_MAX_CONTAINER," in w and "did you mean MODAL_MAX_CONTAINERS?" in w for w in warnings)
     assert any("HYBRID_BASE_WARM_TIME" in w and "did you mean MODAL_BASE_WARM_TIME?" in w for w in warnings)
     assert any(w.startswith(str(tmp_path / ".env")) and "did you mean HYBRID_MAX_QUEUE?" in w for w in warnings)
+
+
+@pytest.mark.parametrize(("value", "fragment"), [("fixed:1", "windows in 2..3600"), ("fixed:600:900", "no longer than"),
+                                                 ("fixed:7200", "windows in 2..3600"), ("fixed", "should match pattern"),
+                                                 ("adaptive:80", "should match pattern")])
+def test_a_fixed_policy_for_the_servers_is_refused_outside_modals_windows(monkeypatch: pytest.MonkeyPatch, value: str,
+                                                                          fragment: str) -> None:
+    monkeypatch.setenv("HYBRID_POLICY", value)
+    with pytest.raises(SettingsError, match="HYBRID_POLICY") as error:
+        load_settings(env_file=None)
+    assert fragment in str(error.value) and "fixed:SECONDS[:BURST_SECONDS]" in str(error.value)
+
+
+def test_a_fixed_policy_with_a_burst_window_is_what_the_servers_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.keepwarm.controller import WindowController
+    from core.keepwarm.policies import retention_s
+
+    monkeypatch.setenv("HYBRID_POLICY", "fixed:3600:60")
+    settings = load_settings(env_file=None)
+    controller = WindowController.in_memory(settings)
+    plan = controller.arrived("e")
+    assert (plan.window_s, plan.decision.burst_window_s, plan.scaledown_window_s, plan.min_containers) == (3600, 60, 60, 1)
+    assert retention_s(settings, controller.policy) >= 3600 + settings.activity_window  # remembered as long as it is kept

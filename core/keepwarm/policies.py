@@ -66,5 +66,5 @@ def policy_from_settings(settings: Settings) -> NamedPolicy:
 def retention_s(settings: Settings, policy: NamedPolicy) -> float:
     """How long an idle experiment's activity is remembered: longer than any window can last, and —
     for a learning policy — the four hours its idle-gap histogram spans."""
-    longest = settings.active_window_s + settings.activity_window
+    longest = max(settings.active_window_s, policy.decide(None).window_s) + settings.activity_window
     return max(longest, 4 * 3600.0) if policy.learner is not None else longest
