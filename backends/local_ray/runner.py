@@ -41,6 +41,7 @@ from backends.local_ray.pool import SERVE_LOGGING, pool_app_name, ray_environmen
 from backends.local_ray.proxy import proxy_environment, wait_delivered
 from backends.local_ray.registry_keeper import NAMESPACE, RegistryKeeper, keeper_name
 from backends.local_ray.activity_store import ActivityStore
+from backends.local_ray.schedule_store import ScheduleStore
 from backends.local_ray.replica_slots import StartingBoard
 from backends.local_ray.usage_store import UsageStore
 #: Ray refuses a `working_dir` larger than this; local models beyond it must live on shared storage.
@@ -284,6 +285,7 @@ def _remove_application(app_name: str) -> None:
     except ValueError:  # never started
         pass
     ActivityStore(app_name).forget()
+    ScheduleStore(app_name).forget()
     UsageStore(app_name).forget()
     StartingBoard(app_name).forget()
 

@@ -46,6 +46,13 @@ class ScheduleStore:
         value = internal_kv._internal_kv_get(self._key(experiment_id), namespace=NAMESPACE)
         return None if value is None else tuple(WarmWindow.model_validate(w) for w in json.loads(value))
 
+    def forget(self) -> None:
+        """Forget every experiment's schedule of the application (it goes away)."""
+        from ray.experimental import internal_kv
+
+        for key in internal_kv._internal_kv_list(self._key(""), namespace=NAMESPACE):
+            internal_kv._internal_kv_del(key, namespace=NAMESPACE)
+
     def _key(self, experiment_id: str) -> bytes:
         return f"{self.app_name}/{experiment_id}".encode()
 

@@ -38,8 +38,8 @@ def day_set(days: str) -> frozenset[int]:
     text = _NAMED.get(days.strip().lower(), days.strip().lower())
     chosen: set[int] = set()
     for part in text.split(","):
-        first, _, last = part.strip().partition("-")
-        if first not in DAYS or (last and last not in DAYS):
+        first, dash, last = part.strip().partition("-")
+        if first not in DAYS or (dash and last not in DAYS):
             raise ValueError(f"days {days!r}: use daily, weekdays, weekends, or names and ranges of "
                              f"{', '.join(DAYS)} (e.g. mon-fri, sat,sun)")
         a, b = DAYS.index(first), DAYS.index(last or first)

@@ -39,6 +39,7 @@ def test_days_hours_and_zones_are_read_or_refused_naming_the_field() -> None:
         days="sat,sun", hours="22:00-02:00", containers=3, timezone="America/New_York")
     for fields, fragment in [({"hours": "9-18"}, "HH:MM-HH:MM"), ({"hours": "10:00-10:00"}, "must differ"),
                              ({"hours": "23:00-24:30"}, "24:00 at the latest"), ({"hours": "09:00-18:00", "days": "funday"}, "mon, tue"),
+                             ({"hours": "09:00-18:00", "days": "mon-"}, "mon, tue"), ({"hours": "09:00-18:00", "days": ""}, "mon, tue"),
                              ({"hours": "09:00-18:00", "timezone": "Mars/Base"}, "IANA"),
                              ({"hours": "09:00-18:00", "containers": 0}, "greater than or equal to 1"),
                              ({"hours": "09:00-18:00", "color": "blue"}, "Extra inputs")]:

@@ -120,6 +120,14 @@ def test_retired_and_stopped_applications_leave_no_activity_behind(gcs: Any) -> 
     assert [r.experiment_id for r in ActivityStore("app").read_all()] == ["b"]
     ActivityStore("app").forget()
     assert ActivityStore("app").read_all() == [] and ActivityStore("other").read("a") is not None
+    from backends.local_ray.schedule_store import ScheduleStore
+    from core.keepwarm.warm_schedule import WarmWindow
+
+    office = (WarmWindow(hours="09:00-18:00"),)
+    ScheduleStore("app").write("a", office)
+    ScheduleStore("other").write("a", office)
+    ScheduleStore("app").forget()
+    assert ScheduleStore("app").read("a") is None and ScheduleStore("other").read("a") == office
 
 
 def test_the_burst_gaps_and_the_width_reach_the_controller_through_the_gcs(gcs: Any) -> None:
