@@ -466,3 +466,30 @@ def test_a_cold_start_under_way_holds_its_slot_and_a_deleted_pool_frees_its_own(
     context = ctx(NOW + 1, ["r1"], metrics(NOW + 1, in_flight=1), ongoing=9)
     context.capacity_adjusted_max_replicas = 2
     assert b(context)[0] == 2
+
+
+def test_the_ingress_publishes_each_schedule_as_the_registry_changes_and_retries_a_failed_write(gcs: Any) -> None:
+    from backends.local_ray.schedule_store import ScheduleStore
+    from backends.local_ray.warm_schedules import WarmSchedules
+    from core.keepwarm.warm_schedule import WarmWindow
+    from core.serving.registry import Experiment, Registry
+    from core.serving.registry_change import registry_diff
+
+    office = (WarmWindow(days="mon-fri", hours="09:00-18:00"),)
+    before = Registry({"e": Experiment(id="e", source="org/m", task="feature-extraction", warm=office),
+                       "plain": Experiment(id="plain", source="org/m", task="feature-extraction")})
+    after = Registry({"e": Experiment(id="e", source="org/m", task="feature-extraction")})
+    schedules = WarmSchedules(ScheduleStore("app"), None, dict, lambda _: None)  # type: ignore[arg-type]  # nothing to deploy
+
+    async def scenario() -> None:
+        await schedules.registry_changed(registry_diff(Registry({}), before), before)
+        assert ScheduleStore("app").read("e") == office and ScheduleStore("app").read("plain") is None
+        gcs.fail = True
+        await schedules.registry_changed(registry_diff(before, after), after)  # the schedule removed, the write fails
+        assert schedules.unpublished == {"e", "plain"}
+        gcs.fail = False
+        await schedules.publish()  # the next check
+        assert schedules.unpublished == set() and ScheduleStore("app").read("e") is None
+        schedules.close()
+
+    asyncio.run(scenario())
