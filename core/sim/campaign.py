@@ -4,8 +4,9 @@ oracle), write the reports.
 Why this module exists: the CLI function only parses options; this runs the campaign — minute or
 fine mode, each policy's distance to the oracle at its own idle budget (total cold starts and p75
 per-experiment cold-start rate), its idle time against the fixed 10-minute keep-alive (the unit
-Shahrad et al. report in), the oracle entries, the sweep with its two-panel Pareto plot, a warm schedule priced in fine mode — with a
-progress bar on standard error, and returns the rows every output is made from.
+Shahrad et al. report in), the oracle entries, the sweep with its two-panel Pareto plot, a warm
+schedule priced in fine mode — with a progress bar on standard error, and returns the rows every
+output is made from.
 """
 
 from __future__ import annotations

@@ -379,7 +379,7 @@ def simulate_requests(
             state = states[experiment_id] = _ExperimentState()
         duration = request.duration_s if request.duration_s is not None else durations.get(experiment_id, default_duration_s)
         if warm is not None:
-            _warm_up(state, warm, t, lead_s)
+            _warm_up(state, warm, t, lead_s, max_containers)
         container = _settle(state, t, lead_s, per_container, warm)
         cold = False
         if container is not None and container.fresh and container.free_at + cold_start_s > t:
@@ -426,7 +426,7 @@ def simulate_requests(
     result = SimResult(policy.name)
     for experiment_id, state in states.items():
         if warm is not None:
-            _warm_up(state, warm, end, lead_s)
+            _warm_up(state, warm, end, lead_s, max_containers)
         _close(state, end, lead_s, warm)
         result.add_experiment(state.invocations, state.cold, (state.burst_idle_s + state.last_idle_s) / 60,
                               state.after_end_s / 60, experiment_id, state.burst_idle_s / 60)
@@ -503,13 +503,14 @@ def _until(plan: _Plan, container: _Container) -> float:
     return until
 
 
-def _warm_up(state: _ExperimentState, warm: WarmSpans, now: float, lead_s: float) -> None:
+def _warm_up(state: _ExperimentState, warm: WarmSpans, now: float, lead_s: float, max_containers: int) -> None:
     """Open the warm schedule's segments that began since the experiment was last looked at, up to
-    `now`: each tops the pool up to its containers — those missing start when it opens."""
+    `now`: each tops the pool up to its containers (at most `max_containers`, as the servers clamp it)
+    — those missing start when it opens."""
     for opens, containers in warm.starting(state.warm_seen, now):
         plan = _held(_plan(state, lead_s), state, warm)
         alive = sum(1 for c in state.containers if c.free_at > opens or _until(plan, c) >= opens)
-        state.containers.extend(_Container(opens, fresh=True) for _ in range(containers - alive))
+        state.containers.extend(_Container(opens, fresh=True) for _ in range(min(containers, max_containers) - alive))
     state.warm_seen = now
 
 

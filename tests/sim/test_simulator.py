@@ -565,3 +565,14 @@ def test_simulate_prices_a_warm_schedule_from_the_command_line(tmp_path: Path) -
                           (["--mode", "fine", "--warm", "daily 09:00-10:00", "--trace-start", "yesterday"], "--trace-start")]:
         refused = runner.invoke(app, ["simulate", "--trace", str(trace), *args, "--out", str(tmp_path / "out")])
         assert refused.exit_code == 2 and message in refused.output, refused.output
+
+
+def test_fine_mode_a_warm_schedule_starts_no_more_than_the_experiments_cap() -> None:
+    from core.keepwarm.warm_schedule import WarmWindow
+    from core.sim.warm_spans import DEFAULT_TRACE_START, WarmSpans
+
+    five = WarmSpans((WarmWindow(days="daily", hours="09:00-10:00", containers=5),), DEFAULT_TRACE_START.timestamp())
+    out = simulate_requests(iter([Request(0.0, "e", 1.0), Request(34200.0, "e", 1.0)]),
+                            always(WindowDecision(60, WindowReason.FIXED, "")), 2, warm=five)
+    # two containers (the cap) from 09:00: one idles until the request takes it at 09:30, the other the whole hour
+    assert out.idle_container_minutes == pytest.approx(1 + 30 + 30, abs=0.02) and out.cold_starts == 1
