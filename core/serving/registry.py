@@ -298,7 +298,8 @@ def experiment_entry(experiment_id: str, fields: Mapping[str, object], base_dir:
     try:
         return Experiment(id=experiment_id, base_dir=base_dir, **fields)
     except ValidationError as exc:
-        reasons = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'entry'}: {e['msg']}" for e in exc.errors())
+        reasons = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'entry'}: {e['msg'].removeprefix('Value error, ')}"
+                            for e in exc.errors())
         raise RegistryError(f"{where}[experiments.{experiment_id}]: {reasons}") from None
     except TypeError as exc:  # fields that are not keyword names
         raise RegistryError(f"{where}[experiments.{experiment_id}]: {exc}") from None
