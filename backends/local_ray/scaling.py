@@ -27,7 +27,7 @@ from backends.local_ray.schedule_store import ScheduleReader, ScheduleStore
 from core.events import EventName
 from core.keepwarm.container_budget import ContainerBudget
 from core.keepwarm.cold_start_time import PrewarmLead
-from core.keepwarm.controller import PlanPhase, PoolPlan, plan_pool, unused_plan, with_schedule
+from core.keepwarm.controller import PlanPhase, PoolPlan, scheduled_plan
 from core.keepwarm.experiment_record import ExperimentActivity, ExperimentRecord
 from core.keepwarm.histogram import Learner
 from core.keepwarm.shared_activity import DurableActivity
@@ -309,11 +309,11 @@ class ScaledownWindowPolicy:
             self.experiment, self.published.current(now, reports, fresh),
             [replace(r, last_busy=r.last_busy * scale) for r in reports], now * scale,
             settings.activity_window, self.policy.learner)
-        windows, lead = self.schedule.current(now), PrewarmLead(settings.prewarm_lead_s, scale)
+        windows = self.schedule.current(now)
         if activity is None and not windows:
             return None
-        plan = unused_plan(self.experiment, self.policy) if activity is None else plan_pool(activity, self.policy, lead)
-        return with_schedule(plan, windows, now, lead.real_s(plan.cold_start_s), scale)
+        return scheduled_plan(self.experiment, activity, self.policy, PrewarmLead(settings.prewarm_lead_s, scale),
+                              windows, now)
 
     def __call__(self, ctx: Any) -> tuple[int, dict[str, Any]]:
         now = ctx.current_time or time.time()

@@ -25,7 +25,7 @@ from backends.modal_backend.state_store import APPLIED, GRANTS, StateStore
 from core.keepwarm.activity import ActivityTracker, ExperimentActivity
 from core.keepwarm.container_budget import ContainerBudget
 from core.keepwarm.cold_start_time import PrewarmLead
-from core.keepwarm.controller import AppliedWindow, PoolPlan, plan_pool, unused_plan, with_schedule
+from core.keepwarm.controller import AppliedWindow, PoolPlan, scheduled_plan
 from core.keepwarm.decision import NamedPolicy
 from core.serving.live_registry import moves
 from core.serving.registry import Experiment
@@ -51,14 +51,6 @@ def current_pool(experiment: Experiment | None, served: PoolKey | None, known: P
         if pool is not None and pool.serves(experiment):
             return pool
     return None
-
-
-def scheduled_plan(activity: ExperimentActivity | None, experiment: Experiment, policy: NamedPolicy,
-                   lead: PrewarmLead, now: float) -> PoolPlan:
-    """The experiment's plan at unix time `now` (no remembered request: its first request's), its warm
-    schedule on top."""
-    plan = plan_pool(activity, policy, lead) if activity is not None else unused_plan(experiment.id, policy)
-    return with_schedule(plan, experiment.warm, now, lead.real_s(plan.cold_start_s))
 
 
 def current_pools(registry: RegistryView, tracker: ActivityTracker, applied: dict[str, dict[str, Any]],
@@ -109,8 +101,8 @@ class PoolAutoscalers:
             if record.get("min_containers") and record.get("pool"):
                 name = pool_name(PoolKey.from_dict(record["pool"]))
                 running[name] = max(running.get(name, 0), record["min_containers"])
-        plans = {e.id: self._within_cap(scheduled_plan(a, e, self.policy, self.prewarm_lead, now), pool_name(p), running)
-                 for a, e, p in current}
+        plans = {e.id: self._within_cap(scheduled_plan(e.id, a, self.policy, self.prewarm_lead, e.warm, now),
+                                        pool_name(p), running) for a, e, p in current}
         grants = self._grants(current, running)
         try:  # the ingresses hold these slots for the pools; the windows go on whatever happens to it
             await self.store.put(GRANTS, {"at": now, "pools": grants})

@@ -16,7 +16,7 @@ from typing import Any, Collection
 
 from core.auth import AuthMode
 from core.keepwarm.activity import ExperimentActivity
-from core.keepwarm.controller import AppliedWindow, PoolPlan, plan_pools
+from core.keepwarm.controller import AppliedWindow, PoolPlan
 from core.keepwarm.cost_report import Usage, cost_section, experiment_cost, today, totals
 from core.http.iso_times import with_iso_times
 from core.prices import Price
@@ -111,7 +111,7 @@ class StateViews:
         of a snapshot the caller took: a page of the dashboard), the controller's plan of those alone."""
         status = await self.path.predictor.model_status()
         controller = self.path.controller
-        plans = controller.plans() if only is None else plan_pools(only, controller.policy, controller.lead)
+        plans = controller.plans() if only is None else controller.plans_of(only)
         return RowSources(status, plans, usage, time.time(), controller.unused(""))
 
     def row(self, experiment: Experiment, sources: RowSources) -> dict[str, Any]:

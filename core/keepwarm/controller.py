@@ -222,11 +222,6 @@ def plan_pool(activity: ExperimentActivity, policy: NamedPolicy, lead: PrewarmLe
                     max(0.0, activity.now - activity.last_request), activity.width, activity.cold_start_s)
 
 
-def plan_pools(activities: Iterable[ExperimentActivity], policy: NamedPolicy, lead: PrewarmLead) -> dict[str, PoolPlan]:
-    """Every remembered experiment's plan (one controller pass)."""
-    return {a.experiment_id: plan_pool(a, policy, lead) for a in activities}
-
-
 def with_schedule(plan: PoolPlan, windows: tuple[WarmWindow, ...] | None, wall_s: float, lead_s: float,
                   time_scale: float = 1.0) -> PoolPlan:
     """`plan` with the experiment's warm schedule on top: at least the containers the schedule asks for
@@ -242,6 +237,14 @@ def with_schedule(plan: PoolPlan, windows: tuple[WarmWindow, ...] | None, wall_s
 def unused_plan(experiment_id: str, policy: NamedPolicy) -> PoolPlan:
     """The plan of an experiment with no remembered request (what its first request starts from)."""
     return plan_for(experiment_id, policy.decide(None), 0.0, 0.0)
+
+
+def scheduled_plan(experiment_id: str, activity: ExperimentActivity | None, policy: NamedPolicy, lead: PrewarmLead,
+                   windows: tuple[WarmWindow, ...] | None, wall_s: float) -> PoolPlan:
+    """What every applier applies: the experiment's plan (`plan_pool`; with no remembered request, its
+    first request's) with its warm schedule on top at unix time `wall_s` (`with_schedule`)."""
+    plan = plan_pool(activity, policy, lead) if activity is not None else unused_plan(experiment_id, policy)
+    return with_schedule(plan, windows, wall_s, lead.real_s(plan.cold_start_s), lead.time_scale)
 
 
 class WindowController:
@@ -279,8 +282,8 @@ class WindowController:
 
     def arrived(self, experiment_id: str) -> PoolPlan:
         """Record one request's arrival; the experiment's plan right after it."""
-        plan = self._scheduled(plan_pool(self.tracker.record_request(experiment_id), self.policy, self.lead),
-                               self.schedules())
+        plan = scheduled_plan(experiment_id, self.tracker.record_request(experiment_id), self.policy, self.lead,
+                              self.schedules().get(experiment_id), self._wall())
         self._adopt({experiment_id: plan})  # an arrival forgets no one: the next pass (`plans`) does
         self._latest[experiment_id] = plan
         return plan
@@ -301,17 +304,19 @@ class WindowController:
     def plans(self) -> dict[str, PoolPlan]:
         """Every remembered experiment's plan now, and every scheduled one's, with its warm schedule."""
         schedules = self.schedules()
-        plans = {e: self._scheduled(plan, schedules)
-                 for e, plan in plan_pools(self.tracker.snapshot(), self.policy, self.lead).items()}
+        plans = self.plans_of(self.tracker.snapshot())
         for experiment_id in schedules:
             if experiment_id not in plans:
-                plans[experiment_id] = self._scheduled(unused_plan(experiment_id, self.policy), schedules)
+                plans[experiment_id] = scheduled_plan(experiment_id, None, self.policy, self.lead,
+                                                      schedules[experiment_id], self._wall())
         self._record(plans)
         return plans
 
-    def _scheduled(self, plan: PoolPlan, schedules: Mapping[str, tuple[WarmWindow, ...]]) -> PoolPlan:
-        return with_schedule(plan, schedules.get(plan.experiment_id), self._wall(),
-                             self.lead.real_s(plan.cold_start_s), self.lead.time_scale)
+    def plans_of(self, activities: Iterable[ExperimentActivity]) -> dict[str, PoolPlan]:
+        """These experiments' plans now (a snapshot's: a page of the dashboard), with their warm schedules."""
+        schedules, wall = self.schedules(), self._wall()
+        return {a.experiment_id: scheduled_plan(a.experiment_id, a, self.policy, self.lead,
+                                                schedules.get(a.experiment_id), wall) for a in activities}
 
     def applied(self) -> dict[str, AppliedWindow]:
         """What this controller applied, per remembered experiment: each plan, stamped when it last

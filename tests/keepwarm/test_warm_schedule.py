@@ -111,6 +111,8 @@ def test_the_controller_plans_scheduled_experiments_that_were_never_requested() 
     plans = controller.plans()
     assert set(plans) == {"office"} and plans["office"].min_containers == 2 and plans["office"].phase is PlanPhase.KEEP_WARM
     assert controller.arrived("office").min_containers == 2 and controller.arrived("other").min_containers == 0
+    page = controller.plans_of(controller.tracker.snapshot())  # a dashboard page's plans: the schedule too
+    assert (page["office"].scheduled_containers, page["other"].scheduled_containers) == (2, 0)
 
 
 REGISTRY_TOML = '''
