@@ -59,7 +59,9 @@ class WarmSchedules:
 
     async def deploy_due(self) -> list[str]:
         """Deploy each pool its schedule asks containers of now and that is not deployed; the ids deployed."""
-        deployed = []
+        deployed: list[str] = []
+        if not self.registry.schedules():  # no schedule registered: no plan to make (every 10 s, for every experiment)
+            return deployed
         for experiment_id, plan in self.plans().items():
             experiment = self.registry.get(experiment_id)
             if not plan.scheduled_containers or experiment is None or self.deployer.deployed(experiment_id):

@@ -493,3 +493,14 @@ def test_the_ingress_publishes_each_schedule_as_the_registry_changes_and_retries
         schedules.close()
 
     asyncio.run(scenario())
+
+
+def test_with_no_schedule_registered_the_ingress_makes_no_plan_to_check(gcs: Any) -> None:
+    from backends.local_ray.schedule_store import ScheduleStore
+    from backends.local_ray.warm_schedules import WarmSchedules
+    from core.serving.registry import Experiment, Registry
+
+    asked: list[int] = []
+    schedules = WarmSchedules(ScheduleStore("app"), None, lambda: asked.append(1) or {}, lambda _: None)  # type: ignore[arg-type]
+    schedules.registry = Registry({"e": Experiment(id="e", source="org/m", task="feature-extraction")})
+    assert asyncio.run(schedules.deploy_due()) == [] and asked == []
