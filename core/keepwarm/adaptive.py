@@ -46,6 +46,7 @@ idle container-minutes.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from functools import lru_cache, partial
 
@@ -250,4 +251,4 @@ def _bounded(seconds: float) -> int:
 
 
 def adaptive_policy(params: AdaptiveParams, name: str = "adaptive") -> NamedPolicy:
-    return NamedPolicy(name, partial(adaptive_window, params=params), AdaptiveLearner(params))
+    return NamedPolicy(name, partial(adaptive_window, params=params), AdaptiveLearner(params), steady_gap_s=math.inf)

@@ -59,3 +59,9 @@ class NamedPolicy:
     decide: Policy
     #: Run by the activity tracker for every experiment; None for policies that learn nothing.
     learner: Learner | None = None
+    #: A promise that lets a replay decide once for a run of requests (core.sim.simulator's minute runs):
+    #: the decision depends on the activity only through what was learned, the width, the measured cold
+    #: start and whether the gap between the latest two requests exceeds this many seconds — activities
+    #: that agree on those, with gaps at most this long, get the same decision. 0: no promise (every
+    #: request is decided on its own); every built-in policy makes one.
+    steady_gap_s: float = 0.0

@@ -155,6 +155,15 @@ class LearnedGaps:
         if bursts is not None:
             _add_into(self._burst_histogram(), bursts)
 
+    def steady_for(self) -> tuple[int, int]:
+        """How many more gaps under a minute, and how many more burst gaps (the cold start unchanged), may
+        be added with the plan recomputed at the last of them at the earliest: where `learned` next
+        recomputes it ((0, 0): now)."""
+        if self._learned is None:
+            return 0, 0
+        bursts = 0 if self.bursts is None else self.bursts.total
+        return max(0, self._next_total - self.histogram.total), max(0, self._next_bursts - bursts)
+
     def _burst_histogram(self) -> IdleHistogram:
         """The burst gaps' histogram, made at the first."""
         if self.bursts is None:

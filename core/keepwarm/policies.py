@@ -8,6 +8,8 @@ error for a name that means nothing.
 
 from __future__ import annotations
 
+import math
+
 from core.keepwarm.adaptive import AdaptiveParams, adaptive_policy
 from core.keepwarm.decision import NamedPolicy
 from core.keepwarm.hybrid import HybridParams, fixed_window, hybrid_policy
@@ -37,7 +39,7 @@ def policy_named(spec: str, settings: Settings) -> NamedPolicy:
         if seconds <= 0 or (burst_s is not None and not 0 < burst_s <= seconds):
             raise PolicySpecError(f"--policy {spec!r}: the window must be > 0 seconds, an extra containers' one "
                                   "between 1 and the window")
-        return NamedPolicy(spec, fixed_window(seconds, burst_s))
+        return NamedPolicy(spec, fixed_window(seconds, burst_s), steady_gap_s=math.inf)
     if kind == "hybrid":
         if not arg:
             params = HybridParams.from_settings(settings)
@@ -45,7 +47,7 @@ def policy_named(spec: str, settings: Settings) -> NamedPolicy:
             params = HybridParams.from_preset(arg)
         else:
             raise PolicySpecError(f"--policy {spec!r}: unknown preset; choose one of {', '.join(PRESETS)}")
-        return NamedPolicy(spec, hybrid_policy(params))
+        return NamedPolicy(spec, hybrid_policy(params), steady_gap_s=params.activity_window_s)
     if kind == "adaptive":
         try:
             kappa = float(arg) if arg else settings.adaptive_kappa

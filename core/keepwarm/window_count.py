@@ -9,6 +9,7 @@ instead — exact to 1/64 of the window, never more than 65 buckets per experime
 from __future__ import annotations
 
 from collections import deque
+from typing import Callable
 
 #: The count of requests in the activity window is kept in this many time buckets per experiment,
 #: so an experiment's memory is bounded however high its request rate (count exact to 1/64 window).
@@ -42,6 +43,23 @@ class WindowCount:
             self._buckets[-1][1] += requests
         self._total += requests
         self._expire(at)
+
+    def add_run(self, time_of: Callable[[int], float], lo: int, hi: int) -> None:
+        """Count requests arriving at `time_of(lo)` .. `time_of(hi - 1)` (increasing, about evenly
+        spaced) as `add` would one by one: a bucket's requests at once."""
+        bucket_s = self._bucket_s
+        spacing = (time_of(hi - 1) - time_of(lo)) / (hi - 1 - lo) if hi - 1 > lo else bucket_s
+        i = lo
+        while i < hi:
+            at = time_of(i)
+            start = at - (at % bucket_s)
+            j = min(hi, i + 1 + max(0, int((start + bucket_s - at) / spacing) if spacing > 0 else hi))  # about the next bucket's first
+            while j > i + 1 and (t := time_of(j - 1)) - (t % bucket_s) != start:
+                j -= 1
+            while j < hi and (t := time_of(j)) - (t % bucket_s) == start:
+                j += 1
+            self.add(time_of(j - 1), j - i)
+            i = j
 
     def total(self, now: float) -> int:
         """Requests in the window ending at `now`."""

@@ -98,4 +98,4 @@ def shahrad_window(activity: ExperimentActivity | None) -> WindowDecision:
                           prewarm_after_s=plan.prewarm_min * 60 if plan.prewarm_min else None)
 
 
-SHAHRAD = NamedPolicy("histogram", shahrad_window, ShahradLearner())
+SHAHRAD = NamedPolicy("histogram", shahrad_window, ShahradLearner(), steady_gap_s=math.inf)

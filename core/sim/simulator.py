@@ -37,7 +37,9 @@ its length; a container that will not be reused is stopped at once).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from functools import partial
 from heapq import heappop, heappush
 from typing import Callable, Iterable, NamedTuple
 
@@ -51,7 +53,7 @@ from core.keepwarm.decision import NamedPolicy, WindowDecision
 from core.keepwarm.histogram import LearnedGaps
 from core.keepwarm.controller import PREWARM_PLAN_WINDOW_S
 from core.sim.warm_spans import WarmSpans
-from core.sim.traces import MinuteSeries, Request
+from core.sim.traces import MinuteSeries, Request, TraceMinute, spread_time
 
 
 @dataclass
@@ -279,6 +281,9 @@ def simulate_minute_trace(
 # --- fine mode --------------------------------------------------------------------------------------
 #: Fine mode tells its progress every this many requests.
 PROGRESS_EVERY = 10_000
+#: After a minute run could not be replayed at once, up to this many of its requests go one by one
+#: before it is tried again (doubling from one: what stopped it, a burst, may last).
+MAX_BACKOFF = 64
 #: The replay forgets an experiment idle this long (a week), as an activity tracker built with this
 #: retention would. The servers forget sooner (`policies.retention_s`: 4 h for a learning policy).
 RETENTION_S = 7 * 24 * 3600
@@ -336,7 +341,7 @@ class _ExperimentState:
 
 
 def simulate_requests(
-    requests: Iterable[Request],
+    requests: Iterable[Request | TraceMinute],
     policy: NamedPolicy,
     max_containers: int,
     default_duration_s: float = 1.0,
@@ -358,79 +363,290 @@ def simulate_requests(
     used idle one, else a new one (a cold start) below `max_containers`, else waits for the first slot.
     `warm`: a warm schedule every experiment keeps (`with_schedule` on the servers): when a segment opens,
     the experiment's pool is topped up to its containers (started then, idle from then), and its most
-    recently used containers, as many, are held to the segment's end."""
-    records: dict[str, ExperimentRecord] = {}
-    retention_s = max(RETENTION_S, activity_window_s)
-    per_container = max(1, concurrent_inputs)
-    # every experiment's first request measures its cold start (ExperimentRecord.cold_started): a pre-warm
-    # covers it, and its plans are priced for it (core.keepwarm.cold_start_time)
-    measured_s = cold_start_s if cold_start_s > 0 else None
-    lead_s = cold_start_lead(cold_start_s if prewarm_lead_s is None else prewarm_lead_s, measured_s)
-    states: dict[str, _ExperimentState] = {}
-    end, previous, replayed = 0.0, float("-inf"), 0
+    recently used containers, as many, are held to the segment's end.
+    The stream may give a 2019 trace minute by minute (`TraceMinute`, `read_replay`): the same requests,
+    with each function's run through the minute replayed at once where nothing but its container's
+    clock changes in it (`_steady_run`) — the result is the one request by request, to the float's last bits."""
+    replay = _Replay(policy, max_containers, cold_start_s, activity_window_s, prewarm_lead_s, concurrent_inputs, warm)
+    replay.progress = progress
     durations = durations or {}
-    for request in requests:
-        t = request.time_s
-        if t > end:
-            end = t
-        experiment_id = request.experiment_id
-        state = states.get(experiment_id)
+    for item in requests:
+        if type(item) is TraceMinute:
+            replay.minute(item, durations, default_duration_s)
+        else:
+            t, experiment_id, duration = item  # type: ignore[misc]
+            replay.step(t, experiment_id, durations.get(experiment_id, default_duration_s) if duration is None else duration,
+                        replay.previous)
+    return replay.result()
+
+
+class _Replay:
+    """Fine mode's state: every experiment's pool (`_ExperimentState`) and record, and the trace's clock."""
+
+    def __init__(self, policy: NamedPolicy, max_containers: int, cold_start_s: float, activity_window_s: float,
+                 prewarm_lead_s: float | None, concurrent_inputs: int, warm: WarmSpans | None) -> None:
+        self.policy, self.max_containers, self.cold_start_s, self.warm = policy, max_containers, cold_start_s, warm
+        self.activity_window_s = activity_window_s
+        self.records: dict[str, ExperimentRecord] = {}
+        self.states: dict[str, _ExperimentState] = {}
+        self.retention_s = max(RETENTION_S, activity_window_s)
+        self.per_container = max(1, concurrent_inputs)
+        # every experiment's first request measures its cold start (ExperimentRecord.cold_started): a pre-warm
+        # covers it, and its plans are priced for it (core.keepwarm.cold_start_time)
+        self.measured_s = cold_start_s if cold_start_s > 0 else None
+        self.lead_s = cold_start_lead(cold_start_s if prewarm_lead_s is None else prewarm_lead_s, self.measured_s)
+        self.end, self.previous, self.replayed = 0.0, float("-inf"), 0
+        self.progress: Callable[[int], None] | None = None
+        self.steady = policy.steady_gap_s > 0 and warm is None  # minute runs may be replayed at once
+
+    def step(self, t: float, experiment_id: str, duration: float, previous: float) -> None:
+        """One request at `t` (`previous`: when the one before it in the trace came — the retention's clock)."""
+        if t > self.end:
+            self.end = t
+        state = self.states.get(experiment_id)
         if state is None:
-            state = states[experiment_id] = _ExperimentState()
-        duration = request.duration_s if request.duration_s is not None else durations.get(experiment_id, default_duration_s)
-        if warm is not None:
-            _warm_up(state, warm, t, lead_s, max_containers)
-        container = _settle(state, t, lead_s, per_container, warm)
-        cold = False
+            state = self.states[experiment_id] = _ExperimentState()
+        if self.warm is not None:
+            _warm_up(state, self.warm, t, self.lead_s, self.max_containers)
+        container = _settle(state, t, self.lead_s, self.per_container, self.warm)
+        cold, cold_start_s = False, self.cold_start_s
         if container is not None and container.fresh and container.free_at + cold_start_s > t:
             cold = True  # it waits for the rest of a start a plan began: a cold start, as the servers report it
             finish = container.take(container.free_at + cold_start_s, duration)
         elif container is not None:
             finish = container.take(t, duration)
-        elif len(state.containers) < max_containers:
+        elif len(state.containers) < self.max_containers:
             cold = True
             container = _Container(free_at=t)
             state.containers.append(container)
             finish = container.take(t + cold_start_s, duration)
         else:  # every slot busy at the maximum: wait for the first to free up (warm, but queued)
             # busy containers were looked at (`room`: their ended requests dropped) unless one takes one request
-            container = min(state.containers, key=_next_end if per_container > 1 else lambda c: c.running[0] if c.in_flight(t) else t)
+            container = min(state.containers, key=_next_end if self.per_container > 1 else lambda c: c.running[0] if c.in_flight(t) else t)
             finish = container.take(heappop(container.running) if container.running else t, duration)
         if container.free_at > state.busy_until:
             state.busy_until = container.free_at
         state.last_arrival = t
         state.invocations += 1
-        record = records.get(experiment_id)
+        record = self.records.get(experiment_id)
         ends = state.ends
         while ends and ends[0] <= t:  # its requests that ended since: the record learns in time order
             record.complete(heappop(ends))  # type: ignore[union-attr]  # a request ended: its record exists
         heappush(ends, finish)
-        first = record is None or record.touched <= previous - retention_s  # forgotten since (module docstring)
+        first = record is None or record.touched <= previous - self.retention_s  # forgotten since (module docstring)
         if first:
-            record = records[experiment_id] = ExperimentRecord(t, activity_window_s, policy.learner)
+            record = self.records[experiment_id] = ExperimentRecord(t, self.activity_window_s, self.policy.learner)
         record.arrive(t, first)  # type: ignore[union-attr]  # made above when missing
         if cold:
             state.cold += 1
-            if measured_s is not None:
-                record.cold_started(measured_s)  # type: ignore[union-attr]
-        previous = t
-        activity = record.snapshot(experiment_id, t)  # type: ignore[union-attr]
-        state.decision, state.width = policy.decide(activity), min(max(1, activity.width), max_containers)
+            if self.measured_s is not None:
+                record.cold_started(self.measured_s)  # type: ignore[union-attr]
+        self.previous = t
+        self.decide(state, record, experiment_id, t, 1)  # type: ignore[arg-type]
+
+    def decide(self, state: _ExperimentState, record: ExperimentRecord, experiment_id: str, t: float, replayed: int) -> None:
+        """The decision after the request(s) just replayed, up to `t`; the pool topped up as it says."""
+        activity = record.snapshot(experiment_id, t)
+        state.decision, state.width = self.policy.decide(activity), min(max(1, activity.width), self.max_containers)
         _top_up(state, t)
-        replayed += 1
-        if progress and replayed == PROGRESS_EVERY:
-            progress(replayed)
-            replayed = 0
-    if progress and replayed:
-        progress(replayed)
-    result = SimResult(policy.name)
-    for experiment_id, state in states.items():
-        if warm is not None:
-            _warm_up(state, warm, end, lead_s, max_containers)
-        _close(state, end, lead_s, warm)
-        result.add_experiment(state.invocations, state.cold, (state.burst_idle_s + state.last_idle_s) / 60,
-                              state.after_end_s / 60, experiment_id, state.burst_idle_s / 60)
-    return result
+        self.replayed += replayed
+        if self.progress and self.replayed >= PROGRESS_EVERY:
+            self.progress(self.replayed)
+            self.replayed = 0
+
+    def minute(self, minute: TraceMinute, durations: dict[str, float], default_duration_s: float) -> None:
+        """A minute of the 2019 trace: each function's run, in the order of their first requests."""
+        start, before = minute.start_s, self.previous
+        for experiment_id, count in sorted(minute.counts, key=lambda run: (spread_time(start, 0, run[1]), run[0])):
+            duration = durations.get(experiment_id, default_duration_s)
+            first = spread_time(start, 0, count)
+            record = self.records.get(experiment_id)
+            previous = first  # what the retention looks at: exactly, only where it can matter
+            if record is not None and record.touched <= first - self.retention_s:
+                earlier = minute.before(first, experiment_id)
+                previous = before if earlier is None else max(before, earlier)
+            self.step(first, experiment_id, duration, previous)
+            k, skip, backoff = 1, 0, 1
+            while k < count:
+                if self.steady and k > 1:  # its second request decided on the gap every later one has
+                    if skip:
+                        skip -= 1
+                    elif run := _steady_run(self, experiment_id, start, k, count, duration):
+                        k, backoff = k + run, 1
+                        continue
+                    else:  # one by one for a while: what stopped it may last
+                        skip, backoff = backoff, min(2 * backoff, MAX_BACKOFF)
+                self.step(spread_time(start, k, count), experiment_id, duration, spread_time(start, k - 1, count))
+                k += 1
+        self.previous = max(before, minute.last_s())
+
+    def result(self) -> SimResult:
+        if self.progress and self.replayed:
+            self.progress(self.replayed)
+        result = SimResult(self.policy.name)
+        for experiment_id, state in self.states.items():
+            if self.warm is not None:
+                _warm_up(state, self.warm, self.end, self.lead_s, self.max_containers)
+            _close(state, self.end, self.lead_s, self.warm)
+            result.add_experiment(state.invocations, state.cold, (state.burst_idle_s + state.last_idle_s) / 60,
+                                  state.after_end_s / 60, experiment_id, state.burst_idle_s / 60)
+        return result
+
+
+def _steady_run(replay: _Replay, experiment_id: str, start: float, k: int, count: int, duration: float) -> int:
+    """Replay requests k, k + 1, ... of a function's run through a minute (`spread_time`) at once, as far
+    as its plan stays as it is: the decision is the same for all (`NamedPolicy.steady_gap_s`; the plan
+    learned again at the last at the earliest), no container starts and none goes. Returns how many it
+    replayed (0: the next must go one by one)."""
+    state, record = replay.states[experiment_id], replay.records[experiment_id]
+    decision, gap = state.decision, 60 / count
+    if decision is None or gap * (1 + 1e-9) > replay.policy.steady_gap_s or not state.containers:
+        return 0
+    if decision.prewarm_after_s is not None and decision.prewarm_after_s - replay.lead_s <= PREWARM_PLAN_WINDOW_S:
+        return 0  # its pre-warm could come due inside the minute
+    if decision.prewarm_after_s is None and decision.window_s <= gap * (1 + 1e-6):
+        return 0  # the last container could go between two requests
+    gaps_left, bursts_left = (count - k, 0) if record.gaps is None else record.gaps.steady_for()
+    most = min(count - k, gaps_left)
+    if most <= 0:
+        return 0
+    if len(state.containers) == 1:
+        run = _one_container_run(replay, experiment_id, start, k, count, duration, most)
+        if run:
+            return run
+    return _pool_run(replay, experiment_id, start, k, count, duration, most, bursts_left)
+
+
+def _one_container_run(replay: _Replay, experiment_id: str, start: float, k: int, count: int, duration: float,
+                       most: int) -> int:
+    """`_steady_run` where the pool is one container that takes every request without a second in flight
+    beyond its room (nor a second burst level): its clock and idle time worked out at once."""
+    state, record = replay.states[experiment_id], replay.records[experiment_id]
+    (container,), gap = state.containers, 60 / count
+    t, ratio = spread_time(start, k, count), duration / gap
+    overlap = math.floor(ratio)  # earlier requests of the run still running at an arrival
+    room = replay.per_container if record.levels is None else min(replay.per_container, record.levels.per_container)
+    if container.fresh or abs(ratio - round(ratio)) < 1e-6 or container.in_flight(t) + overlap > room - 1:
+        return 0
+    if ratio < 1 and container.free_at > t:
+        return 0
+    last_k = k + most - 1
+    last = spread_time(start, last_k, count)
+    idle = max(0.0, t - container.free_at)
+    if ratio < 1:  # each request ended before the next came: it idled in between
+        idle += max(0.0, (last - t) - (most - 1) * duration)
+    _count_idle(state, idle, True)
+    ends, running = state.ends, container.running
+    while ends and ends[0] <= last:  # what ended before the run's last arrival (those before it: one by one)
+        record.complete(heappop(ends))
+    container.in_flight(last)
+    after = 0  # the run's requests still running at its last arrival
+    while after < most and (end := spread_time(start, last_k - after, count) + duration) > last:
+        heappush(running, end)
+        heappush(ends, end)
+        after += 1
+    container.free_at = max(container.free_at, spread_time(start, last_k, count) + duration)
+    time_of = partial(spread_time, start, count=count)
+    record.arrive_run(time_of, k, k + most)
+    if record.levels is not None:
+        record.levels.arrive_within(most)
+    if most > after:
+        done_at = spread_time(start, last_k - after, count) + duration
+        record.complete_run(most - after, done_at)
+        if record.levels is not None:
+            record.levels.complete_within(most - after, done_at)
+    _ran(replay, experiment_id, time_of, k, most)
+    return most
+
+
+def _pool_run(replay: _Replay, experiment_id: str, start: float, k: int, count: int, duration: float, most: int,
+              bursts_left: int) -> int:
+    """`_steady_run` for any pool: each request's container chosen as `_settle` chooses it (a busy one with
+    room, the most recently used; else the most recently used idle one) and its burst levels fed one by
+    one, until a request would start a container, wait, find one that might have gone, or change what
+    the plan is made of (a burst gap at its mark; the width, for a pre-warm plan)."""
+    state, record = replay.states[experiment_id], replay.records[experiment_id]
+    decision, containers, levels = state.decision, state.containers, record.levels
+    assert decision is not None
+    per, cold_start_s, ends = replay.per_container, replay.cold_start_s, state.ends
+    keep_s = None if decision.prewarm_after_s is not None else min(decision.window_s, decision.burst_window_s or decision.window_s)
+    width = None if levels is None or decision.prewarm_after_s is None else levels.width
+    if len(containers) < state.width and decision.prewarm_after_s is not None:
+        return 0
+    burst_idle = last_idle = 0.0
+    completed, done_at, i, end_k = 0, float("-inf"), k, k + most
+    while i < end_k:
+        t = start + (i + 0.5) * 60 / count  # spread_time, inline: per request
+        roomy = idle = None
+        busy = False
+        for container in containers:
+            if container.free_at > t:
+                busy = True
+                if per > 1 and not container.fresh and container.in_flight(t) < per and (
+                        roomy is None or container.free_at > roomy.free_at):
+                    roomy = container
+            elif keep_s is not None and t > container.free_at + keep_s:
+                break  # it might have gone: one by one from here
+            elif idle is None or container.free_at > idle.free_at:
+                idle = container
+        else:
+            chosen = roomy or idle
+            if chosen is None:  # all busy: at the cap (and a container takes several), it waits for the first slot
+                if len(containers) < replay.max_containers or per == 1:
+                    break  # a container starts
+                chosen = min(containers, key=_next_end)
+                finish = chosen.take(heappop(chosen.running), duration)
+            elif chosen.fresh and chosen.free_at + cold_start_s > t:
+                break  # it waits for a start a plan began: a cold start
+            else:
+                if roomy is None:
+                    if busy:
+                        burst_idle += t - chosen.free_at
+                    else:
+                        last_idle += t - chosen.free_at
+                finish = chosen.take(t, duration)
+            while ends and ends[0] <= t:
+                done_at = heappop(ends)
+                completed += 1
+                if levels is not None:
+                    levels.complete(done_at)
+            heappush(ends, finish)
+            i += 1
+            if levels is not None and (burst_gap := levels.arrive(t)) is not None:
+                record.gaps.add_burst(burst_gap)  # type: ignore[union-attr]  # learning: both or neither
+                bursts_left -= 1
+                if bursts_left <= 0:
+                    break
+            if width is not None and levels.width != width:  # type: ignore[union-attr]
+                break
+            continue
+        break
+    run = i - k
+    if not run:
+        return 0
+    _count_idle(state, burst_idle, False)
+    _count_idle(state, last_idle, True)
+    time_of = partial(spread_time, start, count=count)
+    record.arrive_run(time_of, k, i)
+    if completed:
+        record.complete_run(completed, done_at)
+    _ran(replay, experiment_id, time_of, k, run)
+    return run
+
+
+def _ran(replay: _Replay, experiment_id: str, time_of: Callable[[int], float], k: int, run: int) -> None:
+    """After a run of requests k .. k + run - 1: the pool's clock, and the decision made after its last."""
+    state, record = replay.states[experiment_id], replay.records[experiment_id]
+    last = time_of(k + run - 1)
+    busiest = max(c.free_at for c in state.containers)
+    if busiest > state.busy_until:
+        state.busy_until = busiest
+    state.last_arrival = last
+    state.invocations += run
+    if last > replay.end:
+        replay.end = last
+    replay.previous = last
+    replay.decide(state, record, experiment_id, last, run)
 
 
 class _Plan(NamedTuple):

@@ -193,28 +193,76 @@ def _parse_time(path: Path, line: int, value: str) -> float:
         raise TraceError(path, line, f"timestamp {value!r} is neither seconds nor ISO 8601") from None
 
 
-def _spread_minutes(path: Path) -> Iterator[Request]:
-    """Minute by minute: the minute's invocations of every function spread over it, in time order —
-    sorted at once (a merge of 500 functions' streams took a fifth of a fine-mode replay), or, for a
-    minute of more than `SORTED_MINUTE_MAX` requests, merged function by function (memory ∝ functions)."""
-    import heapq
+class TraceMinute(NamedTuple):
+    """One minute of the 2019 trace: each function's invocations in it, spread evenly over the minute
+    (`spread_time`). Fine mode replays a minute's run of one function at once where it can
+    (core.sim.simulator), so the trace is handed over minute by minute, not request by request."""
 
+    start_s: float
+    counts: list[tuple[str, int]]  # (experiment_id, invocations ≥ 1), in the trace's row order
+
+    def requests(self) -> Iterator[Request]:
+        """The minute's requests in time order (ties: by experiment id) — sorted at once, or, for a
+        minute of more than `SORTED_MINUTE_MAX` requests, merged function by function (memory ∝ functions)."""
+        start, functions = self.start_s, self.counts
+        if sum(count for _, count in functions) > SORTED_MINUTE_MAX:
+            import heapq
+
+            yield from heapq.merge(*(_spread(start, experiment_id, count) for experiment_id, count in functions))
+            return
+        spread = [Request(start + (k + 0.5) * 60 / count, experiment_id)  # `spread_time`, inline: per request
+                  for experiment_id, count in functions for k in range(count)]
+        spread.sort()
+        yield from spread
+
+    def last_s(self) -> float:
+        """When its last request comes."""
+        return max(spread_time(self.start_s, count - 1, count) for _, count in self.counts)
+
+    def before(self, at: float, experiment_id: str) -> float | None:
+        """When the request before (`at`, `experiment_id`) in `requests`' order comes, within this minute
+        (None: it is the minute's first)."""
+        start, latest = self.start_s, None
+        for other, count in self.counts:
+            k = min(count - 1, int((at - start) * count / 60))  # about the last before it, then exactly
+            while k >= 0 and (spread_time(start, k, count), other) >= (at, experiment_id):
+                k -= 1
+            while k + 1 < count and (spread_time(start, k + 1, count), other) < (at, experiment_id):
+                k += 1
+            if k >= 0 and (latest is None or spread_time(start, k, count) > latest):
+                latest = spread_time(start, k, count)
+        return latest
+
+
+def spread_time(start: float, k: int, count: int) -> float:
+    """When the k-th of `count` invocations of a minute starting at `start` comes: at (k + 0.5) / count of it."""
+    return start + (k + 0.5) * 60 / count
+
+
+def read_replay(path: Path, fmt: TraceFormat) -> Iterator[Request | TraceMinute]:
+    """What fine mode replays: the 2019 trace minute by minute (`TraceMinute`), any other request by request."""
+    if fmt is TraceFormat.AZURE_FUNCTIONS_2019:
+        yield from _trace_minutes(path)
+    else:
+        yield from read_requests(path, fmt)
+
+
+def _trace_minutes(path: Path) -> Iterator[TraceMinute]:
     by_minute: dict[int, list[tuple[str, int]]] = {}
     for series in _functions_minutes(path):
         for minute, count in series.minutes:
             by_minute.setdefault(minute, []).append((series.experiment_id, count))
     for minute in sorted(by_minute):
-        start, functions = (minute - 1) * 60, by_minute[minute]
-        if sum(count for _, count in functions) > SORTED_MINUTE_MAX:
-            yield from heapq.merge(*(_spread(start, experiment_id, count) for experiment_id, count in functions))
-            continue
-        spread = [Request(start + (k + 0.5) * 60 / count, experiment_id)  # as `_spread`, inline: per request
-                  for experiment_id, count in functions for k in range(count)]
-        spread.sort()
-        yield from spread
+        yield TraceMinute((minute - 1) * 60, by_minute[minute])
+
+
+def _spread_minutes(path: Path) -> Iterator[Request]:
+    """Minute by minute: the minute's invocations of every function spread over it, in time order."""
+    for minute in _trace_minutes(path):
+        yield from minute.requests()
 
 
 def _spread(start: float, experiment_id: str, count: int) -> Iterator[Request]:
-    """`count` invocations spread evenly over the minute from `start`, at (k + 0.5) / count of it."""
+    """`count` invocations spread evenly over the minute from `start` (`spread_time`)."""
     for k in range(count):
-        yield Request(start + (k + 0.5) * 60 / count, experiment_id)
+        yield Request(spread_time(start, k, count), experiment_id)
