@@ -24,7 +24,7 @@ from core.keepwarm.hybrid import fixed_window
 from core.settings import load_settings
 from core.sim.simulator import SimResult, simulate_minute_trace, simulate_requests
 from core.sim.specs import parse_policy
-from core.sim.traces import TraceFormat, read_function_durations, read_minute_series, read_requests
+from core.sim.traces import TraceFormat, read_function_durations, read_minute_series, read_replay
 from tests.conftest import SHARED_2019 as TRACE
 
 
@@ -75,7 +75,7 @@ def test_adaptive_policy_on_the_full_2019_sample_in_fine_mode(benchmark, summary
     durations = read_function_durations(TRACE.with_name("function_durations.csv"))
 
     def replay() -> SimResult:
-        return simulate_requests(read_requests(TRACE, TraceFormat.AZURE_FUNCTIONS_2019), policy,
+        return simulate_requests(read_replay(TRACE, TraceFormat.AZURE_FUNCTIONS_2019), policy,
                                  settings.experiment_max_containers, durations=durations,
                                  activity_window_s=settings.activity_window,
                                  concurrent_inputs=settings.modal_concurrent_inputs)

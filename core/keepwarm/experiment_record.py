@@ -115,28 +115,6 @@ class ExperimentRecord:
         if self.levels is not None and (burst_gap := self.levels.arrive(now)) is not None:
             self.gaps.add_burst(burst_gap)  # type: ignore[union-attr]  # learning: both or neither
 
-    def arrive_run(self, time_of: Callable[[int], float], lo: int, hi: int) -> None:
-        """Requests arrived at `time_of(lo)` .. `time_of(hi - 1)` (increasing, each under a minute after
-        the one before, the first under a minute after the latest known): what `arrive` makes of them one
-        by one, at once — but for the burst levels, which the caller feeds (`levels`: one by one, or at
-        once where none reaches a second container). A replay's minute run; the gaps' summed length may
-        differ from one by one in its last bits."""
-        count, last = hi - lo, time_of(hi - 1)
-        if self.gaps is not None:
-            self.gaps.add((last - self.last_request) / count, count)
-        self.previous_request = time_of(hi - 2) if count > 1 else self.last_request
-        self.last_request = self.touched = last
-        self.total_requests += count
-        self.in_flight += count
-        self.in_window.add_run(time_of, lo, hi)
-
-    def complete_run(self, count: int, last_at: float) -> None:
-        """`count` of its requests finished, the last at `last_at` (all arrived; the burst levels, as for
-        `arrive_run`, the caller's)."""
-        self.in_flight -= count
-        self.last_completion = last_at if self.last_completion is None else max(self.last_completion, last_at)
-        self.touched = max(self.touched, last_at)
-
     def complete(self, now: float) -> bool:
         """One of its requests finished at `now`; False when none was in flight."""
         if self.in_flight == 0:
@@ -211,3 +189,27 @@ class ExperimentRecord:
             width=0 if self.levels is None else self.levels.width,
             cold_start_s=self.cold_start_s,
         )
+
+
+def arrive_run(record: ExperimentRecord, time_of: Callable[[int], float], lo: int, hi: int) -> None:
+    """Requests arrived at `time_of(lo)` .. `time_of(hi - 1)` (increasing, each under a minute after
+    the one before, the first under a minute after the latest known): what `arrive` makes of them one
+    by one, at once — but for the burst levels, which the caller feeds (`levels`: one by one, or at
+    once where none reaches a second container). A replay's minute run; the gaps' summed length may
+    differ from one by one in its last bits."""
+    count, last = hi - lo, time_of(hi - 1)
+    if record.gaps is not None:
+        record.gaps.add((last - record.last_request) / count, count)
+    record.previous_request = time_of(hi - 2) if count > 1 else record.last_request
+    record.last_request = record.touched = last
+    record.total_requests += count
+    record.in_flight += count
+    record.in_window.add_run(time_of, lo, hi)
+
+
+def complete_run(record: ExperimentRecord, count: int, last_at: float) -> None:
+    """`count` of its requests finished, the last at `last_at` (all arrived; the burst levels, as for
+    `arrive_run`, the caller's)."""
+    record.in_flight -= count
+    record.last_completion = last_at if record.last_completion is None else max(record.last_completion, last_at)
+    record.touched = max(record.touched, last_at)

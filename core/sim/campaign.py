@@ -28,7 +28,7 @@ from core.sim.simulator import Oracle, OracleDistance, simulate_minute_trace, si
 from core.sim.specs import ORACLE, PAPER_BASELINE, SWEEP_MINUTES, parse_policy, sweep_specs
 from core.sim.warm_spans import DEFAULT_TRACE_START, WarmSpans
 from core.sim.traces import (TraceError, TraceFormat, count_minutes, detect_format, read_function_durations,
-                             read_minute_series, read_requests)
+                             read_minute_series, read_replay)
 
 
 class UsageError(ValueError):
@@ -143,7 +143,7 @@ def _fine(trace: Path, fmt: TraceFormat, policies: list[NamedPolicy], settings: 
         for policy in policies:
             task = progress.add_task(policy.name, total=None)
             result = simulate_requests(
-                read_requests(trace, fmt), policy, settings.experiment_max_containers, default_duration_s, cold_start_s,
+                read_replay(trace, fmt), policy, settings.experiment_max_containers, default_duration_s, cold_start_s,
                 durations, settings.activity_window, progress=lambda replayed: progress.advance(task, replayed),
                 concurrent_inputs=settings.modal_concurrent_inputs, warm=warm,
             )

@@ -47,7 +47,7 @@ import numpy as np
 
 from core.keepwarm.activity import ExperimentActivity
 from core.keepwarm.cold_start_time import lead_s as cold_start_lead
-from core.keepwarm.experiment_record import ExperimentRecord
+from core.keepwarm.experiment_record import ExperimentRecord, arrive_run, complete_run
 from core.percentile import percentile as shared_percentile
 from core.keepwarm.decision import NamedPolicy, WindowDecision
 from core.keepwarm.histogram import LearnedGaps
@@ -323,9 +323,8 @@ class _Container:
 @dataclass
 class _ExperimentState:
     containers: list[_Container] = field(default_factory=list)
-    #: The decision in force (made at the latest request) and when the latest request ends.
+    #: The decision in force (made at the latest request) and when the latest request came.
     decision: WindowDecision | None = None
-    busy_until: float = float("-inf")
     last_arrival: float = float("-inf")
     #: The latest spell's width (`ExperimentActivity.width`): how many containers a pre-warm brings back.
     width: int = 1
@@ -372,7 +371,7 @@ def simulate_requests(
     durations = durations or {}
     for item in requests:
         if type(item) is TraceMinute:
-            replay.minute(item, durations, default_duration_s)
+            _replay_minute(replay, item, durations, default_duration_s)
         else:
             t, experiment_id, duration = item  # type: ignore[misc]
             replay.step(t, experiment_id, durations.get(experiment_id, default_duration_s) if duration is None else duration,
@@ -424,8 +423,6 @@ class _Replay:
             # busy containers were looked at (`room`: their ended requests dropped) unless one takes one request
             container = min(state.containers, key=_next_end if self.per_container > 1 else lambda c: c.running[0] if c.in_flight(t) else t)
             finish = container.take(heappop(container.running) if container.running else t, duration)
-        if container.free_at > state.busy_until:
-            state.busy_until = container.free_at
         state.last_arrival = t
         state.invocations += 1
         record = self.records.get(experiment_id)
@@ -454,32 +451,6 @@ class _Replay:
             self.progress(self.replayed)
             self.replayed = 0
 
-    def minute(self, minute: TraceMinute, durations: dict[str, float], default_duration_s: float) -> None:
-        """A minute of the 2019 trace: each function's run, in the order of their first requests."""
-        start, before = minute.start_s, self.previous
-        for experiment_id, count in sorted(minute.counts, key=lambda run: (spread_time(start, 0, run[1]), run[0])):
-            duration = durations.get(experiment_id, default_duration_s)
-            first = spread_time(start, 0, count)
-            record = self.records.get(experiment_id)
-            previous = first  # what the retention looks at: exactly, only where it can matter
-            if record is not None and record.touched <= first - self.retention_s:
-                earlier = minute.before(first, experiment_id)
-                previous = before if earlier is None else max(before, earlier)
-            self.step(first, experiment_id, duration, previous)
-            k, skip, backoff = 1, 0, 1
-            while k < count:
-                if self.steady and k > 1:  # its second request decided on the gap every later one has
-                    if skip:
-                        skip -= 1
-                    elif run := _steady_run(self, experiment_id, start, k, count, duration):
-                        k, backoff = k + run, 1
-                        continue
-                    else:  # one by one for a while: what stopped it may last
-                        skip, backoff = backoff, min(2 * backoff, MAX_BACKOFF)
-                self.step(spread_time(start, k, count), experiment_id, duration, spread_time(start, k - 1, count))
-                k += 1
-        self.previous = max(before, minute.last_s())
-
     def result(self) -> SimResult:
         if self.progress and self.replayed:
             self.progress(self.replayed)
@@ -491,6 +462,33 @@ class _Replay:
             result.add_experiment(state.invocations, state.cold, (state.burst_idle_s + state.last_idle_s) / 60,
                                   state.after_end_s / 60, experiment_id, state.burst_idle_s / 60)
         return result
+
+
+def _replay_minute(replay: _Replay, minute: TraceMinute, durations: dict[str, float], default_duration_s: float) -> None:
+    """A minute of the 2019 trace: each function's run, in the order of their first requests."""
+    start, before = minute.start_s, replay.previous
+    for experiment_id, count in sorted(minute.counts, key=lambda run: (spread_time(start, 0, run[1]), run[0])):
+        duration = durations.get(experiment_id, default_duration_s)
+        first = spread_time(start, 0, count)
+        record = replay.records.get(experiment_id)
+        previous = first  # what the retention looks at: exactly, only where it can matter
+        if record is not None and record.touched <= first - replay.retention_s:
+            earlier = minute.before(first, experiment_id)
+            previous = before if earlier is None else max(before, earlier)
+        replay.step(first, experiment_id, duration, previous)
+        k, skip, backoff = 1, 0, 1
+        while k < count:
+            if replay.steady and k > 1:  # its second request decided on the gap every later one has
+                if skip:
+                    skip -= 1
+                elif run := _steady_run(replay, experiment_id, start, k, count, duration):
+                    k, backoff = k + run, 1
+                    continue
+                else:  # one by one for a while: what stopped it may last
+                    skip, backoff = backoff, min(2 * backoff, MAX_BACKOFF)
+            replay.step(spread_time(start, k, count), experiment_id, duration, spread_time(start, k - 1, count))
+            k += 1
+    replay.previous = max(before, minute.last_s())
 
 
 def _steady_run(replay: _Replay, experiment_id: str, start: float, k: int, count: int, duration: float) -> int:
@@ -547,12 +545,12 @@ def _one_container_run(replay: _Replay, experiment_id: str, start: float, k: int
         after += 1
     container.free_at = max(container.free_at, spread_time(start, last_k, count) + duration)
     time_of = partial(spread_time, start, count=count)
-    record.arrive_run(time_of, k, k + most)
+    arrive_run(record, time_of, k, k + most)
     if record.levels is not None:
         record.levels.arrive_within(most)
     if most > after:
         done_at = spread_time(start, last_k - after, count) + duration
-        record.complete_run(most - after, done_at)
+        complete_run(record, most - after, done_at)
         if record.levels is not None:
             record.levels.complete_within(most - after, done_at)
     _ran(replay, experiment_id, time_of, k, most)
@@ -574,62 +572,77 @@ def _pool_run(replay: _Replay, experiment_id: str, start: float, k: int, count: 
     if len(containers) < state.width and decision.prewarm_after_s is not None:
         return 0
     burst_idle = last_idle = 0.0
-    completed, done_at, i, end_k = 0, float("-inf"), k, k + most
+    completed, done_at, i, end_k, inf = 0, float("-inf"), k, k + most, float("inf")
     while i < end_k:
-        t = start + (i + 0.5) * 60 / count  # spread_time, inline: per request
-        roomy = idle = None
-        busy = False
-        for container in containers:
-            if container.free_at > t:
+        t = start + (i + 0.5) * 60 / count  # spread_time, inline: this loop runs per request
+        roomy = idle = first = None
+        roomy_at = idle_at = first_end = -inf
+        busy = gone = False
+        for container in containers:  # as `_settle` looks at them (`room`, `in_flight`: inline)
+            free_at = container.free_at
+            if free_at > t:
                 busy = True
-                if per > 1 and not container.fresh and container.in_flight(t) < per and (
-                        roomy is None or container.free_at > roomy.free_at):
-                    roomy = container
-            elif keep_s is not None and t > container.free_at + keep_s:
-                break  # it might have gone: one by one from here
-            elif idle is None or container.free_at > idle.free_at:
-                idle = container
-        else:
-            chosen = roomy or idle
-            if chosen is None:  # all busy: at the cap (and a container takes several), it waits for the first slot
-                if len(containers) < replay.max_containers or per == 1:
-                    break  # a container starts
-                chosen = min(containers, key=_next_end)
-                finish = chosen.take(heappop(chosen.running), duration)
-            elif chosen.fresh and chosen.free_at + cold_start_s > t:
+                if per > 1 and not container.fresh:
+                    running = container.running
+                    while running[0] <= t:  # it is busy: a request runs past t
+                        heappop(running)
+                    if len(running) < per:
+                        if free_at > roomy_at:
+                            roomy, roomy_at = container, free_at
+                    elif first is None or running[0] < first_end:
+                        first, first_end = container, running[0]
+            elif keep_s is not None and t > free_at + keep_s:
+                gone = True  # it might have gone: one by one from here
+                break
+            elif free_at > idle_at:
+                idle, idle_at = container, free_at
+        if gone:
+            break
+        if roomy is not None:
+            chosen, begin = roomy, t
+        elif idle is not None:
+            if idle.fresh and idle_at + cold_start_s > t:
                 break  # it waits for a start a plan began: a cold start
+            chosen, begin = idle, t
+            if busy:
+                burst_idle += t - idle_at
             else:
-                if roomy is None:
-                    if busy:
-                        burst_idle += t - chosen.free_at
-                    else:
-                        last_idle += t - chosen.free_at
-                finish = chosen.take(t, duration)
-            while ends and ends[0] <= t:
-                done_at = heappop(ends)
-                completed += 1
-                if levels is not None:
-                    levels.complete(done_at)
-            heappush(ends, finish)
-            i += 1
-            if levels is not None and (burst_gap := levels.arrive(t)) is not None:
+                last_idle += t - idle_at
+        elif first is not None and len(containers) >= replay.max_containers:
+            chosen, begin = first, heappop(first.running)  # all full at the cap: it waits for the first slot
+        else:
+            break  # a container starts
+        running, finish = chosen.running, begin + duration  # `_Container.take`, inline
+        while running and running[0] <= begin:
+            heappop(running)
+        heappush(running, finish)
+        if finish > chosen.free_at:
+            chosen.free_at = finish
+        chosen.fresh = False
+        while ends and ends[0] <= t:
+            done_at = heappop(ends)
+            completed += 1
+            if levels is not None:
+                levels.complete(done_at)
+        heappush(ends, finish)
+        i += 1
+        if levels is not None:
+            if (burst_gap := levels.arrive(t)) is not None:
                 record.gaps.add_burst(burst_gap)  # type: ignore[union-attr]  # learning: both or neither
                 bursts_left -= 1
                 if bursts_left <= 0:
                     break
-            if width is not None and levels.width != width:  # type: ignore[union-attr]
+            if width is not None and levels.width != width:
                 break
-            continue
-        break
     run = i - k
     if not run:
         return 0
     _count_idle(state, burst_idle, False)
     _count_idle(state, last_idle, True)
     time_of = partial(spread_time, start, count=count)
-    record.arrive_run(time_of, k, i)
+    arrive_run(record, time_of, k, i)
     if completed:
-        record.complete_run(completed, done_at)
+        complete_run(record, completed, done_at)
     _ran(replay, experiment_id, time_of, k, run)
     return run
 
@@ -638,9 +651,6 @@ def _ran(replay: _Replay, experiment_id: str, time_of: Callable[[int], float], k
     """After a run of requests k .. k + run - 1: the pool's clock, and the decision made after its last."""
     state, record = replay.states[experiment_id], replay.records[experiment_id]
     last = time_of(k + run - 1)
-    busiest = max(c.free_at for c in state.containers)
-    if busiest > state.busy_until:
-        state.busy_until = busiest
     state.last_arrival = last
     state.invocations += run
     if last > replay.end:
