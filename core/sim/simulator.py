@@ -353,7 +353,7 @@ def simulate_requests(
     warm: WarmSpans | None = None,
 ) -> SimResult:
     """Fine mode over a time-ordered request stream (memory ∝ experiments × containers). `progress` is
-    told how many requests were replayed since it was last told, every `PROGRESS_EVERY` and at the end
+    told how many requests were replayed since it was last told, every `PROGRESS_EVERY` or so and at the end
     (once per request cost a twentieth of the replay). A cold start of `cold_start_s` > 0 is measured by
     its experiment's record, as the servers measure theirs: the adaptive policy prices its plans for it,
     and a pre-warm starts `prewarm_lead_s` (default: the cold start), or the cold start where longer,
@@ -364,8 +364,8 @@ def simulate_requests(
     the experiment's pool is topped up to its containers (started then, idle from then), and its most
     recently used containers, as many, are held to the segment's end.
     The stream may give a 2019 trace minute by minute (`TraceMinute`, `read_replay`): the same requests,
-    with each function's run through the minute replayed at once where nothing but its container's
-    clock changes in it (`_steady_run`) — the result is the one request by request, to the float's last bits."""
+    with each function's run through the minute replayed at once as far as its plan stays as it is
+    (`_steady_run`) — the result is the one request by request, to the float's last bits."""
     replay = _Replay(policy, max_containers, cold_start_s, activity_window_s, prewarm_lead_s, concurrent_inputs, warm)
     replay.progress = progress
     durations = durations or {}
