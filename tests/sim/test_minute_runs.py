@@ -68,7 +68,7 @@ minute_counts = st.dictionaries(st.sampled_from("abcd"), st.integers(1, 400), mi
 @given(
     minutes=st.lists(st.tuples(st.integers(1, 400), minute_counts), min_size=1, max_size=12),
     policy=st.sampled_from(sorted(POLICIES)),
-    durations=st.fixed_dictionaries({e: st.sampled_from([0.01, 0.5, 1.0, 3.0, 7.5, 20.0, 45.0]) for e in "abcd"}),
+    durations=st.fixed_dictionaries({e: st.sampled_from([0.0, 0.01, 0.5, 1.0, 3.0, 7.5, 20.0, 45.0]) for e in "abcd"}),
     per_container=st.sampled_from([1, 2, 4, 32]),
     max_containers=st.sampled_from([1, 2, 3, 10]),
     cold_start_s=st.sampled_from([0.0, 0.0, 30.0]),
