@@ -55,18 +55,6 @@ class BurstLevels:
         left = self._left[index] if 0 <= index < len(self._left) else None
         return None if left is None else max(0.0, now - left)
 
-    def arrive_within(self, count: int) -> None:
-        """`count` requests arrived, none making the experiment need a second container (in flight at most
-        `per_container` at each) nor starting a spell: `arrive` for each, at once."""
-        self.in_flight += count
-        self._spell = max(self._spell, 1)
-
-    def complete_within(self, count: int, last_at: float) -> None:
-        """`count` requests completed, the last at `last_at`, none leaving a level ≥ 2: `complete` for each."""
-        self.in_flight -= count
-        if not self.in_flight:
-            self._idle_since = last_at
-
     @property
     def width(self) -> int:
         """The most containers needed at once in the latest spell or the one before (0: none yet)."""

@@ -194,9 +194,8 @@ class ExperimentRecord:
 def arrive_run(record: ExperimentRecord, time_of: Callable[[int], float], lo: int, hi: int) -> None:
     """Requests arrived at `time_of(lo)` .. `time_of(hi - 1)` (increasing, each under a minute after
     the one before, the first under a minute after the latest known): what `arrive` makes of them one
-    by one, at once — but for the burst levels, which the caller feeds (`levels`: one by one, or at
-    once where none reaches a second container). A replay's minute run; the gaps' summed length may
-    differ from one by one in its last bits."""
+    by one, at once — but for the burst levels, which the caller feeds one by one. A replay's minute
+    run; the gaps' summed length may differ from one by one in its last bits."""
     count, last = hi - lo, time_of(hi - 1)
     if record.gaps is not None:
         record.gaps.add((last - record.last_request) / count, count)

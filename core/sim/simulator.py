@@ -502,66 +502,18 @@ def _steady_run(replay: _Replay, experiment_id: str, start: float, k: int, count
         return 0
     if decision.prewarm_after_s is not None and decision.prewarm_after_s - replay.lead_s <= PREWARM_PLAN_WINDOW_S:
         return 0  # its pre-warm could come due inside the minute
-    if decision.prewarm_after_s is None and decision.window_s <= gap * (1 + 1e-6):
-        return 0  # the last container could go between two requests
     gaps_left, bursts_left = (count - k, 0) if record.gaps is None else record.gaps.steady_for()
     most = min(count - k, gaps_left)
     if most <= 0:
         return 0
-    if len(state.containers) == 1:
-        run = _one_container_run(replay, experiment_id, start, k, count, duration, most)
-        if run:
-            return run
     return _pool_run(replay, experiment_id, start, k, count, duration, most, bursts_left)
-
-
-def _one_container_run(replay: _Replay, experiment_id: str, start: float, k: int, count: int, duration: float,
-                       most: int) -> int:
-    """`_steady_run` where the pool is one container that takes every request without a second in flight
-    beyond its room (nor a second burst level): its clock and idle time worked out at once."""
-    state, record = replay.states[experiment_id], replay.records[experiment_id]
-    (container,), gap = state.containers, 60 / count
-    t, ratio = spread_time(start, k, count), duration / gap
-    overlap = math.floor(ratio)  # earlier requests of the run still running at an arrival
-    room = replay.per_container if record.levels is None else min(replay.per_container, record.levels.per_container)
-    if container.fresh or abs(ratio - round(ratio)) < 1e-6 or container.in_flight(t) + overlap > room - 1:
-        return 0
-    if ratio < 1 and container.free_at > t:
-        return 0
-    last_k = k + most - 1
-    last = spread_time(start, last_k, count)
-    idle = max(0.0, t - container.free_at)
-    if ratio < 1:  # each request ended before the next came: it idled in between
-        idle += max(0.0, (last - t) - (most - 1) * duration)
-    _count_idle(state, idle, True)
-    ends, running = state.ends, container.running
-    while ends and ends[0] <= last:  # what ended before the run's last arrival (those before it: one by one)
-        record.complete(heappop(ends))
-    container.in_flight(last)
-    after = 0  # the run's requests still running at its last arrival
-    while after < most and (end := spread_time(start, last_k - after, count) + duration) > last:
-        heappush(running, end)
-        heappush(ends, end)
-        after += 1
-    container.free_at = max(container.free_at, spread_time(start, last_k, count) + duration)
-    time_of = partial(spread_time, start, count=count)
-    arrive_run(record, time_of, k, k + most)
-    if record.levels is not None:
-        record.levels.arrive_within(most)
-    if most > after:
-        done_at = spread_time(start, last_k - after, count) + duration
-        complete_run(record, most - after, done_at)
-        if record.levels is not None:
-            record.levels.complete_within(most - after, done_at)
-    _ran(replay, experiment_id, time_of, k, most)
-    return most
 
 
 def _pool_run(replay: _Replay, experiment_id: str, start: float, k: int, count: int, duration: float, most: int,
               bursts_left: int) -> int:
-    """`_steady_run` for any pool: each request's container chosen as `_settle` chooses it (a busy one with
+    """`_steady_run`'s loop: each request's container chosen as `_settle` chooses it (a busy one with
     room, the most recently used; else the most recently used idle one) and its burst levels fed one by
-    one, until a request would start a container, wait, find one that might have gone, or change what
+    one — the record, the plan and the decision once, after the run — until a request would start a container, wait, find one that might have gone, or change what
     the plan is made of (a burst gap at its mark; the width, for a pre-warm plan)."""
     state, record = replay.states[experiment_id], replay.records[experiment_id]
     decision, containers, levels = state.decision, state.containers, record.levels
