@@ -5,7 +5,9 @@ Why this module exists: the request path only records arrivals and completions; 
 that turns them into a pool's state runs in another process (Serve's controller). The ingress — one
 replica, which sees every arrival — publishes an experiment's activity before its request goes to a
 replica, so a policy that sees the replica busy or freshly idle always reads an activity that includes
-that request; completions are published in the background. Writes of one experiment coalesce: under
+that request — and its requests at the pool (`at_pool`: the handles' count, published again in the
+background whenever it changes), which size a pool whose requests wait for replicas to start
+(activity_store.py); completions are published in the background. Writes of one experiment coalesce: under
 64 concurrent requests, one write carries every arrival that came while the previous one ran.
 Times are emulated wall-clock seconds (`time.time() × HYBRID_TIME_SCALE`), which Serve's controller
 reads the same on every node.
@@ -18,12 +20,11 @@ import logging
 import time
 from typing import Callable
 
-from backends.local_ray.activity_store import ActivityStore
+from backends.local_ray.activity_store import ActivityStore, Published
 from backends.local_ray.settings import RaySettings
 from core.keepwarm.activity import ActivityTracker, emulated_clock
 from core.keepwarm.decision import NamedPolicy
 from core.keepwarm.policies import retention_s
-from core.keepwarm.shared_activity import DurableActivity
 
 log = logging.getLogger("hybrid_serve.ray.activity")
 
@@ -32,7 +33,7 @@ class Publisher:
     """Writes an experiment's latest activity, one write at a time per experiment: a `publish` returns
     once a write that began after it was called is done (so it carries what was recorded before)."""
 
-    def __init__(self, export: Callable[[str], DurableActivity | None], write: Callable[[DurableActivity], None]):
+    def __init__(self, export: Callable[[str], Published | None], write: Callable[[Published], None]):
         self._export = export
         self._write = write
         self._running: dict[str, asyncio.Task[None]] = {}
@@ -74,16 +75,27 @@ class PublishedActivity(ActivityTracker):
     completions published in the background. It starts from what the GCS holds (an ingress restarting
     keeps every experiment's history, and the policy's memory)."""
 
-    def __init__(self, settings: RaySettings, policy: NamedPolicy, store: ActivityStore):
+    def __init__(self, settings: RaySettings, policy: NamedPolicy, store: ActivityStore,
+                 at_pool: Callable[[str], int] = lambda _: 0):
         super().__init__(settings.activity_window, retention_s=retention_s(settings, policy),
                          clock=emulated_clock(settings.time_scale, time.time), learner=policy.learner)
         self.store = store
-        self.publisher = Publisher(self.export, store.write)
+        #: The experiment's requests at its pool now (given to its handle, not answered yet).
+        self.at_pool = at_pool
+        self.publisher = Publisher(self.published_now, store.write)
+
+    def published_now(self, experiment_id: str) -> Published | None:
+        """What to publish of the experiment now: its durable activity and its requests at the pool."""
+        record = self.export(experiment_id)
+        return None if record is None else Published(record, self.at_pool(experiment_id))
 
     def take_in_published(self) -> None:
-        """Start from every experiment's activity in the GCS (blocking: at the ingress's start)."""
-        for record in self.store.read_all():
-            self.restore(record)
+        """Start from every experiment's activity in the GCS (blocking: at the ingress's start). Requests an
+        ingress before this one had in flight were answered or cut with it: their count goes."""
+        for published in self.store.read_all():
+            self.restore(published.activity)
+            if published.in_flight:
+                self.store.write(Published(published.activity))
 
     async def published(self, experiment_id: str) -> None:
         await self.publisher.publish(experiment_id)

@@ -5,7 +5,11 @@ Why this module exists: on Ray the window controller is the autoscaling policy i
 controller, while arrivals reach the ingress. The ingress publishes each experiment's activity — core's
 `DurableActivity`: the latest two requests, the latest completion, the count and what a learning policy
 learned, in emulated wall-clock seconds — under one key per experiment; the policy reads it and runs
-core's `plan_pool` on it. The GCS outlives Serve's controller and the ingress, so a controller or an
+core's `plan_pool` on it. With it goes the ingress's count of the experiment's requests not yet
+answered (`Published.in_flight`): a request waiting at the pool's handle for a replica to start is
+the ingress's to count — Serve's own load figure undercounts requests queued at a pool that went to
+zero (it reports the one its cold-start path starts a replica for) — as Modal's ingress sizes a pool
+from its own count. The GCS outlives Serve's controller and the ingress, so a controller or an
 ingress that restarts carries on from it (a pre-warm planned before still happens, warm pools stay).
 """
 
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from core.keepwarm.shared_activity import DurableActivity
@@ -28,20 +33,30 @@ def activity_key(app_name: str, experiment_id: str) -> str:
 HISTOGRAMS = ("idle_gaps", "burst_gaps")
 
 
-def encode(record: DurableActivity) -> bytes:
-    data = record.to_dict()
+@dataclass(frozen=True)
+class Published:
+    """What the ingress publishes of one experiment: its durable activity and its requests in flight."""
+
+    activity: DurableActivity
+    #: The experiment's requests the ingress had not answered yet when it wrote this (a live figure:
+    #: never restored; an ingress that starts writes 0 over what the one before it left).
+    in_flight: int = 0
+
+
+def encode(published: Published) -> bytes:
+    data = {**published.activity.to_dict(), "in_flight": published.in_flight}
     for name in HISTOGRAMS:
         if data.get(name) is not None:
             data[name] = base64.b64encode(data[name]).decode()
     return json.dumps(data).encode()
 
 
-def decode(value: bytes) -> DurableActivity:
+def decode(value: bytes) -> Published:
     data: dict[str, Any] = json.loads(value)
     for name in HISTOGRAMS:
         if data.get(name) is not None:
             data[name] = base64.b64decode(data[name])
-    return DurableActivity.from_dict(data)
+    return Published(DurableActivity.from_dict(data), int(data.get("in_flight") or 0))
 
 
 class ActivityStore:
@@ -50,13 +65,18 @@ class ActivityStore:
     def __init__(self, app_name: str):
         self.app_name = app_name
 
-    def write(self, record: DurableActivity) -> None:
+    def write(self, record: DurableActivity | Published) -> None:
         from ray.experimental import internal_kv
 
-        internal_kv._internal_kv_put(self._key(record.experiment_id), encode(record), overwrite=True,
-                                     namespace=NAMESPACE)
+        published = record if isinstance(record, Published) else Published(record)
+        internal_kv._internal_kv_put(self._key(published.activity.experiment_id), encode(published),
+                                     overwrite=True, namespace=NAMESPACE)
 
     def read(self, experiment_id: str) -> DurableActivity | None:
+        published = self.read_published(experiment_id)
+        return None if published is None else published.activity
+
+    def read_published(self, experiment_id: str) -> Published | None:
         from ray.experimental import internal_kv
 
         if not internal_kv._internal_kv_initialized():
@@ -64,7 +84,7 @@ class ActivityStore:
         value = internal_kv._internal_kv_get(self._key(experiment_id), namespace=NAMESPACE)
         return None if value is None else decode(value)
 
-    def read_all(self) -> list[DurableActivity]:
+    def read_all(self) -> list[Published]:
         """Every experiment's activity of the application (an ingress starting)."""
         from ray.experimental import internal_kv
 

@@ -2,7 +2,10 @@
 
 Why this module exists: every open handle pushes its load to Serve's controller five times a second,
 so the control plane's cost must follow the experiments in use, not those ever touched: a handle is
-opened on an experiment's first request and closed once its pool has been at zero for `idle_s`.
+opened on an experiment's first request and closed once its pool has been at zero for `idle_s`. The
+handles also count each experiment's requests at its pool — given to the handle, not yet answered —
+and say when the count changes (`changed`): what the pool's scaling policy sizes it by
+(activity_store.py).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ class Handles:
         self._handles: dict[str, Any] = {}
         self._in_flight: dict[str, int] = {}
         self._last_used: dict[str, float] = {}
+        #: Told the experiment whose count of requests at its pool changed.
+        self.changed: Callable[[str], None] = lambda _: None
 
     @staticmethod
     def _serve_handle(experiment_id: str, app_name: str) -> Any:
@@ -34,15 +39,21 @@ class Handles:
         if handle is None:
             handle = self._handles[experiment_id] = self._open(experiment_id, self.app_name)
         self._in_flight[experiment_id] = self._in_flight.get(experiment_id, 0) + 1
+        self.changed(experiment_id)
         return handle
+
+    def in_flight(self, experiment_id: str) -> int:
+        """The experiment's requests at its pool through this ingress (waiting for a replica or running)."""
+        return self._in_flight.get(experiment_id, 0)
 
     def idle(self, experiment_id: str) -> bool:
         """No request of the experiment is on its way to a replica through this ingress."""
-        return not self._in_flight.get(experiment_id)
+        return not self.in_flight(experiment_id)
 
     def release(self, experiment_id: str) -> None:
         self._in_flight[experiment_id] -= 1
         self._last_used[experiment_id] = time.monotonic()
+        self.changed(experiment_id)
 
     def open_ids(self) -> list[str]:
         return list(self._handles)

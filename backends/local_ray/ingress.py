@@ -192,12 +192,13 @@ class HybridIngress:
         async def for_replicas(experiment: Experiment) -> Experiment:
             return await keeper.for_replicas.remote(experiment)
 
-        store, policy = ActivityStore(app_name), policy_from_settings(self.settings)
-        tracker = PublishedActivity(self.settings, policy, store)
+        store, policy, handles = ActivityStore(app_name), policy_from_settings(self.settings), Handles(app_name)
+        tracker = PublishedActivity(self.settings, policy, store, at_pool=handles.in_flight)
+        handles.changed = tracker.publisher.soon  # the requests at a pool size it: its policy reads them
         tracker.take_in_published()
         controller = WindowController.for_settings(self.settings, tracker, policy)
         deployer = PoolDeployer(self.settings, app_name, for_replicas)
-        self.predictor = RayPredictor(self.settings, app_name, deployer, identity=registry.identity,
+        self.predictor = RayPredictor(self.settings, app_name, deployer, identity=registry.identity, handles=handles,
                                       publish=tracker.published, store=store, plans=controller.plans)
         self.path = RequestPath(self.settings, registry, self.predictor, controller=controller)
         #: Each experiment's warm schedule published for its pool's policy; a parked pool it asks containers of, deployed.

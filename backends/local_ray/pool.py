@@ -129,7 +129,8 @@ def pool_application(settings: RaySettings, app_name: str, experiment: Experimen
         ExperimentReplica,
             name=deployment_name(experiment.id),
             autoscaling_config=autoscaling_config(settings, app_name, experiment.id),
-            max_ongoing_requests=settings.target_ongoing * 16,
+            # a replica takes what a Modal container does (`@modal.concurrent(max_inputs=...)`); more wait for another
+            max_ongoing_requests=max(settings.target_ongoing, settings.modal_concurrent_inputs),
             graceful_shutdown_wait_loop_s=0.2,
             graceful_shutdown_timeout_s=DRAIN_TIMEOUT_S,
             ray_actor_options=replica_resources(settings),

@@ -210,6 +210,12 @@ def _unbounded(inputs: ScalingInputs) -> ScaleDecision:
     return ScaleDecision(replicas, why, plan)
 
 
+def ongoing_requests(serve_load: float, at_pool: int) -> float:
+    """The requests at a pool: Serve's load figure, or the ingress's count where larger — Serve's undercounts
+    requests queued at a pool that went to zero (it shows the one its cold-start path starts a replica for)."""
+    return max(serve_load, float(at_pool))
+
+
 def replica_id(replica: Any) -> str:
     """Serve's id of a running replica (a `ReplicaID`, or its string in tests)."""
     return str(getattr(replica, "unique_id", replica))
@@ -250,24 +256,31 @@ class ActivityReader:
     changed: when a replica has been busy since the last read (the ingress publishes an arrival before
     its request reaches a replica), at least every `REFRESH_S`, and whenever the caller asks for the
     latest (`fresh`: before a scale-down — a replica's report can trail its request by a second or
-    more, the published arrival cannot). A controller that restarts reads it at once: its pools keep
-    their windows, a pre-warm planned before still happens."""
+    more, the published arrival cannot). While requests are in flight — by the ingress's count last
+    read, or by Serve's load figure (`waiting`) — it is read every `BUSY_REFRESH_S`: the count sizes a
+    pool whose requests wait for replicas, and must follow them. A controller that restarts reads it
+    at once: its pools keep their windows, a pre-warm planned before still happens."""
 
     def __init__(self, store: ActivityStore | None, experiment_id: str):
         self.store = store
         self.experiment_id = experiment_id
         self.record: DurableActivity | None = None
+        #: The experiment's requests the ingress had in flight, as last read.
+        self.in_flight = 0
         self._read_at: float | None = None
 
-    def current(self, now: float, reports: list[ReplicaReport], fresh: bool = False) -> DurableActivity | None:
+    def current(self, now: float, reports: list[ReplicaReport], fresh: bool = False,
+                waiting: bool = False) -> DurableActivity | None:
         if self.store is None:
             return None
         since = None if self._read_at is None else now - self._read_at
         news = self._read_at is None or any(r.last_busy > self._read_at for r in reports)
         busy = any(r.in_flight for r in reports)
-        if since is None or since >= REFRESH_S or (fresh and since > 0) or (news and (not busy or since >= BUSY_REFRESH_S)):
+        if since is None or since >= REFRESH_S or (fresh and since > 0) or (news and not busy) \
+                or ((news or waiting or self.in_flight > 0) and since >= BUSY_REFRESH_S):
             try:
-                self.record = self.store.read(self.experiment_id)
+                published = self.store.read_published(self.experiment_id)
+                self.record, self.in_flight = (None, 0) if published is None else (published.activity, published.in_flight)
             except Exception:  # the GCS unreachable a moment: the last record read holds
                 log.exception("could not read %s's activity", self.experiment_id)
             self._read_at = now
@@ -301,12 +314,13 @@ class ScaledownWindowPolicy:
                                       self.settings.experiment_max_containers)
         self.slots, self.app_name = replica_slots, app_name or ""  # every pool's, shared in Serve's controller
 
-    def plan(self, now: float, reports: list[ReplicaReport], fresh: bool = False) -> PoolPlan | None:
+    def plan(self, now: float, reports: list[ReplicaReport], fresh: bool = False, waiting: bool = False) -> PoolPlan | None:
         """Core's plan for the pool at wall time `now`, with the experiment's warm schedule on top (None:
-        no request yet and no schedule); `fresh`: from the activity as published now, not as last read."""
+        no request yet and no schedule); `fresh`: from the activity as published now, not as last read;
+        `waiting`: Serve sees requests at the pool."""
         scale, settings = self.time_scale, self.settings
         activity = pool_activity(
-            self.experiment, self.published.current(now, reports, fresh),
+            self.experiment, self.published.current(now, reports, fresh, waiting),
             [replace(r, last_busy=r.last_busy * scale) for r in reports], now * scale,
             settings.activity_window, self.policy.learner)
         windows = self.schedule.current(now)
@@ -320,18 +334,21 @@ class ScaledownWindowPolicy:
         running = list(ctx.running_replicas)
         reports = reports_from_metrics(ctx.raw_metrics, running)
         state = dict(ctx.policy_state or {})
+        serve_load = float(ctx.total_num_requests or 0)
+        plan = self.plan(now, reports, waiting=serve_load > 0)
         inputs = ScalingInputs(
-            now, reports, float(ctx.total_num_requests or 0), float(self.settings.target_ongoing), self.time_scale,
-            min(int(ctx.capacity_adjusted_max_replicas), self.budget.pool_limit(
+            now, reports, ongoing_requests(serve_load, self.published.in_flight), float(self.settings.target_ongoing),
+            self.time_scale, min(int(ctx.capacity_adjusted_max_replicas), self.budget.pool_limit(
                 self.experiment, self.slots.held(self.app_name, now, self.settings.cold_start_timeout_s))),
-            plan=self.plan(now, reports),
+            plan=plan,
             unreported=len(running) - len(reports),
             starting=self._starting(state, max(0, int(ctx.target_num_replicas) - len(running)), now),
             current=int(ctx.target_num_replicas),
         )
         decision = desired_replicas(inputs)
         if decision.replicas < ctx.target_num_replicas:  # a replica goes: decided on the latest arrival only
-            inputs = replace(inputs, plan=self.plan(now, reports, fresh=True))
+            plan = self.plan(now, reports, fresh=True)
+            inputs = replace(inputs, plan=plan, ongoing_requests=ongoing_requests(serve_load, self.published.in_flight))
             decision = desired_replicas(inputs)
         replicas, previous = decision.replicas, ctx.target_num_replicas
         self.slots.hold(self.app_name, self.experiment, max(replicas, len(running)), now)  # what runs, if more

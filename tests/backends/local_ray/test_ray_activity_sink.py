@@ -112,12 +112,43 @@ def test_a_restarted_ingress_carries_on_with_the_history_and_what_was_learned(gc
     assert restarted.export("e").total_requests == 2  # type: ignore[union-attr]
 
 
+def test_the_requests_at_a_pool_are_published_as_they_come_and_go_and_a_restarted_ingress_clears_them(gcs: Any) -> None:
+    """A pool whose requests wait for replicas to start is sized by the ingress's count (Serve's load
+    figure shows one of them after a scale to zero): each request given to the pool's handle and each
+    answer publishes it; a restarted ingress writes 0 over what the one before it could not answer."""
+    from backends.local_ray.handles import Handles
+
+    async def burst() -> list[int]:
+        handles = Handles("app", open_handle=lambda e, app: object())
+        tracker = PublishedActivity(load_ray_settings(env_file=None), policy_from_settings(load_ray_settings(env_file=None)),
+                                    ActivityStore("app"), at_pool=handles.in_flight)
+        handles.changed = tracker.publisher.soon
+        seen = []
+        for _ in range(3):
+            tracker.record_request("e")
+            await tracker.published("e")
+            handles.acquire("e")
+        await asyncio.sleep(0.05)  # the background publications land
+        seen.append(ActivityStore("app").read_published("e").in_flight)  # type: ignore[union-attr]
+        handles.release("e")
+        tracker.record_completion("e")
+        await asyncio.sleep(0.05)
+        seen.append(ActivityStore("app").read_published("e").in_flight)  # type: ignore[union-attr]
+        return seen
+
+    assert asyncio.run(burst()) == [3, 2]
+    restarted = tracker_for()
+    restarted.take_in_published()
+    published = ActivityStore("app").read_published("e")
+    assert published is not None and published.in_flight == 0 and published.activity.total_requests == 3
+
+
 def test_retired_and_stopped_applications_leave_no_activity_behind(gcs: Any) -> None:
     ActivityStore("app").write(DurableActivity("a", 1.0, None, None, 1))
     ActivityStore("app").write(DurableActivity("b", 1.0, None, None, 1))
     ActivityStore("other").write(DurableActivity("a", 1.0, None, None, 1))
     ActivityStore("app").clear("a")
-    assert [r.experiment_id for r in ActivityStore("app").read_all()] == ["b"]
+    assert [r.activity.experiment_id for r in ActivityStore("app").read_all()] == ["b"]
     ActivityStore("app").forget()
     assert ActivityStore("app").read_all() == [] and ActivityStore("other").read("a") is not None
     from backends.local_ray.schedule_store import ScheduleStore

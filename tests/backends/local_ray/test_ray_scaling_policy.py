@@ -337,6 +337,29 @@ def test_the_policy_reads_the_gcs_when_a_replica_was_busy_since_and_otherwise_se
     assert gcs.reads_in.get("hybrid-serve", 0) == reads + 2
 
 
+def test_requests_queued_at_a_pool_that_went_to_zero_size_it_by_the_ingresss_count(gcs: Any) -> None:
+    """Found on Ray: after a scale to zero, three requests waiting at the pool's handle showed as 1.0 in
+    Serve's load figure (its cold-start path's) for 80 ticks, so the pool ran them one after another on
+    one replica; Modal starts a container for each (`max_inputs=1`). The ingress's count of requests at
+    the pool, published with the activity, sizes it — read every BUSY_REFRESH_S while requests wait."""
+    from backends.local_ray.activity_store import Published
+
+    store = ActivityStore("app")
+    store.write(published((NOW - 100) * 10, completion=(NOW - 100) * 10))
+    policy = policy_for(modal_concurrent_inputs=1)
+    assert policy(ctx(NOW, []))[0] == 0  # idle, at zero
+    store.write(Published(published(NOW * 10 + 1, previous=(NOW - 100) * 10), in_flight=3))  # a burst of three
+    replicas, _ = policy(ctx(NOW + 0.1, [], ongoing=1.0, target=1))  # Serve's cold path started one for "1.0"
+    assert replicas == 1  # read within BUSY_REFRESH_S of the last read, not at once
+    replicas, _ = policy(ctx(NOW + 0.1 + scaling.BUSY_REFRESH_S, ["r1"], ongoing=1.0, target=1))
+    assert replicas == 3
+    store.write(Published(published(NOW * 10 + 1, previous=(NOW - 100) * 10), in_flight=0))  # all answered
+    later = NOW + 0.2 + 2 * scaling.BUSY_REFRESH_S
+    assert policy(ctx(later, ["r1"], metrics(later - 0.1), target=3))[0] == 3  # inside the window: kept
+    assert policy.published.in_flight == 0  # the count followed them down
+    assert scaling.ongoing_requests(2.0, 0) == 2.0 and scaling.ongoing_requests(1.0, 3) == 3.0
+
+
 def test_a_request_the_replicas_have_not_reported_yet_still_restarts_the_window(gcs: Any) -> None:
     """A short request inside the window whose replica's report has not reached the controller yet:
     the scale-down its stale reports suggest is checked against the arrival published in the GCS —
