@@ -192,7 +192,8 @@ class HybridIngress:
         async def for_replicas(experiment: Experiment) -> Experiment:
             return await keeper.for_replicas.remote(experiment)
 
-        store, policy, handles = ActivityStore(app_name), policy_from_settings(self.settings), Handles(app_name)
+        store, policy, handles = ActivityStore(app_name), policy_from_settings(self.settings), \
+            Handles(app_name, self.settings.handle_idle_s)
         tracker = PublishedActivity(self.settings, policy, store, at_pool=handles.in_flight)
         handles.changed = tracker.publisher.soon  # the requests at a pool size it: its policy reads them
         tracker.take_in_published()

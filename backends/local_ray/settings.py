@@ -39,6 +39,11 @@ class RaySettings(Settings):
         "seconds ≥ 0 a pool stays deployed at zero replicas with nothing planned before it is deleted "
         "(its next request deploys it again, ~1 s); 0: never delete", ge=0,
     )
+    handle_idle_s: float = setting(
+        30.0, "HYBRID_HANDLE_IDLE_S",
+        "seconds ≥ 0 the ingress keeps its handle to a pool at zero replicas open (an open handle pushes its load "
+        "to Serve five times a second; the next request opens it again)", ge=0,
+    )
     max_cold_starts: int = setting(
         0, "HYBRID_MAX_COLD_STARTS", "integer ≥ 0: cold starts under way at once across experiments (0: the cluster's CPUs)",
         ge=0

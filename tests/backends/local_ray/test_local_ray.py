@@ -46,14 +46,16 @@ def ray_backend(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathF
             ("busy", fe, "feature-extraction"), ("quiet", fe, "feature-extraction"),
             ("burst", gen, "text-generation"), ("victim", fe, "feature-extraction"),
             ("contract", fe, "feature-extraction"), ("pair", fe, "feature-extraction"),
-            ("broken", root / "no-such-model", "feature-extraction"), ("stream", gen, "text-generation"),
+            ("broken", root / "no-such-model", "feature-extraction"), ("queued", gen, "text-generation"),
+            ("stream", gen, "text-generation"),
         ]
     ) + 'dtype = "bfloat16"\n')  # the last entry's, "stream": its replicas run the model in bfloat16
     settings = load_ray_settings(
         env_file=None, registry_path=registry_path, time_scale=TIME_SCALE, base_warm_time=600, extension_time=600,
-        activity_window=300, max_containers=12, max_containers_per_experiment=3, replica_target_ongoing=1,
+        activity_window=300, max_containers=12, max_containers_per_experiment=3, modal_concurrent_inputs=1,
         event_log=root / "events.jsonl",
         cold_start_timeout_s=COLD_START_LIMIT_S, replica_cpus=0.1, replica_memory_mb=0, max_replicas=12,
+        handle_idle_s=1,
     )
     with ray_app(settings) as url:
         yield {"url": url, "settings": settings, "events": settings.event_log}
@@ -206,6 +208,30 @@ def test_a_burst_scales_up_loses_nothing_and_scales_back(ray_backend: dict[str, 
     assert wait_for_event(events, "burst", "scale_up", 0)["replicas"] > 1
     wait_for_event(events, "burst", "scale_to_zero", done - 1, timeout_s=60)
     wait_for_replicas(url, "burst", 0, timeout_s=60)
+
+
+def test_a_burst_after_a_scale_to_zero_gets_a_replica_for_each_request(ray_backend: dict[str, Any]) -> None:
+    """Modal starts a container for each input queued beyond `max_inputs` (here 1). Found on Ray: three
+    requests queued at a pool that had gone to zero — through a handle the ingress had closed and opened
+    again, more than 10 s later — showed as 1.0 in Serve's load figure (the pool grew to 2 at most), so
+    fewer replicas ran them one after another; the ingress's own count of requests at the pool sizes it now."""
+    url, events = ray_backend["url"], ray_backend["events"]
+    _, done = predict(url, "queued", "warm up", max_new_tokens=2)
+    wait_for_event(events, "queued", "scale_to_zero", done - 1, timeout_s=60)
+    wait_for_replicas(url, "queued", 0)
+    # the ingress closes its handle to the pool (HYBRID_HANDLE_IDLE_S), and Serve holds a handle's figures for 10 s:
+    # the burst comes through a new handle, after those are gone (3.5 s later it scaled to 3 even without the mend)
+    time.sleep(12)
+    burst_at = time.time()
+    with ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(lambda i: predict(url, "queued", f"request {i}", max_new_tokens=24)[0], range(3)))
+    assert len(answers) == 3  # each answered 200 (predict checks)
+    deadline = time.time() + 30
+    while not any(e["experiment"] == "queued" and e["event"] == "scale_up" and e["time"] > burst_at and e["replicas"] == 3
+                  for e in read_events(events)):
+        seen = [(e["event"], e.get("replicas")) for e in read_events(events) if e["experiment"] == "queued" and e["time"] > burst_at]
+        assert time.time() < deadline, f"no scale-up to 3 replicas for 3 queued requests; events since the burst: {seen}"
+        time.sleep(0.1)
 
 
 def test_a_killed_replica_is_replaced_and_later_requests_succeed(ray_backend: dict[str, Any]) -> None:
