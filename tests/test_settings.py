@@ -185,6 +185,7 @@ def test_an_entry_point_that_is_no_settings_class_is_refused() -> None:
     ("HYBRID_REPLICA_CPUS", "0", "number > 0: CPUs Ray reserves for each replica"),
     ("HYBRID_MAX_REPLICAS", "-1", "integer ≥ 0: replicas across all experiments"),
     ("HYBRID_IDLE_POOL_TTL_S", "soon", "seconds ≥ 0 a pool stays deployed"),
+    ("HYBRID_HANDLE_IDLE_S", "-1", "seconds ≥ 0 the ingress keeps its handle"),
     ("HYBRID_RECONCILE_INTERVAL_S", "5", "seconds 10..3600"),
     ("MODAL_APP_NAME", "no spaces", "a Modal app name ([A-Za-z0-9_.-], ≤ 64)"),
 ])

@@ -144,23 +144,18 @@ def _save(model: PreTrainedModel, tokenizer: object, target: Path) -> Path:
 
 
 def _bert_config(vocab_size: int, **extra: object) -> BertConfig:
-    return BertConfig(
-        vocab_size=vocab_size,
-        hidden_size=HIDDEN_SIZE,
-        num_hidden_layers=NUM_LAYERS,
-        num_attention_heads=NUM_HEADS,
-        intermediate_size=INTERMEDIATE_SIZE,
-        max_position_embeddings=MAX_POSITIONS,
-        pad_token_id=0,
-        **extra,
-    )
+    """The tiny BERT config; `extra` adds to it or overrides a size (a wider model for a benchmark)."""
+    sizes: dict[str, object] = {"hidden_size": HIDDEN_SIZE, "num_hidden_layers": NUM_LAYERS, "num_attention_heads": NUM_HEADS,
+                                "intermediate_size": INTERMEDIATE_SIZE, "max_position_embeddings": MAX_POSITIONS}
+    return BertConfig(vocab_size=vocab_size, pad_token_id=0, **{**sizes, **extra})
 
 
-def build_feature_extraction(target: Path) -> Path:
-    """BERT-style encoder (BertModel) plus fast WordPiece tokenizer; loads with AutoModel/AutoTokenizer."""
+def build_feature_extraction(target: Path, **sizes: object) -> Path:
+    """BERT-style encoder (BertModel) plus fast WordPiece tokenizer; loads with AutoModel/AutoTokenizer.
+    `sizes` override the tiny config's (e.g. `hidden_size=512, num_hidden_layers=8`: requests of seconds)."""
     tokenizer = _bert_tokenizer()
     torch.manual_seed(SEED)
-    model = BertModel(_bert_config(len(tokenizer))).eval()
+    model = BertModel(_bert_config(len(tokenizer), **sizes)).eval()
     return _save(model, tokenizer, target)
 
 
