@@ -5,11 +5,11 @@ Why this module exists: on Ray the window controller is the autoscaling policy i
 controller, while arrivals reach the ingress. The ingress publishes each experiment's activity — core's
 `DurableActivity`: the latest two requests, the latest completion, the count and what a learning policy
 learned, in emulated wall-clock seconds — under one key per experiment; the policy reads it and runs
-core's `plan_pool` on it. With it goes the ingress's count of the experiment's requests not yet
-answered (`Published.in_flight`): a request waiting at the pool's handle for a replica to start is
-the ingress's to count — Serve's own load figure undercounts requests queued at a pool that went to
-zero (it reports the one its cold-start path starts a replica for) — as Modal's ingress sizes a pool
-from its own count. The GCS outlives Serve's controller and the ingress, so a controller or an
+core's `plan_pool` on it. With it goes the ingress's count of the experiment's requests at its pool
+(`Published.in_flight`: given to the pool's handle, not answered yet): a request waiting there for a
+replica to start is the ingress's to count — Serve's own load figure undercounts requests queued at a
+pool that went to zero (it shows the one its cold-start path starts a replica for) — as Modal's ingress
+sizes a pool from its own count. The GCS outlives Serve's controller and the ingress, so a controller or an
 ingress that restarts carries on from it (a pre-warm planned before still happens, warm pools stay).
 """
 
@@ -35,11 +35,11 @@ HISTOGRAMS = ("idle_gaps", "burst_gaps")
 
 @dataclass(frozen=True)
 class Published:
-    """What the ingress publishes of one experiment: its durable activity and its requests in flight."""
+    """What the ingress publishes of one experiment: its durable activity and its requests at the pool."""
 
     activity: DurableActivity
-    #: The experiment's requests the ingress had not answered yet when it wrote this (a live figure:
-    #: never restored; an ingress that starts writes 0 over what the one before it left).
+    #: The experiment's requests at its pool when the ingress wrote this (a live figure: never restored;
+    #: an ingress that starts writes 0 over what the one before it left).
     in_flight: int = 0
 
 

@@ -335,7 +335,7 @@ class ScaledownWindowPolicy:
         reports = reports_from_metrics(ctx.raw_metrics, running)
         state = dict(ctx.policy_state or {})
         serve_load = float(ctx.total_num_requests or 0)
-        plan = self.plan(now, reports, waiting=serve_load > 0)
+        plan = self.plan(now, reports, waiting=serve_load > 0)  # first: it reads the ingress's count too
         inputs = ScalingInputs(
             now, reports, ongoing_requests(serve_load, self.published.in_flight), float(self.settings.target_ongoing),
             self.time_scale, min(int(ctx.capacity_adjusted_max_replicas), self.budget.pool_limit(
@@ -347,7 +347,7 @@ class ScaledownWindowPolicy:
         )
         decision = desired_replicas(inputs)
         if decision.replicas < ctx.target_num_replicas:  # a replica goes: decided on the latest arrival only
-            plan = self.plan(now, reports, fresh=True)
+            plan = self.plan(now, reports, fresh=True)  # first, as above
             inputs = replace(inputs, plan=plan, ongoing_requests=ongoing_requests(serve_load, self.published.in_flight))
             decision = desired_replicas(inputs)
         replicas, previous = decision.replicas, ctx.target_num_replicas
