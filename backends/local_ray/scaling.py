@@ -130,6 +130,11 @@ class ScaleDecision:
             return f"idle {plan.idle_s:.1f}s, one replica held while the load figure still shows the last request"
         if self.why is Why.LOAD:
             return f"load: {inputs.ongoing_requests:.1f} ongoing requests, target {inputs.target_ongoing:g} per replica"
+        if plan.idle_s >= plan.window_s:  # kept by a replica whose own latest request is newer than the pool's
+            return f"warm: a replica busy less than the window {plan.window_s}s ago (the pool's record: idle {plan.idle_s:.1f}s)"
+        if plan.scaledown_window_s < plan.window_s:  # two windows
+            return (f"warm: idle {plan.idle_s:.1f}s < window {plan.window_s}s; "
+                    f"extra replicas go after {plan.scaledown_window_s}s idle")
         return f"warm: idle {plan.idle_s:.1f}s < window {plan.window_s}s"
 
 

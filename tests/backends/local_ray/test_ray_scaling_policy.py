@@ -171,6 +171,19 @@ def test_two_windows_let_the_extra_replicas_go_after_the_burst_window_and_hold_t
     assert decide([], two(500), current=0).replicas == 0
 
 
+def test_a_scale_events_words_name_the_window_that_applied() -> None:
+    """Seen on Ray: a two-window scale-down read "warm: idle 0.0s < window 150s" (the extras' 30 s went
+    unsaid), and one kept by a replica's own newer report "idle 145.5s < window 60s"."""
+    two = plan_for("e", WindowDecision(150, WindowReason.ISOLATED, "", burst_window_s=30), 0.0, 0.0)
+    inputs = ScalingInputs(NOW, [idle(40), idle(1)], 0, target_ongoing=1, time_scale=1, max_replicas=3, plan=two, current=3)
+    decision = desired_replicas(inputs)
+    assert decision.replicas == 1 and decision.describe(inputs) == "warm: idle 0.0s < window 150s; extra replicas go after 30s idle"
+    late = plain(60, idle_s=145.5)
+    inputs = ScalingInputs(NOW, [idle(2)], 0, target_ongoing=1, time_scale=10, max_replicas=3, plan=late, current=1)
+    decision = desired_replicas(inputs)
+    assert decision.replicas == 1 and decision.describe(inputs).startswith("warm: a replica busy less than the window 60s ago")
+
+
 def test_a_request_in_flight_is_never_cut_by_a_prewarm_plan() -> None:
     assert decide([idle(0, in_flight=1)], prewarm(0), ongoing=1).replicas == 1
 
