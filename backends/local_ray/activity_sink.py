@@ -28,6 +28,10 @@ from core.keepwarm.policies import retention_s
 
 log = logging.getLogger("hybrid_serve.ray.activity")
 
+#: A write that failed (the GCS unreachable a moment) is tried again this long after (seconds): what it
+#: carried may be the last word for a while — a count of requests at the pool going to 0 holds replicas.
+RETRY_S = 1.0
+
 
 class Publisher:
     """Writes an experiment's latest activity, one write at a time per experiment: a `publish` returns
@@ -63,8 +67,10 @@ class Publisher:
             record = self._export(experiment_id)  # taken now: it holds whatever was recorded before
             if record is not None:
                 await asyncio.to_thread(self._write, record)
-        except Exception:  # the GCS unreachable a moment: the next request's write carries it
-            log.exception("could not publish %s's activity; its pool keeps the window it last read", experiment_id)
+        except Exception:  # the GCS unreachable a moment: written again soon (or by the next request's write)
+            log.exception("could not publish %s's activity; its pool keeps what it last read until a write "
+                          "succeeds (again in %gs)", experiment_id, RETRY_S)
+            asyncio.get_running_loop().call_later(RETRY_S, self.soon, experiment_id)
         finally:
             if self._running.get(experiment_id) is task:
                 del self._running[experiment_id]

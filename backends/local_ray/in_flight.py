@@ -91,8 +91,14 @@ class InFlight:
                     raise retired_error(experiment_id, ran=True) from None
                 raise
             if isinstance(result, StreamingPrediction):  # in flight until its last token
+                items = result.items
+
                 async def ended(_: BaseException | None) -> None:
                     self._release(ticket)
+                    # the replica's stream closes here too: `_until_ended`'s own `finally` does not run for a
+                    # stream closed before its first item (a client gone during the cold start), which
+                    # left the pool's handle held and its requests counted for good
+                    await aclose(items)
 
                 result, followed = replace(result, items=Guarded(_until_ended(result.items, ticket), ended)), True
             return result

@@ -77,6 +77,26 @@ def test_a_failing_write_loses_the_request_nothing_and_the_next_write_carries_it
     assert ActivityStore("app").read("e").total_requests == 2  # type: ignore[union-attr]
 
 
+def test_a_failed_write_is_tried_again_without_another_request(gcs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The write that takes a pool's count of requests to 0 may be the last for a while: lost, the pool
+    would hold replicas for requests long answered."""
+    from backends.local_ray import activity_sink
+
+    monkeypatch.setattr(activity_sink, "RETRY_S", 0.05)
+    tracker = tracker_for()
+
+    async def scenario() -> int | None:
+        tracker.record_request("e")
+        gcs.fail = True
+        await tracker.published("e")
+        gcs.fail = False  # the GCS is back; no request comes
+        await asyncio.sleep(0.3)
+        published = ActivityStore("app").read_published("e")
+        return None if published is None else published.activity.total_requests
+
+    assert asyncio.run(scenario()) == 1
+
+
 def test_a_completion_is_published_in_the_background(gcs: Any) -> None:
     tracker = tracker_for()
 
@@ -130,10 +150,10 @@ def test_the_requests_at_a_pool_are_published_as_they_come_and_go_and_a_restarte
             handles.acquire("e")
         await asyncio.sleep(0.05)  # the background publications land
         seen.append(ActivityStore("app").read_published("e").in_flight)  # type: ignore[union-attr]
-        handles.release("e")
-        tracker.record_completion("e")
+        handles.release("e")  # answered: published by the release itself (the completion's comes after)
         await asyncio.sleep(0.05)
         seen.append(ActivityStore("app").read_published("e").in_flight)  # type: ignore[union-attr]
+        tracker.record_completion("e")
         return seen
 
     assert asyncio.run(burst()) == [3, 2]

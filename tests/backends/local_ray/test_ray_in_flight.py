@@ -163,3 +163,17 @@ def test_a_client_hanging_up_mid_stream_stops_its_generation_and_leaves_nothing_
         assert await flight.drain(0.1) == 0
 
     asyncio.run(scenario())
+
+
+def test_a_stream_closed_before_its_first_item_closes_the_replicas_stream() -> None:
+    """A client that leaves before the first token (its response closes a stream nobody read): an async
+    generator closed before it started skips its `finally`, so the replica's stream — and the pool's
+    handle and the count of requests at the pool it holds — stayed open for good."""
+    async def scenario() -> None:
+        flight = InFlight()
+        tokens = _Tokens()
+        answer = await flight.run("gen", lambda t: _streamed(tokens, t))
+        await answer.items.aclose()  # type: ignore[attr-defined]  # never read
+        assert tokens.closed and len(flight) == 0
+
+    asyncio.run(scenario())
