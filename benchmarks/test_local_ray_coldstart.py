@@ -21,7 +21,7 @@ import httpx
 from ray import serve
 
 from tests.conftest import free_port
-from core.events import read_events
+from tests.event_log import wait_for_event
 from core.serving.registry import Registry
 from backends.local_ray.ingress import APP_NAME
 from backends.local_ray.pool import deployment_name, pool_app_name
@@ -82,17 +82,6 @@ def _wait_zero(app: str, deployment: str, timeout_s: float = 60) -> None:
         time.sleep(0.1)
 
 
-def _wait_event(events: Path, event: str, after: float, timeout_s: float = 60) -> dict[str, Any]:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if events.exists():
-            found = [e for e in read_events(events) if e["event"] == event and e["time"] > after]
-            if found:
-                return found[0]
-        time.sleep(0.05)
-    raise AssertionError(f"no {event} event")
-
-
 def test_cold_start_and_scale_to_zero(benchmark, tmp_path: Path, summary) -> None:  # type: ignore[no-untyped-def]
     from backends.local_ray import runner
 
@@ -120,7 +109,7 @@ def test_cold_start_and_scale_to_zero(benchmark, tmp_path: Path, summary) -> Non
                         http.post(f"{url}/predict/demo-embeddings", json={"inputs": "warm request"}).raise_for_status()
                         warm.append(time.time() - t)
                 done = time.time()
-                event = _wait_event(events, "scale_to_zero", done)
+                event = wait_for_event(events, "demo-embeddings", "scale_to_zero", done, timeout_s=60)
                 # the window in force: base after an isolated request, base + extension after trial 0's warm burst
                 errors.append(event["time"] - (done + event["window_s"] / TIME_SCALE))
                 if trial < BARE_TRIALS:

@@ -41,6 +41,7 @@ from core.serving.registry import Registry
 from core.sim.simulator import simulate_requests
 from core.sim.traces import Request
 from tests.conftest import free_port
+from tests.event_log import wait_for_event
 from tests.tiny_models import build_feature_extraction
 
 SCALE = 5
@@ -87,10 +88,10 @@ def test_bursts_under_two_windows_against_the_simulator(benchmark, tmp_path: Pat
 
         warm_up = httpx.post(f"{url}/predict/bursty", json={"inputs": INPUTS[:1]}, timeout=300)
         assert warm_up.status_code == 200, warm_up.text
-        _wait_for_zero(events, time.time(), timeout_s=120)
+        wait_for_event(events, "bursty", "scale_to_zero", time.time(), timeout_s=120)
         before = _warm_idle(url)
         t0 = asyncio.run(replay())
-        _wait_for_zero(events, time.time(), timeout_s=120)
+        wait_for_event(events, "bursty", "scale_to_zero", time.time(), timeout_s=120)  # the last windows ran out
         emulated_idle = (_warm_idle(url) - before) * SCALE
         benchmark.pedantic(lambda: None, rounds=1, iterations=1)
     finally:
@@ -116,18 +117,6 @@ def test_bursts_under_two_windows_against_the_simulator(benchmark, tmp_path: Pat
                                 idle_simulator_s=predicted_idle, burst_idle_simulator_s=burst_idle, service_s=service,
                                 cold_start_s=cold_s / SCALE, scale_events=_scale_events(log, t0))
     assert len(sent) == WIDTH * (len(GAPS_S) + 1)
-
-
-def _wait_for_zero(events: Path, after: float, timeout_s: float) -> None:
-    """Until the pool's last replica went (the last request's windows ran out)."""
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        log = read_events(events) if events.exists() else []
-        downs = [e for e in log if e["event"] == "scale_to_zero" and e["time"] > after]
-        if downs:
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"the pool did not scale to zero within {timeout_s}s of the last answer")
 
 
 def _warm_idle(url: str) -> float:

@@ -19,9 +19,9 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from core.events import read_events
 from backends.local_ray.settings import load_ray_settings
 from tests.backends.local_ray.conftest import ray_app
+from tests.event_log import wait_for_event
 from tests.sse import read_sse
 
 pytestmark = pytest.mark.session_ray  # on this session's Ray instance (tests/conftest.py)
@@ -70,17 +70,6 @@ def predict(url: str, experiment: str, text: str = "hello world", **parameters: 
 
 def experiment_state(url: str, experiment: str) -> dict[str, Any]:
     return next(e for e in httpx.get(f"{url}/experiments", timeout=30).json() if e["id"] == experiment)
-
-
-def wait_for_event(events: Path, experiment: str, event: str, after: float, timeout_s: float = 30) -> dict[str, Any]:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        found = [e for e in read_events(events) if e["experiment"] == experiment and e["event"] == event and e["time"] > after] if events.exists() else []
-        if found:
-            return found[0]
-        time.sleep(0.05)
-    seen = [(e["event"], round(e["time"] - after, 2)) for e in read_events(events) if e["experiment"] == experiment]
-    raise AssertionError(f"no {event} event for {experiment} within {timeout_s}s; its events (s after): {seen}")
 
 
 def wait_for_replicas(url: str, experiment: str, count: int, timeout_s: float = 30) -> None:
@@ -226,12 +215,7 @@ def test_a_burst_after_a_scale_to_zero_gets_a_replica_for_each_request(ray_backe
     with ThreadPoolExecutor(3) as pool:
         answers = list(pool.map(lambda i: predict(url, "queued", f"request {i}", max_new_tokens=24)[0], range(3)))
     assert len(answers) == 3  # each answered 200 (predict checks)
-    deadline = time.time() + 30
-    while not any(e["experiment"] == "queued" and e["event"] == "scale_up" and e["time"] > burst_at and e["replicas"] == 3
-                  for e in read_events(events)):
-        seen = [(e["event"], e.get("replicas")) for e in read_events(events) if e["experiment"] == "queued" and e["time"] > burst_at]
-        assert time.time() < deadline, f"no scale-up to 3 replicas for 3 queued requests; events since the burst: {seen}"
-        time.sleep(0.1)
+    wait_for_event(events, "queued", "scale_up", burst_at, where=lambda e: e["replicas"] == 3)  # one for each request
 
 
 def test_a_killed_replica_is_replaced_and_later_requests_succeed(ray_backend: dict[str, Any]) -> None:
