@@ -94,13 +94,15 @@ class InFlight:
                 items = result.items
 
                 async def ended(_: BaseException | None) -> None:
-                    self._release(ticket)
-                    # the replica's stream closes here too: `_until_ended`'s own `finally` does not run for a
-                    # stream closed before its first item (a client gone during the cold start), which
-                    # left the pool's handle held and its requests counted for good
-                    await aclose(items)
+                    # the replica's stream closes here, however the stream ended — also when it was closed
+                    # before its first item (a client gone during the cold start), which a generator's own
+                    # `finally` would miss, leaving the pool's handle held and its requests counted for good
+                    try:
+                        await aclose(items)
+                    finally:
+                        self._release(ticket)
 
-                result, followed = replace(result, items=Guarded(_until_ended(result.items, ticket), ended)), True
+                result, followed = replace(result, items=Guarded(_until_ended(items, ticket), ended)), True
             return result
         except asyncio.CancelledError:  # the client hung up
             task.cancel()
@@ -147,8 +149,9 @@ class InFlight:
 
 
 async def _until_ended(items: AsyncIterator[Any], ticket: Ticket) -> AsyncIterator[Any]:
-    """A stream's items until they end — or until its ticket is ended (a stop's deadline), which stops
-    the generation and raises the ticket's error for the stream's `error` event."""
+    """A stream's items until they end — or until its ticket is ended (a stop's deadline), which raises
+    the ticket's error for the stream's `error` event. The stream itself is closed by its `Guarded`'s end
+    (`InFlight.run`): the generation stops there."""
     reading: asyncio.Future[Any] | None = None
     try:
         while True:
@@ -161,8 +164,7 @@ async def _until_ended(items: AsyncIterator[Any], ticket: Ticket) -> AsyncIterat
             except StopAsyncIteration:
                 return
             yield item
-    finally:  # ended, closed, or its reader cancelled (the client hung up): the generation stops
+    finally:  # ended, closed, or its reader cancelled (the client hung up): no read left pending
         if reading is not None and not reading.done():
             reading.cancel()
             await asyncio.gather(reading, return_exceptions=True)
-        await aclose(items)

@@ -513,8 +513,9 @@ def _pool_run(replay: _Replay, experiment_id: str, start: float, k: int, count: 
               bursts_left: int) -> int:
     """`_steady_run`'s loop: each request's container chosen as `_settle` chooses it (a busy one with
     room, the most recently used; else the most recently used idle one) and its burst levels fed one by
-    one — the record, the plan and the decision once, after the run — until a request would start a container, wait, find one that might have gone, or change what
-    the plan is made of (a burst gap at its mark; the width, for a pre-warm plan)."""
+    one — the record, the plan and the decision once, after the run — until a request would start a
+    container, wait, find one that might have gone, or change what the plan is made of (a burst gap at
+    its mark; the width, for a pre-warm plan)."""
     state, record = replay.states[experiment_id], replay.records[experiment_id]
     decision, containers, levels = state.decision, state.containers, record.levels
     assert decision is not None
